@@ -1,0 +1,1 @@
+//! A pure-Rust ext4 writer (work in progress).

@@ -1,0 +1,1 @@
+//! The QEMU backend (work in progress).

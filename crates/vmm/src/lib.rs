@@ -1,0 +1,1 @@
+//! The VMM trait (work in progress).
