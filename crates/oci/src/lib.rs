@@ -1,1 +1,54 @@
-//! OCI images (work in progress).
+//! OCI images on the host: the content store, the image index, image references,
+//! manifests and platform selection, the registry client (pull, push, tag, login),
+//! registry credentials, and `image save`/`image load` archives.
+//!
+//! It must not: draw progress (it reports events through [`Progress`]; the CLI draws),
+//! know about containers or VMs, or keep large data in memory (layers are streamed to
+//! and from disk while hashing).
+//!
+//! # Storage layout
+//! Owned by [`Store`], rooted at the directory passed to [`Store::open`] (the daemon
+//! passes `<app root>`):
+//! ```text
+//! <root>/
+//! ├── images.json                  image index: name → descriptor (atomic writes)
+//! ├── images.lock                  flock serialising image index updates
+//! ├── gc.lock                      flock: pulls/loads share it, GC takes it exclusively
+//! ├── content/
+//! │   ├── blobs/sha256/<hex>       verified blobs; a blob appears only by rename after
+//! │   │                            its size and digest were checked
+//! │   └── ingest/                  blobs being written, each flocked by its writer:
+//! │       ├── sha256-<hex>.partial resumable download (continued with an HTTP Range)
+//! │       └── tmp-*                other writes; removed on open if left by a crash
+//! └── snapshots/<manifest-digest>/
+//!     └── rootfs.ext4              the image's root filesystem, built once
+//! ```
+//!
+//! The registry client is built on `oci-client`'s lower-level calls (manifest and blob
+//! requests, auth, chunked upload) and streams every blob straight into the content store.
+//! Credential files and Docker's `config.json` are read by our own small code because
+//! the store must be testable against an explicit path.
+
+pub mod credentials;
+pub mod digest;
+pub mod layer;
+pub mod manifest;
+pub mod platform;
+pub mod progress;
+pub mod reference;
+pub mod store;
+
+pub use credentials::{
+    Credential, CredentialChain, CredentialError, CredentialStore, DockerConfigStore,
+    FileCredentialStore,
+};
+pub use digest::{Digest, DigestError};
+pub use layer::{LayerError, open_layer};
+pub use manifest::{
+    Compression, Descriptor, ImageConfig, ImageIndex, ImageManifest, Manifest, ManifestError,
+    media_type,
+};
+pub use platform::{Platform, PlatformError};
+pub use progress::{NoProgress, Progress, ProgressEvent};
+pub use reference::{ImageRef, ReferenceError};
+pub use store::{GcReport, ImageRecord, ResolvedImage, Store, StoreError};
