@@ -1,1 +1,58 @@
-fn main() {}
+//! `cargo xtask`: the one entry point for developer tasks (host dependencies, the guest kernel
+//! and initramfs, offline test images, the local registry, the whole test run, benchmarks).
+//!
+//! Everything it builds is cached outside the repository (see [`paths::cache_dir`]) and keyed
+//! by its inputs, so a warm machine skips work whose inputs did not change.
+
+mod deps;
+mod guest;
+mod images;
+mod kernel;
+mod paths;
+mod registry;
+mod run;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Developer tasks for container")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install every host dependency (apt packages, cargo-installed helpers), idempotently.
+    Deps,
+    /// Build the guest kernel from Debian's linux-source into the cache.
+    Kernel,
+    /// Build the static vminitd and the guest initramfs; also ensures the kernel.
+    Guest,
+    /// Build the offline test images (OCI layouts and docker-save archives) into the cache.
+    Images,
+    /// Run or stop the local registries (plain and basic-auth) holding the test images.
+    Registry {
+        #[command(subcommand)]
+        action: registry::Action,
+    },
+    /// Everything CI runs: deps, guest, images, registry, fmt, clippy, the test suite.
+    Test {
+        /// Extra arguments for `cargo nextest run` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        nextest_args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Deps => deps::install(),
+        Command::Kernel => kernel::build().map(|k| println!("{}", k.display())),
+        Command::Guest => guest::build().map(|g| g.print()),
+        Command::Images => images::build().map(|dir| println!("{}", dir.display())),
+        Command::Registry { action } => registry::command(action),
+        Command::Test { nextest_args } => test::run_all(&nextest_args),
+    }
+}

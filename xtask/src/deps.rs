@@ -1,0 +1,139 @@
+//! `cargo xtask deps`: every host dependency, installed idempotently.
+//!
+//! On Debian: apt packages (only the missing ones, so a warm machine does no apt work) and the
+//! vhost-user helpers that Debian does not package, `cargo install`ed into `<cache>/tools`.
+//! On macOS: checks the prerequisites and says what is missing.
+
+use crate::paths::tools_bin;
+use crate::run::{output, run, step};
+use anyhow::{Result, bail};
+use std::process::Command;
+
+/// Debian packages and why each is needed.
+const APT_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "the Linux VMM backend"),
+    (crate::kernel::SOURCE_PACKAGE, "guest kernel source"),
+    ("bc", "kernel build"),
+    ("bison", "kernel build"),
+    ("flex", "kernel build"),
+    ("libelf-dev", "kernel build"),
+    ("build-essential", "kernel build"),
+    ("cpio", "kernel build"),
+    ("xz-utils", "kernel source tarball"),
+    ("e2fsprogs", "e2fsck/debugfs: the ext4 test oracle"),
+    (
+        "docker-registry",
+        "the real distribution v2 registry for tests",
+    ),
+    ("apache2-utils", "htpasswd for the auth registry"),
+    ("busybox-static", "the busybox test image"),
+    ("skopeo", "docker-archive fixtures for load tests"),
+    ("umoci", "OCI layout inspection in tests"),
+    ("libseccomp-dev", "building virtiofsd"),
+    ("libcap-ng-dev", "building virtiofsd"),
+    ("iproute2", "network namespaces in network tests"),
+    ("nftables", "NAT rules for container networks"),
+    ("curl", "registry health checks"),
+    ("tmux", "driving interactive terminal sessions in tests"),
+];
+
+/// Helpers built from crates.io: (crate, version, binary).
+const CARGO_TOOLS: &[(&str, &str, &str)] = &[
+    ("vhost-device-vsock", "0.3.0", "vhost-device-vsock"),
+    ("virtiofsd", "1.14.0", "virtiofsd"),
+];
+
+pub fn install() -> Result<()> {
+    if cfg!(target_os = "macos") {
+        return check_macos();
+    }
+    install_apt()?;
+    install_cargo_tools()
+}
+
+fn install_apt() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| !apt_installed(name))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!("installing apt packages: {}", missing.join(" ")));
+    if !crate::run::have("apt-get") {
+        bail!(
+            "apt-get not found: install these packages by hand: {}",
+            missing.join(" ")
+        );
+    }
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing))
+}
+
+fn apt_installed(name: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", name]))
+        .map(|s| s.contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn install_cargo_tools() -> Result<()> {
+    let root = tools_bin()
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(tools_bin);
+    for (krate, version, bin) in CARGO_TOOLS {
+        let path = tools_bin().join(bin);
+        let stamp = tools_bin().join(format!(".{bin}.version"));
+        if path.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(*version) {
+            continue;
+        }
+        step(&format!(
+            "cargo install {krate} {version} (a few minutes, once)"
+        ));
+        run(Command::new("cargo")
+            .args([
+                "install",
+                "--locked",
+                "--quiet",
+                krate,
+                "--version",
+                version,
+                "--root",
+            ])
+            .arg(&root))?;
+        std::fs::write(&stamp, version)?;
+    }
+    Ok(())
+}
+
+fn check_macos() -> Result<()> {
+    let mut missing = Vec::new();
+    for (tool, why) in [
+        (
+            "e2fsck",
+            "e2fsprogs (brew install e2fsprogs), the ext4 test oracle",
+        ),
+        (
+            "skopeo",
+            "skopeo (brew install skopeo), docker-archive fixtures",
+        ),
+        (
+            "codesign",
+            "Xcode command line tools, to sign the virtualization entitlement",
+        ),
+    ] {
+        if !crate::run::have(tool) {
+            missing.push(format!("{tool}: {why}"));
+        }
+    }
+    if missing.is_empty() {
+        println!("all macOS prerequisites found");
+        Ok(())
+    } else {
+        bail!("missing prerequisites:\n  {}", missing.join("\n  "))
+    }
+}

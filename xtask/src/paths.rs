@@ -1,0 +1,80 @@
+//! Where things live: the repository, the build cache outside it, and tool lookups.
+
+use std::env;
+use std::path::{Path, PathBuf};
+
+/// The workspace root (the parent of `xtask/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The developer cache, outside the repo so fresh clones reuse it:
+/// `$CONTAINER_DEV_CACHE`, else `$XDG_CACHE_HOME/container-dev`, else `~/.cache/container-dev`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = env::var_os("CONTAINER_DEV_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let base = env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    base.join("container-dev")
+}
+
+/// Cargo-installed helper binaries (vhost-device-vsock, virtiofsd) live in `<cache>/tools/bin`.
+pub fn tools_bin() -> PathBuf {
+    cache_dir().join("tools").join("bin")
+}
+
+/// The workspace's cargo target directory.
+pub fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
+/// Where the guest artifacts are published for tests and the CLI: `target/guest/`.
+pub fn guest_out_dir() -> PathBuf {
+    target_dir().join("guest")
+}
+
+/// Hex sha256 of a file's contents, read in chunks.
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Hex sha256 of some bytes.
+pub fn sha256_bytes(parts: &[&[u8]]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Replace `dst` with a symlink to `src`.
+pub fn symlink_force(src: &Path, dst: &Path) -> anyhow::Result<()> {
+    if let Some(parent) = dst.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let _ = std::fs::remove_file(dst);
+    std::os::unix::fs::symlink(src, dst)?;
+    Ok(())
+}

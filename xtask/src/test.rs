@@ -1,0 +1,53 @@
+//! `cargo xtask test`: everything CI runs, in order, stopping what it started.
+
+use crate::paths::repo_root;
+use crate::run::{run, step};
+use crate::{deps, guest, registry};
+use anyhow::Result;
+use std::process::Command;
+
+pub fn run_all(nextest_args: &[String]) -> Result<()> {
+    deps::install()?;
+    let guest = guest::build()?;
+    let started = registry::start()?;
+    let result = checks_and_tests(&guest, nextest_args);
+    if started {
+        registry::stop()?;
+    }
+    result
+}
+
+fn checks_and_tests(guest: &guest::Guest, nextest_args: &[String]) -> Result<()> {
+    let cargo = || {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(repo_root());
+        cmd
+    };
+    step("cargo fmt --check");
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step("cargo clippy --all-targets -- -D warnings");
+    run(cargo().args([
+        "clippy",
+        "--quiet",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    step("cargo nextest run");
+    let mut nextest = cargo();
+    nextest
+        .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+        .args(nextest_args)
+        // VM tests fail instead of skipping when the guest is missing.
+        .env("CONTAINER_REQUIRE_VM", "1")
+        .env("CONTAINER_KERNEL", &guest.kernel)
+        .env("CONTAINER_INITRD", &guest.initramfs);
+    for line in std::fs::read_to_string(registry::env_file())?.lines() {
+        if let Some((key, value)) = line.split_once('=') {
+            nextest.env(key, value);
+        }
+    }
+    run(&mut nextest)
+}
