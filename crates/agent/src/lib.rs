@@ -17,3 +17,7 @@ pub const AGENT_VSOCK_PORT: u32 = 1024;
 pub mod v1 {
     tonic::include_proto!("container.agent.v1");
 }
+
+/// The host's typed, version-checked client over any stream connector (feature `client`).
+#[cfg(feature = "client")]
+pub mod client;

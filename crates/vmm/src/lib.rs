@@ -18,7 +18,7 @@ use std::time::Duration;
 pub use config::{
     ConfigError, DiskConfig, NicAttachment, NicConfig, PortForward, Protocol, ShareConfig, VmConfig,
 };
-pub use vsock::{VsockListener, VsockStream};
+pub use vsock::{VsockConnector, VsockListener, VsockStream};
 
 /// A boxed, sendable future, so that [`VirtualMachine`] stays usable as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -153,6 +153,10 @@ pub trait VirtualMachine: Send + Sync {
     /// Opens a stream to `port` in the guest, retrying until something in the guest listens
     /// there or `timeout` passes. Fails at once if the VM has exited.
     fn dial(&self, port: u32, timeout: Duration) -> BoxFuture<'_, Result<VsockStream, VmError>>;
+
+    /// A cloneable `'static` handle that dials guest `port`, retrying each dial for up to
+    /// `timeout`. It does not keep the VM alive: once the VM has ended, dials fail.
+    fn connector(&self, port: u32, timeout: Duration) -> VsockConnector;
 
     /// Starts listening on host `port` for connections the guest opens to the host (CID 2).
     fn listen(&self, port: u32) -> BoxFuture<'_, Result<VsockListener, VmError>>;

@@ -5,8 +5,12 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::Arc;
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
+
+use crate::{BoxFuture, VmError};
 
 /// Anything a backend can hand out as a vsock connection.
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -70,6 +74,45 @@ impl AsyncWrite for VsockStream {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+/// A cloneable, `'static` handle that dials one guest port of one VM again and again: what a
+/// reconnecting client (e.g. a gRPC channel) needs as its connector.
+#[derive(Clone)]
+pub struct VsockConnector {
+    port: u32,
+    dial: Arc<dyn Fn() -> BoxFuture<'static, Result<VsockStream, VmError>> + Send + Sync>,
+}
+
+impl std::fmt::Debug for VsockConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VsockConnector")
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl VsockConnector {
+    /// Builds a connector for `port` from a backend's dial function.
+    pub fn new(
+        port: u32,
+        dial: impl Fn() -> BoxFuture<'static, Result<VsockStream, VmError>> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            port,
+            dial: Arc::new(dial),
+        }
+    }
+
+    /// The guest port this connector dials.
+    pub fn port(&self) -> u32 {
+        self.port
+    }
+
+    /// Opens one new stream to the guest port.
+    pub async fn connect(&self) -> Result<VsockStream, VmError> {
+        (self.dial)().await
     }
 }
 
