@@ -126,3 +126,39 @@ pub(crate) fn xattr_block_hash(entry_hashes: impl Iterator<Item = u32>) -> u32 {
     }
     hash
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Seed 4c6af474-02fd-8b58-3d34-b8f04634b15c as the superblock stores it.
+    fn seed() -> [u32; 4] {
+        let b: [u8; 16] = [
+            0x4c, 0x6a, 0xf4, 0x74, 0x02, 0xfd, 0x8b, 0x58, 0x3d, 0x34, 0xb8, 0xf0, 0x46, 0x34,
+            0xb1, 0x5c,
+        ];
+        std::array::from_fn(|i| u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]))
+    }
+
+    /// Expected values from `debugfs -R 'dx_hash -h half_md4 -s <seed> NAME'`
+    /// (e2fsprogs 1.47.0); for ASCII names signed and unsigned agree.
+    #[test]
+    fn half_md4_matches_e2fsprogs() {
+        assert_eq!(dx_hash_half_md4(b"hello", &seed()), 0xe6eb617c);
+        assert_eq!(
+            dx_hash_half_md4(
+                b"a-much-longer-name-that-exceeds-thirty-two-bytes-for-sure.txt",
+                &seed()
+            ),
+            0xa4bfcfb6
+        );
+    }
+
+    #[test]
+    fn zero_seed_uses_md4_init() {
+        assert_eq!(
+            dx_hash_half_md4(b"x", &[0; 4]),
+            dx_hash_half_md4(b"x", &[0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476])
+        );
+    }
+}

@@ -708,7 +708,8 @@ fn write_image(
     };
 
     // Inode table contents for inodes 1..=used_inodes.
-    let mut itable = vec![0u8; used_inodes as usize * INODE_SIZE];
+    // Whole blocks: 16 inodes per block.
+    let mut itable = vec![0u8; used_inodes.div_ceil(16) as usize * BS];
     let mut dirs_in_group = vec![0u32; groups as usize];
     let mut leaf_writes: Vec<(u64, Vec<u8>)> = Vec::new();
     for (idx, slot) in node_at.iter().enumerate() {
