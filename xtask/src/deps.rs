@@ -48,7 +48,23 @@ pub fn install() -> Result<()> {
         return check_macos();
     }
     install_apt()?;
-    install_cargo_tools()
+    install_cargo_tools()?;
+    install_nextest()
+}
+
+/// The test runner: preinstalled on this project's machines, installed here otherwise.
+fn install_nextest() -> Result<()> {
+    let found = Command::new(env!("CARGO"))
+        .args(["nextest", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        step("cargo install cargo-nextest (once)");
+        run(Command::new(env!("CARGO")).args(["install", "--locked", "--quiet", "cargo-nextest"]))?;
+    }
+    Ok(())
 }
 
 fn install_apt() -> Result<()> {
@@ -85,16 +101,17 @@ fn install_cargo_tools() -> Result<()> {
         .parent()
         .map(std::path::Path::to_path_buf)
         .unwrap_or_else(tools_bin);
+    // cargo records what it installed under --root; trust that record and the binary.
+    let record = std::fs::read_to_string(root.join(".crates.toml")).unwrap_or_default();
     for (krate, version, bin) in CARGO_TOOLS {
-        let path = tools_bin().join(bin);
-        let stamp = tools_bin().join(format!(".{bin}.version"));
-        if path.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(*version) {
+        let installed = record.contains(&format!("\"{krate} {version} "));
+        if installed && tools_bin().join(bin).exists() {
             continue;
         }
         step(&format!(
             "cargo install {krate} {version} (a few minutes, once)"
         ));
-        run(Command::new("cargo")
+        run(Command::new(env!("CARGO"))
             .args([
                 "install",
                 "--locked",
@@ -105,7 +122,6 @@ fn install_cargo_tools() -> Result<()> {
                 "--root",
             ])
             .arg(&root))?;
-        std::fs::write(&stamp, version)?;
     }
     Ok(())
 }

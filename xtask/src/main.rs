@@ -4,6 +4,7 @@
 //! Everything it builds is cached outside the repository (see [`paths::cache_dir`]) and keyed
 //! by its inputs, so a warm machine skips work whose inputs did not change.
 
+mod bench;
 mod deps;
 mod guest;
 mod images;
@@ -38,6 +39,14 @@ enum Command {
         #[command(subcommand)]
         action: registry::Action,
     },
+    /// Speed goals as ratios against baselines measured in the same run.
+    Bench {
+        #[arg(value_enum, default_value = "all")]
+        which: bench::Which,
+        /// Runs per measurement; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+    },
     /// Everything CI runs: deps, guest, images, registry, fmt, clippy, the test suite.
     Test {
         /// Extra arguments for `cargo nextest run` (e.g. a test name filter).
@@ -53,6 +62,7 @@ fn main() -> Result<()> {
         Command::Guest => guest::build().map(|g| g.print()),
         Command::Images => images::build().map(|dir| println!("{}", dir.display())),
         Command::Registry { action } => registry::command(action),
+        Command::Bench { which, runs } => bench::run_bench(which, runs),
         Command::Test { nextest_args } => test::run_all(&nextest_args),
     }
 }

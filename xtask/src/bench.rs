@@ -1,0 +1,214 @@
+//! `cargo xtask bench`: speed goals as ratios against baselines measured in the same run.
+//!
+//! - `unpack`: the `manyfiles` layer (112,920 files) written to one ext4 image by our writer,
+//!   against GNU `tar -x` of the same layer to a directory, and against `tar -x` followed by
+//!   `mkfs.ext4 -d` (the way most tools build an ext4 from a layer). Goal: ours <= 0.5x tar.
+//! - `boot`: delegated to `crates/vmm-qemu/examples/boot_bench.rs`, which boots real VMs.
+//!
+//! Each figure is the best of `--runs` runs (default 3), so a noisy neighbour inflates no
+//! ratio. Record results in docs/benchmarks.md.
+
+use crate::paths::{cache_dir, repo_root, target_dir};
+use crate::run::{run, step};
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    All,
+    Unpack,
+    Boot,
+}
+
+pub fn run_bench(which: Which, runs: u32) -> Result<()> {
+    if matches!(which, Which::All | Which::Unpack) {
+        unpack(runs)?;
+    }
+    if matches!(which, Which::All | Which::Boot) {
+        boot()?;
+    }
+    Ok(())
+}
+
+fn cargo_release(args: &[&str]) -> Result<()> {
+    run(Command::new(env!("CARGO"))
+        .current_dir(repo_root())
+        .args(["build", "--quiet", "--release"])
+        .args(args))
+}
+
+/// The best wall time of `runs` runs of `f`, with `reset` run untimed before each.
+fn best_of(
+    runs: u32,
+    mut reset: impl FnMut() -> Result<()>,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<Duration> {
+    let mut best = Duration::MAX;
+    for _ in 0..runs.max(1) {
+        reset()?;
+        sync();
+        let start = Instant::now();
+        f()?;
+        sync();
+        best = best.min(start.elapsed());
+    }
+    Ok(best)
+}
+
+/// Flush dirty pages so one run's writeback is not billed to the next.
+fn sync() {
+    let _ = Command::new("sync").status();
+}
+
+fn manyfiles_layer() -> Result<PathBuf> {
+    let images = crate::images::build()?;
+    let layout = images.join("oci/manyfiles");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
+    let blob = |digest: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .context("index without manifest")?;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(manifest_digest))?)?;
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .context("manifest without layers")?;
+    Ok(blob(layer))
+}
+
+fn unpack(runs: u32) -> Result<()> {
+    step("building the ext4 writer (release)");
+    cargo_release(&["-p", "ext4", "--example", "layers2ext4"])?;
+    let ours_bin = target_dir().join("release/examples/layers2ext4");
+    let layer = manyfiles_layer()?;
+    let work = cache_dir().join("bench");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let image = work.join("ours.ext4");
+    let tree = work.join("tree");
+    let mkfs_image = work.join("mkfs.ext4");
+    let clear = |p: &Path| -> Result<()> {
+        if p.is_dir() {
+            std::fs::remove_dir_all(p)?;
+        } else if p.exists() {
+            std::fs::remove_file(p)?;
+        }
+        Ok(())
+    };
+    step(&format!(
+        "unpack benchmark on {} ({runs} runs each)",
+        layer.display()
+    ));
+    let ours = best_of(
+        runs,
+        || clear(&image),
+        || {
+            run(Command::new(&ours_bin)
+                .arg(&image)
+                .arg(&layer)
+                .stdout(std::process::Stdio::null()))
+        },
+    )?;
+    let tar = best_of(
+        runs,
+        || {
+            clear(&tree)?;
+            Ok(std::fs::create_dir_all(&tree)?)
+        },
+        || {
+            run(Command::new("tar")
+                .arg("-xzf")
+                .arg(&layer)
+                .arg("-C")
+                .arg(&tree))
+        },
+    )?;
+    // mkfs.ext4 -d on the tree tar left behind; size it as generously as our writer's output.
+    let tree_bytes = dir_size(&tree)?;
+    let size_mib = (tree_bytes * 2 / (1 << 20)).max(256);
+    let mkfs = best_of(
+        runs,
+        || clear(&mkfs_image),
+        || {
+            run(Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-N", "140000", "-d"])
+                .arg(&tree)
+                .arg(&mkfs_image)
+                .arg(format!("{size_mib}M")))
+        },
+    )?;
+    let s = |d: Duration| d.as_secs_f64();
+    println!();
+    println!("unpack of manyfiles (112,920 files), best of {runs}:");
+    println!(
+        "  ours (layer.tar.gz -> one ext4 image)     {:>7.2} s",
+        s(ours)
+    );
+    println!(
+        "  tar -xzf to a directory                   {:>7.2} s",
+        s(tar)
+    );
+    println!(
+        "  mkfs.ext4 -d of the extracted tree        {:>7.2} s",
+        s(mkfs)
+    );
+    println!(
+        "  tar -xzf + mkfs.ext4 -d                   {:>7.2} s",
+        s(tar) + s(mkfs)
+    );
+    println!(
+        "  ratio ours / tar -x                       {:>7.2}   (goal <= 0.50)",
+        s(ours) / s(tar)
+    );
+    println!(
+        "  ratio ours / mkfs.ext4 -d alone           {:>7.2}   (goal < 1.00)",
+        s(ours) / s(mkfs)
+    );
+    println!(
+        "  ratio ours / (tar -x + mkfs.ext4 -d)      {:>7.2}",
+        s(ours) / (s(tar) + s(mkfs))
+    );
+    let fsck = Command::new("e2fsck").arg("-fn").arg(&image).output()?;
+    if !fsck.status.success() {
+        bail!(
+            "e2fsck -fn rejected our image: {}",
+            String::from_utf8_lossy(&fsck.stdout)
+        );
+    }
+    println!("  e2fsck -fn of our image: clean");
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+fn dir_size(dir: &Path) -> Result<u64> {
+    let out = crate::run::output(Command::new("du").args(["-sb"]).arg(dir))?;
+    out.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .context("cannot read du output")
+}
+
+fn boot() -> Result<()> {
+    let guest = crate::guest::build()?;
+    step("boot benchmark (crates/vmm-qemu/examples/boot_bench.rs)");
+    run(Command::new(env!("CARGO"))
+        .current_dir(repo_root())
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "vmm-qemu",
+            "--example",
+            "boot_bench",
+        ])
+        .env("CONTAINER_KERNEL", &guest.kernel)
+        .env("CONTAINER_INITRD", &guest.initramfs))
+}
