@@ -29,6 +29,7 @@
 //! Credential files and Docker's `config.json` are read by our own small code because
 //! the store must be testable against an explicit path.
 
+pub mod archive;
 pub mod credentials;
 pub mod digest;
 pub mod layer;
@@ -36,8 +37,10 @@ pub mod manifest;
 pub mod platform;
 pub mod progress;
 pub mod reference;
+pub mod registry;
 pub mod store;
 
+pub use archive::{ArchiveError, load, save};
 pub use credentials::{
     Credential, CredentialChain, CredentialError, CredentialStore, DockerConfigStore,
     FileCredentialStore,
@@ -51,4 +54,7 @@ pub use manifest::{
 pub use platform::{Platform, PlatformError};
 pub use progress::{NoProgress, Progress, ProgressEvent};
 pub use reference::{ImageRef, ReferenceError};
+pub use registry::{
+    PullOptions, PullResult, PushOptions, RegistryClient, RegistryConfig, RegistryError, Scheme,
+};
 pub use store::{GcReport, ImageRecord, ResolvedImage, Store, StoreError};

@@ -488,6 +488,11 @@ impl Drop for Ingest<'_> {
 }
 
 impl StagedBlob {
+    /// Where the staged bytes are until [`StagedBlob::commit`].
+    pub fn path(&self) -> &Path {
+        self.backing.path()
+    }
+
     /// Makes the blob visible under its digest (rename, then fsync the directory).
     pub fn commit(self) -> Result<Digest> {
         let target = self.blobs.join(self.digest.hex());

@@ -1,0 +1,332 @@
+//! Push and pull against a real `docker-registry` on 127.0.0.1.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use oci::{
+    Credential, CredentialChain, CredentialStore, FileCredentialStore, ImageRef, NoProgress,
+    ProgressEvent, PullOptions, PushOptions, RegistryClient, RegistryConfig, Store, open_layer,
+};
+
+fn client(dir: &std::path::Path, config: RegistryConfig) -> (RegistryClient, Arc<FileCredentialStore>) {
+    let creds = Arc::new(FileCredentialStore::new(dir.join("credentials.json")));
+    let chain: Arc<dyn CredentialStore> = Arc::new(CredentialChain::new(vec![creds.clone()]));
+    (RegistryClient::new(config, chain).unwrap(), creds)
+}
+
+fn three_layer_image(store: &Store, name: &str) -> BuiltImage {
+    let big = noise(9 << 20, 7); // > 2 upload chunks of 4 MiB
+    build_image(
+        store,
+        name,
+        "amd64",
+        &[
+            layer(Comp::None, &[("etc/hostname", b"plain\n")]),
+            layer(Comp::Gzip, &[("bin/big", &big), ("etc/motd", b"gzip layer\n")]),
+            layer(Comp::Zstd, &[("etc/zstd", b"zstd layer\n")]),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_then_pull_into_fresh_store_round_trips_digests() {
+    let reg = TestRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let src = Arc::new(Store::open(work.path().join("src")).unwrap());
+    let img = three_layer_image(&src, "local/app:v1");
+    let (client, _) = client(work.path(), RegistryConfig::default());
+    let remote = reg.image("test/app:v1");
+
+    let pushed = client
+        .push(&src, &img.name, Some(&remote), &PushOptions::default(), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(pushed, img.manifest.digest);
+
+    // Pushing again uploads nothing: every blob answers the HEAD check.
+    let again = Recorder::default();
+    client
+        .push(&src, &img.name, Some(&remote), &PushOptions::default(), &again)
+        .await
+        .unwrap();
+    assert_eq!(again.count(|e| matches!(e, ProgressEvent::BlobSkipped { .. })), 4);
+    assert_eq!(again.count(|e| matches!(e, ProgressEvent::BlobStarted { .. })), 0);
+
+    let dst = Arc::new(Store::open(work.path().join("dst")).unwrap());
+    let rec = Recorder::default();
+    let pulled = client
+        .pull(&dst, &remote, &PullOptions::default(), &rec)
+        .await
+        .unwrap();
+    assert_eq!(pulled.target.digest, img.manifest.digest);
+    assert_eq!(pulled.name, remote);
+    assert!(rec.max_in_flight() <= 3, "in flight {}", rec.max_in_flight());
+    // Exactly the same blobs, byte for byte.
+    assert_eq!(dst.content().list().unwrap(), src.content().list().unwrap());
+    for d in src.content().list().unwrap() {
+        assert_eq!(
+            std::fs::read(dst.content().path(&d)).unwrap(),
+            std::fs::read(src.content().path(&d)).unwrap()
+        );
+    }
+    // And the layers decompress to the tars we built, whatever their compression.
+    let resolved = dst.resolve(&remote, None).unwrap();
+    assert_eq!(resolved.config.cmd, ["/bin/sh"]);
+    for (l, tar) in resolved.manifest.layers.iter().zip(&img.tars) {
+        let mut out = Vec::new();
+        std::io::copy(&mut open_layer(dst.content(), l).unwrap(), &mut out).unwrap();
+        assert_eq!(&out, tar, "layer {}", l.media_type);
+    }
+    assert!(ingest_files(dst.root()).is_empty());
+
+    // Pull by digest finds the same manifest.
+    let by_digest = remote.with_digest(img.manifest.digest.clone());
+    let again = Arc::new(Store::open(work.path().join("dst2")).unwrap());
+    let p = client.pull(&again, &by_digest, &PullOptions::default(), &NoProgress).await.unwrap();
+    assert_eq!(p.target.digest, img.manifest.digest);
+
+    // A remote tag points at the same manifest.
+    let v2 = reg.image("test/app:v2");
+    assert_eq!(client.tag(&remote, &v2).await.unwrap(), img.manifest.digest);
+    let p = client.pull(&again, &v2, &PullOptions::default(), &NoProgress).await.unwrap();
+    assert_eq!(p.target.digest, img.manifest.digest);
+
+    let missing = reg.image("test/app:nope");
+    let err = client.pull(&again, &missing, &PullOptions::default(), &NoProgress).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{missing} not found in registry {}", reg.addr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monolithic_push_and_single_download_at_a_time() {
+    let reg = TestRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let src = Arc::new(Store::open(work.path().join("src")).unwrap());
+    let img = three_layer_image(&src, "local/mono:v1");
+    let (client, _) = client(
+        work.path(),
+        RegistryConfig {
+            monolithic_push: true,
+            max_concurrent_downloads: 1,
+            ..RegistryConfig::default()
+        },
+    );
+    let remote = reg.image("test/mono:v1");
+    client.push(&src, &img.name, Some(&remote), &PushOptions::default(), &NoProgress).await.unwrap();
+    let dst = Arc::new(Store::open(work.path().join("dst")).unwrap());
+    let rec = Recorder::default();
+    client.pull(&dst, &remote, &PullOptions::default(), &rec).await.unwrap();
+    assert_eq!(rec.max_in_flight(), 1);
+    assert_eq!(rec.count(|e| matches!(e, ProgressEvent::BlobDone { .. })), 4);
+    assert_eq!(dst.content().list().unwrap(), src.content().list().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_download_resumes_with_a_range_request() {
+    let reg = TestRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let src = Arc::new(Store::open(work.path().join("src")).unwrap());
+    let img = three_layer_image(&src, "local/resume:v1");
+    let (client, _) = client(work.path(), RegistryConfig::default());
+    let remote = reg.image("test/resume:v1");
+    client.push(&src, &img.name, Some(&remote), &PushOptions::default(), &NoProgress).await.unwrap();
+
+    // What a crash half-way through the big layer leaves behind.
+    let big = &img.layers[1];
+    let blob = std::fs::read(src.content().path(&big.digest)).unwrap();
+    let half = blob.len() / 2;
+    let dst_root = work.path().join("dst");
+    std::fs::create_dir_all(dst_root.join("content/ingest")).unwrap();
+    std::fs::write(
+        dst_root.join(format!("content/ingest/sha256-{}.partial", big.digest.hex())),
+        &blob[..half],
+    )
+    .unwrap();
+    // A corrupt partial for the zstd layer: the resumed result fails its digest check,
+    // is thrown away, and the retry downloads it whole.
+    let z = &img.layers[2];
+    let zlen = std::fs::metadata(src.content().path(&z.digest)).unwrap().len() as usize;
+    std::fs::write(
+        dst_root.join(format!("content/ingest/sha256-{}.partial", z.digest.hex())),
+        vec![0xAA; zlen / 2],
+    )
+    .unwrap();
+
+    let dst = Arc::new(Store::open(&dst_root).unwrap());
+    let rec = Recorder::default();
+    client.pull(&dst, &remote, &PullOptions::default(), &rec).await.unwrap();
+    let resumed: Vec<u64> = rec
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            ProgressEvent::BlobStarted { digest, resumed_from, .. } if *digest == big.digest => {
+                Some(*resumed_from)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resumed, [half as u64]);
+    assert_eq!(
+        rec.count(|e| matches!(e, ProgressEvent::BlobRetrying { digest, .. } if *digest == z.digest)),
+        1
+    );
+    assert_eq!(std::fs::read(dst.content().path(&big.digest)).unwrap(), blob);
+    assert_eq!(dst.content().list().unwrap(), src.content().list().unwrap());
+    assert!(ingest_files(dst.root()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_wrong_password_refused_right_password_works() {
+    let reg = TestRegistry::start_with_auth("alice", "correct horse");
+    let work = tempfile::tempdir().unwrap();
+    let src = Arc::new(Store::open(work.path().join("src")).unwrap());
+    let img = build_image(&src, "local/auth:v1", "amd64", &[layer(Comp::Gzip, &[("a", b"a")])]);
+    let (client, creds) = client(work.path(), RegistryConfig::default());
+    let remote = reg.image("private/app:v1");
+
+    let err = client
+        .push(&src, &img.name, Some(&remote), &PushOptions::default(), &NoProgress)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "registry {0} requires authentication; log in with `container registry login {0}`",
+            reg.addr
+        )
+    );
+
+    let wrong = Credential { username: "alice".into(), secret: "wrong".into() };
+    let err = client.login(&reg.addr, &wrong).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("authentication to registry {} failed: wrong username or password", reg.addr)
+    );
+    assert!(creds.list().unwrap().is_empty(), "a failed login stores nothing");
+
+    // Credentials that were stored some other way and are wrong fail the same way on use.
+    creds.store(&reg.addr, &wrong).unwrap();
+    let err = client
+        .push(&src, &img.name, Some(&remote), &PushOptions::default(), &NoProgress)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("wrong username or password"), "{err}");
+
+    let right = Credential { username: "alice".into(), secret: "correct horse".into() };
+    client.login(&reg.addr, &right).await.unwrap();
+    assert_eq!(creds.list().unwrap(), [(reg.addr.clone(), "alice".to_owned())]);
+    client.push(&src, &img.name, Some(&remote), &PushOptions::default(), &NoProgress).await.unwrap();
+    let dst = Arc::new(Store::open(work.path().join("dst")).unwrap());
+    let p = client.pull(&dst, &remote, &PullOptions::default(), &NoProgress).await.unwrap();
+    assert_eq!(p.target.digest, img.manifest.digest);
+
+    assert!(client.logout(&reg.addr).await.unwrap());
+    let dst2 = Arc::new(Store::open(work.path().join("dst2")).unwrap());
+    let err = client.pull(&dst2, &remote, &PullOptions::default(), &NoProgress).await.unwrap_err();
+    assert!(err.to_string().contains("requires authentication"), "{err}");
+    assert!(dst2.content().list().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_selection_and_missing_platform() {
+    let reg = TestRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let src = Arc::new(Store::open(work.path().join("src")).unwrap());
+    let amd = build_image(&src, "local/amd:1", "amd64", &[layer(Comp::Gzip, &[("arch", b"amd64")])]);
+    let arm = build_image(&src, "local/arm:1", "arm64", &[layer(Comp::Zstd, &[("arch", b"arm64")])]);
+    let index = build_index(&src, "local/multi:1", &[(&amd, "amd64"), (&arm, "arm64")]);
+    let (client, _) = client(work.path(), RegistryConfig::default());
+    let remote = reg.image("test/multi:1");
+    let d = client
+        .push(&src, &ImageRef::parse("local/multi:1").unwrap(), Some(&remote), &PushOptions::default(), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(d, index.digest);
+
+    // Default: the host platform only.
+    let host = Arc::new(Store::open(work.path().join("host")).unwrap());
+    let p = client.pull(&host, &remote, &PullOptions::default(), &NoProgress).await.unwrap();
+    assert_eq!(p.target.digest, index.digest);
+    let want = if cfg!(target_arch = "aarch64") { &arm } else { &amd };
+    let other = if cfg!(target_arch = "aarch64") { &amd } else { &arm };
+    assert_eq!(p.manifests.len(), 1);
+    assert_eq!(p.manifests[0].digest, want.manifest.digest);
+    assert!(!host.content().contains(&other.layers[0].digest));
+    assert_eq!(host.resolve(&remote, None).unwrap().manifest_descriptor.digest, want.manifest.digest);
+
+    // Explicit platform.
+    let explicit = Arc::new(Store::open(work.path().join("explicit")).unwrap());
+    let opts = PullOptions { platform: Some("linux/arm64/v8".parse().unwrap()), all_platforms: false };
+    let p = client.pull(&explicit, &remote, &opts, &NoProgress).await.unwrap();
+    assert_eq!(p.manifests[0].digest, arm.manifest.digest);
+    let all = Arc::new(Store::open(work.path().join("all")).unwrap());
+    let opts = PullOptions { platform: None, all_platforms: true };
+    let p = client.pull(&all, &remote, &opts, &NoProgress).await.unwrap();
+    assert_eq!(p.manifests.len(), 2);
+    assert_eq!(all.content().list().unwrap(), src.content().list().unwrap());
+
+    // Missing platform: a one-line error listing what exists, and nothing stored.
+    let none = Arc::new(Store::open(work.path().join("none")).unwrap());
+    let opts = PullOptions { platform: Some("linux/s390x".parse().unwrap()), all_platforms: false };
+    let err = client.pull(&none, &remote, &opts, &NoProgress).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "image has no content for platform linux/s390x; available platforms: linux/amd64, linux/arm64"
+    );
+    // A single-platform image checks its config's platform too.
+    let single = reg.image("test/amd:1");
+    client.push(&src, &amd.name, Some(&single), &PushOptions::default(), &NoProgress).await.unwrap();
+    let opts = PullOptions { platform: Some("linux/arm64".parse().unwrap()), all_platforms: false };
+    let err = client.pull(&none, &single, &opts, &NoProgress).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "image has no content for platform linux/arm64; available platforms: linux/amd64"
+    );
+    assert!(none.images().unwrap().is_empty());
+    // Only the small config was fetched to learn the platform; GC clears it.
+    none.gc().unwrap();
+    assert!(none.content().list().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_media_type_is_refused_before_downloading() {
+    let reg = TestRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let src = Arc::new(Store::open(work.path().join("src")).unwrap());
+    let img = build_image(&src, "local/odd:1", "amd64", &[layer(Comp::Gzip, &[("a", b"a")])]);
+    let (client, _) = client(work.path(), RegistryConfig::default());
+    let remote = reg.image("test/odd:1");
+    client.push(&src, &img.name, Some(&remote), &PushOptions::default(), &NoProgress).await.unwrap();
+
+    // Rewrite the manifest with a layer type nobody knows and PUT it as another tag.
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&src.content().read(&img.manifest.digest).unwrap()).unwrap();
+    m["layers"][0]["mediaType"] = "application/vnd.example.weird.layer".into();
+    let body = serde_json::to_vec(&m).unwrap();
+    let url = format!("http://{}/v2/test/odd/manifests/weird", reg.addr);
+    let resp = reqwest::Client::new()
+        .put(url)
+        .header("Content-Type", oci::media_type::OCI_MANIFEST)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "registry refused: {}", resp.status());
+
+    let dst = Arc::new(Store::open(work.path().join("dst")).unwrap());
+    let err = client
+        .pull(&dst, &reg.image("test/odd:weird"), &PullOptions::default(), &NoProgress)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unsupported media type \"application/vnd.example.weird.layer\" for layer"
+    );
+    assert!(dst.content().list().unwrap().is_empty());
+    assert!(dst.images().unwrap().is_empty());
+    assert!(ingest_files(dst.root()).is_empty());
+}
