@@ -592,3 +592,59 @@ fn manyfiles_layer(b: &mut tar::Builder<&mut dyn Write>) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-images-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("oci")).unwrap();
+        dir
+    }
+
+    /// Two builds in different places give byte-identical manifests and layers.
+    #[test]
+    fn images_are_deterministic() {
+        let (a, b) = (temp("a"), temp("b"));
+        for dir in [&a, &b] {
+            write_image(
+                dir,
+                "multilayer",
+                &[multilayer_base, multilayer_middle, multilayer_top],
+                &["/bin/sh"],
+            )
+            .unwrap();
+        }
+        let index = |d: &Path| fs::read(d.join("oci/multilayer/index.json")).unwrap();
+        assert_eq!(index(&a), index(&b));
+        let listing = |d: &Path| {
+            let mut names: Vec<_> = fs::read_dir(d.join("oci/multilayer/blobs/sha256"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(listing(&a), listing(&b));
+        assert_eq!(listing(&a).len(), 5, "3 layers + config + manifest");
+        fs::remove_dir_all(a).unwrap();
+        fs::remove_dir_all(b).unwrap();
+    }
+
+    /// The generator's random stream is pinned: a change would silently change manyfiles.
+    #[test]
+    fn manyfiles_generator_is_pinned() {
+        let mut rng = Rng(42);
+        let first: Vec<u64> = (0..3).map(|_| rng.next()).collect();
+        assert_eq!(
+            first,
+            [
+                13679457532755275413,
+                2949826092126892291,
+                5139283748462763858
+            ]
+        );
+    }
+}
