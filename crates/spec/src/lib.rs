@@ -1,0 +1,40 @@
+//! Pure parsers and types of what users type on the `container` command line.
+//!
+//! One job: turn flag values (`-p 8080:80`, `-v data:/var/lib/db:ro`, `--mount …`, `-m 1g`,
+//! `--cpus 1.5`, `-s TERM`, `--env-file` text, `-u app:staff`, `--ulimit nofile=1024`,
+//! `--tmpfs /run:size=64m`, labels, restart policies, `--platform linux/arm64`, `--network`,
+//! `cp` operands) into checked types whose `Display` writes them back, and reject anything
+//! else with one line naming what was wrong.
+//!
+//! It must not do I/O of any kind: no files, no environment, no sockets. Callers hand in
+//! text and, where a value comes from the caller's environment (`-e KEY`), a lookup function.
+
+pub mod capability;
+pub mod cpus;
+pub mod env;
+pub mod label;
+pub mod mount;
+pub mod name;
+pub mod network;
+pub mod platform;
+pub mod port;
+pub mod restart;
+pub mod signal;
+pub mod size;
+pub mod ulimit;
+pub mod user;
+
+pub use capability::{CapabilityError, parse_capability};
+pub use cpus::{Cpus, CpusError};
+pub use env::{EnvError, EnvVar, parse_env, parse_env_file};
+pub use label::{Label, LabelError};
+pub use mount::{Mount, MountError, parse_mount, parse_tmpfs, parse_volume};
+pub use name::{NameError, validate_container_name, validate_volume_name};
+pub use network::{CopyOperand, NetworkError, NetworkSpec};
+pub use platform::{Platform, PlatformError};
+pub use port::{MAX_PORT_SPECS, PortError, PortSpec, Protocol, parse_ports};
+pub use restart::{RestartError, RestartPolicy};
+pub use signal::{Signal, SignalError};
+pub use size::{ByteSize, SizeError, human_bytes};
+pub use ulimit::{Limit, Ulimit, UlimitError};
+pub use user::{Id, User, UserError};
