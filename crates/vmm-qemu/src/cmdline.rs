@@ -1,0 +1,283 @@
+//! The QEMU command line for a [`VmConfig`]: a pure function, so it can be snapshot-tested.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use vmm::{ConfigError, NicAttachment, Protocol, VmConfig};
+
+use crate::accel::Accel;
+
+/// The kernel command line words every VM gets, before the caller's own.
+///
+/// `reboot=t` and `panic=-1` make any guest reboot or panic end QEMU (with `-no-reboot`), so a
+/// crashed guest never lingers; the timer words cut about 0.2 s of boot under TCG.
+pub const BASE_CMDLINE: &[&str] = &[
+    "console=ttyS0",
+    "quiet",
+    "reboot=t",
+    "panic=-1",
+    "tsc=reliable",
+    "no_timer_check",
+    "mitigations=off",
+];
+
+/// Everything besides the config that the command line names.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// KVM or TCG.
+    pub accel: Accel,
+    /// The host TSC rate in kHz, passed to the guest so its TSC calibration cannot fail.
+    pub tsc_khz: Option<u64>,
+    /// The vhost-user socket of the vsock device.
+    pub vsock_socket: PathBuf,
+    /// The vhost-user socket of each share's virtiofsd, in config order.
+    pub share_sockets: Vec<PathBuf>,
+    /// The QMP socket QEMU listens on (used to learn that QEMU has come up).
+    pub qmp_socket: PathBuf,
+}
+
+fn utf8<'a>(field: &str, path: &'a Path) -> Result<&'a str, ConfigError> {
+    path.to_str().ok_or_else(|| ConfigError::Invalid {
+        field: field.into(),
+        reason: format!("{} is not valid UTF-8", path.display()),
+    })
+}
+
+/// Escapes a value inside a QEMU `key=value,...` option list, where a comma is written twice.
+fn esc(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+fn host_addr(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    }
+}
+
+/// The kernel command line for `config` under `launch`.
+pub fn kernel_cmdline(config: &VmConfig, launch: &Launch) -> String {
+    let mut words: Vec<String> = BASE_CMDLINE.iter().map(|w| (*w).to_owned()).collect();
+    if let (Accel::Tcg, Some(khz)) = (launch.accel, launch.tsc_khz) {
+        words.push(format!("tsc_early_khz={khz}"));
+    }
+    words.extend(config.cmdline.iter().cloned());
+    words.join(" ")
+}
+
+/// The arguments (without the program) that boot `config` as a `microvm`.
+pub fn qemu_args(config: &VmConfig, launch: &Launch) -> Result<Vec<String>, ConfigError> {
+    let mut args: Vec<String> = Vec::new();
+    let mut push = |a: &[&str]| args.extend(a.iter().map(|s| (*s).to_owned()));
+    let mem = format!("{}M", config.memory_mib);
+
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
+    // vhost-user devices need guest memory QEMU can share with the helpers: a memfd.
+    push(&["-M", "microvm,memory-backend=mem"]);
+    push(&[
+        "-object",
+        &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
+    ]);
+    push(&["-m", &mem]);
+    push(&["-accel", launch.accel.qemu_name()]);
+    push(&["-cpu", "max"]);
+    push(&["-smp", &config.cpus.to_string()]);
+
+    push(&["-kernel", utf8("kernel", &config.kernel)?]);
+    if let Some(initrd) = &config.initrd {
+        push(&["-initrd", utf8("initrd", initrd)?]);
+    }
+    push(&["-append", &kernel_cmdline(config, launch)]);
+
+    match &config.console_log {
+        Some(log) => {
+            let log = esc(utf8("console_log", log)?);
+            push(&["-chardev", &format!("file,id=console,path={log}")]);
+            push(&["-serial", "chardev:console"]);
+        }
+        None => push(&["-serial", "null"]),
+    }
+
+    let qmp = esc(utf8("runtime_dir", &launch.qmp_socket)?);
+    push(&[
+        "-chardev",
+        &format!("socket,id=qmp,path={qmp},server=on,wait=off"),
+    ]);
+    push(&["-mon", "chardev=qmp,mode=control"]);
+
+    let vsock = esc(utf8("runtime_dir", &launch.vsock_socket)?);
+    push(&["-chardev", &format!("socket,id=vsock,path={vsock}")]);
+    push(&["-device", "vhost-user-vsock-device,chardev=vsock"]);
+
+    for (i, disk) in config.disks.iter().enumerate() {
+        let path = esc(utf8(&format!("disks[{i}].path"), &disk.path)?);
+        // cache=writeback: the host page cache is used and the guest's flushes reach the
+        // disk (never cache=unsafe, which drops them). Read-write disks pass discard through
+        // so deleted blocks shrink the sparse host file.
+        let mode = if disk.read_only {
+            "readonly=on"
+        } else {
+            "discard=unmap"
+        };
+        push(&[
+            "-drive",
+            &format!("file={path},if=none,id=disk{i},format=raw,cache=writeback,{mode}"),
+        ]);
+        push(&[
+            "-device",
+            &format!("virtio-blk-device,drive=disk{i},serial={}", esc(&disk.id)),
+        ]);
+    }
+
+    for (i, nic) in config.nics.iter().enumerate() {
+        match &nic.attachment {
+            NicAttachment::Tap { name } => push(&[
+                "-netdev",
+                &format!("tap,id=net{i},ifname={},script=no,downscript=no", esc(name)),
+            ]),
+            NicAttachment::User { forwards, isolated } => {
+                let mut netdev = format!("user,id=net{i}");
+                if *isolated {
+                    netdev.push_str(",restrict=on");
+                }
+                for fwd in forwards {
+                    let proto = match fwd.protocol {
+                        Protocol::Tcp => "tcp",
+                        Protocol::Udp => "udp",
+                    };
+                    netdev.push_str(&format!(
+                        ",hostfwd={proto}:{}:{}-:{}",
+                        host_addr(fwd.host_addr),
+                        fwd.host_port,
+                        fwd.guest_port
+                    ));
+                }
+                push(&["-netdev", &netdev]);
+            }
+        }
+        push(&[
+            "-device",
+            &format!("virtio-net-device,netdev=net{i},mac={}", nic.mac),
+        ]);
+    }
+
+    for (i, (share, socket)) in config.shares.iter().zip(&launch.share_sockets).enumerate() {
+        let socket = esc(utf8("runtime_dir", socket)?);
+        push(&["-chardev", &format!("socket,id=fs{i},path={socket}")]);
+        push(&[
+            "-device",
+            &format!("vhost-user-fs-device,chardev=fs{i},tag={}", esc(&share.tag)),
+        ]);
+    }
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmm::{DiskConfig, NicConfig, PortForward, ShareConfig};
+
+    fn config() -> VmConfig {
+        VmConfig {
+            kernel: "/guest/vmlinux".into(),
+            initrd: Some("/guest/initramfs.cpio".into()),
+            cmdline: vec!["vminitd.debug=1".into()],
+            cpus: 2,
+            memory_mib: 512,
+            disks: vec![
+                DiskConfig {
+                    id: "rootfs".into(),
+                    path: "/images/sha256,abc.ext4".into(),
+                    read_only: true,
+                },
+                DiskConfig {
+                    id: "upper".into(),
+                    path: "/c/1/upper.ext4".into(),
+                    read_only: false,
+                },
+            ],
+            nics: vec![
+                NicConfig {
+                    mac: "02:42:ac:11:00:02".into(),
+                    attachment: NicAttachment::Tap {
+                        name: "ctap0".into(),
+                    },
+                },
+                NicConfig {
+                    mac: "02:42:ac:11:00:03".into(),
+                    attachment: NicAttachment::User {
+                        forwards: vec![
+                            PortForward {
+                                protocol: Protocol::Tcp,
+                                host_addr: "127.0.0.1".parse().unwrap(),
+                                host_port: 8080,
+                                guest_port: 80,
+                            },
+                            PortForward {
+                                protocol: Protocol::Udp,
+                                host_addr: "::1".parse().unwrap(),
+                                host_port: 5353,
+                                guest_port: 53,
+                            },
+                        ],
+                        isolated: true,
+                    },
+                },
+            ],
+            shares: vec![ShareConfig {
+                tag: "data".into(),
+                host_path: "/srv/data".into(),
+                read_only: true,
+            }],
+            console_log: Some("/c/1/console.log".into()),
+            runtime_dir: "/run/c/1".into(),
+        }
+    }
+
+    fn launch(accel: Accel) -> Launch {
+        Launch {
+            accel,
+            tsc_khz: Some(2_300_000),
+            vsock_socket: "/run/c/1/vsock.sock".into(),
+            share_sockets: vec!["/run/c/1/fs0.sock".into()],
+            qmp_socket: "/run/c/1/qmp.sock".into(),
+        }
+    }
+
+    #[test]
+    fn full_command_line() {
+        let args = qemu_args(&config(), &launch(Accel::Tcg)).unwrap();
+        insta::assert_snapshot!(args.join("\n"));
+    }
+
+    #[test]
+    fn minimal_command_line_under_kvm() {
+        let mut c = config();
+        c.initrd = None;
+        c.cmdline.clear();
+        c.disks.clear();
+        c.nics.clear();
+        c.shares.clear();
+        c.console_log = None;
+        let args = qemu_args(&c, &launch(Accel::Kvm)).unwrap();
+        insta::assert_snapshot!(args.join("\n"));
+    }
+
+    #[test]
+    fn non_utf8_paths_are_refused_by_field() {
+        use std::os::unix::ffi::OsStrExt;
+        let mut c = config();
+        c.disks[1].path = std::ffi::OsStr::from_bytes(b"/x/\xff.img").into();
+        let err = qemu_args(&c, &launch(Accel::Tcg)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid disks[1].path: /x/\u{fffd}.img is not valid UTF-8"
+        );
+    }
+}
