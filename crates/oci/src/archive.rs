@@ -39,7 +39,9 @@ pub enum ArchiveError {
     Read(#[source] io::Error),
     #[error("unsafe path {0:?} in archive (absolute or leaving the archive root)")]
     UnsafePath(String),
-    #[error("not an image archive: it has neither index.json (OCI layout) nor manifest.json (docker save)")]
+    #[error(
+        "not an image archive: it has neither index.json (OCI layout) nor manifest.json (docker save)"
+    )]
     NotAnImage,
     #[error("archive member {path} is malformed")]
     Malformed {
@@ -65,7 +67,9 @@ pub enum ArchiveError {
         expected: u64,
         actual: u64,
     },
-    #[error("image {0} in the archive has no name (annotation {ANNOTATION_IMAGE_NAME} or a full {ANNOTATION_REF_NAME})")]
+    #[error(
+        "image {0} in the archive has no name (annotation {ANNOTATION_IMAGE_NAME} or a full {ANNOTATION_REF_NAME})"
+    )]
     Unnamed(Digest),
     #[error("image name {name:?} in the archive is invalid")]
     BadName {
@@ -73,7 +77,9 @@ pub enum ArchiveError {
         #[source]
         source: crate::reference::ReferenceError,
     },
-    #[error("image {name} has content for several platforms ({platforms}) but not all; pick one with --platform")]
+    #[error(
+        "image {name} has content for several platforms ({platforms}) but not all; pick one with --platform"
+    )]
     AmbiguousPlatform { name: String, platforms: String },
 }
 
@@ -112,9 +118,13 @@ pub fn save(
                 blobs.push(d);
             }
         }
-        chosen.annotations.insert(ANNOTATION_IMAGE_NAME.into(), name.to_string());
+        chosen
+            .annotations
+            .insert(ANNOTATION_IMAGE_NAME.into(), name.to_string());
         if let Some(tag) = name.tag() {
-            chosen.annotations.insert(ANNOTATION_REF_NAME.into(), tag.to_owned());
+            chosen
+                .annotations
+                .insert(ANNOTATION_REF_NAME.into(), tag.to_owned());
         }
         entries.push(chosen);
     }
@@ -158,7 +168,10 @@ fn default_save_target(store: &Store, name: &ImageRef, target: &Descriptor) -> R
         _ => Err(ArchiveError::AmbiguousPlatform {
             name: name.to_string(),
             platforms: crate::platform::list(
-                &present.iter().filter_map(|d| d.platform()).collect::<Vec<_>>(),
+                &present
+                    .iter()
+                    .filter_map(|d| d.platform())
+                    .collect::<Vec<_>>(),
             ),
         }),
     }
@@ -294,7 +307,10 @@ fn stage(store: &Store, input: impl Read) -> Result<Staging> {
                     continue;
                 };
                 let joined = if entry.header().entry_type() == tar::EntryType::Symlink {
-                    Path::new(&path).parent().unwrap_or(Path::new("")).join(&target)
+                    Path::new(&path)
+                        .parent()
+                        .unwrap_or(Path::new(""))
+                        .join(&target)
                 } else {
                     target.into_owned()
                 };
@@ -305,7 +321,10 @@ fn stage(store: &Store, input: impl Read) -> Result<Staging> {
             _ => continue,
         }
         let size = entry.size();
-        if matches!(path.as_str(), "index.json" | "manifest.json" | "oci-layout" | "repositories") {
+        if matches!(
+            path.as_str(),
+            "index.json" | "manifest.json" | "oci-layout" | "repositories"
+        ) {
             if size > MAX_METADATA {
                 return Err(ArchiveError::TooLarge(path));
             }
@@ -356,10 +375,12 @@ fn check_tree(
     } else {
         "layer"
     };
-    let blob = staging.resolve(&path).ok_or_else(|| ArchiveError::Missing {
-        what: what.to_owned(),
-        path: path.clone(),
-    })?;
+    let blob = staging
+        .resolve(&path)
+        .ok_or_else(|| ArchiveError::Missing {
+            what: what.to_owned(),
+            path: path.clone(),
+        })?;
     check_blob(what, &path, blob, &d.digest, d.size)?;
     publish.insert(d.digest.clone(), path.clone());
     if what != "manifest" {
@@ -489,10 +510,12 @@ fn docker_manifest(
     publish: &mut BTreeMap<Digest, String>,
 ) -> Result<(Vec<u8>, Vec<ImageRef>)> {
     let config_path = clean_str(&entry.config);
-    let config_blob = staging.resolve(&config_path).ok_or_else(|| ArchiveError::Missing {
-        what: "config".into(),
-        path: config_path.clone(),
-    })?;
+    let config_blob = staging
+        .resolve(&config_path)
+        .ok_or_else(|| ArchiveError::Missing {
+            what: "config".into(),
+            path: config_path.clone(),
+        })?;
     let config_bytes = read_staged(config_blob)?;
     let config = manifest::parse_config(&config_bytes)?;
     if config.diff_ids.len() != entry.layers.len() {
@@ -509,19 +532,24 @@ fn docker_manifest(
     let mut layers = Vec::new();
     for (i, layer) in entry.layers.iter().enumerate() {
         let path = clean_str(layer);
-        let blob = staging.resolve(&path).ok_or_else(|| ArchiveError::Missing {
-            what: "layer".into(),
-            path: path.clone(),
-        })?;
+        let blob = staging
+            .resolve(&path)
+            .ok_or_else(|| ArchiveError::Missing {
+                what: "layer".into(),
+                path: path.clone(),
+            })?;
         let mt = match sniff(blob)? {
             Sniffed::Gzip => media_type::DOCKER_LAYER_GZIP,
             Sniffed::Zstd => media_type::DOCKER_LAYER_ZSTD,
             Sniffed::Tar => {
                 // An uncompressed layer's digest is its diff_id: this catches truncation.
-                let want: Digest = config.diff_ids[i].parse().map_err(|_| ArchiveError::Missing {
-                    what: "valid diff_id for layer".into(),
-                    path: path.clone(),
-                })?;
+                let want: Digest =
+                    config.diff_ids[i]
+                        .parse()
+                        .map_err(|_| ArchiveError::Missing {
+                            what: "valid diff_id for layer".into(),
+                            path: path.clone(),
+                        })?;
                 if want != blob.digest {
                     return Err(ArchiveError::DigestMismatch {
                         what: "layer".into(),

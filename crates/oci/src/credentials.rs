@@ -150,7 +150,10 @@ impl FileCredentialStore {
 
 impl CredentialStore for FileCredentialStore {
     fn get(&self, registry: &str) -> Result<Option<Credential>> {
-        Ok(self.read()?.registries.remove(&normalise_registry(registry)))
+        Ok(self
+            .read()?
+            .registries
+            .remove(&normalise_registry(registry)))
     }
 
     fn store(&self, registry: &str, credential: &Credential) -> Result<()> {
@@ -306,8 +309,8 @@ impl DockerConfigStore {
             let detail = format!("{} {}", out.trim(), err.trim());
             return Err(fail(format!("{status}: {}", detail.trim())));
         }
-        let reply: HelperReply = serde_json::from_str(&out)
-            .map_err(|e| fail(format!("unreadable reply: {e}")))?;
+        let reply: HelperReply =
+            serde_json::from_str(&out).map_err(|e| fail(format!("unreadable reply: {e}")))?;
         Ok(Some(Credential {
             username: reply.username,
             secret: reply.secret,
@@ -455,12 +458,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/credentials.json");
         let s = FileCredentialStore::new(&path);
-        s.store("https://index.docker.io/v1/", &cred("me", "pw")).unwrap();
+        s.store("https://index.docker.io/v1/", &cred("me", "pw"))
+            .unwrap();
         s.store("127.0.0.1:5000", &cred("u", "p")).unwrap();
         assert_eq!(s.get("docker.io").unwrap(), Some(cred("me", "pw")));
         assert_eq!(
             s.list().unwrap(),
-            [("127.0.0.1:5000".into(), "u".into()), ("docker.io".into(), "me".into())]
+            [
+                ("127.0.0.1:5000".into(), "u".into()),
+                ("docker.io".into(), "me".into())
+            ]
         );
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -495,11 +502,22 @@ mod tests {
         )
         .unwrap();
         let d = DockerConfigStore::new(&cfg).with_helper_dir(dir.path());
-        assert_eq!(d.get("reg.example").unwrap(), Some(cred("alice", "s3cr:et")));
-        assert_eq!(d.get("helper.example:5000").unwrap(), Some(cred("hu", "hs")));
+        assert_eq!(
+            d.get("reg.example").unwrap(),
+            Some(cred("alice", "s3cr:et"))
+        );
+        assert_eq!(
+            d.get("helper.example:5000").unwrap(),
+            Some(cred("hu", "hs"))
+        );
         assert_eq!(d.get("docker.io").unwrap(), Some(cred("hub", "hubpw")));
         assert_eq!(d.get("nobody.example").unwrap(), None);
-        assert!(d.get("bad.example").unwrap_err().to_string().contains("not valid base64"));
+        assert!(
+            d.get("bad.example")
+                .unwrap_err()
+                .to_string()
+                .contains("not valid base64")
+        );
         assert!(d.store("x", &cred("a", "b")).is_err());
 
         // Our file store wins over Docker's config in a chain.
@@ -507,7 +525,10 @@ mod tests {
         f.store("reg.example", &cred("mine", "x")).unwrap();
         let chain = CredentialChain::new(vec![f, Arc::new(d)]);
         assert_eq!(chain.get("reg.example").unwrap(), Some(cred("mine", "x")));
-        assert_eq!(chain.get("helper.example:5000").unwrap(), Some(cred("hu", "hs")));
+        assert_eq!(
+            chain.get("helper.example:5000").unwrap(),
+            Some(cred("hu", "hs"))
+        );
     }
 
     #[test]
@@ -517,6 +538,9 @@ mod tests {
         std::fs::write(&cfg, r#"{"credsStore":"nonexistent"}"#).unwrap();
         let d = DockerConfigStore::new(&cfg).with_helper_dir(dir.path());
         let err = d.get("x.example").unwrap_err().to_string();
-        assert!(err.starts_with("credential helper docker-credential-nonexistent failed: cannot run"), "{err}");
+        assert!(
+            err.starts_with("credential helper docker-credential-nonexistent failed: cannot run"),
+            "{err}"
+        );
     }
 }

@@ -51,6 +51,8 @@ pub enum ManifestError {
     },
     #[error("unsupported manifest schema version {0} (only schema version 2 is supported)")]
     SchemaVersion(u32),
+    #[error("malformed {0}: no schemaVersion")]
+    NoSchemaVersion(&'static str),
     #[error("malformed {what}: {source}")]
     Malformed {
         what: &'static str,
@@ -135,7 +137,11 @@ pub struct PlatformJson {
     pub os: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
 }
 
@@ -224,7 +230,7 @@ pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<Manife
     };
     match media_type.as_str() {
         mt::OCI_MANIFEST | mt::DOCKER_MANIFEST => {
-            check_schema(probe.schema_version)?;
+            check_schema("manifest", probe.schema_version)?;
             let m: ManifestJson = serde_json::from_slice(bytes).map_err(malformed)?;
             if m.config.media_type != mt::OCI_CONFIG && m.config.media_type != mt::DOCKER_CONFIG {
                 return Err(ManifestError::UnsupportedMediaType {
@@ -242,13 +248,12 @@ pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<Manife
             }))
         }
         mt::OCI_INDEX | mt::DOCKER_LIST => {
-            check_schema(probe.schema_version)?;
-            let i: IndexJson = serde_json::from_slice(bytes).map_err(|source| {
-                ManifestError::Malformed {
+            check_schema("image index", probe.schema_version)?;
+            let i: IndexJson =
+                serde_json::from_slice(bytes).map_err(|source| ManifestError::Malformed {
                     what: "image index",
                     source,
-                }
-            })?;
+                })?;
             Ok(Manifest::Index(ImageIndex {
                 media_type,
                 manifests: i.manifests,
@@ -261,11 +266,11 @@ pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<Manife
     }
 }
 
-fn check_schema(v: Option<u32>) -> Result<(), ManifestError> {
+fn check_schema(what: &'static str, v: Option<u32>) -> Result<(), ManifestError> {
     match v {
         Some(2) => Ok(()),
         Some(other) => Err(ManifestError::SchemaVersion(other)),
-        None => Err(ManifestError::SchemaVersion(0)),
+        None => Err(ManifestError::NoSchemaVersion(what)),
     }
 }
 
@@ -273,7 +278,9 @@ impl ImageIndex {
     /// The runnable platforms the index lists (attestation entries such as
     /// `unknown/unknown` are left out).
     pub fn platforms(&self) -> Vec<Platform> {
-        self.image_entries().filter_map(Descriptor::platform).collect()
+        self.image_entries()
+            .filter_map(Descriptor::platform)
+            .collect()
     }
 
     fn image_entries(&self) -> impl Iterator<Item = &Descriptor> {
@@ -417,7 +424,11 @@ mod tests {
     fn parses_both_manifest_families_and_refuses_unknown_types() {
         for (m, cfg, layer) in [
             (mt::OCI_MANIFEST, mt::OCI_CONFIG, mt::OCI_LAYER_ZSTD),
-            (mt::DOCKER_MANIFEST, mt::DOCKER_CONFIG, mt::DOCKER_LAYER_GZIP),
+            (
+                mt::DOCKER_MANIFEST,
+                mt::DOCKER_CONFIG,
+                mt::DOCKER_LAYER_GZIP,
+            ),
         ] {
             let doc = format!(
                 r#"{{"schemaVersion":2,"mediaType":"{m}","config":{},"layers":[{}]}}"#,
@@ -437,7 +448,9 @@ mod tests {
             desc("application/x-weird")
         );
         assert_eq!(
-            parse_manifest(bad_layer.as_bytes(), None).unwrap_err().to_string(),
+            parse_manifest(bad_layer.as_bytes(), None)
+                .unwrap_err()
+                .to_string(),
             "unsupported media type \"application/x-weird\" for layer"
         );
         let v1 = br#"{"schemaVersion":1,"mediaType":"application/vnd.docker.distribution.manifest.v1+prettyjws"}"#;
@@ -452,7 +465,9 @@ mod tests {
     #[test]
     fn index_selection_lists_available_platforms_on_a_miss() {
         let entry = |arch: &str, variant: Option<&str>| {
-            let v = variant.map(|v| format!(r#","variant":"{v}""#)).unwrap_or_default();
+            let v = variant
+                .map(|v| format!(r#","variant":"{v}""#))
+                .unwrap_or_default();
             format!(
                 r#"{{"mediaType":"{}","digest":"{}","size":1,"platform":{{"architecture":"{arch}","os":"linux"{v}}}}}"#,
                 mt::OCI_MANIFEST,
@@ -472,7 +487,9 @@ mod tests {
         let arm64 = idx.select(&"linux/arm64".parse().unwrap()).unwrap();
         assert_eq!(arm64.digest, Digest::of(b"arm64"));
         assert_eq!(
-            idx.select(&"linux/amd64".parse().unwrap()).unwrap_err().to_string(),
+            idx.select(&"linux/amd64".parse().unwrap())
+                .unwrap_err()
+                .to_string(),
             "image has no content for platform linux/amd64; available platforms: linux/arm64, linux/arm/v7"
         );
     }

@@ -118,7 +118,10 @@ mod tests {
             "linux/aarch64/v8".parse::<Platform>().unwrap().to_string(),
             "linux/arm64"
         );
-        assert_eq!("linux/arm/v7".parse::<Platform>().unwrap().to_string(), "linux/arm/v7");
+        assert_eq!(
+            "linux/arm/v7".parse::<Platform>().unwrap().to_string(),
+            "linux/arm/v7"
+        );
         assert_eq!(
             "amd64".parse::<Platform>().unwrap_err().to_string(),
             "invalid platform \"amd64\": expected os/arch[/variant], e.g. linux/arm64"

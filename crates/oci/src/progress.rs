@@ -17,7 +17,11 @@ pub enum ProgressEvent {
         resumed_from: u64,
     },
     /// Bytes of a blob transferred so far (including any resumed prefix).
-    BlobProgress { digest: Digest, done: u64, size: u64 },
+    BlobProgress {
+        digest: Digest,
+        done: u64,
+        size: u64,
+    },
     /// A blob finished and was verified (pull) or accepted (push).
     BlobDone { digest: Digest, size: u64 },
     /// A blob was already present (locally for pull, remotely for push).

@@ -48,7 +48,9 @@ pub enum ReferenceError {
     },
     #[error("invalid reference {reference:?}: repository name longer than 255 characters")]
     TooLong { reference: String },
-    #[error("invalid reference {reference:?}: a scheme such as http:// is not part of an image reference")]
+    #[error(
+        "invalid reference {reference:?}: a scheme such as http:// is not part of an image reference"
+    )]
     Scheme { reference: String },
 }
 
@@ -121,9 +123,10 @@ impl ImageRef {
             .strip_prefix("library/")
             .unwrap_or(&self.repository);
         // `docker.io/a.b/c` must keep its registry: `a.b/c` would read as registry `a.b`.
-        let ambiguous = self.repository.split_once('/').is_some_and(|(first, _)| {
-            split_registry(&format!("{first}/x")).0 != DEFAULT_REGISTRY
-        });
+        let ambiguous = self
+            .repository
+            .split_once('/')
+            .is_some_and(|(first, _)| split_registry(&format!("{first}/x")).0 != DEFAULT_REGISTRY);
         let mut out = if self.registry == DEFAULT_REGISTRY && !ambiguous {
             short.to_owned()
         } else {
@@ -184,10 +187,12 @@ impl FromStr for ImageRef {
         }
         let (rest, digest) = match input.rsplit_once('@') {
             Some((rest, d)) => {
-                let digest = d.parse::<Digest>().map_err(|source| ReferenceError::BadDigest {
-                    reference: reference(),
-                    source,
-                })?;
+                let digest = d
+                    .parse::<Digest>()
+                    .map_err(|source| ReferenceError::BadDigest {
+                        reference: reference(),
+                        source,
+                    })?;
                 (rest, Some(digest))
             }
             None => (input, None),
@@ -372,19 +377,28 @@ mod tests {
         assert_eq!(norm("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(norm("busybox:1.36"), "docker.io/library/busybox:1.36");
         assert_eq!(norm("user/app"), "docker.io/user/app:latest");
-        assert_eq!(norm("index.docker.io/busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(
+            norm("index.docker.io/busybox"),
+            "docker.io/library/busybox:latest"
+        );
         assert_eq!(norm("host:5000/x/y:tag"), "host:5000/x/y:tag");
         assert_eq!(norm("localhost/x"), "localhost/x:latest");
         assert_eq!(norm("127.0.0.1:5000/a"), "127.0.0.1:5000/a:latest");
         assert_eq!(norm("[::1]:5000/a:b"), "[::1]:5000/a:b");
-        assert_eq!(norm(&format!("busybox@{D}")), format!("docker.io/library/busybox@{D}"));
+        assert_eq!(
+            norm(&format!("busybox@{D}")),
+            format!("docker.io/library/busybox@{D}")
+        );
         assert_eq!(norm(&format!("a/b:t@{D}")), format!("docker.io/a/b:t@{D}"));
         // Docker reads `localhost:5000` alone as name `localhost`, tag `5000`.
         assert_eq!(norm("localhost:5000"), "docker.io/library/localhost:5000");
         let r = ImageRef::parse(&format!("busybox@{D}")).unwrap();
         assert_eq!(r.tag(), None);
         assert_eq!(r.familiar(), format!("busybox@{D}"));
-        assert_eq!(ImageRef::parse("q.io/a/b:c").unwrap().familiar(), "q.io/a/b:c");
+        assert_eq!(
+            ImageRef::parse("q.io/a/b:c").unwrap().familiar(),
+            "q.io/a/b:c"
+        );
     }
 
     #[test]

@@ -36,7 +36,9 @@ pub enum RegistryError {
     InvalidOptions(String),
     #[error("invalid scheme {0:?}: expected http, https or auto")]
     BadScheme(String),
-    #[error("registry {registry} requires authentication; log in with `container registry login {registry}`")]
+    #[error(
+        "registry {registry} requires authentication; log in with `container registry login {registry}`"
+    )]
     AuthRequired { registry: String },
     #[error("authentication to registry {registry} failed: wrong username or password")]
     AuthFailed { registry: String },
@@ -288,7 +290,10 @@ impl RegistryClient {
         };
         let oref = reference.to_oci();
         session
-            .timed("authentication", session.client.auth(&oref, &session.auth, op))
+            .timed(
+                "authentication",
+                session.client.auth(&oref, &session.auth, op),
+            )
             .await?;
         Ok(session)
     }
@@ -341,7 +346,11 @@ impl RegistryClient {
                 let chosen: Vec<Descriptor> = if options.all_platforms {
                     idx.manifests
                         .iter()
-                        .filter(|d| idx.platforms().iter().any(|p| d.platform() == Some(p.clone())))
+                        .filter(|d| {
+                            idx.platforms()
+                                .iter()
+                                .any(|p| d.platform() == Some(p.clone()))
+                        })
                         .cloned()
                         .collect()
                 } else {
@@ -353,7 +362,10 @@ impl RegistryClient {
                     if digest != d.digest {
                         return Err(RegistryError::DigestMismatch {
                             registry: session.registry.clone(),
-                            what: format!("manifest for {}", d.platform().map(|p| p.to_string()).unwrap_or_default()),
+                            what: format!(
+                                "manifest for {}",
+                                d.platform().map(|p| p.to_string()).unwrap_or_default()
+                            ),
                             expected: d.digest.clone(),
                             actual: digest,
                         });
@@ -374,7 +386,9 @@ impl RegistryClient {
 
         // Configs first: they are small and tell us the platform of a single-platform image.
         let configs: Vec<Descriptor> = manifests.iter().map(|(_, _, m)| m.config.clone()).collect();
-        session.fetch_blobs(store, &oref, &configs, progress).await?;
+        session
+            .fetch_blobs(store, &oref, &configs, progress)
+            .await?;
         if let (Some(want), [(d, _, m)]) = (&options.platform, manifests.as_slice())
             && *d == target
         {
@@ -420,9 +434,7 @@ impl RegistryClient {
         })
         .await?;
         drop(lease);
-        progress.event(ProgressEvent::ManifestDone {
-            digest: top_digest,
-        });
+        progress.event(ProgressEvent::ManifestDone { digest: top_digest });
         Ok(PullResult {
             name: reference.clone(),
             target,
@@ -469,10 +481,14 @@ impl RegistryClient {
             let by_digest = oref.clone_with_digest(d.digest.to_string());
             // A single-platform push also goes by tag below; by digest only for index children.
             if top_is_index {
-                session.put_manifest(&by_digest, bytes.clone(), &d.media_type).await?;
+                session
+                    .put_manifest(&by_digest, bytes.clone(), &d.media_type)
+                    .await?;
             }
         }
-        session.put_manifest(&oref, top_bytes, &top.media_type).await?;
+        session
+            .put_manifest(&oref, top_bytes, &top.media_type)
+            .await?;
         progress.event(ProgressEvent::ManifestDone {
             digest: top.digest.clone(),
         });
@@ -529,7 +545,9 @@ impl RegistryClient {
         };
         let url = format!("{}://{host}/v2/", self.config.scheme.for_registry(registry));
         let send = |rb: reqwest::RequestBuilder| async {
-            rb.send().await.map_err(|e| http_error(registry, e, self.config.request_timeout))
+            rb.send()
+                .await
+                .map_err(|e| http_error(registry, e, self.config.request_timeout))
         };
         let first = send(http.get(&url)).await?;
         if first.status().is_success() {
@@ -589,7 +607,10 @@ fn parse_challenge(h: &str) -> std::collections::HashMap<String, String> {
     let mut out = std::collections::HashMap::new();
     for part in rest.split(',') {
         if let Some((k, v)) = part.trim().split_once('=') {
-            out.insert(k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_owned());
+            out.insert(
+                k.trim().to_ascii_lowercase(),
+                v.trim().trim_matches('"').to_owned(),
+            );
         }
     }
     out
@@ -641,20 +662,21 @@ type PushPlan = (Descriptor, Bytes, Vec<(Descriptor, Bytes, ImageManifest)>);
 
 /// Decides what a push sends: the whole index if every platform is present, one platform
 /// if asked, a plain manifest as is.
-fn plan_push(
-    store: &Store,
-    local: &ImageRef,
-    platform: Option<&Platform>,
-) -> Result<PushPlan> {
+fn plan_push(store: &Store, local: &ImageRef, platform: Option<&Platform>) -> Result<PushPlan> {
     let rec = store.image(local)?;
-    let read = |d: &Descriptor| -> Result<Bytes> { Ok(Bytes::from(store.content().read(&d.digest)?)) };
+    let read =
+        |d: &Descriptor| -> Result<Bytes> { Ok(Bytes::from(store.content().read(&d.digest)?)) };
     match store.manifest(&rec.target)? {
         Manifest::Image(m) => {
             if let Some(p) = platform {
                 store.resolve_descriptor(&rec.target, Some(p))?;
             }
             let bytes = read(&rec.target)?;
-            Ok((rec.target.clone(), bytes.clone(), vec![(rec.target, bytes, m)]))
+            Ok((
+                rec.target.clone(),
+                bytes.clone(),
+                vec![(rec.target, bytes, m)],
+            ))
         }
         Manifest::Index(idx) => {
             if let Some(p) = platform {
@@ -812,8 +834,11 @@ impl Session {
                 media_type: media_type.to_owned(),
             })
         })?;
-        self.timed("manifest upload", self.client.push_manifest_raw(oref, bytes, ct))
-            .await?;
+        self.timed(
+            "manifest upload",
+            self.client.push_manifest_raw(oref, bytes, ct),
+        )
+        .await?;
         Ok(())
     }
 
@@ -899,13 +924,11 @@ impl Session {
             }
             Ok(false) // interrupted: the partial file stays for the next attempt
         });
-        let finish_writer = |writer: tokio::task::JoinHandle<Result<bool, StoreError>>, resumed: bool| async move {
+        let finish_writer = |writer: tokio::task::JoinHandle<Result<bool, StoreError>>,
+                             resumed: bool| async move {
             match writer.await {
                 Ok(Ok(true)) => Ok(()),
-                Ok(Ok(false)) => Err((
-                    RegistryError::Task("download ended early".into()),
-                    true,
-                )),
+                Ok(Ok(false)) => Err((RegistryError::Task("download ended early".into()), true)),
                 // A resumed prefix may be what was corrupt; the failed commit deleted it.
                 Ok(Err(e)) => Err((e.into(), resumed)),
                 Err(e) => Err((RegistryError::Task(e.to_string()), false)),
@@ -918,8 +941,12 @@ impl Session {
         if offset < size {
             let response = match tokio::time::timeout(
                 self.config.request_timeout,
-                self.client
-                    .pull_blob_stream_partial(oref, desc.digest.to_string().as_str(), offset, None),
+                self.client.pull_blob_stream_partial(
+                    oref,
+                    desc.digest.to_string().as_str(),
+                    offset,
+                    None,
+                ),
             )
             .await
             {
@@ -978,7 +1005,11 @@ impl Session {
                         return Err((
                             RegistryError::Unreachable {
                                 registry: self.registry.clone(),
-                                detail: format!("download of {} interrupted: {}", desc.digest, error_chain(&e)),
+                                detail: format!(
+                                    "download of {} interrupted: {}",
+                                    desc.digest,
+                                    error_chain(&e)
+                                ),
                             },
                             true,
                         ));
@@ -1076,7 +1107,9 @@ fn file_stream(
             }
         }
     });
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }
 
 #[cfg(test)]

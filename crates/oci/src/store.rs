@@ -82,11 +82,10 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
         .map_err(io_err(dir))?;
     tmp.write_all(data).map_err(io_err(tmp.path()))?;
     tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
-    tmp.persist(path)
-        .map_err(|e| StoreError::Io {
-            path: path.to_owned(),
-            source: e.error,
-        })?;
+    tmp.persist(path).map_err(|e| StoreError::Io {
+        path: path.to_owned(),
+        source: e.error,
+    })?;
     sync_dir(dir)
 }
 
@@ -197,7 +196,11 @@ impl ContentStore {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.blobs).map_err(io_err(&self.blobs))? {
             let entry = entry.map_err(io_err(&self.blobs))?;
-            if let Some(d) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+            if let Some(d) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+            {
                 out.push(d);
             }
         }
@@ -859,13 +862,21 @@ mod tests {
         let c = store.content();
         let d = c.write_blob(b"hello", None).unwrap();
         assert_eq!(c.read(&d).unwrap(), b"hello");
-        assert_eq!(fs::read(dir.path().join("content/blobs/sha256").join(d.hex())).unwrap(), b"hello");
+        assert_eq!(
+            fs::read(dir.path().join("content/blobs/sha256").join(d.hex())).unwrap(),
+            b"hello"
+        );
 
         let wrong = Digest::of(b"other");
-        let err = c.ingest_reader(&mut &b"hello!"[..], Some(&wrong), None).unwrap_err();
+        let err = c
+            .ingest_reader(&mut &b"hello!"[..], Some(&wrong), None)
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!("content does not match its digest: expected {wrong}, got {}", Digest::of(b"hello!"))
+            format!(
+                "content does not match its digest: expected {wrong}, got {}",
+                Digest::of(b"hello!")
+            )
         );
         let err = c
             .ingest_reader(&mut &b"hell"[..], Some(&d), Some(5))
@@ -877,9 +888,16 @@ mod tests {
         let err = c
             .ingest_reader(&mut &b"hello world"[..], Some(&d), Some(5))
             .unwrap_err();
-        assert!(matches!(err, StoreError::SizeMismatch { actual: 11, .. }), "{err}");
+        assert!(
+            matches!(err, StoreError::SizeMismatch { actual: 11, .. }),
+            "{err}"
+        );
         assert_eq!(c.list().unwrap(), vec![d]);
-        assert!(ingest_files(&store).is_empty(), "{:?}", ingest_files(&store));
+        assert!(
+            ingest_files(&store).is_empty(),
+            "{:?}",
+            ingest_files(&store)
+        );
     }
 
     #[test]
@@ -889,7 +907,10 @@ mod tests {
         let d = Digest::of(&data);
         {
             let store = Store::open(dir.path()).unwrap();
-            let mut ing = store.content().begin_resumable(&d, data.len() as u64).unwrap();
+            let mut ing = store
+                .content()
+                .begin_resumable(&d, data.len() as u64)
+                .unwrap();
             ing.write(&data[..40_000]).unwrap();
             drop(ing); // an interrupted download
             // a crashed temp ingest and a crashed load directory
@@ -897,8 +918,14 @@ mod tests {
             fs::create_dir(dir.path().join("content/ingest/tmp-load")).unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(ingest_files(&store), [format!("sha256-{}.partial", d.hex())]);
-        let mut ing = store.content().begin_resumable(&d, data.len() as u64).unwrap();
+        assert_eq!(
+            ingest_files(&store),
+            [format!("sha256-{}.partial", d.hex())]
+        );
+        let mut ing = store
+            .content()
+            .begin_resumable(&d, data.len() as u64)
+            .unwrap();
         assert_eq!(ing.offset(), 40_000);
         ing.write(&data[40_000..]).unwrap();
         assert_eq!(ing.commit().unwrap(), d);
@@ -914,11 +941,28 @@ mod tests {
         let desc = Descriptor::of(manifest::media_type::OCI_MANIFEST, b"{}");
         let name = ImageRef::parse("busybox").unwrap();
         store.put_image(&name, &desc).unwrap();
-        store.tag(&name, &ImageRef::parse("localhost/bb:1").unwrap()).unwrap();
+        store
+            .tag(&name, &ImageRef::parse("localhost/bb:1").unwrap())
+            .unwrap();
         let again = Store::open(dir.path()).unwrap();
-        let names: Vec<String> = again.images().unwrap().iter().map(|r| r.name.to_string()).collect();
-        assert_eq!(names, ["docker.io/library/busybox:latest", "localhost/bb:1"]);
-        assert_eq!(again.image(&name.with_digest(d.clone())).unwrap().target.digest, d);
+        let names: Vec<String> = again
+            .images()
+            .unwrap()
+            .iter()
+            .map(|r| r.name.to_string())
+            .collect();
+        assert_eq!(
+            names,
+            ["docker.io/library/busybox:latest", "localhost/bb:1"]
+        );
+        assert_eq!(
+            again
+                .image(&name.with_digest(d.clone()))
+                .unwrap()
+                .target
+                .digest,
+            d
+        );
         let missing = ImageRef::parse("nothere").unwrap();
         assert_eq!(
             again.image(&missing).unwrap_err().to_string(),

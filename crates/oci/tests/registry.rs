@@ -10,7 +10,10 @@ use oci::{
     ProgressEvent, PullOptions, PushOptions, RegistryClient, RegistryConfig, Store, open_layer,
 };
 
-fn client(dir: &std::path::Path, config: RegistryConfig) -> (RegistryClient, Arc<FileCredentialStore>) {
+fn client(
+    dir: &std::path::Path,
+    config: RegistryConfig,
+) -> (RegistryClient, Arc<FileCredentialStore>) {
     let creds = Arc::new(FileCredentialStore::new(dir.join("credentials.json")));
     let chain: Arc<dyn CredentialStore> = Arc::new(CredentialChain::new(vec![creds.clone()]));
     (RegistryClient::new(config, chain).unwrap(), creds)
@@ -24,7 +27,10 @@ fn three_layer_image(store: &Store, name: &str) -> BuiltImage {
         "amd64",
         &[
             layer(Comp::None, &[("etc/hostname", b"plain\n")]),
-            layer(Comp::Gzip, &[("bin/big", &big), ("etc/motd", b"gzip layer\n")]),
+            layer(
+                Comp::Gzip,
+                &[("bin/big", &big), ("etc/motd", b"gzip layer\n")],
+            ),
             layer(Comp::Zstd, &[("etc/zstd", b"zstd layer\n")]),
         ],
     )
@@ -40,7 +46,13 @@ async fn push_then_pull_into_fresh_store_round_trips_digests() {
     let remote = reg.image("test/app:v1");
 
     let pushed = client
-        .push(&src, &img.name, Some(&remote), &PushOptions::default(), &NoProgress)
+        .push(
+            &src,
+            &img.name,
+            Some(&remote),
+            &PushOptions::default(),
+            &NoProgress,
+        )
         .await
         .unwrap();
     assert_eq!(pushed, img.manifest.digest);
@@ -48,11 +60,23 @@ async fn push_then_pull_into_fresh_store_round_trips_digests() {
     // Pushing again uploads nothing: every blob answers the HEAD check.
     let again = Recorder::default();
     client
-        .push(&src, &img.name, Some(&remote), &PushOptions::default(), &again)
+        .push(
+            &src,
+            &img.name,
+            Some(&remote),
+            &PushOptions::default(),
+            &again,
+        )
         .await
         .unwrap();
-    assert_eq!(again.count(|e| matches!(e, ProgressEvent::BlobSkipped { .. })), 4);
-    assert_eq!(again.count(|e| matches!(e, ProgressEvent::BlobStarted { .. })), 0);
+    assert_eq!(
+        again.count(|e| matches!(e, ProgressEvent::BlobSkipped { .. })),
+        4
+    );
+    assert_eq!(
+        again.count(|e| matches!(e, ProgressEvent::BlobStarted { .. })),
+        0
+    );
 
     let dst = Arc::new(Store::open(work.path().join("dst")).unwrap());
     let rec = Recorder::default();
@@ -62,7 +86,11 @@ async fn push_then_pull_into_fresh_store_round_trips_digests() {
         .unwrap();
     assert_eq!(pulled.target.digest, img.manifest.digest);
     assert_eq!(pulled.name, remote);
-    assert!(rec.max_in_flight() <= 3, "in flight {}", rec.max_in_flight());
+    assert!(
+        rec.max_in_flight() <= 3,
+        "in flight {}",
+        rec.max_in_flight()
+    );
     // Exactly the same blobs, byte for byte.
     assert_eq!(dst.content().list().unwrap(), src.content().list().unwrap());
     for d in src.content().list().unwrap() {
@@ -84,17 +112,26 @@ async fn push_then_pull_into_fresh_store_round_trips_digests() {
     // Pull by digest finds the same manifest.
     let by_digest = remote.with_digest(img.manifest.digest.clone());
     let again = Arc::new(Store::open(work.path().join("dst2")).unwrap());
-    let p = client.pull(&again, &by_digest, &PullOptions::default(), &NoProgress).await.unwrap();
+    let p = client
+        .pull(&again, &by_digest, &PullOptions::default(), &NoProgress)
+        .await
+        .unwrap();
     assert_eq!(p.target.digest, img.manifest.digest);
 
     // A remote tag points at the same manifest.
     let v2 = reg.image("test/app:v2");
     assert_eq!(client.tag(&remote, &v2).await.unwrap(), img.manifest.digest);
-    let p = client.pull(&again, &v2, &PullOptions::default(), &NoProgress).await.unwrap();
+    let p = client
+        .pull(&again, &v2, &PullOptions::default(), &NoProgress)
+        .await
+        .unwrap();
     assert_eq!(p.target.digest, img.manifest.digest);
 
     let missing = reg.image("test/app:nope");
-    let err = client.pull(&again, &missing, &PullOptions::default(), &NoProgress).await.unwrap_err();
+    let err = client
+        .pull(&again, &missing, &PullOptions::default(), &NoProgress)
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("{missing} not found in registry {}", reg.addr)
@@ -116,12 +153,27 @@ async fn monolithic_push_and_single_download_at_a_time() {
         },
     );
     let remote = reg.image("test/mono:v1");
-    client.push(&src, &img.name, Some(&remote), &PushOptions::default(), &NoProgress).await.unwrap();
+    client
+        .push(
+            &src,
+            &img.name,
+            Some(&remote),
+            &PushOptions::default(),
+            &NoProgress,
+        )
+        .await
+        .unwrap();
     let dst = Arc::new(Store::open(work.path().join("dst")).unwrap());
     let rec = Recorder::default();
-    client.pull(&dst, &remote, &PullOptions::default(), &rec).await.unwrap();
+    client
+        .pull(&dst, &remote, &PullOptions::default(), &rec)
+        .await
+        .unwrap();
     assert_eq!(rec.max_in_flight(), 1);
-    assert_eq!(rec.count(|e| matches!(e, ProgressEvent::BlobDone { .. })), 4);
+    assert_eq!(
+        rec.count(|e| matches!(e, ProgressEvent::BlobDone { .. })),
+        4
+    );
     assert_eq!(dst.content().list().unwrap(), src.content().list().unwrap());
 }
 
@@ -133,7 +185,16 @@ async fn interrupted_download_resumes_with_a_range_request() {
     let img = three_layer_image(&src, "local/resume:v1");
     let (client, _) = client(work.path(), RegistryConfig::default());
     let remote = reg.image("test/resume:v1");
-    client.push(&src, &img.name, Some(&remote), &PushOptions::default(), &NoProgress).await.unwrap();
+    client
+        .push(
+            &src,
+            &img.name,
+            Some(&remote),
+            &PushOptions::default(),
+            &NoProgress,
+        )
+        .await
+        .unwrap();
 
     // What a crash half-way through the big layer leaves behind.
     let big = &img.layers[1];
@@ -142,14 +203,19 @@ async fn interrupted_download_resumes_with_a_range_request() {
     let dst_root = work.path().join("dst");
     std::fs::create_dir_all(dst_root.join("content/ingest")).unwrap();
     std::fs::write(
-        dst_root.join(format!("content/ingest/sha256-{}.partial", big.digest.hex())),
+        dst_root.join(format!(
+            "content/ingest/sha256-{}.partial",
+            big.digest.hex()
+        )),
         &blob[..half],
     )
     .unwrap();
     // A corrupt partial for the zstd layer: the resumed result fails its digest check,
     // is thrown away, and the retry downloads it whole.
     let z = &img.layers[2];
-    let zlen = std::fs::metadata(src.content().path(&z.digest)).unwrap().len() as usize;
+    let zlen = std::fs::metadata(src.content().path(&z.digest))
+        .unwrap()
+        .len() as usize;
     std::fs::write(
         dst_root.join(format!("content/ingest/sha256-{}.partial", z.digest.hex())),
         vec![0xAA; zlen / 2],
@@ -158,23 +224,33 @@ async fn interrupted_download_resumes_with_a_range_request() {
 
     let dst = Arc::new(Store::open(&dst_root).unwrap());
     let rec = Recorder::default();
-    client.pull(&dst, &remote, &PullOptions::default(), &rec).await.unwrap();
+    client
+        .pull(&dst, &remote, &PullOptions::default(), &rec)
+        .await
+        .unwrap();
     let resumed: Vec<u64> = rec
         .events()
         .iter()
         .filter_map(|e| match e {
-            ProgressEvent::BlobStarted { digest, resumed_from, .. } if *digest == big.digest => {
-                Some(*resumed_from)
-            }
+            ProgressEvent::BlobStarted {
+                digest,
+                resumed_from,
+                ..
+            } if *digest == big.digest => Some(*resumed_from),
             _ => None,
         })
         .collect();
     assert_eq!(resumed, [half as u64]);
     assert_eq!(
-        rec.count(|e| matches!(e, ProgressEvent::BlobRetrying { digest, .. } if *digest == z.digest)),
+        rec.count(
+            |e| matches!(e, ProgressEvent::BlobRetrying { digest, .. } if *digest == z.digest)
+        ),
         1
     );
-    assert_eq!(std::fs::read(dst.content().path(&big.digest)).unwrap(), blob);
+    assert_eq!(
+        std::fs::read(dst.content().path(&big.digest)).unwrap(),
+        blob
+    );
     assert_eq!(dst.content().list().unwrap(), src.content().list().unwrap());
     assert!(ingest_files(dst.root()).is_empty());
 }
@@ -184,12 +260,23 @@ async fn basic_auth_wrong_password_refused_right_password_works() {
     let reg = TestRegistry::start_with_auth("alice", "correct horse");
     let work = tempfile::tempdir().unwrap();
     let src = Arc::new(Store::open(work.path().join("src")).unwrap());
-    let img = build_image(&src, "local/auth:v1", "amd64", &[layer(Comp::Gzip, &[("a", b"a")])]);
+    let img = build_image(
+        &src,
+        "local/auth:v1",
+        "amd64",
+        &[layer(Comp::Gzip, &[("a", b"a")])],
+    );
     let (client, creds) = client(work.path(), RegistryConfig::default());
     let remote = reg.image("private/app:v1");
 
     let err = client
-        .push(&src, &img.name, Some(&remote), &PushOptions::default(), &NoProgress)
+        .push(
+            &src,
+            &img.name,
+            Some(&remote),
+            &PushOptions::default(),
+            &NoProgress,
+        )
         .await
         .unwrap_err();
     assert_eq!(
@@ -200,33 +287,72 @@ async fn basic_auth_wrong_password_refused_right_password_works() {
         )
     );
 
-    let wrong = Credential { username: "alice".into(), secret: "wrong".into() };
+    let wrong = Credential {
+        username: "alice".into(),
+        secret: "wrong".into(),
+    };
     let err = client.login(&reg.addr, &wrong).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("authentication to registry {} failed: wrong username or password", reg.addr)
+        format!(
+            "authentication to registry {} failed: wrong username or password",
+            reg.addr
+        )
     );
-    assert!(creds.list().unwrap().is_empty(), "a failed login stores nothing");
+    assert!(
+        creds.list().unwrap().is_empty(),
+        "a failed login stores nothing"
+    );
 
     // Credentials that were stored some other way and are wrong fail the same way on use.
     creds.store(&reg.addr, &wrong).unwrap();
     let err = client
-        .push(&src, &img.name, Some(&remote), &PushOptions::default(), &NoProgress)
+        .push(
+            &src,
+            &img.name,
+            Some(&remote),
+            &PushOptions::default(),
+            &NoProgress,
+        )
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("wrong username or password"), "{err}");
+    assert!(
+        err.to_string().contains("wrong username or password"),
+        "{err}"
+    );
 
-    let right = Credential { username: "alice".into(), secret: "correct horse".into() };
+    let right = Credential {
+        username: "alice".into(),
+        secret: "correct horse".into(),
+    };
     client.login(&reg.addr, &right).await.unwrap();
-    assert_eq!(creds.list().unwrap(), [(reg.addr.clone(), "alice".to_owned())]);
-    client.push(&src, &img.name, Some(&remote), &PushOptions::default(), &NoProgress).await.unwrap();
+    assert_eq!(
+        creds.list().unwrap(),
+        [(reg.addr.clone(), "alice".to_owned())]
+    );
+    client
+        .push(
+            &src,
+            &img.name,
+            Some(&remote),
+            &PushOptions::default(),
+            &NoProgress,
+        )
+        .await
+        .unwrap();
     let dst = Arc::new(Store::open(work.path().join("dst")).unwrap());
-    let p = client.pull(&dst, &remote, &PullOptions::default(), &NoProgress).await.unwrap();
+    let p = client
+        .pull(&dst, &remote, &PullOptions::default(), &NoProgress)
+        .await
+        .unwrap();
     assert_eq!(p.target.digest, img.manifest.digest);
 
     assert!(client.logout(&reg.addr).await.unwrap());
     let dst2 = Arc::new(Store::open(work.path().join("dst2")).unwrap());
-    let err = client.pull(&dst2, &remote, &PullOptions::default(), &NoProgress).await.unwrap_err();
+    let err = client
+        .pull(&dst2, &remote, &PullOptions::default(), &NoProgress)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("requires authentication"), "{err}");
     assert!(dst2.content().list().unwrap().is_empty());
 }
@@ -236,52 +362,118 @@ async fn platform_selection_and_missing_platform() {
     let reg = TestRegistry::start();
     let work = tempfile::tempdir().unwrap();
     let src = Arc::new(Store::open(work.path().join("src")).unwrap());
-    let amd = build_image(&src, "local/amd:1", "amd64", &[layer(Comp::Gzip, &[("arch", b"amd64")])]);
-    let arm = build_image(&src, "local/arm:1", "arm64", &[layer(Comp::Zstd, &[("arch", b"arm64")])]);
+    let amd = build_image(
+        &src,
+        "local/amd:1",
+        "amd64",
+        &[layer(Comp::Gzip, &[("arch", b"amd64")])],
+    );
+    let arm = build_image(
+        &src,
+        "local/arm:1",
+        "arm64",
+        &[layer(Comp::Zstd, &[("arch", b"arm64")])],
+    );
     let index = build_index(&src, "local/multi:1", &[(&amd, "amd64"), (&arm, "arm64")]);
     let (client, _) = client(work.path(), RegistryConfig::default());
     let remote = reg.image("test/multi:1");
     let d = client
-        .push(&src, &ImageRef::parse("local/multi:1").unwrap(), Some(&remote), &PushOptions::default(), &NoProgress)
+        .push(
+            &src,
+            &ImageRef::parse("local/multi:1").unwrap(),
+            Some(&remote),
+            &PushOptions::default(),
+            &NoProgress,
+        )
         .await
         .unwrap();
     assert_eq!(d, index.digest);
 
     // Default: the host platform only.
     let host = Arc::new(Store::open(work.path().join("host")).unwrap());
-    let p = client.pull(&host, &remote, &PullOptions::default(), &NoProgress).await.unwrap();
+    let p = client
+        .pull(&host, &remote, &PullOptions::default(), &NoProgress)
+        .await
+        .unwrap();
     assert_eq!(p.target.digest, index.digest);
-    let want = if cfg!(target_arch = "aarch64") { &arm } else { &amd };
-    let other = if cfg!(target_arch = "aarch64") { &amd } else { &arm };
+    let want = if cfg!(target_arch = "aarch64") {
+        &arm
+    } else {
+        &amd
+    };
+    let other = if cfg!(target_arch = "aarch64") {
+        &amd
+    } else {
+        &arm
+    };
     assert_eq!(p.manifests.len(), 1);
     assert_eq!(p.manifests[0].digest, want.manifest.digest);
     assert!(!host.content().contains(&other.layers[0].digest));
-    assert_eq!(host.resolve(&remote, None).unwrap().manifest_descriptor.digest, want.manifest.digest);
+    assert_eq!(
+        host.resolve(&remote, None)
+            .unwrap()
+            .manifest_descriptor
+            .digest,
+        want.manifest.digest
+    );
 
     // Explicit platform.
     let explicit = Arc::new(Store::open(work.path().join("explicit")).unwrap());
-    let opts = PullOptions { platform: Some("linux/arm64/v8".parse().unwrap()), all_platforms: false };
-    let p = client.pull(&explicit, &remote, &opts, &NoProgress).await.unwrap();
+    let opts = PullOptions {
+        platform: Some("linux/arm64/v8".parse().unwrap()),
+        all_platforms: false,
+    };
+    let p = client
+        .pull(&explicit, &remote, &opts, &NoProgress)
+        .await
+        .unwrap();
     assert_eq!(p.manifests[0].digest, arm.manifest.digest);
     let all = Arc::new(Store::open(work.path().join("all")).unwrap());
-    let opts = PullOptions { platform: None, all_platforms: true };
-    let p = client.pull(&all, &remote, &opts, &NoProgress).await.unwrap();
+    let opts = PullOptions {
+        platform: None,
+        all_platforms: true,
+    };
+    let p = client
+        .pull(&all, &remote, &opts, &NoProgress)
+        .await
+        .unwrap();
     assert_eq!(p.manifests.len(), 2);
     assert_eq!(all.content().list().unwrap(), src.content().list().unwrap());
 
     // Missing platform: a one-line error listing what exists, and nothing stored.
     let none = Arc::new(Store::open(work.path().join("none")).unwrap());
-    let opts = PullOptions { platform: Some("linux/s390x".parse().unwrap()), all_platforms: false };
-    let err = client.pull(&none, &remote, &opts, &NoProgress).await.unwrap_err();
+    let opts = PullOptions {
+        platform: Some("linux/s390x".parse().unwrap()),
+        all_platforms: false,
+    };
+    let err = client
+        .pull(&none, &remote, &opts, &NoProgress)
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "image has no content for platform linux/s390x; available platforms: linux/amd64, linux/arm64"
     );
     // A single-platform image checks its config's platform too.
     let single = reg.image("test/amd:1");
-    client.push(&src, &amd.name, Some(&single), &PushOptions::default(), &NoProgress).await.unwrap();
-    let opts = PullOptions { platform: Some("linux/arm64".parse().unwrap()), all_platforms: false };
-    let err = client.pull(&none, &single, &opts, &NoProgress).await.unwrap_err();
+    client
+        .push(
+            &src,
+            &amd.name,
+            Some(&single),
+            &PushOptions::default(),
+            &NoProgress,
+        )
+        .await
+        .unwrap();
+    let opts = PullOptions {
+        platform: Some("linux/arm64".parse().unwrap()),
+        all_platforms: false,
+    };
+    let err = client
+        .pull(&none, &single, &opts, &NoProgress)
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "image has no content for platform linux/arm64; available platforms: linux/amd64"
@@ -297,10 +489,24 @@ async fn unknown_media_type_is_refused_before_downloading() {
     let reg = TestRegistry::start();
     let work = tempfile::tempdir().unwrap();
     let src = Arc::new(Store::open(work.path().join("src")).unwrap());
-    let img = build_image(&src, "local/odd:1", "amd64", &[layer(Comp::Gzip, &[("a", b"a")])]);
+    let img = build_image(
+        &src,
+        "local/odd:1",
+        "amd64",
+        &[layer(Comp::Gzip, &[("a", b"a")])],
+    );
     let (client, _) = client(work.path(), RegistryConfig::default());
     let remote = reg.image("test/odd:1");
-    client.push(&src, &img.name, Some(&remote), &PushOptions::default(), &NoProgress).await.unwrap();
+    client
+        .push(
+            &src,
+            &img.name,
+            Some(&remote),
+            &PushOptions::default(),
+            &NoProgress,
+        )
+        .await
+        .unwrap();
 
     // Rewrite the manifest with a layer type nobody knows and PUT it as another tag.
     let mut m: serde_json::Value =
@@ -315,11 +521,20 @@ async fn unknown_media_type_is_refused_before_downloading() {
         .send()
         .await
         .unwrap();
-    assert!(resp.status().is_success(), "registry refused: {}", resp.status());
+    assert!(
+        resp.status().is_success(),
+        "registry refused: {}",
+        resp.status()
+    );
 
     let dst = Arc::new(Store::open(work.path().join("dst")).unwrap());
     let err = client
-        .pull(&dst, &reg.image("test/odd:weird"), &PullOptions::default(), &NoProgress)
+        .pull(
+            &dst,
+            &reg.image("test/odd:weird"),
+            &PullOptions::default(),
+            &NoProgress,
+        )
         .await
         .unwrap_err();
     assert_eq!(

@@ -34,7 +34,10 @@ impl TestRegistry {
         let dir = tempfile::tempdir().unwrap();
         let auth_yaml = match auth {
             Some((u, p)) => {
-                let out = Command::new("htpasswd").args(["-Bbn", u, p]).output().unwrap();
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", u, p])
+                    .output()
+                    .unwrap();
                 assert!(out.status.success(), "htpasswd failed");
                 std::fs::write(dir.path().join("htpasswd"), &out.stdout).unwrap();
                 format!(
@@ -47,7 +50,11 @@ impl TestRegistry {
         for _ in 0..5 {
             // The port is free when we look; another process could take it before the
             // registry binds, in which case the registry exits and we try another.
-            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
             let addr = format!("127.0.0.1:{port}");
             let config = format!(
                 "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: test-secret\n{auth_yaml}",
@@ -94,11 +101,14 @@ impl TestRegistry {
 }
 
 fn answers_v2(addr: &str) -> bool {
-    let Ok(mut s) = TcpStream::connect(addr) else { return false };
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s
-        .write_all(format!("GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .is_err()
+    if s.write_all(
+        format!("GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .is_err()
     {
         return false;
     }
@@ -130,7 +140,10 @@ pub struct LayerSpec {
 pub fn layer(comp: Comp, files: &[(&str, &[u8])]) -> LayerSpec {
     LayerSpec {
         comp,
-        files: files.iter().map(|(p, c)| (p.to_string(), c.to_vec())).collect(),
+        files: files
+            .iter()
+            .map(|(p, c)| (p.to_string(), c.to_vec()))
+            .collect(),
     }
 }
 
@@ -149,7 +162,10 @@ pub fn tar_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
 
 /// Pseudo-random bytes that do not compress (for multi-chunk uploads).
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
     (0..len)
         .map(|_| {
             x ^= x << 13;
@@ -184,7 +200,10 @@ pub fn build_image(store: &Store, name: &str, arch: &str, layers: &[LayerSpec]) 
                 e.write_all(&tar).unwrap();
                 (mt::OCI_LAYER_GZIP, e.finish().unwrap())
             }
-            Comp::Zstd => (mt::OCI_LAYER_ZSTD, zstd::encode_all(tar.as_slice(), 3).unwrap()),
+            Comp::Zstd => (
+                mt::OCI_LAYER_ZSTD,
+                zstd::encode_all(tar.as_slice(), 3).unwrap(),
+            ),
         };
         store.content().write_blob(&blob, None).unwrap();
         descs.push(Descriptor::of(media_type, &blob));
@@ -233,7 +252,9 @@ pub fn build_index(store: &Store, name: &str, entries: &[(&BuiltImage, &str)]) -
     .unwrap();
     store.content().write_blob(&index, None).unwrap();
     let d = Descriptor::of(mt::OCI_INDEX, &index);
-    store.put_image(&ImageRef::parse(name).unwrap(), &d).unwrap();
+    store
+        .put_image(&ImageRef::parse(name).unwrap(), &d)
+        .unwrap();
     d
 }
 

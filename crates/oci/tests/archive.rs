@@ -1,0 +1,342 @@
+//! `save`/`load` round trips, skopeo-made docker archives, bad archives, and GC.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::process::Command;
+
+use common::*;
+use oci::{Digest, ImageRef, Store, open_layer};
+
+fn save_to_vec(store: &Store, names: &[&str]) -> Vec<u8> {
+    let refs: Vec<ImageRef> = names.iter().map(|n| ImageRef::parse(n).unwrap()).collect();
+    let mut out = Vec::new();
+    oci::save(store, &refs, None, &mut out).unwrap();
+    out
+}
+
+fn two_images(store: &Store) -> (BuiltImage, BuiltImage) {
+    let shared = ("etc/os-release", b"ID=test\n" as &[u8]);
+    let a = build_image(
+        store,
+        "example.com/a:1",
+        "amd64",
+        &[
+            layer(Comp::Gzip, &[shared]),
+            layer(Comp::Zstd, &[("a", b"only a")]),
+        ],
+    );
+    let b = build_image(
+        store,
+        "localhost:5000/b/c:2",
+        "amd64",
+        &[
+            layer(Comp::Gzip, &[shared]),
+            layer(Comp::None, &[("b", b"only b")]),
+        ],
+    );
+    (a, b)
+}
+
+/// Store state a failed load must leave untouched.
+fn snapshot(store: &Store) -> (Vec<Digest>, Vec<String>, Vec<String>) {
+    (
+        store.content().list().unwrap(),
+        store
+            .images()
+            .unwrap()
+            .iter()
+            .map(|r| r.name.to_string())
+            .collect(),
+        ingest_files(store.root()),
+    )
+}
+
+#[test]
+fn save_then_load_into_fresh_store_round_trips() {
+    let work = tempfile::tempdir().unwrap();
+    let src = Store::open(work.path().join("src")).unwrap();
+    let (a, b) = two_images(&src);
+    let tar = save_to_vec(&src, &["example.com/a:1", "localhost:5000/b/c:2"]);
+
+    // The archive is an OCI layout with names in index.json.
+    let entries = tar_entries(tar.as_slice());
+    let names: BTreeSet<&str> = entries.iter().map(|(p, _)| p.as_str()).collect();
+    assert!(names.contains("oci-layout") && names.contains("index.json"));
+    let index: serde_json::Value =
+        serde_json::from_slice(&entries.iter().find(|(p, _)| p == "index.json").unwrap().1)
+            .unwrap();
+    assert_eq!(
+        index["manifests"][0]["annotations"]["io.containerd.image.name"],
+        "example.com/a:1"
+    );
+    assert_eq!(
+        index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        "1"
+    );
+    // 2 manifests + 2 configs + 3 distinct layers (one shared).
+    assert_eq!(
+        names
+            .iter()
+            .filter(|p| p.starts_with("blobs/sha256/") && !p.ends_with('/'))
+            .count(),
+        7
+    );
+
+    let dst = Store::open(work.path().join("dst")).unwrap();
+    let loaded = oci::load(&dst, tar.as_slice()).unwrap();
+    assert_eq!(
+        loaded.iter().map(ImageRef::to_string).collect::<Vec<_>>(),
+        ["example.com/a:1", "localhost:5000/b/c:2"]
+    );
+    assert_eq!(dst.content().list().unwrap(), src.content().list().unwrap());
+    for img in [&a, &b] {
+        let r = dst.image(&img.name).unwrap();
+        assert_eq!(r.target.digest, img.manifest.digest);
+        let resolved = dst.resolve(&img.name, None).unwrap();
+        for (l, tar) in resolved.manifest.layers.iter().zip(&img.tars) {
+            let mut out = Vec::new();
+            open_layer(dst.content(), l)
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(&out, tar);
+        }
+    }
+    assert!(ingest_files(dst.root()).is_empty());
+    // Saving from the loaded store gives the same bytes: the format is deterministic.
+    assert_eq!(
+        save_to_vec(&dst, &["example.com/a:1", "localhost:5000/b/c:2"]),
+        tar
+    );
+}
+
+#[test]
+fn skopeo_docker_archive_loads() {
+    let work = tempfile::tempdir().unwrap();
+    let src = Store::open(work.path().join("src")).unwrap();
+    // skopeo cannot put zstd layers in a docker archive, so use the gzip + plain image.
+    let (_, b) = two_images(&src);
+    // Our save output is an OCI layout directory once unpacked; skopeo converts it.
+    let layout = work.path().join("layout");
+    let tar = save_to_vec(&src, &["localhost:5000/b/c:2"]);
+    tar::Archive::new(tar.as_slice()).unpack(&layout).unwrap();
+    let archive = work.path().join("docker.tar");
+    let out = Command::new("skopeo")
+        .arg("copy")
+        .arg(format!("oci:{}:2", layout.display()))
+        .arg(format!(
+            "docker-archive:{}:skopeo/made:v9",
+            archive.display()
+        ))
+        .output()
+        .expect("skopeo must be installed");
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dst = Store::open(work.path().join("dst")).unwrap();
+    let loaded = oci::load(&dst, std::fs::File::open(&archive).unwrap()).unwrap();
+    assert_eq!(
+        loaded.iter().map(ImageRef::to_string).collect::<Vec<_>>(),
+        ["docker.io/skopeo/made:v9"]
+    );
+    let r = dst.resolve(&loaded[0], None).unwrap();
+    assert_eq!(r.manifest.media_type, oci::media_type::DOCKER_MANIFEST);
+    assert_eq!(r.config.cmd, ["/bin/sh"]);
+    assert_eq!(r.config.labels["test.name"], "localhost:5000/b/c:2");
+    assert_eq!(r.manifest.layers.len(), 2);
+    // Whatever compression skopeo chose, the layers hold the same files.
+    for (l, tar) in r.manifest.layers.iter().zip(&b.tars) {
+        let mut out = Vec::new();
+        open_layer(dst.content(), l)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        let got: Vec<_> = tar_entries(out.as_slice());
+        let want: Vec<_> = tar_entries(tar.as_slice());
+        assert_eq!(got, want);
+    }
+    // And it round-trips through our own save/load.
+    let again = save_to_vec(&dst, &["skopeo/made:v9"]);
+    let dst2 = Store::open(work.path().join("dst2")).unwrap();
+    oci::load(&dst2, again.as_slice()).unwrap();
+    assert_eq!(
+        dst2.content().list().unwrap(),
+        dst.content().list().unwrap()
+    );
+}
+
+/// Rewrites one member of a tar.
+fn edit_member(tar: &[u8], path: &str, f: impl Fn(Vec<u8>) -> Vec<u8>) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (p, c) in tar_entries(tar) {
+        if p.ends_with('/') {
+            continue;
+        }
+        let c = if p == path { f(c) } else { c };
+        let mut h = tar::Header::new_ustar();
+        h.set_size(c.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, &p, c.as_slice()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn bad_archives_are_refused_and_leave_the_store_unchanged() {
+    let work = tempfile::tempdir().unwrap();
+    let src = Store::open(work.path().join("src")).unwrap();
+    let (a, _) = two_images(&src);
+    let tar = save_to_vec(&src, &["example.com/a:1"]);
+    let dst = Store::open(work.path().join("dst")).unwrap();
+    // Something already in the store must stay exactly as it is.
+    build_image(
+        &dst,
+        "pre/existing:1",
+        "amd64",
+        &[layer(Comp::None, &[("x", b"x")])],
+    );
+    let before = snapshot(&dst);
+
+    let gz = &a.layers[0];
+    let gz_path = format!("blobs/sha256/{}", gz.digest.hex());
+    let cases: Vec<(Vec<u8>, String)> = vec![
+        (
+            edit_member(&tar, &gz_path, |mut c| {
+                c[20] ^= 0xff;
+                c
+            }),
+            format!(
+                "layer {gz_path} does not match its digest: expected {}, got ",
+                gz.digest
+            ),
+        ),
+        (
+            edit_member(&tar, &gz_path, |c| c[..c.len() / 2].to_vec()),
+            format!(
+                "layer {gz_path} is {} bytes but {} were expected (truncated or corrupt)",
+                gz.size / 2,
+                gz.size
+            ),
+        ),
+        (
+            with_weird_layer_type(&src, &a, &tar),
+            "unsupported media type \"application/x-mystery\" for layer".to_owned(),
+        ),
+        (
+            tar[..tar.len() / 3].to_vec(),
+            "cannot read archive".to_owned(),
+        ),
+        (
+            {
+                let mut b = tar::Builder::new(Vec::new());
+                let mut h = tar::Header::new_gnu();
+                h.set_size(1);
+                h.set_mode(0o644);
+                // tar's builder refuses '..' itself, so write the name bytes directly.
+                h.as_gnu_mut().unwrap().name[..7].copy_from_slice(b"../evil");
+                h.set_cksum();
+                b.append(&h, &b"x"[..]).unwrap();
+                b.into_inner().unwrap()
+            },
+            "unsafe path \"../evil\" in archive (absolute or leaving the archive root)".to_owned(),
+        ),
+        (
+            edit_member(&tar, "index.json", |_| b"{}".to_vec()),
+            "malformed image index: no schemaVersion".to_owned(),
+        ),
+    ];
+    for (archive, want) in cases {
+        let err = oci::load(&dst, archive.as_slice()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with(&want), "got {msg:?}, want {want:?}");
+        assert!(!msg.contains('\n'));
+        assert_eq!(snapshot(&dst), before, "after {want}");
+    }
+}
+
+/// The archive with image `a`'s manifest rewritten to an unknown layer media type, its
+/// digest and size kept honest so that the media type is the only problem.
+fn with_weird_layer_type(src: &Store, a: &BuiltImage, tar: &[u8]) -> Vec<u8> {
+    let old = format!("blobs/sha256/{}", a.manifest.digest.hex());
+    let manifest =
+        String::from_utf8(std::fs::read(src.content().path(&a.manifest.digest)).unwrap())
+            .unwrap()
+            .replace(oci::media_type::OCI_LAYER_ZSTD, "application/x-mystery")
+            .into_bytes();
+    let digest = Digest::of(&manifest);
+    let t = edit_member(tar, &old, |_| manifest.clone());
+    let t = edit_member(&t, "index.json", |c| {
+        let mut idx: serde_json::Value = serde_json::from_slice(&c).unwrap();
+        idx["manifests"][0]["digest"] = digest.to_string().into();
+        idx["manifests"][0]["size"] = manifest.len().into();
+        serde_json::to_vec(&idx).unwrap()
+    });
+    rename_member(&t, &old, &format!("blobs/sha256/{}", digest.hex()))
+}
+
+fn rename_member(tar: &[u8], from: &str, to: &str) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (p, c) in tar_entries(tar) {
+        if p.ends_with('/') {
+            continue;
+        }
+        let p = if p == from { to.to_owned() } else { p };
+        let mut h = tar::Header::new_ustar();
+        h.set_size(c.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, &p, c.as_slice()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn gc_removes_only_unreferenced_blobs() {
+    let work = tempfile::tempdir().unwrap();
+    let store = Store::open(work.path().join("s")).unwrap();
+    let (a, b) = two_images(&store);
+    let stray = store
+        .content()
+        .write_blob(b"nobody points here", None)
+        .unwrap();
+    // An index with one platform present keeps that platform's blobs.
+    let idx = build_index(&store, "example.com/multi:1", &[(&a, "amd64")]);
+    let all_before = store.content().list().unwrap();
+
+    let report = store.gc().unwrap();
+    assert_eq!(report.removed, std::slice::from_ref(&stray));
+    assert_eq!(report.reclaimed_bytes, 18);
+
+    store.remove_image(&b.name).unwrap();
+    let report = store.gc().unwrap();
+    let mut only_b: Vec<Digest> = vec![
+        b.manifest.digest.clone(),
+        b.config.digest.clone(),
+        b.layers[1].digest.clone(),
+    ];
+    only_b.sort();
+    assert_eq!(report.removed, only_b);
+    // The shared layer stays for a.
+    assert!(store.content().contains(&b.layers[0].digest));
+    let left: Vec<Digest> = store.content().list().unwrap();
+    let mut expect: Vec<Digest> = all_before
+        .into_iter()
+        .filter(|d| *d != stray && !only_b.contains(d))
+        .collect();
+    expect.sort();
+    assert_eq!(left, expect);
+    assert!(left.contains(&idx.digest));
+    assert!(store.resolve(&a.name, None).is_ok());
+
+    // Removing every name empties the store.
+    store.remove_image(&a.name).unwrap();
+    store
+        .remove_image(&ImageRef::parse("example.com/multi:1").unwrap())
+        .unwrap();
+    store.gc().unwrap();
+    assert!(store.content().list().unwrap().is_empty());
+}
