@@ -137,7 +137,9 @@ mod tests {
             0x4c, 0x6a, 0xf4, 0x74, 0x02, 0xfd, 0x8b, 0x58, 0x3d, 0x34, 0xb8, 0xf0, 0x46, 0x34,
             0xb1, 0x5c,
         ];
-        std::array::from_fn(|i| u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]))
+        std::array::from_fn(|i| {
+            u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+        })
     }
 
     /// Expected values from `debugfs -R 'dx_hash -h half_md4 -s <seed> NAME'`

@@ -344,7 +344,13 @@ fn layout_and_write(
     fixed_blocks: Option<u64>,
 ) -> Result<Summary> {
     let data_end = w.alloc.next;
-    let uuid = options.uuid.unwrap_or_else(random_bytes::<16>);
+    let uuid = options.uuid.unwrap_or_else(|| {
+        // A version 4 (random) UUID.
+        let mut u = random_bytes::<16>();
+        u[6] = (u[6] & 0x0f) | 0x40;
+        u[8] = (u[8] & 0x3f) | 0x80;
+        u
+    });
     let seed_bytes: [u8; 16] = random_bytes::<16>();
     let mut seed = [0u32; 4];
     for (i, w) in seed.iter_mut().enumerate() {

@@ -6,7 +6,9 @@ use common::*;
 use tar::EntryType;
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 const LONG_TARGET: &str = "../../some/where/far/away/in/a/directory/tree/that/is/deep/target-file";
@@ -18,14 +20,23 @@ fn layers() -> Vec<Vec<u8>> {
     l1.file_m(
         "etc/shadow",
         b"root:*:1::::::\n",
-        M { mode: 0o640, gid: 42, ..DEF },
+        M {
+            mode: 0o640,
+            gid: 42,
+            ..DEF
+        },
     );
     l1.dir_m("usr", M { mode: 0o755, ..DEF });
     l1.dir_m("usr/bin", M { mode: 0o755, ..DEF });
     l1.file_m(
         "usr/bin/tool",
         &pattern(10_000, 1),
-        M { mode: 0o4755, uid: 1000, gid: 1001, mtime: 1_500_000_000 },
+        M {
+            mode: 0o4755,
+            uid: 1000,
+            gid: 1001,
+            mtime: 1_500_000_000,
+        },
     );
     let l1 = l1
         .hardlink("usr/bin/tool2", "usr/bin/tool")
@@ -38,7 +49,12 @@ fn layers() -> Vec<Vec<u8>> {
         .device("dev/big", EntryType::Char, 300, 70_000)
         .pax(&[
             ("SCHILY.xattr.user.comment", b"hello"),
-            ("SCHILY.xattr.security.capability", &[1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            (
+                "SCHILY.xattr.security.capability",
+                &[
+                    1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                ],
+            ),
             ("mtime", b"1600000000.123456789"),
         ])
         .file("xattr-small", b"x")
@@ -67,7 +83,11 @@ fn layers() -> Vec<Vec<u8>> {
         .file("same", b"same layer")
         .whiteout("", "same");
     let mut l2 = l2;
-    l2.file_m("etc/passwd", b"root:x:0:0::/root:/bin/bash\n", M { mode: 0o600, ..DEF });
+    l2.file_m(
+        "etc/passwd",
+        b"root:x:0:0::/root:/bin/bash\n",
+        M { mode: 0o600, ..DEF },
+    );
     let l3 = Layer::new().hardlink("hl", "usr/bin/tool2");
     vec![l1.bytes(), l2.bytes(), l3.bytes()]
 }
@@ -80,7 +100,15 @@ fn merged_tree_reads_back() {
     fsck(&img);
 
     let dirs: Vec<String> = [
-        "/", "/etc", "/usr", "/usr/bin", "/usr/lib", "/run", "/dev", "/opq", "/willbedir",
+        "/",
+        "/etc",
+        "/usr",
+        "/usr/bin",
+        "/usr/lib",
+        "/run",
+        "/dev",
+        "/opq",
+        "/willbedir",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -102,7 +130,10 @@ fn merged_tree_reads_back() {
     // Types, modes and ownership.
     assert_eq!(ls["/etc"]["passwd"].mode, 0o100600);
     assert_eq!(ls["/usr/bin"]["tool2"].mode, 0o104755);
-    assert_eq!((ls["/usr/bin"]["tool2"].uid, ls["/usr/bin"]["tool2"].gid), (1000, 1001));
+    assert_eq!(
+        (ls["/usr/bin"]["tool2"].uid, ls["/usr/bin"]["tool2"].gid),
+        (1000, 1001)
+    );
     assert_eq!(ls["/usr/bin"]["tool"].mode, 0o100644);
     assert_eq!(ls["/"]["willbefile"].mode & 0o170000, 0o100000);
     assert_eq!(ls["/"]["willbedir"].mode & 0o170000, 0o040000);
@@ -130,13 +161,31 @@ fn merged_tree_reads_back() {
     let link = |p: &str| std::fs::read_link(root.join(p)).unwrap();
     assert_eq!(link("usr/lib/libx.so").to_str().unwrap(), "libx.so.1");
     assert_eq!(link("slow").to_str().unwrap(), LONG_TARGET);
-    assert!(stat(&img, "/usr/lib/libx.so").text.contains("Fast link dest: \"libx.so.1\""));
+    assert!(
+        stat(&img, "/usr/lib/libx.so")
+            .text
+            .contains("Fast link dest: \"libx.so.1\"")
+    );
     assert!(stat(&img, "/slow").text.contains("EXTENTS"));
 
     // Devices (old and new encodings).
-    assert!(stat(&img, "/dev/null").text.contains("Device major/minor number: 01:03"));
-    assert!(stat(&img, "/dev/sda").text.contains("Device major/minor number: 08:00"));
-    assert!(stat(&img, "/dev/big").text.contains("Device major/minor number: 300:70000"), "{}", stat(&img, "/dev/big").text);
+    assert!(
+        stat(&img, "/dev/null")
+            .text
+            .contains("Device major/minor number: 01:03")
+    );
+    assert!(
+        stat(&img, "/dev/sda")
+            .text
+            .contains("Device major/minor number: 08:00")
+    );
+    assert!(
+        stat(&img, "/dev/big")
+            .text
+            .contains("Device major/minor number: 300:70000"),
+        "{}",
+        stat(&img, "/dev/big").text
+    );
 
     // Times: nanoseconds from PAX, seconds from the header.
     let s = stat(&img, "/xattr-small");
@@ -145,7 +194,10 @@ fn merged_tree_reads_back() {
     assert_eq!(stat(&img, "/hl").mtime, 1_500_000_000);
 
     // Extended attributes, in the inode and in an external block.
-    let ea = debugfs(&img, &["ea_list /xattr-small".into(), "ea_list /xattr-big".into()]);
+    let ea = debugfs(
+        &img,
+        &["ea_list /xattr-small".into(), "ea_list /xattr-big".into()],
+    );
     assert!(ea.contains("user.comment (5) = \"hello\""), "{ea}");
     assert!(ea.contains("security.capability (20)"), "{ea}");
     assert!(ea.contains("user.big (1000)"), "{ea}");

@@ -247,7 +247,9 @@ pub fn stat(img: &Path, path: &str) -> Stat {
             match w[0] {
                 "Inode:" => s.ino = w[1].parse().unwrap_or(0),
                 "Links:" => s.links = w[1].parse().unwrap_or(0),
-                "Flags:" => s.flags = u32::from_str_radix(w[1].trim_start_matches("0x"), 16).unwrap_or(0),
+                "Flags:" => {
+                    s.flags = u32::from_str_radix(w[1].trim_start_matches("0x"), 16).unwrap_or(0)
+                }
                 "mtime:" => {
                     let (a, b) = w[1].split_once(':').unwrap();
                     s.mtime = u32::from_str_radix(a.trim_start_matches("0x"), 16).unwrap();

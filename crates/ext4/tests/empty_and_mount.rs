@@ -1,0 +1,183 @@
+//! Empty filesystems, and images the kernel mounts read-write.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+#[test]
+fn format_empty_one_gib_is_clean_and_sparse() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("vol.img");
+    let s = ext4::format_empty(&img, 1 << 30, &test_options()).unwrap();
+    fsck(&img);
+    let meta = std::fs::metadata(&img).unwrap();
+    assert_eq!(meta.len(), 1 << 30);
+    assert_eq!(s.image_size, 1 << 30);
+    let allocated = meta.blocks() * 512;
+    assert!(
+        allocated < 2 << 20,
+        "1 GiB empty image allocates {allocated} bytes"
+    );
+    let info = Command::new("dumpe2fs")
+        .arg("-h")
+        .arg(&img)
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("has_journal"), "{info}");
+    assert!(info.contains("Block count:              262144"), "{info}");
+    assert!(info.contains("user_xattr acl"), "{info}");
+}
+
+#[test]
+fn format_empty_odd_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    for size in [
+        16 << 20,
+        (200 << 20) + 12345,
+        (3 << 30) + (32768 * 4096) + 4096,
+    ] {
+        let img = dir.path().join(format!("v{size}"));
+        ext4::format_empty(&img, size, &test_options()).unwrap();
+        fsck(&img);
+    }
+}
+
+#[test]
+fn format_empty_too_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("tiny");
+    let e = ext4::format_empty(&img, 1 << 20, &test_options()).unwrap_err();
+    assert!(matches!(e, ext4::Error::TooSmall { .. }), "{e}");
+    assert!(!img.exists());
+}
+
+/// A loop mount that is undone even if the test fails.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn new(img: &Path, at: &Path) -> Option<Mounted> {
+        let out = Command::new("mount")
+            .arg("-o")
+            .arg("loop")
+            .arg(img)
+            .arg(at)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!(
+                "skipping: mount -o loop failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        Some(Mounted(at.to_owned()))
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn can_mount() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipping: loop mounts need root");
+        return false;
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        eprintln!("skipping: no /dev/loop-control");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn kernel_mounts_layers_image_read_write() {
+    if !can_mount() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let mut big = Layer::new().dir("big");
+    for i in 0..5000 {
+        big.file_m(&format!("big/entry-{i}"), format!("{i}").as_bytes(), DEF);
+    }
+    let l2 = Layer::new()
+        .file("etc/hostname", b"box\n")
+        .symlink("etc/link", "hostname")
+        .pax(&[("SCHILY.xattr.user.k", b"v")])
+        .file("xa", b"")
+        .bytes();
+    let options = ext4::Options {
+        headroom_bytes: 64 << 20,
+        ..test_options()
+    };
+    let mut b = ext4::Ext4Builder::new(&img, options).unwrap();
+    b.apply_layer(&big.bytes()[..]).unwrap();
+    b.apply_layer(&l2[..]).unwrap();
+    b.finish().unwrap();
+    fsck(&img);
+
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    {
+        let Some(_m) = Mounted::new(&img, &mnt) else {
+            return;
+        };
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+        let line = mounts
+            .lines()
+            .find(|l| l.contains(mnt.to_str().unwrap()))
+            .unwrap();
+        assert!(line.contains(" rw,"), "{line}");
+        assert!(!line.contains("data=journal"), "{line}");
+        // Kernel lookups through the htree.
+        for i in (0..5000).step_by(37) {
+            let s = std::fs::read_to_string(mnt.join(format!("big/entry-{i}"))).unwrap();
+            assert_eq!(s, i.to_string());
+        }
+        assert_eq!(
+            std::fs::read_to_string(mnt.join("etc/link")).unwrap(),
+            "box\n"
+        );
+        // Writes: new entries in the htree, a new file elsewhere, deletions.
+        for i in 0..2000 {
+            std::fs::write(mnt.join(format!("big/new-{i}")), b"n").unwrap();
+        }
+        for i in 0..100 {
+            std::fs::remove_file(mnt.join(format!("big/entry-{i}"))).unwrap();
+        }
+        std::fs::write(mnt.join("etc/written"), vec![1u8; 1 << 20]).unwrap();
+        assert_eq!(std::fs::read_dir(mnt.join("big")).unwrap().count(), 6900);
+    }
+    fsck(&img);
+}
+
+#[test]
+fn kernel_mounts_empty_volume() {
+    if !can_mount() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("vol");
+    ext4::format_empty(&img, 256 << 20, &test_options()).unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    {
+        let Some(_m) = Mounted::new(&img, &mnt) else {
+            return;
+        };
+        std::fs::create_dir(mnt.join("data")).unwrap();
+        std::fs::write(mnt.join("data/file"), vec![7u8; 10 << 20]).unwrap();
+        assert!(mnt.join("lost+found").is_dir());
+    }
+    fsck(&img);
+}
