@@ -52,7 +52,6 @@ pub fn build() -> Result<Guest> {
         fs::read(&vminitd).with_context(|| format!("cannot read {}", vminitd.display()))?;
     let out = guest_out_dir();
     fs::create_dir_all(&out)?;
-    fs::copy(&vminitd, out.join("vminitd"))?;
     let initramfs = out.join("initramfs.cpio");
     let tmp = out.join("initramfs.cpio.tmp");
     let mut file = fs::File::create(&tmp)?;
