@@ -1,0 +1,314 @@
+//! Real VMs under QEMU (TCG here): boot the project's kernel and vminitd, talk to the agent,
+//! attach disks, move bytes over vsock both ways, and check that stopping or killing a VM
+//! leaves no process behind. Skips (saying why) without guest artifacts unless
+//! CONTAINER_REQUIRE_VM=1.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use agent::PROTOCOL_VERSION;
+use agent::v1::{CreateProcessRequest, MountRequest, ProcessRef, StatRequest, StdioPorts};
+use tokio::io::AsyncReadExt;
+use vmm::{DiskConfig, VirtualMachine, VmExit};
+use vmm_qemu::testing::{self, TestVm, TestVmOptions};
+use vmm_qemu::{Accel, accel};
+
+/// Waits (briefly) until none of `pids` exists any more, then asserts so.
+async fn assert_all_reaped(pids: &[(String, u32)]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !testing::surviving(pids).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(testing::surviving(pids), vec![], "processes left behind");
+}
+
+/// An ext4 image holding busybox and a marker file, made by mkfs.ext4 from a directory.
+fn busybox_disk(dir: &Path) -> std::path::PathBuf {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::fs::write(root.join("marker"), "disk with a serial\n").unwrap();
+    let image = dir.join("rootfs.ext4");
+    let status = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&root)
+        .arg(&image)
+        .arg("32M")
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfs.ext4 failed");
+    image
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boots_answers_version_and_shuts_down_cleanly() {
+    let Some(t) = TestVm::boot(TestVmOptions::default()).await else {
+        return;
+    };
+    let version = t.agent.guest_version();
+    assert_eq!(version.protocol_version, PROTOCOL_VERSION);
+    assert!(version.kernel_release.starts_with("6."), "{version:?}");
+    // Asked again over the live connection, not the cached answer.
+    let again = t.agent.version(Default::default()).await.unwrap();
+    assert_eq!(&again, version);
+    assert_eq!(t.vm.accel().accel, Accel::Tcg, "{:?}", t.vm.accel());
+
+    let pids = t.vm.pids().to_vec();
+    let names: Vec<&str> = pids.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["qemu", "vhost-device-vsock"]);
+    let stopped = t.shutdown().await;
+    assert_eq!(stopped.exit, VmExit::PoweredOff, "console: {}", t.console());
+    assert!(!stopped.forced);
+    assert_all_reaped(&pids).await;
+    // The sockets are gone; the logs stay.
+    let run = t.dir.path().join("run");
+    assert!(!run.join("vsock").exists());
+    assert!(!run.join("vsock.sock").exists());
+    assert!(run.join("qemu.log").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_kill_reaps_everything_and_later_calls_fail_clearly() {
+    let Some(t) = TestVm::boot(TestVmOptions::default()).await else {
+        return;
+    };
+    let pids = t.vm.pids().to_vec();
+    let start = Instant::now();
+    assert_eq!(t.vm.kill().await, VmExit::Killed);
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_all_reaped(&pids).await;
+    assert_eq!(t.vm.exit(), Some(VmExit::Killed));
+    let err = t.vm.dial(1024, Duration::from_secs(1)).await.unwrap_err();
+    assert_eq!(err.to_string(), "the vm has exited (killed)");
+    let err = t.vm.listen(5000).await.unwrap_err();
+    assert_eq!(err.to_string(), "the vm has exited (killed)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_vm_reaps_everything() {
+    let Some(t) = TestVm::boot(TestVmOptions::default()).await else {
+        return;
+    };
+    let pids = t.vm.pids().to_vec();
+    drop(t);
+    assert_all_reaped(&pids).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_is_visible_by_its_serial() {
+    let Some(artifacts) = testing::guest_artifacts_or_skip("a_disk_is_visible_by_its_serial")
+    else {
+        return;
+    };
+    let dir = testing::new_temp_dir();
+    let image = busybox_disk(dir.path());
+    let options = TestVmOptions {
+        disks: vec![DiskConfig {
+            id: "rootfs".into(),
+            path: image,
+            read_only: true,
+        }],
+        ..TestVmOptions::default()
+    };
+    let t = TestVm::boot_in(dir, &artifacts, options).await;
+    t.agent
+        .mount(MountRequest {
+            source: "block-serial:rootfs".into(),
+            target: "/run/rootfs".into(),
+            fstype: "ext4".into(),
+            options: vec!["ro".into()],
+            create_target: true,
+        })
+        .await
+        .unwrap();
+    let marker = t
+        .agent
+        .stat(StatRequest {
+            path: "/run/rootfs/marker".into(),
+        })
+        .await
+        .unwrap();
+    assert!(marker.exists);
+    assert_eq!(marker.size, "disk with a serial\n".len() as u64);
+    let missing = t
+        .agent
+        .stat(StatRequest {
+            path: "/run/rootfs/not-there".into(),
+        })
+        .await
+        .unwrap();
+    assert!(!missing.exists);
+    let pids = t.vm.pids().to_vec();
+    assert_eq!(t.shutdown().await.exit, VmExit::PoweredOff);
+    assert_all_reaped(&pids).await;
+}
+
+// Host dials the agent (vsock dial); the guest dials the host's stdout port (vsock listen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vsock_listen_receives_a_guest_process_output() {
+    let Some(artifacts) =
+        testing::guest_artifacts_or_skip("vsock_listen_receives_a_guest_process_output")
+    else {
+        return;
+    };
+    let dir = testing::new_temp_dir();
+    let image = busybox_disk(dir.path());
+    let options = TestVmOptions {
+        disks: vec![DiskConfig {
+            id: "rootfs".into(),
+            path: image,
+            read_only: false,
+        }],
+        ..TestVmOptions::default()
+    };
+    let t = TestVm::boot_in(dir, &artifacts, options).await;
+    t.agent
+        .mount(MountRequest {
+            source: "block-serial:rootfs".into(),
+            target: "/run/rootfs".into(),
+            fstype: "ext4".into(),
+            options: vec![],
+            create_target: true,
+        })
+        .await
+        .unwrap();
+
+    let stdout_port = 0x1000_0000;
+    let mut listener = t.vm.listen(stdout_port).await.unwrap();
+    assert_eq!(
+        t.vm.listen(stdout_port).await.unwrap_err().to_string(),
+        format!("vsock port {stdout_port} is already being listened on")
+    );
+    let spec = serde_json_spec(&["/bin/busybox", "echo", "hello over vsock"]);
+    t.agent
+        .create_process(CreateProcessRequest {
+            id: "c1".into(),
+            container_id: "c1".into(),
+            oci_spec: spec.into_bytes(),
+            stdio: Some(StdioPorts {
+                stdin_port: 0,
+                stdout_port,
+                stderr_port: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut stream = tokio::time::timeout(Duration::from_secs(20), listener.accept())
+        .await
+        .expect("the guest never dialed the stdout port")
+        .unwrap();
+    t.agent
+        .start_process(ProcessRef { id: "c1".into() })
+        .await
+        .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    assert_eq!(out, "hello over vsock\n");
+    let waited = t
+        .agent
+        .wait_process(ProcessRef { id: "c1".into() })
+        .await
+        .unwrap();
+    assert_eq!(waited.exit_code, 0);
+    drop(listener);
+    // Dropping the listener releases the port and its socket file.
+    let again = t.vm.listen(stdout_port).await.unwrap();
+    drop(again);
+    let pids = t.vm.pids().to_vec();
+    assert_eq!(t.shutdown().await.exit, VmExit::PoweredOff);
+    assert_all_reaped(&pids).await;
+}
+
+fn serde_json_spec(args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        r#"{{"ociVersion":"1.0.2","process":{{"user":{{"uid":0,"gid":0}},"args":[{}],"env":["PATH=/bin"],"cwd":"/"}},"root":{{"path":"/run/rootfs"}},"linux":{{"namespaces":[{{"type":"pid"}},{{"type":"mount"}},{{"type":"ipc"}},{{"type":"uts"}}]}}}}"#,
+        args.join(",")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_forward_port_fails_boot_with_qemus_reason_and_leaves_nothing() {
+    let Some(artifacts) = testing::guest_artifacts_or_skip("a_taken_forward_port_fails_boot")
+    else {
+        return;
+    };
+    let dir = testing::new_temp_dir();
+    // Someone else already listens on the host port the VM wants to forward.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = vmm::VmConfig {
+        kernel: artifacts.kernel,
+        initrd: Some(artifacts.initrd),
+        cmdline: vec![],
+        cpus: 1,
+        memory_mib: 128,
+        disks: vec![],
+        nics: vec![vmm::NicConfig {
+            mac: "02:00:00:00:00:01".into(),
+            attachment: vmm::NicAttachment::User {
+                forwards: vec![vmm::PortForward {
+                    protocol: vmm::Protocol::Tcp,
+                    host_addr: "127.0.0.1".parse().unwrap(),
+                    host_port: port,
+                    guest_port: 80,
+                }],
+                isolated: true,
+            },
+        }],
+        shares: vec![],
+        console_log: None,
+        runtime_dir: dir.path().join("run"),
+    };
+    let qemu = vmm_qemu::Qemu::new(Default::default()).unwrap();
+    let err = qemu.boot_vm(config).await.unwrap_err().to_string();
+    assert!(err.starts_with("qemu did not start: exited"), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert_eq!(helper_pids_using(dir.path()), Vec::<u32>::new());
+}
+
+/// Processes whose command line mentions `dir` (our helpers all name their sockets there).
+fn helper_pids_using(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut pids = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmdline).contains(&needle)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kvm_detection_falls_back_to_tcg_here_without_leaking_the_probe() {
+    let Some(artifacts) = testing::guest_artifacts_or_skip("kvm_detection_falls_back") else {
+        return;
+    };
+    let dir = testing::new_temp_dir();
+    // A private copy of the kernel, so the probe's QEMU is recognisable by its command line.
+    let kernel = dir.path().join("probe-vmlinux");
+    std::fs::copy(&artifacts.kernel, &kernel).unwrap();
+    let qemu = vmm_qemu::tools::find(vmm_qemu::tools::QEMU).unwrap();
+
+    let choice = accel::detect_with_cache(&qemu, &kernel, Some(&dir.path().join("cache"))).await;
+    assert_eq!(choice.accel, Accel::Tcg, "{choice:?}");
+
+    // The probe boot itself, forced: KVM guests do not work here, so it must time out or
+    // fail, and its QEMU must be gone when it returns.
+    let start = Instant::now();
+    let probe = accel::probe_kvm(&qemu, &kernel, Duration::from_secs(3)).await;
+    assert!(!probe.works, "{probe:?}");
+    assert!(start.elapsed() < Duration::from_secs(5), "{probe:?}");
+    assert_eq!(
+        helper_pids_using(dir.path()),
+        Vec::<u32>::new(),
+        "{probe:?}"
+    );
+}
