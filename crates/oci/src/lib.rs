@@ -20,8 +20,10 @@
 //! │   └── ingest/                  blobs being written, each flocked by its writer:
 //! │       ├── sha256-<hex>.partial resumable download (continued with an HTTP Range)
 //! │       └── tmp-*                other writes; removed on open if left by a crash
-//! └── snapshots/<manifest-digest>/
-//!     └── rootfs.ext4              the image's root filesystem, built once
+//! └── snapshots/<manifest hex>/
+//!     ├── .lock                    flock held while the snapshot is built
+//!     └── rootfs.ext4              the manifest's root filesystem, built once under a
+//!                                  temp name (rootfs.ext4.tmp-*) and renamed into place
 //! ```
 //!
 //! The registry client is built on `oci-client`'s lower-level calls (manifest and blob
@@ -38,6 +40,7 @@ pub mod platform;
 pub mod progress;
 pub mod reference;
 pub mod registry;
+pub mod snapshot;
 pub mod store;
 
 pub use archive::{ArchiveError, load, save};
@@ -57,4 +60,5 @@ pub use reference::{ImageRef, ReferenceError};
 pub use registry::{
     PullOptions, PullResult, PushOptions, RegistryClient, RegistryConfig, RegistryError, Scheme,
 };
+pub use snapshot::{Snapshot, SnapshotError, ensure_rootfs, rootfs_path};
 pub use store::{GcReport, ImageRecord, ResolvedImage, Store, StoreError};

@@ -814,7 +814,7 @@ impl Store {
             for entry in fs::read_dir(&snaps).map_err(io_err(&snaps))? {
                 let entry = entry.map_err(io_err(&snaps))?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let digest = name.parse::<Digest>().ok();
+                let digest = Digest::from_hex(&name).ok();
                 if digest.as_ref().is_some_and(|d| keep.contains(d)) {
                     continue;
                 }

@@ -154,6 +154,8 @@ pub fn tar_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
         h.set_size(content.len() as u64);
         h.set_mode(0o644);
         h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_entry_type(tar::EntryType::Regular);
         b.append_data(&mut h, path, content.as_slice()).unwrap();
     }
