@@ -8,9 +8,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use agent::PROTOCOL_VERSION;
-use agent::v1::{CreateProcessRequest, MountRequest, ProcessRef, StatRequest, StdioPorts};
+use agent::v1::{
+    CreateProcessRequest, MountRequest, ProcessRef, StatRequest, StdioPorts, WriteFileRequest,
+};
 use tokio::io::AsyncReadExt;
-use vmm::{DiskConfig, VirtualMachine, VmExit};
+use vmm::{DiskConfig, ShareConfig, VirtualMachine, VmExit};
 use vmm_qemu::testing::{self, TestVm, TestVmOptions};
 use vmm_qemu::{Accel, accel};
 
@@ -311,4 +313,89 @@ async fn kvm_detection_falls_back_to_tcg_here_without_leaking_the_probe() {
         Vec::<u32>::new(),
         "{probe:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_directories_are_mounted_with_their_access_mode() {
+    let Some(artifacts) = testing::guest_artifacts_or_skip("shared_directories") else {
+        return;
+    };
+    let dir = testing::new_temp_dir();
+    let ro = dir.path().join("ro");
+    let rw = dir.path().join("rw");
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::create_dir_all(&rw).unwrap();
+    std::fs::write(ro.join("from-host"), "12345").unwrap();
+    let options = TestVmOptions {
+        shares: vec![
+            ShareConfig {
+                tag: "ro-share".into(),
+                host_path: ro.clone(),
+                read_only: true,
+            },
+            ShareConfig {
+                tag: "rw-share".into(),
+                host_path: rw.clone(),
+                read_only: false,
+            },
+        ],
+        ..TestVmOptions::default()
+    };
+    let t = TestVm::boot_in(dir, &artifacts, options).await;
+    let names: Vec<&str> = t.vm.pids().iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "qemu",
+            "vhost-device-vsock",
+            "virtiofsd for share \"ro-share\"",
+            "virtiofsd for share \"rw-share\""
+        ]
+    );
+    for tag in ["ro-share", "rw-share"] {
+        t.agent
+            .mount(MountRequest {
+                source: tag.into(),
+                target: format!("/mnt/{tag}"),
+                fstype: "virtiofs".into(),
+                options: vec![],
+                create_target: true,
+            })
+            .await
+            .unwrap();
+    }
+    let seen = t
+        .agent
+        .stat(StatRequest {
+            path: "/mnt/ro-share/from-host".into(),
+        })
+        .await
+        .unwrap();
+    assert!(seen.exists);
+    assert_eq!(seen.size, 5);
+    t.agent
+        .write_file(WriteFileRequest {
+            path: "/mnt/rw-share/from-guest".into(),
+            data: b"written in the guest".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(rw.join("from-guest")).unwrap(),
+        "written in the guest"
+    );
+    let refused = t
+        .agent
+        .write_file(WriteFileRequest {
+            path: "/mnt/ro-share/from-guest".into(),
+            data: b"x".to_vec(),
+            ..Default::default()
+        })
+        .await;
+    assert!(refused.is_err(), "a read-only share took a write");
+    assert!(!ro.join("from-guest").exists());
+    let pids = t.vm.pids().to_vec();
+    assert_eq!(t.shutdown().await.exit, VmExit::PoweredOff);
+    assert_all_reaped(&pids).await;
 }
