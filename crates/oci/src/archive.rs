@@ -37,6 +37,12 @@ pub enum ArchiveError {
     Write(#[source] io::Error),
     #[error("cannot read archive")]
     Read(#[source] io::Error),
+    #[error("archive is truncated: member {path} ends after {actual} of its {expected} bytes")]
+    Truncated {
+        path: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("unsafe path {0:?} in archive (absolute or leaving the archive root)")]
     UnsafePath(String),
     #[error(
@@ -338,6 +344,13 @@ fn stage(store: &Store, input: impl Read) -> Result<Staging> {
             Ok(()) => {}
             Err(StoreError::Io { source, .. }) => return Err(ArchiveError::Read(source)),
             Err(e) => return Err(e.into()),
+        }
+        if ingest.offset() != size {
+            return Err(ArchiveError::Truncated {
+                path,
+                expected: size,
+                actual: ingest.offset(),
+            });
         }
         staging.files.insert(path, ingest.stage()?);
     }

@@ -228,9 +228,25 @@ fn bad_archives_are_refused_and_leave_the_store_unchanged() {
             "unsupported media type \"application/x-mystery\" for layer".to_owned(),
         ),
         (
-            tar[..tar.len() / 3].to_vec(),
-            "cannot read archive".to_owned(),
+            {
+                // Cut the archive half-way through the gzip layer's data.
+                let mut a = tar::Archive::new(tar.as_slice());
+                let cut = a
+                    .entries()
+                    .unwrap()
+                    .map(|e| e.unwrap())
+                    .find(|e| e.path().unwrap().to_string_lossy() == gz_path)
+                    .map(|e| e.raw_file_position() + e.size() / 2)
+                    .unwrap();
+                tar[..cut as usize].to_vec()
+            },
+            format!(
+                "archive is truncated: member {gz_path} ends after {} of its {} bytes",
+                gz.size / 2,
+                gz.size
+            ),
         ),
+        (tar[..700].to_vec(), "cannot read archive".to_owned()),
         (
             {
                 let mut b = tar::Builder::new(Vec::new());

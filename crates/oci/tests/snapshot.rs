@@ -97,7 +97,10 @@ fn rootfs_is_built_once_from_all_layers_and_collected_with_its_image() {
     assert!(store.gc().unwrap().removed_snapshots.is_empty());
     store.remove_image(&img.name).unwrap();
     let report = store.gc().unwrap();
-    assert_eq!(report.removed_snapshots, [img.manifest.digest.clone()]);
+    assert_eq!(
+        report.removed_snapshots,
+        std::slice::from_ref(&img.manifest.digest)
+    );
     assert!(!dir.exists());
 }
 
