@@ -47,6 +47,19 @@ impl TestRegistry {
             }
             None => String::new(),
         };
+        Self::start_yaml(dir, auth_yaml)
+    }
+
+    /// With the bearer-token flow: tokens from `realm`, signed by the certificate at `cert`.
+    pub fn start_with_token_auth(realm: &str, cert: &Path) -> TestRegistry {
+        let yaml = format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: test-registry\n    issuer: test-issuer\n    rootcertbundle: {}\n",
+            cert.display()
+        );
+        Self::start_yaml(tempfile::tempdir().unwrap(), yaml)
+    }
+
+    fn start_yaml(dir: tempfile::TempDir, auth_yaml: String) -> TestRegistry {
         for _ in 0..5 {
             // The port is free when we look; another process could take it before the
             // registry binds, in which case the registry exits and we try another.
