@@ -89,6 +89,19 @@ pub enum ArchiveError {
     AmbiguousPlatform { name: String, platforms: String },
 }
 
+impl ArchiveError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            ArchiveError::Store(e) => e.kind(),
+            ArchiveError::Manifest(e) => e.kind(),
+            ArchiveError::Write(_) => K::Internal,
+            ArchiveError::AmbiguousPlatform { .. } => K::FailedPrecondition,
+            _ => K::InvalidArgument,
+        }
+    }
+}
+
 type Result<T, E = ArchiveError> = std::result::Result<T, E>;
 
 /// Writes `images` from `store` as an OCI image layout tar to `out`. With `platform`, each

@@ -48,6 +48,20 @@ pub enum CredentialError {
     ReadOnly(String),
 }
 
+impl CredentialError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            CredentialError::Helper { .. } => K::Unavailable,
+            CredentialError::ReadOnly(_) => K::FailedPrecondition,
+            CredentialError::Parse { .. } | CredentialError::BadAuth { .. } => {
+                K::FailedPrecondition
+            }
+            CredentialError::Read { .. } | CredentialError::Write(_) => K::Internal,
+        }
+    }
+}
+
 type Result<T, E = CredentialError> = std::result::Result<T, E>;
 
 /// A username and secret (password or token) for one registry.

@@ -14,6 +14,12 @@ pub enum DigestError {
     UnsupportedAlgorithm(String),
 }
 
+impl DigestError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::InvalidArgument
+    }
+}
+
 /// A sha256 content digest. Only sha256 is accepted: it is what every registry and
 /// image tool produces, and one algorithm keeps the store layout a single directory.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

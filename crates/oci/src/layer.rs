@@ -20,6 +20,16 @@ pub enum LayerError {
     },
 }
 
+impl LayerError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            LayerError::Store(e) => e.kind(),
+            LayerError::MediaType(e) => e.kind(),
+            LayerError::Zstd { .. } => crate::ErrorKind::Internal,
+        }
+    }
+}
+
 /// Opens the layer `desc` from the store as a stream of uncompressed tar bytes, choosing
 /// the decoder from the media type (tar, tar+gzip, tar+zstd).
 pub fn open_layer(

@@ -62,3 +62,21 @@ pub use registry::{
 };
 pub use snapshot::{Snapshot, SnapshotError, ensure_rootfs, rootfs_path};
 pub use store::{GcReport, ImageRecord, ResolvedImage, Store, StoreError};
+
+/// The small set of error kinds every error of this crate maps to (containerd's errdefs);
+/// the daemon turns them into API status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// No such image, blob, tag or login.
+    NotFound,
+    /// Something of that name already exists.
+    AlreadyExists,
+    /// The input is wrong: bad reference, corrupt archive, unknown media type.
+    InvalidArgument,
+    /// The request is fine but the state forbids it (missing platform, wrong password).
+    FailedPrecondition,
+    /// The registry or a credential helper did not answer; retrying may help.
+    Unavailable,
+    /// Local I/O failures and bugs.
+    Internal,
+}

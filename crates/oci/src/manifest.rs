@@ -63,6 +63,15 @@ pub enum ManifestError {
     PlatformNotFound { wanted: Platform, available: String },
 }
 
+impl ManifestError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            ManifestError::PlatformNotFound { .. } => crate::ErrorKind::NotFound,
+            _ => crate::ErrorKind::InvalidArgument,
+        }
+    }
+}
+
 /// How a layer blob is compressed, from its media type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -283,7 +292,8 @@ impl ImageIndex {
             .collect()
     }
 
-    fn image_entries(&self) -> impl Iterator<Item = &Descriptor> {
+    /// The entries for runnable platforms (without attestation manifests).
+    pub fn image_entries(&self) -> impl Iterator<Item = &Descriptor> {
         self.manifests.iter().filter(|d| {
             d.platform
                 .as_ref()

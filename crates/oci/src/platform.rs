@@ -10,6 +10,12 @@ pub enum PlatformError {
     Malformed(String),
 }
 
+impl PlatformError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::InvalidArgument
+    }
+}
+
 /// An image platform. Architecture names are normalised to the OCI/Go spelling
 /// (`x86_64` → `amd64`, `aarch64` → `arm64`), and `arm64/v8` is the same as `arm64`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

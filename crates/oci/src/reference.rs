@@ -54,6 +54,12 @@ pub enum ReferenceError {
     Scheme { reference: String },
 }
 
+impl ReferenceError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::InvalidArgument
+    }
+}
+
 /// A normalised image reference: registry, repository, and a tag, a digest or both.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ImageRef {

@@ -75,6 +75,27 @@ pub enum RegistryError {
     Task(String),
 }
 
+impl RegistryError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            RegistryError::InvalidOptions(_) | RegistryError::BadScheme(_) => K::InvalidArgument,
+            RegistryError::AuthRequired { .. } | RegistryError::AuthFailed { .. } => {
+                K::FailedPrecondition
+            }
+            RegistryError::NotFound { .. } => K::NotFound,
+            RegistryError::Unreachable { .. } | RegistryError::Timeout { .. } => K::Unavailable,
+            RegistryError::Registry { .. } => K::Unavailable,
+            RegistryError::DigestMismatch { .. } => K::InvalidArgument,
+            RegistryError::IncompleteIndex { .. } => K::FailedPrecondition,
+            RegistryError::Store(e) => e.kind(),
+            RegistryError::Manifest(e) => e.kind(),
+            RegistryError::Credentials(e) => e.kind(),
+            RegistryError::Task(_) => K::Internal,
+        }
+    }
+}
+
 type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
 /// How to talk to a registry.
@@ -344,15 +365,7 @@ impl RegistryClient {
             Manifest::Image(m) => manifests.push((target.clone(), top_bytes.clone(), m)),
             Manifest::Index(idx) => {
                 let chosen: Vec<Descriptor> = if options.all_platforms {
-                    idx.manifests
-                        .iter()
-                        .filter(|d| {
-                            idx.platforms()
-                                .iter()
-                                .any(|p| d.platform() == Some(p.clone()))
-                        })
-                        .cloned()
-                        .collect()
+                    idx.image_entries().cloned().collect()
                 } else {
                     vec![idx.select(&wanted)?.clone()]
                 };

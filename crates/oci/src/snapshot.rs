@@ -33,6 +33,17 @@ pub enum SnapshotError {
     },
 }
 
+impl SnapshotError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            SnapshotError::Store(e) => e.kind(),
+            SnapshotError::Layer(e) => e.kind(),
+            SnapshotError::Manifest(e) => e.kind(),
+            SnapshotError::Ext4 { .. } => crate::ErrorKind::InvalidArgument,
+        }
+    }
+}
+
 /// What [`ensure_rootfs`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {

@@ -65,6 +65,20 @@ pub enum StoreError {
     Manifest(#[from] ManifestError),
 }
 
+impl StoreError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            StoreError::BlobNotFound(_) | StoreError::ImageNotFound(_) => K::NotFound,
+            StoreError::SizeMismatch { .. }
+            | StoreError::DigestMismatch { .. }
+            | StoreError::TooLarge { .. } => K::InvalidArgument,
+            StoreError::Io { .. } | StoreError::CorruptIndex { .. } => K::Internal,
+            StoreError::Manifest(e) => e.kind(),
+        }
+    }
+}
+
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
     let path = path.into();
     move |source| StoreError::Io { path, source }
@@ -534,6 +548,16 @@ pub struct ResolvedImage {
     pub manifest_descriptor: Descriptor,
     pub manifest: ImageManifest,
     pub config: ImageConfig,
+}
+
+impl ResolvedImage {
+    /// Bytes this platform's image occupies in a registry: manifest, config and
+    /// (compressed) layers.
+    pub fn size(&self) -> u64 {
+        self.manifest_descriptor.size
+            + self.manifest.config.size
+            + self.manifest.layers.iter().map(|l| l.size).sum::<u64>()
+    }
 }
 
 /// What a garbage collection removed.

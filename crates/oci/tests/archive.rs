@@ -356,3 +356,109 @@ fn gc_removes_only_unreferenced_blobs() {
     store.gc().unwrap();
     assert!(store.content().list().unwrap().is_empty());
 }
+
+/// A `docker save` archive in the pre-v25 layout: `<id>/layer.tar` directories, a layer
+/// shared between two images stored once and symlinked, plus `repositories`, `VERSION`
+/// and `json` members that carry nothing we need.
+fn legacy_docker_archive(diff_id_override: Option<&str>) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let l1 = tar_of(&[("bin/sh".to_string(), b"shell".to_vec())]);
+    let l2 = tar_of(&[("app/run".to_string(), b"app".to_vec())]);
+    let d1 = Digest::of(&l1).to_string();
+    let d2 = Digest::of(&l2).to_string();
+    let config = |diff_ids: Vec<String>| {
+        serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Cmd": ["/app/run"], "ExposedPorts": {"8080/tcp": {}}},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }))
+        .unwrap()
+    };
+    let base_cfg = config(vec![d1.clone()]);
+    let app_cfg = config(vec![
+        diff_id_override.map_or(d1.clone(), str::to_owned),
+        d2.clone(),
+    ]);
+    let base_cfg_name = format!("{}.json", Digest::of(&base_cfg).hex());
+    let app_cfg_name = format!("{}.json", Digest::of(&app_cfg).hex());
+    let manifest = serde_json::json!([
+        {"Config": base_cfg_name, "RepoTags": ["base:1"], "Layers": ["aaa/layer.tar"]},
+        {"Config": app_cfg_name, "RepoTags": ["registry.local:5000/app:2", "app:latest"],
+         "Layers": ["bbb/layer.tar", "ccc/layer.tar"]},
+    ]);
+    let mut b = tar::Builder::new(Vec::new());
+    let mut file = |b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, path, data).unwrap();
+    };
+    file(&mut b, "aaa/VERSION", b"1.0");
+    file(&mut b, "aaa/json", b"{}");
+    file(&mut b, "aaa/layer.tar", &l1);
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, "bbb/layer.tar", "../aaa/layer.tar")
+        .unwrap();
+    file(&mut b, "ccc/layer.tar", &l2);
+    file(&mut b, &base_cfg_name, &base_cfg);
+    file(&mut b, &app_cfg_name, &app_cfg);
+    file(&mut b, "repositories", b"{}");
+    file(
+        &mut b,
+        "manifest.json",
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
+    (b.into_inner().unwrap(), vec![l1, l2])
+}
+
+#[test]
+fn legacy_docker_save_archive_with_shared_layers_loads() {
+    let work = tempfile::tempdir().unwrap();
+    let store = Store::open(work.path().join("s")).unwrap();
+    let (archive, tars) = legacy_docker_archive(None);
+    let names = oci::load(&store, archive.as_slice()).unwrap();
+    assert_eq!(
+        names.iter().map(ImageRef::to_string).collect::<Vec<_>>(),
+        [
+            "docker.io/library/base:1",
+            "registry.local:5000/app:2",
+            "docker.io/library/app:latest"
+        ]
+    );
+    let base = store.resolve(&names[0], None).unwrap();
+    let app = store.resolve(&names[1], None).unwrap();
+    assert_eq!(app.target, store.image(&names[2]).unwrap().target);
+    assert_eq!(app.config.exposed_ports, ["8080/tcp"]);
+    assert_eq!(
+        app.manifest.layers[0].digest,
+        base.manifest.layers[0].digest
+    );
+    for (l, tar) in app.manifest.layers.iter().zip(&tars) {
+        assert_eq!(l.media_type, oci::media_type::DOCKER_LAYER);
+        let mut out = Vec::new();
+        open_layer(store.content(), l)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(&out, tar);
+    }
+    // 2 configs + 2 layers + 2 generated manifests; VERSION/json/repositories are dropped.
+    assert_eq!(store.content().list().unwrap().len(), 6);
+    assert!(ingest_files(store.root()).is_empty());
+
+    // A layer that does not match its config's diff_id is refused; nothing is stored.
+    let fresh = Store::open(work.path().join("fresh")).unwrap();
+    let wrong = Digest::of(b"not the layer").to_string();
+    let (archive, _) = legacy_docker_archive(Some(&wrong));
+    let err = oci::load(&fresh, archive.as_slice()).unwrap_err();
+    assert!(
+        err.to_string().starts_with(&format!(
+            "layer bbb/layer.tar does not match its digest: expected {wrong}, got sha256:"
+        )),
+        "{err}"
+    );
+    assert!(fresh.content().list().unwrap().is_empty());
+    assert!(fresh.images().unwrap().is_empty());
+}

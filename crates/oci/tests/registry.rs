@@ -417,6 +417,17 @@ async fn platform_selection_and_missing_platform() {
         want.manifest.digest
     );
 
+    // Saving a partly pulled index writes the platform that is present.
+    let mut tar = Vec::new();
+    oci::save(&host, std::slice::from_ref(&remote), None, &mut tar).unwrap();
+    let loaded_store = Store::open(work.path().join("loaded")).unwrap();
+    let names = oci::load(&loaded_store, tar.as_slice()).unwrap();
+    assert_eq!(names, [remote.clone()]);
+    assert_eq!(
+        loaded_store.image(&remote).unwrap().target.digest,
+        want.manifest.digest
+    );
+
     // Explicit platform.
     let explicit = Arc::new(Store::open(work.path().join("explicit")).unwrap());
     let opts = PullOptions {
