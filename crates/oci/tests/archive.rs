@@ -386,7 +386,7 @@ fn legacy_docker_archive(diff_id_override: Option<&str>) -> (Vec<u8>, Vec<Vec<u8
          "Layers": ["bbb/layer.tar", "ccc/layer.tar"]},
     ]);
     let mut b = tar::Builder::new(Vec::new());
-    let mut file = |b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]| {
+    let file = |b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]| {
         let mut h = tar::Header::new_ustar();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);

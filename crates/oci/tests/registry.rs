@@ -422,7 +422,7 @@ async fn platform_selection_and_missing_platform() {
     oci::save(&host, std::slice::from_ref(&remote), None, &mut tar).unwrap();
     let loaded_store = Store::open(work.path().join("loaded")).unwrap();
     let names = oci::load(&loaded_store, tar.as_slice()).unwrap();
-    assert_eq!(names, [remote.clone()]);
+    assert_eq!(names, std::slice::from_ref(&remote));
     assert_eq!(
         loaded_store.image(&remote).unwrap().target.digest,
         want.manifest.digest
