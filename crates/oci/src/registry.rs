@@ -397,20 +397,28 @@ impl RegistryClient {
             }
         }
 
-        // Configs first: they are small and tell us the platform of a single-platform image.
-        let configs: Vec<Descriptor> = manifests.iter().map(|(_, _, m)| m.config.clone()).collect();
-        session
-            .fetch_blobs(store, &oref, &configs, progress)
-            .await?;
+        // A single-platform image asked for by platform: read its (small) config into memory
+        // and check the platform before anything is written to the store.
         if let (Some(want), [(d, _, m)]) = (&options.platform, manifests.as_slice())
             && *d == target
+            && !store.content().contains(&m.config.digest)
         {
-            let cfg_bytes = blocking(store, {
-                let digest = m.config.digest.clone();
-                move |s| s.content().read(&digest)
-            })
-            .await?;
-            let have = manifest::parse_config(&cfg_bytes)?.platform();
+            if m.config.size > crate::store::MAX_METADATA_SIZE {
+                return Err(StoreError::TooLarge {
+                    digest: m.config.digest.clone(),
+                    size: m.config.size,
+                }
+                .into());
+            }
+            let mut cfg = Vec::with_capacity(m.config.size as usize);
+            let digest = m.config.digest.to_string();
+            session
+                .timed(
+                    "config",
+                    session.client.pull_blob(&oref, digest.as_str(), &mut cfg),
+                )
+                .await?;
+            let have = manifest::parse_config(&cfg)?.platform();
             if !want.matches(&have) {
                 return Err(ManifestError::PlatformNotFound {
                     wanted: want.clone(),
@@ -418,7 +426,16 @@ impl RegistryClient {
                 }
                 .into());
             }
+            let expected = m.config.digest.clone();
+            blocking(store, move |s| {
+                s.content().write_blob(&cfg, Some(&expected))
+            })
+            .await?;
         }
+        let configs: Vec<Descriptor> = manifests.iter().map(|(_, _, m)| m.config.clone()).collect();
+        session
+            .fetch_blobs(store, &oref, &configs, progress)
+            .await?;
         let mut layers: Vec<Descriptor> = Vec::new();
         for (_, _, m) in &manifests {
             for l in &m.layers {

@@ -398,11 +398,15 @@ impl Ingest<'_> {
     /// Appends bytes. Writing past the expected size is refused at once, and the data
     /// is discarded, since no continuation can make it right.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        if let (Some(size), Some(digest)) = (self.expected_size, &self.expected)
+        if let Some(size) = self.expected_size
             && self.written + data.len() as u64 > size
         {
+            let digest = match &self.expected {
+                Some(d) => d.clone(),
+                None => Digest::from_hasher(self.hasher.clone()),
+            };
             let err = StoreError::SizeMismatch {
-                digest: digest.clone(),
+                digest,
                 expected: size,
                 actual: self.written + data.len() as u64,
             };

@@ -490,9 +490,8 @@ async fn platform_selection_and_missing_platform() {
         "image has no content for platform linux/arm64; available platforms: linux/amd64"
     );
     assert!(none.images().unwrap().is_empty());
-    // Only the small config was fetched to learn the platform; GC clears it.
-    none.gc().unwrap();
     assert!(none.content().list().unwrap().is_empty());
+    assert!(ingest_files(none.root()).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
