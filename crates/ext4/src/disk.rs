@@ -349,8 +349,11 @@ fn put_dirent(b: &mut [u8], ino: u32, rec: usize, name: &[u8], ft: u8) {
     b[8..8 + name.len()].copy_from_slice(name);
 }
 
+/// A directory entry as laid out: name, inode, file type.
+type Slot<'a> = (&'a [u8], u32, u8);
+
 /// Writes entries into one block, the last one stretching to the block end.
-fn fill_block(block: &mut [u8], entries: &[(&[u8], u32, u8)]) {
+fn fill_block(block: &mut [u8], entries: &[Slot<'_>]) {
     let mut off = 0;
     for (i, (name, ino, ft)) in entries.iter().enumerate() {
         let rec = if i + 1 == entries.len() {
@@ -402,7 +405,8 @@ pub(crate) fn dir_blocks(
         .map(|e| (hash::dx_hash_half_md4(e.name, seed), e))
         .collect();
     hashed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(b.1.name)));
-    let mut leaves: Vec<(u32, Vec<(&[u8], u32, u8)>)> = Vec::new();
+    // (index hash, entries) per leaf block.
+    let mut leaves: Vec<(u32, Vec<Slot<'_>>)> = Vec::new();
     let mut used = BS; // forces a new leaf for the first entry
     let mut last_hash = None;
     for (h, e) in &hashed {

@@ -317,11 +317,11 @@ impl Ctx<'_> {
                     b"mtime" => pax_times[1] = parse_time(value),
                     b"ctime" => pax_times[2] = parse_time(value),
                     _ => {
-                        if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                            if let Some(x) = map_xattr(name, value).map_err(|r| self.bad(r))? {
-                                xattrs.retain(|o| o.index != x.index || o.name != x.name);
-                                xattrs.push(x);
-                            }
+                        if let Some(name) = key.strip_prefix(b"SCHILY.xattr.")
+                            && let Some(x) = map_xattr(name, value).map_err(|r| self.bad(r))?
+                        {
+                            xattrs.retain(|o| o.index != x.index || o.name != x.name);
+                            xattrs.push(x);
                         }
                     }
                 }
@@ -437,7 +437,10 @@ fn map_xattr(name: &[u8], value: &[u8]) -> std::result::Result<Option<Xattr>, St
 /// entries) to ext4's on-disk format (version 1, ids only where needed).
 fn acl_to_disk(v: &[u8]) -> std::result::Result<Vec<u8>, String> {
     let bad = || "malformed POSIX ACL attribute".to_string();
-    if v.len() < 4 || (v.len() - 4) % 8 != 0 || u32::from_le_bytes([v[0], v[1], v[2], v[3]]) != 2 {
+    if v.len() < 4
+        || !(v.len() - 4).is_multiple_of(8)
+        || u32::from_le_bytes([v[0], v[1], v[2], v[3]]) != 2
+    {
         return Err(bad());
     }
     let mut out = 1u32.to_le_bytes().to_vec();
