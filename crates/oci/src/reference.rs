@@ -121,6 +121,14 @@ impl ImageRef {
         }
     }
 
+    /// The same repository, tag and digest on another registry (for pull mirrors).
+    pub fn with_registry(&self, registry: &str) -> Result<ImageRef, ReferenceError> {
+        let mut out = self.clone();
+        out.registry = registry.to_owned();
+        // Re-parse so the host is validated and the result is in normal form.
+        ImageRef::parse(&out.to_string())
+    }
+
     /// The short form Docker prints: `busybox:latest` rather than
     /// `docker.io/library/busybox:latest`.
     pub fn familiar(&self) -> String {

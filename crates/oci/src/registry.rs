@@ -34,6 +34,8 @@ use crate::store::{Store, StoreError};
 pub enum RegistryError {
     #[error("invalid registry options: {0}")]
     InvalidOptions(String),
+    #[error(transparent)]
+    Reference(#[from] crate::reference::ReferenceError),
     #[error("invalid scheme {0:?}: expected http, https or auto")]
     BadScheme(String),
     #[error(
@@ -80,6 +82,7 @@ impl RegistryError {
         use crate::ErrorKind as K;
         match self {
             RegistryError::InvalidOptions(_) | RegistryError::BadScheme(_) => K::InvalidArgument,
+            RegistryError::Reference(e) => e.kind(),
             RegistryError::AuthRequired { .. } | RegistryError::AuthFailed { .. } => {
                 K::FailedPrecondition
             }
@@ -184,6 +187,9 @@ pub struct RegistryConfig {
     pub request_timeout: Duration,
     /// Extra attempts for an interrupted blob download (each resumes where the last stopped).
     pub download_retries: u32,
+    /// Pull mirrors: registry → mirror host (`docker.io` → `127.0.0.1:5000`). Pulls of that
+    /// registry's images go to the mirror only (no fallback); names stay unchanged.
+    pub mirrors: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for RegistryConfig {
@@ -197,6 +203,7 @@ impl Default for RegistryConfig {
             read_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(120),
             download_retries: 3,
+            mirrors: Default::default(),
         }
     }
 }
@@ -261,6 +268,16 @@ impl RegistryClient {
             return Err(RegistryError::InvalidOptions(
                 "max concurrent uploads must be at least 1".into(),
             ));
+        }
+        for (registry, mirror) in &config.mirrors {
+            let probe = ImageRef::parse(&format!("{mirror}/x"))
+                .ok()
+                .filter(|r| r.registry() == mirror);
+            if probe.is_none() {
+                return Err(RegistryError::InvalidOptions(format!(
+                    "mirror {mirror:?} for {registry} is not a registry host[:port]"
+                )));
+            }
         }
         // reqwest is built without a bundled TLS provider; install ring once per process.
         // An error only means a provider is already installed, which is what we need.
@@ -330,9 +347,15 @@ impl RegistryClient {
         options: &PullOptions,
         progress: &dyn Progress,
     ) -> Result<PullResult> {
-        let session = self.session(reference, RegistryOperation::Pull).await?;
+        // With a mirror configured for this registry, fetch from the mirror but keep the
+        // image's own name (as dockerd's --registry-mirror does).
+        let source = match self.config.mirrors.get(reference.registry()) {
+            Some(mirror) => reference.with_registry(mirror)?,
+            None => reference.clone(),
+        };
+        let session = self.session(&source, RegistryOperation::Pull).await?;
         let lease = blocking(store, |s| s.lease()).await?;
-        let oref = reference.to_oci();
+        let oref = source.to_oci();
         let (top_bytes, top_digest) = session.fetch_manifest(&oref, reference).await?;
         if let Some(want) = reference.digest()
             && *want != top_digest

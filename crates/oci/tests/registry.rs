@@ -555,3 +555,50 @@ async fn unknown_media_type_is_refused_before_downloading() {
     assert!(dst.images().unwrap().is_empty());
     assert!(ingest_files(dst.root()).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_hub_names_pull_through_a_configured_mirror() {
+    let reg = TestRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let src = Arc::new(Store::open(work.path().join("src")).unwrap());
+    let img = build_image(
+        &src,
+        "local/bb:1",
+        "amd64",
+        &[layer(Comp::Gzip, &[("bin/sh", b"sh")])],
+    );
+    let (plain, _) = client(work.path(), RegistryConfig::default());
+    plain
+        .push(
+            &src,
+            &img.name,
+            Some(&reg.image("library/busybox:latest")),
+            &PushOptions::default(),
+            &NoProgress,
+        )
+        .await
+        .unwrap();
+
+    let mut config = RegistryConfig::default();
+    config.mirrors.insert("docker.io".into(), reg.addr.clone());
+    let (mirrored, _) = client(work.path(), config);
+    let dst = Arc::new(Store::open(work.path().join("dst")).unwrap());
+    let busybox = ImageRef::parse("busybox").unwrap();
+    let p = mirrored
+        .pull(&dst, &busybox, &PullOptions::default(), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(p.target.digest, img.manifest.digest);
+    assert_eq!(
+        dst.images().unwrap()[0].name.to_string(),
+        "docker.io/library/busybox:latest"
+    );
+
+    let mut bad = RegistryConfig::default();
+    bad.mirrors.insert("docker.io".into(), "http://x".into());
+    let creds: Arc<dyn CredentialStore> = Arc::new(CredentialChain::new(vec![]));
+    assert_eq!(
+        RegistryClient::new(bad, creds).err().unwrap().to_string(),
+        "invalid registry options: mirror \"http://x\" for docker.io is not a registry host[:port]"
+    );
+}
