@@ -424,23 +424,29 @@ impl RegistryClient {
         // and check the platform before anything is written to the store.
         if let (Some(want), [(d, _, m)]) = (&options.platform, manifests.as_slice())
             && *d == target
-            && !store.content().contains(&m.config.digest)
         {
-            if m.config.size > crate::store::MAX_METADATA_SIZE {
-                return Err(StoreError::TooLarge {
-                    digest: m.config.digest.clone(),
-                    size: m.config.size,
+            let present = store.content().contains(&m.config.digest);
+            let cfg = if present {
+                let digest = m.config.digest.clone();
+                blocking(store, move |s| s.content().read(&digest)).await?
+            } else {
+                if m.config.size > crate::store::MAX_METADATA_SIZE {
+                    return Err(StoreError::TooLarge {
+                        digest: m.config.digest.clone(),
+                        size: m.config.size,
+                    }
+                    .into());
                 }
-                .into());
-            }
-            let mut cfg = Vec::with_capacity(m.config.size as usize);
-            let digest = m.config.digest.to_string();
-            session
-                .timed(
-                    "config",
-                    session.client.pull_blob(&oref, digest.as_str(), &mut cfg),
-                )
-                .await?;
+                let mut cfg = Vec::with_capacity(m.config.size as usize);
+                let digest = m.config.digest.to_string();
+                session
+                    .timed(
+                        "config",
+                        session.client.pull_blob(&oref, digest.as_str(), &mut cfg),
+                    )
+                    .await?;
+                cfg
+            };
             let have = manifest::parse_config(&cfg)?.platform();
             if !want.matches(&have) {
                 return Err(ManifestError::PlatformNotFound {
@@ -449,11 +455,13 @@ impl RegistryClient {
                 }
                 .into());
             }
-            let expected = m.config.digest.clone();
-            blocking(store, move |s| {
-                s.content().write_blob(&cfg, Some(&expected))
-            })
-            .await?;
+            if !present {
+                let expected = m.config.digest.clone();
+                blocking(store, move |s| {
+                    s.content().write_blob(&cfg, Some(&expected))
+                })
+                .await?;
+            }
         }
         let configs: Vec<Descriptor> = manifests.iter().map(|(_, _, m)| m.config.clone()).collect();
         session
@@ -506,6 +514,8 @@ impl RegistryClient {
         progress: &dyn Progress,
     ) -> Result<Digest> {
         let remote = remote.unwrap_or(local).clone();
+        // Keeps GC from deleting blobs while they are being read.
+        let _lease = blocking(store, |s| s.lease()).await?;
         let (top, top_bytes, manifests) = {
             let local = local.clone();
             let platform = options.platform.clone();
