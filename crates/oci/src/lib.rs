@@ -18,13 +18,32 @@
 //! │   ├── blobs/sha256/<hex>       verified blobs; a blob appears only by rename after
 //! │   │                            its size and digest were checked
 //! │   └── ingest/                  blobs being written, each flocked by its writer:
-//! │       ├── sha256-<hex>.partial resumable download (continued with an HTTP Range)
+//! │       ├── sha256-<hex>.partial resumable download (continued with an HTTP Range);
+//! │       │                        kept across restarts for a week, removed by GC
 //! │       └── tmp-*                other writes; removed on open if left by a crash
 //! └── snapshots/<manifest hex>/
 //!     ├── .lock                    flock held while the snapshot is built
 //!     └── rootfs.ext4              the manifest's root filesystem, built once under a
 //!                                  temp name (rootfs.ext4.tmp-*) and renamed into place
 //! ```
+//!
+//! # Using it
+//! - Names: [`ImageRef::parse`] (`busybox` → `docker.io/library/busybox:latest`),
+//!   [`Platform`] (`linux/arm64`, default [`Platform::host`]).
+//! - Store: [`Store::open`], [`Store::images`], [`Store::image`], [`Store::tag`],
+//!   [`Store::remove_image`], [`Store::resolve`] (→ manifest + [`ImageConfig`]),
+//!   [`Store::gc`]. Store, archive and snapshot calls are blocking: run them in
+//!   `spawn_blocking`.
+//! - Registry: [`RegistryClient::new`] with a [`RegistryConfig`] (scheme, concurrency,
+//!   timeouts, pull mirrors) and a [`CredentialStore`]; then `pull`, `push`, `tag`,
+//!   `login`, `logout`. Progress goes to a [`Progress`] implementation.
+//! - Archives: [`save`] (OCI layout tar) and [`load`] (OCI layout or `docker save`).
+//! - Layers and rootfs: [`open_layer`] (decompressed tar stream), [`ensure_rootfs`].
+//! - Every error type has `kind()` → [`ErrorKind`] for the API boundary.
+//!
+//! A failed pull may leave verified blobs that no image names; they are never visible as
+//! an image and the next [`Store::gc`] removes them. Bad input (unknown media type, missing
+//! platform, corrupt or truncated archive) is refused before anything is written.
 //!
 //! The registry client is built on `oci-client`'s lower-level calls (manifest and blob
 //! requests, auth, chunked upload) and streams every blob straight into the content store.
