@@ -962,6 +962,38 @@ mod tests {
     }
 
     #[test]
+    fn opening_a_store_never_removes_a_live_writers_ingest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let data = b"being written";
+        let d = Digest::of(data);
+        let mut temp = store.content().begin_temp(Some(&d), None).unwrap();
+        temp.write(&data[..5]).unwrap();
+        let mut partial = store
+            .content()
+            .begin_resumable(&Digest::of(b"x"), 1)
+            .unwrap();
+        partial.write(b"x").unwrap();
+        // A second writer of the same digest cannot share the locked partial file.
+        let second = store
+            .content()
+            .begin_resumable(&Digest::of(b"x"), 1)
+            .unwrap();
+        assert_eq!(second.offset(), 0);
+        drop(second);
+        let before = ingest_files(&store);
+        assert_eq!(before.len(), 2, "{before:?}");
+        // Another open (a restarted daemon, a second process) and a GC leave both alone.
+        let other = Store::open(dir.path()).unwrap();
+        other.gc().unwrap();
+        assert_eq!(ingest_files(&other), before);
+        temp.write(&data[5..]).unwrap();
+        assert_eq!(temp.commit().unwrap(), d);
+        assert_eq!(partial.commit().unwrap(), Digest::of(b"x"));
+        assert!(ingest_files(&store).is_empty());
+    }
+
+    #[test]
     fn image_index_is_atomic_json_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
