@@ -10,6 +10,7 @@ mod guest;
 mod images;
 mod kernel;
 mod paths;
+mod quickstart;
 mod registry;
 mod run;
 mod test;
@@ -47,6 +48,8 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: u32,
     },
+    /// Set everything up and run a container from the bundled busybox image, offline.
+    Quickstart,
     /// Everything CI runs: deps, guest, images, registry, fmt, clippy, the test suite.
     Test {
         /// Extra arguments for `cargo nextest run` (e.g. a test name filter).
@@ -62,6 +65,7 @@ fn main() -> Result<()> {
         Command::Guest => guest::build().map(|g| g.print()),
         Command::Images => images::build().map(|dir| println!("{}", dir.display())),
         Command::Registry { action } => registry::command(action),
+        Command::Quickstart => quickstart::run_quickstart(),
         Command::Bench { which, runs } => bench::run_bench(which, runs),
         Command::Test { nextest_args } => test::run_all(&nextest_args),
     }
