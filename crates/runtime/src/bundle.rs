@@ -1,0 +1,68 @@
+//! The bundle directory: one per container, made by the daemon, owned by its runtime.
+//!
+//! ```text
+//! <bundle>/
+//!   config.json     RuntimeConfig, written by the daemon (atomically) before the runtime starts
+//!   state.json      State, rewritten atomically by the runtime at every change
+//!   stdio.log       the init process's output, JSON lines (see stdio_log)
+//!   boot.log        the VM's console
+//!   runtime.log     the runtime's own log
+//!   runtime.sock    the runtime's gRPC API (mode 0600), present while it serves
+//!   vm/             the VM's runtime dir (QEMU's sockets and helper logs) when its path is
+//!                   short enough for Unix sockets; otherwise a private dir under $TMPDIR
+//! ```
+
+use std::path::{Path, PathBuf};
+
+/// The paths of one bundle.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    dir: PathBuf,
+}
+
+impl Bundle {
+    /// The bundle at `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The bundle directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `config.json`.
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+
+    /// `state.json`.
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    /// `stdio.log`.
+    pub fn stdio_log(&self) -> PathBuf {
+        self.dir.join("stdio.log")
+    }
+
+    /// `boot.log`.
+    pub fn boot_log(&self) -> PathBuf {
+        self.dir.join("boot.log")
+    }
+
+    /// `runtime.log`.
+    pub fn runtime_log(&self) -> PathBuf {
+        self.dir.join("runtime.log")
+    }
+
+    /// `runtime.sock`.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("runtime.sock")
+    }
+
+    /// `vm/`.
+    pub fn vm_dir(&self) -> PathBuf {
+        self.dir.join("vm")
+    }
+}

@@ -1,0 +1,421 @@
+//! The daemon's typed client of one runtime's API over `<bundle>/runtime.sock`.
+//!
+//! [`RuntimeClient::connect`] dials the socket, asks `State` and refuses a runtime speaking
+//! another API version. Streaming calls hand back a sender for what goes up and a stream of
+//! what comes down; dropping them ends the call without touching the container.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::RUNTIME_API_VERSION;
+use crate::pb;
+use crate::pb::runtime_client::RuntimeClient as Raw;
+
+/// Errors of the runtime client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing answers on the socket.
+    #[error("cannot reach the container runtime at {}: {reason}", socket.display())]
+    Unreachable {
+        /// The socket.
+        socket: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The runtime speaks another API version.
+    #[error("the container runtime speaks api version {runtime}, this client speaks {client}")]
+    VersionMismatch {
+        /// This client's version.
+        client: u32,
+        /// The runtime's.
+        runtime: u32,
+    },
+    /// A call failed.
+    #[error("{rpc}: {}", status.message())]
+    Rpc {
+        /// The rpc.
+        rpc: &'static str,
+        /// The runtime's status.
+        status: tonic::Status,
+    },
+}
+
+impl ClientError {
+    /// The gRPC code behind the error, if any.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            ClientError::Rpc { status, .. } => Some(status.code()),
+            _ => None,
+        }
+    }
+}
+
+fn rpc(name: &'static str) -> impl FnOnce(tonic::Status) -> ClientError {
+    move |status| ClientError::Rpc { rpc: name, status }
+}
+
+/// A connected client. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RuntimeClient {
+    raw: Raw<Channel>,
+}
+
+/// What comes down an attach or exec stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StdioEvent {
+    /// An exec started (exec streams only).
+    Started {
+        /// The exec's id.
+        exec_id: String,
+        /// Its pid in the guest.
+        pid: u32,
+    },
+    /// Output.
+    Stdout(Vec<u8>),
+    /// Output.
+    Stderr(Vec<u8>),
+    /// The exit code; the stream ends after it.
+    Exit(i32),
+}
+
+/// What goes up an attach or exec stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StdinEvent {
+    /// Bytes for stdin.
+    Data(Vec<u8>),
+    /// A new terminal size (rows, cols).
+    Resize(u32, u32),
+    /// End of input.
+    Close,
+}
+
+/// One side of a bidirectional stdio call.
+#[derive(Debug)]
+pub struct StdioSession {
+    /// Send stdin bytes, resizes, close.
+    pub input: mpsc::Sender<StdinEvent>,
+    output: tonic::Streaming<pb::AttachResponse>,
+}
+
+/// One exec.
+#[derive(Debug)]
+pub struct ExecSession {
+    /// Send stdin bytes, resizes, close.
+    pub input: mpsc::Sender<StdinEvent>,
+    output: tonic::Streaming<pb::ExecResponse>,
+}
+
+impl StdioSession {
+    /// The next event; `None` once the stream has ended.
+    pub async fn next(&mut self) -> Result<Option<StdioEvent>, ClientError> {
+        use pb::attach_response::Msg;
+        loop {
+            let Some(m) = self.output.message().await.map_err(rpc("Attach"))? else {
+                return Ok(None);
+            };
+            return Ok(Some(match m.msg {
+                Some(Msg::Stdout(d)) => StdioEvent::Stdout(d),
+                Some(Msg::Stderr(d)) => StdioEvent::Stderr(d),
+                Some(Msg::ExitCode(c)) => StdioEvent::Exit(c),
+                None => continue,
+            }));
+        }
+    }
+}
+
+impl ExecSession {
+    /// The next event; `None` once the stream has ended.
+    pub async fn next(&mut self) -> Result<Option<StdioEvent>, ClientError> {
+        use pb::exec_response::Msg;
+        loop {
+            let Some(m) = self.output.message().await.map_err(rpc("Exec"))? else {
+                return Ok(None);
+            };
+            return Ok(Some(match m.msg {
+                Some(Msg::Started(s)) => StdioEvent::Started {
+                    exec_id: s.exec_id,
+                    pid: s.pid,
+                },
+                Some(Msg::Stdout(d)) => StdioEvent::Stdout(d),
+                Some(Msg::Stderr(d)) => StdioEvent::Stderr(d),
+                Some(Msg::ExitCode(c)) => StdioEvent::Exit(c),
+                None => continue,
+            }));
+        }
+    }
+
+    /// Reads to the end: (stdout, stderr, exit code).
+    pub async fn collect(mut self) -> Result<(Vec<u8>, Vec<u8>, Option<i32>), ClientError> {
+        let (mut out, mut err, mut code) = (Vec::new(), Vec::new(), None);
+        while let Some(e) = self.next().await? {
+            match e {
+                StdioEvent::Stdout(d) => out.extend(d),
+                StdioEvent::Stderr(d) => err.extend(d),
+                StdioEvent::Exit(c) => code = Some(c),
+                StdioEvent::Started { .. } => {}
+            }
+        }
+        Ok((out, err, code))
+    }
+}
+
+/// What to run with [`RuntimeClient::exec`].
+pub type ExecSpec = pb::ExecStart;
+
+impl RuntimeClient {
+    /// Connects to the runtime at `socket` and checks its API version, within `timeout`.
+    pub async fn connect(socket: &Path, timeout: Duration) -> Result<Self, ClientError> {
+        let unreachable = |reason: String| ClientError::Unreachable {
+            socket: socket.to_path_buf(),
+            reason,
+        };
+        let path = socket.to_path_buf();
+        let connector = tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                tokio::net::UnixStream::connect(path)
+                    .await
+                    .map(TokioIo::new)
+            }
+        });
+        let attempt = async {
+            let channel = Endpoint::from_static("http://container-runtime")
+                .connect_timeout(timeout)
+                .connect_with_connector(connector)
+                .await
+                .map_err(|e| unreachable(error_chain(&e)))?;
+            let mut raw = Raw::new(channel);
+            let state = raw
+                .state(pb::StateRequest {})
+                .await
+                .map_err(|s| unreachable(format!("state: {}", s.message())))?
+                .into_inner();
+            if state.api_version != RUNTIME_API_VERSION {
+                return Err(ClientError::VersionMismatch {
+                    client: RUNTIME_API_VERSION,
+                    runtime: state.api_version,
+                });
+            }
+            Ok(RuntimeClient { raw })
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(unreachable(format!("no answer within {timeout:?}"))),
+        }
+    }
+
+    /// The container's state.
+    pub async fn state(&self) -> Result<pb::StateResponse, ClientError> {
+        let mut raw = self.raw.clone();
+        Ok(raw
+            .state(pb::StateRequest {})
+            .await
+            .map_err(rpc("State"))?
+            .into_inner())
+    }
+
+    /// Starts the init process; returns its pid in the guest.
+    pub async fn start(&self) -> Result<u32, ClientError> {
+        let mut raw = self.raw.clone();
+        Ok(raw
+            .start(pb::StartRequest {})
+            .await
+            .map_err(rpc("Start"))?
+            .into_inner()
+            .pid)
+    }
+
+    /// Attaches to the init process.
+    pub async fn attach(&self) -> Result<StdioSession, ClientError> {
+        let (input, mut rx) = mpsc::channel::<StdinEvent>(16);
+        let (up_tx, up_rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            use pb::attach_request::Msg;
+            while let Some(e) = rx.recv().await {
+                let msg = match e {
+                    StdinEvent::Data(d) => Msg::Stdin(d),
+                    StdinEvent::Resize(rows, cols) => Msg::Resize(pb::Resize { rows, cols }),
+                    StdinEvent::Close => Msg::CloseStdin(true),
+                };
+                if up_tx
+                    .send(pb::AttachRequest { msg: Some(msg) })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let mut raw = self.raw.clone();
+        let output = raw
+            .attach(ReceiverStream::new(up_rx))
+            .await
+            .map_err(rpc("Attach"))?
+            .into_inner();
+        Ok(StdioSession { input, output })
+    }
+
+    /// Runs a process in the container.
+    pub async fn exec(&self, spec: ExecSpec) -> Result<ExecSession, ClientError> {
+        let (input, mut rx) = mpsc::channel::<StdinEvent>(16);
+        let (up_tx, up_rx) = mpsc::channel(16);
+        use pb::exec_request::Msg;
+        let _ = up_tx
+            .send(pb::ExecRequest {
+                msg: Some(Msg::Start(spec)),
+            })
+            .await;
+        tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                let msg = match e {
+                    StdinEvent::Data(d) => Msg::Stdin(d),
+                    StdinEvent::Resize(rows, cols) => Msg::Resize(pb::Resize { rows, cols }),
+                    StdinEvent::Close => Msg::CloseStdin(true),
+                };
+                if up_tx
+                    .send(pb::ExecRequest { msg: Some(msg) })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let mut raw = self.raw.clone();
+        let output = raw
+            .exec(ReceiverStream::new(up_rx))
+            .await
+            .map_err(rpc("Exec"))?
+            .into_inner();
+        Ok(ExecSession { input, output })
+    }
+
+    /// Sends a signal (0 = SIGKILL) to the init process, an exec, or with `all` every process.
+    pub async fn kill(&self, signal: u32, all: bool, exec_id: &str) -> Result<(), ClientError> {
+        let mut raw = self.raw.clone();
+        raw.kill(pb::KillRequest {
+            signal,
+            all,
+            exec_id: exec_id.to_string(),
+        })
+        .await
+        .map_err(rpc("Kill"))?;
+        Ok(())
+    }
+
+    /// Resizes the terminal of the init process (empty `exec_id`) or an exec.
+    pub async fn resize(&self, exec_id: &str, rows: u32, cols: u32) -> Result<(), ClientError> {
+        let mut raw = self.raw.clone();
+        raw.resize(pb::ResizeRequest {
+            exec_id: exec_id.to_string(),
+            rows,
+            cols,
+        })
+        .await
+        .map_err(rpc("Resize"))?;
+        Ok(())
+    }
+
+    /// Waits until the container has finished.
+    pub async fn wait(&self) -> Result<pb::WaitResponse, ClientError> {
+        let mut raw = self.raw.clone();
+        Ok(raw
+            .wait(pb::WaitRequest {})
+            .await
+            .map_err(rpc("Wait"))?
+            .into_inner())
+    }
+
+    /// Stops the container: `signal` (None: its stop signal), then SIGKILL after `timeout`
+    /// (None: its stop timeout). Returns the exit code.
+    pub async fn stop(
+        &self,
+        signal: Option<u32>,
+        timeout: Option<Duration>,
+    ) -> Result<i32, ClientError> {
+        let mut raw = self.raw.clone();
+        Ok(raw
+            .stop(pb::StopRequest {
+                signal: signal.unwrap_or(0),
+                timeout_seconds: timeout.map(|t| t.as_secs() as u32),
+            })
+            .await
+            .map_err(rpc("Stop"))?
+            .into_inner()
+            .exit_code)
+    }
+
+    /// Resource usage.
+    pub async fn stats(&self) -> Result<pb::StatsResponse, ClientError> {
+        let mut raw = self.raw.clone();
+        Ok(raw
+            .stats(pb::StatsRequest {})
+            .await
+            .map_err(rpc("Stats"))?
+            .into_inner())
+    }
+
+    /// Streams `path` of the container out as a tar archive.
+    pub async fn copy_out(
+        &self,
+        path: &str,
+    ) -> Result<tonic::Streaming<pb::DataChunk>, ClientError> {
+        let mut raw = self.raw.clone();
+        Ok(raw
+            .copy_out(pb::CopyOutRequest {
+                path: path.to_string(),
+            })
+            .await
+            .map_err(rpc("CopyOut"))?
+            .into_inner())
+    }
+
+    /// Unpacks the tar stream `chunks` into the container directory `destination`.
+    pub async fn copy_in(
+        &self,
+        destination: &str,
+        mut chunks: mpsc::Receiver<Vec<u8>>,
+    ) -> Result<(), ClientError> {
+        let (tx, rx) = mpsc::channel(8);
+        use pb::copy_in_request::Part;
+        let _ = tx
+            .send(pb::CopyInRequest {
+                part: Some(Part::Destination(destination.to_string())),
+            })
+            .await;
+        tokio::spawn(async move {
+            while let Some(data) = chunks.recv().await {
+                if tx
+                    .send(pb::CopyInRequest {
+                        part: Some(Part::Data(data)),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let mut raw = self.raw.clone();
+        raw.copy_in(ReceiverStream::new(rx))
+            .await
+            .map_err(rpc("CopyIn"))?;
+        Ok(())
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,59 @@
+//! `container-runtime --bundle DIR`: runs one container in the foreground (the daemon
+//! detaches it) and logs to `<bundle>/runtime.log`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// Runs the container described by <bundle>/config.json in its own VM.
+#[derive(Debug, Parser)]
+#[command(name = "container-runtime", version)]
+struct Args {
+    /// The container's bundle directory (holding config.json).
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Seconds to keep serving State and Wait after the container has finished.
+    #[arg(long, default_value_t = 2.0)]
+    linger_secs: f64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bundle = runtime::Bundle::new(&args.bundle);
+    if !args.bundle.is_dir() {
+        anyhow::bail!("bundle {} is not a directory", args.bundle.display());
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(bundle.runtime_log())
+        .with_context(|| format!("opening {}", bundle.runtime_log().display()))?;
+    tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(log))
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CONTAINER_RUNTIME_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    tracing::info!(pid = std::process::id(), bundle = %args.bundle.display(), "container-runtime starting");
+    let linger = Duration::try_from_secs_f64(args.linger_secs).context("--linger-secs")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = rt.block_on(runtime::run::run(
+        bundle,
+        runtime::run::RunOptions { linger },
+    ));
+    if let Err(e) = &result {
+        tracing::error!("{e}");
+    }
+    tracing::info!("container-runtime exiting");
+    // Blocking tasks (a stuck log write) must not keep the process alive.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    result.map_err(Into::into)
+}

@@ -1,0 +1,117 @@
+//! The runtime's whole life for one bundle, as `container-runtime --bundle DIR` runs it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::bundle::Bundle;
+use crate::config::RuntimeConfig;
+use crate::container::{Container, ContainerError};
+use crate::state::State;
+
+/// Errors that end the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The container failed to boot or start; state.json says why.
+    #[error("{0}")]
+    Container(#[from] ContainerError),
+    /// The API could not be served.
+    #[error(transparent)]
+    Serve(#[from] crate::server::ServeError),
+    /// A signal handler could not be installed.
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// How [`run`] behaves.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// How long State and Wait stay served after the container finished.
+    pub linger: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            linger: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Runs the container of `bundle` to its end. Records failures in state.json before
+/// returning them.
+pub async fn run(bundle: Bundle, options: RunOptions) -> Result<(), RunError> {
+    let config = match RuntimeConfig::load(&bundle.config()) {
+        Ok(c) => c,
+        Err(e) => {
+            let id = bundle
+                .dir()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let e = ContainerError::from(e);
+            record(&bundle, &id, &e);
+            return Err(e.into());
+        }
+    };
+    let id = config.id.clone();
+    // The daemon can see the runtime alive (and its pid) while the VM boots.
+    if let Err(e) = State::new(&id).save(&bundle.state()) {
+        tracing::error!("writing state.json: {e}");
+    }
+    let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
+    let container = tokio::select! {
+        c = Container::create(bundle.clone(), config) => c,
+        _ = term.recv() => Err(ContainerError::FailedPrecondition("terminated while booting".into())),
+        _ = int.recv() => Err(ContainerError::FailedPrecondition("interrupted while booting".into())),
+    };
+    let container = match container {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            record(&bundle, &id, &e);
+            return Err(e.into());
+        }
+    };
+    tracing::info!("container created; serving {}", bundle.socket().display());
+    let on_signal = Arc::clone(&container);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("signalled: stopping the container");
+        on_signal.shutdown().await;
+    });
+    let ending = Arc::clone(&container);
+    let linger = options.linger;
+    let shutdown = async move {
+        let f = ending.wait().await;
+        tracing::info!(
+            code = f.exit_code,
+            "container finished; lingering {linger:?}"
+        );
+        tokio::time::sleep(linger).await;
+    };
+    // A client holding a stream open must not keep the runtime alive for ever.
+    let socket = bundle.socket();
+    let served = crate::server::serve(&socket, Arc::clone(&container), shutdown);
+    let finished = async {
+        container.wait().await;
+        tokio::time::sleep(linger + Duration::from_secs(3)).await;
+    };
+    tokio::select! {
+        r = served => r?,
+        () = finished => tracing::warn!("clients kept streams open; exiting anyway"),
+    }
+    let _ = std::fs::remove_file(bundle.socket());
+    Ok(())
+}
+
+fn record(bundle: &Bundle, id: &str, e: &ContainerError) {
+    if let Err(w) = Container::record_failure(bundle, id, e) {
+        tracing::error!("writing state.json: {w}");
+    }
+}

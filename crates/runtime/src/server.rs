@@ -1,0 +1,441 @@
+//! The runtime's gRPC service over `<bundle>/runtime.sock`: relays the daemon's requests to
+//! the [`Container`] and streams stdio both ways.
+
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::container::{Container, ContainerError, ExecEvent, ExecRequest, Output};
+use crate::pb;
+use crate::pb::runtime_server::{Runtime, RuntimeServer};
+use crate::state::Status as LifeStatus;
+
+/// Errors of serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The socket could not be created.
+    #[error("cannot listen on {path}: {source}")]
+    Listen {
+        /// The socket path.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("serving the runtime api: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Maps a container error onto a status with one of the shared kinds.
+pub fn to_status(e: ContainerError) -> Status {
+    let msg = e.to_string();
+    match e {
+        ContainerError::InvalidArgument(_) | ContainerError::Config(_) => {
+            Status::invalid_argument(msg)
+        }
+        ContainerError::FailedPrecondition(_) | ContainerError::Start { .. } => {
+            Status::failed_precondition(msg)
+        }
+        ContainerError::NotFound(_) => Status::not_found(msg),
+        ContainerError::Agent { .. } | ContainerError::Vm(_) => Status::unavailable(msg),
+        ContainerError::Io { .. } | ContainerError::WritableLayer { .. } => Status::internal(msg),
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The service.
+#[derive(Debug, Clone)]
+pub struct Service {
+    container: Arc<Container>,
+}
+
+impl Service {
+    /// Serves `container`.
+    pub fn new(container: Arc<Container>) -> Self {
+        Self { container }
+    }
+}
+
+fn state_response(c: &Container) -> pb::StateResponse {
+    let s = c.state();
+    pb::StateResponse {
+        api_version: crate::RUNTIME_API_VERSION,
+        id: s.id,
+        status: match s.status {
+            LifeStatus::Created => pb::Status::Created,
+            LifeStatus::Running => pb::Status::Running,
+            LifeStatus::Stopped => pb::Status::Stopped,
+        } as i32,
+        runtime_pid: s.runtime_pid,
+        init_pid: s.init_pid.unwrap_or(0),
+        started_at: s.started_at.unwrap_or_default(),
+        finished_at: s.finished_at.unwrap_or_default(),
+        exit_code: s.exit_code,
+        error: s.error.unwrap_or_default(),
+    }
+}
+
+#[tonic::async_trait]
+impl Runtime for Service {
+    async fn state(
+        &self,
+        _: Request<pb::StateRequest>,
+    ) -> Result<Response<pb::StateResponse>, Status> {
+        Ok(Response::new(state_response(&self.container)))
+    }
+
+    async fn start(
+        &self,
+        _: Request<pb::StartRequest>,
+    ) -> Result<Response<pb::StartResponse>, Status> {
+        let pid = self.container.start().await.map_err(to_status)?;
+        Ok(Response::new(pb::StartResponse { pid }))
+    }
+
+    type AttachStream = BoxStream<pb::AttachResponse>;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<pb::AttachRequest>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let (mut output, exited) = self.container.subscribe();
+        let (tx, rx) = mpsc::channel::<Result<pb::AttachResponse, Status>>(64);
+        use pb::attach_response::Msg;
+        let reply = |m: Msg| Ok(pb::AttachResponse { msg: Some(m) });
+        if let Some(code) = exited {
+            let _ = tx.send(reply(Msg::ExitCode(code))).await;
+        } else {
+            tokio::spawn(async move {
+                loop {
+                    let msg = match output.recv().await {
+                        Ok(Output::Stdout(d)) => Msg::Stdout(d),
+                        Ok(Output::Stderr(d)) => Msg::Stderr(d),
+                        Ok(Output::Exit(code)) => {
+                            let _ = tx.send(reply(Msg::ExitCode(code))).await;
+                            return;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(
+                                "an attacher fell {n} chunks behind; they are in stdio.log"
+                            );
+                            continue;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    };
+                    if tx.send(reply(msg)).await.is_err() {
+                        return; // the attacher went away; the container goes on
+                    }
+                }
+            });
+        }
+        let container = Arc::clone(&self.container);
+        let mut input = request.into_inner();
+        tokio::spawn(async move {
+            use pb::attach_request::Msg;
+            // An error here is the attacher going away: the container goes on.
+            while let Ok(Some(req)) = input.message().await {
+                let result = match req.msg {
+                    Some(Msg::Stdin(data)) => container.write_stdin(&data).await,
+                    Some(Msg::Resize(r)) => container.resize("", r.rows, r.cols).await,
+                    Some(Msg::CloseStdin(_)) => container.close_stdin().await,
+                    None => Ok(()),
+                };
+                if let Err(e) = result {
+                    tracing::debug!("attach input: {e}");
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type ExecStream = BoxStream<pb::ExecResponse>;
+
+    async fn exec(
+        &self,
+        request: Request<Streaming<pb::ExecRequest>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let mut input = request.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("exec: the stream ended before `start`"))?;
+        let Some(pb::exec_request::Msg::Start(start)) = first.msg else {
+            return Err(Status::invalid_argument(
+                "exec: the first message must be `start`",
+            ));
+        };
+        let (events_tx, mut events_rx) = mpsc::channel(64);
+        let handle = self
+            .container
+            .exec(
+                ExecRequest {
+                    args: start.args,
+                    env: start.env,
+                    cwd: start.cwd,
+                    user: start.user,
+                    terminal: start.terminal,
+                    stdin: start.stdin,
+                    rows: start.rows,
+                    cols: start.cols,
+                },
+                events_tx,
+            )
+            .await
+            .map_err(to_status)?;
+        let (tx, rx) = mpsc::channel::<Result<pb::ExecResponse, Status>>(64);
+        tokio::spawn(async move {
+            use pb::exec_response::Msg;
+            while let Some(event) = events_rx.recv().await {
+                let (msg, last) = match event {
+                    ExecEvent::Started { exec_id, pid } => {
+                        (Msg::Started(pb::ExecStarted { exec_id, pid }), false)
+                    }
+                    ExecEvent::Stdout(d) => (Msg::Stdout(d), false),
+                    ExecEvent::Stderr(d) => (Msg::Stderr(d), false),
+                    ExecEvent::Exit(code) => (Msg::ExitCode(code), true),
+                };
+                if tx
+                    .send(Ok(pb::ExecResponse { msg: Some(msg) }))
+                    .await
+                    .is_err()
+                    || last
+                {
+                    // On a vanished client keep draining so the exec's output never blocks.
+                    if last {
+                        return;
+                    }
+                }
+            }
+        });
+        let container = Arc::clone(&self.container);
+        let exec_id = handle.exec_id.clone();
+        let mut stdin = handle.stdin;
+        tokio::spawn(async move {
+            use pb::exec_request::Msg;
+            while let Ok(Some(req)) = input.message().await {
+                match req.msg {
+                    Some(Msg::Stdin(data)) => {
+                        if let Some(w) = stdin.as_mut()
+                            && (w.write_all(&data).await.is_err() || w.flush().await.is_err())
+                        {
+                            stdin = None;
+                        }
+                    }
+                    Some(Msg::Resize(r)) => {
+                        let _ = container.resize(&exec_id, r.rows, r.cols).await;
+                    }
+                    Some(Msg::CloseStdin(_)) => {
+                        if let Some(mut w) = stdin.take() {
+                            let _ = w.shutdown().await;
+                        }
+                    }
+                    Some(Msg::Start(_)) | None => {}
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn kill(&self, request: Request<pb::KillRequest>) -> Result<Response<pb::Empty>, Status> {
+        let r = request.into_inner();
+        self.container
+            .kill(&r.exec_id, r.signal, r.all)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn resize(
+        &self,
+        request: Request<pb::ResizeRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = request.into_inner();
+        self.container
+            .resize(&r.exec_id, r.rows, r.cols)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn wait(
+        &self,
+        _: Request<pb::WaitRequest>,
+    ) -> Result<Response<pb::WaitResponse>, Status> {
+        let f = self.container.wait().await;
+        Ok(Response::new(pb::WaitResponse {
+            exit_code: f.exit_code,
+            finished_at: f.finished_at,
+            error: f.error.unwrap_or_default(),
+        }))
+    }
+
+    async fn stop(
+        &self,
+        request: Request<pb::StopRequest>,
+    ) -> Result<Response<pb::StopResponse>, Status> {
+        let r = request.into_inner();
+        let signal = (r.signal != 0).then_some(r.signal);
+        let timeout = r.timeout_seconds.map(|s| Duration::from_secs(s.into()));
+        let exit_code = self
+            .container
+            .stop(signal, timeout)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::StopResponse { exit_code }))
+    }
+
+    async fn stats(
+        &self,
+        _: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        let s = self.container.stats().await.map_err(to_status)?;
+        Ok(Response::new(pb::StatsResponse {
+            cpu_usage_usec: s.cpu_usage_usec,
+            memory_usage_bytes: s.memory_usage_bytes,
+            memory_limit_bytes: s.memory_limit_bytes,
+            pids: s.pids,
+            block_read_bytes: s.block_read_bytes,
+            block_write_bytes: s.block_write_bytes,
+            networks: s
+                .networks
+                .into_iter()
+                .map(|n| pb::NetworkStats {
+                    link: n.link,
+                    rx_bytes: n.rx_bytes,
+                    tx_bytes: n.tx_bytes,
+                    rx_packets: n.rx_packets,
+                    tx_packets: n.tx_packets,
+                })
+                .collect(),
+            online_cpus: s.online_cpus,
+            guest_memory_bytes: s.guest_memory_bytes,
+        }))
+    }
+
+    type CopyOutStream = BoxStream<pb::DataChunk>;
+
+    async fn copy_out(
+        &self,
+        request: Request<pb::CopyOutRequest>,
+    ) -> Result<Response<Self::CopyOutStream>, Status> {
+        let path = self
+            .container
+            .guest_path(&request.into_inner().path)
+            .map_err(to_status)?;
+        let mut chunks = self
+            .container
+            .agent()
+            .copy_out(agent::v1::CopyOutRequest { path })
+            .await
+            .map_err(|e| {
+                to_status(ContainerError::Agent {
+                    step: "copy out".into(),
+                    source: e,
+                })
+            })?;
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            loop {
+                let item = match chunks.message().await {
+                    Ok(Some(c)) => Ok(pb::DataChunk { data: c.data }),
+                    Ok(None) => return,
+                    Err(status) => Err(status),
+                };
+                let end = item.is_err();
+                if tx.send(item).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn copy_in(
+        &self,
+        request: Request<Streaming<pb::CopyInRequest>>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let mut input = request.into_inner();
+        let first = input.message().await?.ok_or_else(|| {
+            Status::invalid_argument("copy in: the stream ended before the header")
+        })?;
+        let Some(pb::copy_in_request::Part::Destination(dest)) = first.part else {
+            return Err(Status::invalid_argument(
+                "copy in: the first message must be the destination",
+            ));
+        };
+        let destination = self.container.guest_path(&dest).map_err(to_status)?;
+        let (tx, rx) = mpsc::channel(8);
+        use agent::v1::copy_in_request::Part;
+        let _ = tx
+            .send(agent::v1::CopyInRequest {
+                part: Some(Part::Header(agent::v1::CopyInHeader { destination })),
+            })
+            .await;
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = input.message().await {
+                if let Some(pb::copy_in_request::Part::Data(data)) = m.part
+                    && tx
+                        .send(agent::v1::CopyInRequest {
+                            part: Some(Part::Data(data)),
+                        })
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        self.container
+            .agent()
+            .copy_in(ReceiverStream::new(rx))
+            .await
+            .map_err(|e| {
+                to_status(ContainerError::Agent {
+                    step: "copy in".into(),
+                    source: e,
+                })
+            })?;
+        Ok(Response::new(pb::Empty {}))
+    }
+}
+
+/// Binds `socket` (mode 0600, replacing a stale one) and serves `container` until
+/// `shutdown` resolves.
+pub async fn serve(
+    socket: &Path,
+    container: Arc<Container>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let listen_err = |source| ServeError::Listen {
+        path: socket.to_path_buf(),
+        source,
+    };
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(listen_err(e)),
+    }
+    // Bind under a private umask so the socket is never reachable by others, even briefly.
+    // SAFETY: umask only swaps the process's file mode mask; no memory is involved.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = tokio::net::UnixListener::bind(socket);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(listen_err)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(listen_err)?;
+    tonic::transport::Server::builder()
+        .add_service(RuntimeServer::new(Service::new(container)))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await?;
+    let _ = std::fs::remove_file(socket);
+    Ok(())
+}
