@@ -190,6 +190,8 @@ pub struct RegistryConfig {
     /// Pull mirrors: registry → mirror host (`docker.io` → `127.0.0.1:5000`). Pulls of that
     /// registry's images go to the mirror only (no fallback); names stay unchanged.
     pub mirrors: std::collections::BTreeMap<String, String>,
+    /// Extra CA certificates (PEM) trusted for HTTPS registries, on top of the system's.
+    pub extra_root_certificates: Vec<Vec<u8>>,
 }
 
 impl Default for RegistryConfig {
@@ -204,6 +206,7 @@ impl Default for RegistryConfig {
             request_timeout: Duration::from_secs(120),
             download_retries: 3,
             mirrors: Default::default(),
+            extra_root_certificates: Vec::new(),
         }
     }
 }
@@ -279,6 +282,13 @@ impl RegistryClient {
                 )));
             }
         }
+        for pem in &config.extra_root_certificates {
+            if reqwest::Certificate::from_pem(pem).is_err() {
+                return Err(RegistryError::InvalidOptions(
+                    "an extra root certificate is not valid PEM".into(),
+                ));
+            }
+        }
         // reqwest is built without a bundled TLS provider; install ring once per process.
         // An error only means a provider is already installed, which is what we need.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -317,6 +327,15 @@ impl RegistryClient {
             max_concurrent_upload: self.config.max_concurrent_uploads,
             read_timeout: Some(self.config.read_timeout),
             connect_timeout: Some(self.config.connect_timeout),
+            extra_root_certificates: self
+                .config
+                .extra_root_certificates
+                .iter()
+                .map(|pem| oci_client::client::Certificate {
+                    encoding: oci_client::client::CertificateEncoding::Pem,
+                    data: pem.clone(),
+                })
+                .collect(),
             ..ClientConfig::default()
         });
         let session = Session {
@@ -593,14 +612,19 @@ impl RegistryClient {
     }
 
     async fn check_login(&self, registry: &str, credential: &Credential) -> Result<()> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(self.config.connect_timeout)
-            .timeout(self.config.request_timeout)
-            .build()
-            .map_err(|e| RegistryError::Unreachable {
-                registry: registry.to_owned(),
-                detail: e.to_string(),
-            })?;
+            .timeout(self.config.request_timeout);
+        for pem in &self.config.extra_root_certificates {
+            builder =
+                builder.add_root_certificate(reqwest::Certificate::from_pem(pem).map_err(|e| {
+                    RegistryError::InvalidOptions(format!("bad root certificate: {e}"))
+                })?);
+        }
+        let http = builder.build().map_err(|e| RegistryError::Unreachable {
+            registry: registry.to_owned(),
+            detail: e.to_string(),
+        })?;
         let host = if registry == "docker.io" {
             "index.docker.io"
         } else {

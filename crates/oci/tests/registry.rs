@@ -602,3 +602,88 @@ async fn docker_hub_names_pull_through_a_configured_mirror() {
         "invalid registry options: mirror \"http://x\" for docker.io is not a registry host[:port]"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_registry_with_a_private_ca() {
+    let (reg, pem) = TestRegistry::start_tls();
+    let work = tempfile::tempdir().unwrap();
+    let src = Arc::new(Store::open(work.path().join("src")).unwrap());
+    let img = build_image(
+        &src,
+        "local/tls:1",
+        "amd64",
+        &[layer(Comp::Gzip, &[("s", b"secure")])],
+    );
+    let remote = reg.image("secure/app:1");
+
+    // Without trusting the certificate, HTTPS fails with a one-line certificate error.
+    let (untrusted, _) = client(
+        work.path(),
+        RegistryConfig {
+            scheme: oci::Scheme::Https,
+            ..RegistryConfig::default()
+        },
+    );
+    let err = untrusted
+        .push(
+            &src,
+            &img.name,
+            Some(&remote),
+            &PushOptions::default(),
+            &NoProgress,
+        )
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!("cannot reach registry {}", reg.addr)),
+        "{msg}"
+    );
+    assert!(msg.to_lowercase().contains("certificate"), "{msg}");
+    assert!(!msg.contains('\n'));
+
+    // Plain HTTP against a TLS port is refused too (auto picks http for 127.0.0.1).
+    let (auto, _) = client(work.path(), RegistryConfig::default());
+    assert!(
+        auto.push(
+            &src,
+            &img.name,
+            Some(&remote),
+            &PushOptions::default(),
+            &NoProgress
+        )
+        .await
+        .is_err()
+    );
+
+    let (trusted, _) = client(
+        work.path(),
+        RegistryConfig {
+            scheme: oci::Scheme::Https,
+            extra_root_certificates: vec![pem],
+            ..RegistryConfig::default()
+        },
+    );
+    trusted
+        .push(
+            &src,
+            &img.name,
+            Some(&remote),
+            &PushOptions::default(),
+            &NoProgress,
+        )
+        .await
+        .unwrap();
+    let dst = Arc::new(Store::open(work.path().join("dst")).unwrap());
+    let p = trusted
+        .pull(&dst, &remote, &PullOptions::default(), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(p.target.digest, img.manifest.digest);
+    assert_eq!(dst.content().list().unwrap(), src.content().list().unwrap());
+    let creds = Credential {
+        username: "any".into(),
+        secret: "thing".into(),
+    };
+    trusted.login(&reg.addr, &creds).await.unwrap(); // no auth configured: accepted
+}

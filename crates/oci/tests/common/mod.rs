@@ -59,7 +59,85 @@ impl TestRegistry {
         Self::start_yaml(tempfile::tempdir().unwrap(), yaml)
     }
 
+    /// Serving HTTPS with a certificate for 127.0.0.1 issued by a private test CA;
+    /// returns the CA certificate (PEM).
+    pub fn start_tls() -> (TestRegistry, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        let openssl = |args: &[&str]| {
+            let ok = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl must be installed");
+            assert!(ok.success(), "openssl {args:?}");
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "tls.key",
+            "-out",
+            "tls.csr",
+        ]);
+        std::fs::write(
+            p("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "tls.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            "1",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "tls.crt",
+        ]);
+        let pem = std::fs::read(p("ca.crt")).unwrap();
+        let (cert, key) = (p("tls.crt"), p("tls.key"));
+        let tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        );
+        (Self::start_yaml_tls(dir, String::new(), &tls), pem)
+    }
+
     fn start_yaml(dir: tempfile::TempDir, auth_yaml: String) -> TestRegistry {
+        Self::start_yaml_tls(dir, auth_yaml, "")
+    }
+
+    fn start_yaml_tls(dir: tempfile::TempDir, auth_yaml: String, tls: &str) -> TestRegistry {
         for _ in 0..5 {
             // The port is free when we look; another process could take it before the
             // registry binds, in which case the registry exits and we try another.
@@ -70,7 +148,7 @@ impl TestRegistry {
                 .port();
             let addr = format!("127.0.0.1:{port}");
             let config = format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: test-secret\n{auth_yaml}",
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: test-secret\n{tls}{auth_yaml}",
                 dir.path().join("storage").display()
             );
             let cfg = dir.path().join("config.yml");
@@ -89,7 +167,12 @@ impl TestRegistry {
                 if child.try_wait().unwrap().is_some() {
                     break;
                 }
-                if answers_v2(&addr) {
+                let ready = if tls.is_empty() {
+                    answers_v2(&addr)
+                } else {
+                    TcpStream::connect(&addr).is_ok()
+                };
+                if ready {
                     return TestRegistry { child, addr, dir };
                 }
                 std::thread::sleep(Duration::from_millis(25));
