@@ -24,16 +24,51 @@ pub fn listen_path(uds_path: &Path, port: u32) -> PathBuf {
     PathBuf::from(path)
 }
 
+/// How long an abandoned handshake is kept open in the background (see [`dial_once`]).
+pub const ABANDONED_HANDSHAKE_WAIT: Duration = Duration::from_secs(120);
+
 /// One dial attempt: connect and complete the `CONNECT` handshake before `deadline`.
+///
+/// A handshake still pending at the deadline is not closed: vhost-device-vsock 0.3 panics
+/// (killing the VM's vsock for good) when the guest accepts a connection whose host end is
+/// already gone. The socket is handed to a background task that waits for the daemon's answer
+/// (or [`ABANDONED_HANDSHAKE_WAIT`]) and only then closes it.
 pub async fn dial_once(uds_path: &Path, port: u32, deadline: Instant) -> io::Result<UnixStream> {
     let remaining = deadline.saturating_duration_since(Instant::now());
-    match tokio::time::timeout(remaining, handshake(uds_path, port)).await {
-        Ok(result) => result,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "no answer to CONNECT before the deadline",
-        )),
+    let mut stream = match tokio::time::timeout(remaining, UnixStream::connect(uds_path)).await {
+        Ok(stream) => stream?,
+        Err(_) => return Err(timed_out()),
+    };
+    if let Err(e) = stream
+        .write_all(format!("CONNECT {port}\n").as_bytes())
+        .await
+    {
+        return Err(if is_refusal(&e) {
+            not_listening(port)
+        } else {
+            e
+        });
     }
+    let mut reply = Vec::with_capacity(16);
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(remaining, read_reply(&mut stream, &mut reply, port)).await {
+        Ok(Ok(())) => Ok(stream),
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            tokio::spawn(async move {
+                let wait = read_reply(&mut stream, &mut reply, port);
+                let _ = tokio::time::timeout(ABANDONED_HANDSHAKE_WAIT, wait).await;
+            });
+            Err(timed_out())
+        }
+    }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "no answer to CONNECT before the deadline",
+    )
 }
 
 fn not_listening(port: u32) -> io::Error {
@@ -52,20 +87,9 @@ fn is_refusal(e: &io::Error) -> bool {
     )
 }
 
-async fn handshake(uds_path: &Path, port: u32) -> io::Result<UnixStream> {
-    let mut stream = UnixStream::connect(uds_path).await?;
-    if let Err(e) = stream
-        .write_all(format!("CONNECT {port}\n").as_bytes())
-        .await
-    {
-        return Err(if is_refusal(&e) {
-            not_listening(port)
-        } else {
-            e
-        });
-    }
-    // Read the reply a byte at a time: whatever follows the newline belongs to the stream.
-    let mut line = Vec::with_capacity(16);
+/// Reads the daemon's `OK <n>\n` into `line` a byte at a time (whatever follows the newline
+/// belongs to the stream). Cancel-safe: the bytes read so far stay in `line`.
+async fn read_reply(stream: &mut UnixStream, line: &mut Vec<u8>, port: u32) -> io::Result<()> {
     loop {
         let byte = match stream.read_u8().await {
             Ok(b) => b,
@@ -83,9 +107,9 @@ async fn handshake(uds_path: &Path, port: u32) -> io::Result<UnixStream> {
             ));
         }
     }
-    let reply = String::from_utf8_lossy(&line);
+    let reply = String::from_utf8_lossy(line);
     if reply.starts_with("OK ") {
-        Ok(stream)
+        Ok(())
     } else {
         Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -139,6 +163,34 @@ mod tests {
             err.to_string(),
             "nothing in the guest listens on vsock port 5"
         );
+    }
+
+    // The daemon answers after the dial gave up: its answer must still find an open socket,
+    // which is closed only afterwards.
+    #[tokio::test]
+    async fn an_abandoned_handshake_stays_open_until_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vsock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 10];
+            s.read_exact(&mut buf).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            s.write_all(b"OK 7\n").await.unwrap();
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).await.unwrap();
+            rest
+        });
+        let err = dial_once(&path, 7, Instant::now() + Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let rest = tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the abandoned socket was never closed")
+            .unwrap();
+        assert!(rest.is_empty());
     }
 
     #[test]

@@ -136,7 +136,10 @@ impl TestVm {
     /// Panics (with the console's last lines) if the VM does not come up.
     pub async fn boot(options: TestVmOptions) -> Option<TestVm> {
         // The test harness names each test's thread after the test.
-        let test = std::thread::current().name().unwrap_or("vm test").to_owned();
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("vm test")
+            .to_owned();
         let artifacts = guest_artifacts_or_skip(&test)?;
         let dir = new_temp_dir();
         Some(Self::boot_in(dir, &artifacts, options).await)

@@ -399,3 +399,28 @@ async fn shared_directories_are_mounted_with_their_access_mode() {
     assert_eq!(t.shutdown().await.exit, VmExit::PoweredOff);
     assert_all_reaped(&pids).await;
 }
+
+// vhost-device-vsock 0.3 panics (and the VM's vsock dies) when the guest accepts a connection
+// whose host end has already gone. Dials that give up mid-handshake must not cause that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_dials_do_not_break_vsock() {
+    let Some(t) = TestVm::boot(TestVmOptions::default()).await else {
+        return;
+    };
+    for _ in 0..20 {
+        let _ =
+            t.vm.dial(agent::AGENT_VSOCK_PORT, Duration::from_micros(200))
+                .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let version = t.agent.version(Default::default()).await;
+    let fresh = testing::connect_agent(&t.vm, Duration::from_secs(10)).await;
+    assert!(
+        version.is_ok() && fresh.is_ok(),
+        "vsock broke after abandoned dials: {version:?} {:?}; daemon log: {}",
+        fresh.err(),
+        std::fs::read_to_string(t.dir.path().join("run/vhost-device-vsock.log"))
+            .unwrap_or_default()
+    );
+    assert_eq!(t.shutdown().await.exit, VmExit::PoweredOff);
+}
