@@ -100,13 +100,32 @@ struct BlockWriter {
 const BUF_SIZE: usize = 8 << 20;
 
 impl BlockWriter {
+    /// Writes the buffer out. Whole blocks of zeros are skipped: the file is
+    /// new, so they read back as zeros and stay holes (sparse files in layers
+    /// stay sparse on the host).
     fn flush(&mut self) -> io::Result<()> {
-        if self.filled > 0 {
-            self.file
-                .write_all_at(&self.buf[..self.filled], self.start * BS as u64)?;
-            self.start += (self.filled / BS) as u64;
-            self.filled = 0;
+        let data = &self.buf[..self.filled];
+        let base = self.start * BS as u64;
+        let mut run_start: Option<usize> = None;
+        let mut off = 0;
+        while off < data.len() {
+            let end = (off + BS).min(data.len());
+            let zero = data[off..end].iter().all(|&b| b == 0);
+            match (zero, run_start) {
+                (true, Some(s)) => {
+                    self.file.write_all_at(&data[s..off], base + s as u64)?;
+                    run_start = None;
+                }
+                (false, None) => run_start = Some(off),
+                _ => {}
+            }
+            off = end;
         }
+        if let Some(s) = run_start {
+            self.file.write_all_at(&data[s..], base + s as u64)?;
+        }
+        self.start += (self.filled / BS) as u64;
+        self.filled = 0;
         Ok(())
     }
 
@@ -328,12 +347,17 @@ struct Bits(Vec<u64>);
 
 impl Bits {
     fn set_range(&mut self, start: u64, len: u64) {
-        for b in start..start + len {
-            self.0[(b / 64) as usize] |= 1 << (b % 64);
+        let mut b = start;
+        let end = start + len;
+        while b < end {
+            if b.is_multiple_of(64) && end - b >= 64 {
+                self.0[(b / 64) as usize] = u64::MAX;
+                b += 64;
+            } else {
+                self.0[(b / 64) as usize] |= 1 << (b % 64);
+                b += 1;
+            }
         }
-    }
-    fn get(&self, b: u64) -> bool {
-        self.0[(b / 64) as usize] & (1 << (b % 64)) != 0
     }
 }
 
@@ -351,7 +375,11 @@ fn layout_and_write(
         u[8] = (u[8] & 0x3f) | 0x80;
         u
     });
-    let seed_bytes: [u8; 16] = random_bytes::<16>();
+    // With a given UUID the image is reproducible: derive the hash seed from it.
+    let seed_bytes: [u8; 16] = match options.uuid {
+        Some(u) => std::array::from_fn(|i| u[15 - i] ^ 0xa5),
+        None => random_bytes::<16>(),
+    };
     let mut seed = [0u32; 4];
     for (i, w) in seed.iter_mut().enumerate() {
         *w = u32::from_le_bytes([
@@ -726,6 +754,12 @@ fn write_image(
         let mut blocks = p.leaves.len() as u64;
         let mut size = 0u64;
         let mut links = node.links;
+        if links > 65000 && !matches!(node.kind, Kind::Dir(_)) {
+            return Err(Error::TooLarge(format!(
+                "inode {} has {links} hard links, more than ext4's 65000",
+                idx + 1
+            )));
+        }
         let iblock = match &node.kind {
             Kind::File { size: s, runs } => {
                 size = *s;
@@ -871,13 +905,28 @@ fn write_image(
         let first = g * BLOCKS_PER_GROUP;
         let count = (total - first).min(BLOCKS_PER_GROUP);
         let bm = &mut bitmap_blocks[g as usize * BS..(g as usize + 1) * BS];
-        let mut free = 0u64;
-        for i in 0..BLOCKS_PER_GROUP {
-            if i >= count || used.get(first + i) {
-                bm[(i / 8) as usize] |= 1 << (i % 8);
-            } else {
-                free += 1;
+        // Groups start on multiples of 64 blocks: copy whole words.
+        let words = &used.0[(first / 64) as usize..];
+        for (i, chunk) in bm.chunks_mut(8).enumerate() {
+            let w = words.get(i).copied().unwrap_or(0);
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+        let mut in_use = 0u64;
+        for (i, chunk) in bm.chunks(8).enumerate() {
+            let lo = i as u64 * 64;
+            if lo >= count {
+                break;
             }
+            let mut w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+            if count - lo < 64 {
+                w &= (1u64 << (count - lo)) - 1;
+            }
+            in_use += u64::from(w.count_ones());
+        }
+        let free = count - in_use;
+        // Blocks past the end of the filesystem are marked in use.
+        for i in count..BLOCKS_PER_GROUP {
+            bm[(i / 8) as usize] |= 1 << (i % 8);
         }
         free_total += free;
         let ib = &mut inode_bitmaps[g as usize * BS..(g as usize + 1) * BS];
@@ -955,6 +1004,9 @@ fn write_image(
         .set_len(total * BS as u64)
         .map_err(|e| w.io_err(e))?;
     punch_holes(&w.out.file, &tree.freed).map_err(|e| w.io_err(e))?;
+    if options.sync {
+        w.out.file.sync_all().map_err(|e| w.io_err(e))?;
+    }
     Ok(summary)
 }
 

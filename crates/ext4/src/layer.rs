@@ -34,6 +34,9 @@ pub(crate) fn apply(
         };
         ctx.entry(&mut entry, writer, options)?;
     }
+    // Read the stream to its end (tar padding after the end-of-archive
+    // marker) so that a caller hashing or checksumming it sees every byte.
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(tar_err)?;
     Ok(())
 }
 

@@ -51,7 +51,8 @@ pub struct Options {
     pub max_image_size: u64,
     /// Filesystem label (at most 16 bytes).
     pub label: String,
-    /// Filesystem UUID; random when `None`.
+    /// Filesystem UUID; random when `None`. With a UUID and a `timestamp`
+    /// given, the same layers always produce a byte-identical image.
     pub uuid: Option<[u8; 16]>,
     /// Seconds since the epoch used for the superblock and for directories a
     /// layer implies without listing them; the current time when `None`.
@@ -60,6 +61,9 @@ pub struct Options {
     pub bytes_per_inode: u64,
     /// Journal size in blocks; the size `mke2fs` would choose when `None`.
     pub journal_blocks: Option<u32>,
+    /// `fsync` the image before returning from `finish`/`format_empty`
+    /// (one sync for the whole image; never per file).
+    pub sync: bool,
 }
 
 impl Default for Options {
@@ -74,6 +78,7 @@ impl Default for Options {
             timestamp: None,
             bytes_per_inode: 16384,
             journal_blocks: None,
+            sync: false,
         }
     }
 }

@@ -221,3 +221,61 @@ fn whiteout_data_is_punched_out() {
     let allocated = std::fs::metadata(&img).unwrap().blocks() * 512;
     assert!(allocated < 2 << 20, "image still holds {allocated} bytes");
 }
+
+#[test]
+fn zero_blocks_stay_holes() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let mut zeros = vec![0u8; 32 << 20];
+    zeros[5 << 20] = 1; // one non-zero block in the middle
+    build(&img, &[Layer::new().file("lastlog", &zeros).bytes()]).unwrap();
+    fsck(&img);
+    use std::os::unix::fs::MetadataExt;
+    let allocated = std::fs::metadata(&img).unwrap().blocks() * 512;
+    assert!(allocated < 2 << 20, "image allocates {allocated} bytes");
+    let (_keep, root) = rdump(&img);
+    assert_eq!(std::fs::read(root.join("lastlog")).unwrap(), zeros);
+}
+
+#[test]
+fn same_input_same_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ext4::Options {
+        uuid: Some(*b"0123456789abcdef"),
+        ..test_options()
+    };
+    let mut images = Vec::new();
+    for name in ["a", "b"] {
+        let img = dir.path().join(name);
+        let mut b = ext4::Ext4Builder::new(&img, options.clone()).unwrap();
+        for l in layers() {
+            b.apply_layer(&l[..]).unwrap();
+        }
+        b.finish().unwrap();
+        images.push(std::fs::read(&img).unwrap());
+    }
+    assert!(images[0] == images[1], "images differ");
+}
+
+#[test]
+fn layer_stream_is_read_to_the_end() {
+    // A caller hashing the decompressed stream must see every byte, including
+    // the padding after the end-of-archive marker.
+    struct Counting<'a>(&'a [u8], usize);
+    impl std::io::Read for Counting<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.0.len() - self.1);
+            buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+            self.1 += n;
+            Ok(n)
+        }
+    }
+    let mut bytes = Layer::new().file("f", b"x").bytes();
+    bytes.extend_from_slice(&[0u8; 10240]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = ext4::Ext4Builder::new(dir.path().join("img"), test_options()).unwrap();
+    let mut r = Counting(&bytes, 0);
+    b.apply_layer(&mut r).unwrap();
+    assert_eq!(r.1, bytes.len());
+    b.finish().unwrap();
+}
