@@ -687,3 +687,136 @@ async fn https_registry_with_a_private_ca() {
     };
     trusted.login(&reg.addr, &creds).await.unwrap(); // no auth configured: accepted
 }
+
+/// A TCP proxy in front of the registry that cuts the connection once, part-way through
+/// the response to the first request mentioning `trigger` (a blob digest).
+struct CuttingProxy {
+    addr: String,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CuttingProxy {
+    fn start(upstream: String, trigger: String, cut_after: usize) -> CuttingProxy {
+        use std::io::{Read, Write};
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cut = Arc::new(AtomicBool::new(false));
+        let cut2 = cut.clone();
+        // The accept loop ends with the test process; it only ever serves this test.
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let armed = Arc::new(AtomicBool::new(false));
+                let (mut c_read, mut s_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (trigger, armed_w, cut_w) = (trigger.clone(), armed.clone(), cut2.clone());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    while let Ok(n) = c_read.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        if !cut_w.load(Ordering::SeqCst)
+                            && String::from_utf8_lossy(&buf[..n]).contains(&trigger)
+                        {
+                            armed_w.store(true, Ordering::SeqCst);
+                        }
+                        if s_write.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_write.shutdown(Shutdown::Write);
+                });
+                let (mut s_read, mut c_write) = (server, client);
+                let cut3 = cut2.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    let mut sent = 0usize;
+                    while let Ok(n) = s_read.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        if armed.load(Ordering::SeqCst) && !cut3.load(Ordering::SeqCst) {
+                            sent += n;
+                            if sent > cut_after {
+                                cut3.store(true, Ordering::SeqCst);
+                                let _ = c_write.write_all(&buf[..n / 2]);
+                                let _ = c_write.shutdown(Shutdown::Both);
+                                let _ = s_read.shutdown(Shutdown::Both);
+                                return;
+                            }
+                        }
+                        if c_write.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_write.shutdown(Shutdown::Write);
+                });
+            }
+        });
+        CuttingProxy { addr, cut }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connection_mid_layer_is_retried_from_where_it_stopped() {
+    let reg = TestRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let src = Arc::new(Store::open(work.path().join("src")).unwrap());
+    let img = three_layer_image(&src, "local/flaky:v1");
+    let (client, _) = client(work.path(), RegistryConfig::default());
+    client
+        .push(
+            &src,
+            &img.name,
+            Some(&reg.image("test/flaky:v1")),
+            &PushOptions::default(),
+            &NoProgress,
+        )
+        .await
+        .unwrap();
+
+    let big = img.layers[1].digest.clone();
+    let proxy = CuttingProxy::start(reg.addr.clone(), big.hex().to_owned(), 3 << 20);
+    let via_proxy = ImageRef::parse(&format!("{}/test/flaky:v1", proxy.addr)).unwrap();
+    let dst = Arc::new(Store::open(work.path().join("dst")).unwrap());
+    let rec = Recorder::default();
+    client
+        .pull(&dst, &via_proxy, &PullOptions::default(), &rec)
+        .await
+        .unwrap();
+    assert!(
+        proxy.cut.load(std::sync::atomic::Ordering::SeqCst),
+        "the proxy never cut"
+    );
+
+    let starts: Vec<u64> = rec
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            ProgressEvent::BlobStarted {
+                digest,
+                resumed_from,
+                ..
+            } if *digest == big => Some(*resumed_from),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    assert_eq!(starts[0], 0);
+    assert!(
+        starts[1] > 1 << 20,
+        "second attempt resumed from {}",
+        starts[1]
+    );
+    assert_eq!(
+        rec.count(|e| matches!(e, ProgressEvent::BlobRetrying { digest, .. } if *digest == big)),
+        1
+    );
+    assert_eq!(dst.content().list().unwrap(), src.content().list().unwrap());
+    assert!(ingest_files(dst.root()).is_empty());
+}
