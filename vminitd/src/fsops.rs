@@ -61,10 +61,8 @@ pub fn absolute(p: &str) -> Result<&Path, FsError> {
 pub fn disk_by_serial(sys_block: &Path, serial: &str) -> Option<PathBuf> {
     let entries = fs::read_dir(sys_block).ok()?;
     for e in entries.flatten() {
-        if let Ok(s) = fs::read_to_string(e.path().join("serial")) {
-            if s.trim() == serial {
-                return Some(Path::new("/dev").join(e.file_name()));
-            }
+        if fs::read_to_string(e.path().join("serial")).is_ok_and(|s| s.trim() == serial) {
+            return Some(Path::new("/dev").join(e.file_name()));
         }
     }
     None

@@ -10,10 +10,10 @@ use vminitd::{boot, process, reaper, server, setup, tinyinit};
 fn agent() -> ! {
     vminitd::log::init_from_env();
     std::panic::set_hook(Box::new(|info| boot::fatal(&format!("panic: {info}"))));
-    if boot::is_pid1() {
-        if let Err(e) = boot::boot() {
-            boot::fatal(&server::chain(&e));
-        }
+    if boot::is_pid1()
+        && let Err(e) = boot::boot()
+    {
+        boot::fatal(&server::chain(&e));
     }
     // SAFETY: integer-argument prctl; outside the VM (tests) orphans still come back to us.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };

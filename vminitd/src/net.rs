@@ -258,13 +258,13 @@ pub fn route_add(link: &str, destination: &str, gateway: &str) -> Result<(), Net
         what: "route",
         value: "neither destination nor gateway".into(),
     })?;
-    if let (Some((d, _)), Some(g)) = (dest, gw) {
-        if d.is_ipv4() != g.is_ipv4() {
-            return Err(NetError::Invalid {
-                what: "gateway family",
-                value: gateway.to_string(),
-            });
-        }
+    if let (Some((d, _)), Some(g)) = (dest, gw)
+        && d.is_ipv4() != g.is_ipv4()
+    {
+        return Err(NetError::Invalid {
+            what: "gateway family",
+            value: gateway.to_string(),
+        });
     }
     let mut msg = RouteMessage::default();
     msg.header.address_family = family(&fam_ip);

@@ -90,7 +90,23 @@ pub struct Config {
     pub init_binary: PathBuf,
     /// The cgroup v2 directory containers' cgroups are created under.
     pub cgroup_root: PathBuf,
+    /// How stdio ports are dialed.
+    pub dialer: Dialer,
 }
+
+/// How the guest reaches the host's stdio ports.
+#[derive(Debug, Clone)]
+pub enum Dialer {
+    /// vsock CID 2 (the host), the port as given: what runs in a VM.
+    Vsock,
+    /// A Unix socket `<dir>/<port>.sock`: lets tests on the host play the host's part.
+    UnixDir(PathBuf),
+}
+
+/// A connected stdio stream.
+pub trait HostStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> HostStream for T {}
+type Stream = Box<dyn HostStream>;
 
 impl Default for Config {
     fn default() -> Self {
@@ -98,6 +114,7 @@ impl Default for Config {
             self_exe: "/proc/self/exe".into(),
             init_binary: "/init".into(),
             cgroup_root: cgroup::ROOT.into(),
+            dialer: Dialer::Vsock,
         }
     }
 }
@@ -163,10 +180,22 @@ fn now_nanos() -> i64 {
         .unwrap_or(0)
 }
 
-async fn dial(port: u32) -> Result<tokio_vsock::VsockStream, ProcessError> {
+async fn dial(dialer: &Dialer, port: u32) -> Result<Stream, ProcessError> {
     let deadline = tokio::time::Instant::now() + DIAL_TIMEOUT;
     loop {
-        match tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(HOST_CID, port)).await {
+        let attempt: std::io::Result<Stream> = match dialer {
+            Dialer::Vsock => {
+                tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(HOST_CID, port))
+                    .await
+                    .map(|s| Box::new(s) as Stream)
+            }
+            Dialer::UnixDir(dir) => {
+                tokio::net::UnixStream::connect(dir.join(format!("{port}.sock")))
+                    .await
+                    .map(|s| Box::new(s) as Stream)
+            }
+        };
+        match attempt {
             Ok(s) => return Ok(s),
             Err(e) if tokio::time::Instant::now() >= deadline => {
                 return Err(ProcessError::Dial { port, source: e });
@@ -295,10 +324,10 @@ async fn pump_pty_out<W: tokio::io::AsyncWrite + Unpin>(
             Err(_would_block) => continue,
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(n)) => {
-                if let Some(out) = w.as_mut() {
-                    if out.write_all(&buf[..n]).await.is_err() {
-                        w = None;
-                    }
+                if let Some(out) = w.as_mut()
+                    && out.write_all(&buf[..n]).await.is_err()
+                {
+                    w = None;
                 }
             }
         }
@@ -435,17 +464,17 @@ impl Manager {
         )?;
         // Connect the streams first: nothing runs until the host is listening on each.
         let stdin_sock = if req.stdin_port != 0 {
-            Some(dial(req.stdin_port).await?)
+            Some(dial(&self.cfg.dialer, req.stdin_port).await?)
         } else {
             None
         };
         let stdout_sock = if req.stdout_port != 0 {
-            Some(dial(req.stdout_port).await?)
+            Some(dial(&self.cfg.dialer, req.stdout_port).await?)
         } else {
             None
         };
         let stderr_sock = if req.stderr_port != 0 && !req.terminal {
-            Some(dial(req.stderr_port).await?)
+            Some(dial(&self.cfg.dialer, req.stderr_port).await?)
         } else {
             None
         };
@@ -492,9 +521,9 @@ impl Manager {
         &self,
         req: &CreateRequest,
         launch: &spec::Launch,
-        stdin_sock: Option<tokio_vsock::VsockStream>,
-        stdout_sock: Option<tokio_vsock::VsockStream>,
-        stderr_sock: Option<tokio_vsock::VsockStream>,
+        stdin_sock: Option<Stream>,
+        stdout_sock: Option<Stream>,
+        stderr_sock: Option<Stream>,
         is_init: bool,
     ) -> Result<Arc<Proc>, ProcessError> {
         let (io_tx, io_rx) = watch::channel(false);
@@ -532,18 +561,17 @@ impl Manager {
                 }
                 None => dev_null(false)?,
             };
-            let mut out =
-                |sock: Option<tokio_vsock::VsockStream>| -> Result<OwnedFd, ProcessError> {
-                    match sock {
-                        Some(s) => {
-                            let (r, w) = pipe()?;
-                            set_nonblocking(&r)?;
-                            out_tasks.push(tokio::spawn(pump_out(r, s)));
-                            Ok(w)
-                        }
-                        None => dev_null(true),
+            let mut out = |sock: Option<Stream>| -> Result<OwnedFd, ProcessError> {
+                match sock {
+                    Some(s) => {
+                        let (r, w) = pipe()?;
+                        set_nonblocking(&r)?;
+                        out_tasks.push(tokio::spawn(pump_out(r, s)));
+                        Ok(w)
                     }
-                };
+                    None => dev_null(true),
+                }
+            };
             child_out = out(stdout_sock)?;
             child_err = out(stderr_sock)?;
         }

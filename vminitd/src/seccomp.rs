@@ -11,6 +11,7 @@
 //!   answers ENOSYS so libc falls back to `clone` (unless CAP_SYS_ADMIN), `personality` only
 //!   with the values Docker lists, and `socket` for every family except AF_VSOCK (so a
 //!   container cannot reach the host's vsock ports, which carry other processes' stdio).
+//!
 //! Syscalls of other ABIs (i386 `int 0x80`, x32) get EPERM. Only x86_64 has a table so far;
 //! other architectures get an error rather than an unfiltered process.
 

@@ -86,6 +86,11 @@ fn send(ctrl: BorrowedFd<'_>, r: &Report) {
 pub fn helper_main() -> ! {
     // SAFETY: fd 3 was placed there by the agent for this process and is owned by it.
     let ctrl = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
+    // The exec must close it: its end of file is how the agent learns the exec succeeded.
+    let _ = nix::fcntl::fcntl(
+        &ctrl,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
     // Nothing of the agent's but stdio and the control socket may reach the container.
     // SAFETY: close_range on fds this process owns; no Rust object refers to them.
     unsafe { libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) };
@@ -225,7 +230,7 @@ fn child(l: &Launch, ctrl: BorrowedFd<'_>) -> Result<Never, (SetupError, i32)> {
         Ok(1) => {}
         _ => return Err((SetupError::Invalid("start was not requested".into()), 1)),
     }
-    finish(l).map_err(|(e, c)| (e, c))
+    finish(l)
 }
 
 /// Session, limits, identity, capabilities, seccomp, exec.

@@ -129,7 +129,7 @@ pub fn rootfs(spec: &Spec) -> Result<PathBuf, SpecError> {
 
 fn rlimit_number(t: PosixRlimitType) -> u32 {
     use PosixRlimitType::*;
-    (match t {
+    match t {
         RlimitCpu => libc::RLIMIT_CPU,
         RlimitFsize => libc::RLIMIT_FSIZE,
         RlimitData => libc::RLIMIT_DATA,
@@ -146,7 +146,7 @@ fn rlimit_number(t: PosixRlimitType) -> u32 {
         RlimitNice => libc::RLIMIT_NICE,
         RlimitRtprio => libc::RLIMIT_RTPRIO,
         RlimitRttime => libc::RLIMIT_RTTIME,
-    }) as u32
+    }
 }
 
 /// Inputs besides the spec.
@@ -373,7 +373,7 @@ mod tests {
         assert_eq!(l.cwd, "/work");
         assert_eq!(l.caps.bounding, 0b100001);
         assert_eq!(l.caps.ambient, 0);
-        assert_eq!(l.rlimits, vec![(libc::RLIMIT_NOFILE as u32, 1024, 4096)]);
+        assert_eq!(l.rlimits, vec![(libc::RLIMIT_NOFILE, 1024, 4096)]);
         assert!(l.no_new_privs && l.seccomp);
         assert!(l.env.contains(&"HOME=/root".to_string()));
         assert_eq!(l.env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);

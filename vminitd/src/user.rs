@@ -142,7 +142,7 @@ pub fn resolve(
     let mut additional_gids = Vec::new();
     if !entry.name.is_empty() {
         for g in groups {
-            if g.members.iter().any(|m| *m == entry.name) && !additional_gids.contains(&g.gid) {
+            if g.members.contains(&entry.name) && !additional_gids.contains(&g.gid) {
                 additional_gids.push(g.gid);
             }
         }
