@@ -4,7 +4,8 @@
 //!
 //! Its one job is to turn a [`vmm::VmConfig`] into running processes and to make sure none of
 //! them outlives the VM: every helper is a child of this process, started before QEMU, and
-//! killed and reaped when the VM stops, is killed, is dropped, or when QEMU or any helper dies.
+//! killed and reaped when the VM stops, is killed, is dropped, or when QEMU or any helper dies,
+//! and the kernel kills them should this process die without cleaning up.
 //! It must not know about containers, images or what the guest runs; the guest agent's
 //! protocol is used only by the [`testing`] harness.
 //!
@@ -22,6 +23,7 @@
 pub mod accel;
 pub mod cmdline;
 pub mod hybrid_vsock;
+mod spawn;
 pub mod testing;
 pub mod tools;
 
@@ -186,7 +188,8 @@ impl Qemu {
             "vhost-device-vsock",
             vsock,
             &paths.log("vhost-device-vsock"),
-        )?;
+        )
+        .await?;
         started.push(helper);
         wait_for_socket(started.last_mut(), &paths.vhost_vsock, timeout, &paths.dir).await?;
 
@@ -206,7 +209,8 @@ impl Qemu {
                     fs.arg("--sandbox=none");
                 }
                 let name = format!("virtiofsd for share {:?}", share.tag);
-                let helper = Helper::spawn(&name, fs, &paths.log(&format!("virtiofsd-{i}")))?;
+                let helper =
+                    Helper::spawn(&name, fs, &paths.log(&format!("virtiofsd-{i}"))).await?;
                 started.push(helper);
                 wait_for_socket(started.last_mut(), &paths.shares[i], timeout, &paths.dir).await?;
             }
@@ -222,7 +226,7 @@ impl Qemu {
         let args = cmdline::qemu_args(config, &launch)?;
         let mut qemu = Command::new(&self.qemu);
         qemu.args(&args);
-        let mut qemu = Helper::spawn("qemu", qemu, &paths.log("qemu"))?;
+        let mut qemu = Helper::spawn("qemu", qemu, &paths.log("qemu")).await?;
         if let Err(e) = wait_for_qmp(&mut qemu, &paths.qmp, timeout, &paths.log("qemu")).await {
             qemu.kill_and_reap().await;
             return Err(e);
@@ -311,7 +315,7 @@ struct Helper {
 }
 
 impl Helper {
-    fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Self, VmError> {
+    async fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Self, VmError> {
         let open_log = || {
             std::fs::File::create(log).map_err(|source| VmError::Io {
                 op: format!("creating {}", log.display()),
@@ -329,9 +333,10 @@ impl Helper {
             // Should this handle be dropped without a clean stop (a panic, a cancelled task),
             // tokio kills the child and reaps it in the background.
             .kill_on_drop(true);
-        let child = cmd.spawn().map_err(|e| VmError::Start {
+        let program = cmd.as_std().get_program().to_owned();
+        let child = spawn::spawn(cmd).await.map_err(|e| VmError::Start {
             what: name.into(),
-            detail: format!("cannot run {:?}: {e}", cmd.as_std().get_program()),
+            detail: format!("cannot run {program:?}: {e}"),
         })?;
         // A freshly spawned, not yet awaited child always has an id.
         let pid = child.id().unwrap_or(0);

@@ -424,3 +424,64 @@ async fn abandoned_dials_do_not_break_vsock() {
     );
     assert_eq!(t.shutdown().await.exit, VmExit::PoweredOff);
 }
+
+const ABORT_CHILD_ENV: &str = "VMM_QEMU_TEST_ABORT_CHILD";
+
+// Only does something when run by `helpers_die_with_the_host_process`, in a child process:
+// boots a VM, prints the pids and its temp dir, and dies without any cleanup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_boots_a_vm_then_aborts() {
+    if std::env::var_os(ABORT_CHILD_ENV).is_none() {
+        return;
+    }
+    let Some(t) = TestVm::boot(TestVmOptions::default()).await else {
+        return;
+    };
+    println!("DIR {}", t.dir.path().display());
+    for (name, pid) in t.vm.pids() {
+        println!("PID {pid} {name}");
+    }
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    std::process::abort();
+}
+
+#[test]
+fn helpers_die_with_the_host_process() {
+    if testing::guest_artifacts_or_skip("helpers_die_with_the_host_process").is_none() {
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["child_boots_a_vm_then_aborts", "--exact", "--nocapture"])
+        .env(ABORT_CHILD_ENV, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "the child did not abort: {stdout}");
+    let pids: Vec<u32> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("PID "))
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(pids.len(), 2, "{stdout}");
+    // Orphans are reaped by whoever is PID 1, not us: a zombie counts as dead here.
+    let alive = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit(") ")
+                .next()
+                .is_some_and(|rest| !rest.starts_with('Z'))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(alive) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left: Vec<u32> = pids.iter().copied().filter(alive).collect();
+    for pid in &left {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    if let Some(dir) = stdout.lines().find_map(|l| l.strip_prefix("DIR ")) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    assert_eq!(left, Vec::<u32>::new(), "helpers outlived the host process");
+}
