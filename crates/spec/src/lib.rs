@@ -11,6 +11,7 @@
 
 pub mod capability;
 pub mod cpus;
+pub mod duration;
 pub mod env;
 pub mod label;
 pub mod mount;
@@ -26,6 +27,7 @@ pub mod user;
 
 pub use capability::{CapabilityError, parse_capability};
 pub use cpus::{Cpus, CpusError};
+pub use duration::{DurationError, Period};
 pub use env::{EnvError, EnvVar, parse_env, parse_env_file};
 pub use label::{Label, LabelError};
 pub use mount::{Mount, MountError, parse_mount, parse_tmpfs, parse_volume};

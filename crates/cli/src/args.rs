@@ -1,0 +1,864 @@
+//! The command-line tree: every command, flag, default and alias of `container`.
+//!
+//! Only shapes live here; flag values stay strings where `spec` parses them, so that a bad
+//! value gets `spec`'s one-line error (and exit code 125) instead of clap's.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Run Linux containers, each in its own lightweight virtual machine.
+#[derive(Debug, Parser)]
+#[command(
+    name = "container",
+    version,
+    arg_required_else_help = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Print debug information.
+    #[arg(long, global = true, env = "CONTAINER_DEBUG", hide_env_values = true)]
+    pub debug: bool,
+
+    /// Print a shell completion script and exit.
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub generate_completion_script: Option<Shell>,
+
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Shells with completion scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    /// GNU bash.
+    Bash,
+    /// Z shell.
+    Zsh,
+    /// fish.
+    Fish,
+}
+
+/// Output formats of listing commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// JSON for programs (compact, keys sorted).
+    Json,
+}
+
+/// Every top-level command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a container: create it from an image, start it and attach to it.
+    Run(RunArgs),
+    /// Create a container from an image without starting it.
+    Create(CreateArgs),
+    /// Start stopped containers.
+    Start(StartArgs),
+    /// Stop running containers gracefully: the stop signal, then SIGKILL after a timeout.
+    Stop(StopArgs),
+    /// Send a signal to running containers.
+    Kill(KillArgs),
+    /// Delete containers.
+    #[command(visible_alias = "rm")]
+    Delete(DeleteArgs),
+    /// List containers.
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Show containers' configuration and state as JSON.
+    Inspect(InspectArgs),
+    /// Fetch a container's output, or its VM's boot log.
+    Logs(LogsArgs),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
+    /// Show containers' resource usage.
+    Stats(StatsArgs),
+    /// Write a container's filesystem as a tar archive.
+    Export(ExportArgs),
+    /// Copy files between a container and the host.
+    #[command(visible_alias = "cp")]
+    Copy(CopyArgs),
+    /// Delete every stopped container.
+    Prune(PruneArgs),
+    /// Manage images.
+    #[command(visible_alias = "i", subcommand)]
+    Image(ImageCommand),
+    /// Manage registry logins.
+    #[command(visible_alias = "r", subcommand)]
+    Registry(RegistryCommand),
+    /// Manage the container daemon.
+    #[command(visible_alias = "s", subcommand)]
+    System(SystemCommand),
+}
+
+// ---- shared flag groups ------------------------------------------------------------------
+
+/// How the container's process runs (run, create).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Process options")]
+pub struct ProcessFlags {
+    /// Set an environment variable (KEY=VALUE, or KEY to pass the host's value).
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file, one KEY=VALUE per line.
+    #[arg(long = "env-file", value_name = "PATH")]
+    pub env_file: Vec<PathBuf>,
+    /// Run as this user: name|uid[:group|gid].
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Run as this numeric user id (overrides the user part of --user).
+    #[arg(long, value_name = "UID")]
+    pub uid: Option<u32>,
+    /// Run with this numeric group id (overrides the group part of --user).
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<u32>,
+    /// Keep stdin open and forward it.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// The working directory inside the container.
+    #[arg(
+        short = 'w',
+        long = "workdir",
+        visible_alias = "cwd",
+        value_name = "DIR"
+    )]
+    pub workdir: Option<String>,
+    /// Set a resource limit: name=soft[:hard] (e.g. nofile=1024:2048).
+    #[arg(long, value_name = "LIMIT")]
+    pub ulimit: Vec<String>,
+}
+
+/// CPUs and memory (run, create).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Resource options")]
+pub struct ResourceFlags {
+    /// Number of CPUs (fractions allowed; the VM gets the count rounded up) [default: 4].
+    #[arg(short = 'c', long, value_name = "CPUS")]
+    pub cpus: Option<String>,
+    /// Memory limit, e.g. 512m or 2g (binary units; a bare number is bytes) [default: 1g].
+    #[arg(short = 'm', long, value_name = "SIZE")]
+    pub memory: Option<String>,
+}
+
+/// Image platform selection (run, create, image pull/push/save).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Platform options")]
+pub struct PlatformFlags {
+    /// The platform, os/arch[/variant]; overrides --os and --arch.
+    #[arg(
+        long,
+        value_name = "PLATFORM",
+        env = "CONTAINER_DEFAULT_PLATFORM",
+        hide_env_values = true
+    )]
+    pub platform: Option<String>,
+    /// The architecture (amd64, arm64, ...) [default: the host's].
+    #[arg(short = 'a', long, value_name = "ARCH")]
+    pub arch: Option<String>,
+    /// The operating system [default: linux].
+    #[arg(long, value_name = "OS")]
+    pub os: Option<String>,
+}
+
+/// How to reach registries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Scheme {
+    /// HTTP for loopback and private addresses, HTTPS otherwise.
+    #[default]
+    Auto,
+    /// Always HTTPS.
+    Https,
+    /// Always HTTP.
+    Http,
+}
+
+/// Registry access (run, create, image pull/push, registry login).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Registry options")]
+pub struct RegistryFlags {
+    /// The scheme used to reach the registry.
+    #[arg(long, value_enum, default_value_t = Scheme::Auto)]
+    pub scheme: Scheme,
+}
+
+/// Image download tuning (image pull/push).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Fetch options")]
+pub struct FetchFlags {
+    /// Layers transferred at once (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_downloads: u32,
+}
+
+/// Everything `create` and `run` share.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ContainerFlags {
+    /// The process.
+    #[command(flatten)]
+    pub process: ProcessFlags,
+    /// CPUs and memory.
+    #[command(flatten)]
+    pub resources: ResourceFlags,
+    /// Management.
+    #[command(flatten)]
+    pub management: ManagementFlags,
+    /// Platform.
+    #[command(flatten)]
+    pub platform: PlatformFlags,
+    /// Registry.
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+}
+
+/// Container management (run, create).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Management options")]
+pub struct ManagementFlags {
+    /// Name the container (it becomes its ID and hostname) [default: a random UUID].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Delete the container when it stops.
+    #[arg(long)]
+    pub rm: bool,
+    /// Add a label: KEY[=VALUE].
+    #[arg(short = 'l', long = "label", value_name = "LABEL")]
+    pub label: Vec<String>,
+    /// Write the container's ID to this file (which must not exist).
+    #[arg(long, value_name = "PATH")]
+    pub cidfile: Option<PathBuf>,
+    /// Override the image's entrypoint ("" clears it).
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+    /// Run an init process that reaps zombies and forwards signals.
+    #[arg(long)]
+    pub init: bool,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Add a Linux capability (CAP_X, X or ALL).
+    #[arg(long, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a Linux capability (CAP_X, X or ALL).
+    #[arg(long, value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Restart policy: no, always, on-failure[:max-retries] or unless-stopped.
+    #[arg(long, value_name = "POLICY", default_value = "no")]
+    pub restart: String,
+    /// Publish container ports: [host-ip:][host-port[-end]:]container-port[-end][/tcp|udp].
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
+    /// Mount a volume or host path: [SOURCE:]CONTAINER-PATH[:ro].
+    #[arg(short = 'v', long = "volume", value_name = "SPEC")]
+    pub volume: Vec<String>,
+    /// Mount a filesystem: type=bind|volume|tmpfs,source=..,target=..[,readonly][,size=..][,mode=..].
+    #[arg(long, value_name = "SPEC")]
+    pub mount: Vec<String>,
+    /// Mount a tmpfs: PATH[:size=64m,mode=1777,noexec,...].
+    #[arg(long, value_name = "SPEC")]
+    pub tmpfs: Vec<String>,
+    /// Size of /dev/shm [default: 64m].
+    #[arg(long, value_name = "SIZE")]
+    pub shm_size: Option<String>,
+    /// Attach to a network: NAME[,mac=XX:XX:XX:XX:XX:XX][,mtu=N] ("none" for no network).
+    #[arg(long, value_name = "NETWORK")]
+    pub network: Vec<String>,
+    /// A DNS nameserver for the container.
+    #[arg(long, value_name = "IP")]
+    pub dns: Vec<String>,
+    /// The DNS domain of the container.
+    #[arg(long, value_name = "DOMAIN")]
+    pub dns_domain: Option<String>,
+    /// A DNS resolver option (e.g. ndots:2).
+    #[arg(long, value_name = "OPTION")]
+    pub dns_option: Vec<String>,
+    /// A DNS search domain.
+    #[arg(long, value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// Do not configure DNS in the container.
+    #[arg(long, conflicts_with_all = ["dns", "dns_domain", "dns_option", "dns_search"])]
+    pub no_dns: bool,
+    /// Boot this kernel instead of the default one.
+    #[arg(short = 'k', long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Add a kernel command-line argument.
+    #[arg(long, value_name = "ARG")]
+    pub kernel_arg: Vec<String>,
+}
+
+// ---- containers --------------------------------------------------------------------------
+
+/// `container run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Run in the background and print the container's ID.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Flags shared with create.
+    #[command(flatten)]
+    pub container: ContainerFlags,
+    /// The image to run.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// The command and its arguments (replace the image's cmd).
+    #[arg(
+        value_name = "ARG",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
+}
+
+/// `container create`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    /// Flags shared with run.
+    #[command(flatten)]
+    pub container: ContainerFlags,
+    /// The image to create the container from.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// The command and its arguments (replace the image's cmd).
+    #[arg(
+        value_name = "ARG",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
+}
+
+/// `container start`.
+#[derive(Debug, Clone, Args)]
+pub struct StartArgs {
+    /// Attach to the container's output and wait for it to exit.
+    #[arg(short = 'a', long)]
+    pub attach: bool,
+    /// Forward stdin to the container.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// The containers.
+    #[arg(value_name = "CONTAINER", required = true)]
+    pub ids: Vec<String>,
+}
+
+/// `container stop`.
+#[derive(Debug, Clone, Args)]
+pub struct StopArgs {
+    /// Stop every running container.
+    #[arg(short = 'a', long, conflicts_with = "ids")]
+    pub all: bool,
+    /// The first signal to send [default: the image's stop signal, else TERM].
+    #[arg(short = 's', long, value_name = "SIGNAL")]
+    pub signal: Option<String>,
+    /// Seconds to wait before sending SIGKILL.
+    #[arg(short = 't', long, value_name = "SECONDS", default_value_t = 5)]
+    pub time: u32,
+    /// The containers.
+    #[arg(value_name = "CONTAINER")]
+    pub ids: Vec<String>,
+}
+
+/// `container kill`.
+#[derive(Debug, Clone, Args)]
+pub struct KillArgs {
+    /// Signal every running container.
+    #[arg(short = 'a', long, conflicts_with = "ids")]
+    pub all: bool,
+    /// The signal: a name (KILL, SIGTERM) or a number.
+    #[arg(short = 's', long, value_name = "SIGNAL", default_value = "KILL")]
+    pub signal: String,
+    /// The containers.
+    #[arg(value_name = "CONTAINER")]
+    pub ids: Vec<String>,
+}
+
+/// `container delete`.
+#[derive(Debug, Clone, Args)]
+pub struct DeleteArgs {
+    /// Delete every container (running ones only with --force).
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Kill running containers instead of refusing them.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// The containers.
+    #[arg(value_name = "CONTAINER")]
+    pub ids: Vec<String>,
+}
+
+/// `container list`.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Include containers that are not running.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Print only IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// `container inspect`.
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    /// The containers.
+    #[arg(value_name = "CONTAINER", required = true)]
+    pub ids: Vec<String>,
+}
+
+/// `container logs`.
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    /// Keep following new output.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Show only the last N lines.
+    #[arg(short = 'n', value_name = "N")]
+    pub lines: Option<u32>,
+    /// Show the VM's boot log (kernel and init) instead of the container's output.
+    #[arg(long)]
+    pub boot: bool,
+    /// The container.
+    #[arg(value_name = "CONTAINER")]
+    pub id: String,
+}
+
+/// `container exec`.
+#[derive(Debug, Clone, Args)]
+pub struct ExecArgs {
+    /// Start the command and return at once.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Keep stdin open and forward it.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass the host's value).
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file.
+    #[arg(long = "env-file", value_name = "PATH")]
+    pub env_file: Vec<PathBuf>,
+    /// Run as this user: name|uid[:group|gid].
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+    /// The working directory inside the container.
+    #[arg(
+        short = 'w',
+        long = "workdir",
+        visible_alias = "cwd",
+        value_name = "DIR"
+    )]
+    pub workdir: Option<String>,
+    /// The container.
+    #[arg(value_name = "CONTAINER")]
+    pub id: String,
+    /// The command and its arguments.
+    #[arg(
+        value_name = "COMMAND",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<String>,
+}
+
+/// `container stats`.
+#[derive(Debug, Clone, Args)]
+pub struct StatsArgs {
+    /// Print one sample and exit.
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// The containers [default: every running one].
+    #[arg(value_name = "CONTAINER")]
+    pub ids: Vec<String>,
+}
+
+/// `container export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// Write to this file instead of stdout.
+    #[arg(short = 'o', long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// The container.
+    #[arg(value_name = "CONTAINER")]
+    pub id: String,
+}
+
+/// `container copy`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Exactly one of SOURCE and DEST is CONTAINER:PATH. A host path of - \
+    reads (or writes) a tar archive on stdin (stdout)."
+)]
+pub struct CopyArgs {
+    /// Copy from here: a host path or CONTAINER:PATH.
+    #[arg(value_name = "SOURCE")]
+    pub source: String,
+    /// Copy to here: a host path or CONTAINER:PATH.
+    #[arg(value_name = "DEST")]
+    pub destination: String,
+}
+
+/// `container prune`.
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {}
+
+// ---- images ------------------------------------------------------------------------------
+
+/// `container image ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Download an image from a registry.
+    Pull(ImagePullArgs),
+    /// Upload an image to its registry.
+    Push(ImagePushArgs),
+    /// List images.
+    #[command(visible_alias = "ls")]
+    List(ImageListArgs),
+    /// Show images as JSON.
+    Inspect(ImageInspectArgs),
+    /// Give an image another name.
+    Tag(ImageTagArgs),
+    /// Delete images.
+    #[command(visible_alias = "rm")]
+    Delete(ImageDeleteArgs),
+    /// Delete unused images.
+    Prune(ImagePruneArgs),
+    /// Write images to an OCI archive.
+    Save(ImageSaveArgs),
+    /// Read images from an OCI or docker-save archive.
+    Load(ImageLoadArgs),
+}
+
+/// `container image pull`.
+#[derive(Debug, Clone, Args)]
+pub struct ImagePullArgs {
+    /// Platform.
+    #[command(flatten)]
+    pub platform: PlatformFlags,
+    /// Pull every platform of a multi-platform image.
+    #[arg(long, conflicts_with_all = ["platform", "arch", "os"])]
+    pub all_platforms: bool,
+    /// Registry.
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    /// Fetch.
+    #[command(flatten)]
+    pub fetch: FetchFlags,
+    /// The image reference.
+    #[arg(value_name = "REFERENCE")]
+    pub reference: String,
+}
+
+/// `container image push`.
+#[derive(Debug, Clone, Args)]
+pub struct ImagePushArgs {
+    /// Platform.
+    #[command(flatten)]
+    pub platform: PlatformFlags,
+    /// Registry.
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    /// Fetch.
+    #[command(flatten)]
+    pub fetch: FetchFlags,
+    /// The image reference.
+    #[arg(value_name = "REFERENCE")]
+    pub reference: String,
+}
+
+/// `container image list`.
+#[derive(Debug, Clone, Args)]
+pub struct ImageListArgs {
+    /// Print only references.
+    #[arg(short = 'q', long, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Show every platform of every image.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    /// Include untagged images.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// `container image inspect`.
+#[derive(Debug, Clone, Args)]
+pub struct ImageInspectArgs {
+    /// The images.
+    #[arg(value_name = "IMAGE", required = true)]
+    pub references: Vec<String>,
+}
+
+/// `container image tag`.
+#[derive(Debug, Clone, Args)]
+pub struct ImageTagArgs {
+    /// The existing image.
+    #[arg(value_name = "SOURCE")]
+    pub source: String,
+    /// The new reference.
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+}
+
+/// `container image delete`.
+#[derive(Debug, Clone, Args)]
+pub struct ImageDeleteArgs {
+    /// Delete every image.
+    #[arg(short = 'a', long, conflicts_with = "references")]
+    pub all: bool,
+    /// Delete images even when containers use them.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// The images.
+    #[arg(value_name = "IMAGE")]
+    pub references: Vec<String>,
+}
+
+/// `container image prune`.
+#[derive(Debug, Clone, Args)]
+pub struct ImagePruneArgs {
+    /// Delete every image no container uses, not only untagged ones.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+}
+
+/// `container image save`.
+#[derive(Debug, Clone, Args)]
+pub struct ImageSaveArgs {
+    /// Write to this file instead of stdout.
+    #[arg(short = 'o', long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Platform.
+    #[command(flatten)]
+    pub platform: PlatformFlags,
+    /// The images.
+    #[arg(value_name = "IMAGE", required = true)]
+    pub references: Vec<String>,
+}
+
+/// `container image load`.
+#[derive(Debug, Clone, Args)]
+pub struct ImageLoadArgs {
+    /// Read from this file instead of stdin.
+    #[arg(short = 'i', long, value_name = "PATH")]
+    pub input: Option<PathBuf>,
+    /// Accept archive members with absolute paths or "..".
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+// ---- registry ----------------------------------------------------------------------------
+
+/// `container registry ...`.
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Log in to a registry.
+    Login(LoginArgs),
+    /// Log out of a registry.
+    Logout(LogoutArgs),
+    /// List registry logins.
+    #[command(visible_alias = "ls")]
+    List(RegistryListArgs),
+}
+
+/// `container registry login`.
+#[derive(Debug, Clone, Args)]
+pub struct LoginArgs {
+    /// The user name.
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub username: Option<String>,
+    /// Read the password from stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Registry.
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    /// The registry host (e.g. ghcr.io, localhost:5000).
+    #[arg(value_name = "SERVER")]
+    pub server: String,
+}
+
+/// `container registry logout`.
+#[derive(Debug, Clone, Args)]
+pub struct LogoutArgs {
+    /// The registry host.
+    #[arg(value_name = "SERVER")]
+    pub server: String,
+}
+
+/// `container registry list`.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryListArgs {
+    /// Print only host names.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+// ---- system ------------------------------------------------------------------------------
+
+/// `container system ...`.
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Start the container daemon.
+    Start(SystemStartArgs),
+    /// Stop the container daemon (running containers keep running).
+    Stop(SystemStopArgs),
+    /// Show whether the daemon runs, and where it keeps its state.
+    Status(SystemStatusArgs),
+    /// Show the versions of the CLI and the daemon.
+    Version(SystemVersionArgs),
+    /// Show the daemon's log.
+    Logs(SystemLogsArgs),
+    /// Show disk usage of images, containers and volumes.
+    Df(SystemDfArgs),
+    /// Manage the daemon's configuration properties.
+    #[command(subcommand)]
+    Property(PropertyCommand),
+    /// Manage the kernel containers boot.
+    #[command(subcommand)]
+    Kernel(KernelCommand),
+}
+
+/// `container system start`.
+#[derive(Debug, Clone, Args)]
+pub struct SystemStartArgs {
+    /// Where the daemon keeps its state [default: $CONTAINER_APP_ROOT, else the platform's].
+    #[arg(long, value_name = "PATH")]
+    pub app_root: Option<PathBuf>,
+    /// The daemon program [default: container-apiserver beside this program, else on PATH].
+    #[arg(long, value_name = "PATH")]
+    pub apiserver: Option<PathBuf>,
+    /// Seconds to wait for the daemon to answer.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub timeout: u64,
+}
+
+/// `container system stop`.
+#[derive(Debug, Clone, Args)]
+pub struct SystemStopArgs {}
+
+/// `container system status`.
+#[derive(Debug, Clone, Args)]
+pub struct SystemStatusArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// `container system version`.
+#[derive(Debug, Clone, Args)]
+pub struct SystemVersionArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// `container system logs`.
+#[derive(Debug, Clone, Args)]
+pub struct SystemLogsArgs {
+    /// Keep following new lines.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only lines from the last period, e.g. 30s, 5m, 2h.
+    #[arg(long, value_name = "PERIOD")]
+    pub last: Option<String>,
+}
+
+/// `container system df`.
+#[derive(Debug, Clone, Args)]
+pub struct SystemDfArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// `container system property ...`.
+#[derive(Debug, Subcommand)]
+pub enum PropertyCommand {
+    /// List every property with its value.
+    #[command(visible_alias = "ls")]
+    List(PropertyListArgs),
+    /// Print one property's value.
+    Get(PropertyKeyArgs),
+    /// Set a property.
+    Set(PropertySetArgs),
+    /// Reset a property to its default.
+    Clear(PropertyKeyArgs),
+}
+
+/// `container system property list`.
+#[derive(Debug, Clone, Args)]
+pub struct PropertyListArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// A property key.
+#[derive(Debug, Clone, Args)]
+pub struct PropertyKeyArgs {
+    /// The dotted key (e.g. container.memory).
+    #[arg(value_name = "KEY")]
+    pub key: String,
+}
+
+/// `container system property set`.
+#[derive(Debug, Clone, Args)]
+pub struct PropertySetArgs {
+    /// The dotted key (e.g. container.memory).
+    #[arg(value_name = "KEY")]
+    pub key: String,
+    /// The new value.
+    #[arg(value_name = "VALUE")]
+    pub value: String,
+}
+
+/// `container system kernel ...`.
+#[derive(Debug, Subcommand)]
+pub enum KernelCommand {
+    /// Install a kernel and make it the default for new containers.
+    Set(KernelSetArgs),
+}
+
+/// `container system kernel set`.
+#[derive(Debug, Clone, Args)]
+pub struct KernelSetArgs {
+    /// The architecture the kernel is for [default: the host's].
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
+    /// A kernel image file, or its path inside --tar.
+    #[arg(long, value_name = "PATH", required_unless_present_any = ["tar", "recommended"])]
+    pub binary: Option<String>,
+    /// A tar archive (path or https URL) that holds the kernel.
+    #[arg(long, value_name = "PATH|URL")]
+    pub tar: Option<String>,
+    /// The expected sha256 digest of the download.
+    #[arg(long, value_name = "DIGEST")]
+    pub digest: Option<String>,
+    /// Replace an installed kernel of the same name.
+    #[arg(long)]
+    pub force: bool,
+    /// Install the recommended kernel of this release.
+    #[arg(long, conflicts_with_all = ["binary", "tar"])]
+    pub recommended: bool,
+}

@@ -1,0 +1,1008 @@
+//! Container commands: run, create, start, stop, kill, delete, list, inspect, logs, exec,
+//! stats, export, copy, prune.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use api::v1::{self, stdio_request::Request};
+use tokio::io::AsyncWriteExt;
+
+use crate::Context;
+use crate::args::*;
+use crate::error::{CliError, CliResult};
+use crate::output;
+use crate::stdio::{self, Rpc, StdioOptions};
+
+/// Reads the files and environment the flags name, and turns `create`/`run` flags into the
+/// configuration the daemon gets. Every flag value is checked here, before the daemon is
+/// contacted.
+pub fn build_config(
+    flags: &ContainerFlags,
+    image: &str,
+    args: &[String],
+    env_lookup: &dyn Fn(&str) -> Option<String>,
+    read_file: &dyn Fn(&Path) -> std::io::Result<String>,
+    cwd: &Path,
+) -> Result<v1::ContainerConfig, CliError> {
+    let (p, r, m) = (&flags.process, &flags.resources, &flags.management);
+    if let Some(name) = &m.name {
+        spec::validate_container_name(name).map_err(CliError::usage)?;
+    }
+
+    let mut env = Vec::new();
+    for file in &p.env_file {
+        let text = read_file(file)
+            .map_err(|e| CliError::io(format!("reading env file {}", file.display()), e))?;
+        let vars = spec::parse_env_file(&text, env_lookup)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
+        env.extend(vars);
+    }
+    for text in &p.env {
+        if let Some(var) = spec::parse_env(text, env_lookup).map_err(CliError::usage)? {
+            env.push(var);
+        }
+    }
+    let env = spec::env::merge(env);
+
+    let user = spec::User::from_flags(p.user.as_deref(), p.uid, p.gid).map_err(CliError::usage)?;
+    let ulimits = p
+        .ulimit
+        .iter()
+        .map(|u| u.parse::<spec::Ulimit>().map(|u| v1::Ulimit::from(&u)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(CliError::usage)?;
+    let caps = |list: &[String]| {
+        list.iter()
+            .map(|c| spec::parse_capability(c))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(CliError::usage)
+    };
+
+    let cpus_millis = r
+        .cpus
+        .as_deref()
+        .map(|c| c.parse::<spec::Cpus>().map(spec::Cpus::millis))
+        .transpose()
+        .map_err(CliError::usage)?
+        .unwrap_or(0);
+    let size = |text: &Option<String>, what: &str| -> Result<u64, CliError> {
+        text.as_deref()
+            .map(|t| t.parse::<spec::ByteSize>().map(spec::ByteSize::bytes))
+            .transpose()
+            .map_err(|e| CliError::Usage(format!("{what}: {e}")))
+            .map(|v| v.unwrap_or(0))
+    };
+    let memory_bytes = size(&r.memory, "--memory")?;
+    if r.memory.is_some() && memory_bytes < 200 << 20 {
+        return Err(CliError::Usage(format!(
+            "--memory: {} is below the minimum of 200 MiB",
+            r.memory.as_deref().unwrap_or_default()
+        )));
+    }
+    let shm_size_bytes = size(&m.shm_size, "--shm-size")?;
+
+    let mut mounts = Vec::new();
+    for text in &m.volume {
+        mounts.push(spec::parse_volume(text).map_err(CliError::usage)?);
+    }
+    for text in &m.mount {
+        mounts.push(spec::parse_mount(text).map_err(CliError::usage)?);
+    }
+    for text in &m.tmpfs {
+        mounts.push(spec::parse_tmpfs(text).map_err(CliError::usage)?);
+    }
+    let mut targets = std::collections::HashSet::new();
+    for mount in &mut mounts {
+        if !targets.insert(mount.target().trim_end_matches('/').to_owned()) {
+            return Err(CliError::Usage(format!(
+                "duplicate mount point {}",
+                mount.target()
+            )));
+        }
+        // The daemon runs elsewhere: relative and ~ host paths are resolved here.
+        if let spec::Mount::Bind { source, .. } = mount {
+            *source = resolve_host_path(source, cwd, env_lookup);
+        }
+    }
+
+    let ports = spec::parse_ports(&m.publish).map_err(CliError::usage)?;
+    let networks = m
+        .network
+        .iter()
+        .map(|n| n.parse::<spec::NetworkSpec>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(CliError::usage)?;
+    if networks.len() > 1 && networks.iter().any(spec::NetworkSpec::is_none) {
+        return Err(CliError::Usage(
+            "--network none cannot be combined with other networks".into(),
+        ));
+    }
+    let labels = m
+        .label
+        .iter()
+        .map(|l| l.parse::<spec::Label>().map(|l| v1::Label::from(&l)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(CliError::usage)?;
+    let restart = m
+        .restart
+        .parse::<spec::RestartPolicy>()
+        .map_err(CliError::usage)?;
+    if m.rm && restart != spec::RestartPolicy::No {
+        return Err(CliError::Usage(
+            "--rm and --restart cannot be combined".into(),
+        ));
+    }
+    let pf = &flags.platform;
+    let platform =
+        spec::Platform::from_flags(pf.platform.as_deref(), pf.os.as_deref(), pf.arch.as_deref())
+            .map_err(CliError::usage)?;
+
+    Ok(v1::ContainerConfig {
+        id: m.name.clone().unwrap_or_default(),
+        image: image.to_owned(),
+        platform: platform.map(|p| p.to_string()).unwrap_or_default(),
+        process: Some(v1::ProcessConfig {
+            entrypoint: m.entrypoint.clone(),
+            command: args.to_vec(),
+            env: env.iter().map(ToString::to_string).collect(),
+            working_dir: p.workdir.clone().unwrap_or_default(),
+            user: user.map(|u| u.to_string()).unwrap_or_default(),
+            tty: p.tty,
+            stdin_open: p.interactive,
+            ulimits,
+            cap_add: caps(&m.cap_add)?,
+            cap_drop: caps(&m.cap_drop)?,
+        }),
+        resources: Some(v1::Resources {
+            cpus_millis,
+            memory_bytes,
+            shm_size_bytes,
+        }),
+        mounts: mounts.iter().map(v1::Mount::from).collect(),
+        ports: ports.iter().map(v1::PortMapping::from).collect(),
+        networks: networks.iter().map(v1::NetworkRequest::from).collect(),
+        dns: Some(v1::DnsConfig {
+            disabled: m.no_dns,
+            nameservers: m.dns.clone(),
+            domain: m.dns_domain.clone().unwrap_or_default(),
+            search: m.dns_search.clone(),
+            options: m.dns_option.clone(),
+        }),
+        labels,
+        read_only: m.read_only,
+        init: m.init,
+        kernel: m
+            .kernel
+            .as_ref()
+            .map(|k| resolve_host_path(&k.to_string_lossy(), cwd, env_lookup))
+            .unwrap_or_default(),
+        kernel_args: m.kernel_arg.clone(),
+        auto_remove: m.rm,
+        restart_policy: Some(restart.into()),
+        stop_signal: 0,
+        stop_timeout_seconds: None,
+        hostname: String::new(),
+    })
+}
+
+/// Makes a host path absolute: `~/x` against HOME, relative paths against `cwd`, and `.`
+/// and `..` components folded (the path need not exist yet).
+fn resolve_host_path(
+    path: &str,
+    cwd: &Path,
+    env_lookup: &dyn Fn(&str) -> Option<String>,
+) -> String {
+    let expanded: PathBuf = match path.strip_prefix('~') {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+            let home = env_lookup("HOME").unwrap_or_default();
+            PathBuf::from(format!("{home}{rest}"))
+        }
+        _ => PathBuf::from(path),
+    };
+    let joined = if expanded.is_absolute() {
+        expanded
+    } else {
+        cwd.join(expanded)
+    };
+    let mut out = PathBuf::from("/");
+    for part in joined.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(p) => out.push(p),
+            _ => {}
+        }
+    }
+    out.to_string_lossy().into_owned()
+}
+
+fn real_env(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+fn config_from_flags(
+    flags: &ContainerFlags,
+    image: &str,
+    args: &[String],
+) -> Result<v1::ContainerConfig, CliError> {
+    let cwd =
+        std::env::current_dir().map_err(|e| CliError::io("reading the working directory", e))?;
+    build_config(
+        flags,
+        image,
+        args,
+        &real_env,
+        &|p| std::fs::read_to_string(p),
+        &cwd,
+    )
+}
+
+/// Refuses an existing --cidfile before anything is created (Docker's rule).
+fn check_cidfile(path: Option<&Path>) -> Result<(), CliError> {
+    match path {
+        Some(p) if p.exists() => Err(CliError::Usage(format!(
+            "container ID file {} already exists: make sure no other container uses it, or delete it",
+            p.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Writes the container's ID to --cidfile, mode 0644, refusing to replace a file.
+fn write_cidfile(path: &Path, id: &str) -> Result<(), CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+        .map_err(|e| CliError::io(format!("writing container ID file {}", path.display()), e))?;
+    file.write_all(id.as_bytes())
+        .map_err(|e| CliError::io(format!("writing container ID file {}", path.display()), e))
+}
+
+async fn create(
+    ctx: &Context,
+    flags: &ContainerFlags,
+    config: v1::ContainerConfig,
+) -> Result<(api::Client, String), CliError> {
+    check_cidfile(flags.management.cidfile.as_deref())?;
+    let client = ctx.client().await?;
+    let response = client
+        .containers()
+        .create(v1::CreateContainerRequest {
+            config: Some(config),
+        })
+        .await?
+        .into_inner();
+    for warning in &response.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if let Some(path) = &flags.management.cidfile {
+        write_cidfile(path, &response.id)?;
+    }
+    Ok((client, response.id))
+}
+
+/// `container create`.
+pub async fn create_cmd(ctx: &Context, a: &CreateArgs) -> CliResult {
+    let config = config_from_flags(&a.container, &a.image, &a.args)?;
+    let (_, id) = create(ctx, &a.container, config).await?;
+    println!("{id}");
+    Ok(0)
+}
+
+/// `container run`.
+pub async fn run_cmd(ctx: &Context, a: &RunArgs) -> CliResult {
+    let config = config_from_flags(&a.container, &a.image, &a.args)?;
+    let (client, id) = create(ctx, &a.container, config).await?;
+    let outcome = if a.detach {
+        client
+            .containers()
+            .start(v1::StartContainerRequest { id: id.clone() })
+            .await
+            .map(|_| {
+                println!("{id}");
+                0
+            })
+            .map_err(CliError::from)
+    } else {
+        let p = &a.container.process;
+        let open = Request::Attach(v1::AttachOpen {
+            id: id.clone(),
+            stdin: p.interactive,
+            start: true,
+            size: if p.tty {
+                stdio::local_terminal_size()
+            } else {
+                None
+            },
+        });
+        let options = StdioOptions {
+            stdin: p.interactive,
+            tty: p.tty,
+            detach: false,
+        };
+        stdio::drive(&client, Rpc::Attach, open, options).await
+    };
+    if outcome.is_err() {
+        // A container that never ran is not left behind (Apple's run does the same).
+        let state = client
+            .containers()
+            .inspect(v1::InspectContainerRequest { id: id.clone() })
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().container)
+            .map(|c| c.state_enum());
+        if matches!(state, Some(v1::ContainerState::Created)) {
+            let _ = client
+                .containers()
+                .delete(v1::DeleteContainerRequest {
+                    id,
+                    force: true,
+                    remove_volumes: true,
+                })
+                .await;
+        }
+    }
+    outcome
+}
+
+/// `container start`.
+pub async fn start_cmd(ctx: &Context, a: &StartArgs) -> CliResult {
+    let client = ctx.client().await?;
+    if a.attach || a.interactive {
+        if a.ids.len() != 1 {
+            return Err(CliError::Usage(
+                "start --attach takes exactly one container".into(),
+            ));
+        }
+        let id = a.ids[0].clone();
+        let info = inspect_one(&client, &id).await?;
+        let tty = info
+            .config
+            .as_ref()
+            .and_then(|c| c.process.as_ref())
+            .is_some_and(|p| p.tty);
+        let open = Request::Attach(v1::AttachOpen {
+            id,
+            stdin: a.interactive,
+            start: true,
+            size: if tty {
+                stdio::local_terminal_size()
+            } else {
+                None
+            },
+        });
+        let options = StdioOptions {
+            stdin: a.interactive,
+            tty,
+            detach: false,
+        };
+        return stdio::drive(&client, Rpc::Attach, open, options).await;
+    }
+    each(&a.ids, |id| {
+        let client = client.clone();
+        async move {
+            client
+                .containers()
+                .start(v1::StartContainerRequest { id: id.clone() })
+                .await?;
+            println!("{id}");
+            Ok(())
+        }
+    })
+    .await
+}
+
+async fn inspect_one(client: &api::Client, id: &str) -> Result<v1::ContainerInfo, CliError> {
+    client
+        .containers()
+        .inspect(v1::InspectContainerRequest { id: id.to_owned() })
+        .await?
+        .into_inner()
+        .container
+        .ok_or_else(|| CliError::Daemon(format!("the daemon sent no container for {id}")))
+}
+
+/// Runs `f` for every ID, reporting each failure on its own line; fails at the end when any
+/// did (Docker's habit for multi-container commands).
+async fn each<F, Fut>(ids: &[String], mut f: F) -> CliResult
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), CliError>>,
+{
+    let mut failed = 0;
+    let mut seen = std::collections::HashSet::new();
+    for id in ids {
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        if let Err(e) = f(id.clone()).await {
+            eprintln!("container: {e}");
+            failed += 1;
+        }
+    }
+    if failed == 0 {
+        Ok(0)
+    } else {
+        Err(CliError::Partial(format!(
+            "{failed} of {} failed",
+            seen.len()
+        )))
+    }
+}
+
+/// Checks the IDs-or-`--all` rule before the daemon is asked anything.
+fn check_ids(ids: &[String], all: bool) -> Result<(), CliError> {
+    if all && !ids.is_empty() {
+        Err(CliError::Usage(
+            "explicitly supplied container IDs conflict with the --all flag".into(),
+        ))
+    } else if !all && ids.is_empty() {
+        Err(CliError::Usage(
+            "no containers given: name at least one, or use --all".into(),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+async fn ids_or_all(
+    client: &api::Client,
+    ids: &[String],
+    all: bool,
+    include_stopped: bool,
+) -> Result<Vec<String>, CliError> {
+    if !all {
+        return Ok(ids.to_vec());
+    }
+    let list = client
+        .containers()
+        .list(v1::ListContainersRequest {
+            all: include_stopped,
+        })
+        .await?
+        .into_inner();
+    Ok(list.containers.into_iter().map(|c| c.id).collect())
+}
+
+fn signal_number(text: &str) -> Result<i32, CliError> {
+    text.parse::<spec::Signal>()
+        .map(spec::Signal::number)
+        .map_err(CliError::usage)
+}
+
+/// `container stop`.
+pub async fn stop_cmd(ctx: &Context, a: &StopArgs) -> CliResult {
+    let signal = a
+        .signal
+        .as_deref()
+        .map(signal_number)
+        .transpose()?
+        .unwrap_or(0);
+    check_ids(&a.ids, a.all)?;
+    let client = ctx.client().await?;
+    let ids = ids_or_all(&client, &a.ids, a.all, false).await?;
+    each(&ids, |id| {
+        let client = client.clone();
+        async move {
+            client
+                .containers()
+                .stop(v1::StopContainerRequest {
+                    id: id.clone(),
+                    signal,
+                    timeout_seconds: Some(a.time),
+                })
+                .await?;
+            println!("{id}");
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// `container kill`.
+pub async fn kill_cmd(ctx: &Context, a: &KillArgs) -> CliResult {
+    let signal = signal_number(&a.signal)?;
+    check_ids(&a.ids, a.all)?;
+    let client = ctx.client().await?;
+    let ids = ids_or_all(&client, &a.ids, a.all, false).await?;
+    each(&ids, |id| {
+        let client = client.clone();
+        async move {
+            client
+                .containers()
+                .kill(v1::KillContainerRequest {
+                    id: id.clone(),
+                    signal,
+                })
+                .await?;
+            println!("{id}");
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// `container delete`.
+pub async fn delete_cmd(ctx: &Context, a: &DeleteArgs) -> CliResult {
+    check_ids(&a.ids, a.all)?;
+    let client = ctx.client().await?;
+    let ids = if a.all {
+        let list = client
+            .containers()
+            .list(v1::ListContainersRequest { all: true })
+            .await?
+            .into_inner();
+        // --all leaves running containers alone unless --force.
+        list.containers
+            .into_iter()
+            .filter(|c| a.force || c.state_enum() != v1::ContainerState::Running)
+            .map(|c| c.id)
+            .collect()
+    } else {
+        a.ids.clone()
+    };
+    each(&ids, |id| {
+        let client = client.clone();
+        async move {
+            let deleted = client
+                .containers()
+                .delete(v1::DeleteContainerRequest {
+                    id,
+                    force: a.force,
+                    remove_volumes: true,
+                })
+                .await?
+                .into_inner();
+            println!("{}", deleted.id);
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// `container list`.
+pub async fn list_cmd(ctx: &Context, a: &ListArgs) -> CliResult {
+    let client = ctx.client().await?;
+    let list = client
+        .containers()
+        .list(v1::ListContainersRequest { all: a.all })
+        .await?
+        .into_inner();
+    if a.quiet {
+        for c in &list.containers {
+            println!("{}", c.id);
+        }
+    } else if a.format == Format::Json {
+        let all: Vec<_> = list.containers.iter().map(output::container_json).collect();
+        println!("{}", output::json_line(&serde_json::Value::Array(all)));
+    } else {
+        let rows: Vec<_> = list.containers.iter().map(output::container_row).collect();
+        print!("{}", output::table(&output::CONTAINER_HEADERS, &rows));
+    }
+    Ok(0)
+}
+
+/// `container inspect`: a JSON array, one entry per container found.
+pub async fn inspect_cmd(ctx: &Context, a: &InspectArgs) -> CliResult {
+    let client = ctx.client().await?;
+    let mut found = Vec::new();
+    let mut missing = 0;
+    for id in &a.ids {
+        match inspect_one(&client, id).await {
+            Ok(c) => found.push(output::container_json(&c)),
+            Err(e) => {
+                eprintln!("container: {e}");
+                missing += 1;
+            }
+        }
+    }
+    let text = serde_json::to_string_pretty(&serde_json::Value::Array(found)).unwrap_or_default();
+    println!("{text}");
+    if missing == 0 {
+        Ok(0)
+    } else {
+        Err(CliError::Partial(format!(
+            "{missing} of {} not found",
+            a.ids.len()
+        )))
+    }
+}
+
+/// `container logs`.
+pub async fn logs_cmd(ctx: &Context, a: &LogsArgs) -> CliResult {
+    let client = ctx.client().await?;
+    let mut stream = client
+        .containers()
+        .logs(v1::LogsRequest {
+            id: a.id.clone(),
+            follow: a.follow,
+            tail: a.lines,
+            boot: a.boot,
+        })
+        .await?
+        .into_inner();
+    let mut stdout = tokio::io::stdout();
+    let mut stderr = tokio::io::stderr();
+    while let Some(chunk) = stream.message().await? {
+        let result = if chunk.stream == v1::OutputStream::Stderr as i32 {
+            stderr.write_all(&chunk.data).await
+        } else {
+            stdout.write_all(&chunk.data).await
+        };
+        result.map_err(|e| CliError::io("writing logs", e))?;
+    }
+    stdout
+        .flush()
+        .await
+        .map_err(|e| CliError::io("writing logs", e))?;
+    Ok(0)
+}
+
+/// `container exec`.
+pub async fn exec_cmd(ctx: &Context, a: &ExecArgs) -> CliResult {
+    let mut env = Vec::new();
+    for file in &a.env_file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| CliError::io(format!("reading env file {}", file.display()), e))?;
+        env.extend(
+            spec::parse_env_file(&text, real_env)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?,
+        );
+    }
+    for text in &a.env {
+        env.extend(spec::parse_env(text, real_env).map_err(CliError::usage)?);
+    }
+    let user = spec::User::from_flags(a.user.as_deref(), None, None).map_err(CliError::usage)?;
+    let client = ctx.client().await?;
+    let open = Request::Exec(v1::ExecOpen {
+        id: a.id.clone(),
+        args: a.command.clone(),
+        env: spec::env::merge(env)
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        working_dir: a.workdir.clone().unwrap_or_default(),
+        user: user.map(|u| u.to_string()).unwrap_or_default(),
+        tty: a.tty,
+        stdin: a.interactive,
+        detach: a.detach,
+        size: if a.tty {
+            stdio::local_terminal_size()
+        } else {
+            None
+        },
+    });
+    let options = StdioOptions {
+        stdin: a.interactive,
+        tty: a.tty,
+        detach: a.detach,
+    };
+    stdio::drive(&client, Rpc::Exec, open, options).await
+}
+
+/// `container stats`.
+pub async fn stats_cmd(ctx: &Context, a: &StatsArgs) -> CliResult {
+    let client = ctx.client().await?;
+    let mut stream = client
+        .containers()
+        .stats(v1::StatsRequest {
+            ids: a.ids.clone(),
+            stream: true,
+            interval_ms: 0,
+        })
+        .await?
+        .into_inner();
+    let mut previous: HashMap<String, v1::ContainerStats> = HashMap::new();
+    let mut samples = 0;
+    while let Some(batch) = stream.message().await? {
+        samples += 1;
+        // --no-stream prints once, after the second sample so CPU % has a base (Apple's two
+        // samples); JSON carries raw counters and needs only one.
+        let ready = a.format == Format::Json || samples >= 2;
+        if ready {
+            if a.format == Format::Json {
+                let all: Vec<_> = batch.stats.iter().map(output::stats_json).collect();
+                println!("{}", output::json_line(&serde_json::Value::Array(all)));
+            } else {
+                let rows: Vec<_> = batch
+                    .stats
+                    .iter()
+                    .map(|s| output::stats_row(previous.get(&s.id), s))
+                    .collect();
+                if !a.no_stream {
+                    // Clear the screen and redraw, like `docker stats`.
+                    print!("\x1b[2J\x1b[H");
+                }
+                print!("{}", output::table(&output::STATS_HEADERS, &rows));
+            }
+            std::io::stdout()
+                .flush()
+                .map_err(|e| CliError::io("writing stats", e))?;
+            if a.no_stream {
+                return Ok(0);
+            }
+        }
+        previous = batch.stats.into_iter().map(|s| (s.id.clone(), s)).collect();
+    }
+    Ok(0)
+}
+
+/// Writes a byte stream to `-o PATH` atomically (temp file in the same directory, then
+/// rename) or to stdout, which must not be a terminal.
+pub(crate) async fn write_stream<S>(output: Option<&Path>, mut next: S) -> Result<(), CliError>
+where
+    S: AsyncNext,
+{
+    use std::io::IsTerminal;
+    match output {
+        None => {
+            if std::io::stdout().is_terminal() {
+                return Err(CliError::Usage(
+                    "refusing to write an archive to a terminal: use -o or redirect stdout".into(),
+                ));
+            }
+            let mut stdout = tokio::io::stdout();
+            while let Some(data) = next.next_chunk().await? {
+                stdout
+                    .write_all(&data)
+                    .await
+                    .map_err(|e| CliError::io("writing stdout", e))?;
+            }
+            stdout
+                .flush()
+                .await
+                .map_err(|e| CliError::io("writing stdout", e))?;
+        }
+        Some(path) => {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let temp = dir.join(format!(".{name}.{}.partial", std::process::id()));
+            let io = |e| CliError::io(format!("writing {}", path.display()), e);
+            let result = async {
+                let mut file = tokio::fs::File::create(&temp).await.map_err(io)?;
+                while let Some(data) = next.next_chunk().await? {
+                    file.write_all(&data).await.map_err(io)?;
+                }
+                file.sync_all().await.map_err(io)?;
+                tokio::fs::rename(&temp, path).await.map_err(io)
+            }
+            .await;
+            if result.is_err() {
+                // Leave nothing half-written behind.
+                let _ = tokio::fs::remove_file(&temp).await;
+            }
+            result?;
+        }
+    }
+    Ok(())
+}
+
+/// A source of byte chunks (the daemon's data streams).
+pub(crate) trait AsyncNext {
+    /// The next chunk, or `None` at the end.
+    async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, CliError>;
+}
+
+impl AsyncNext for tonic::Streaming<v1::DataChunk> {
+    async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, CliError> {
+        Ok(self.message().await?.map(|c| c.data))
+    }
+}
+
+/// `container export`.
+pub async fn export_cmd(ctx: &Context, a: &ExportArgs) -> CliResult {
+    let client = ctx.client().await?;
+    let stream = client
+        .containers()
+        .export(v1::ExportContainerRequest { id: a.id.clone() })
+        .await?
+        .into_inner();
+    write_stream(a.output.as_deref(), stream).await?;
+    Ok(0)
+}
+
+/// `container prune`.
+pub async fn prune_cmd(ctx: &Context, _: &PruneArgs) -> CliResult {
+    let client = ctx.client().await?;
+    let pruned = client
+        .containers()
+        .prune(v1::PruneContainersRequest {})
+        .await?
+        .into_inner();
+    print_pruned(&pruned);
+    Ok(0)
+}
+
+/// Prints what a prune removed and the space it gave back (Apple's wording for nothing).
+pub(crate) fn print_pruned(pruned: &v1::PruneResponse) {
+    for id in &pruned.deleted {
+        println!("{id}");
+    }
+    if pruned.reclaimed_bytes == 0 {
+        println!("Reclaimed Zero KB in disk space");
+    } else {
+        println!(
+            "Reclaimed {} in disk space",
+            spec::human_bytes(pruned.reclaimed_bytes)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn flags(args: &[&str]) -> (ContainerFlags, String, Vec<String>) {
+        let mut argv = vec!["container", "create"];
+        argv.extend_from_slice(args);
+        let cli = crate::args::Cli::try_parse_from(argv).unwrap();
+        match cli.command {
+            Some(Command::Create(c)) => (c.container, c.image, c.args),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn config(args: &[&str]) -> Result<v1::ContainerConfig, CliError> {
+        let (f, image, rest) = flags(args);
+        let env = |k: &str| match k {
+            "HOME" => Some("/home/me".to_owned()),
+            "TOKEN" => Some("s3cret".to_owned()),
+            _ => None,
+        };
+        let files = |p: &Path| -> std::io::Result<String> {
+            if p == Path::new("app.env") {
+                Ok("# app\nMODE=prod\nTOKEN\nMISSING\n".to_owned())
+            } else {
+                Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+            }
+        };
+        build_config(&f, &image, &rest, &env, &files, Path::new("/work/proj"))
+    }
+
+    #[test]
+    fn flags_become_the_daemon_config() {
+        let c = config(&[
+            "--name",
+            "web",
+            "-e",
+            "A=1",
+            "--env-file",
+            "app.env",
+            "-e",
+            "MODE=dev",
+            "-u",
+            "app:staff",
+            "-c",
+            "1.5",
+            "-m",
+            "512m",
+            "-p",
+            "8080:80",
+            "-v",
+            "./site:/srv:ro",
+            "-v",
+            "data:/data",
+            "--tmpfs",
+            "/run:size=64m",
+            "--mount",
+            "type=bind,src=~/cfg,dst=/etc/app",
+            "-l",
+            "tier=front",
+            "--ulimit",
+            "nofile=1024:2048",
+            "--cap-add",
+            "net_admin",
+            "--restart",
+            "on-failure:3",
+            "--platform",
+            "linux/arm64",
+            "--dns",
+            "1.1.1.1",
+            "nginx:1.27",
+            "nginx",
+            "-g",
+            "daemon off;",
+        ])
+        .unwrap();
+        assert_eq!(c.id, "web");
+        assert_eq!(c.image, "nginx:1.27");
+        assert_eq!(c.platform, "linux/arm64");
+        let p = c.process.unwrap();
+        assert_eq!(p.command, ["nginx", "-g", "daemon off;"]);
+        // Env files first, then -e: a later value replaces an earlier one in place.
+        assert_eq!(p.env, ["MODE=dev", "TOKEN=s3cret", "A=1"]);
+        assert_eq!(p.user, "app:staff");
+        assert_eq!(p.cap_add, ["CAP_NET_ADMIN"]);
+        assert_eq!(p.ulimits[0].soft, 1024);
+        let r = c.resources.unwrap();
+        assert_eq!((r.cpus_millis, r.memory_bytes), (1500, 512 << 20));
+        assert_eq!(c.ports[0].host_port, 8080);
+        let binds: Vec<_> = c
+            .mounts
+            .iter()
+            .filter_map(|m| match &m.kind {
+                Some(v1::mount::Kind::Bind(b)) => Some(b.source.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(binds, ["/work/proj/site", "/home/me/cfg"]);
+        assert_eq!(c.mounts.len(), 4);
+        assert_eq!(c.labels[0].key, "tier");
+        assert_eq!(c.restart_policy.unwrap().max_retries, 3);
+        assert_eq!(c.dns.unwrap().nameservers, ["1.1.1.1"]);
+    }
+
+    #[test]
+    fn bad_values_fail_before_the_daemon_with_one_line() {
+        let e = |args: &[&str]| config(args).unwrap_err().to_string();
+        assert_eq!(
+            e(&["-p", "80:x", "alpine"]),
+            r#"invalid port spec "80:x": container port "x" is not a number"#
+        );
+        assert_eq!(
+            e(&["-m", "100m", "alpine"]),
+            "--memory: 100m is below the minimum of 200 MiB"
+        );
+        assert_eq!(
+            e(&["-m", "lots", "alpine"]),
+            r#"--memory: invalid size "lots": expected a number with an optional unit (b, k, m, g, t, p), e.g. 512m"#
+        );
+        assert_eq!(
+            e(&["-v", "/a:/x", "-v", "b:/x/", "alpine"]),
+            "duplicate mount point /x/"
+        );
+        assert_eq!(
+            e(&["--env-file", "nope.env", "alpine"]),
+            "reading env file nope.env: entity not found"
+        );
+        assert_eq!(
+            e(&["--rm", "--restart", "always", "alpine"]),
+            "--rm and --restart cannot be combined"
+        );
+        assert!(e(&["--name", "bad/name", "alpine"]).starts_with("invalid container name"));
+        assert!(
+            e(&["--network", "none", "--network", "default", "alpine"])
+                .contains("cannot be combined")
+        );
+    }
+
+    #[test]
+    fn host_paths_are_resolved_lexically() {
+        let env = |_: &str| Some("/home/me".to_owned());
+        let cwd = Path::new("/work/proj");
+        assert_eq!(resolve_host_path("./a/../b", cwd, &env), "/work/proj/b");
+        assert_eq!(resolve_host_path("..", cwd, &env), "/work");
+        assert_eq!(resolve_host_path("~", cwd, &env), "/home/me");
+        assert_eq!(resolve_host_path("/abs/./x", cwd, &env), "/abs/x");
+    }
+
+    #[test]
+    fn cidfile_is_written_once_with_mode_0644() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cid");
+        check_cidfile(Some(&path)).unwrap();
+        write_cidfile(&path, "web").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "web");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & !0o022, 0o644 & !0o022);
+        assert!(
+            check_cidfile(Some(&path))
+                .unwrap_err()
+                .to_string()
+                .contains("already exists")
+        );
+    }
+}

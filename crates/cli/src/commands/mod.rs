@@ -1,0 +1,7 @@
+//! One module per command family; each command takes the shared [`crate::Context`] and its
+//! parsed arguments and returns the exit code.
+
+pub mod container;
+pub mod copy;
+pub mod image;
+pub mod system;

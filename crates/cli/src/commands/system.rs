@@ -1,0 +1,416 @@
+//! `container system ...`: start and stop the daemon, and ask it about itself.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use api::v1;
+use serde_json::json;
+
+use crate::Context;
+use crate::args::*;
+use crate::error::{CliError, CliResult};
+use crate::output;
+
+/// The daemon's program name.
+pub const APISERVER: &str = "container-apiserver";
+
+/// This CLI's build: debug or release.
+fn build_kind() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
+/// The daemon program: the flag, else beside this executable, else on PATH.
+fn find_apiserver(flag: Option<&Path>) -> Result<PathBuf, CliError> {
+    if let Some(path) = flag {
+        return Ok(path.to_path_buf());
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(APISERVER)))
+        .filter(|p| p.is_file());
+    let on_path = || {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(APISERVER))
+                .find(|p| p.is_file())
+        })
+    };
+    beside.or_else(on_path).ok_or_else(|| {
+        CliError::Daemon(format!(
+            "cannot find {APISERVER} beside this program or on PATH: install it, or pass --apiserver"
+        ))
+    })
+}
+
+/// `container system start`: spawns the daemon in its own process group and waits until it
+/// answers on its socket.
+pub async fn start(ctx: &Context, a: &SystemStartArgs) -> CliResult {
+    let app_root = match &a.app_root {
+        Some(root) if root.is_absolute() => root.clone(),
+        Some(root) => std::env::current_dir()
+            .map_err(|e| CliError::io("reading the working directory", e))?
+            .join(root),
+        None => ctx.app_root()?,
+    };
+    let socket = api::socket_path(&app_root);
+    if api::Client::connect(&socket, Duration::from_secs(2))
+        .await
+        .is_ok()
+    {
+        println!("container daemon already running at {}", socket.display());
+        return Ok(0);
+    }
+    let program = find_apiserver(a.apiserver.as_deref())?;
+    std::fs::create_dir_all(&app_root)
+        .map_err(|e| CliError::io(format!("creating {}", app_root.display()), e))?;
+    let log_path = app_root.join("apiserver.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| CliError::io(format!("opening {}", log_path.display()), e))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| CliError::io(format!("opening {}", log_path.display()), e))?;
+    let mut child = std::process::Command::new(&program);
+    child
+        .env(api::APP_ROOT_ENV, &app_root)
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
+    // Its own process group: a Ctrl-C meant for this CLI must not reach the daemon.
+    std::os::unix::process::CommandExt::process_group(&mut child, 0);
+    if ctx.debug {
+        child.env("CONTAINER_DEBUG", "1");
+    }
+    let mut child = child
+        .spawn()
+        .map_err(|e| CliError::io(format!("starting {}", program.display()), e))?;
+    let deadline = Instant::now() + Duration::from_secs(a.timeout);
+    loop {
+        if api::Client::connect(&socket, Duration::from_millis(500))
+            .await
+            .is_ok()
+        {
+            println!("container daemon started at {}", socket.display());
+            return Ok(0);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(CliError::Daemon(format!(
+                "{} exited ({status}) before answering: see {}",
+                program.display(),
+                log_path.display()
+            )));
+        }
+        if Instant::now() >= deadline {
+            return Err(CliError::Daemon(format!(
+                "{} did not answer on {} within {}s: see {}",
+                program.display(),
+                socket.display(),
+                a.timeout,
+                log_path.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `container system stop`.
+pub async fn stop(ctx: &Context, _: &SystemStopArgs) -> CliResult {
+    let socket = ctx.socket()?;
+    let Ok(client) = api::Client::connect(&socket, Duration::from_secs(2)).await else {
+        println!("container daemon is not running");
+        return Ok(0);
+    };
+    client.system().shutdown(v1::ShutdownRequest {}).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if api::Client::connect(&socket, Duration::from_millis(300))
+            .await
+            .is_err()
+        {
+            println!("container daemon stopped");
+            return Ok(0);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(CliError::Daemon(
+        "the container daemon is still answering 10s after it was asked to stop".into(),
+    ))
+}
+
+/// `container system status`: exits 1 when the daemon is not running (Apple's rule).
+pub async fn status(ctx: &Context, a: &SystemStatusArgs) -> CliResult {
+    let socket = ctx.socket()?;
+    let app_root = ctx.app_root()?;
+    let reply = match api::Client::connect(&socket, Duration::from_secs(3)).await {
+        Ok(client) => Some(
+            client
+                .system()
+                .status(v1::StatusRequest {})
+                .await?
+                .into_inner(),
+        ),
+        Err(api::ConnectError::VersionMismatch { .. }) | Err(_) => None,
+    };
+    let Some(s) = reply else {
+        if a.format == Format::Json {
+            println!(
+                "{}",
+                output::json_line(&json!({"status": "not running", "appRoot": app_root}))
+            );
+        } else {
+            let rows = vec![
+                vec!["status".to_owned(), "not running".to_owned()],
+                vec!["appRoot".to_owned(), app_root.display().to_string()],
+            ];
+            print!("{}", output::table(&["FIELD", "VALUE"], &rows));
+        }
+        return Ok(1);
+    };
+    let v = s.version.clone().unwrap_or_default();
+    if a.format == Format::Json {
+        println!(
+            "{}",
+            output::json_line(&json!({
+                "status": s.status, "appRoot": s.app_root, "installRoot": s.install_root,
+                "logRoot": s.log_root, "vmm": s.vmm, "containersRunning": s.containers_running,
+                "apiServerVersion": v.version, "apiServerCommit": v.commit,
+                "apiServerBuild": v.build, "apiServerAppName": v.app_name,
+            }))
+        );
+    } else {
+        let rows: Vec<Vec<String>> = [
+            ("status", s.status.clone()),
+            ("appRoot", s.app_root.clone()),
+            ("installRoot", s.install_root.clone()),
+            ("logRoot", s.log_root.clone()),
+            ("vmm", s.vmm.clone()),
+            ("containersRunning", s.containers_running.to_string()),
+            ("apiserver.version", v.version.clone()),
+            ("apiserver.commit", v.commit.clone()),
+            ("apiserver.build", v.build.clone()),
+            ("apiserver.appName", v.app_name.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| vec![k.to_owned(), v])
+        .collect();
+        print!("{}", output::table(&["FIELD", "VALUE"], &rows));
+    }
+    Ok(0)
+}
+
+/// `container system version`: the CLI's row always; the daemon's when it answers.
+pub async fn version(ctx: &Context, a: &SystemVersionArgs) -> CliResult {
+    let cli_row = vec![
+        "container".to_owned(),
+        env!("CARGO_PKG_VERSION").to_owned(),
+        build_kind().to_owned(),
+        option_env!("CONTAINER_GIT_COMMIT")
+            .unwrap_or("unknown")
+            .to_owned(),
+    ];
+    let daemon = ctx.client().await;
+    let mut rows = vec![cli_row];
+    if let Ok(client) = &daemon {
+        let v = client.daemon_version();
+        rows.push(vec![
+            v.app_name.clone(),
+            v.version.clone(),
+            v.build.clone(),
+            v.commit.clone(),
+        ]);
+    }
+    if a.format == Format::Json {
+        let all: Vec<_> = rows
+            .iter()
+            .map(|r| json!({"appName": r[0], "version": r[1], "buildType": r[2], "commit": r[3]}))
+            .collect();
+        println!("{}", output::json_line(&serde_json::Value::Array(all)));
+    } else {
+        print!(
+            "{}",
+            output::table(&["COMPONENT", "VERSION", "BUILD", "COMMIT"], &rows)
+        );
+    }
+    daemon.map(|_| 0)
+}
+
+/// `container system logs`.
+pub async fn logs(ctx: &Context, a: &SystemLogsArgs) -> CliResult {
+    let last_seconds = a
+        .last
+        .as_deref()
+        .map(|t| t.parse::<spec::Period>().map_err(CliError::usage))
+        .transpose()?
+        .map_or(0, |p| u32::try_from(p.0).unwrap_or(u32::MAX));
+    let client = ctx.client().await?;
+    let mut stream = client
+        .system()
+        .logs(v1::SystemLogsRequest {
+            follow: a.follow,
+            last_seconds,
+        })
+        .await?
+        .into_inner();
+    while let Some(line) = stream.message().await? {
+        println!("{}", line.line);
+    }
+    Ok(0)
+}
+
+/// `container system df`.
+pub async fn df(ctx: &Context, a: &SystemDfArgs) -> CliResult {
+    let client = ctx.client().await?;
+    let usage = client
+        .system()
+        .disk_usage(v1::DiskUsageRequest {})
+        .await?
+        .into_inner();
+    let kinds = [
+        ("Images", usage.images.unwrap_or_default()),
+        ("Containers", usage.containers.unwrap_or_default()),
+        ("Local Volumes", usage.volumes.unwrap_or_default()),
+    ];
+    if a.format == Format::Json {
+        let value: serde_json::Map<String, serde_json::Value> = kinds
+            .iter()
+            .map(|(name, u)| {
+                let key = name.split(' ').next_back().unwrap_or(name).to_ascii_lowercase();
+                (key, json!({"total": u.total, "active": u.active, "sizeInBytes": u.size_bytes, "reclaimable": u.reclaimable_bytes}))
+            })
+            .collect();
+        println!("{}", output::json_line(&serde_json::Value::Object(value)));
+    } else {
+        let rows: Vec<Vec<String>> = kinds
+            .iter()
+            .map(|(name, u)| {
+                let percent = (u.reclaimable_bytes * 100)
+                    .checked_div(u.size_bytes)
+                    .unwrap_or(0);
+                vec![
+                    (*name).to_owned(),
+                    u.total.to_string(),
+                    u.active.to_string(),
+                    spec::human_bytes(u.size_bytes),
+                    format!("{} ({percent}%)", spec::human_bytes(u.reclaimable_bytes)),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            output::table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &rows)
+        );
+    }
+    Ok(0)
+}
+
+fn property_json(p: &v1::Property) -> serde_json::Value {
+    json!({"key": p.key, "value": p.value, "default": p.default_value, "isSet": p.is_set, "type": p.r#type, "description": p.description})
+}
+
+/// `container system property ...`.
+pub async fn property(ctx: &Context, command: &PropertyCommand) -> CliResult {
+    let client = ctx.client().await?;
+    let mut system = client.system();
+    match command {
+        PropertyCommand::List(a) => {
+            let list = system
+                .property_list(v1::PropertyListRequest {})
+                .await?
+                .into_inner()
+                .properties;
+            if a.format == Format::Json {
+                let all: Vec<_> = list.iter().map(property_json).collect();
+                println!("{}", output::json_line(&serde_json::Value::Array(all)));
+            } else {
+                let rows: Vec<_> = list
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.key.clone(),
+                            p.r#type.clone(),
+                            p.value.clone(),
+                            p.description.clone(),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    output::table(&["ID", "TYPE", "VALUE", "DESCRIPTION"], &rows)
+                );
+            }
+        }
+        PropertyCommand::Get(a) => {
+            let p = system
+                .property_get(v1::PropertyGetRequest { key: a.key.clone() })
+                .await?
+                .into_inner();
+            println!("{}", p.value);
+        }
+        PropertyCommand::Set(a) => {
+            system
+                .property_set(v1::PropertySetRequest {
+                    key: a.key.clone(),
+                    value: a.value.clone(),
+                })
+                .await?;
+        }
+        PropertyCommand::Clear(a) => {
+            system
+                .property_clear(v1::PropertyClearRequest { key: a.key.clone() })
+                .await?;
+        }
+    }
+    Ok(0)
+}
+
+/// `container system kernel set`.
+pub async fn kernel_set(ctx: &Context, a: &KernelSetArgs) -> CliResult {
+    // Local paths are resolved here: the daemon's working directory is not the user's.
+    let absolute = |p: &str| -> Result<String, CliError> {
+        if p.contains("://") || Path::new(p).is_absolute() {
+            Ok(p.to_owned())
+        } else {
+            std::env::current_dir()
+                .map(|d| d.join(p).to_string_lossy().into_owned())
+                .map_err(|e| CliError::io("reading the working directory", e))
+        }
+    };
+    let tar = a
+        .tar
+        .as_deref()
+        .map(absolute)
+        .transpose()?
+        .unwrap_or_default();
+    // Inside a tar the binary is a member path, not a host path.
+    let binary = match (&a.binary, a.tar.is_some()) {
+        (Some(b), false) => absolute(b)?,
+        (Some(b), true) => b.clone(),
+        (None, _) => String::new(),
+    };
+    let arch = a
+        .arch
+        .as_deref()
+        .map(spec::platform::normalize_arch)
+        .unwrap_or_default();
+    let client = ctx.client().await?;
+    let installed = client
+        .system()
+        .kernel_set(v1::KernelSetRequest {
+            arch,
+            binary,
+            tar,
+            digest: a.digest.clone().unwrap_or_default(),
+            force: a.force,
+            recommended: a.recommended,
+        })
+        .await?
+        .into_inner();
+    println!("{}", installed.path);
+    Ok(0)
+}

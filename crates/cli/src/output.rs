@@ -1,0 +1,491 @@
+//! Rendering for people (tables like `docker ps`) and for programs (JSON, keys sorted).
+
+use std::io::Write;
+
+use api::v1;
+use serde_json::{Value, json};
+
+/// Renders rows under headers as aligned columns, the way the docker CLI does (Go's
+/// text/tabwriter with minimum width 10 and padding 3, no trailing spaces).
+pub fn table<S: AsRef<str>>(headers: &[&str], rows: &[Vec<S>]) -> String {
+    // Go counts the padding inside the minimum width, this crate adds it on top: 7 + 3
+    // gives Go's columns of at least 10.
+    let mut tw = tabwriter::TabWriter::new(Vec::new()).minwidth(7).padding(3);
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let cells: Vec<&str> = cells.map(|c| c.trim_end_matches('\n')).collect();
+        // Cells never hold tabs or newlines: they would break the columns.
+        let cells: Vec<String> = cells.iter().map(|c| c.replace(['\t', '\n'], " ")).collect();
+        // Writing into a Vec cannot fail.
+        let _ = writeln!(tw, "{}", cells.join("\t"));
+    };
+    line(&mut headers.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(AsRef::as_ref));
+    }
+    let bytes = tw.into_inner().unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Milliseconds since the epoch as ISO 8601 UTC (`2026-11-23T16:31:36Z`); empty for 0.
+pub fn iso8601(ms: i64) -> String {
+    if ms <= 0 {
+        return String::new();
+    }
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Compact JSON (keys are sorted: serde_json's map is ordered).
+pub fn json_line(value: &Value) -> String {
+    value.to_string()
+}
+
+fn labels(labels: &[v1::Label]) -> Value {
+    Value::Object(
+        labels
+            .iter()
+            .map(|l| (l.key.clone(), Value::String(l.value.clone())))
+            .collect(),
+    )
+}
+
+fn platform_parts(platform: &str) -> (String, String) {
+    let mut parts = platform.split('/');
+    let os = parts.next().unwrap_or_default().to_owned();
+    let arch = parts.collect::<Vec<_>>().join("/");
+    (os, arch)
+}
+
+/// The first IPv4 address of a container, without its prefix length.
+fn first_ip(c: &v1::ContainerInfo) -> String {
+    c.networks
+        .first()
+        .map(|n| {
+            n.ipv4_address
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
+fn cpus_text(millis: u32) -> String {
+    if millis.is_multiple_of(1000) {
+        (millis / 1000).to_string()
+    } else {
+        format!("{}.{:03}", millis / 1000, millis % 1000)
+            .trim_end_matches('0')
+            .to_owned()
+    }
+}
+
+/// Column headers of `container list` (Apple's).
+pub const CONTAINER_HEADERS: [&str; 9] = [
+    "ID", "IMAGE", "OS", "ARCH", "STATE", "IP", "CPUS", "MEMORY", "STARTED",
+];
+
+/// One `container list` row.
+pub fn container_row(c: &v1::ContainerInfo) -> Vec<String> {
+    let (os, arch) = platform_parts(&c.platform);
+    let resources = c.resources.unwrap_or_default();
+    let image = c
+        .config
+        .as_ref()
+        .map(|k| k.image.clone())
+        .unwrap_or_default();
+    vec![
+        c.id.clone(),
+        image,
+        os,
+        arch,
+        c.state_enum().user_name().to_owned(),
+        first_ip(c),
+        cpus_text(resources.cpus_millis),
+        format!("{} MB", resources.memory_bytes >> 20),
+        iso8601(c.started_ms),
+    ]
+}
+
+fn mount_json(m: &v1::Mount) -> Value {
+    let (kind, source, extra) = match &m.kind {
+        Some(v1::mount::Kind::Bind(b)) => ("bind", b.source.clone(), json!({})),
+        Some(v1::mount::Kind::Volume(v)) => ("volume", v.name.clone(), json!({})),
+        Some(v1::mount::Kind::Tmpfs(t)) => (
+            "tmpfs",
+            String::new(),
+            json!({"sizeBytes": t.size_bytes, "mode": format!("{:o}", t.mode), "options": t.options}),
+        ),
+        None => ("unknown", String::new(), json!({})),
+    };
+    json!({"type": kind, "source": source, "destination": m.target, "readonly": m.readonly, "options": extra})
+}
+
+fn port_json(p: &v1::PortMapping) -> Value {
+    json!({
+        "hostAddress": p.host_ip,
+        "hostPort": p.host_port,
+        "containerPort": p.container_port,
+        "count": p.count,
+        "proto": if p.protocol == v1::Protocol::Udp as i32 { "udp" } else { "tcp" },
+    })
+}
+
+/// A container as JSON: `{id, configuration, status}` like Apple's.
+pub fn container_json(c: &v1::ContainerInfo) -> Value {
+    let config = c.config.clone().unwrap_or_default();
+    let process = config.process.clone().unwrap_or_default();
+    let resources = c.resources.unwrap_or_default();
+    let dns = config.dns.clone().unwrap_or_default();
+    let networks: Vec<Value> = c
+        .networks
+        .iter()
+        .map(|n| {
+            json!({
+                "network": n.network,
+                "hostname": n.hostname,
+                "ipv4Address": n.ipv4_address,
+                "ipv4Gateway": n.ipv4_gateway,
+                "ipv6Address": n.ipv6_address,
+                "macAddress": n.mac_address,
+                "mtu": n.mtu,
+            })
+        })
+        .collect();
+    let rlimits: Vec<Value> = process
+        .ulimits
+        .iter()
+        .map(|u| json!({"limit": format!("RLIMIT_{}", u.name.to_ascii_uppercase()), "soft": u.soft, "hard": u.hard}))
+        .collect();
+    json!({
+        "id": c.id,
+        "configuration": {
+            "id": c.id,
+            "image": {"reference": config.image, "digest": c.image_digest},
+            "platform": c.platform,
+            "hostname": if config.hostname.is_empty() { c.id.clone() } else { config.hostname.clone() },
+            "labels": labels(&config.labels),
+            "mounts": config.mounts.iter().map(mount_json).collect::<Vec<_>>(),
+            "publishedPorts": config.ports.iter().map(port_json).collect::<Vec<_>>(),
+            "networks": config.networks.iter().map(|n| json!({"network": n.name, "macAddress": n.mac_address, "mtu": n.mtu})).collect::<Vec<_>>(),
+            "dns": {"disabled": dns.disabled, "nameservers": dns.nameservers, "domain": dns.domain, "searchDomains": dns.search, "options": dns.options},
+            "initProcess": {
+                "executable": c.args.first().cloned().unwrap_or_default(),
+                "arguments": c.args.iter().skip(1).cloned().collect::<Vec<_>>(),
+                "environment": process.env,
+                "workingDirectory": process.working_dir,
+                "user": process.user,
+                "terminal": process.tty,
+                "rlimits": rlimits,
+            },
+            "resources": {"cpus": cpus_text(resources.cpus_millis), "memoryInBytes": resources.memory_bytes},
+            "capAdd": process.cap_add,
+            "capDrop": process.cap_drop,
+            "readOnly": config.read_only,
+            "autoRemove": config.auto_remove,
+            "kernelArgs": config.kernel_args,
+        },
+        "status": {
+            "state": c.state_enum().user_name(),
+            "networks": networks,
+            "createdDate": iso8601(c.created_ms),
+            "startedDate": iso8601(c.started_ms),
+            "finishedDate": iso8601(c.finished_ms),
+            "exitCode": c.exit_code,
+            "error": c.error,
+        },
+    })
+}
+
+/// `sha256:0123456789abcdef...` as its first 12 hex digits.
+pub fn short_digest(digest: &str) -> String {
+    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
+    hex.chars().take(12).collect()
+}
+
+/// Column headers of `container image list`.
+pub const IMAGE_HEADERS: [&str; 3] = ["NAME", "TAG", "DIGEST"];
+
+/// Column headers of `container image list -v`.
+pub const IMAGE_VERBOSE_HEADERS: [&str; 9] = [
+    "NAME",
+    "TAG",
+    "INDEX DIGEST",
+    "OS",
+    "ARCH",
+    "VARIANT",
+    "FULL SIZE",
+    "CREATED",
+    "MANIFEST DIGEST",
+];
+
+/// One `image list` row.
+pub fn image_row(i: &v1::ImageInfo) -> Vec<String> {
+    vec![i.name.clone(), i.tag.clone(), short_digest(&i.digest)]
+}
+
+/// The `image list -v` rows of one image: one per platform.
+pub fn image_verbose_rows(i: &v1::ImageInfo) -> Vec<Vec<String>> {
+    i.variants
+        .iter()
+        .map(|v| {
+            let mut parts = v.platform.split('/');
+            let os = parts.next().unwrap_or_default().to_owned();
+            let arch = parts.next().unwrap_or_default().to_owned();
+            let variant = parts.next().unwrap_or_default().to_owned();
+            vec![
+                i.name.clone(),
+                i.tag.clone(),
+                short_digest(&i.digest),
+                os,
+                arch,
+                variant,
+                spec::human_bytes(v.size),
+                iso8601(v.created_ms),
+                short_digest(&v.manifest_digest),
+            ]
+        })
+        .collect()
+}
+
+/// An image as JSON.
+pub fn image_json(i: &v1::ImageInfo) -> Value {
+    let variants: Vec<Value> = i
+        .variants
+        .iter()
+        .map(|v| {
+            let config = serde_json::from_slice::<Value>(&v.config_json).unwrap_or(Value::Null);
+            json!({
+                "platform": v.platform,
+                "manifestDigest": v.manifest_digest,
+                "size": v.size,
+                "created": iso8601(v.created_ms),
+                "unpacked": v.unpacked,
+                "config": config,
+            })
+        })
+        .collect();
+    json!({
+        "reference": i.reference,
+        "name": i.name,
+        "tag": i.tag,
+        "digest": i.digest,
+        "mediaType": i.media_type,
+        "variants": variants,
+    })
+}
+
+/// Column headers of `container stats`.
+pub const STATS_HEADERS: [&str; 6] = [
+    "Container ID",
+    "Cpu %",
+    "Memory Usage",
+    "Net Rx/Tx",
+    "Block I/O",
+    "Pids",
+];
+
+/// CPU use between two samples, in percent of one CPU.
+pub fn cpu_percent(
+    previous: Option<&v1::ContainerStats>,
+    current: &v1::ContainerStats,
+) -> Option<f64> {
+    let previous = previous?;
+    let elapsed_ms = current.timestamp_ms.checked_sub(previous.timestamp_ms)?;
+    if elapsed_ms <= 0 {
+        return None;
+    }
+    let used = current
+        .cpu_usage_usec
+        .checked_sub(previous.cpu_usage_usec)? as f64;
+    Some(used / (elapsed_ms as f64 * 1000.0) * 100.0)
+}
+
+/// One `stats` row; the CPU column is `--` until two samples exist.
+pub fn stats_row(previous: Option<&v1::ContainerStats>, s: &v1::ContainerStats) -> Vec<String> {
+    let cpu = cpu_percent(previous, s).map_or_else(|| "--".to_owned(), |p| format!("{p:.2}%"));
+    vec![
+        s.id.clone(),
+        cpu,
+        format!(
+            "{} / {}",
+            spec::human_bytes(s.memory_usage_bytes),
+            spec::human_bytes(s.memory_limit_bytes)
+        ),
+        format!(
+            "{} / {}",
+            spec::human_bytes(s.network_rx_bytes),
+            spec::human_bytes(s.network_tx_bytes)
+        ),
+        format!(
+            "{} / {}",
+            spec::human_bytes(s.block_read_bytes),
+            spec::human_bytes(s.block_write_bytes)
+        ),
+        s.num_processes.to_string(),
+    ]
+}
+
+/// A stats sample as JSON (Apple's field names).
+pub fn stats_json(s: &v1::ContainerStats) -> Value {
+    json!({
+        "id": s.id,
+        "memoryUsageBytes": s.memory_usage_bytes,
+        "memoryLimitBytes": s.memory_limit_bytes,
+        "cpuUsageUsec": s.cpu_usage_usec,
+        "networkRxBytes": s.network_rx_bytes,
+        "networkTxBytes": s.network_tx_bytes,
+        "blockReadBytes": s.block_read_bytes,
+        "blockWriteBytes": s.block_write_bytes,
+        "numProcesses": s.num_processes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(id: &str, state: v1::ContainerState, ip: &str) -> v1::ContainerInfo {
+        v1::ContainerInfo {
+            id: id.into(),
+            config: Some(v1::ContainerConfig {
+                image: "docker.io/library/alpine:3.20".into(),
+                ..Default::default()
+            }),
+            state: state as i32,
+            platform: "linux/arm64".into(),
+            exit_code: -1,
+            created_ms: 1_763_900_000_000,
+            started_ms: if state == v1::ContainerState::Running {
+                1_763_915_496_000
+            } else {
+                0
+            },
+            networks: if ip.is_empty() {
+                vec![]
+            } else {
+                vec![v1::NetworkAttachment {
+                    network: "default".into(),
+                    ipv4_address: ip.into(),
+                    ..Default::default()
+                }]
+            },
+            resources: Some(v1::Resources {
+                cpus_millis: 4000,
+                memory_bytes: 1 << 30,
+                shm_size_bytes: 0,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn container_table() {
+        let rows = vec![
+            container_row(&container(
+                "web",
+                v1::ContainerState::Running,
+                "192.168.64.3/24",
+            )),
+            container_row(&container(
+                "4c0e2f8a-7b1d-4f7e-9a57-2d1f0c3b9e11",
+                v1::ContainerState::Stopped,
+                "",
+            )),
+        ];
+        insta::assert_snapshot!(table(&CONTAINER_HEADERS, &rows));
+    }
+
+    #[test]
+    fn image_tables() {
+        let image = v1::ImageInfo {
+            reference: "docker.io/library/alpine:3.20".into(),
+            name: "docker.io/library/alpine".into(),
+            tag: "3.20".into(),
+            digest: "sha256:beefdbd8a1da6d2915566fde36db9db0b524eb737fc57cd1367effd16dc0d06d"
+                .into(),
+            variants: vec![v1::ImageVariant {
+                platform: "linux/arm64/v8".into(),
+                manifest_digest:
+                    "sha256:9cee2b382fe2412cd77d5d437d15a93da8de373813621f2e4d04b3f3bd4d2cb4".into(),
+                size: 4_090_000,
+                created_ms: 1_720_000_000_000,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            table(&IMAGE_HEADERS, &[image_row(&image)]),
+            "NAME                       TAG       DIGEST\n\
+             docker.io/library/alpine   3.20      beefdbd8a1da\n"
+        );
+        assert_eq!(
+            table(&IMAGE_VERBOSE_HEADERS, &image_verbose_rows(&image)),
+            "NAME                       TAG       INDEX DIGEST   OS        ARCH      VARIANT   FULL SIZE   CREATED                MANIFEST DIGEST\n\
+             docker.io/library/alpine   3.20      beefdbd8a1da   linux     arm64     v8        3.9 MiB     2024-07-03T09:46:40Z   9cee2b382fe2\n"
+        );
+    }
+
+    #[test]
+    fn dates_are_iso8601_utc() {
+        assert_eq!(iso8601(0), "");
+        assert_eq!(iso8601(1_000), "1970-01-01T00:00:01Z");
+        assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(iso8601(1_763_915_496_789), "2025-11-23T16:31:36Z");
+    }
+
+    #[test]
+    fn json_has_sorted_keys_and_apple_shape() {
+        let text = json_line(&container_json(&container(
+            "web",
+            v1::ContainerState::Running,
+            "192.168.64.3/24",
+        )));
+        assert!(
+            text.starts_with(r#"{"configuration":{"autoRemove":false,"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""status":{"createdDate":"2025-11-23T12:13:20Z","#),
+            "{text}"
+        );
+        assert!(text.contains(r#""state":"running""#), "{text}");
+    }
+
+    #[test]
+    fn stats_need_two_samples_for_cpu() {
+        let a = v1::ContainerStats {
+            id: "web".into(),
+            cpu_usage_usec: 1_000_000,
+            timestamp_ms: 10_000,
+            memory_usage_bytes: 50 << 20,
+            memory_limit_bytes: 1 << 30,
+            num_processes: 3,
+            ..Default::default()
+        };
+        let b = v1::ContainerStats {
+            cpu_usage_usec: 2_000_000,
+            timestamp_ms: 12_000,
+            ..a.clone()
+        };
+        assert_eq!(stats_row(None, &a)[1], "--");
+        assert_eq!(stats_row(Some(&a), &b)[1], "50.00%");
+        assert_eq!(stats_row(Some(&a), &b)[2], "50.0 MiB / 1.0 GiB");
+    }
+}

@@ -1,0 +1,193 @@
+//! Drives an attached process (`run`, `start -a`, `exec`) over the daemon's bidirectional
+//! stdio stream: stdin, window changes and signals go up; output and the exit code come
+//! down.
+
+use std::io::IsTerminal;
+use std::os::fd::AsFd;
+
+use api::v1::{self, stdio_request::Request, stdio_response::Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::error::CliError;
+use crate::terminal::{RawMode, WindowChanges, window_size};
+
+/// How the local side takes part.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StdioOptions {
+    /// Forward stdin.
+    pub stdin: bool,
+    /// The process has a terminal: put ours in raw mode and forward window changes.
+    pub tty: bool,
+    /// Return as soon as the process started (`exec -d`).
+    pub detach: bool,
+}
+
+/// The size of the terminal on our stdout, if it is one.
+pub fn local_terminal_size() -> Option<v1::TerminalSize> {
+    window_size(std::io::stdout().as_fd()).map(Into::into)
+}
+
+/// Which rpc carries the stream.
+pub enum Rpc {
+    /// Containers.Attach.
+    Attach,
+    /// Containers.Exec.
+    Exec,
+}
+
+/// Opens the stream with `open` as its first message and runs it to the end. Returns the
+/// process's exit code (0 for a detached exec).
+pub async fn drive(
+    client: &api::Client,
+    rpc: Rpc,
+    open: Request,
+    options: StdioOptions,
+) -> Result<i32, CliError> {
+    let (tx, rx) = mpsc::channel::<v1::StdioRequest>(32);
+    tx.send(v1::StdioRequest {
+        request: Some(open),
+    })
+    .await
+    .map_err(|_| CliError::Daemon("stdio stream closed before it opened".into()))?;
+    let mut containers = client.containers();
+    let request = ReceiverStream::new(rx);
+    let response = match rpc {
+        Rpc::Attach => containers.attach(request).await?,
+        Rpc::Exec => containers.exec(request).await?,
+    };
+    let mut output = response.into_inner();
+
+    // Raw mode only when both ends are terminals; restored when `_raw` drops.
+    let stdin_handle = std::io::stdin();
+    let _raw = if options.tty && stdin_handle.is_terminal() && std::io::stdout().is_terminal() {
+        Some(
+            RawMode::enable(stdin_handle.as_fd())
+                .map_err(|e| CliError::io("setting the terminal to raw mode", e))?,
+        )
+    } else {
+        None
+    };
+
+    let mut tasks = Vec::new();
+    if options.stdin && !options.detach {
+        tasks.push(tokio::spawn(forward_stdin(tx.clone())));
+    }
+    if options.tty && !options.detach {
+        tasks.push(tokio::spawn(forward_window_changes(tx.clone())));
+    } else if !options.detach {
+        // Without a terminal, Ctrl-C and TERM are meant for the container (Docker's
+        // --sig-proxy).
+        tasks.push(tokio::spawn(forward_signals(tx.clone())));
+    }
+    drop(tx);
+
+    let mut stdout = tokio::io::stdout();
+    let mut stderr = tokio::io::stderr();
+    let result = loop {
+        let message = match output.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                break Err(CliError::Daemon(
+                    "the daemon closed the stream before the process exited".into(),
+                ));
+            }
+            Err(status) => break Err(status.into()),
+        };
+        match message.response {
+            Some(Response::Started(_)) if options.detach => break Ok(0),
+            Some(Response::Started(_)) | None => {}
+            Some(Response::Stdout(bytes)) => {
+                if let Err(e) = write_all_flush(&mut stdout, &bytes).await {
+                    break Err(CliError::io("writing stdout", e));
+                }
+            }
+            Some(Response::Stderr(bytes)) => {
+                if let Err(e) = write_all_flush(&mut stderr, &bytes).await {
+                    break Err(CliError::io("writing stderr", e));
+                }
+            }
+            Some(Response::Exit(exit)) => break Ok(exit.code),
+        }
+    };
+    for task in tasks {
+        task.abort();
+    }
+    result
+}
+
+async fn write_all_flush(
+    w: &mut (impl tokio::io::AsyncWrite + Unpin),
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
+}
+
+async fn forward_stdin(tx: mpsc::Sender<v1::StdioRequest>) {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let request = match stdin.read(&mut buf).await {
+            Ok(0) | Err(_) => Request::CloseStdin(true),
+            Ok(n) => Request::Stdin(buf[..n].to_vec()),
+        };
+        let done = matches!(request, Request::CloseStdin(_));
+        if tx
+            .send(v1::StdioRequest {
+                request: Some(request),
+            })
+            .await
+            .is_err()
+            || done
+        {
+            return;
+        }
+    }
+}
+
+async fn forward_window_changes(tx: mpsc::Sender<v1::StdioRequest>) {
+    let Ok(mut changes) = WindowChanges::new() else {
+        return;
+    };
+    while let Some(size) = changes.next(std::io::stdout().as_fd()).await {
+        if let Some(size) = size {
+            let request = Request::Resize(size.into());
+            if tx
+                .send(v1::StdioRequest {
+                    request: Some(request),
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+async fn forward_signals(tx: mpsc::Sender<v1::StdioRequest>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    loop {
+        let number = tokio::select! {
+            _ = int.recv() => spec::Signal::INT.number(),
+            _ = term.recv() => spec::Signal::TERM.number(),
+        };
+        if tx
+            .send(v1::StdioRequest {
+                request: Some(Request::Signal(number)),
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}

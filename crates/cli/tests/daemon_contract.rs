@@ -1,0 +1,283 @@
+//! The real binary against a stand-in daemon serving the real API on a real Unix socket.
+//!
+//! `container-apiserver` does not exist yet; this server implements just enough of the
+//! contract in crates/api to check what the CLI sends and how it shows what comes back:
+//! stdio streaming with exit codes, tables, and error kinds. It records every create, so a
+//! test can assert the config the daemon would get.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+
+use api::v1::containers_server::{Containers, ContainersServer};
+use api::v1::system_server::{System, SystemServer};
+use api::v1::{self, stdio_request::Request, stdio_response::Response};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Status, Streaming};
+
+type BoxStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+#[derive(Default, Clone)]
+struct Daemon {
+    created: Arc<Mutex<Vec<v1::ContainerConfig>>>,
+}
+
+#[tonic::async_trait]
+impl System for Daemon {
+    async fn version(
+        &self,
+        _: tonic::Request<v1::VersionRequest>,
+    ) -> Result<tonic::Response<v1::VersionResponse>, Status> {
+        Ok(tonic::Response::new(v1::VersionResponse {
+            version: "0.0.0-test".into(),
+            commit: "test".into(),
+            build: "debug".into(),
+            api_version: api::API_VERSION,
+            app_name: "container-apiserver".into(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Containers for Daemon {
+    async fn create(
+        &self,
+        request: tonic::Request<v1::CreateContainerRequest>,
+    ) -> Result<tonic::Response<v1::CreateContainerResponse>, Status> {
+        let config = request.into_inner().config.unwrap_or_default();
+        if config.image == "missing" {
+            return Err(api::ApiError::not_found("image missing not found").into());
+        }
+        let id = if config.id.is_empty() {
+            "4c0e2f8a".to_owned()
+        } else {
+            config.id.clone()
+        };
+        if id == "taken" {
+            return Err(
+                api::ApiError::already_exists("container with id taken already exists").into(),
+            );
+        }
+        self.created.lock().unwrap().push(config);
+        Ok(tonic::Response::new(v1::CreateContainerResponse {
+            id,
+            warnings: vec![],
+        }))
+    }
+
+    async fn start(
+        &self,
+        _: tonic::Request<v1::StartContainerRequest>,
+    ) -> Result<tonic::Response<v1::StartContainerResponse>, Status> {
+        Ok(tonic::Response::new(v1::StartContainerResponse {}))
+    }
+
+    async fn list(
+        &self,
+        _: tonic::Request<v1::ListContainersRequest>,
+    ) -> Result<tonic::Response<v1::ListContainersResponse>, Status> {
+        let containers = self
+            .created
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| v1::ContainerInfo {
+                id: c.id.clone(),
+                config: Some(c.clone()),
+                state: v1::ContainerState::Running as i32,
+                platform: "linux/amd64".into(),
+                started_ms: 1_763_915_496_000,
+                resources: Some(v1::Resources {
+                    cpus_millis: 4000,
+                    memory_bytes: 1 << 30,
+                    shm_size_bytes: 0,
+                }),
+                ..Default::default()
+            })
+            .collect();
+        Ok(tonic::Response::new(v1::ListContainersResponse {
+            containers,
+        }))
+    }
+
+    // Attach: echo stdin to stdout upper-cased, "err" lines to stderr; the exit code is the
+    // number of bytes read, so the test sees the daemon's code come through.
+    async fn attach(
+        &self,
+        request: tonic::Request<Streaming<v1::StdioRequest>>,
+    ) -> Result<tonic::Response<BoxStream<v1::StdioResponse>>, Status> {
+        let mut input = request.into_inner();
+        let open = match input.next().await {
+            Some(Ok(v1::StdioRequest {
+                request: Some(Request::Attach(open)),
+            })) => open,
+            _ => return Err(Status::invalid_argument("first message must be attach")),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let send = |r: Response| v1::StdioResponse { response: Some(r) };
+            let _ = tx
+                .send(Ok(send(Response::Started(v1::Started::default()))))
+                .await;
+            let mut total = 0;
+            if open.stdin {
+                while let Some(Ok(message)) = input.next().await {
+                    match message.request {
+                        Some(Request::Stdin(bytes)) => {
+                            total += bytes.len();
+                            let text = String::from_utf8_lossy(&bytes).to_uppercase().into_bytes();
+                            let _ = tx.send(Ok(send(Response::Stdout(text)))).await;
+                        }
+                        Some(Request::CloseStdin(_)) => break,
+                        _ => {}
+                    }
+                }
+            }
+            let _ = tx
+                .send(Ok(send(Response::Stderr(b"done\n".to_vec()))))
+                .await;
+            let _ = tx
+                .send(Ok(send(Response::Exit(v1::Exit { code: total as i32 }))))
+                .await;
+        });
+        Ok(tonic::Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+/// Serves the stand-in daemon at `<app_root>/apiserver.sock` on its own thread.
+fn serve(app_root: &Path) -> Daemon {
+    let daemon = Daemon::default();
+    let socket = api::socket_path(app_root);
+    let served = daemon.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+            ready_tx.send(()).unwrap();
+            tonic::transport::Server::builder()
+                .add_service(SystemServer::new(served.clone()))
+                .add_service(ContainersServer::new(served))
+                .serve_with_incoming(UnixListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+    });
+    ready_rx.recv().unwrap();
+    daemon
+}
+
+fn container(app_root: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_container"))
+        .args(args)
+        .env("CONTAINER_APP_ROOT", app_root)
+        .env_remove("CONTAINER_DEFAULT_PLATFORM")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn run_streams_stdio_and_exits_with_the_containers_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = serve(dir.path());
+    let out = container(
+        dir.path(),
+        &["run", "-i", "--name", "echo", "-e", "A=1", "alpine", "cat"],
+        b"hello\n",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "done\n");
+    assert_eq!(out.status.code(), Some(6));
+    let created = daemon.created.lock().unwrap();
+    assert_eq!(created[0].id, "echo");
+    let process = created[0].process.clone().unwrap();
+    assert_eq!(process.command, ["cat"]);
+    assert_eq!(process.env, ["A=1"]);
+    assert!(process.stdin_open);
+}
+
+#[test]
+fn run_detached_prints_the_id_and_writes_the_cidfile() {
+    let dir = tempfile::tempdir().unwrap();
+    serve(dir.path());
+    let cidfile = dir.path().join("cid");
+    let out = container(
+        dir.path(),
+        &[
+            "run",
+            "-d",
+            "--cidfile",
+            cidfile.to_str().unwrap(),
+            "alpine",
+            "sleep",
+            "9",
+        ],
+        b"",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "4c0e2f8a\n");
+    assert_eq!(std::fs::read_to_string(&cidfile).unwrap(), "4c0e2f8a");
+}
+
+#[test]
+fn list_renders_the_daemons_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    serve(dir.path());
+    assert_eq!(
+        container(dir.path(), &["create", "--name", "web", "nginx"], b"")
+            .status
+            .code(),
+        Some(0)
+    );
+    let out = container(dir.path(), &["ls"], b"");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ID        IMAGE     OS        ARCH      STATE     IP        CPUS      MEMORY    STARTED\n\
+         web       nginx     linux     amd64     running             4         1024 MB   2025-11-23T16:31:36Z\n"
+    );
+    let out = container(dir.path(), &["ls", "-q"], b"");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "web\n");
+}
+
+#[test]
+fn daemon_errors_are_one_line_and_125() {
+    let dir = tempfile::tempdir().unwrap();
+    serve(dir.path());
+    let out = container(dir.path(), &["create", "--name", "taken", "alpine"], b"");
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "container: container with id taken already exists\n"
+    );
+    let out = container(dir.path(), &["run", "missing"], b"");
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "container: image missing not found\n"
+    );
+    // An rpc the daemon does not serve yet is reported, not hung on.
+    let out = container(dir.path(), &["image", "ls"], b"");
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("container: "),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
