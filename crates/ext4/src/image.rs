@@ -213,7 +213,7 @@ impl ImageWriter {
     }
 
     /// An image of exactly `size` bytes.
-    pub fn create_fixed(path: &Path, size: u64, _options: &Options) -> Result<Self> {
+    pub fn create_fixed(path: &Path, size: u64) -> Result<Self> {
         let groups = (size / BS as u64).div_ceil(BLOCKS_PER_GROUP).max(1);
         Self::open(path, gdt_blocks(groups))
     }
@@ -367,7 +367,6 @@ fn layout_and_write(
     options: &Options,
     fixed_blocks: Option<u64>,
 ) -> Result<Summary> {
-    let data_end = w.alloc.next;
     let uuid = options.uuid.unwrap_or_else(|| {
         // A version 4 (random) UUID.
         let mut u = random_bytes::<16>();
@@ -441,8 +440,9 @@ fn layout_and_write(
                     subdirs.push(d.node);
                 }
             } else if is_dir && d.node != ROOT && ino_of[i] != disk::FIRST_INO {
-                // Directories have exactly one name; a second one would be a cycle.
-                return Err(Error::TooLarge("directory reached twice".into()));
+                // Invariant: directories are never hard linked (layer.rs refuses
+                // it), so each has exactly one name. Guard against a cycle anyway.
+                return Err(Error::TooLarge("directory reachable by two paths".into()));
             }
         }
         if lf.is_some_and(|(id, _)| id == dir) {
@@ -672,11 +672,9 @@ fn layout_and_write(
         &plan,
         &placed,
         &node_at,
-        &ino_of,
         &subdir_count,
         uuid,
         seed,
-        data_end,
         used_inodes,
     )
 }
@@ -701,14 +699,11 @@ fn write_image(
     plan: &Plan,
     placed: &[Placed],
     node_at: &[Option<NodeId>],
-    ino_of: &[u32],
     subdir_count: &[u32],
     uuid: [u8; 16],
     seed: [u32; 4],
-    data_end: u64,
     used_inodes: u64,
 ) -> Result<Summary> {
-    let _ = (ino_of, data_end);
     let time = options.timestamp.unwrap_or(tree.default_time) as u32;
     let groups = plan.groups;
     let gdt = gdt_blocks(groups);

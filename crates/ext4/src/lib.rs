@@ -157,6 +157,15 @@ pub enum Error {
     Failed,
 }
 
+impl Error {
+    /// Whether the input (a layer, or an argument) is at fault rather than the
+    /// host. At an API boundary this is "invalid argument"; the rest (image
+    /// I/O, a builder that already failed) is "internal".
+    pub fn is_invalid_input(&self) -> bool {
+        !matches!(self, Error::Io { .. } | Error::Failed)
+    }
+}
+
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -213,7 +222,7 @@ pub fn format_empty(path: impl AsRef<Path>, size: u64, options: &Options) -> Res
     validate(options)?;
     let timestamp = options.timestamp.unwrap_or_else(now);
     let mut tree = tree::Tree::new(timestamp);
-    let writer = image::ImageWriter::create_fixed(path.as_ref(), size, options)?;
+    let writer = image::ImageWriter::create_fixed(path.as_ref(), size)?;
     writer.finish(&mut tree, options, Some(size / BLOCK_SIZE))
 }
 

@@ -67,3 +67,27 @@ fn two_level_htree() {
         &dump[..dump.len().min(2000)]
     );
 }
+
+#[test]
+fn many_empty_files_without_headroom() {
+    // 40,000 empty files need more inodes than one group holds, while their
+    // data needs almost no blocks: the inode count drives the group count.
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let mut layer = Layer::new();
+    for i in 0..40_000 {
+        layer.file_m(&format!("d{}/f{i}", i % 3), b"", DEF);
+    }
+    let options = ext4::Options {
+        headroom_bytes: 0,
+        headroom_percent: 0,
+        ..test_options()
+    };
+    let mut b = ext4::Ext4Builder::new(&img, options).unwrap();
+    b.apply_layer(&layer.bytes()[..]).unwrap();
+    let s = b.finish().unwrap();
+    assert_eq!(s.files, 40_000);
+    fsck(&img);
+    let ls = ls_dirs(&img, &["/d0".to_string(), "/d2".to_string()]);
+    assert_eq!(ls["/d0"].len() + ls["/d2"].len(), 26_667);
+}
