@@ -1,0 +1,405 @@
+//! vminitd's container processes in a real VM (QEMU): a busybox rootfs on a virtio disk found
+//! by its serial, stdio over host vsock ports the guest dials, terminals, signals, users and
+//! the default sandbox (capabilities, seccomp, masked paths, hostname). Skips (saying why)
+//! without guest artifacts unless CONTAINER_REQUIRE_VM=1.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use agent::v1::{
+    CreateProcessRequest, KillProcessRequest, MountRequest, ProcessRef, ResizeProcessRequest,
+    StdioPorts,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use vmm::{DiskConfig, VirtualMachine, VmExit};
+use vmm_qemu::testing::{self, TestVm, TestVmOptions};
+
+const ROOTFS: &str = "/run/container/rootfs";
+const T: Duration = Duration::from_secs(60);
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "id", "hostname", "stty", "sleep", "grep", "wc", "stat", "true",
+];
+
+/// An ext4 image of a small busybox rootfs with a passwd and group file.
+fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in [
+        "bin", "etc", "proc", "sys", "dev", "tmp", "root", "home/app",
+    ] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for a in APPLETS {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
+    }
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("etc/group"),
+        "root:x:0:\napp:x:1000:\nstaff:x:50:app\n",
+    )
+    .unwrap();
+    let image = dir.join("rootfs.ext4");
+    let status = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&root)
+        .arg(&image)
+        .arg("32M")
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfs.ext4 failed");
+    image
+}
+
+/// Boots a VM with the busybox rootfs mounted at ROOTFS; `None` when the test must skip.
+async fn boot(test: &str) -> Option<TestVm> {
+    let artifacts = testing::guest_artifacts_or_skip(test)?;
+    let dir = testing::new_temp_dir();
+    let image = busybox_rootfs(dir.path());
+    let options = TestVmOptions {
+        disks: vec![DiskConfig {
+            id: "rootfs".into(),
+            path: image,
+            read_only: false,
+        }],
+        ..TestVmOptions::default()
+    };
+    let t = TestVm::boot_in(dir, &artifacts, options).await;
+    t.agent
+        .mount(MountRequest {
+            source: "block-serial:rootfs".into(),
+            target: ROOTFS.into(),
+            fstype: "ext4".into(),
+            options: vec![],
+            create_target: true,
+        })
+        .await
+        .unwrap();
+    Some(t)
+}
+
+fn quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A spec the way Docker writes one by default: its 14 capabilities, its mounts, no
+/// no_new_privs, no explicit masked paths (vminitd applies Docker's list), hostname as given.
+fn docker_spec(args: &[&str], hostname: &str) -> Vec<u8> {
+    let args: Vec<String> = args.iter().map(|a| quote(a)).collect();
+    let caps = r#"["CAP_CHOWN","CAP_DAC_OVERRIDE","CAP_FSETID","CAP_FOWNER","CAP_MKNOD","CAP_NET_RAW","CAP_SETGID","CAP_SETUID","CAP_SETFCAP","CAP_SETPCAP","CAP_NET_BIND_SERVICE","CAP_SYS_CHROOT","CAP_KILL","CAP_AUDIT_WRITE"]"#;
+    format!(
+        r#"{{"ociVersion":"1.0.2",
+        "process":{{"user":{{"uid":0,"gid":0}},"args":[{args}],"env":["PATH=/bin","TERM=xterm"],"cwd":"/",
+          "capabilities":{{"bounding":{caps},"effective":{caps},"permitted":{caps}}},
+          "rlimits":[{{"type":"RLIMIT_NOFILE","hard":1048576,"soft":1048576}}]}},
+        "root":{{"path":"{ROOTFS}"}},
+        "hostname":{hostname},
+        "mounts":[
+          {{"destination":"/proc","type":"proc","source":"proc","options":["nosuid","noexec","nodev"]}},
+          {{"destination":"/dev","type":"tmpfs","source":"tmpfs","options":["nosuid","strictatime","mode=755","size=65536k"]}},
+          {{"destination":"/dev/pts","type":"devpts","source":"devpts","options":["nosuid","noexec","newinstance","ptmxmode=0666","mode=0620","gid=5"]}},
+          {{"destination":"/sys","type":"sysfs","source":"sysfs","options":["nosuid","noexec","nodev","ro"]}},
+          {{"destination":"/sys/fs/cgroup","type":"cgroup","source":"cgroup","options":["ro","nosuid","noexec","nodev"]}},
+          {{"destination":"/dev/mqueue","type":"mqueue","source":"mqueue","options":["nosuid","noexec","nodev"]}},
+          {{"destination":"/dev/shm","type":"tmpfs","source":"shm","options":["nosuid","noexec","nodev","mode=1777","size=67108864"]}}],
+        "linux":{{"resources":{{"pids":{{"limit":100}}}}}}}}"#,
+        args = args.join(","),
+        hostname = quote(hostname),
+    )
+    .into_bytes()
+}
+
+async fn read_all(mut s: impl AsyncRead + Unpin) -> Vec<u8> {
+    let mut out = Vec::new();
+    tokio::time::timeout(T, s.read_to_end(&mut out))
+        .await
+        .expect("stream not closed in time")
+        .unwrap();
+    out
+}
+
+fn create(id: &str, spec: Vec<u8>, stdio: StdioPorts) -> CreateProcessRequest {
+    CreateProcessRequest {
+        id: id.into(),
+        container_id: id.into(),
+        oci_spec: spec,
+        stdio: Some(stdio),
+        ..Default::default()
+    }
+}
+
+fn pref(id: &str) -> ProcessRef {
+    ProcessRef { id: id.into() }
+}
+
+/// Runs a container with stdout and stderr attached; returns (exit code, stdout, stderr).
+async fn run(t: &TestVm, req: CreateProcessRequest) -> (i32, String, String) {
+    let id = req.id.clone();
+    let (out_port, err_port) = (0x1000_0001, 0x1000_0002);
+    let mut out_l = t.vm.listen(out_port).await.unwrap();
+    let mut err_l = t.vm.listen(err_port).await.unwrap();
+    let mut req = req;
+    req.stdio = Some(StdioPorts {
+        stdin_port: 0,
+        stdout_port: out_port,
+        stderr_port: err_port,
+    });
+    t.agent.create_process(req).await.unwrap();
+    let out = out_l.accept().await.unwrap();
+    let err = err_l.accept().await.unwrap();
+    t.agent.start_process(pref(&id)).await.unwrap();
+    let (out, err) = tokio::join!(read_all(out), read_all(err));
+    let waited = t.agent.wait_process(pref(&id)).await.unwrap();
+    t.agent.delete_process(pref(&id)).await.unwrap();
+    (
+        waited.exit_code,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
+async fn finish(t: TestVm) {
+    let stopped = t.shutdown().await;
+    assert_eq!(stopped.exit, VmExit::PoweredOff, "console: {}", t.console());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_stay_separate_exit_codes_return_and_stdin_is_byte_exact() {
+    let Some(t) = boot("streams_stay_separate").await else {
+        return;
+    };
+    let spec = docker_spec(&["sh", "-c", "echo hello; echo oops >&2; exit 3"], "c");
+    let (code, out, err) = run(&t, create("hello", spec, StdioPorts::default())).await;
+    assert_eq!((code, out.as_str(), err.as_str()), (3, "hello\n", "oops\n"));
+
+    // cat echoes 1 MiB of stdin, byte for byte.
+    let input: Vec<u8> = (0..1024 * 1024u32).map(|i| (i * 31 % 253) as u8).collect();
+    let (in_port, out_port) = (0x1000_0010, 0x1000_0011);
+    let mut in_l = t.vm.listen(in_port).await.unwrap();
+    let mut out_l = t.vm.listen(out_port).await.unwrap();
+    let stdio = StdioPorts {
+        stdin_port: in_port,
+        stdout_port: out_port,
+        stderr_port: 0,
+    };
+    t.agent
+        .create_process(create("cat", docker_spec(&["cat"], "c"), stdio))
+        .await
+        .unwrap();
+    let mut stdin = in_l.accept().await.unwrap();
+    let stdout = out_l.accept().await.unwrap();
+    t.agent.start_process(pref("cat")).await.unwrap();
+    let data = input.clone();
+    let feed = tokio::spawn(async move {
+        stdin.write_all(&data).await.unwrap();
+        stdin.shutdown().await.unwrap();
+        stdin
+    });
+    let echoed = read_all(stdout).await;
+    drop(feed.await.unwrap());
+    let waited = t.agent.wait_process(pref("cat")).await.unwrap();
+    assert_eq!(waited.exit_code, 0);
+    assert_eq!(echoed.len(), input.len());
+    assert!(echoed == input, "echoed bytes differ from what was sent");
+    t.agent.delete_process(pref("cat")).await.unwrap();
+    finish(t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_sees_its_size_follow_resizes() {
+    let Some(t) = boot("a_terminal_sees_its_size_follow_resizes").await else {
+        return;
+    };
+    let (in_port, out_port) = (0x1000_0020, 0x1000_0021);
+    let mut in_l = t.vm.listen(in_port).await.unwrap();
+    let mut out_l = t.vm.listen(out_port).await.unwrap();
+    let spec = docker_spec(&["sh", "-c", "read a; stty size; read b; stty size"], "c");
+    let mut req = create(
+        "tty",
+        spec,
+        StdioPorts {
+            stdin_port: in_port,
+            stdout_port: out_port,
+            stderr_port: 0,
+        },
+    );
+    req.terminal = true;
+    t.agent.create_process(req).await.unwrap();
+    let mut input = in_l.accept().await.unwrap();
+    let mut output = out_l.accept().await.unwrap();
+    t.agent.start_process(pref("tty")).await.unwrap();
+    let mut seen = String::new();
+    for (rows, cols) in [(40u32, 100u32), (50, 132)] {
+        t.agent
+            .resize_process(ResizeProcessRequest {
+                id: "tty".into(),
+                rows,
+                cols,
+            })
+            .await
+            .unwrap();
+        input.write_all(b"\n").await.unwrap();
+        let want = format!("{rows} {cols}");
+        let mut buf = [0u8; 256];
+        while !seen.contains(&want) {
+            let n = tokio::time::timeout(T, output.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "terminal closed before {want:?}; saw {seen:?}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    let waited = t.agent.wait_process(pref("tty")).await.unwrap();
+    assert_eq!(waited.exit_code, 0, "terminal output: {seen:?}");
+    t.agent.delete_process(pref("tty")).await.unwrap();
+    finish(t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_reaches_the_process_and_sigkill_reports_137() {
+    let Some(t) = boot("sigterm_reaches_the_process").await else {
+        return;
+    };
+    let out_port = 0x1000_0030;
+    let mut out_l = t.vm.listen(out_port).await.unwrap();
+    let script = "trap 'echo got-term; exit 42' TERM; echo ready; while true; do sleep 0.1; done";
+    let stdio = StdioPorts {
+        stdin_port: 0,
+        stdout_port: out_port,
+        stderr_port: 0,
+    };
+    t.agent
+        .create_process(create(
+            "term",
+            docker_spec(&["sh", "-c", script], "c"),
+            stdio,
+        ))
+        .await
+        .unwrap();
+    let mut out = out_l.accept().await.unwrap();
+    t.agent.start_process(pref("term")).await.unwrap();
+    let mut ready = [0u8; 6];
+    tokio::time::timeout(T, out.read_exact(&mut ready))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&ready, b"ready\n");
+    t.agent
+        .kill_process(KillProcessRequest {
+            id: "term".into(),
+            signal: 15,
+            all: false,
+        })
+        .await
+        .unwrap();
+    let rest = read_all(out).await;
+    let waited = t.agent.wait_process(pref("term")).await.unwrap();
+    assert_eq!(
+        (waited.exit_code, String::from_utf8_lossy(&rest).as_ref()),
+        (42, "got-term\n")
+    );
+    t.agent.delete_process(pref("term")).await.unwrap();
+
+    t.agent
+        .create_process(create(
+            "sleeper",
+            docker_spec(&["sleep", "1000"], "c"),
+            StdioPorts::default(),
+        ))
+        .await
+        .unwrap();
+    t.agent.start_process(pref("sleeper")).await.unwrap();
+    t.agent
+        .kill_process(KillProcessRequest {
+            id: "sleeper".into(),
+            signal: 9,
+            all: false,
+        })
+        .await
+        .unwrap();
+    let waited = t.agent.wait_process(pref("sleeper")).await.unwrap();
+    assert_eq!(waited.exit_code, 137);
+    t.agent.delete_process(pref("sleeper")).await.unwrap();
+    finish(t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_capabilities_seccomp_masked_paths_and_hostname() {
+    let Some(t) = boot("user_capabilities_seccomp_masked_paths_and_hostname").await else {
+        return;
+    };
+    let mut req = create(
+        "id",
+        docker_spec(&["sh", "-c", "id -u; id -g; id -G; echo $HOME"], "c"),
+        StdioPorts::default(),
+    );
+    req.user = "app".into();
+    let (code, out, err) = run(&t, req).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "1000\n1000\n1000 50\n/home/app\n");
+    let mut req = create(
+        "id2",
+        docker_spec(&["sh", "-c", "id -u; id -g"], "c"),
+        StdioPorts::default(),
+    );
+    req.user = "4321:8765".into();
+    assert_eq!(run(&t, req).await.1, "4321\n8765\n");
+
+    let script = "grep -E '^(CapEff|CapBnd|Seccomp):' /proc/self/status";
+    let (code, out, err) = run(
+        &t,
+        create(
+            "status",
+            docker_spec(&["sh", "-c", script], "c"),
+            StdioPorts::default(),
+        ),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "CapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nSeccomp:\t2\n"
+    );
+
+    // The guest kernel has no /proc/kcore at all (CONFIG_PROC_KCORE is off); /proc/keys and
+    // /proc/timer_list are on Docker's masked list too and do exist.
+    let script = "test -e /proc/kcore && wc -c < /proc/kcore; stat -c %t,%T /proc/keys /proc/timer_list; cat /proc/keys /proc/timer_list | wc -c";
+    let (code, out, err) = run(
+        &t,
+        create(
+            "masked",
+            docker_spec(&["sh", "-c", script], "c"),
+            StdioPorts::default(),
+        ),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "1,3\n1,3\n0\n");
+
+    let (code, out, _) = run(
+        &t,
+        create(
+            "named",
+            docker_spec(&["hostname"], "web-7.example"),
+            StdioPorts::default(),
+        ),
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (0, "web-7.example\n"));
+    finish(t).await;
+}
