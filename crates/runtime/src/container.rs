@@ -160,6 +160,8 @@ pub struct Container {
     finished: watch::Sender<Option<Finished>>,
     /// Exec ids that are running, for Kill and Resize.
     execs: Mutex<std::collections::HashSet<String>>,
+    /// The init process's output pumps, until the watcher takes them.
+    pumps: Mutex<Option<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Container {
@@ -512,6 +514,7 @@ impl Container {
             exited: watch::channel(None).0,
             finished: watch::channel(None).0,
             execs: Mutex::new(Default::default()),
+            pumps: Mutex::new(None),
             config,
         });
         container.create_init().await?;
@@ -791,9 +794,20 @@ impl Container {
             let (_, write) = tokio::io::split(s);
             *self.stdin.lock().await = Some(write);
         }
-        let me = Arc::clone(self);
-        tokio::spawn(async move { me.watch_init(pumps).await });
+        *self.pumps.lock().unwrap_or_else(|e| e.into_inner()) = Some(pumps);
         Ok(())
+    }
+
+    /// Starts watching the init process for its exit, once. Called after StartProcess (or
+    /// before killing a never-started process): vminitd answers a StartProcess only after
+    /// the process exits while a WaitProcess for it is pending, so the wait must not come
+    /// first.
+    fn watch(self: &Arc<Self>) {
+        let pumps = self.pumps.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(pumps) = pumps {
+            let me = Arc::clone(self);
+            tokio::spawn(async move { me.watch_init(pumps).await });
+        }
     }
 
     /// Turns a failed CreateProcess/StartProcess into a start error with Docker's exit code.
@@ -917,7 +931,7 @@ impl Container {
     }
 
     /// Starts the init process. Returns its pid in the guest.
-    pub async fn start(&self) -> Result<u32, ContainerError> {
+    pub async fn start(self: &Arc<Self>) -> Result<u32, ContainerError> {
         if self.state().status != Status::Created {
             return Err(ContainerError::FailedPrecondition(format!(
                 "container {} is not in the created state",
@@ -933,12 +947,13 @@ impl Container {
         {
             Ok(r) => {
                 let now = crate::fsutil::now_rfc3339();
-                self.update_state(|s| {
+                let saved = self.update_state(|s| {
                     s.status = Status::Running;
                     s.init_pid = Some(r.pid);
                     s.started_at = Some(now);
-                })?;
-                Ok(r.pid)
+                });
+                self.watch();
+                saved.map(|()| r.pid)
             }
             Err(e) => {
                 let err = self.start_error("starting the init process", e);
@@ -959,6 +974,7 @@ impl Container {
                     s.error = Some(message.clone());
                     s.exit_code = Some(code);
                 });
+                self.watch();
                 Err(ContainerError::Start { message, code })
             }
         }
@@ -1070,7 +1086,7 @@ impl Container {
     /// Sends the stop signal, waits up to `timeout`, then SIGKILLs every process of the
     /// container; returns the exit code once the init process has exited.
     pub async fn stop(
-        &self,
+        self: &Arc<Self>,
         signal: Option<u32>,
         timeout: Option<Duration>,
     ) -> Result<i32, ContainerError> {
@@ -1084,6 +1100,7 @@ impl Container {
         if self.state().status == Status::Created {
             // Never started: nothing to be graceful with.
             let _ = self.kill("", libc::SIGKILL as u32, true).await;
+            self.watch();
         } else if let Err(e) = self.kill("", signal, false).await {
             tracing::warn!("stop signal: {e}");
         }
@@ -1276,7 +1293,7 @@ impl Container {
     }
 
     /// Stops the container if it runs and waits for the end (used on SIGTERM to the runtime).
-    pub async fn shutdown(&self) -> Finished {
+    pub async fn shutdown(self: &Arc<Self>) -> Finished {
         if self.exited.borrow().is_none() {
             let _ = self.stop(None, None).await;
         }
