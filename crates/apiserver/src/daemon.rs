@@ -1,0 +1,374 @@
+//! The daemon's state: the image store, the container records and their runtimes, the
+//! properties and credentials, and the reconciliation done when it opens an app root.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use api::ApiError;
+use tokio::sync::watch;
+
+use crate::properties::Properties;
+use crate::record::{ContainerDirs, ContainerRecord, Phase};
+
+/// How the daemon is set up.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// The app root.
+    pub app_root: PathBuf,
+    /// The `container-runtime` program; found beside the daemon's executable (or on PATH)
+    /// when `None`.
+    pub runtime_binary: Option<PathBuf>,
+}
+
+/// Why the daemon could not open its app root.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A directory or file of the app root is unusable.
+    #[error("{0}")]
+    State(String),
+}
+
+/// One known container.
+pub(crate) struct Entry {
+    pub(crate) record: ContainerRecord,
+    /// Serialises lifecycle operations (start, stop, delete) of this container.
+    pub(crate) op: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The daemon. Shared by every service through an `Arc`.
+pub struct Daemon {
+    pub(crate) app_root: PathBuf,
+    pub(crate) store: Arc<oci::Store>,
+    pub(crate) properties: Properties,
+    pub(crate) dirs: ContainerDirs,
+    pub(crate) containers: Mutex<BTreeMap<String, Entry>>,
+    pub(crate) credentials: Arc<dyn oci::CredentialStore>,
+    pub(crate) runtime_binary: PathBuf,
+    /// Bumped at every container change; waiters and log followers watch it.
+    pub(crate) changes: watch::Sender<u64>,
+    pub(crate) shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("app_root", &self.app_root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps an error of crates/oci onto the API's kinds.
+pub(crate) fn oci_error(kind: oci::ErrorKind, message: impl std::fmt::Display) -> ApiError {
+    use api::ErrorKind as K;
+    let kind = match kind {
+        oci::ErrorKind::NotFound => K::NotFound,
+        oci::ErrorKind::AlreadyExists => K::AlreadyExists,
+        oci::ErrorKind::InvalidArgument => K::InvalidArgument,
+        oci::ErrorKind::FailedPrecondition => K::FailedPrecondition,
+        oci::ErrorKind::Unavailable => K::Unavailable,
+        oci::ErrorKind::Internal => K::Internal,
+    };
+    ApiError::new(kind, one_line(&message.to_string()))
+}
+
+/// Collapses a message onto one line.
+pub(crate) fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Runs blocking work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("a worker task failed: {e}")))?
+}
+
+/// Finds `container-runtime`: `$CONTAINER_RUNTIME_BINARY`, beside our executable (or one
+/// level up, for test binaries in `deps/`), else PATH.
+fn find_runtime_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("CONTAINER_RUNTIME_BINARY").filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            let candidate = dir.join("container-runtime");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    PathBuf::from("container-runtime")
+}
+
+/// Whether `pid` is a live `container-runtime` process (not a zombie, not a reused pid).
+pub(crate) fn runtime_alive(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state letter follows the parenthesised command name.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim().chars().next());
+    if matches!(state, Some('Z') | Some('X') | None) {
+        return false;
+    }
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            c.split(|b| *b == 0)
+                .next()
+                .is_some_and(|argv0| argv0.ends_with(b"container-runtime"))
+        })
+        .unwrap_or(false)
+}
+
+impl Daemon {
+    /// Opens (creating) an app root and reconciles what it finds: dead runtimes' containers
+    /// are marked stopped, live ones re-adopted, leftovers of interrupted creates and deletes
+    /// removed.
+    pub async fn open(options: DaemonOptions) -> Result<Arc<Daemon>, OpenError> {
+        let root = options.app_root.clone();
+        std::fs::create_dir_all(&root)
+            .map_err(|e| OpenError::State(format!("creating {}: {e}", root.display())))?;
+        let store_root = root.clone();
+        let store = tokio::task::spawn_blocking(move || oci::Store::open(store_root))
+            .await
+            .map_err(|e| OpenError::State(e.to_string()))?
+            .map_err(|e| OpenError::State(format!("opening the image store: {e}")))?;
+        let properties = Properties::open(&root).map_err(|e| OpenError::State(e.to_string()))?;
+        let dirs = ContainerDirs::open(&root).map_err(|e| OpenError::State(e.to_string()))?;
+        let cleaned = dirs.clean().map_err(|e| OpenError::State(e.to_string()))?;
+        if cleaned > 0 {
+            tracing::info!(cleaned, "removed half-created or half-deleted containers");
+        }
+        let mut stores: Vec<Arc<dyn oci::CredentialStore>> = vec![Arc::new(
+            oci::FileCredentialStore::new(root.join("credentials.json")),
+        )];
+        if let Some(docker) = oci::DockerConfigStore::from_env() {
+            stores.push(Arc::new(docker));
+        }
+        let daemon = Arc::new(Daemon {
+            app_root: root,
+            store: Arc::new(store),
+            properties,
+            dirs,
+            containers: Mutex::new(BTreeMap::new()),
+            credentials: Arc::new(oci::CredentialChain::new(stores)),
+            runtime_binary: options.runtime_binary.unwrap_or_else(find_runtime_binary),
+            changes: watch::channel(0).0,
+            shutdown: watch::channel(false).0,
+        });
+        daemon.reconcile().await?;
+        Ok(daemon)
+    }
+
+    async fn reconcile(self: &Arc<Self>) -> Result<(), OpenError> {
+        let (records, errors) = self
+            .dirs
+            .load_all()
+            .map_err(|e| OpenError::State(e.to_string()))?;
+        for e in errors {
+            tracing::warn!("skipping an unreadable container: {e}");
+        }
+        let mut adopt = Vec::new();
+        let mut remove = Vec::new();
+        for mut record in records {
+            let bundle = runtime::Bundle::new(self.dirs.dir(&record.id));
+            let state = runtime::State::load(&bundle.state()).ok();
+            let alive = state.as_ref().is_some_and(|s| runtime_alive(s.runtime_pid));
+            let runtime_running = state
+                .as_ref()
+                .is_some_and(|s| s.status != runtime::Status::Stopped);
+            if record.phase == Phase::Running || runtime_running {
+                if alive && runtime_running {
+                    record.phase = Phase::Running;
+                    adopt.push(record.id.clone());
+                } else {
+                    mark_stopped(&mut record, state.as_ref());
+                    tracing::info!(id = %record.id, code = ?record.exit_code, "runtime gone: container marked stopped");
+                    if let Err(e) = record.save(bundle.dir()) {
+                        tracing::warn!("saving {}: {e}", record.id);
+                    }
+                    if record.options().is_ok_and(|o| o.auto_remove) {
+                        remove.push(record.id.clone());
+                    }
+                }
+            }
+            let op = Arc::new(tokio::sync::Mutex::new(()));
+            self.containers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(record.id.clone(), Entry { record, op });
+        }
+        for id in remove {
+            if let Err(e) = self.remove_container(&id) {
+                tracing::warn!("auto-removing {id}: {e}");
+            }
+        }
+        for id in adopt {
+            tracing::info!(%id, "re-adopting a running container");
+            let me = Arc::clone(self);
+            tokio::spawn(async move { me.monitor(id).await });
+        }
+        Ok(())
+    }
+
+    /// The app root.
+    pub fn app_root(&self) -> &Path {
+        &self.app_root
+    }
+
+    /// Asks the server to stop (running containers keep running).
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves when [`Daemon::shutdown`] has been called.
+    pub async fn shutdown_requested(&self) {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|v| *v).await;
+    }
+
+    pub(crate) fn notify(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Finds a container by full ID, name, or unique ID prefix; returns its ID.
+    pub(crate) fn lookup(&self, key: &str) -> Result<String, ApiError> {
+        if key.is_empty() {
+            return Err(ApiError::invalid_argument("no container given"));
+        }
+        let map = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+        if map.contains_key(key) {
+            return Ok(key.to_owned());
+        }
+        if let Some(e) = map.values().find(|e| e.record.name == key) {
+            return Ok(e.record.id.clone());
+        }
+        let matches: Vec<&String> = map.keys().filter(|id| id.starts_with(key)).collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(ApiError::not_found(format!("container {key} not found"))),
+            _ => Err(ApiError::invalid_argument(format!(
+                "container ID prefix {key} is ambiguous: give more of it or the name"
+            ))),
+        }
+    }
+
+    /// A copy of a container's record.
+    pub(crate) fn record(&self, id: &str) -> Result<ContainerRecord, ApiError> {
+        self.containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .map(|e| e.record.clone())
+            .ok_or_else(|| ApiError::not_found(format!("container {id} not found")))
+    }
+
+    /// The lifecycle lock of a container.
+    pub(crate) fn op_lock(&self, id: &str) -> Result<Arc<tokio::sync::Mutex<()>>, ApiError> {
+        self.containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .map(|e| Arc::clone(&e.op))
+            .ok_or_else(|| ApiError::not_found(format!("container {id} not found")))
+    }
+
+    /// Changes a container's record and persists it.
+    pub(crate) fn update(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut ContainerRecord),
+    ) -> Result<ContainerRecord, ApiError> {
+        let mut map = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map
+            .get_mut(id)
+            .ok_or_else(|| ApiError::not_found(format!("container {id} not found")))?;
+        let mut next = entry.record.clone();
+        f(&mut next);
+        if next != entry.record {
+            next.save(&self.dirs.dir(id))
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            entry.record = next;
+        }
+        let out = entry.record.clone();
+        drop(map);
+        self.notify();
+        Ok(out)
+    }
+
+    /// Every container record, newest first.
+    pub(crate) fn records(&self) -> Vec<ContainerRecord> {
+        let mut v: Vec<ContainerRecord> = self
+            .containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|e| e.record.clone())
+            .collect();
+        v.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(a.id.cmp(&b.id)));
+        v
+    }
+
+    /// Removes a stopped container's record and directory.
+    pub(crate) fn remove_container(&self, id: &str) -> Result<(), ApiError> {
+        let mut map = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+        self.dirs
+            .delete(id)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        map.remove(id);
+        drop(map);
+        self.notify();
+        Ok(())
+    }
+
+    /// Waits (up to `timeout`) for a container's runtime process to be gone, then kills it
+    /// if it is still there.
+    pub(crate) async fn reap_runtime(&self, id: &str, timeout: Duration) {
+        let bundle = runtime::Bundle::new(self.dirs.dir(id));
+        let Ok(state) = runtime::State::load(&bundle.state()) else {
+            return;
+        };
+        let deadline = Instant::now() + timeout;
+        while runtime_alive(state.runtime_pid) {
+            if Instant::now() >= deadline {
+                // SAFETY: kill(2) with a pid we verified is a container-runtime process;
+                // no memory is involved.
+                unsafe { libc::kill(state.runtime_pid as i32, libc::SIGKILL) };
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Marks a record stopped from the runtime's last state (or as failed when it has none).
+pub(crate) fn mark_stopped(record: &mut ContainerRecord, state: Option<&runtime::State>) {
+    record.phase = Phase::Stopped;
+    match state {
+        Some(s) if s.exit_code.is_some() => {
+            record.exit_code = s.exit_code;
+            record.finished_ms = s
+                .finished_at
+                .as_deref()
+                .map(crate::fsutil::rfc3339_to_ms)
+                .filter(|t| *t > 0)
+                .unwrap_or_else(crate::fsutil::now_ms);
+            if let Some(e) = &s.error {
+                record.error = e.clone();
+            }
+        }
+        _ => {
+            record.exit_code = Some(255);
+            record.finished_ms = crate::fsutil::now_ms();
+            record.error = "the container's runtime exited without recording an exit code".into();
+        }
+    }
+}

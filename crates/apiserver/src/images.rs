@@ -1,0 +1,678 @@
+//! Images and registry logins over crates/oci: the `Images` and `Registry` services.
+//!
+//! Docker Hub names are pulled from the mirror in `registry.mirror` (or
+//! `$CONTAINER_REGISTRY_MIRROR`) when one is set, keeping their names, so `busybox` resolves
+//! offline against a local registry.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::sync::Arc;
+
+use api::ApiError;
+use api::v1;
+use api::v1::images_server::Images;
+use api::v1::registry_server::Registry;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::daemon::{Daemon, blocking, oci_error};
+
+type Res<T> = Result<Response<T>, Status>;
+
+fn ok<T>(v: T) -> Res<T> {
+    Ok(Response::new(v))
+}
+
+fn scheme(s: i32) -> oci::Scheme {
+    match v1::RegistryScheme::try_from(s) {
+        Ok(v1::RegistryScheme::Http) => oci::Scheme::Http,
+        Ok(v1::RegistryScheme::Https) => oci::Scheme::Https,
+        _ => oci::Scheme::Auto,
+    }
+}
+
+fn parse_platform(text: &str) -> Result<Option<oci::Platform>, ApiError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse::<oci::Platform>()
+        .map(Some)
+        .map_err(|e| oci_error(e.kind(), e))
+}
+
+/// Sends pull/push progress to a client stream.
+struct StreamProgress<T> {
+    tx: mpsc::Sender<Result<T, Status>>,
+    wrap: fn(v1::BlobProgress) -> T,
+}
+
+impl<T: Send + 'static> oci::Progress for StreamProgress<T> {
+    fn event(&self, event: oci::ProgressEvent) {
+        use oci::ProgressEvent as E;
+        use v1::blob_progress::Phase as P;
+        let p = |digest: &oci::Digest, phase: P, current: u64, total: u64| v1::BlobProgress {
+            digest: digest.to_string(),
+            phase: phase as i32,
+            current,
+            total,
+        };
+        let msg = match &event {
+            E::BlobStarted {
+                digest,
+                size,
+                resumed_from,
+                ..
+            } => p(digest, P::Transferring, *resumed_from, *size),
+            E::BlobProgress { digest, done, size } => p(digest, P::Transferring, *done, *size),
+            E::BlobDone { digest, size } => p(digest, P::Done, *size, *size),
+            E::BlobSkipped { digest, size } => p(digest, P::Exists, *size, *size),
+            E::BlobRetrying { digest, .. } => p(digest, P::Waiting, 0, 0),
+            E::Resolved { .. } | E::ManifestDone { .. } => return,
+        };
+        // Progress is advisory: a slow client loses intermediate events, never the result.
+        let _ = self.tx.try_send(Ok((self.wrap)(msg)));
+    }
+}
+
+/// Runs a registry transfer on a thread of its own: crates/oci's pull and push futures are
+/// not `Send` (their concurrent blob streams borrow across awaits), so they cannot go to
+/// `tokio::spawn`; a current-thread runtime per transfer runs them instead.
+async fn on_own_thread<T, F>(f: impl FnOnce() -> F + Send + 'static) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("registry".into())
+        .spawn(move || {
+            let result = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(f()),
+                Err(e) => Err(ApiError::internal(format!(
+                    "starting a registry worker: {e}"
+                ))),
+            };
+            let _ = tx.send(result);
+        })
+        .map_err(|e| ApiError::internal(format!("starting a registry worker: {e}")))?;
+    rx.await
+        .map_err(|_| ApiError::internal("a registry worker died"))?
+}
+
+impl Daemon {
+    /// Parses a reference as the user wrote it.
+    pub(crate) fn parse_reference(&self, text: &str) -> Result<oci::ImageRef, ApiError> {
+        oci::ImageRef::parse(text).map_err(|e| oci_error(e.kind(), e))
+    }
+
+    /// A registry client with the configured mirror.
+    pub(crate) fn registry_client(
+        &self,
+        scheme: oci::Scheme,
+        concurrency: u32,
+    ) -> Result<oci::RegistryClient, ApiError> {
+        let mut config = oci::RegistryConfig {
+            scheme,
+            ..Default::default()
+        };
+        if concurrency > 0 {
+            config.max_concurrent_downloads = concurrency as usize;
+            config.max_concurrent_uploads = concurrency as usize;
+        }
+        if let Some(mirror) = self.properties.registry_mirror() {
+            config.mirrors.insert("docker.io".into(), mirror);
+        }
+        oci::RegistryClient::new(config, Arc::clone(&self.credentials))
+            .map_err(|e| oci_error(e.kind(), e))
+    }
+
+    /// Resolves a stored image to one platform's manifest and config.
+    pub(crate) async fn resolve_image(
+        &self,
+        reference: &oci::ImageRef,
+        platform: Option<oci::Platform>,
+    ) -> Result<oci::ResolvedImage, ApiError> {
+        let store = Arc::clone(&self.store);
+        let reference = reference.clone();
+        blocking(move || {
+            store
+                .resolve(&reference, platform.as_ref())
+                .map_err(|e| oci_error(e.kind(), e))
+        })
+        .await
+    }
+
+    /// Pulls an image and unpacks the platform's rootfs.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn pull(
+        &self,
+        reference: &oci::ImageRef,
+        platform: Option<oci::Platform>,
+        all_platforms: bool,
+        scheme: oci::Scheme,
+        concurrency: u32,
+        progress: Arc<dyn oci::Progress>,
+    ) -> Result<oci::PullResult, ApiError> {
+        let client = self.registry_client(scheme, concurrency)?;
+        let options = oci::PullOptions {
+            platform: platform.clone(),
+            all_platforms,
+        };
+        let store = Arc::clone(&self.store);
+        let r = reference.clone();
+        let result = on_own_thread(move || async move {
+            client
+                .pull(&store, &r, &options, progress.as_ref())
+                .await
+                .map_err(|e| oci_error(e.kind(), e))
+        })
+        .await?;
+        let resolved = self.resolve_image(&result.name, platform).await?;
+        self.unpack(&resolved.manifest_descriptor.digest).await?;
+        tracing::info!(image = %result.name, digest = %result.target.digest, "image pulled");
+        Ok(result)
+    }
+
+    /// Builds (once) the rootfs snapshot of a manifest; returns its path.
+    pub(crate) async fn unpack(
+        &self,
+        manifest: &oci::Digest,
+    ) -> Result<std::path::PathBuf, ApiError> {
+        let store = Arc::clone(&self.store);
+        let manifest = manifest.clone();
+        blocking(move || {
+            oci::ensure_rootfs(&store, &manifest, &ext4::Options::default())
+                .map(|s| s.path)
+                .map_err(|e| oci_error(e.kind(), e))
+        })
+        .await
+    }
+
+    /// The wire description of a stored image.
+    pub(crate) fn image_info(&self, rec: &oci::ImageRecord, with_config: bool) -> v1::ImageInfo {
+        let store = &self.store;
+        let mut variants = Vec::new();
+        let mut manifests: Vec<oci::Descriptor> = Vec::new();
+        match store.manifest(&rec.target) {
+            Ok(oci::Manifest::Index(idx)) => {
+                manifests.extend(
+                    idx.manifests
+                        .iter()
+                        .filter(|m| store.content().contains(&m.digest))
+                        .cloned(),
+                );
+            }
+            Ok(oci::Manifest::Image(_)) => manifests.push(rec.target.clone()),
+            Err(_) => {}
+        }
+        for m in manifests {
+            let Ok(r) = store.resolve_descriptor(&m, None) else {
+                continue;
+            };
+            let platform = r.config.platform();
+            let config_json = if with_config {
+                store
+                    .content()
+                    .read(&r.manifest.config.digest)
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            variants.push(v1::ImageVariant {
+                platform: platform.to_string(),
+                manifest_digest: m.digest.to_string(),
+                size: r.size(),
+                created_ms: r
+                    .config
+                    .created
+                    .as_deref()
+                    .map(crate::fsutil::rfc3339_to_ms)
+                    .unwrap_or(0),
+                config_json,
+                unpacked: oci::rootfs_path(store, &m.digest).is_file(),
+            });
+        }
+        v1::ImageInfo {
+            reference: rec.name.to_string(),
+            name: rec.name.name(),
+            tag: rec.name.tag().unwrap_or_default().to_owned(),
+            digest: rec.target.digest.to_string(),
+            media_type: rec.target.media_type.clone(),
+            variants,
+        }
+    }
+
+    /// Digests (index and manifests) that containers use.
+    pub(crate) fn digests_in_use(&self) -> BTreeSet<String> {
+        self.records()
+            .into_iter()
+            .flat_map(|r| [r.image_target, r.image_digest])
+            .collect()
+    }
+
+    /// Finds a stored image by reference, or by digest / digest prefix.
+    fn find_image(&self, text: &str) -> Result<oci::ImageRecord, ApiError> {
+        let images = self.store.images().map_err(|e| oci_error(e.kind(), e))?;
+        let hex = text.strip_prefix("sha256:").unwrap_or(text);
+        if hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let hits: Vec<&oci::ImageRecord> = images
+                .iter()
+                .filter(|r| r.target.digest.hex().starts_with(hex))
+                .collect();
+            if let Some(first) = hits.first() {
+                return Ok((*first).clone());
+            }
+        }
+        let reference = self.parse_reference(text)?;
+        self.store
+            .image(&reference)
+            .map_err(|e| oci_error(e.kind(), e))
+    }
+
+    /// Deletes one reference (and, through GC, content nobody names any more).
+    async fn delete_image(
+        &self,
+        text: &str,
+        force: bool,
+    ) -> Result<v1::DeleteImageResponse, ApiError> {
+        let rec = self.find_image(text)?;
+        let target = rec.target.digest.to_string();
+        let still_named = self
+            .store
+            .images()
+            .map_err(|e| oci_error(e.kind(), e))?
+            .iter()
+            .any(|r| r.name != rec.name && r.target.digest == rec.target.digest);
+        if !force && !still_named {
+            let users: Vec<String> = self
+                .records()
+                .into_iter()
+                .filter(|r| r.image_target == target)
+                .map(|r| r.name)
+                .collect();
+            if !users.is_empty() {
+                return Err(ApiError::failed_precondition(format!(
+                    "image {} is used by container {}: remove the container first or use --force",
+                    rec.name.familiar(),
+                    users.join(", ")
+                )));
+            }
+        }
+        let store = Arc::clone(&self.store);
+        let name = rec.name.clone();
+        let in_use = self.digests_in_use();
+        blocking(move || {
+            store
+                .remove_image(&name)
+                .map_err(|e| oci_error(e.kind(), e))?;
+            let report = if still_named || in_use.contains(&target) {
+                oci::GcReport::default()
+            } else {
+                store.gc().map_err(|e| oci_error(e.kind(), e))?
+            };
+            Ok(v1::DeleteImageResponse {
+                untagged: vec![name.to_string()],
+                deleted: if still_named { vec![] } else { vec![target] },
+                reclaimed_bytes: report.reclaimed_bytes,
+            })
+        })
+        .await
+    }
+}
+
+/// The Images service.
+#[derive(Debug, Clone)]
+pub struct ImagesService(pub Arc<Daemon>);
+
+#[tonic::async_trait]
+impl Images for ImagesService {
+    async fn pull(
+        &self,
+        req: Request<v1::PullImageRequest>,
+    ) -> Res<BoxStream<v1::PullImageResponse>> {
+        let r = req.into_inner();
+        let reference = self.0.parse_reference(&r.reference)?;
+        let platform = parse_platform(&r.platform)?;
+        let (tx, rx) = mpsc::channel(256);
+        let daemon = Arc::clone(&self.0);
+        tokio::spawn(async move {
+            use v1::pull_image_response::Event;
+            let status = |s: String| {
+                Ok(v1::PullImageResponse {
+                    event: Some(Event::Status(s)),
+                })
+            };
+            let _ = tx.send(status(format!("pulling {reference}"))).await;
+            let progress = Arc::new(StreamProgress {
+                tx: tx.clone(),
+                wrap: |p| v1::PullImageResponse {
+                    event: Some(Event::Progress(p)),
+                },
+            });
+            let result = daemon
+                .pull(
+                    &reference,
+                    platform,
+                    r.all_platforms,
+                    scheme(r.scheme),
+                    r.max_concurrent_downloads,
+                    progress,
+                )
+                .await;
+            match result {
+                Ok(result) => {
+                    let store = Arc::clone(&daemon.store);
+                    let name = result.name.clone();
+                    let d = Arc::clone(&daemon);
+                    let info = blocking(move || {
+                        let rec = store.image(&name).map_err(|e| oci_error(e.kind(), e))?;
+                        Ok(d.image_info(&rec, false))
+                    })
+                    .await;
+                    let msg = info.map(|i| v1::PullImageResponse {
+                        event: Some(Event::Image(i)),
+                    });
+                    let _ = tx.send(msg.map_err(Status::from)).await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                }
+            }
+        });
+        ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    async fn push(
+        &self,
+        req: Request<v1::PushImageRequest>,
+    ) -> Res<BoxStream<v1::PushImageResponse>> {
+        let r = req.into_inner();
+        let reference = self.0.parse_reference(&r.reference)?;
+        let platform = parse_platform(&r.platform)?;
+        let client = self
+            .0
+            .registry_client(scheme(r.scheme), r.max_concurrent_uploads)?;
+        let (tx, rx) = mpsc::channel(256);
+        let daemon = Arc::clone(&self.0);
+        tokio::spawn(async move {
+            use v1::push_image_response::Event;
+            let progress = StreamProgress {
+                tx: tx.clone(),
+                wrap: |p| v1::PushImageResponse {
+                    event: Some(Event::Progress(p)),
+                },
+            };
+            let _ = tx
+                .send(Ok(v1::PushImageResponse {
+                    event: Some(Event::Status(format!("pushing {reference}"))),
+                }))
+                .await;
+            let store = Arc::clone(&daemon.store);
+            let result = on_own_thread(move || async move {
+                client
+                    .push(
+                        &store,
+                        &reference,
+                        None,
+                        &oci::PushOptions { platform },
+                        &progress,
+                    )
+                    .await
+                    .map_err(|e| oci_error(e.kind(), e))
+            })
+            .await;
+            let msg = result.map(|d| v1::PushImageResponse {
+                event: Some(Event::Digest(d.to_string())),
+            });
+            let _ = tx.send(msg.map_err(Status::from)).await;
+        });
+        ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    async fn list(&self, _: Request<v1::ListImagesRequest>) -> Res<v1::ListImagesResponse> {
+        let daemon = Arc::clone(&self.0);
+        let images = blocking(move || {
+            let mut recs = daemon.store.images().map_err(|e| oci_error(e.kind(), e))?;
+            recs.sort_by_key(|r| r.name.to_string());
+            Ok(recs.iter().map(|r| daemon.image_info(r, false)).collect())
+        })
+        .await?;
+        ok(v1::ListImagesResponse { images })
+    }
+
+    async fn inspect(
+        &self,
+        req: Request<v1::InspectImageRequest>,
+    ) -> Res<v1::InspectImageResponse> {
+        let reference = req.into_inner().reference;
+        let daemon = Arc::clone(&self.0);
+        let image = blocking(move || {
+            let rec = daemon.find_image(&reference)?;
+            Ok(daemon.image_info(&rec, true))
+        })
+        .await?;
+        ok(v1::InspectImageResponse { image: Some(image) })
+    }
+
+    async fn tag(&self, req: Request<v1::TagImageRequest>) -> Res<v1::TagImageResponse> {
+        let r = req.into_inner();
+        let source = self.0.find_image(&r.source)?;
+        let target = self.0.parse_reference(&r.target)?;
+        if target.digest().is_some() {
+            return Err(ApiError::invalid_argument(format!(
+                "cannot tag with a digest reference {}",
+                r.target
+            ))
+            .into());
+        }
+        let store = Arc::clone(&self.0.store);
+        let t = target.clone();
+        blocking(move || {
+            store
+                .put_image(&t, &source.target)
+                .map_err(|e| oci_error(e.kind(), e))
+        })
+        .await?;
+        ok(v1::TagImageResponse {
+            reference: target.to_string(),
+        })
+    }
+
+    async fn delete(&self, req: Request<v1::DeleteImageRequest>) -> Res<v1::DeleteImageResponse> {
+        let r = req.into_inner();
+        ok(self.0.delete_image(&r.reference, r.force).await?)
+    }
+
+    async fn prune(&self, req: Request<v1::PruneImagesRequest>) -> Res<v1::PruneResponse> {
+        let all = req.into_inner().all;
+        let daemon = Arc::clone(&self.0);
+        let in_use = self.0.digests_in_use();
+        let resp = blocking(move || {
+            let mut deleted = Vec::new();
+            if all {
+                for rec in daemon.store.images().map_err(|e| oci_error(e.kind(), e))? {
+                    if in_use.contains(&rec.target.digest.to_string()) {
+                        continue;
+                    }
+                    daemon
+                        .store
+                        .remove_image(&rec.name)
+                        .map_err(|e| oci_error(e.kind(), e))?;
+                    deleted.push(rec.name.to_string());
+                }
+            }
+            let report = daemon.store.gc().map_err(|e| oci_error(e.kind(), e))?;
+            deleted.extend(report.removed.iter().map(|d| d.to_string()));
+            Ok(v1::PruneResponse {
+                deleted,
+                reclaimed_bytes: report.reclaimed_bytes,
+            })
+        })
+        .await?;
+        ok(resp)
+    }
+
+    async fn save(&self, req: Request<v1::SaveImagesRequest>) -> Res<BoxStream<v1::DataChunk>> {
+        let r = req.into_inner();
+        if r.references.is_empty() {
+            return Err(ApiError::invalid_argument("save: no image given").into());
+        }
+        let platform = parse_platform(&r.platform)?;
+        let names: Vec<oci::ImageRef> = r
+            .references
+            .iter()
+            .map(|t| self.0.find_image(t).map(|rec| rec.name))
+            .collect::<Result<_, _>>()?;
+        let (tx, rx) = mpsc::channel::<Result<v1::DataChunk, Status>>(8);
+        let store = Arc::clone(&self.0.store);
+        tokio::task::spawn_blocking(move || {
+            struct ChunkWriter {
+                tx: mpsc::Sender<Result<v1::DataChunk, Status>>,
+                buf: Vec<u8>,
+            }
+            impl Write for ChunkWriter {
+                fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+                    self.buf.extend_from_slice(data);
+                    if self.buf.len() >= 1 << 20 {
+                        self.flush()?;
+                    }
+                    Ok(data.len())
+                }
+                fn flush(&mut self) -> std::io::Result<()> {
+                    if self.buf.is_empty() {
+                        return Ok(());
+                    }
+                    let data = std::mem::take(&mut self.buf);
+                    self.tx
+                        .blocking_send(Ok(v1::DataChunk { data }))
+                        .map_err(|_| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::BrokenPipe,
+                                "the client went away",
+                            )
+                        })
+                }
+            }
+            let mut w = ChunkWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(1 << 20),
+            };
+            let result = oci::save(&store, &names, platform.as_ref(), &mut w)
+                .map_err(|e| oci_error(e.kind(), e))
+                .and_then(|()| w.flush().map_err(|e| ApiError::unavailable(e.to_string())));
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(e.into()));
+            }
+        });
+        ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    async fn load(
+        &self,
+        req: Request<Streaming<v1::LoadImagesRequest>>,
+    ) -> Res<v1::LoadImagesResponse> {
+        let mut input = req.into_inner();
+        use v1::load_images_request::Part;
+        let Some(Part::Header(_header)) = input.message().await?.and_then(|m| m.part) else {
+            return Err(
+                ApiError::invalid_argument("load: the first message must be the header").into(),
+            );
+        };
+        // Spool to a temp file in the app root so a huge archive never sits in memory.
+        let spool = tempfile::Builder::new()
+            .prefix(".load-")
+            .tempfile_in(&self.0.app_root)
+            .map_err(|e| ApiError::internal(format!("load: {e}")))?;
+        let mut file = tokio::fs::File::from_std(
+            spool
+                .reopen()
+                .map_err(|e| ApiError::internal(e.to_string()))?,
+        );
+        use tokio::io::AsyncWriteExt;
+        while let Some(m) = input.message().await? {
+            if let Some(Part::Data(d)) = m.part {
+                file.write_all(&d)
+                    .await
+                    .map_err(|e| ApiError::internal(format!("load: {e}")))?;
+            }
+        }
+        file.flush()
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let daemon = Arc::clone(&self.0);
+        let references = blocking(move || {
+            let f =
+                std::fs::File::open(spool.path()).map_err(|e| ApiError::internal(e.to_string()))?;
+            let names = oci::load(&daemon.store, std::io::BufReader::new(f))
+                .map_err(|e| oci_error(e.kind(), e))?;
+            for n in &names {
+                if let Ok(r) = daemon.store.resolve(n, None) {
+                    oci::ensure_rootfs(
+                        &daemon.store,
+                        &r.manifest_descriptor.digest,
+                        &ext4::Options::default(),
+                    )
+                    .map_err(|e| oci_error(e.kind(), e))?;
+                }
+            }
+            Ok(names.iter().map(|n| n.to_string()).collect())
+        })
+        .await?;
+        ok(v1::LoadImagesResponse { references })
+    }
+}
+
+/// The Registry service.
+#[derive(Debug, Clone)]
+pub struct RegistryService(pub Arc<Daemon>);
+
+#[tonic::async_trait]
+impl Registry for RegistryService {
+    async fn login(&self, req: Request<v1::LoginRequest>) -> Res<v1::LoginResponse> {
+        let r = req.into_inner();
+        if r.server.is_empty() || r.username.is_empty() {
+            return Err(
+                ApiError::invalid_argument("login: a server and a user name are required").into(),
+            );
+        }
+        let client = self.0.registry_client(scheme(r.scheme), 0)?;
+        let credential = oci::Credential {
+            username: r.username,
+            secret: r.password,
+        };
+        client
+            .login(&r.server, &credential)
+            .await
+            .map_err(|e| oci_error(e.kind(), e))?;
+        ok(v1::LoginResponse {})
+    }
+
+    async fn logout(&self, req: Request<v1::LogoutRequest>) -> Res<v1::LogoutResponse> {
+        let server = req.into_inner().server;
+        let client = self.0.registry_client(oci::Scheme::Auto, 0)?;
+        let had = client
+            .logout(&server)
+            .await
+            .map_err(|e| oci_error(e.kind(), e))?;
+        if !had {
+            return Err(ApiError::not_found(format!("not logged in to {server}")).into());
+        }
+        ok(v1::LogoutResponse {})
+    }
+
+    async fn list(&self, _: Request<v1::ListRegistriesRequest>) -> Res<v1::ListRegistriesResponse> {
+        let creds = Arc::clone(&self.0.credentials);
+        let logins = blocking(move || creds.list().map_err(|e| oci_error(e.kind(), e))).await?;
+        ok(v1::ListRegistriesResponse {
+            logins: logins
+                .into_iter()
+                .map(|(hostname, username)| v1::RegistryLogin { hostname, username })
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,63 @@
+//! `container-apiserver`: the daemon behind the `container` CLI.
+//!
+//! One job: own the host-side state (images, containers, registry credentials, properties,
+//! kernels) and serve the gRPC contract of crates/api on `<app root>/apiserver.sock`. It
+//! spawns one `container-runtime` per running container and talks to it over the runtime's
+//! socket; it never boots a VM or speaks to a guest itself, and it never draws anything (the
+//! CLI does).
+//!
+//! # Storage layout
+//! The app root comes from `$CONTAINER_APP_ROOT` or crates/api's rules ([`api::app_root`]).
+//! ```text
+//! <app root>/
+//! ├── apiserver.sock            the API (mode 0600), present while the daemon serves
+//! ├── apiserver.pid             the serving daemon's pid (flocked while it lives)
+//! ├── apiserver.log             the daemon's own log (`system logs`)
+//! ├── properties.json           properties the user set (atomic writes); defaults apply
+//! │                             to every key not in it
+//! ├── credentials.json          registry logins (mode 0600, crates/oci's file store)
+//! ├── images.json, content/,    the image store (crates/oci: index, verified blobs,
+//! │   snapshots/<hex>/          resumable ingests, one rootfs.ext4 per manifest)
+//! ├── kernels/                  kernels installed by `system kernel set` (vmlinux-<arch>)
+//! └── containers/
+//!     ├── .new-<id>/            a container being created; renamed to <id>/ when whole,
+//!     │                         removed on start if a crash left it
+//!     ├── .gone-<id>/           a container being deleted; removed on start
+//!     └── <id>/                 one container, <id> is 64 hex digits
+//!         ├── container.json    our record (atomic): id, name, image reference and digest,
+//!         │                     created time, the user's options, labels, last state
+//!         ├── config.json       the runtime's strict config, rewritten at every start
+//!         ├── state.json        the runtime's state (its pid, status, exit code)
+//!         ├── stdio.log         the init process's output (JSON lines)
+//!         ├── boot.log          the VM's console
+//!         ├── runtime.log       the runtime's own log
+//!         ├── runtime.sock      the runtime's API while it serves
+//!         └── rw.ext4           the writable layer
+//! ```
+//! Every file the daemon writes is written atomically (temp file, fsync, rename, fsync the
+//! directory). On start the daemon reconciles instead of trusting memory: a container whose
+//! runtime still lives is re-adopted as running, one whose runtime died is marked stopped
+//! with the exit code its runtime last recorded, and half-created or half-deleted
+//! container directories are removed (crates/oci cleans its own ingests).
+//!
+//! # Entry points
+//! [`Daemon::open`] reconciles an app root, [`serve`] runs the gRPC services on its socket
+//! until [`Daemon::shutdown`] or a signal. `main.rs` only parses flags and wires logging.
+
+pub mod containers;
+pub mod daemon;
+pub mod fsutil;
+pub mod images;
+pub mod kernel;
+pub mod names;
+pub mod properties;
+pub mod record;
+pub mod runspec;
+pub mod server;
+pub mod system;
+
+pub use daemon::{Daemon, DaemonOptions};
+pub use server::{ServeError, serve};
+
+/// The daemon's program name, as `system version` reports it.
+pub const APP_NAME: &str = "container-apiserver";

@@ -1,0 +1,333 @@
+//! Properties: a small typed set of settings with defaults, kept in `properties.json`
+//! (only the keys the user set).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use api::v1;
+
+/// Errors of the property store.
+#[derive(Debug, thiserror::Error)]
+pub enum PropertyError {
+    /// No such key.
+    #[error("unknown property {0:?} (see `container system property list`)")]
+    Unknown(String),
+    /// The value does not fit the property's type.
+    #[error("invalid value {value:?} for {key} ({kind}): {reason}")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// The value given.
+        value: String,
+        /// The property's type.
+        kind: &'static str,
+        /// Why it does not fit.
+        reason: String,
+    },
+    /// properties.json could not be read or written.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl From<PropertyError> for api::ApiError {
+    fn from(e: PropertyError) -> api::ApiError {
+        match e {
+            PropertyError::Unknown(_) => api::ApiError::not_found(e.to_string()),
+            PropertyError::Invalid { .. } => api::ApiError::invalid_argument(e.to_string()),
+            PropertyError::Io { .. } => api::ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+/// One known property.
+struct Def {
+    key: &'static str,
+    kind: &'static str,
+    default: &'static str,
+    description: &'static str,
+}
+
+/// Every property the daemon knows, sorted by key.
+const DEFS: &[Def] = &[
+    Def {
+        key: "build.rosetta",
+        kind: "bool",
+        default: "true",
+        description: "translate amd64 binaries with Rosetta when building on Apple silicon",
+    },
+    Def {
+        key: "container.cpus",
+        kind: "integer",
+        default: "4",
+        description: "vCPUs of a container that does not ask for a number",
+    },
+    Def {
+        key: "container.memory",
+        kind: "size",
+        default: "1g",
+        description: "memory of a container that does not ask for an amount",
+    },
+    Def {
+        key: "dns.domain",
+        kind: "domain",
+        default: "",
+        description: "the local DNS domain containers are named under",
+    },
+    Def {
+        key: "network.subnet",
+        kind: "cidr",
+        default: "192.168.64.1/24",
+        description: "the default network's IPv4 subnet",
+    },
+    Def {
+        key: "registry.domain",
+        kind: "domain",
+        default: "docker.io",
+        description: "the registry of image names that do not name one",
+    },
+    Def {
+        key: "registry.mirror",
+        kind: "string",
+        default: "",
+        description: "a host[:port] that serves Docker Hub's images instead of docker.io ($CONTAINER_REGISTRY_MIRROR when unset)",
+    },
+];
+
+fn def(key: &str) -> Result<&'static Def, PropertyError> {
+    DEFS.iter()
+        .find(|d| d.key == key)
+        .ok_or_else(|| PropertyError::Unknown(key.to_owned()))
+}
+
+/// Checks `value` against a property's type; returns it normalised.
+fn check(d: &Def, value: &str) -> Result<String, PropertyError> {
+    let bad = |reason: &str| PropertyError::Invalid {
+        key: d.key.to_owned(),
+        value: value.to_owned(),
+        kind: d.kind,
+        reason: reason.to_owned(),
+    };
+    let v = value.trim();
+    match d.kind {
+        "bool" => match v.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok("true".into()),
+            "false" | "0" | "no" | "off" => Ok("false".into()),
+            _ => Err(bad("expected true or false")),
+        },
+        "integer" => match v.parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(n.to_string()),
+            _ => Err(bad("expected a whole number of at least 1")),
+        },
+        "size" => match v.parse::<spec::ByteSize>() {
+            Ok(s) if s.bytes() >= 200 << 20 => Ok(v.to_owned()),
+            Ok(_) => Err(bad("must be at least 200 MiB")),
+            Err(e) => Err(bad(&e.to_string())),
+        },
+        "cidr" => {
+            let (ip, len) = v
+                .split_once('/')
+                .ok_or_else(|| bad("expected a.b.c.d/len"))?;
+            let ok = ip.parse::<std::net::Ipv4Addr>().is_ok()
+                && len.parse::<u8>().is_ok_and(|l| (8..=30).contains(&l));
+            if ok {
+                Ok(v.to_owned())
+            } else {
+                Err(bad("expected a.b.c.d/len with len 8 to 30"))
+            }
+        }
+        "domain" => {
+            let ok = v.is_empty()
+                || (v.len() <= 253
+                    && v.split('.').all(|l| {
+                        !l.is_empty()
+                            && l.len() <= 63
+                            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    }));
+            if ok {
+                Ok(v.to_ascii_lowercase())
+            } else {
+                Err(bad("expected a DNS domain"))
+            }
+        }
+        _ => {
+            if d.key == "registry.mirror"
+                && !v.is_empty()
+                && oci::ImageRef::parse(&format!("{v}/x")).map(|r| r.registry().to_owned())
+                    != Ok(v.to_owned())
+            {
+                return Err(bad(
+                    "expected a registry host[:port] such as 127.0.0.1:5000",
+                ));
+            }
+            Ok(v.to_owned())
+        }
+    }
+}
+
+/// The property store of one app root.
+#[derive(Debug)]
+pub struct Properties {
+    path: PathBuf,
+    set: Mutex<BTreeMap<String, String>>,
+}
+
+impl Properties {
+    /// Reads `<app root>/properties.json` (absent means nothing set). Unknown keys in the file
+    /// are kept but ignored, so an older daemon does not destroy a newer one's settings.
+    pub fn open(app_root: &Path) -> Result<Properties, PropertyError> {
+        let path = app_root.join("properties.json");
+        let set = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| PropertyError::Io {
+                path: path.clone(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => {
+                return Err(PropertyError::Io {
+                    path,
+                    message: e.to_string(),
+                });
+            }
+        };
+        Ok(Properties {
+            path,
+            set: Mutex::new(set),
+        })
+    }
+
+    fn entry(&self, d: &Def) -> v1::Property {
+        let set = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        let value = set.get(d.key);
+        v1::Property {
+            key: d.key.into(),
+            value: value.cloned().unwrap_or_else(|| d.default.into()),
+            default_value: d.default.into(),
+            is_set: value.is_some(),
+            description: d.description.into(),
+            r#type: d.kind.into(),
+        }
+    }
+
+    /// Every property, sorted by key.
+    pub fn list(&self) -> Vec<v1::Property> {
+        DEFS.iter().map(|d| self.entry(d)).collect()
+    }
+
+    /// One property.
+    pub fn get(&self, key: &str) -> Result<v1::Property, PropertyError> {
+        Ok(self.entry(def(key)?))
+    }
+
+    /// The value in effect of a known key.
+    pub fn value(&self, key: &str) -> String {
+        self.get(key).map(|p| p.value).unwrap_or_default()
+    }
+
+    /// Sets a property (checked against its type) and persists the set.
+    pub fn set(&self, key: &str, value: &str) -> Result<v1::Property, PropertyError> {
+        let d = def(key)?;
+        let value = check(d, value)?;
+        self.update(|set| {
+            set.insert(key.to_owned(), value);
+        })?;
+        Ok(self.entry(d))
+    }
+
+    /// Resets a property to its default.
+    pub fn clear(&self, key: &str) -> Result<v1::Property, PropertyError> {
+        let d = def(key)?;
+        self.update(|set| {
+            set.remove(key);
+        })?;
+        Ok(self.entry(d))
+    }
+
+    fn update(&self, f: impl FnOnce(&mut BTreeMap<String, String>)) -> Result<(), PropertyError> {
+        let mut set = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = set.clone();
+        f(&mut next);
+        let bytes = serde_json::to_vec_pretty(&next).map_err(|e| PropertyError::Io {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        crate::fsutil::write_atomic(&self.path, &bytes).map_err(|e| PropertyError::Io {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        *set = next;
+        Ok(())
+    }
+
+    /// The Docker Hub mirror in effect: the property, else `$CONTAINER_REGISTRY_MIRROR`.
+    pub fn registry_mirror(&self) -> Option<String> {
+        let p = self.value("registry.mirror");
+        if !p.is_empty() {
+            return Some(p);
+        }
+        std::env::var("CONTAINER_REGISTRY_MIRROR")
+            .ok()
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The default vCPUs of a container.
+    pub fn default_cpus(&self) -> u32 {
+        self.value("container.cpus").parse().unwrap_or(4)
+    }
+
+    /// The default memory of a container, bytes.
+    pub fn default_memory(&self) -> u64 {
+        self.value("container.memory")
+            .parse::<spec::ByteSize>()
+            .map(|s| s.bytes())
+            .unwrap_or(1 << 30)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_get_clear_persist_and_type_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Properties::open(dir.path()).unwrap();
+        assert_eq!(p.get("container.cpus").unwrap().value, "4");
+        assert!(!p.get("container.cpus").unwrap().is_set);
+        p.set("container.cpus", "2").unwrap();
+        p.set("registry.mirror", "127.0.0.1:5000").unwrap();
+        let again = Properties::open(dir.path()).unwrap();
+        assert_eq!(again.default_cpus(), 2);
+        assert_eq!(again.registry_mirror().as_deref(), Some("127.0.0.1:5000"));
+        assert!(again.get("container.cpus").unwrap().is_set);
+        again.clear("container.cpus").unwrap();
+        assert_eq!(Properties::open(dir.path()).unwrap().default_cpus(), 4);
+
+        let err = p.set("container.cpus", "many").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid value \"many\" for container.cpus (integer): expected a whole number of at least 1"
+        );
+        assert!(matches!(
+            p.set("container.memory", "100m").unwrap_err(),
+            PropertyError::Invalid { .. }
+        ));
+        assert!(matches!(
+            p.set("registry.mirror", "http://x/y").unwrap_err(),
+            PropertyError::Invalid { .. }
+        ));
+        assert!(matches!(
+            p.get("nope").unwrap_err(),
+            PropertyError::Unknown(_)
+        ));
+        let keys: Vec<String> = p.list().into_iter().map(|p| p.key).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+    }
+}

@@ -1,0 +1,155 @@
+//! Serving: one daemon per app root (a flocked pid file), the socket (mode 0600), the four
+//! services, and an orderly stop.
+
+use std::future::Future;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use api::v1::containers_server::ContainersServer;
+use api::v1::images_server::ImagesServer;
+use api::v1::registry_server::RegistryServer;
+use api::v1::system_server::SystemServer;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::containers::ContainersService;
+use crate::daemon::{Daemon, DaemonOptions};
+use crate::images::{ImagesService, RegistryService};
+use crate::system::SystemService;
+
+/// The pid file under the app root.
+pub const PID_NAME: &str = "apiserver.pid";
+
+/// Why the daemon could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Another daemon owns the app root.
+    #[error("another container-apiserver{} is already serving {}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default(), root.display())]
+    AlreadyRunning {
+        /// Its pid, if readable.
+        pid: Option<u32>,
+        /// The app root.
+        root: PathBuf,
+    },
+    /// A file of the app root could not be used.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state could not be opened.
+    #[error(transparent)]
+    Open(#[from] crate::daemon::OpenError),
+    /// The gRPC server failed.
+    #[error("serving the api: {0}")]
+    Transport(String),
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ServeError {
+    let path = path.to_path_buf();
+    move |source| ServeError::Io { op, path, source }
+}
+
+/// The exclusive claim on an app root: the flocked pid file. Dropping it releases it.
+#[derive(Debug)]
+pub struct RootLock {
+    _file: std::fs::File,
+}
+
+impl RootLock {
+    /// Claims `app_root` for this process, or says which daemon has it.
+    pub fn acquire(app_root: &Path) -> Result<RootLock, ServeError> {
+        std::fs::create_dir_all(app_root).map_err(io("creating", app_root))?;
+        let path = app_root.join(PID_NAME);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io("opening", &path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pid = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok());
+                return Err(ServeError::AlreadyRunning {
+                    pid,
+                    root: app_root.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("locking", &path)(e)),
+        }
+        file.set_len(0).map_err(io("writing", &path))?;
+        writeln!(file, "{}", std::process::id()).map_err(io("writing", &path))?;
+        file.sync_all().map_err(io("writing", &path))?;
+        Ok(RootLock { _file: file })
+    }
+}
+
+/// Binds the API socket (mode 0600), refusing when a live daemon answers on it.
+pub async fn bind(app_root: &Path) -> Result<tokio::net::UnixListener, ServeError> {
+    let socket = api::socket_path(app_root);
+    if socket.exists() {
+        if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+            return Err(ServeError::AlreadyRunning {
+                pid: None,
+                root: app_root.to_path_buf(),
+            });
+        }
+        std::fs::remove_file(&socket).map_err(io("removing the stale socket", &socket))?;
+    }
+    // Bind under a private umask-independent mode: create, then restrict before serving.
+    let listener = tokio::net::UnixListener::bind(&socket).map_err(io("binding", &socket))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("restricting", &socket))?;
+    Ok(listener)
+}
+
+/// Serves `daemon` on `listener` until `stop` resolves or a client asks for shutdown.
+pub async fn serve_on(
+    daemon: Arc<Daemon>,
+    listener: tokio::net::UnixListener,
+    stop: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let socket = api::socket_path(daemon.app_root());
+    let d = Arc::clone(&daemon);
+    let signal = async move {
+        tokio::select! {
+            () = stop => {}
+            () = d.shutdown_requested() => {}
+        }
+    };
+    let result = tonic::transport::Server::builder()
+        .add_service(SystemServer::new(SystemService(Arc::clone(&daemon))))
+        .add_service(ContainersServer::new(ContainersService(Arc::clone(
+            &daemon,
+        ))))
+        .add_service(ImagesServer::new(ImagesService(Arc::clone(&daemon))))
+        .add_service(RegistryServer::new(RegistryService(Arc::clone(&daemon))))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal)
+        .await
+        .map_err(|e| ServeError::Transport(e.to_string()));
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("stopped serving");
+    result
+}
+
+/// Claims the app root, opens (reconciles) it, and serves until `stop` or a shutdown request.
+pub async fn serve(
+    options: DaemonOptions,
+    stop: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let _lock = RootLock::acquire(&options.app_root)?;
+    let daemon = Daemon::open(options).await?;
+    let listener = bind(daemon.app_root()).await?;
+    tracing::info!(socket = %api::socket_path(daemon.app_root()).display(), "serving");
+    serve_on(daemon, listener, stop).await
+}
