@@ -3,8 +3,9 @@
 //!
 //! One job: hold the contract. The protos under `proto/container/api/v1/` and the client and
 //! server code generated from them ([`v1`]), the error kinds that cross the wire
-//! ([`error`]), where the daemon's socket is ([`paths`]), a client that dials it ([`client`])
-//! and conversions from the CLI's parsed flags ([`convert`]).
+//! ([`error`]), where the daemon's socket is ([`paths`]) and how it is bound ([`server`]),
+//! a client that dials it ([`client`]) and conversions from the CLI's parsed flags
+//! ([`convert`]).
 //!
 //! It must not implement any service, keep state, or know about VMs and images beyond their
 //! descriptions on the wire.
@@ -13,6 +14,7 @@ pub mod client;
 pub mod convert;
 pub mod error;
 pub mod paths;
+pub mod server;
 
 pub use client::{Client, ConnectError, DEFAULT_CONNECT_TIMEOUT};
 pub use error::{ApiError, ErrorKind};

@@ -217,10 +217,25 @@ pub struct ContainerFlags {
     pub registry: RegistryFlags,
 }
 
+/// When `run` and `create` pull the image first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum PullPolicy {
+    /// Pull when the image is not in the store.
+    #[default]
+    Missing,
+    /// Pull every time (picks up a moved tag).
+    Always,
+    /// Never pull; fail when the image is missing.
+    Never,
+}
+
 /// Container management (run, create).
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Management options")]
 pub struct ManagementFlags {
+    /// When to pull the image before creating the container.
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
+    pub pull: PullPolicy,
     /// Name the container (it becomes its ID and hostname) [default: a random UUID].
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -421,7 +436,7 @@ pub struct LogsArgs {
     #[arg(short = 'f', long)]
     pub follow: bool,
     /// Show only the last N lines.
-    #[arg(short = 'n', value_name = "N")]
+    #[arg(short = 'n', long = "tail", value_name = "N")]
     pub lines: Option<u32>,
     /// Show the VM's boot log (kernel and init) instead of the container's output.
     #[arg(long)]

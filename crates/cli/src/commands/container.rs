@@ -183,6 +183,7 @@ pub fn build_config(
         stop_signal: 0,
         stop_timeout_seconds: None,
         hostname: String::new(),
+        no_pull: m.pull == PullPolicy::Never,
     })
 }
 
@@ -270,6 +271,7 @@ async fn create(
 ) -> Result<(api::Client, String), CliError> {
     check_cidfile(flags.management.cidfile.as_deref())?;
     let client = ctx.client().await?;
+    ensure_image(&client, flags, &config).await?;
     let response = client
         .containers()
         .create(v1::CreateContainerRequest {
@@ -284,6 +286,43 @@ async fn create(
         write_cidfile(path, &response.id)?;
     }
     Ok((client, response.id))
+}
+
+/// Pulls the image first per `--pull`, so the user sees progress (the daemon would pull a
+/// missing image itself, silently). A daemon without the Images service is left to do that.
+async fn ensure_image(
+    client: &api::Client,
+    flags: &ContainerFlags,
+    config: &v1::ContainerConfig,
+) -> Result<(), CliError> {
+    let policy = flags.management.pull;
+    if policy == PullPolicy::Never {
+        return Ok(());
+    }
+    if policy == PullPolicy::Missing {
+        let found = client
+            .images()
+            .inspect(v1::InspectImageRequest {
+                reference: config.image.clone(),
+            })
+            .await;
+        match found {
+            Ok(_) => return Ok(()),
+            Err(status) if status.code() == tonic::Code::NotFound => {}
+            Err(status) if status.code() == tonic::Code::Unimplemented => return Ok(()),
+            Err(status) => return Err(status.into()),
+        }
+    }
+    let request = v1::PullImageRequest {
+        reference: config.image.clone(),
+        platform: config.platform.clone(),
+        all_platforms: false,
+        scheme: crate::commands::image::scheme_value(flags.registry.scheme),
+        max_concurrent_downloads: 0,
+    };
+    crate::commands::image::pull_with_progress(client, request)
+        .await
+        .map(|_| ())
 }
 
 /// `container create`.

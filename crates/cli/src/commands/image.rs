@@ -55,36 +55,48 @@ fn print_progress(p: &v1::BlobProgress, last: &mut std::collections::HashMap<Str
     eprintln!("{}: {phase}{size}", output::short_digest(&p.digest));
 }
 
-/// `container image pull`.
-pub async fn pull(ctx: &Context, a: &ImagePullArgs) -> CliResult {
-    let platform = platform(&a.platform)?;
-    let client = ctx.client().await?;
-    let mut stream = client
-        .images()
-        .pull(v1::PullImageRequest {
-            reference: a.reference.clone(),
-            platform,
-            all_platforms: a.all_platforms,
-            scheme: scheme(a.registry.scheme),
-            max_concurrent_downloads: a.fetch.max_concurrent_downloads,
-        })
-        .await?
-        .into_inner();
+/// Pulls with progress on stderr and returns the pulled image.
+pub(crate) async fn pull_with_progress(
+    client: &api::Client,
+    request: v1::PullImageRequest,
+) -> Result<v1::ImageInfo, CliError> {
+    let mut stream = client.images().pull(request).await?.into_inner();
     let mut last = std::collections::HashMap::new();
     while let Some(message) = stream.message().await? {
         match message.event {
             Some(PullEvent::Progress(p)) => print_progress(&p, &mut last),
             Some(PullEvent::Status(s)) => eprintln!("{s}"),
-            Some(PullEvent::Image(image)) => {
-                println!("{}", image.reference);
-                return Ok(0);
-            }
+            Some(PullEvent::Image(image)) => return Ok(image),
             None => {}
         }
     }
     Err(CliError::Daemon(
         "the pull ended without reporting the image".into(),
     ))
+}
+
+/// The wire value of a scheme flag.
+pub(crate) fn scheme_value(s: Scheme) -> i32 {
+    scheme(s)
+}
+
+/// `container image pull`.
+pub async fn pull(ctx: &Context, a: &ImagePullArgs) -> CliResult {
+    let platform = platform(&a.platform)?;
+    let client = ctx.client().await?;
+    let image = pull_with_progress(
+        &client,
+        v1::PullImageRequest {
+            reference: a.reference.clone(),
+            platform,
+            all_platforms: a.all_platforms,
+            scheme: scheme(a.registry.scheme),
+            max_concurrent_downloads: a.fetch.max_concurrent_downloads,
+        },
+    )
+    .await?;
+    println!("{}", image.reference);
+    Ok(0)
 }
 
 /// `container image push`.
