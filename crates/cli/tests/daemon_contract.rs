@@ -22,6 +22,12 @@ type BoxStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, 
 #[derive(Default, Clone)]
 struct Daemon {
     created: Arc<Mutex<Vec<v1::ContainerConfig>>>,
+    /// Terminal sizes seen: the one in the attach message, then every resize.
+    sizes: Arc<Mutex<Vec<(u32, u32)>>>,
+    /// The client's terminal, to look at its mode while a session runs.
+    tty: Arc<Mutex<Option<std::os::fd::OwnedFd>>>,
+    /// Whether that terminal had echo off (raw mode) when the resize came.
+    raw_at_resize: Arc<Mutex<Option<bool>>>,
 }
 
 #[tonic::async_trait]
@@ -116,6 +122,35 @@ impl Containers for Daemon {
             _ => return Err(Status::invalid_argument("first message must be attach")),
         };
         let (tx, rx) = tokio::sync::mpsc::channel(16);
+        if let Some(size) = open.size {
+            // A terminal session: record the sizes, exit 0 after the first resize.
+            let sizes = Arc::clone(&self.sizes);
+            let (tty, raw_at_resize) = (Arc::clone(&self.tty), Arc::clone(&self.raw_at_resize));
+            sizes.lock().unwrap().push((size.width, size.height));
+            tokio::spawn(async move {
+                let send = |r: Response| v1::StdioResponse { response: Some(r) };
+                let _ = tx
+                    .send(Ok(send(Response::Started(v1::Started::default()))))
+                    .await;
+                while let Some(Ok(message)) = input.next().await {
+                    if let Some(Request::Resize(size)) = message.request {
+                        if let Some(fd) = tty.lock().unwrap().as_ref() {
+                            let flags = nix::sys::termios::tcgetattr(fd).unwrap().local_flags;
+                            *raw_at_resize.lock().unwrap() =
+                                Some(!flags.contains(nix::sys::termios::LocalFlags::ECHO));
+                        }
+                        sizes.lock().unwrap().push((size.width, size.height));
+                        let _ = tx
+                            .send(Ok(send(Response::Exit(v1::Exit { code: 0 }))))
+                            .await;
+                        return;
+                    }
+                }
+            });
+            return Ok(tonic::Response::new(Box::pin(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            )));
+        }
         tokio::spawn(async move {
             let send = |r: Response| v1::StdioResponse { response: Some(r) };
             let _ = tx
@@ -279,5 +314,70 @@ fn daemon_errors_are_one_line_and_125() {
         String::from_utf8_lossy(&out.stderr).starts_with("container: "),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
+
+// `run -it` on a real pseudo terminal: the attach carries the terminal's size, a window
+// change (SIGWINCH) reaches the daemon as a resize, and the terminal is back in cooked mode
+// afterwards.
+#[test]
+fn run_it_sends_the_window_size_and_resizes_and_restores_the_terminal() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = serve(dir.path());
+    let size = |cols, rows| libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size(132, 40)), None).unwrap();
+    *daemon.tty.lock().unwrap() = Some(pty.slave.try_clone().unwrap());
+    let slave = || Stdio::from(pty.slave.try_clone().unwrap());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_container"))
+        .args(["run", "-it", "alpine", "sh"])
+        .env("CONTAINER_APP_ROOT", dir.path())
+        .stdin(slave())
+        .stdout(slave())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut resized = false;
+    while std::time::Instant::now() < deadline {
+        if daemon.sizes.lock().unwrap().len() == 1 && !resized {
+            // SAFETY: TIOCSWINSZ reads one winsize from a live local; the fd is open.
+            unsafe { tiocswinsz(pty.master.as_raw_fd(), &size(100, 30)) }.unwrap();
+            resized = true;
+        }
+        if resized {
+            // The child is not the terminal's session leader, so the kernel does not signal
+            // it; do what a terminal emulator's session would. Repeats are harmless.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGWINCH,
+            );
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(0));
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(*daemon.sizes.lock().unwrap(), [(132, 40), (100, 30)]);
+    assert_eq!(
+        *daemon.raw_at_resize.lock().unwrap(),
+        Some(true),
+        "raw mode during the session"
+    );
+    let termios = nix::sys::termios::tcgetattr(&pty.slave).unwrap();
+    assert!(
+        termios
+            .local_flags
+            .contains(nix::sys::termios::LocalFlags::ECHO | nix::sys::termios::LocalFlags::ICANON)
     );
 }
