@@ -593,6 +593,25 @@ fn unmount_all() {
     nix::unistd::sync();
 }
 
+/// Only the host (CID 2) may talk to the agent: containers share the guest's network and, if
+/// their seccomp profile allowed vsock sockets, could otherwise reach it from inside.
+fn host_only(
+    incoming: tokio_vsock::Incoming,
+) -> impl Stream<Item = std::io::Result<tokio_vsock::VsockStream>> {
+    use tokio_stream::StreamExt;
+    incoming.filter(|conn| match conn {
+        Ok(s) => match s.peer_addr() {
+            Ok(peer) if peer.cid() == tokio_vsock::VMADDR_CID_HOST => true,
+            Ok(peer) => {
+                crate::warn!("refusing an agent connection from cid {}", peer.cid());
+                false
+            }
+            Err(_) => false,
+        },
+        Err(_) => true,
+    })
+}
+
 /// Serves the agent on vsock until the listener fails.
 pub async fn serve(procs: Manager) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let addr = tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, agent::AGENT_VSOCK_PORT);
@@ -607,7 +626,7 @@ pub async fn serve(procs: Manager) -> Result<(), Box<dyn std::error::Error + Sen
         .max_encoding_message_size(64 << 20);
     tonic::transport::Server::builder()
         .add_service(svc)
-        .serve_with_incoming(listener.incoming())
+        .serve_with_incoming(host_only(listener.incoming()))
         .await?;
     Ok(())
 }

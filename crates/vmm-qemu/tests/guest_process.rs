@@ -403,3 +403,222 @@ async fn user_capabilities_seccomp_masked_paths_and_hostname() {
     assert_eq!((code, out.as_str()), (0, "web-7.example\n"));
     finish(t).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_init_stats_files_time_and_network() {
+    use agent::v1::{
+        AddressAddRequest, ConfigureDnsRequest, ConfigureHostsRequest, CopyOutRequest, Empty,
+        HostsEntry, RouteAddRequest, SetTimeRequest, StatRequest, StatsRequest, WriteFileRequest,
+    };
+    let Some(t) = boot("exec_init_stats_files_time_and_network").await else {
+        return;
+    };
+    // A long-running container with limits, and an exec inside it.
+    let spec = String::from_utf8(docker_spec(&["sleep", "1000"], "box-1"))
+        .unwrap()
+        .replace(
+            r#""resources":{"pids":{"limit":100}}"#,
+            r#""resources":{"pids":{"limit":100},"memory":{"limit":67108864}}"#,
+        );
+    t.agent
+        .create_process(create("box", spec.into_bytes(), StdioPorts::default()))
+        .await
+        .unwrap();
+    t.agent.start_process(pref("box")).await.unwrap();
+    let mut exec = create(
+        "box-exec",
+        docker_spec(
+            &["sh", "-c", "hostname; cat /proc/1/cmdline; echo; echo $$"],
+            "ignored",
+        ),
+        StdioPorts::default(),
+    );
+    exec.container_id = "box".into();
+    let (code, out, err) = run(&t, exec).await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["box-1", "sleep\u{0}1000\u{0}"]);
+    assert_ne!(lines[2], "1", "the exec is not the container's init");
+
+    let stats = t
+        .agent
+        .stats(StatsRequest {
+            container_id: "box".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(stats.memory_limit_bytes, 64 << 20);
+    assert_eq!(stats.pids, 1, "{stats:?}");
+    assert!(stats.memory_usage_bytes > 0, "{stats:?}");
+    assert_eq!(stats.online_cpus, 1);
+    assert!(stats.guest_memory_bytes > 128 << 20, "{stats:?}");
+    t.agent
+        .kill_process(KillProcessRequest {
+            id: "box".into(),
+            signal: 9,
+            all: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        t.agent.wait_process(pref("box")).await.unwrap().exit_code,
+        137
+    );
+    t.agent.delete_process(pref("box")).await.unwrap();
+    let cgroup = t
+        .agent
+        .stat(StatRequest {
+            path: "/sys/fs/cgroup/box".into(),
+        })
+        .await
+        .unwrap();
+    assert!(!cgroup.exists, "deleting the container removes its cgroup");
+
+    // --init: the program runs under vminitd's tiny init, which is the container's pid 1.
+    let mut req = create(
+        "with-init",
+        docker_spec(&["sh", "-c", "echo $$; cat /proc/1/cmdline"], "c"),
+        StdioPorts::default(),
+    );
+    req.init = true;
+    let (code, out, err) = run(&t, req).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "2\n/dev/vminitd-init\u{0}--\u{0}sh\u{0}-c\u{0}echo $$; cat /proc/1/cmdline\u{0}"
+    );
+
+    // Files: an atomic write, stat, and the directory as a tar archive.
+    t.agent
+        .write_file(WriteFileRequest {
+            path: "/run/files/dir/a.txt".into(),
+            data: b"alpha\n".to_vec(),
+            mode: 0o640,
+            append: false,
+            create_parents: true,
+        })
+        .await
+        .unwrap();
+    let st = t
+        .agent
+        .stat(StatRequest {
+            path: "/run/files/dir/a.txt".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!((st.exists, st.size, st.mode & 0o7777), (true, 6, 0o640));
+    let mut chunks = t
+        .agent
+        .copy_out(CopyOutRequest {
+            path: "/run/files/dir".into(),
+        })
+        .await
+        .unwrap();
+    let mut tar_bytes = Vec::new();
+    while let Some(chunk) = chunks.message().await.unwrap() {
+        tar_bytes.extend_from_slice(&chunk.data);
+    }
+    let host = t.dir.path().join("copy");
+    std::fs::create_dir_all(&host).unwrap();
+    assert!(
+        tar_extract(&host, &tar_bytes),
+        "host tar could not read the archive"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.join("dir/a.txt")).unwrap(),
+        "alpha\n"
+    );
+    // Network configuration stays inside the guest (lo only; nothing is sent anywhere).
+    let links = t.agent.list_links(Empty {}).await.unwrap().links;
+    let lo = links.iter().find(|l| l.name == "lo").expect("lo is listed");
+    assert!(lo.up, "vminitd brings lo up at boot");
+    t.agent
+        .address_add(AddressAddRequest {
+            link: "lo".into(),
+            cidr: "10.254.0.1/24".into(),
+        })
+        .await
+        .unwrap();
+    let again = t
+        .agent
+        .address_add(AddressAddRequest {
+            link: "lo".into(),
+            cidr: "10.254.0.1/24".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        format!("{:?}", again.code()),
+        "Some(AlreadyExists)",
+        "{again}"
+    );
+    t.agent
+        .route_add(RouteAddRequest {
+            link: "lo".into(),
+            destination: "10.253.0.0/16".into(),
+            gateway: String::new(),
+        })
+        .await
+        .unwrap();
+    t.agent
+        .configure_dns(ConfigureDnsRequest {
+            path: format!("{ROOTFS}/etc/resolv.conf"),
+            nameservers: vec!["10.254.0.53".into()],
+            search: vec!["example.test".into()],
+            options: vec!["ndots:1".into()],
+        })
+        .await
+        .unwrap();
+    t.agent
+        .configure_hosts(ConfigureHostsRequest {
+            path: format!("{ROOTFS}/etc/hosts"),
+            entries: vec![HostsEntry {
+                ip: "10.254.0.1".into(),
+                names: vec!["box-1".into()],
+            }],
+        })
+        .await
+        .unwrap();
+
+    // The wall clock the host sets is what containers see.
+    t.agent
+        .set_time(SetTimeRequest {
+            unix_nanos: 1_893_456_000_000_000_000, // 2030-01-01T00:00:00Z
+        })
+        .await
+        .unwrap();
+    let script =
+        "cat /etc/resolv.conf /etc/hosts; grep -c 10.254.0.1 /proc/net/fib_trie; date -u +%Y";
+    let (code, out, err) = run(
+        &t,
+        create(
+            "net",
+            docker_spec(&["sh", "-c", script], "c"),
+            StdioPorts::default(),
+        ),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(
+            "nameserver 10.254.0.53\nsearch example.test\noptions ndots:1\n127.0.0.1\tlocalhost\n"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("10.254.0.1\tbox-1\n"), "{out}");
+    assert!(out.ends_with("2030\n"), "{out}");
+    finish(t).await;
+}
+
+/// Unpacks `archive` into `dir` with the host's tar.
+fn tar_extract(dir: &Path, archive: &[u8]) -> bool {
+    use std::io::Write;
+    let mut child = Command::new("tar")
+        .arg("-x")
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(archive).unwrap();
+    child.wait().unwrap().success()
+}
