@@ -7,17 +7,82 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::time::Instant;
 
-fn open_layer(path: &str) -> std::io::Result<Box<dyn Read>> {
+fn open_layer(path: &str) -> std::io::Result<Box<dyn Read + Send>> {
     let mut file = BufReader::with_capacity(1 << 20, File::open(path)?);
     let mut magic = [0u8; 4];
     let n = file.get_mut().read(&mut magic)?;
     drop(file);
     let file = BufReader::with_capacity(1 << 20, File::open(path)?);
     Ok(match &magic[..n] {
-        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(file)),
-        [0x28, 0xb5, 0x2f, 0xfd] => Box::new(zstd::stream::read::Decoder::with_buffer(file)?),
+        [0x1f, 0x8b, ..] => Box::new(Pipelined::new(Box::new(flate2::read::MultiGzDecoder::new(
+            file,
+        )))),
+        [0x28, 0xb5, 0x2f, 0xfd] => Box::new(Pipelined::new(Box::new(
+            zstd::stream::read::Decoder::with_buffer(file)?,
+        ))),
         _ => Box::new(file),
     })
+}
+
+/// Runs `inner` on its own thread and hands its bytes over in 1 MiB chunks,
+/// so decompression overlaps with building the image (as `tar -xz` overlaps
+/// gzip with extraction).
+struct Pipelined {
+    rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Pipelined {
+    fn new(mut inner: Box<dyn Read + Send>) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        std::thread::spawn(move || {
+            loop {
+                let mut buf = vec![0u8; 1 << 20];
+                let mut filled = 0;
+                while filled < buf.len() {
+                    match inner.read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                buf.truncate(filled);
+                let done = filled == 0;
+                if tx.send(Ok(buf)).is_err() || done {
+                    return;
+                }
+            }
+        });
+        Pipelined {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for Pipelined {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.chunk.len() - self.pos);
+        out[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 fn main() {
