@@ -1,0 +1,279 @@
+//! The gRPC service itself, served on a Unix socket on this machine and called through the
+//! host's real client (`agent::client`): filesystem RPCs, tar streams both ways, error codes,
+//! and the calls only PID 1 may serve. Container processes are covered by container_host.rs
+//! and, in a VM, by crates/vmm-qemu/tests/guest_process.rs.
+
+use std::path::Path;
+use std::time::Duration;
+
+use agent::client::{AgentClient, ConnectOptions};
+use agent::v1::*;
+use tokio::net::{UnixListener, UnixStream};
+use tokio_stream::wrappers::UnixListenerStream;
+use vminitd::process::{Config, Dialer, Manager};
+use vminitd::reaper::Reaper;
+use vminitd::server::Service;
+
+async fn serve(dir: &Path) -> AgentClient {
+    let sock = dir.join("agent.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let cfg = Config {
+        dialer: Dialer::UnixDir(dir.to_path_buf()),
+        ..Config::default()
+    };
+    let svc =
+        agent_server::AgentServer::new(Service::new(Manager::new(Reaper::start().unwrap(), cfg)));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(UnixListenerStream::new(listener)),
+    );
+    let options = ConnectOptions {
+        boot_timeout: Duration::from_secs(10),
+        ..ConnectOptions::default()
+    };
+    AgentClient::connect(move || UnixStream::connect(sock.clone()), options)
+        .await
+        .unwrap()
+}
+
+fn code(e: &agent::client::ClientError) -> String {
+    format!("{:?}", e.code())
+}
+
+#[tokio::test]
+async fn files_and_tar_streams_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = serve(dir.path()).await;
+    assert_eq!(c.guest_version().protocol_version, agent::PROTOCOL_VERSION);
+    let src = dir.path().join("src");
+    let p = |rel: &str| src.join(rel).display().to_string();
+    c.mkdir(MkdirRequest {
+        path: p("tree/sub"),
+        mode: 0o750,
+        parents: true,
+        uid: 0,
+        gid: 0,
+    })
+    .await
+    .unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+    c.write_file(WriteFileRequest {
+        path: p("tree/sub/big"),
+        data: big.clone(),
+        mode: 0o600,
+        append: false,
+        create_parents: false,
+    })
+    .await
+    .unwrap();
+    c.write_file(WriteFileRequest {
+        path: p("tree/log"),
+        data: b"a\n".to_vec(),
+        mode: 0,
+        append: true,
+        create_parents: false,
+    })
+    .await
+    .unwrap();
+    c.write_file(WriteFileRequest {
+        path: p("tree/log"),
+        data: b"b\n".to_vec(),
+        mode: 0,
+        append: true,
+        create_parents: false,
+    })
+    .await
+    .unwrap();
+    let st = c
+        .stat(StatRequest {
+            path: p("tree/sub/big"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (st.exists, st.size, st.mode & 0o777),
+        (true, big.len() as u64, 0o600)
+    );
+    assert!(
+        !c.stat(StatRequest { path: p("missing") })
+            .await
+            .unwrap()
+            .exists
+    );
+
+    let mut out = c
+        .copy_out(CopyOutRequest { path: p("tree") })
+        .await
+        .unwrap();
+    let mut archive = Vec::new();
+    let mut chunks = 0;
+    while let Some(chunk) = out.message().await.unwrap() {
+        chunks += 1;
+        archive.extend_from_slice(&chunk.data);
+    }
+    assert!(chunks > 1, "a 3 MB tree streams in several chunks");
+
+    let dest = dir.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let mut parts = vec![CopyInRequest {
+        part: Some(copy_in_request::Part::Header(CopyInHeader {
+            destination: dest.display().to_string(),
+        })),
+    }];
+    parts.extend(archive.chunks(100_000).map(|c| CopyInRequest {
+        part: Some(copy_in_request::Part::Data(c.to_vec())),
+    }));
+    c.copy_in(tokio_stream::iter(parts)).await.unwrap();
+    assert_eq!(std::fs::read(dest.join("tree/sub/big")).unwrap(), big);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("tree/log")).unwrap(),
+        "a\nb\n"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = serve(dir.path()).await;
+    let e = c
+        .write_file(WriteFileRequest {
+            path: "relative/x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "Some(InvalidArgument)", "{e}");
+    let missing = dir.path().join("nope").display().to_string();
+    let e = c
+        .copy_out(CopyOutRequest {
+            path: missing.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "Some(NotFound)", "{e}");
+    let data_first = vec![CopyInRequest {
+        part: Some(copy_in_request::Part::Data(vec![0; 512])),
+    }];
+    let e = c.copy_in(tokio_stream::iter(data_first)).await.unwrap_err();
+    assert_eq!(code(&e), "Some(InvalidArgument)", "{e}");
+    let header = vec![CopyInRequest {
+        part: Some(copy_in_request::Part::Header(CopyInHeader {
+            destination: missing,
+        })),
+    }];
+    let e = c.copy_in(tokio_stream::iter(header)).await.unwrap_err();
+    assert_eq!(code(&e), "Some(NotFound)", "{e}");
+    let e = c
+        .configure_hosts(ConfigureHostsRequest {
+            path: dir.path().join("hosts").display().to_string(),
+            entries: vec![HostsEntry {
+                ip: "not-an-ip".into(),
+                names: vec!["x".into()],
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "Some(InvalidArgument)", "{e}");
+    assert!(
+        !dir.path().join("hosts").exists(),
+        "nothing is written for a bad request"
+    );
+    let e = c
+        .mount(MountRequest {
+            source: "block-serial:no-such-disk".into(),
+            target: "/mnt/x".into(),
+            fstype: "ext4".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "Some(NotFound)", "{e}");
+    let e = c
+        .stats(StatsRequest {
+            container_id: "ghost".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "Some(NotFound)", "{e}");
+    let e = c
+        .start_process(ProcessRef { id: "ghost".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "Some(NotFound)", "{e}");
+    let e = c
+        .create_process(CreateProcessRequest {
+            id: "../x".into(),
+            container_id: "../x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "Some(InvalidArgument)", "{e}");
+    let e = c
+        .create_process(CreateProcessRequest {
+            id: "a".into(),
+            container_id: "a".into(),
+            oci_spec: b"{oops".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "Some(InvalidArgument)", "{e}");
+    assert!(e.to_string().contains("invalid oci spec json"), "{e}");
+    // Only the VM's init may power it off.
+    let e = c
+        .shutdown(ShutdownRequest { grace_seconds: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "Some(FailedPrecondition)", "{e}");
+    let links = c.list_links(Empty {}).await.unwrap().links;
+    assert!(links.iter().any(|l| l.name == "lo"), "{links:?}");
+    let e = c
+        .address_add(AddressAddRequest {
+            link: "lo".into(),
+            cidr: "10.0.0.1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "Some(InvalidArgument)", "{e}");
+}
+
+#[tokio::test]
+async fn mount_and_umount_a_tmpfs() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: mounting needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let c = serve(dir.path()).await;
+    let target = dir.path().join("mnt/t").display().to_string();
+    c.mount(MountRequest {
+        source: "tmpfs".into(),
+        target: target.clone(),
+        fstype: "tmpfs".into(),
+        options: vec!["size=1m".into(), "mode=700".into()],
+        create_target: true,
+    })
+    .await
+    .unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.contains(&target) && l.contains("size=1024k") && l.contains("mode=700")),
+        "{mounts}"
+    );
+    c.umount(UmountRequest {
+        target: target.clone(),
+        lazy: false,
+    })
+    .await
+    .unwrap();
+    assert!(
+        !std::fs::read_to_string("/proc/self/mounts")
+            .unwrap()
+            .contains(&target)
+    );
+}
