@@ -162,6 +162,9 @@ pub struct Container {
     execs: Mutex<std::collections::HashSet<String>>,
     /// The init process's output pumps, until the watcher takes them.
     pumps: Mutex<Option<Vec<tokio::task::JoinHandle<()>>>>,
+    /// The VM's runtime dir when it had to live outside the bundle; removed with the
+    /// container (declared after `vm`, so the VM is gone first).
+    _vm_tmp_dir: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for Container {
@@ -338,6 +341,44 @@ pub fn build_spec(config: &RuntimeConfig, write_resolv: bool) -> Result<Value, C
     Ok(spec)
 }
 
+/// See [`Container::guest_write_dir`].
+fn guest_write_dir(config: &RuntimeConfig, path: &str) -> Result<String, ContainerError> {
+    let trimmed = check_container_path(path)?;
+    let under = |dest: &str| {
+        let dest = dest.trim_end_matches('/');
+        (trimmed == dest || trimmed.starts_with(&format!("{dest}/")))
+            .then(|| trimmed[dest.len()..].to_string())
+    };
+    for (i, v) in config.volumes.iter().enumerate() {
+        if let Some(rest) = under(&v.destination) {
+            return Ok(format!("{GUEST_DIR}/volumes/{i}{rest}"));
+        }
+    }
+    for t in &config.tmpfs {
+        if under(&t.destination).is_some() {
+            return Err(ContainerError::FailedPrecondition(format!(
+                "{path} is on a tmpfs of the container; copying into it is not supported"
+            )));
+        }
+    }
+    Ok(format!("{GUEST_ROOTFS}{trimmed}"))
+}
+
+/// Checks that `path` is absolute without `..`; returns it without a trailing slash.
+fn check_container_path(path: &str) -> Result<&str, ContainerError> {
+    if !path.starts_with('/') {
+        return Err(ContainerError::InvalidArgument(format!(
+            "{path:?} is not an absolute path"
+        )));
+    }
+    if path.split('/').any(|c| c == "..") {
+        return Err(ContainerError::InvalidArgument(format!(
+            "{path:?} must not contain '..'"
+        )));
+    }
+    Ok(path.trim_end_matches('/'))
+}
+
 /// Docker's exit code for a process that could not be started, from the guest's message.
 fn start_failure_code(message: &str) -> i32 {
     let m = message.to_ascii_lowercase();
@@ -460,12 +501,10 @@ impl Container {
             runtime_dir,
         };
         let vm = boot_vm(vm_config).await?;
-        let result = Self::set_up(bundle, config, Arc::clone(&vm)).await;
+        let result = Self::set_up(bundle, config, Arc::clone(&vm), tmp_dir).await;
         if result.is_err() {
             vm.kill().await;
         }
-        // The temp runtime dir (if any) only held sockets, which are gone once the VM is.
-        drop(tmp_dir);
         result
     }
 
@@ -473,6 +512,7 @@ impl Container {
         bundle: Bundle,
         config: RuntimeConfig,
         vm: Arc<dyn VirtualMachine>,
+        vm_tmp_dir: Option<tempfile::TempDir>,
     ) -> Result<Arc<Container>, ContainerError> {
         let connector = vm.connector(agent::AGENT_VSOCK_PORT, Duration::from_secs(2));
         let agent = AgentClient::connect(
@@ -515,6 +555,7 @@ impl Container {
             finished: watch::channel(None).0,
             execs: Mutex::new(Default::default()),
             pumps: Mutex::new(None),
+            _vm_tmp_dir: vm_tmp_dir,
             config,
         });
         container.create_init().await?;
@@ -1131,25 +1172,22 @@ impl Container {
             .map_err(agent_err("reading stats"))
     }
 
-    /// The guest path of a container path: through the init process's root while it runs
-    /// (so the container's own mounts are seen), else through the overlay.
+    /// The guest path to read a container path from: through the init process's root while
+    /// it runs (so the container's own mounts are seen), else through the overlay.
     pub fn guest_path(&self, path: &str) -> Result<String, ContainerError> {
-        if !path.starts_with('/') {
-            return Err(ContainerError::InvalidArgument(format!(
-                "{path:?} is not an absolute path"
-            )));
-        }
-        if path.split('/').any(|c| c == "..") {
-            return Err(ContainerError::InvalidArgument(format!(
-                "{path:?} must not contain '..'"
-            )));
-        }
+        let trimmed = check_container_path(path)?;
         let s = self.state();
-        let trimmed = path.trim_end_matches('/');
         match (s.status, s.init_pid) {
             (Status::Running, Some(pid)) => Ok(format!("/proc/{pid}/root{trimmed}")),
             _ => Ok(format!("{GUEST_ROOTFS}{trimmed}")),
         }
+    }
+
+    /// The guest directory to unpack into for the container directory `path`. Not through
+    /// /proc/<pid>/root: the agent's tar unpacking resolves that magic link to the guest's
+    /// own root. So: a volume's own directory, else the overlay (the container's root).
+    pub fn guest_write_dir(&self, path: &str) -> Result<String, ContainerError> {
+        guest_write_dir(&self.config, path)
     }
 
     /// The guest agent (for streaming calls the server relays).
@@ -1411,6 +1449,35 @@ async fn pump_exec_output(mut stream: VsockStream, stderr: bool, events: mpsc::S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_in_lands_in_volumes_or_the_overlay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::config::tests::sample(dir.path());
+        config.volumes = vec![crate::config::VolumeMount {
+            path: dir.path().join("vol.ext4"),
+            destination: "/data".into(),
+            read_only: false,
+        }];
+        config.tmpfs = vec![crate::config::TmpfsMount {
+            destination: "/scratch".into(),
+            options: vec![],
+        }];
+        let dir_of = |p: &str| guest_write_dir(&config, p).map_err(|e| e.to_string());
+        assert_eq!(dir_of("/data").unwrap(), "/run/container/volumes/0");
+        assert_eq!(
+            dir_of("/data/sub/").unwrap(),
+            "/run/container/volumes/0/sub"
+        );
+        assert_eq!(
+            dir_of("/database").unwrap(),
+            "/run/container/rootfs/database"
+        );
+        assert_eq!(dir_of("/").unwrap(), "/run/container/rootfs");
+        assert!(dir_of("/scratch/x").unwrap_err().contains("tmpfs"));
+        assert!(dir_of("tmp").unwrap_err().contains("not an absolute path"));
+        assert!(dir_of("/tmp/../etc").unwrap_err().contains("'..'"));
+    }
 
     #[test]
     fn start_failures_get_dockers_codes() {

@@ -44,6 +44,11 @@ pub fn to_status(e: ContainerError) -> Status {
             Status::failed_precondition(msg)
         }
         ContainerError::NotFound(_) => Status::not_found(msg),
+        // The guest's own verdict (not found, invalid argument, ...) passes through.
+        ContainerError::Agent {
+            source: agent::client::ClientError::Rpc { status, .. },
+            ..
+        } if status.code() != tonic::Code::Unavailable => Status::new(status.code(), msg),
         ContainerError::Agent { .. } | ContainerError::Vm(_) => Status::unavailable(msg),
         ContainerError::Io { .. } | ContainerError::WritableLayer { .. } => Status::internal(msg),
     }
@@ -371,7 +376,7 @@ impl Runtime for Service {
                 "copy in: the first message must be the destination",
             ));
         };
-        let destination = self.container.guest_path(&dest).map_err(to_status)?;
+        let destination = self.container.guest_write_dir(&dest).map_err(to_status)?;
         let (tx, rx) = mpsc::channel(8);
         use agent::v1::copy_in_request::Part;
         let _ = tx

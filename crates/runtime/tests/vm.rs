@@ -431,6 +431,73 @@ async fn attach_stdin_exec_and_a_killed_client() {
         Ok(s) => assert_eq!(s.collect().await.unwrap().2, Some(127)),
     }
 
+    // A terminal exec: stdin is a tty and output comes merged on stdout.
+    let tty = client
+        .exec(ExecStart {
+            args: vec![
+                "sh".into(),
+                "-c".into(),
+                "test -t 0 && echo is-a-tty; echo to-stderr >&2".into(),
+            ],
+            terminal: true,
+            rows: 24,
+            cols: 80,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (out, err, code) = tty.collect().await.unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.contains("is-a-tty") && out.contains("to-stderr"),
+        "{out:?}"
+    );
+    assert!(err.is_empty());
+    assert_eq!(code, Some(0));
+
+    // Files go in and out as tar streams.
+    let mut archive = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(6);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1_700_000_000);
+    header.set_cksum();
+    archive
+        .append_data(&mut header, "copied-in.txt", &b"hello\n"[..])
+        .unwrap();
+    let bytes = archive.into_inner().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(bytes).await.unwrap();
+    drop(tx);
+    client.copy_in("/tmp", rx).await.unwrap();
+    let exec = client
+        .exec(ExecStart {
+            args: vec!["cat".into(), "/tmp/copied-in.txt".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(exec.collect().await.unwrap().0, b"hello\n");
+    let mut chunks = client.copy_out("/etc/hostname").await.unwrap();
+    let mut tarball = Vec::new();
+    while let Some(c) = chunks.message().await.unwrap() {
+        tarball.extend(c.data);
+    }
+    let mut archive = tar::Archive::new(&tarball[..]);
+    let mut entry = archive.entries().unwrap().next().unwrap().unwrap();
+    assert_eq!(entry.path().unwrap().to_str(), Some("hostname"));
+    let mut content = String::new();
+    entry.read_to_string(&mut content).unwrap();
+    assert_eq!(content, "box-under-test\n");
+    let err = client.copy_out("relative/path").await.unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
+
+    let stats = client.stats().await.unwrap();
+    assert_eq!(stats.memory_limit_bytes, 256 << 20);
+    assert!(stats.memory_usage_bytes > 0 && stats.pids >= 1, "{stats:?}");
+
     // Closing stdin ends cat with 0.
     attach.input.send(StdinEvent::Close).await.unwrap();
     let mut code = None;
