@@ -2,7 +2,8 @@
 //!
 //! `container-apiserver` does not exist yet; this server implements just enough of the
 //! contract in crates/api to check what the CLI sends and how it shows what comes back:
-//! stdio streaming with exit codes, tables, and error kinds. It records every create, so a
+//! stdio streaming with exit codes, `-it` terminals, tables, error kinds, export and `cp`
+//! archives both ways. It records every create and copy-in, so a
 //! test can assert the config the daemon would get.
 
 use std::io::Write;
@@ -28,6 +29,46 @@ struct Daemon {
     tty: Arc<Mutex<Option<std::os::fd::OwnedFd>>>,
     /// Whether that terminal had echo off (raw mode) when the resize came.
     raw_at_resize: Arc<Mutex<Option<bool>>>,
+    /// What CopyIn received: the header's directory and the archive's bytes.
+    copied_in: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+}
+
+/// The stand-in container's filesystem: `/etc/hosts` (a file) and `/etc` (a directory).
+fn container_path_stat(path: &str) -> Option<v1::PathStat> {
+    match path {
+        "/etc" => Some(v1::PathStat {
+            name: "etc".into(),
+            mode: 0o040755,
+            ..Default::default()
+        }),
+        "/etc/hosts" => Some(v1::PathStat {
+            name: "hosts".into(),
+            mode: 0o100644,
+            size: 20,
+            ..Default::default()
+        }),
+        _ => None,
+    }
+}
+
+/// A tar of the stand-in path, entries named from its base name.
+fn container_path_tar(path: &str) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, data).unwrap();
+    };
+    match path {
+        "/etc" => {
+            add("etc/hosts", b"127.0.0.1 localhost\n");
+            add("etc/hostname", b"web\n");
+        }
+        _ => add("hosts", b"127.0.0.1 localhost\n"),
+    }
+    builder.into_inner().unwrap()
 }
 
 #[tonic::async_trait]
@@ -106,6 +147,84 @@ impl Containers for Daemon {
         Ok(tonic::Response::new(v1::ListContainersResponse {
             containers,
         }))
+    }
+
+    // Export: the id's bytes in three chunks; `broken` fails after the first.
+    async fn export(
+        &self,
+        request: tonic::Request<v1::ExportContainerRequest>,
+    ) -> Result<tonic::Response<BoxStream<v1::DataChunk>>, Status> {
+        let id = request.into_inner().id;
+        let mut items: Vec<Result<v1::DataChunk, Status>> = vec![Ok(v1::DataChunk {
+            data: format!("{id}-1|").into_bytes(),
+        })];
+        if id == "broken" {
+            items.push(Err(Status::unavailable("the container's VM went away")));
+        } else {
+            items.push(Ok(v1::DataChunk {
+                data: format!("{id}-2|").into_bytes(),
+            }));
+            items.push(Ok(v1::DataChunk {
+                data: format!("{id}-3").into_bytes(),
+            }));
+        }
+        Ok(tonic::Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+
+    async fn stat_path(
+        &self,
+        request: tonic::Request<v1::StatPathRequest>,
+    ) -> Result<tonic::Response<v1::StatPathResponse>, Status> {
+        let path = request.into_inner().path;
+        match container_path_stat(&path) {
+            Some(stat) => Ok(tonic::Response::new(v1::StatPathResponse {
+                stat: Some(stat),
+            })),
+            None => Err(api::ApiError::not_found(format!("{path} not found")).into()),
+        }
+    }
+
+    async fn copy_out(
+        &self,
+        request: tonic::Request<v1::CopyOutRequest>,
+    ) -> Result<tonic::Response<BoxStream<v1::CopyOutResponse>>, Status> {
+        use v1::copy_out_response::Part;
+        let path = request.into_inner().path;
+        let stat = container_path_stat(&path)
+            .ok_or_else(|| Status::from(api::ApiError::not_found(format!("{path} not found"))))?;
+        let tar = container_path_tar(&path);
+        // Small chunks, so the archive crosses several messages.
+        let mut items = vec![Ok(v1::CopyOutResponse {
+            part: Some(Part::Stat(stat)),
+        })];
+        items.extend(tar.chunks(700).map(|c| {
+            Ok(v1::CopyOutResponse {
+                part: Some(Part::Data(c.to_vec())),
+            })
+        }));
+        Ok(tonic::Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+
+    async fn copy_in(
+        &self,
+        request: tonic::Request<Streaming<v1::CopyInRequest>>,
+    ) -> Result<tonic::Response<v1::CopyInResponse>, Status> {
+        use v1::copy_in_request::Part;
+        let mut input = request.into_inner();
+        let dir = match input.next().await {
+            Some(Ok(v1::CopyInRequest {
+                part: Some(Part::Header(h)),
+            })) => h.path,
+            _ => return Err(Status::invalid_argument("first message must be the header")),
+        };
+        let mut data = Vec::new();
+        while let Some(message) = input.next().await {
+            if let Some(Part::Data(bytes)) = message?.part {
+                data.extend(bytes);
+            }
+        }
+        self.copied_in.lock().unwrap().push((dir, data));
+        Ok(tonic::Response::new(v1::CopyInResponse {}))
     }
 
     // Attach: echo stdin to stdout upper-cased, "err" lines to stderr; the exit code is the
@@ -379,5 +498,166 @@ fn run_it_sends_the_window_size_and_resizes_and_restores_the_terminal() {
         termios
             .local_flags
             .contains(nix::sys::termios::LocalFlags::ECHO | nix::sys::termios::LocalFlags::ICANON)
+    );
+}
+
+#[test]
+fn export_writes_the_file_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    serve(dir.path());
+    let out_path = dir.path().join("out").join("rootfs.tar");
+    std::fs::create_dir(dir.path().join("out")).unwrap();
+    let out = container(
+        dir.path(),
+        &["export", "-o", out_path.to_str().unwrap(), "web"],
+        b"",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out_path).unwrap(),
+        "web-1|web-2|web-3"
+    );
+    // A stream that breaks leaves neither the file nor a partial one behind.
+    let broken = dir.path().join("out").join("broken.tar");
+    let out = container(
+        dir.path(),
+        &["export", "-o", broken.to_str().unwrap(), "broken"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "container: the container's VM went away\n"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, [std::ffi::OsString::from("rootfs.tar")]);
+}
+
+#[test]
+fn cp_out_follows_docker_cp_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    serve(dir.path());
+    let host = dir.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    // A file into an existing directory keeps its name; to a new path it takes that name.
+    let out = container(
+        dir.path(),
+        &["cp", "web:/etc/hosts", host.to_str().unwrap()],
+        b"",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.join("hosts")).unwrap(),
+        "127.0.0.1 localhost\n"
+    );
+    let renamed = host.join("hosts.copy");
+    container(
+        dir.path(),
+        &["cp", "web:etc/hosts", renamed.to_str().unwrap()],
+        b"",
+    );
+    assert_eq!(
+        std::fs::read_to_string(&renamed).unwrap(),
+        "127.0.0.1 localhost\n"
+    );
+    // A directory to a new path becomes that directory.
+    let etc = host.join("etc-copy");
+    let out = container(dir.path(), &["cp", "web:/etc", etc.to_str().unwrap()], b"");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(etc.join("hostname")).unwrap(),
+        "web\n"
+    );
+    // A missing path is the daemon's NOT_FOUND, on one line.
+    let out = container(
+        dir.path(),
+        &["cp", "web:/nope", host.to_str().unwrap()],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "container: /nope not found\n"
+    );
+    // `-` writes the raw archive to stdout.
+    let out = container(dir.path(), &["cp", "web:/etc/hosts", "-"], b"");
+    let mut archive = tar::Archive::new(&out.stdout[..]);
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, ["hosts"]);
+}
+
+#[test]
+fn cp_in_names_entries_from_the_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = serve(dir.path());
+    let src = dir.path().join("app.conf");
+    std::fs::write(&src, "listen 80\n").unwrap();
+    let src_dir = dir.path().join("site");
+    std::fs::create_dir(&src_dir).unwrap();
+    std::fs::write(src_dir.join("index.html"), "<h1>hi</h1>").unwrap();
+    for (source, dest) in [
+        (src.to_str().unwrap(), "web:/etc"), // into an existing directory
+        (src.to_str().unwrap(), "web:/etc/app.conf"), // a new file in /etc
+        (src_dir.to_str().unwrap(), "web:/srv"), // a directory to a new path
+    ] {
+        let out = container(dir.path(), &["cp", source, dest], b"");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{dest}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let copied = daemon.copied_in.lock().unwrap();
+    let entries = |data: &[u8]| -> Vec<(String, String)> {
+        let mut archive = tar::Archive::new(data);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+                (e.path().unwrap().display().to_string(), text)
+            })
+            .collect()
+    };
+    assert_eq!(copied[0].0, "/etc");
+    assert_eq!(
+        entries(&copied[0].1),
+        [("app.conf".to_owned(), "listen 80\n".to_owned())]
+    );
+    assert_eq!(copied[1].0, "/etc");
+    assert_eq!(
+        entries(&copied[1].1),
+        [("app.conf".to_owned(), "listen 80\n".to_owned())]
+    );
+    assert_eq!(copied[2].0, "/");
+    let site = entries(&copied[2].1);
+    assert!(
+        site.contains(&("srv/index.html".to_owned(), "<h1>hi</h1>".to_owned())),
+        "{site:?}"
     );
 }
