@@ -426,6 +426,16 @@ impl Manager {
                     .containers
                     .get(&req.container_id)
                     .ok_or_else(|| ProcessError::NoContainer(req.container_id.clone()))?;
+                let running = st
+                    .procs
+                    .get(&req.container_id)
+                    .is_some_and(|init| init.exit.borrow().is_none());
+                if !running {
+                    return Err(ProcessError::Precondition(format!(
+                        "container {} is not running",
+                        req.container_id
+                    )));
+                }
                 (c.rootfs.clone(), Some(c.cgroup.clone()), Some(c.init_pid))
             }
         };

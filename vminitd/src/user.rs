@@ -172,7 +172,8 @@ pub fn home_of(uid: u32, passwd: &[PasswdEntry]) -> String {
 /// Reads a container's passwd and group files (missing files count as empty).
 pub fn read_files(rootfs: &Path) -> Result<(Vec<PasswdEntry>, Vec<GroupEntry>), UserError> {
     let read = |rel: &str| -> Result<String, UserError> {
-        let path = rootfs.join(rel);
+        // The files belong to the container: a symlink among them resolves inside its root.
+        let path = crate::setup::resolve_in_root(rootfs, rel);
         match std::fs::read_to_string(&path) {
             Ok(s) => Ok(s),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
@@ -258,6 +259,19 @@ mod tests {
         assert!(matches!(r("root:nogroup"), Err(UserError::UnknownGroup(g)) if g == "nogroup"));
         assert!(matches!(r(":0"), Err(UserError::Invalid(_))));
         assert!(matches!(r("root:"), Err(UserError::Invalid(_))));
+    }
+
+    #[test]
+    fn files_are_read_inside_the_rootfs() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        std::fs::create_dir_all(d.path().join("usr/lib")).unwrap();
+        std::fs::write(d.path().join("usr/lib/passwd"), "app:x:7:8::/app:/bin/sh\n").unwrap();
+        // An absolute link must resolve in the container's root, not the guest's.
+        std::os::unix::fs::symlink("/usr/lib/passwd", d.path().join("etc/passwd")).unwrap();
+        let (p, g) = read_files(d.path()).unwrap();
+        assert_eq!(p[0].name, "app");
+        assert!(g.is_empty(), "a missing group file reads as empty");
     }
 
     #[test]

@@ -474,6 +474,12 @@ async fn exec_joins_the_container_and_init_wraps_the_program() {
             .0,
         137
     );
+    let late = h
+        .mgr
+        .create(req("e2", "c1", h.spec(&["true"], |_| {})))
+        .await
+        .unwrap_err();
+    assert_eq!(late.to_string(), "container c1 is not running");
     h.mgr.delete("c1").await.unwrap();
 
     let spec = h.spec(&["sh", "-c", "echo $$; cat /proc/1/cmdline"], |_| {});
