@@ -3,8 +3,8 @@
 //! `container-apiserver` does not exist yet; this server implements just enough of the
 //! contract in crates/api to check what the CLI sends and how it shows what comes back:
 //! stdio streaming with exit codes, `-it` terminals, tables, error kinds, export and `cp`
-//! archives both ways. It records every create and copy-in, so a
-//! test can assert the config the daemon would get.
+//! archives both ways. It records every create and copy-in, so a test can assert what the
+//! daemon would get.
 
 use std::io::Write;
 use std::path::Path;
@@ -20,6 +20,9 @@ use tonic::{Status, Streaming};
 
 type BoxStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
+/// One CopyIn: the directory from the header and the archive's bytes.
+type CopiedIn = (String, Vec<u8>);
+
 #[derive(Default, Clone)]
 struct Daemon {
     created: Arc<Mutex<Vec<v1::ContainerConfig>>>,
@@ -30,7 +33,7 @@ struct Daemon {
     /// Whether that terminal had echo off (raw mode) when the resize came.
     raw_at_resize: Arc<Mutex<Option<bool>>>,
     /// What CopyIn received: the header's directory and the archive's bytes.
-    copied_in: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    copied_in: Arc<Mutex<Vec<CopiedIn>>>,
 }
 
 /// The stand-in container's filesystem: `/etc/hosts` (a file) and `/etc` (a directory).
