@@ -364,6 +364,14 @@ fn guest_write_dir(config: &RuntimeConfig, path: &str) -> Result<String, Contain
     Ok(format!("{GUEST_ROOTFS}{trimmed}"))
 }
 
+/// The last lines of the VM's console, for the runtime's log.
+fn console_tail(path: &std::path::Path) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
 /// Checks that `path` is absolute without `..`; returns it without a trailing slash.
 fn check_container_path(path: &str) -> Result<&str, ContainerError> {
     if !path.starts_with('/') {
@@ -501,9 +509,15 @@ impl Container {
             runtime_dir,
         };
         let vm = boot_vm(vm_config).await?;
+        let boot_log = bundle.boot_log();
         let result = Self::set_up(bundle, config, Arc::clone(&vm), tmp_dir).await;
-        if result.is_err() {
+        if let Err(e) = &result {
             vm.kill().await;
+            tracing::error!(
+                "setting up the container failed: {e}; vm exit: {:?}; console tail:\n{}",
+                vm.exit(),
+                console_tail(&boot_log)
+            );
         }
         result
     }

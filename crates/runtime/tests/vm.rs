@@ -326,12 +326,22 @@ async fn echo_hi_lands_in_stdio_log_with_exit_code_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_code_and_stderr_are_recorded() {
-    let Some(f) = Fixture::new(
+    let Some(mut f) = Fixture::new(
         "exit_code_and_stderr_are_recorded",
-        &["sh", "-c", "echo oops >&2; exit 7"],
+        &[
+            "sh",
+            "-c",
+            "touch /new-file 2>/dev/null || echo oops >&2; echo ok > /scratch/f && cat /scratch/f; exit 7",
+        ],
     ) else {
         return;
     };
+    // A read-only root with a tmpfs to write to.
+    f.config.read_only = true;
+    f.config.tmpfs = vec![runtime::config::TmpfsMount {
+        destination: "/scratch".into(),
+        options: vec!["size=1m".into()],
+    }];
     let mut rt = f.spawn();
     let client = rt.client().await;
     client.start().await.unwrap();
@@ -339,7 +349,7 @@ async fn exit_code_and_stderr_are_recorded() {
     rt.finish().await;
     assert_eq!(f.state().exit_code, Some(7));
     assert_eq!(f.stdio(Stream::Stderr), "oops\n");
-    assert_eq!(f.stdio(Stream::Stdout), "");
+    assert_eq!(f.stdio(Stream::Stdout), "ok\n");
     let line = std::fs::read_to_string(f.bundle().stdio_log()).unwrap();
     let entry: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
     assert_eq!(entry["stream"], "stderr");
@@ -419,6 +429,16 @@ async fn attach_stdin_exec_and_a_killed_client() {
         String::from_utf8_lossy(&err)
     );
     assert_eq!(code, Some(0));
+    // The user is resolved in the container's /etc/passwd.
+    let exec = client
+        .exec(ExecStart {
+            args: vec!["id".into(), "-un".into()],
+            user: "nobody".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(exec.collect().await.unwrap().0, b"nobody\n");
     // A missing program is Docker's 127.
     let missing = client
         .exec(ExecStart {
@@ -538,6 +558,29 @@ async fn stop_ends_a_sleeping_container_within_its_timeout() {
     let state = f.state();
     assert_eq!(state.status, Status::Stopped);
     assert_eq!(state.exit_code, Some(code));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_to_the_runtime_stops_its_container() {
+    let Some(mut f) = Fixture::new(
+        "sigterm_to_the_runtime_stops_its_container",
+        &["sleep", "1000"],
+    ) else {
+        return;
+    };
+    f.config.stop_timeout_secs = 1;
+    let mut rt = f.spawn();
+    let client = rt.client().await;
+    client.start().await.unwrap();
+    // SAFETY: signalling our own child by its pid.
+    unsafe { libc::kill(rt.child.id() as i32, libc::SIGTERM) };
+    let waited = client.wait().await.unwrap();
+    assert!(
+        waited.exit_code == 137 || waited.exit_code == 143,
+        "{waited:?}"
+    );
+    rt.finish().await;
+    assert_eq!(f.state().status, Status::Stopped);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
