@@ -142,10 +142,13 @@ impl Ctx<'_> {
         if etype.is_pax_global_extensions() {
             return Ok(());
         }
-        let raw_path = entry.path_bytes().into_owned();
+        let (meta, sparse) = self.meta(entry)?;
+        let raw_path = match &sparse.name {
+            Some(name) => name.clone(),
+            None => entry.path_bytes().into_owned(),
+        };
         self.path = String::from_utf8_lossy(&raw_path).into_owned();
         let comps = self.split(&raw_path)?;
-        let meta = self.meta(entry)?;
         let Some((&name, dirs)) = comps.split_last() else {
             // The root itself ("./"): only its metadata can change.
             if etype != EntryType::Directory {
@@ -161,17 +164,44 @@ impl Ctx<'_> {
 
         match etype {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                let size = entry.size();
-                if size > options.max_file_size {
+                let stored = entry.size();
+                let size = if sparse.seen {
+                    sparse
+                        .realsize
+                        .ok_or_else(|| self.bad("sparse file without a real size"))?
+                } else {
+                    stored
+                };
+                if size.max(stored) > options.max_file_size {
                     return Err(Error::FileTooLarge {
                         layer: self.layer,
                         path: self.path.clone(),
-                        size,
+                        size: size.max(stored),
                         limit: options.max_file_size,
                     });
                 }
                 let parent = self.walk(dirs, true)?.unwrap_or(ROOT);
-                let runs = writer.write_file(entry, size).map_err(|e| match e {
+                let written = if sparse.seen {
+                    let mut map = sparse.map;
+                    if sparse.major == Some(1) {
+                        map = read_sparse_map(entry).map_err(|source| Error::Tar {
+                            layer: self.layer,
+                            source,
+                        })?;
+                    }
+                    check_sparse_map(&map, size).map_err(|r| self.bad(r))?;
+                    let mut expanded = SparseReader {
+                        inner: entry,
+                        map,
+                        next: 0,
+                        pos: 0,
+                        size,
+                    };
+                    writer.write_file(&mut expanded, size)
+                } else {
+                    writer.write_file(entry, size)
+                };
+                let runs = written.map_err(|e| match e {
                     Ok(e) => e,
                     Err(source) => Error::Tar {
                         layer: self.layer,
@@ -303,13 +333,19 @@ impl Ctx<'_> {
         Ok(node)
     }
 
-    fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>) -> Result<Meta> {
+    fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>) -> Result<(Meta, PaxSparse)> {
         let tar_err = |source| Error::Tar {
             layer: self.layer,
             source,
         };
         let mut pax_times: [Option<Ts>; 3] = [None; 3];
         let mut xattrs: Vec<Xattr> = Vec::new();
+        let mut sparse = PaxSparse::default();
+        let number = |v: &[u8]| {
+            std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+        };
         if let Some(exts) = entry.pax_extensions().map_err(tar_err)? {
             for ext in exts {
                 let ext = ext.map_err(tar_err)?;
@@ -319,6 +355,37 @@ impl Ctx<'_> {
                     b"atime" => pax_times[0] = parse_time(value),
                     b"mtime" => pax_times[1] = parse_time(value),
                     b"ctime" => pax_times[2] = parse_time(value),
+                    // GNU tar's PAX sparse formats 0.0, 0.1 and 1.0.
+                    b"GNU.sparse.major" => sparse.major = number(value),
+                    b"GNU.sparse.name" => sparse.name = Some(value.to_vec()),
+                    b"GNU.sparse.realsize" | b"GNU.sparse.size" => {
+                        sparse.realsize = number(value);
+                    }
+                    b"GNU.sparse.offset" => {
+                        let off = number(value).ok_or_else(|| self.bad("bad sparse offset"))?;
+                        sparse.map.push((off, 0));
+                        sparse.seen = true;
+                    }
+                    b"GNU.sparse.numbytes" => {
+                        let len = number(value).ok_or_else(|| self.bad("bad sparse length"))?;
+                        match sparse.map.last_mut() {
+                            Some(last) if last.1 == 0 => last.1 = len,
+                            _ => return Err(self.bad("sparse length without an offset")),
+                        }
+                    }
+                    b"GNU.sparse.map" => {
+                        let nums: Option<Vec<u64>> = value
+                            .split(|&b| b == b',')
+                            .filter(|p| !p.is_empty())
+                            .map(number)
+                            .collect();
+                        let nums = nums.ok_or_else(|| self.bad("bad sparse map"))?;
+                        if nums.len() % 2 != 0 {
+                            return Err(self.bad("bad sparse map"));
+                        }
+                        sparse.map = nums.chunks(2).map(|c| (c[0], c[1])).collect();
+                        sparse.seen = true;
+                    }
                     _ => {
                         if let Some(name) = key.strip_prefix(b"SCHILY.xattr.")
                             && let Some(x) = map_xattr(name, value).map_err(|r| self.bad(r))?
@@ -364,15 +431,138 @@ impl Ctx<'_> {
         let ctime = pax_times[2]
             .or_else(|| gnu_time(tar::GnuHeader::ctime))
             .unwrap_or(mtime);
-        Ok(Meta {
-            perm,
-            uid,
-            gid,
-            atime,
-            mtime,
-            ctime,
-            xattrs,
-        })
+        sparse.seen |= sparse.major.is_some();
+        Ok((
+            Meta {
+                perm,
+                uid,
+                gid,
+                atime,
+                mtime,
+                ctime,
+                xattrs,
+            },
+            sparse,
+        ))
+    }
+}
+
+/// Sparse-file records from a PAX header (GNU tar's formats 0.0, 0.1, 1.0).
+#[derive(Default)]
+struct PaxSparse {
+    /// Any GNU.sparse record was present.
+    seen: bool,
+    major: Option<u64>,
+    name: Option<Vec<u8>>,
+    realsize: Option<u64>,
+    /// (offset, length) of each data chunk; for 1.0 it is in the data instead.
+    map: Vec<(u64, u64)>,
+}
+
+/// Most chunks a sparse map may list; more is refused rather than stored.
+const MAX_SPARSE_CHUNKS: usize = 1 << 20;
+
+/// Reads the format 1.0 sparse map at the start of the entry's data: decimal
+/// numbers, one per line (count, then offset/length pairs), padded to 512 bytes.
+fn read_sparse_map(r: &mut impl Read) -> std::io::Result<Vec<(u64, u64)>> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let mut consumed = 0usize;
+    let mut next_number = |r: &mut dyn Read| -> std::io::Result<u64> {
+        let mut value: u64 = 0;
+        let mut digits = 0;
+        loop {
+            let mut b = [0u8];
+            r.read_exact(&mut b)?;
+            consumed += 1;
+            match b[0] {
+                b'\n' if digits > 0 => return Ok(value),
+                c @ b'0'..=b'9' if digits < 20 => {
+                    value = value
+                        .checked_mul(10)
+                        .and_then(|v| v.checked_add(u64::from(c - b'0')))
+                        .ok_or_else(|| bad("sparse map number overflows"))?;
+                    digits += 1;
+                }
+                _ => return Err(bad("malformed sparse map")),
+            }
+        }
+    };
+    let count = next_number(r)? as usize;
+    if count > MAX_SPARSE_CHUNKS {
+        return Err(bad("sparse map with too many chunks"));
+    }
+    let mut map = Vec::with_capacity(count);
+    for _ in 0..count {
+        let off = next_number(r)?;
+        let len = next_number(r)?;
+        map.push((off, len));
+    }
+    let pad = (512 - consumed % 512) % 512;
+    std::io::copy(&mut r.take(pad as u64), &mut std::io::sink())?;
+    Ok(map)
+}
+
+fn check_sparse_map(map: &[(u64, u64)], size: u64) -> std::result::Result<(), String> {
+    if map.len() > MAX_SPARSE_CHUNKS {
+        return Err("sparse map with too many chunks".into());
+    }
+    let mut end = 0u64;
+    for &(off, len) in map {
+        let chunk_end = off.checked_add(len).ok_or("sparse chunk overflows")?;
+        if off < end || chunk_end > size {
+            return Err("sparse map chunks overlap, are out of order or exceed the file".into());
+        }
+        end = chunk_end;
+    }
+    Ok(())
+}
+
+/// Expands a sparse entry: data chunks from `inner`, zeros in between.
+struct SparseReader<'r, R> {
+    inner: &'r mut R,
+    map: Vec<(u64, u64)>,
+    /// Index of the next chunk not yet fully read.
+    next: usize,
+    pos: u64,
+    size: u64,
+}
+
+impl<R: Read> Read for SparseReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.next < self.map.len()
+            && self.pos >= self.map[self.next].0 + self.map[self.next].1
+        {
+            self.next += 1;
+        }
+        if self.pos >= self.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf.len() as u64;
+        let n = match self.map.get(self.next) {
+            Some(&(off, len)) if self.pos >= off => {
+                let n = want.min(off + len - self.pos) as usize;
+                let got = self.inner.read(&mut buf[..n])?;
+                if got == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "sparse entry ended before its data",
+                    ));
+                }
+                got
+            }
+            Some(&(off, _)) => {
+                let n = want.min(off - self.pos) as usize;
+                buf[..n].fill(0);
+                n
+            }
+            None => {
+                let n = want.min(self.size - self.pos) as usize;
+                buf[..n].fill(0);
+                n
+            }
+        };
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 

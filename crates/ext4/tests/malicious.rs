@@ -245,3 +245,35 @@ fn dropped_builder_removes_image() {
     drop(b);
     assert!(!img.exists());
 }
+
+#[test]
+fn bad_sparse_maps() {
+    for (map, realsize) in [("0,10,5,10", "20"), ("0,10,100,10", "50"), ("0,10,x", "20")] {
+        let l = Layer::new()
+            .pax(&[
+                ("GNU.sparse.map", map.as_bytes()),
+                ("GNU.sparse.realsize", realsize.as_bytes()),
+                ("GNU.sparse.name", b"s"),
+            ])
+            .file("GNUSparseFile.1/s", &[1u8; 20])
+            .bytes();
+        let e = refuse(vec![l], test_options());
+        assert!(matches!(e, Error::BadEntry { .. }), "{map}: {e}");
+    }
+    // A sparse file claiming a huge real size is checked against the limit.
+    let l = Layer::new()
+        .pax(&[
+            ("GNU.sparse.map", b"0,1"),
+            ("GNU.sparse.realsize", b"1099511627776"),
+        ])
+        .file("s", &[1u8])
+        .bytes();
+    let options = ext4::Options {
+        max_file_size: 1 << 20,
+        ..test_options()
+    };
+    assert!(matches!(
+        refuse(vec![l], options),
+        Error::FileTooLarge { .. }
+    ));
+}
