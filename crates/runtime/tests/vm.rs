@@ -365,6 +365,26 @@ async fn attach_stdin_exec_and_a_killed_client() {
         return;
     };
     f.config.stdin_open = true;
+    // A volume, and a NIC on QEMU's user-mode network restricted to the VM (no traffic
+    // leaves it): its address lands in /etc/hosts, its gateway in /etc/resolv.conf.
+    let volume = f.dir.path().join("vol.ext4");
+    ext4::format_empty(&volume, 32 << 20, &ext4::Options::default()).unwrap();
+    f.config.volumes = vec![runtime::config::VolumeMount {
+        path: volume,
+        destination: "/data".into(),
+        read_only: false,
+    }];
+    f.config.networks = vec![runtime::config::NetworkAttachment {
+        mac: "02:42:ac:11:00:02".into(),
+        attachment: vmm::NicAttachment::User {
+            forwards: vec![],
+            isolated: true,
+        },
+        address: Some("10.0.2.15/24".into()),
+        gateway: Some("10.0.2.2".into()),
+        mtu: None,
+    }];
+    f.config.dns.search = vec!["example.test".into()];
     let mut rt = f.spawn();
     let client = rt.client().await;
     let mut attach = client.attach().await.unwrap();
@@ -429,6 +449,27 @@ async fn attach_stdin_exec_and_a_killed_client() {
         String::from_utf8_lossy(&err)
     );
     assert_eq!(code, Some(0));
+    // The network and DNS files as Docker writes them.
+    let exec = client
+        .exec(ExecStart {
+            args: vec![
+                "sh".into(),
+                "-c".into(),
+                "cat /etc/hosts /etc/resolv.conf; ip -o -4 addr show eth0".into(),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (out, err, code) = exec.collect().await.unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(code, Some(0), "{out}{}", String::from_utf8_lossy(&err));
+    assert!(out.starts_with("127.0.0.1\tlocalhost\n"), "{out}");
+    assert!(out.contains("10.0.2.15\tbox-under-test\n"), "{out}");
+    assert!(out.contains("nameserver 10.0.2.2\n"), "{out}");
+    assert!(out.contains("search example.test\n"), "{out}");
+    assert!(out.contains("inet 10.0.2.15/24"), "{out}");
+
     // The user is resolved in the container's /etc/passwd.
     let exec = client
         .exec(ExecStart {
@@ -489,7 +530,7 @@ async fn attach_stdin_exec_and_a_killed_client() {
         .unwrap();
     let bytes = archive.into_inner().unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(bytes).await.unwrap();
+    tx.send(bytes.clone()).await.unwrap();
     drop(tx);
     client.copy_in("/tmp", rx).await.unwrap();
     let exec = client
@@ -511,6 +552,23 @@ async fn attach_stdin_exec_and_a_killed_client() {
     let mut content = String::new();
     entry.read_to_string(&mut content).unwrap();
     assert_eq!(content, "box-under-test\n");
+    // Into a volume too.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(bytes.clone()).await.unwrap();
+    drop(tx);
+    client.copy_in("/data", rx).await.unwrap();
+    let exec = client
+        .exec(ExecStart {
+            args: vec![
+                "sh".into(),
+                "-c".into(),
+                "cat /data/copied-in.txt; grep ' /data ' /proc/mounts | cut -d' ' -f3".into(),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(exec.collect().await.unwrap().0, b"hello\next4\n");
     let err = client.copy_out("relative/path").await.unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
 
