@@ -267,6 +267,14 @@ fn finish(l: &Launch) -> Result<Never, (SetupError, i32)> {
         )
         .map_err(fail)?;
     }
+    if matches!(l.join, Join::Create(_)) && fs::metadata(&l.cwd).is_err() {
+        // As runc does: a container's working directory is created when the image lacks it.
+        ioe(
+            || format!("creating the working directory {}", l.cwd),
+            fs::create_dir_all(&l.cwd),
+        )
+        .map_err(fail)?;
+    }
     let cwd_early = nix::unistd::chdir(l.cwd.as_str());
     // Prepared before any privilege is dropped, so later steps need no allocation or lookup.
     let prog = crate::spec::find_program(&l.args[0], &l.env, Path::new("/"));

@@ -240,9 +240,17 @@ async fn run(
 async fn separate_streams_and_exit_code() {
     skip_unless_able!();
     let h = Host::new("streams");
-    let spec = h.spec(&["sh", "-c", "echo hello; echo oops >&2; exit 3"], |_| {});
+    let spec = h.spec(
+        &["sh", "-c", "echo hello; echo oops >&2; pwd >&2; exit 3"],
+        |v| {
+            v["process"]["cwd"] = serde_json::json!("/work/dir");
+        },
+    );
     let (code, out, err) = run(&h, "streams", spec, |_| {}).await;
-    assert_eq!((code, out.as_str(), err.as_str()), (3, "hello\n", "oops\n"));
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (3, "hello\n", "oops\n/work/dir\n")
+    );
 }
 
 #[tokio::test]
