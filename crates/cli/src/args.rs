@@ -309,6 +309,9 @@ pub struct ManagementFlags {
 
 // ---- containers --------------------------------------------------------------------------
 
+// Positional arguments after a flattened flag group say `help_heading = None` so that
+// they are listed under "Arguments" instead of the group's heading.
+
 /// `container run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -319,10 +322,11 @@ pub struct RunArgs {
     #[command(flatten)]
     pub container: ContainerFlags,
     /// The image to run.
-    #[arg(value_name = "IMAGE")]
+    #[arg(help_heading = None::<&str>, value_name = "IMAGE")]
     pub image: String,
     /// The command and its arguments (replace the image's cmd).
     #[arg(
+        help_heading = None::<&str>,
         value_name = "ARG",
         trailing_var_arg = true,
         allow_hyphen_values = true
@@ -337,10 +341,11 @@ pub struct CreateArgs {
     #[command(flatten)]
     pub container: ContainerFlags,
     /// The image to create the container from.
-    #[arg(value_name = "IMAGE")]
+    #[arg(help_heading = None::<&str>, value_name = "IMAGE")]
     pub image: String,
     /// The command and its arguments (replace the image's cmd).
     #[arg(
+        help_heading = None::<&str>,
         value_name = "ARG",
         trailing_var_arg = true,
         allow_hyphen_values = true
@@ -575,7 +580,7 @@ pub struct ImagePullArgs {
     #[command(flatten)]
     pub fetch: FetchFlags,
     /// The image reference.
-    #[arg(value_name = "REFERENCE")]
+    #[arg(help_heading = None::<&str>, value_name = "REFERENCE")]
     pub reference: String,
 }
 
@@ -592,7 +597,7 @@ pub struct ImagePushArgs {
     #[command(flatten)]
     pub fetch: FetchFlags,
     /// The image reference.
-    #[arg(value_name = "REFERENCE")]
+    #[arg(help_heading = None::<&str>, value_name = "REFERENCE")]
     pub reference: String,
 }
 
@@ -664,7 +669,7 @@ pub struct ImageSaveArgs {
     #[command(flatten)]
     pub platform: PlatformFlags,
     /// The images.
-    #[arg(value_name = "IMAGE", required = true)]
+    #[arg(help_heading = None::<&str>, value_name = "IMAGE", required = true)]
     pub references: Vec<String>,
 }
 
@@ -706,7 +711,7 @@ pub struct LoginArgs {
     #[command(flatten)]
     pub registry: RegistryFlags,
     /// The registry host (e.g. ghcr.io, localhost:5000).
-    #[arg(value_name = "SERVER")]
+    #[arg(help_heading = None::<&str>, value_name = "SERVER")]
     pub server: String,
 }
 
