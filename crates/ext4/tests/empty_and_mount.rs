@@ -181,3 +181,103 @@ fn kernel_mounts_empty_volume() {
     }
     fsck(&img);
 }
+
+fn lgetxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: the strings are NUL-terminated; buf is writable for its length.
+    let rc = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if rc < 0 {
+        return None;
+    }
+    buf.truncate(rc as usize);
+    Some(buf)
+}
+
+/// A POSIX ACL in the xattr interface format: user::rwx user:1000:r-x group::r-x mask::r-x other::r--
+fn acl_bytes() -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (1u16, 7u16, u32::MAX),
+        (2, 5, 1000),
+        (4, 5, u32::MAX),
+        (0x10, 5, u32::MAX),
+        (0x20, 4, u32::MAX),
+    ] {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+#[test]
+fn kernel_sees_xattrs_acls_devices_and_times() {
+    if !can_mount() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let cap = [
+        1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let big = vec![b'z'; 3000];
+    let acl = acl_bytes();
+    let layer = Layer::new()
+        .pax(&[
+            ("SCHILY.xattr.user.a", b"1"),
+            ("SCHILY.xattr.security.capability", &cap[..]),
+            ("SCHILY.xattr.system.posix_acl_access", &acl[..]),
+            ("mtime", b"1600000000.5"),
+        ])
+        .file("f", b"data")
+        .pax(&[
+            ("SCHILY.xattr.user.big", &big[..]),
+            ("SCHILY.xattr.trusted.t", b"tv"),
+        ])
+        .file("g", b"")
+        .device("null", tar::EntryType::Char, 1, 3)
+        .device("big", tar::EntryType::Block, 259, 300_000)
+        .fifo("fifo")
+        .bytes();
+    build(&img, &[layer]).unwrap();
+    fsck(&img);
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    {
+        let Some(_m) = Mounted::new(&img, &mnt) else {
+            return;
+        };
+        let f = mnt.join("f");
+        assert_eq!(lgetxattr(&f, "user.a").as_deref(), Some(&b"1"[..]));
+        assert_eq!(
+            lgetxattr(&f, "security.capability").as_deref(),
+            Some(&cap[..])
+        );
+        assert_eq!(lgetxattr(&f, "system.posix_acl_access"), Some(acl.clone()));
+        let g = mnt.join("g");
+        assert_eq!(lgetxattr(&g, "user.big"), Some(big.clone()));
+        assert_eq!(lgetxattr(&g, "trusted.t").as_deref(), Some(&b"tv"[..]));
+        let m = std::fs::symlink_metadata(&f).unwrap();
+        assert_eq!((m.mtime(), m.mtime_nsec()), (1_600_000_000, 500_000_000));
+        let rdev = |p: &str| std::fs::symlink_metadata(mnt.join(p)).unwrap().rdev();
+        assert_eq!(rdev("null"), libc::makedev(1, 3));
+        assert_eq!(rdev("big"), libc::makedev(259, 300_000));
+        use std::os::unix::fs::FileTypeExt;
+        assert!(
+            std::fs::symlink_metadata(mnt.join("fifo"))
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+        assert!(
+            std::fs::symlink_metadata(mnt.join("big"))
+                .unwrap()
+                .file_type()
+                .is_block_device()
+        );
+    }
+    fsck(&img);
+}

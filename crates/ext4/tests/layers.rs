@@ -279,3 +279,10 @@ fn layer_stream_is_read_to_the_end() {
     assert_eq!(r.1, bytes.len());
     b.finish().unwrap();
 }
+
+#[test]
+fn builder_can_move_to_a_blocking_thread() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<ext4::Ext4Builder>();
+    assert_send::<ext4::Error>();
+}
