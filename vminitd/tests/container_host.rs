@@ -519,3 +519,44 @@ async fn missing_program_fails_start_with_127() {
     );
     h.mgr.delete("nope").await.unwrap();
 }
+
+#[tokio::test]
+async fn close_stdin_ends_the_input_while_the_host_stream_stays_open() {
+    skip_unless_able!();
+    let h = Host::new("closestdin");
+    let inl = h.listen(1000);
+    let outl = h.listen(1001);
+    let mut r = req("cs", "cs", h.spec(&["sh", "-c", "cat; echo done"], |_| {}));
+    r.stdin_port = 1000;
+    r.stdout_port = 1001;
+    let mgr = h.mgr.clone();
+    let create = tokio::spawn(async move { mgr.create(r).await });
+    let (mut input, _) = inl.accept().await.unwrap();
+    let (mut output, _) = outl.accept().await.unwrap();
+    create.await.unwrap().unwrap();
+    h.mgr.start("cs").await.unwrap();
+    input.write_all(b"abc\n").await.unwrap();
+    let mut buf = [0u8; 4];
+    tokio::time::timeout(T, output.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"abc\n");
+    h.mgr.close_stdin("cs").unwrap();
+    let mut rest = String::new();
+    tokio::time::timeout(T, output.read_to_string(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rest, "done\n");
+    assert_eq!(
+        tokio::time::timeout(T, h.mgr.wait("cs"))
+            .await
+            .unwrap()
+            .unwrap()
+            .0,
+        0
+    );
+    drop(input);
+    h.mgr.delete("cs").await.unwrap();
+}

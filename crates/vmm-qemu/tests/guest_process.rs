@@ -622,3 +622,36 @@ fn tar_extract(dir: &Path, archive: &[u8]) -> bool {
     child.stdin.take().unwrap().write_all(archive).unwrap();
     child.wait().unwrap().success()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_running_containers_and_powers_off() {
+    use agent::v1::ShutdownRequest;
+    let Some(t) = boot("shutdown_stops_running_containers_and_powers_off").await else {
+        return;
+    };
+    // `sleep` as a container's pid 1 ignores SIGTERM: only the SIGKILL after the grace period
+    // ends it.
+    t.agent
+        .create_process(create(
+            "stubborn",
+            docker_spec(&["sleep", "1000"], "c"),
+            StdioPorts::default(),
+        ))
+        .await
+        .unwrap();
+    t.agent.start_process(pref("stubborn")).await.unwrap();
+    let start = std::time::Instant::now();
+    t.agent
+        .shutdown(ShutdownRequest { grace_seconds: 1 })
+        .await
+        .unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(30), t.vm.wait())
+        .await
+        .expect("the vm did not power off");
+    assert_eq!(exit, VmExit::PoweredOff, "console: {}", t.console());
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(15),
+        "shutdown took {took:?}"
+    );
+}
