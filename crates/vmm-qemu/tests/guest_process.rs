@@ -203,6 +203,7 @@ async fn streams_stay_separate_exit_codes_return_and_stdin_is_byte_exact() {
     let mut stdin = in_l.accept().await.unwrap();
     let stdout = out_l.accept().await.unwrap();
     t.agent.start_process(pref("cat")).await.unwrap();
+    let started = std::time::Instant::now();
     let data = input.clone();
     let feed = tokio::spawn(async move {
         stdin.write_all(&data).await.unwrap();
@@ -210,6 +211,7 @@ async fn streams_stay_separate_exit_codes_return_and_stdin_is_byte_exact() {
         stdin
     });
     let echoed = read_all(stdout).await;
+    eprintln!("1 MiB through cat and back in {:?}", started.elapsed());
     drop(feed.await.unwrap());
     let waited = t.agent.wait_process(pref("cat")).await.unwrap();
     assert_eq!(waited.exit_code, 0);
