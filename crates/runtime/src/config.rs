@@ -122,8 +122,8 @@ pub struct RuntimeConfig {
     /// (`--network none`).
     #[serde(default)]
     pub networks: Vec<NetworkAttachment>,
-    /// Block-device volumes (`-v name:/path`): ext4 images attached as extra disks and
-    /// mounted into the container.
+    /// Volumes and bind mounts (`-v name:/path`, `-v /host/dir:/path`): ext4 images attached
+    /// as extra disks, or host directories shared with virtio-fs, mounted into the container.
     #[serde(default)]
     pub volumes: Vec<VolumeMount>,
     /// Labels (`-l`), kept for whoever reads the config; the runtime does not use them.
@@ -205,17 +205,32 @@ pub struct NetworkAttachment {
     pub mtu: Option<u32>,
 }
 
-/// A volume attached as a block device.
+/// A volume or bind mount of the container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeMount {
-    /// The ext4 image on the host.
+    /// The ext4 image (a block volume) or the directory (a bind mount) on the host.
     pub path: PathBuf,
     /// Absolute path inside the container.
     pub destination: String,
     /// Mount it read-only.
     #[serde(default)]
     pub read_only: bool,
+    /// What `path` is; a block volume when absent.
+    #[serde(default)]
+    pub kind: VolumeKind,
+}
+
+/// How a volume reaches the guest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VolumeKind {
+    /// An ext4 image attached as a virtio-blk disk.
+    #[default]
+    Block,
+    /// A host directory shared with virtio-fs (one virtiofsd per directory). Single files
+    /// cannot be shared this way.
+    Directory,
 }
 
 fn valid_id(id: &str) -> bool {
@@ -352,10 +367,14 @@ impl RuntimeConfig {
             }
         }
         for (i, v) in self.volumes.iter().enumerate() {
-            if !v.path.is_file() {
+            let (ok, what) = match v.kind {
+                VolumeKind::Block => (v.path.is_file(), "an ext4 image file"),
+                VolumeKind::Directory => (v.path.is_dir(), "a directory"),
+            };
+            if !ok {
                 return Err(invalid(
                     format!("volumes[{i}].path"),
-                    format!("{} is not a file", v.path.display()),
+                    format!("{} is not {what}", v.path.display()),
                 ));
             }
             if !v.destination.starts_with('/') {

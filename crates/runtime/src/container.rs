@@ -21,10 +21,13 @@ use agent::v1 as pb;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
 use tokio::sync::{broadcast, mpsc, watch};
-use vmm::{DiskConfig, NicConfig, VirtualMachine, VmConfig, VmError, VsockListener, VsockStream};
+use vmm::{
+    DiskConfig, NicConfig, ShareConfig, VirtualMachine, VmConfig, VmError, VsockListener,
+    VsockStream,
+};
 
 use crate::bundle::Bundle;
-use crate::config::{ConfigError, RuntimeConfig};
+use crate::config::{ConfigError, RuntimeConfig, VolumeKind};
 use crate::state::{
     EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_RUNTIME_FAILED, State, Status, one_line,
 };
@@ -482,12 +485,20 @@ impl Container {
                 read_only: false,
             },
         ];
+        let mut shares = Vec::new();
         for (i, v) in config.volumes.iter().enumerate() {
-            disks.push(DiskConfig {
-                id: format!("vol{i}"),
-                path: v.path.clone(),
-                read_only: v.read_only,
-            });
+            match v.kind {
+                VolumeKind::Block => disks.push(DiskConfig {
+                    id: format!("vol{i}"),
+                    path: v.path.clone(),
+                    read_only: v.read_only,
+                }),
+                VolumeKind::Directory => shares.push(ShareConfig {
+                    tag: format!("vol{i}"),
+                    host_path: v.path.clone(),
+                    read_only: v.read_only,
+                }),
+            }
         }
         let vm_config = VmConfig {
             kernel: config.kernel.clone(),
@@ -504,7 +515,7 @@ impl Container {
                     attachment: n.attachment.clone(),
                 })
                 .collect(),
-            shares: vec![],
+            shares,
             console_log: Some(bundle.boot_log()),
             runtime_dir,
         };
@@ -642,13 +653,11 @@ impl Container {
             } else {
                 vec![]
             };
-            mount(
-                format!("block-serial:vol{i}"),
-                format!("{GUEST_DIR}/volumes/{i}"),
-                "ext4",
-                options,
-            )
-            .await?;
+            let (source, fstype) = match v.kind {
+                VolumeKind::Block => (format!("block-serial:vol{i}"), "ext4"),
+                VolumeKind::Directory => (format!("vol{i}"), "virtiofs"),
+            };
+            mount(source, format!("{GUEST_DIR}/volumes/{i}"), fstype, options).await?;
         }
         Ok(())
     }
@@ -1472,6 +1481,7 @@ mod tests {
             path: dir.path().join("vol.ext4"),
             destination: "/data".into(),
             read_only: false,
+            kind: crate::config::VolumeKind::Block,
         }];
         config.tmpfs = vec![crate::config::TmpfsMount {
             destination: "/scratch".into(),

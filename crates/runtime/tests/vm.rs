@@ -369,11 +369,23 @@ async fn attach_stdin_exec_and_a_killed_client() {
     // leaves it): its address lands in /etc/hosts, its gateway in /etc/resolv.conf.
     let volume = f.dir.path().join("vol.ext4");
     ext4::format_empty(&volume, 32 << 20, &ext4::Options::default()).unwrap();
-    f.config.volumes = vec![runtime::config::VolumeMount {
-        path: volume,
-        destination: "/data".into(),
-        read_only: false,
-    }];
+    let shared = f.dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("from-host"), "host bytes\n").unwrap();
+    f.config.volumes = vec![
+        runtime::config::VolumeMount {
+            path: volume,
+            destination: "/data".into(),
+            read_only: false,
+            kind: runtime::config::VolumeKind::Block,
+        },
+        runtime::config::VolumeMount {
+            path: shared.clone(),
+            destination: "/host".into(),
+            read_only: false,
+            kind: runtime::config::VolumeKind::Directory,
+        },
+    ];
     f.config.networks = vec![runtime::config::NetworkAttachment {
         mac: "02:42:ac:11:00:02".into(),
         attachment: vmm::NicAttachment::User {
@@ -469,6 +481,24 @@ async fn attach_stdin_exec_and_a_killed_client() {
     assert!(out.contains("nameserver 10.0.2.2\n"), "{out}");
     assert!(out.contains("search example.test\n"), "{out}");
     assert!(out.contains("inet 10.0.2.15/24"), "{out}");
+
+    // A host directory is shared both ways.
+    let exec = client
+        .exec(ExecStart {
+            args: vec![
+                "sh".into(),
+                "-c".into(),
+                "cat /host/from-host; echo guest bytes > /host/from-guest".into(),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(exec.collect().await.unwrap().0, b"host bytes\n");
+    assert_eq!(
+        std::fs::read_to_string(shared.join("from-guest")).unwrap(),
+        "guest bytes\n"
+    );
 
     // The user is resolved in the container's /etc/passwd.
     let exec = client
