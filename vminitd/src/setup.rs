@@ -484,6 +484,9 @@ fn build_container(plan: &ContainerPlan, terminal: bool) -> Result<(), SetupErro
             create_devices(&root.join("dev"))?;
         }
     }
+    for d in &plan.devices {
+        create_device(root, d)?;
+    }
     if terminal {
         // The pty's slave doubles as /dev/console, as runc does.
         if let Ok(tty) = fs::read_link("/proc/self/fd/0") {
@@ -638,6 +641,37 @@ fn create_devices(dev: &Path) -> Result<(), SetupError> {
         )?;
     }
     Ok(())
+}
+
+fn create_device(root: &Path, d: &crate::spec::DevicePlan) -> Result<(), SetupError> {
+    use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+    let p = resolve_in_root(root, &d.path);
+    if let Some(parent) = p.parent() {
+        mkdir_all(parent)?;
+    }
+    let _ = fs::remove_file(&p);
+    let kind = match d.kind {
+        'b' => SFlag::S_IFBLK,
+        'p' => SFlag::S_IFIFO,
+        _ => SFlag::S_IFCHR,
+    };
+    sys(
+        || format!("mknod {}", d.path),
+        mknod(
+            &p,
+            kind,
+            Mode::from_bits_truncate(d.mode as libc::mode_t),
+            makedev(d.major, d.minor),
+        ),
+    )?;
+    sys(
+        || format!("chown {}", d.path),
+        nix::unistd::chown(
+            &p,
+            Some(nix::unistd::Uid::from_raw(d.uid)),
+            Some(nix::unistd::Gid::from_raw(d.gid)),
+        ),
+    )
 }
 
 fn mask(p: &Path) -> Result<(), SetupError> {

@@ -30,6 +30,8 @@ pub enum SpecError {
     RelativeRoot(PathBuf),
     #[error("mount destination {0:?} is not absolute")]
     RelativeMount(PathBuf),
+    #[error("invalid device {0}")]
+    Device(String),
 }
 
 /// Docker's default masked paths, used when the spec names none.
@@ -80,6 +82,21 @@ pub struct ContainerPlan {
     pub root_propagation: String,
     /// Bind this file (the vminitd binary) at INIT_PATH, for `init`.
     pub bind_init: Option<String>,
+    /// Device nodes to create (`--device`), after the default ones.
+    pub devices: Vec<DevicePlan>,
+}
+
+/// One device node of `linux.devices`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DevicePlan {
+    pub path: String,
+    /// 'c' (character), 'b' (block) or 'p' (fifo).
+    pub kind: char,
+    pub major: u64,
+    pub minor: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// How the helper joins or creates the container.
@@ -239,6 +256,39 @@ pub fn launch(spec: &Spec, inputs: LaunchInputs<'_>) -> Result<Launch, SpecError
                 Some(v) => v.clone(),
                 None => d.iter().map(|s| s.to_string()).collect(),
             };
+            let mut devices = Vec::new();
+            for d in linux
+                .and_then(|l| l.devices().as_ref())
+                .into_iter()
+                .flatten()
+            {
+                let kind = match d.typ().as_str() {
+                    "c" | "u" => 'c',
+                    "b" => 'b',
+                    "p" => 'p',
+                    other => {
+                        return Err(SpecError::Device(format!(
+                            "{}: type {other:?}",
+                            d.path().display()
+                        )));
+                    }
+                };
+                if !d.path().is_absolute() || !d.path().starts_with("/dev") {
+                    return Err(SpecError::Device(format!(
+                        "{}: not under /dev",
+                        d.path().display()
+                    )));
+                }
+                devices.push(DevicePlan {
+                    path: d.path().display().to_string(),
+                    kind,
+                    major: d.major().max(0) as u64,
+                    minor: d.minor().max(0) as u64,
+                    mode: d.file_mode().unwrap_or(0o666) & 0o7777,
+                    uid: d.uid().unwrap_or(0),
+                    gid: d.gid().unwrap_or(0),
+                });
+            }
             let mut sysctl: Vec<(String, String)> = linux
                 .and_then(|l| l.sysctl().clone())
                 .unwrap_or_default()
@@ -268,6 +318,7 @@ pub fn launch(spec: &Spec, inputs: LaunchInputs<'_>) -> Result<Launch, SpecError
                     .filter(|p| !p.is_empty())
                     .unwrap_or_else(|| "rslave".into()),
                 bind_init,
+                devices,
             })
         }
     };
@@ -339,7 +390,8 @@ mod tests {
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid","noexec","nodev"]},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid","strictatime","mode=755","size=65536k"]}
       ],
-      "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}], "maskedPaths": ["/proc/kcore"]}
+      "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}], "maskedPaths": ["/proc/kcore"],
+                "devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 438, "uid": 0, "gid": 0}]}
     }"#;
 
     fn inputs() -> LaunchInputs<'static> {
@@ -370,6 +422,18 @@ mod tests {
         assert_eq!(c.masked_paths, vec!["/proc/kcore"]);
         assert_eq!(c.readonly_paths.len(), DEFAULT_READONLY.len());
         assert_eq!(c.root_propagation, "rslave");
+        assert_eq!(
+            c.devices,
+            vec![DevicePlan {
+                path: "/dev/fuse".into(),
+                kind: 'c',
+                major: 10,
+                minor: 229,
+                mode: 0o666,
+                uid: 0,
+                gid: 0
+            }]
+        );
         assert_eq!(l.cwd, "/work");
         assert_eq!(l.caps.bounding, 0b100001);
         assert_eq!(l.caps.ambient, 0);
@@ -438,6 +502,11 @@ mod tests {
             Err(SpecError::RelativeRoot(_))
         ));
         assert!(matches!(parse(b"{not json"), Err(SpecError::Json(_))));
+        let outside = parse(br#"{"process":{"user":{"uid":0,"gid":0},"args":["x"],"cwd":"/"},"root":{"path":"/r"},"linux":{"devices":[{"path":"/etc/x","type":"c","major":1,"minor":3}]}}"#).unwrap();
+        assert!(matches!(
+            launch(&outside, inputs()),
+            Err(SpecError::Device(_))
+        ));
     }
 
     #[test]

@@ -432,14 +432,15 @@ async fn masked_and_readonly_paths_hostname_and_readonly_root() {
     skip_unless_able!();
     let h = Host::new("paths");
     // /proc/kcore is masked too, but neither this machine's kernel nor the guest's has one.
-    let script = "cat /proc/timer_list /proc/keys | wc -c; echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo sys-writable; hostname; touch /rootfile 2>/dev/null && echo root-writable; touch /tmp/x 2>/dev/null || echo tmp-readonly; ls /sys/firmware | wc -l";
+    let script = "cat /proc/timer_list /proc/keys | wc -c; echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo sys-writable; hostname; touch /rootfile 2>/dev/null && echo root-writable; touch /tmp/x 2>/dev/null || echo tmp-readonly; ls /sys/firmware | wc -l; stat -c %A:%g:%t,%T /dev/extra/null2";
     let spec = h.spec(&["sh", "-c", script], |v| {
         v["root"]["readonly"] = serde_json::json!(true);
         v["hostname"] = serde_json::json!("web-1");
+        v["linux"]["devices"] = serde_json::json!([{"path": "/dev/extra/null2", "type": "c", "major": 1, "minor": 3, "fileMode": 0o640, "uid": 0, "gid": 33}]);
     });
     let (code, out, err) = run(&h, "paths", spec, |_| {}).await;
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out, "0\nweb-1\ntmp-readonly\n0\n");
+    assert_eq!(out, "0\nweb-1\ntmp-readonly\n0\ncrw-r-----:33:1,3\n");
     assert!(!h.rootfs.join("rootfile").exists());
 }
 
