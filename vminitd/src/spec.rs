@@ -103,7 +103,7 @@ pub struct DevicePlan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Join {
     /// New mount/pid/uts/ipc/cgroup namespaces, then the container's filesystem.
-    Create(ContainerPlan),
+    Create(Box<ContainerPlan>),
     /// setns into the namespaces of the container whose first process has this pid.
     Exec { init_pid: u32 },
 }
@@ -295,7 +295,7 @@ pub fn launch(spec: &Spec, inputs: LaunchInputs<'_>) -> Result<Launch, SpecError
                 .into_iter()
                 .collect();
             sysctl.sort();
-            Join::Create(ContainerPlan {
+            Join::Create(Box::new(ContainerPlan {
                 rootfs: rootfs(spec)?,
                 readonly_root: root.readonly().unwrap_or(false),
                 hostname: inputs
@@ -319,7 +319,7 @@ pub fn launch(spec: &Spec, inputs: LaunchInputs<'_>) -> Result<Launch, SpecError
                     .unwrap_or_else(|| "rslave".into()),
                 bind_init,
                 devices,
-            })
+            }))
         }
     };
     let cwd = process.cwd().display().to_string();
