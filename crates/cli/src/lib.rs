@@ -9,6 +9,27 @@
 //! files it reads or writes are the ones named on its command line (env files, `--cidfile`,
 //! `-o`, `-i`, `cp` paths) and, for `system start`, the daemon's log.
 
+/// `println!` for commands: a failed write to stdout (a closed pipe) returns an error from
+/// the calling function instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            return Err($crate::error::CliError::io("writing to stdout", e));
+        }
+    }};
+}
+
+/// `print!` for commands, as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($arg)*) {
+            return Err($crate::error::CliError::io("writing to stdout", e));
+        }
+    }};
+}
+
 pub mod args;
 pub mod commands;
 pub mod error;
@@ -119,6 +140,11 @@ where
     match result {
         Ok(code) => code,
         Err(CliError::Partial(_)) => EXIT_FAILURE,
+        // The reader went away (`container ls | head -1`): stop quietly, with the status a
+        // shell shows for a process killed by SIGPIPE.
+        Err(CliError::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            128 + libc::SIGPIPE
+        }
         Err(e) => {
             eprintln!("container: {e}");
             e.exit_code()

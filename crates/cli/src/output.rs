@@ -96,6 +96,25 @@ fn cpus_text(millis: u32) -> String {
     }
 }
 
+/// An ID as tables show it: a 64-hex-digit ID shortened to 12 digits, as Docker does;
+/// anything else (a name used as the ID) as it is.
+pub fn short_id(id: &str) -> String {
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        id[..12].to_owned()
+    } else {
+        id.to_owned()
+    }
+}
+
+/// How tables name a container: its name when it has one, else its short ID.
+pub fn display_id(c: &v1::ContainerInfo) -> String {
+    if c.name.is_empty() {
+        short_id(&c.id)
+    } else {
+        c.name.clone()
+    }
+}
+
 /// Column headers of `container list` (Apple's).
 pub const CONTAINER_HEADERS: [&str; 9] = [
     "ID", "IMAGE", "OS", "ARCH", "STATE", "IP", "CPUS", "MEMORY", "STARTED",
@@ -111,7 +130,7 @@ pub fn container_row(c: &v1::ContainerInfo) -> Vec<String> {
         .map(|k| k.image.clone())
         .unwrap_or_default();
     vec![
-        c.id.clone(),
+        display_id(c),
         image,
         os,
         arch,
@@ -175,6 +194,7 @@ pub fn container_json(c: &v1::ContainerInfo) -> Value {
         .collect();
     json!({
         "id": c.id,
+        "name": c.name,
         "configuration": {
             "id": c.id,
             "image": {"reference": config.image, "digest": c.image_digest},
@@ -321,7 +341,7 @@ pub fn cpu_percent(
 pub fn stats_row(previous: Option<&v1::ContainerStats>, s: &v1::ContainerStats) -> Vec<String> {
     let cpu = cpu_percent(previous, s).map_or_else(|| "--".to_owned(), |p| format!("{p:.2}%"));
     vec![
-        s.id.clone(),
+        short_id(&s.id),
         cpu,
         format!(
             "{} / {}",
@@ -440,6 +460,19 @@ mod tests {
             "NAME                       TAG       INDEX DIGEST   OS        ARCH      VARIANT   FULL SIZE   CREATED                MANIFEST DIGEST\n\
              docker.io/library/alpine   3.20      beefdbd8a1da   linux     arm64     v8        3.9 MiB     2024-07-03T09:46:40Z   9cee2b382fe2\n"
         );
+    }
+
+    #[test]
+    fn tables_name_containers_by_name_or_short_id() {
+        let mut c = container(
+            "b56c624c01f6b042556c5a0e9a38e6a4ee3bca06b8a4b313216525aff2d780b9",
+            v1::ContainerState::Running,
+            "",
+        );
+        assert_eq!(display_id(&c), "b56c624c01f6");
+        c.name = "eager_turing".into();
+        assert_eq!(display_id(&c), "eager_turing");
+        assert_eq!(short_id("web"), "web");
     }
 
     #[test]

@@ -54,8 +54,21 @@ pub async fn drive(
     let mut containers = client.containers();
     let request = ReceiverStream::new(rx);
     let response = match rpc {
-        Rpc::Attach => containers.attach(request).await?,
-        Rpc::Exec => containers.exec(request).await?,
+        Rpc::Attach => containers.attach(request).await,
+        Rpc::Exec => containers.exec(request).await,
+    };
+    let response = match response {
+        Ok(response) => response,
+        Err(status) => {
+            let error = api::ApiError::from(status);
+            return match launch_failure_code(&error.message) {
+                Some(code) => {
+                    eprintln!("container: {error}");
+                    Ok(code)
+                }
+                None => Err(error.into()),
+            };
+        }
     };
     let mut output = response.into_inner();
 
@@ -85,6 +98,7 @@ pub async fn drive(
 
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
+    let mut started = false;
     let result = loop {
         let message = match output.message().await {
             Ok(Some(m)) => m,
@@ -93,11 +107,21 @@ pub async fn drive(
                     "the daemon closed the stream before the process exited".into(),
                 ));
             }
-            Err(status) => break Err(status.into()),
+            Err(status) => {
+                let error = api::ApiError::from(status);
+                match (started, launch_failure_code(&error.message)) {
+                    (false, Some(code)) => {
+                        eprintln!("container: {error}");
+                        break Ok(code);
+                    }
+                    _ => break Err(error.into()),
+                }
+            }
         };
         match message.response {
             Some(Response::Started(_)) if options.detach => break Ok(0),
-            Some(Response::Started(_)) | None => {}
+            Some(Response::Started(_)) => started = true,
+            None => {}
             Some(Response::Stdout(bytes)) => {
                 if let Err(e) = write_all_flush(&mut stdout, &bytes).await {
                     break Err(CliError::io("writing stdout", e));
@@ -115,6 +139,21 @@ pub async fn drive(
         task.abort();
     }
     result
+}
+
+/// Docker's exit code for a process that could not be launched, read from the daemon's
+/// message when it reports the failure as an error instead of an `Exit` (the contract asks
+/// for `Exit` with 126/127; this keeps the user's exit code right either way): 127 when the
+/// program was not found, 126 when it could not be executed.
+pub fn launch_failure_code(message: &str) -> Option<i32> {
+    let m = message.to_ascii_lowercase();
+    if m.contains("executable file not found") || m.contains("no such file or directory") {
+        Some(crate::error::EXIT_NOT_FOUND)
+    } else if m.contains("permission denied") || m.contains("exec format error") {
+        Some(crate::error::EXIT_CANNOT_EXECUTE)
+    } else {
+        None
+    }
 }
 
 async fn write_all_flush(
@@ -189,5 +228,25 @@ async fn forward_signals(tx: mpsc::Sender<v1::StdioRequest>) {
         {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_failures_map_to_dockers_codes() {
+        assert_eq!(
+            launch_failure_code(
+                "container setup failed: exec: \"nope\": executable file not found in $PATH"
+            ),
+            Some(127)
+        );
+        assert_eq!(
+            launch_failure_code("exec /etc/passwd: permission denied"),
+            Some(126)
+        );
+        assert_eq!(launch_failure_code("container web is not running"), None);
     }
 }

@@ -664,3 +664,28 @@ fn cp_in_names_entries_from_the_destination() {
         "{site:?}"
     );
 }
+
+// `container ls | head -0`: a reader that went away ends the command quietly with the
+// SIGPIPE status, not a panic.
+#[test]
+fn a_closed_stdout_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    serve(dir.path());
+    assert_eq!(
+        container(dir.path(), &["create", "--name", "web", "nginx"], b"")
+            .status
+            .code(),
+        Some(0)
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_container"))
+        .args(["ls", "-a"])
+        .env("CONTAINER_APP_ROOT", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(out.status.code(), Some(141));
+}

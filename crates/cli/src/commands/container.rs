@@ -329,7 +329,7 @@ async fn ensure_image(
 pub async fn create_cmd(ctx: &Context, a: &CreateArgs) -> CliResult {
     let config = config_from_flags(&a.container, &a.image, &a.args)?;
     let (_, id) = create(ctx, &a.container, config).await?;
-    println!("{id}");
+    outln!("{id}");
     Ok(0)
 }
 
@@ -342,10 +342,7 @@ pub async fn run_cmd(ctx: &Context, a: &RunArgs) -> CliResult {
             .containers()
             .start(v1::StartContainerRequest { id: id.clone() })
             .await
-            .map(|_| {
-                println!("{id}");
-                0
-            })
+            .map(|_| 0)
             .map_err(CliError::from)
     } else {
         let p = &a.container.process;
@@ -366,8 +363,12 @@ pub async fn run_cmd(ctx: &Context, a: &RunArgs) -> CliResult {
         };
         stdio::drive(&client, Rpc::Attach, open, options).await
     };
+    if outcome.is_ok() && a.detach {
+        outln!("{id}");
+    }
     if outcome.is_err() {
-        // A container that never ran is not left behind (Apple's run does the same).
+        // A container that failed to start is not left behind (Apple's run deletes on any
+        // failure); one that runs, and only lost its attached client, is left alone.
         let state = client
             .containers()
             .inspect(v1::InspectContainerRequest { id: id.clone() })
@@ -375,7 +376,7 @@ pub async fn run_cmd(ctx: &Context, a: &RunArgs) -> CliResult {
             .ok()
             .and_then(|r| r.into_inner().container)
             .map(|c| c.state_enum());
-        if matches!(state, Some(v1::ContainerState::Created)) {
+        if !matches!(state, Some(v1::ContainerState::Running) | None) {
             let _ = client
                 .containers()
                 .delete(v1::DeleteContainerRequest {
@@ -429,7 +430,7 @@ pub async fn start_cmd(ctx: &Context, a: &StartArgs) -> CliResult {
                 .containers()
                 .start(v1::StartContainerRequest { id: id.clone() })
                 .await?;
-            println!("{id}");
+            outln!("{id}");
             Ok(())
         }
     })
@@ -536,7 +537,7 @@ pub async fn stop_cmd(ctx: &Context, a: &StopArgs) -> CliResult {
                     timeout_seconds: Some(a.time),
                 })
                 .await?;
-            println!("{id}");
+            outln!("{id}");
             Ok(())
         }
     })
@@ -559,7 +560,7 @@ pub async fn kill_cmd(ctx: &Context, a: &KillArgs) -> CliResult {
                     signal,
                 })
                 .await?;
-            println!("{id}");
+            outln!("{id}");
             Ok(())
         }
     })
@@ -588,16 +589,16 @@ pub async fn delete_cmd(ctx: &Context, a: &DeleteArgs) -> CliResult {
     each(&ids, |id| {
         let client = client.clone();
         async move {
-            let deleted = client
+            client
                 .containers()
                 .delete(v1::DeleteContainerRequest {
-                    id,
+                    id: id.clone(),
                     force: a.force,
                     remove_volumes: true,
                 })
-                .await?
-                .into_inner();
-            println!("{}", deleted.id);
+                .await?;
+            // The name the user gave, as Docker prints it.
+            outln!("{id}");
             Ok(())
         }
     })
@@ -614,14 +615,14 @@ pub async fn list_cmd(ctx: &Context, a: &ListArgs) -> CliResult {
         .into_inner();
     if a.quiet {
         for c in &list.containers {
-            println!("{}", c.id);
+            outln!("{}", output::short_id(&c.id));
         }
     } else if a.format == Format::Json {
         let all: Vec<_> = list.containers.iter().map(output::container_json).collect();
-        println!("{}", output::json_line(&serde_json::Value::Array(all)));
+        outln!("{}", output::json_line(&serde_json::Value::Array(all)));
     } else {
         let rows: Vec<_> = list.containers.iter().map(output::container_row).collect();
-        print!("{}", output::table(&output::CONTAINER_HEADERS, &rows));
+        out!("{}", output::table(&output::CONTAINER_HEADERS, &rows));
     }
     Ok(0)
 }
@@ -641,7 +642,7 @@ pub async fn inspect_cmd(ctx: &Context, a: &InspectArgs) -> CliResult {
         }
     }
     let text = serde_json::to_string_pretty(&serde_json::Value::Array(found)).unwrap_or_default();
-    println!("{text}");
+    outln!("{text}");
     if missing == 0 {
         Ok(0)
     } else {
@@ -746,7 +747,7 @@ pub async fn stats_cmd(ctx: &Context, a: &StatsArgs) -> CliResult {
         if ready {
             if a.format == Format::Json {
                 let all: Vec<_> = batch.stats.iter().map(output::stats_json).collect();
-                println!("{}", output::json_line(&serde_json::Value::Array(all)));
+                outln!("{}", output::json_line(&serde_json::Value::Array(all)));
             } else {
                 let rows: Vec<_> = batch
                     .stats
@@ -755,9 +756,9 @@ pub async fn stats_cmd(ctx: &Context, a: &StatsArgs) -> CliResult {
                     .collect();
                 if !a.no_stream {
                     // Clear the screen and redraw, like `docker stats`.
-                    print!("\x1b[2J\x1b[H");
+                    out!("\x1b[2J\x1b[H");
                 }
-                print!("{}", output::table(&output::STATS_HEADERS, &rows));
+                out!("{}", output::table(&output::STATS_HEADERS, &rows));
             }
             std::io::stdout()
                 .flush()
@@ -859,23 +860,24 @@ pub async fn prune_cmd(ctx: &Context, _: &PruneArgs) -> CliResult {
         .prune(v1::PruneContainersRequest {})
         .await?
         .into_inner();
-    print_pruned(&pruned);
+    print_pruned(&pruned)?;
     Ok(0)
 }
 
 /// Prints what a prune removed and the space it gave back (Apple's wording for nothing).
-pub(crate) fn print_pruned(pruned: &v1::PruneResponse) {
+pub(crate) fn print_pruned(pruned: &v1::PruneResponse) -> Result<(), CliError> {
     for id in &pruned.deleted {
-        println!("{id}");
+        outln!("{id}");
     }
     if pruned.reclaimed_bytes == 0 {
-        println!("Reclaimed Zero KB in disk space");
+        outln!("Reclaimed Zero KB in disk space");
     } else {
-        println!(
+        outln!(
             "Reclaimed {} in disk space",
             spec::human_bytes(pruned.reclaimed_bytes)
         );
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -95,7 +95,7 @@ pub async fn pull(ctx: &Context, a: &ImagePullArgs) -> CliResult {
         },
     )
     .await?;
-    println!("{}", image.reference);
+    outln!("{}", image.reference);
     Ok(0)
 }
 
@@ -119,7 +119,7 @@ pub async fn push(ctx: &Context, a: &ImagePushArgs) -> CliResult {
             Some(PushEvent::Progress(p)) => print_progress(&p, &mut last),
             Some(PushEvent::Status(s)) => eprintln!("{s}"),
             Some(PushEvent::Digest(d)) => {
-                println!("{d}");
+                outln!("{d}");
                 return Ok(0);
             }
             None => {}
@@ -141,17 +141,17 @@ pub async fn list(ctx: &Context, a: &ImageListArgs) -> CliResult {
         .images;
     if a.quiet {
         for i in &images {
-            println!("{}", i.reference);
+            outln!("{}", i.reference);
         }
     } else if a.format == Format::Json {
         let all: Vec<_> = images.iter().map(output::image_json).collect();
-        println!("{}", output::json_line(&serde_json::Value::Array(all)));
+        outln!("{}", output::json_line(&serde_json::Value::Array(all)));
     } else if a.verbose {
         let rows: Vec<_> = images.iter().flat_map(output::image_verbose_rows).collect();
-        print!("{}", output::table(&output::IMAGE_VERBOSE_HEADERS, &rows));
+        out!("{}", output::table(&output::IMAGE_VERBOSE_HEADERS, &rows));
     } else {
         let rows: Vec<_> = images.iter().map(output::image_row).collect();
-        print!("{}", output::table(&output::IMAGE_HEADERS, &rows));
+        out!("{}", output::table(&output::IMAGE_HEADERS, &rows));
     }
     Ok(0)
 }
@@ -176,7 +176,7 @@ pub async fn inspect(ctx: &Context, a: &ImageInspectArgs) -> CliResult {
             }
         }
     }
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(&serde_json::Value::Array(found)).unwrap_or_default()
     );
@@ -241,10 +241,10 @@ pub async fn delete(ctx: &Context, a: &ImageDeleteArgs) -> CliResult {
             Ok(r) => {
                 let r = r.into_inner();
                 for u in &r.untagged {
-                    println!("Untagged: {u}");
+                    outln!("Untagged: {u}");
                 }
                 for d in &r.deleted {
-                    println!("Deleted: {d}");
+                    outln!("Deleted: {d}");
                 }
             }
             Err(status) => {
@@ -271,7 +271,7 @@ pub async fn prune(ctx: &Context, a: &ImagePruneArgs) -> CliResult {
         .prune(v1::PruneImagesRequest { all: a.all })
         .await?
         .into_inner();
-    print_pruned(&pruned);
+    print_pruned(&pruned)?;
     Ok(0)
 }
 
@@ -346,7 +346,7 @@ pub async fn load(ctx: &Context, a: &ImageLoadArgs) -> CliResult {
     let loaded = loaded?.into_inner();
     read?;
     for reference in &loaded.references {
-        println!("Loaded image: {reference}");
+        outln!("Loaded image: {reference}");
     }
     Ok(0)
 }
@@ -391,7 +391,7 @@ pub async fn login(ctx: &Context, a: &LoginArgs) -> CliResult {
             scheme: scheme(a.registry.scheme),
         })
         .await?;
-    println!("Login succeeded");
+    outln!("Login succeeded");
     Ok(0)
 }
 
@@ -436,7 +436,7 @@ pub async fn logout(ctx: &Context, a: &LogoutArgs) -> CliResult {
             server: a.server.clone(),
         })
         .await?;
-    println!("Removed login credentials for {}", a.server);
+    outln!("Removed login credentials for {}", a.server);
     Ok(0)
 }
 
@@ -451,20 +451,20 @@ pub async fn registry_list(ctx: &Context, a: &RegistryListArgs) -> CliResult {
         .logins;
     if a.quiet {
         for l in &logins {
-            println!("{}", l.hostname);
+            outln!("{}", l.hostname);
         }
     } else if a.format == Format::Json {
         let all: Vec<_> = logins
             .iter()
             .map(|l| serde_json::json!({"hostname": l.hostname, "username": l.username}))
             .collect();
-        println!("{}", output::json_line(&serde_json::Value::Array(all)));
+        outln!("{}", output::json_line(&serde_json::Value::Array(all)));
     } else {
         let rows: Vec<_> = logins
             .iter()
             .map(|l| vec![l.hostname.clone(), l.username.clone()])
             .collect();
-        print!("{}", output::table(&["HOSTNAME", "USERNAME"], &rows));
+        out!("{}", output::table(&["HOSTNAME", "USERNAME"], &rows));
     }
     Ok(0)
 }

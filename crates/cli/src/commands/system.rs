@@ -61,7 +61,7 @@ pub async fn start(ctx: &Context, a: &SystemStartArgs) -> CliResult {
         .await
         .is_ok()
     {
-        println!("container daemon already running at {}", socket.display());
+        outln!("container daemon already running at {}", socket.display());
         return Ok(0);
     }
     let program = find_apiserver(a.apiserver.as_deref())?;
@@ -96,7 +96,7 @@ pub async fn start(ctx: &Context, a: &SystemStartArgs) -> CliResult {
             .await
             .is_ok()
         {
-            println!("container daemon started at {}", socket.display());
+            outln!("container daemon started at {}", socket.display());
             return Ok(0);
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -123,7 +123,7 @@ pub async fn start(ctx: &Context, a: &SystemStartArgs) -> CliResult {
 pub async fn stop(ctx: &Context, _: &SystemStopArgs) -> CliResult {
     let socket = ctx.socket()?;
     let Ok(client) = api::Client::connect(&socket, Duration::from_secs(2)).await else {
-        println!("container daemon is not running");
+        outln!("container daemon is not running");
         return Ok(0);
     };
     client.system().shutdown(v1::ShutdownRequest {}).await?;
@@ -133,7 +133,7 @@ pub async fn stop(ctx: &Context, _: &SystemStopArgs) -> CliResult {
             .await
             .is_err()
         {
-            println!("container daemon stopped");
+            outln!("container daemon stopped");
             return Ok(0);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -159,7 +159,7 @@ pub async fn status(ctx: &Context, a: &SystemStatusArgs) -> CliResult {
     };
     let Some(s) = reply else {
         if a.format == Format::Json {
-            println!(
+            outln!(
                 "{}",
                 output::json_line(&json!({"status": "not running", "appRoot": app_root}))
             );
@@ -168,13 +168,13 @@ pub async fn status(ctx: &Context, a: &SystemStatusArgs) -> CliResult {
                 vec!["status".to_owned(), "not running".to_owned()],
                 vec!["appRoot".to_owned(), app_root.display().to_string()],
             ];
-            print!("{}", output::table(&["FIELD", "VALUE"], &rows));
+            out!("{}", output::table(&["FIELD", "VALUE"], &rows));
         }
         return Ok(1);
     };
     let v = s.version.clone().unwrap_or_default();
     if a.format == Format::Json {
-        println!(
+        outln!(
             "{}",
             output::json_line(&json!({
                 "status": s.status, "appRoot": s.app_root, "installRoot": s.install_root,
@@ -199,7 +199,7 @@ pub async fn status(ctx: &Context, a: &SystemStatusArgs) -> CliResult {
         .into_iter()
         .map(|(k, v)| vec![k.to_owned(), v])
         .collect();
-        print!("{}", output::table(&["FIELD", "VALUE"], &rows));
+        out!("{}", output::table(&["FIELD", "VALUE"], &rows));
     }
     Ok(0)
 }
@@ -230,9 +230,9 @@ pub async fn version(ctx: &Context, a: &SystemVersionArgs) -> CliResult {
             .iter()
             .map(|r| json!({"appName": r[0], "version": r[1], "buildType": r[2], "commit": r[3]}))
             .collect();
-        println!("{}", output::json_line(&serde_json::Value::Array(all)));
+        outln!("{}", output::json_line(&serde_json::Value::Array(all)));
     } else {
-        print!(
+        out!(
             "{}",
             output::table(&["COMPONENT", "VERSION", "BUILD", "COMMIT"], &rows)
         );
@@ -258,7 +258,7 @@ pub async fn logs(ctx: &Context, a: &SystemLogsArgs) -> CliResult {
         .await?
         .into_inner();
     while let Some(line) = stream.message().await? {
-        println!("{}", line.line);
+        outln!("{}", line.line);
     }
     Ok(0)
 }
@@ -284,7 +284,7 @@ pub async fn df(ctx: &Context, a: &SystemDfArgs) -> CliResult {
                 (key, json!({"total": u.total, "active": u.active, "sizeInBytes": u.size_bytes, "reclaimable": u.reclaimable_bytes}))
             })
             .collect();
-        println!("{}", output::json_line(&serde_json::Value::Object(value)));
+        outln!("{}", output::json_line(&serde_json::Value::Object(value)));
     } else {
         let rows: Vec<Vec<String>> = kinds
             .iter()
@@ -301,7 +301,7 @@ pub async fn df(ctx: &Context, a: &SystemDfArgs) -> CliResult {
                 ]
             })
             .collect();
-        print!(
+        out!(
             "{}",
             output::table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &rows)
         );
@@ -326,7 +326,7 @@ pub async fn property(ctx: &Context, command: &PropertyCommand) -> CliResult {
                 .properties;
             if a.format == Format::Json {
                 let all: Vec<_> = list.iter().map(property_json).collect();
-                println!("{}", output::json_line(&serde_json::Value::Array(all)));
+                outln!("{}", output::json_line(&serde_json::Value::Array(all)));
             } else {
                 let rows: Vec<_> = list
                     .iter()
@@ -339,7 +339,7 @@ pub async fn property(ctx: &Context, command: &PropertyCommand) -> CliResult {
                         ]
                     })
                     .collect();
-                print!(
+                out!(
                     "{}",
                     output::table(&["ID", "TYPE", "VALUE", "DESCRIPTION"], &rows)
                 );
@@ -350,7 +350,7 @@ pub async fn property(ctx: &Context, command: &PropertyCommand) -> CliResult {
                 .property_get(v1::PropertyGetRequest { key: a.key.clone() })
                 .await?
                 .into_inner();
-            println!("{}", p.value);
+            outln!("{}", p.value);
         }
         PropertyCommand::Set(a) => {
             system
@@ -411,6 +411,6 @@ pub async fn kernel_set(ctx: &Context, a: &KernelSetArgs) -> CliResult {
         })
         .await?
         .into_inner();
-    println!("{}", installed.path);
+    outln!("{}", installed.path);
     Ok(0)
 }
