@@ -245,6 +245,32 @@ fn vm_runtime_dir(
     Ok((tmp.path().join("vm"), Some(tmp)))
 }
 
+/// Docker's default capabilities, for a spec that names none.
+pub const DOCKER_DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// The IPv6 lines Docker puts in every /etc/hosts after the localhost lines.
+const DOCKER_IPV6_HOSTS: &[(&str, &str)] = &[
+    ("fe00::0", "ip6-localnet"),
+    ("ff00::0", "ip6-mcastprefix"),
+    ("ff02::1", "ip6-allnodes"),
+    ("ff02::2", "ip6-allrouters"),
+];
+
 /// Docker's default mounts, used when the spec has none.
 fn default_mounts(shm_size: u64) -> Vec<Value> {
     vec![
@@ -278,6 +304,15 @@ pub fn build_spec(config: &RuntimeConfig, write_resolv: bool) -> Result<Value, C
         json!({"path": GUEST_ROOTFS, "readonly": config.read_only}),
     );
     obj.insert("hostname".into(), json!(config.hostname));
+    // vminitd grants every capability to a process whose spec names none; a container gets
+    // Docker's defaults instead.
+    if let Some(process) = obj.get_mut("process").and_then(Value::as_object_mut) {
+        process.entry("capabilities").or_insert_with(|| {
+            json!({"bounding": DOCKER_DEFAULT_CAPS,
+                                      "effective": DOCKER_DEFAULT_CAPS,
+                                      "permitted": DOCKER_DEFAULT_CAPS})
+        });
+    }
     let shm = config.shm_size_bytes.unwrap_or(64 << 20);
     let mut mounts = match obj.get("mounts").and_then(Value::as_array) {
         Some(m) => m.clone(),
@@ -736,7 +771,13 @@ impl Container {
             })
             .await
             .map_err(agent_err("writing /etc/hostname"))?;
-        let mut entries = Vec::new();
+        let mut entries: Vec<pb::HostsEntry> = DOCKER_IPV6_HOSTS
+            .iter()
+            .map(|(ip, name)| pb::HostsEntry {
+                ip: ip.to_string(),
+                names: vec![name.to_string()],
+            })
+            .collect();
         if let Some(ip) = config
             .networks
             .first()

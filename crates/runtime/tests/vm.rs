@@ -467,7 +467,7 @@ async fn attach_stdin_exec_and_a_killed_client() {
             args: vec![
                 "sh".into(),
                 "-c".into(),
-                "cat /etc/hosts /etc/resolv.conf; ip -o -4 addr show eth0".into(),
+                "cat /etc/hosts /etc/resolv.conf; ip -o -4 addr show eth0; grep CapBnd /proc/self/status".into(),
             ],
             ..Default::default()
         })
@@ -477,10 +477,15 @@ async fn attach_stdin_exec_and_a_killed_client() {
     let out = String::from_utf8_lossy(&out);
     assert_eq!(code, Some(0), "{out}{}", String::from_utf8_lossy(&err));
     assert!(out.starts_with("127.0.0.1\tlocalhost\n"), "{out}");
-    assert!(out.contains("10.0.2.15\tbox-under-test\n"), "{out}");
+    assert!(
+        out.contains("ff02::2\tip6-allrouters\n10.0.2.15\tbox-under-test\n"),
+        "{out}"
+    );
     assert!(out.contains("nameserver 10.0.2.2\n"), "{out}");
     assert!(out.contains("search example.test\n"), "{out}");
     assert!(out.contains("inet 10.0.2.15/24"), "{out}");
+    // Docker's 14 default capabilities, not all of them.
+    assert!(out.contains("CapBnd:\t00000000a80425fb"), "{out}");
 
     // A host directory is shared both ways.
     let exec = client
