@@ -3,8 +3,12 @@
 //! ```text
 //! <bundle>/
 //!   config.json     RuntimeConfig, written by the daemon (atomically) before the runtime starts
-//!   state.json      State, rewritten atomically by the runtime at every change
-//!   stdio.log       the init process's output, JSON lines (see stdio_log)
+//!   state.json      State, rewritten atomically by the runtime at every change ("created"
+//!                   with the runtime's pid as soon as it starts; ready once runtime.sock
+//!                   answers; "stopped" with exit_code and error when it ends or fails)
+//!   stdio.log       the init process's output, JSON lines (see stdio_log), appended across
+//!                   runs of the same bundle
+//!   rw.ext4         (or wherever config.writable_layer.path says) created when missing
 //!   boot.log        the VM's console
 //!   runtime.log     the runtime's own log
 //!   runtime.sock    the runtime's gRPC API (mode 0600), present while it serves

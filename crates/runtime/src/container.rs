@@ -876,7 +876,7 @@ impl Container {
         created.map_err(|e| self.start_error("creating the init process", e))?;
         let stdio = stdio?;
         let log = Arc::new(
-            StdioLog::create(&self.bundle.stdio_log()).map_err(io_err(format!(
+            StdioLog::open(&self.bundle.stdio_log()).map_err(io_err(format!(
                 "creating {}",
                 self.bundle.stdio_log().display()
             )))?,

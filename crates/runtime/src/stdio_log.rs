@@ -75,10 +75,15 @@ fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 impl StdioLog {
-    /// Creates (truncating) the log at `path`.
-    pub fn create(path: &Path) -> std::io::Result<Self> {
+    /// Opens the log at `path` for appending, creating it if missing: a restarted container
+    /// keeps the output of its earlier runs, as `docker logs` shows them.
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
         Ok(Self {
-            file: Mutex::new(File::create(path)?),
+            file: Mutex::new(file),
         })
     }
 
@@ -146,8 +151,10 @@ mod tests {
     fn lines_become_entries_and_bytes_survive() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stdio.log");
-        let log = StdioLog::create(&path).unwrap();
+        let log = StdioLog::open(&path).unwrap();
         log.write(Stream::Stdout, b"hi\nthere").unwrap();
+        drop(log);
+        let log = StdioLog::open(&path).unwrap();
         log.write(Stream::Stderr, b"\xff\xfe oops\n").unwrap();
         let entries = read_entries(&path).unwrap();
         assert_eq!(entries.len(), 3);
