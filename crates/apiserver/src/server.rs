@@ -18,6 +18,9 @@ use crate::daemon::{Daemon, DaemonOptions};
 use crate::images::{ImagesService, RegistryService};
 use crate::system::SystemService;
 
+/// How long calls in flight may continue once the daemon is asked to stop.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The pid file under the app root.
 pub const PID_NAME: &str = "apiserver.pid";
 
@@ -121,22 +124,35 @@ pub async fn serve_on(
 ) -> Result<(), ServeError> {
     let socket = api::socket_path(daemon.app_root());
     let d = Arc::clone(&daemon);
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     let signal = async move {
         tokio::select! {
             () = stop => {}
             () = d.shutdown_requested() => {}
         }
+        let _ = stopping_tx.send(true);
     };
-    let result = tonic::transport::Server::builder()
+    // Clients holding streams open (`logs -f`, attach) must not keep the daemon up for ever:
+    // in-flight calls get a grace period, then the server is dropped.
+    let grace = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let server = tonic::transport::Server::builder()
         .add_service(SystemServer::new(SystemService(Arc::clone(&daemon))))
         .add_service(ContainersServer::new(ContainersService(Arc::clone(
             &daemon,
         ))))
         .add_service(ImagesServer::new(ImagesService(Arc::clone(&daemon))))
         .add_service(RegistryServer::new(RegistryService(Arc::clone(&daemon))))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal)
-        .await
-        .map_err(|e| ServeError::Transport(e.to_string()));
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal);
+    let result = tokio::select! {
+        r = server => r.map_err(|e| ServeError::Transport(e.to_string())),
+        () = grace => {
+            tracing::warn!("clients kept calls open past the shutdown grace period");
+            Ok(())
+        }
+    };
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped serving");
     result
