@@ -59,6 +59,9 @@ fn rpc(name: &'static str) -> impl FnOnce(tonic::Status) -> ClientError {
     move |status| ClientError::Rpc { rpc: name, status }
 }
 
+/// The largest data message a copy sends (gRPC's default limit is 4 MiB).
+const COPY_PIECE: usize = 1 << 20;
+
 /// A connected client. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RuntimeClient {
@@ -375,7 +378,8 @@ impl RuntimeClient {
             .into_inner())
     }
 
-    /// Unpacks the tar stream `chunks` into the container directory `destination`.
+    /// Unpacks the tar stream `chunks` (of any size) into the container directory
+    /// `destination`, which must exist.
     pub async fn copy_in(
         &self,
         destination: &str,
@@ -390,14 +394,17 @@ impl RuntimeClient {
             .await;
         tokio::spawn(async move {
             while let Some(data) = chunks.recv().await {
-                if tx
-                    .send(pb::CopyInRequest {
-                        part: Some(Part::Data(data)),
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
+                // gRPC refuses messages over 4 MiB; send big chunks in pieces.
+                for piece in data.chunks(COPY_PIECE) {
+                    if tx
+                        .send(pb::CopyInRequest {
+                            part: Some(Part::Data(piece.to_vec())),
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
                 }
             }
         });

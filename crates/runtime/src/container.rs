@@ -599,7 +599,8 @@ impl Container {
         let spec = build_spec(&config, write_resolv)?;
 
         let (state_tx, _) = watch::channel(State::new(&config.id));
-        let (output, _) = broadcast::channel(1024);
+        // At most 256 chunks of 32 KiB wait for a slow attacher; it then skips ahead.
+        let (output, _) = broadcast::channel(256);
         let container = Arc::new(Container {
             state: Mutex::new(State::new(&config.id)),
             state_tx,
