@@ -113,7 +113,8 @@ pub fn qemu_args(config: &VmConfig, launch: &Launch) -> Result<Vec<String>, Conf
 
     let vsock = esc(utf8("runtime_dir", &launch.vsock_socket)?);
     push(&["-chardev", &format!("socket,id=vsock,path={vsock}")]);
-    push(&["-device", "vhost-user-vsock-device,chardev=vsock"]);
+    // The id gives the device a fixed QOM path (crate::qmp::VSOCK_DEVICE_PATH).
+    push(&["-device", "vhost-user-vsock-device,chardev=vsock,id=vsock"]);
 
     for (i, disk) in config.disks.iter().enumerate() {
         let path = esc(utf8(&format!("disks[{i}].path"), &disk.path)?);

@@ -23,6 +23,7 @@
 pub mod accel;
 pub mod cmdline;
 pub mod hybrid_vsock;
+pub mod qmp;
 mod spawn;
 pub mod testing;
 pub mod tools;
@@ -134,8 +135,15 @@ impl Qemu {
         {
             Ok(qemu) => {
                 let (exit_tx, exit_rx) = watch::channel(None);
+                let (ready_tx, ready_rx) = watch::channel(false);
+                let qmp_socket = paths.qmp.clone();
+                let exit_for_ready = exit_rx.clone();
+                tokio::spawn(async move {
+                    qmp::watch_vsock_ready(&qmp_socket, ready_tx, exit_for_ready).await;
+                });
                 let shared = Arc::new(Shared {
                     uds_path: paths.uds.clone(),
+                    vsock_ready: ready_rx,
                     exit: exit_rx,
                     kill: Notify::new(),
                     kill_requested: AtomicBool::new(false),
@@ -450,6 +458,8 @@ async fn wait_for_qmp(
 #[derive(Debug)]
 struct Shared {
     uds_path: PathBuf,
+    /// Becomes true once the guest driver has set up the vsock device (see [`qmp`]).
+    vsock_ready: watch::Receiver<bool>,
     exit: watch::Receiver<Option<VmExit>>,
     kill: Notify,
     kill_requested: AtomicBool,
@@ -478,6 +488,21 @@ impl Shared {
 
     async fn dial(&self, port: u32, timeout: Duration) -> Result<VsockStream, VmError> {
         let deadline = Instant::now() + timeout;
+        let mut ready = self.vsock_ready.clone();
+        let wait_ready = async {
+            // An error means the watcher gave up (QEMU is exiting): the dial below reports it.
+            let _ = ready.wait_for(|ready| *ready).await;
+        };
+        if tokio::time::timeout_at(deadline.into(), wait_ready)
+            .await
+            .is_err()
+        {
+            return Err(VmError::DialTimeout {
+                port,
+                timeout,
+                last_error: "the guest has not set up its vsock device yet".into(),
+            });
+        }
         loop {
             if let Some(exit) = self.exit() {
                 return Err(VmError::Exited(exit));

@@ -175,9 +175,10 @@ impl TestVm {
         let agent = match connect_agent(&vm, options.boot_timeout).await {
             Ok(agent) => agent,
             Err(e) => panic!(
-                "guest agent: {e}; vm exit: {:?}; console: {}",
+                "guest agent: {e}; vm exit: {:?}; console: {}; vhost-device-vsock: {}",
                 vm.exit(),
-                console_tail(&console_log)
+                console_tail(&console_log),
+                console_tail(&dir.path().join("run/vhost-device-vsock.log"))
             ),
         };
         TestVm {

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use agent::PROTOCOL_VERSION;
 use agent::v1::{
-    CreateProcessRequest, MountRequest, ProcessRef, StatRequest, StdioPorts, WriteFileRequest,
+    AddressAddRequest, CreateProcessRequest, Empty, LinkSetRequest, MountRequest, ProcessRef,
+    StatRequest, StdioPorts, WriteFileRequest,
 };
 use tokio::io::AsyncReadExt;
 use vmm::{DiskConfig, ShareConfig, VirtualMachine, VmExit};
@@ -484,4 +485,117 @@ fn helpers_die_with_the_host_process() {
         let _ = std::fs::remove_dir_all(dir);
     }
     assert_eq!(left, Vec::<u32>::new(), "helpers outlived the host process");
+}
+
+// User-mode networking: a host port forwarded into the guest reaches a server in a container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_networking_forwards_a_host_port_into_the_guest() {
+    let Some(artifacts) = testing::guest_artifacts_or_skip("user_networking_forwards") else {
+        return;
+    };
+    let dir = testing::new_temp_dir();
+    let image = busybox_disk(dir.path());
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let mac = "02:00:00:00:aa:01";
+    let options = TestVmOptions {
+        disks: vec![DiskConfig {
+            id: "rootfs".into(),
+            path: image,
+            read_only: true,
+        }],
+        nics: vec![vmm::NicConfig {
+            mac: mac.into(),
+            attachment: vmm::NicAttachment::User {
+                forwards: vec![vmm::PortForward {
+                    protocol: vmm::Protocol::Tcp,
+                    host_addr: "127.0.0.1".parse().unwrap(),
+                    host_port: port,
+                    guest_port: 8080,
+                }],
+                isolated: true,
+            },
+        }],
+        ..TestVmOptions::default()
+    };
+    let t = TestVm::boot_in(dir, &artifacts, options).await;
+    let links = t.agent.list_links(Empty {}).await.unwrap().links;
+    let link = links
+        .iter()
+        .find(|l| l.mac == mac)
+        .unwrap_or_else(|| panic!("no link with mac {mac}: {links:?}"))
+        .name
+        .clone();
+    t.agent
+        .link_set(LinkSetRequest {
+            name: link.clone(),
+            up: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // QEMU's user network hands out 10.0.2.15 and forwards to it.
+    t.agent
+        .address_add(AddressAddRequest {
+            link,
+            cidr: "10.0.2.15/24".into(),
+        })
+        .await
+        .unwrap();
+    t.agent
+        .mount(MountRequest {
+            source: "block-serial:rootfs".into(),
+            target: "/run/rootfs".into(),
+            fstype: "ext4".into(),
+            options: vec!["ro".into()],
+            create_target: true,
+        })
+        .await
+        .unwrap();
+    let spec = serde_json_spec(&[
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo hello through the forward | /bin/busybox nc -l -p 8080",
+    ]);
+    t.agent
+        .create_process(CreateProcessRequest {
+            id: "srv".into(),
+            container_id: "srv".into(),
+            oci_spec: spec.into_bytes(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    if let Err(e) = t.agent.start_process(ProcessRef { id: "srv".into() }).await {
+        panic!("{e}; console: {}", t.console());
+    }
+    // QEMU accepts on the host port at once and drops the connection while nothing listens
+    // in the guest yet, so retry until the server's line arrives.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let received = loop {
+        if let Ok(mut conn) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let mut text = String::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), conn.read_to_string(&mut text)).await;
+            if !text.is_empty() {
+                break text;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing came through the forward"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(received, "hello through the forward\n");
+    let waited = t
+        .agent
+        .wait_process(ProcessRef { id: "srv".into() })
+        .await
+        .unwrap();
+    assert_eq!(waited.exit_code, 0);
+    assert_eq!(t.shutdown().await.exit, VmExit::PoweredOff);
 }
