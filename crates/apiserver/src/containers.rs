@@ -53,7 +53,7 @@ impl Daemon {
     /// The wire description of a container.
     pub(crate) fn info(&self, r: &ContainerRecord) -> v1::ContainerInfo {
         let config = r.options().unwrap_or_default();
-        let res = config.resources.clone().unwrap_or_default();
+        let res = config.resources.unwrap_or_default();
         let networks = if r.phase == Phase::Running
             && !(config.networks.len() == 1 && config.networks[0].name == "none")
         {
@@ -436,7 +436,15 @@ impl Daemon {
         if self.record(&id)?.phase == Phase::Running {
             return Ok(());
         }
-        let client = self.spawn_runtime(&id).await?;
+        let client = match self.spawn_runtime(&id).await {
+            Ok(c) => c,
+            Err(e) => {
+                if self.record(&id).is_ok_and(|r| r.phase == Phase::Stopped) {
+                    self.after_exit(&id).await;
+                }
+                return Err(e);
+            }
+        };
         self.start_init(&id, &client).await.map_err(|(e, _)| e)
     }
 
@@ -835,7 +843,26 @@ impl Containers for ContainersService {
         let (client, session) = if open.start && record.phase != Phase::Running {
             let lock = daemon.op_lock(&id)?;
             let _guard = lock.lock().await;
-            let client = daemon.spawn_runtime(&id).await?;
+            let client = match daemon.spawn_runtime(&id).await {
+                Ok(c) => c,
+                Err(e) => {
+                    // A program that cannot run is the container's exit (126/127), reported
+                    // like any other exit; anything else is the daemon's error.
+                    let code = daemon
+                        .record(&id)
+                        .ok()
+                        .filter(|r| r.phase == Phase::Stopped)
+                        .and_then(|r| r.exit_code)
+                        .filter(|c| matches!(c, 126 | 127));
+                    let Some(code) = code else {
+                        return Err(e.into());
+                    };
+                    send_failure(&tx, &e.message, code).await;
+                    drop(_guard);
+                    daemon.after_exit(&id).await;
+                    return ok(boxed(rx));
+                }
+            };
             let session = client.attach().await.map_err(runtime_error)?;
             if let Some(size) = &open.size {
                 let _ = session
@@ -844,18 +871,7 @@ impl Containers for ContainersService {
                     .await;
             }
             if let Err((e, code)) = daemon.start_init(&id, &client).await {
-                let _ = tx
-                    .send(Ok(v1::StdioResponse {
-                        response: Some(v1::stdio_response::Response::Stderr(
-                            format!("container: {}\n", e.message).into_bytes(),
-                        )),
-                    }))
-                    .await;
-                let _ = tx
-                    .send(Ok(v1::StdioResponse {
-                        response: Some(v1::stdio_response::Response::Exit(v1::Exit { code })),
-                    }))
-                    .await;
+                send_failure(&tx, &e.message, code).await;
                 return ok(boxed(rx));
             }
             (client, session)
@@ -1214,6 +1230,27 @@ impl Containers for ContainersService {
     }
 }
 
+/// Tells an attached client that its process could not run: the reason on stderr, then
+/// the exit code.
+async fn send_failure(
+    tx: &mpsc::Sender<Result<v1::StdioResponse, Status>>,
+    message: &str,
+    code: i32,
+) {
+    use v1::stdio_response::Response as R;
+    let line = format!("container: {}\n", one_line(message));
+    let _ = tx
+        .send(Ok(v1::StdioResponse {
+            response: Some(R::Stderr(line.into_bytes())),
+        }))
+        .await;
+    let _ = tx
+        .send(Ok(v1::StdioResponse {
+            response: Some(R::Exit(v1::Exit { code })),
+        }))
+        .await;
+}
+
 /// The last `n` lines of `data`.
 fn tail_bytes(data: &[u8], n: usize) -> &[u8] {
     if n == 0 {
@@ -1347,7 +1384,8 @@ fn pump_stdio(
         while let Ok(Some(m)) = input.message().await {
             match m.request {
                 Some(R::Stdin(d)) if forward_stdin => {
-                    if up.send(StdinEvent::Data(d)).await.is_err() {
+                    let sent = up.send(StdinEvent::Data(d)).await;
+                    if sent.is_err() {
                         return;
                     }
                 }

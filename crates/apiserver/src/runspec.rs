@@ -403,7 +403,7 @@ pub fn runtime_config(
         config.hostname.clone()
     };
     let process = merge_process(config, image, &hostname)?;
-    let res = config.resources.clone().unwrap_or_default();
+    let res = config.resources.unwrap_or_default();
     let cpus = if res.cpus_millis == 0 {
         host.default_cpus
     } else {

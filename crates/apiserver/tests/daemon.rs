@@ -723,6 +723,26 @@ async fn run_echo_then_survive_a_daemon_crash_with_a_detached_container() {
         .await
         .unwrap();
 
+    // `run --rm busybox no-such-program`: 127 with the reason on stderr, then removed.
+    let mut c = config("", &image, &["no-such-program"]);
+    c.auto_remove = true;
+    let id = create(&client, c).await.unwrap();
+    let s = client
+        .containers()
+        .attach(tokio_stream::iter(vec![attach_open(&id)]))
+        .await
+        .unwrap()
+        .into_inner();
+    let (out, err, code) = drain(s).await;
+    assert_eq!((out.as_str(), code), ("", Some(127)), "stderr: {err}");
+    assert!(err.contains("no-such-program"), "{err}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while list(&client, true).await.iter().any(|c| c.id == id) {
+        assert!(Instant::now() < deadline, "--rm container not removed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!root.path().join("containers").join(&id).exists());
+
     // A detached container keeps running through a daemon crash.
     let mut c = config("sleeper", &image, &["sh", "-c", "echo one; sleep 600"]);
     c.auto_remove = false;
