@@ -84,6 +84,8 @@ pub async fn drive(
     };
 
     let mut tasks = Vec::new();
+    // Fires when the user insists (three Ctrl-C) on leaving a session that does not end.
+    let (give_up_tx, mut give_up) = mpsc::channel::<()>(1);
     if options.stdin && !options.detach {
         tasks.push(tokio::spawn(forward_stdin(tx.clone())));
     }
@@ -92,7 +94,7 @@ pub async fn drive(
     } else if !options.detach {
         // Without a terminal, Ctrl-C and TERM are meant for the container (Docker's
         // --sig-proxy).
-        tasks.push(tokio::spawn(forward_signals(tx.clone())));
+        tasks.push(tokio::spawn(forward_signals(tx.clone(), give_up_tx)));
     }
     drop(tx);
 
@@ -100,7 +102,14 @@ pub async fn drive(
     let mut stderr = tokio::io::stderr();
     let mut started = false;
     let result = loop {
-        let message = match output.message().await {
+        let next = tokio::select! {
+            next = output.message() => next,
+            Some(()) = give_up.recv() => {
+                eprintln!("container: interrupted three times: leaving the container running");
+                break Ok(EXIT_GAVE_UP);
+            }
+        };
+        let message = match next {
             Ok(Some(m)) => m,
             Ok(None) => {
                 break Err(CliError::Daemon(
@@ -206,27 +215,58 @@ async fn forward_window_changes(tx: mpsc::Sender<v1::StdioRequest>) {
     }
 }
 
-async fn forward_signals(tx: mpsc::Sender<v1::StdioRequest>) {
+/// The exit code after three Ctrl-C in a session without a terminal (Apple's).
+pub const EXIT_GAVE_UP: i32 = 1;
+
+/// Forwards the signals a user sends to the CLI (Docker's sig-proxy); the third SIGINT
+/// means "let me out" and fires `give_up`.
+async fn forward_signals(tx: mpsc::Sender<v1::StdioRequest>, give_up: mpsc::Sender<()>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return;
-    };
-    loop {
-        let number = tokio::select! {
-            _ = int.recv() => spec::Signal::INT.number(),
-            _ = term.recv() => spec::Signal::TERM.number(),
+    let kinds = [
+        (SignalKind::interrupt(), spec::Signal::INT),
+        (SignalKind::terminate(), spec::Signal::TERM),
+        (SignalKind::hangup(), spec::Signal::HUP),
+        (SignalKind::quit(), spec::Signal::QUIT),
+        (SignalKind::user_defined1(), spec::Signal::USR1),
+        (SignalKind::user_defined2(), spec::Signal::USR2),
+    ];
+    /// Stops the per-signal listeners when forwarding ends (also when it is aborted).
+    struct Listeners(Vec<tokio::task::JoinHandle<()>>);
+    impl Drop for Listeners {
+        fn drop(&mut self) {
+            for listener in &self.0 {
+                listener.abort();
+            }
+        }
+    }
+    let (numbers_tx, mut numbers) = mpsc::channel::<i32>(8);
+    let mut listeners = Listeners(Vec::new());
+    for (kind, forwarded) in kinds {
+        let Ok(mut stream) = signal(kind) else {
+            continue;
         };
-        if tx
-            .send(v1::StdioRequest {
-                request: Some(Request::Signal(number)),
-            })
-            .await
-            .is_err()
-        {
-            return;
+        let numbers_tx = numbers_tx.clone();
+        listeners.0.push(tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                if numbers_tx.send(forwarded.number()).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    drop(numbers_tx);
+    let mut interrupts = 0;
+    while let Some(number) = numbers.recv().await {
+        if number == spec::Signal::INT.number() {
+            interrupts += 1;
+            if interrupts >= 3 {
+                let _ = give_up.send(()).await;
+                break;
+            }
+        }
+        let request = Some(Request::Signal(number));
+        if tx.send(v1::StdioRequest { request }).await.is_err() {
+            break;
         }
     }
 }

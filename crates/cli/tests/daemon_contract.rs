@@ -32,6 +32,8 @@ struct Daemon {
     tty: Arc<Mutex<Option<std::os::fd::OwnedFd>>>,
     /// Whether that terminal had echo off (raw mode) when the resize came.
     raw_at_resize: Arc<Mutex<Option<bool>>>,
+    /// Signals forwarded to the `signals` container's session.
+    signals: Arc<Mutex<Vec<i32>>>,
     /// What CopyIn received: the header's directory and the archive's bytes.
     copied_in: Arc<Mutex<Vec<CopiedIn>>>,
 }
@@ -244,6 +246,27 @@ impl Containers for Daemon {
             _ => return Err(Status::invalid_argument("first message must be attach")),
         };
         let (tx, rx) = tokio::sync::mpsc::channel(16);
+        if open.id == "signals" {
+            // A session that never ends by itself: it records forwarded signals.
+            let signals = Arc::clone(&self.signals);
+            tokio::spawn(async move {
+                let started = Response::Started(v1::Started::default());
+                let _ = tx
+                    .send(Ok(v1::StdioResponse {
+                        response: Some(started),
+                    }))
+                    .await;
+                while let Some(Ok(message)) = input.next().await {
+                    if let Some(Request::Signal(n)) = message.request {
+                        signals.lock().unwrap().push(n);
+                    }
+                }
+                drop(tx);
+            });
+            return Ok(tonic::Response::new(Box::pin(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            )));
+        }
         if let Some(size) = open.size {
             // A terminal session: record the sizes, exit 0 after the first resize.
             let sizes = Arc::clone(&self.sizes);
@@ -688,4 +711,66 @@ fn a_closed_stdout_pipe_ends_quietly() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     assert_eq!(out.status.code(), Some(141));
+}
+
+// Without a terminal, signals sent to the CLI go to the container; the third Ctrl-C lets
+// the user out of a session that does not end (exit 1, Apple's rule).
+#[test]
+fn signals_are_forwarded_and_three_interrupts_leave() {
+    use nix::sys::signal::{Signal, kill};
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = serve(dir.path());
+    let child = Command::new(env!("CARGO_BIN_EXE_container"))
+        .args(["run", "--name", "signals", "alpine"])
+        .env("CONTAINER_APP_ROOT", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let wait_for = |n: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while daemon.signals.lock().unwrap().len() < n && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    // Signal only once the CLI catches them (their default action would kill it): wait
+    // until /proc shows handlers for SIGINT, SIGTERM and SIGUSR1.
+    let caught = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let mask = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .unwrap_or("0");
+        u64::from_str_radix(mask.trim(), 16).unwrap_or(0)
+    };
+    let wanted = [2u64, 15, 10].iter().fold(0, |m, s| m | 1 << (s - 1));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while caught() & wanted != wanted && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    kill(pid, Signal::SIGUSR1).unwrap();
+    wait_for(1);
+    let before = daemon.signals.lock().unwrap().len();
+    kill(pid, Signal::SIGTERM).unwrap();
+    wait_for(before + 1);
+    kill(pid, Signal::SIGINT).unwrap();
+    wait_for(before + 2);
+    kill(pid, Signal::SIGINT).unwrap();
+    wait_for(before + 3);
+    kill(pid, Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "container: interrupted three times: leaving the container running\n"
+    );
+    let signals = daemon.signals.lock().unwrap();
+    assert_eq!(before, 1);
+    assert_eq!(*signals, [10, 15, 2, 2], "{signals:?}");
 }

@@ -64,8 +64,14 @@ impl Signal {
     pub const HUP: Signal = Signal(1);
     /// SIGINT.
     pub const INT: Signal = Signal(2);
+    /// SIGQUIT.
+    pub const QUIT: Signal = Signal(3);
     /// SIGKILL.
     pub const KILL: Signal = Signal(9);
+    /// SIGUSR1.
+    pub const USR1: Signal = Signal(10);
+    /// SIGUSR2.
+    pub const USR2: Signal = Signal(12);
     /// SIGTERM.
     pub const TERM: Signal = Signal(15);
     /// SIGWINCH.
