@@ -410,7 +410,8 @@ async fn user_capabilities_seccomp_masked_paths_and_hostname() {
 async fn exec_init_stats_files_time_and_network() {
     use agent::v1::{
         AddressAddRequest, ConfigureDnsRequest, ConfigureHostsRequest, CopyOutRequest, Empty,
-        HostsEntry, RouteAddRequest, SetTimeRequest, StatRequest, StatsRequest, WriteFileRequest,
+        HostsEntry, LinkSetRequest, RouteAddRequest, SetTimeRequest, StatRequest, StatsRequest,
+        WriteFileRequest,
     };
     let Some(t) = boot("exec_init_stats_files_time_and_network").await else {
         return;
@@ -534,6 +535,35 @@ async fn exec_init_stats_files_time_and_network() {
     let links = t.agent.list_links(Empty {}).await.unwrap().links;
     let lo = links.iter().find(|l| l.name == "lo").expect("lo is listed");
     assert!(lo.up, "vminitd brings lo up at boot");
+    t.agent
+        .link_set(LinkSetRequest {
+            name: "lo".into(),
+            mac: String::new(),
+            up: true,
+            mtu: 32768,
+            rename_to: String::new(),
+        })
+        .await
+        .unwrap();
+    let links = t.agent.list_links(Empty {}).await.unwrap().links;
+    let lo = links.iter().find(|l| l.name == "lo").unwrap();
+    assert_eq!((lo.up, lo.mtu), (true, 32768));
+    let missing = t
+        .agent
+        .link_set(LinkSetRequest {
+            name: String::new(),
+            mac: "02:00:00:00:00:99".into(),
+            up: true,
+            mtu: 0,
+            rename_to: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        format!("{:?}", missing.code()),
+        "Some(NotFound)",
+        "{missing}"
+    );
     t.agent
         .address_add(AddressAddRequest {
             link: "lo".into(),
