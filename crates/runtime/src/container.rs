@@ -1086,6 +1086,14 @@ impl Container {
         }
     }
 
+    /// Records a one-line error in state.json (the container is ended by the caller).
+    pub fn fail(&self, error: &str) {
+        let line = one_line(error);
+        if let Err(e) = self.update_state(|s| s.error = Some(line)) {
+            tracing::error!("recording the failure: {e}");
+        }
+    }
+
     /// Records a failure that happened before the container could run (used by the caller
     /// when [`Container::create`] fails).
     pub fn record_failure(

@@ -56,6 +56,15 @@ pub async fn run(bundle: Bundle, options: RunOptions) -> Result<(), RunError> {
         }
     };
     let id = config.id.clone();
+    // sun_path holds 107 bytes and a NUL; refuse before booting anything.
+    if bundle.socket().as_os_str().len() > 107 {
+        let e = ContainerError::InvalidArgument(format!(
+            "bundle path {} is too long for its runtime.sock (at most 94 bytes)",
+            bundle.dir().display()
+        ));
+        record(&bundle, &id, &e);
+        return Err(e.into());
+    }
     // The daemon can see the runtime alive (and its pid) while the VM boots.
     if let Err(e) = State::new(&id).save(&bundle.state()) {
         tracing::error!("writing state.json: {e}");
@@ -103,7 +112,14 @@ pub async fn run(bundle: Bundle, options: RunOptions) -> Result<(), RunError> {
         tokio::time::sleep(linger + Duration::from_secs(3)).await;
     };
     tokio::select! {
-        r = served => r?,
+        r = served => if let Err(e) = r {
+            // Nobody can reach the container: end it rather than leave it unmanaged.
+            tracing::error!("{e}; stopping the container");
+            container.fail(&e.to_string());
+            let _ = container.stop(Some(libc::SIGKILL as u32), Some(Duration::ZERO)).await;
+            container.wait().await;
+            return Err(e.into());
+        },
         () = finished => tracing::warn!("clients kept streams open; exiting anyway"),
     }
     let _ = std::fs::remove_file(bundle.socket());

@@ -761,3 +761,48 @@ async fn a_bad_config_is_recorded_and_boots_nothing() {
     );
     assert!(!dir.path().join("runtime.sock").exists());
 }
+
+#[test]
+fn a_bundle_too_long_for_its_socket_is_refused_before_booting() {
+    let base = tempfile::Builder::new()
+        .prefix("rt")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = base.path().join("d".repeat(100));
+    std::fs::create_dir(&dir).unwrap();
+    for f in ["rootfs.ext4", "vmlinux", "initramfs.cpio"] {
+        std::fs::write(dir.join(f), b"not booted").unwrap();
+    }
+    let config = serde_json::json!({
+        "id": "c1", "hostname": "c1",
+        "rootfs": dir.join("rootfs.ext4"),
+        "writable_layer": {"path": dir.join("rw.ext4"), "size_bytes": 64u64 << 20},
+        "spec": {"ociVersion": "1.0.2",
+                 "process": {"user": {"uid": 0, "gid": 0}, "args": ["true"], "cwd": "/"}},
+        "cpus": 1, "memory_bytes": 256u64 << 20,
+        "kernel": dir.join("vmlinux"), "initramfs": dir.join("initramfs.cpio")
+    });
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec(&config).unwrap(),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_container-runtime"))
+        .arg("--bundle")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let state = State::load(&dir.join("state.json")).unwrap();
+    assert_eq!(state.exit_code, Some(125));
+    assert!(
+        state
+            .error
+            .unwrap()
+            .contains("too long for its runtime.sock")
+    );
+    assert!(
+        !dir.join("rw.ext4").exists(),
+        "the writable layer was created anyway"
+    );
+}
