@@ -30,6 +30,9 @@ macro_rules! out {
     }};
 }
 
+// The doc comments in `args` are the `--help` text, written for a terminal: brackets there
+// are usage syntax, not rustdoc links.
+#[allow(rustdoc::broken_intra_doc_links)]
 pub mod args;
 pub mod commands;
 pub mod error;
