@@ -178,17 +178,18 @@ impl std::fmt::Debug for Container {
     }
 }
 
-/// Boots a VM on this platform's hypervisor.
+/// Boots a VM on this platform's hypervisor; returns it with the host pids of its processes.
 #[cfg(target_os = "linux")]
-async fn boot_vm(config: VmConfig) -> Result<Arc<dyn VirtualMachine>, VmError> {
+async fn boot_vm(config: VmConfig) -> Result<(Arc<dyn VirtualMachine>, Vec<u32>), VmError> {
     let qemu = vmm_qemu::Qemu::new(vmm_qemu::QemuOptions::default())?;
     let vm = qemu.boot_vm(config).await?;
     tracing::info!(pids = ?vm.pids(), accel = ?vm.accel(), "vm started");
-    Ok(Arc::new(vm))
+    let pids = vm.pids().iter().map(|(_, pid)| *pid).collect();
+    Ok((Arc::new(vm), pids))
 }
 
 #[cfg(not(target_os = "linux"))]
-async fn boot_vm(_config: VmConfig) -> Result<Arc<dyn VirtualMachine>, VmError> {
+async fn boot_vm(_config: VmConfig) -> Result<(Arc<dyn VirtualMachine>, Vec<u32>), VmError> {
     Err(VmError::MissingTool {
         program: "a hypervisor backend".into(),
         hint: "only the QEMU backend (Linux) is wired into container-runtime so far".into(),
@@ -554,9 +555,9 @@ impl Container {
             console_log: Some(bundle.boot_log()),
             runtime_dir,
         };
-        let vm = boot_vm(vm_config).await?;
+        let (vm, vm_pids) = boot_vm(vm_config).await?;
         let boot_log = bundle.boot_log();
-        let result = Self::set_up(bundle, config, Arc::clone(&vm), tmp_dir).await;
+        let result = Self::set_up(bundle, config, Arc::clone(&vm), vm_pids, tmp_dir).await;
         if let Err(e) = &result {
             vm.kill().await;
             tracing::error!(
@@ -572,6 +573,7 @@ impl Container {
         bundle: Bundle,
         config: RuntimeConfig,
         vm: Arc<dyn VirtualMachine>,
+        vm_pids: Vec<u32>,
         vm_tmp_dir: Option<tempfile::TempDir>,
     ) -> Result<Arc<Container>, ContainerError> {
         let connector = vm.connector(agent::AGENT_VSOCK_PORT, Duration::from_secs(2));
@@ -620,7 +622,7 @@ impl Container {
             config,
         });
         container.create_init().await?;
-        container.update_state(|_| {})?;
+        container.update_state(|s| s.vm_pids = vm_pids)?;
         let clock = Arc::clone(&container);
         tokio::spawn(async move { clock.sync_clock().await });
         Ok(container)
@@ -954,6 +956,10 @@ impl Container {
         self.record_exit(code, error.clone());
         tracing::info!(code, ?error, "init process ended");
         self.shutdown_vm().await;
+        // The pids are gone (and may be reused): nobody must signal them any more.
+        if let Err(e) = self.update_state(|s| s.vm_pids.clear()) {
+            tracing::error!("recording the vm's end: {e}");
+        }
         self.mark_finished();
     }
 

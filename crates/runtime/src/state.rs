@@ -38,6 +38,10 @@ pub struct State {
     pub exit_code: Option<i32>,
     /// One line saying why the container failed to boot or start.
     pub error: Option<String>,
+    /// Host pids of the VMM's processes (QEMU and its helpers). They die with the runtime
+    /// only when it ends normally: a daemon finding the runtime dead kills these.
+    #[serde(default)]
+    pub vm_pids: Vec<u32>,
 }
 
 /// Exit code of a container the runtime could not boot or set up (Docker's 125).
@@ -59,6 +63,7 @@ impl State {
             finished_at: None,
             exit_code: None,
             error: None,
+            vm_pids: Vec::new(),
         }
     }
 

@@ -288,7 +288,16 @@ async fn echo_hi_lands_in_stdio_log_with_exit_code_zero() {
     let client = rt.client().await;
     let state = client.state().await.unwrap();
     assert_eq!(state.status, runtime::pb::Status::Created as i32);
-    assert_eq!(f.state().status, Status::Created);
+    let created = f.state();
+    assert_eq!(created.status, Status::Created);
+    assert_eq!(
+        created.vm_pids.len(),
+        2,
+        "qemu and vhost-device-vsock: {created:?}"
+    );
+    for pid in &created.vm_pids {
+        assert!(Path::new(&format!("/proc/{pid}")).exists());
+    }
     assert!(
         f.config.writable_layer.path.is_file(),
         "the writable layer was not created"
@@ -317,6 +326,7 @@ async fn echo_hi_lands_in_stdio_log_with_exit_code_zero() {
     assert_eq!(state.status, Status::Stopped);
     assert_eq!(state.exit_code, Some(0));
     assert!(state.init_pid.is_some());
+    assert!(state.vm_pids.is_empty(), "{state:?}");
     assert!(state.started_at.is_some() && state.finished_at.is_some());
     assert!(
         f.bundle().boot_log().metadata().unwrap().len() > 0,
