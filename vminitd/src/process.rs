@@ -835,6 +835,9 @@ fn handshake(ctrl: OwnedFd, plan: &[u8]) -> Result<(u32, OwnedFd), ProcessError>
     let tv = nix::sys::time::TimeVal::new(SETUP_TIMEOUT.as_secs() as i64, 0);
     socket::setsockopt(&ctrl, socket::sockopt::ReceiveTimeout, &tv)
         .map_err(nix_err("setsockopt"))?;
+    // The plan travels as one datagram: make room for specs with a large environment (the
+    // default limit is about 200 KiB). Root may exceed wmem_max.
+    let _ = socket::setsockopt(&ctrl, socket::sockopt::SndBufForce, &(16 << 20));
     socket::send(ctrl.as_raw_fd(), plan, MsgFlags::empty())
         .map_err(nix_err("sending the launch plan"))?;
     let mut pid = None;

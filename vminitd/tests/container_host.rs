@@ -240,16 +240,20 @@ async fn run(
 async fn separate_streams_and_exit_code() {
     skip_unless_able!();
     let h = Host::new("streams");
-    let spec = h.spec(
-        &["sh", "-c", "echo hello; echo oops >&2; pwd >&2; exit 3"],
-        |v| {
-            v["process"]["cwd"] = serde_json::json!("/work/dir");
-        },
-    );
+    let script = "echo hello; echo oops >&2; pwd >&2; echo ${#BIG7} >&2; exit 3";
+    let spec = h.spec(&["sh", "-c", script], |v| {
+        v["process"]["cwd"] = serde_json::json!("/work/dir");
+        // An 800 KB environment still fits the launch plan (one string may not exceed the
+        // kernel's 128 KiB, so it is eight).
+        let env = v["process"]["env"].as_array_mut().unwrap();
+        for i in 0..8 {
+            env.push(serde_json::json!(format!("BIG{i}={}", "x".repeat(100_000))));
+        }
+    });
     let (code, out, err) = run(&h, "streams", spec, |_| {}).await;
     assert_eq!(
         (code, out.as_str(), err.as_str()),
-        (3, "hello\n", "oops\n/work/dir\n")
+        (3, "hello\n", "oops\n/work/dir\n100000\n")
     );
 }
 
