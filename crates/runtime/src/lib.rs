@@ -3,9 +3,10 @@
 //! outlives a daemon crash. The runtime creates the writable layer, boots the VM with the
 //! image and writable disks, joins them with overlayfs in the guest, writes /etc/hostname,
 //! /etc/hosts and /etc/resolv.conf, creates the init process with its stdio over vsock,
-//! logs its output to `stdio.log`, keeps `state.json` current, serves its gRPC API on
-//! `runtime.sock`, and on the init process's exit records the code, shuts the VM down
-//! cleanly and exits.
+//! serves its gRPC API on `runtime.sock` (the daemon attaches, then calls `Start`), logs the
+//! output to `stdio.log`, keeps `state.json` current, and on the init process's exit
+//! records the code, shuts the VM down cleanly, keeps answering `State`/`Wait` briefly and
+//! exits. SIGTERM to the runtime stops the container the same way.
 //!
 //! It must not know about images, registries, networks' allocation or other containers
 //! (the daemon decides all of that and writes it into the config), and it talks to the

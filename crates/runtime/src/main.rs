@@ -1,5 +1,7 @@
 //! `container-runtime --bundle DIR`: runs one container in the foreground (the daemon
-//! detaches it) and logs to `<bundle>/runtime.log`.
+//! detaches it) and logs to `<bundle>/runtime.log` (filter: `$CONTAINER_RUNTIME_LOG`, a
+//! tracing filter, default `info`). Exits 0 once the container has run and ended, 1 when
+//! it could not be booted or served (state.json says why).
 
 use std::path::PathBuf;
 use std::time::Duration;
