@@ -599,3 +599,61 @@ async fn user_networking_forwards_a_host_port_into_the_guest() {
     assert_eq!(waited.exit_code, 0);
     assert_eq!(t.shutdown().await.exit, VmExit::PoweredOff);
 }
+
+fn kill_9(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qemu_dying_on_its_own_is_a_failure_and_reaps_the_helpers() {
+    let Some(t) = TestVm::boot(TestVmOptions::default()).await else {
+        return;
+    };
+    let pids = t.vm.pids().to_vec();
+    kill_9(pids[0].1);
+    let exit = tokio::time::timeout(Duration::from_secs(10), t.vm.wait())
+        .await
+        .unwrap();
+    let VmExit::Failed { detail } = exit else {
+        panic!("expected a failure, got {exit:?}");
+    };
+    assert!(detail.starts_with("qemu exited (signal: 9"), "{detail}");
+    assert_all_reaped(&pids).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dying_helper_takes_the_vm_down() {
+    let Some(t) = TestVm::boot(TestVmOptions::default()).await else {
+        return;
+    };
+    let pids = t.vm.pids().to_vec();
+    let (name, pid) = &pids[1];
+    assert_eq!(name, "vhost-device-vsock");
+    kill_9(*pid);
+    let exit = tokio::time::timeout(Duration::from_secs(10), t.vm.wait())
+        .await
+        .unwrap();
+    let VmExit::Failed { detail } = exit else {
+        panic!("expected a failure, got {exit:?}");
+    };
+    assert!(
+        detail.starts_with("vhost-device-vsock exited (signal: 9"),
+        "{detail}"
+    );
+    assert_all_reaped(&pids).await;
+}
+
+// The backend-neutral contract of vmm::VirtualMachine, as every backend must pass it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conforms_to_the_vmm_contract() {
+    let Some(t) = TestVm::boot(TestVmOptions::default()).await else {
+        return;
+    };
+    let pids = t.vm.pids().to_vec();
+    vmm::conformance::run_all(&t.vm).await;
+    assert_all_reaped(&pids).await;
+}

@@ -8,6 +8,8 @@
 //! agent's protocol: QEMU lives in `vmm-qemu`, Virtualization.framework in `vmm-vz`.
 
 pub mod config;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod vsock;
 
 use std::future::Future;
