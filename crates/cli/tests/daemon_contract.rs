@@ -774,3 +774,23 @@ fn signals_are_forwarded_and_three_interrupts_leave() {
     assert_eq!(before, 1);
     assert_eq!(*signals, [10, 15, 2, 2], "{signals:?}");
 }
+
+// An archive is never sprayed over a terminal.
+#[test]
+fn export_refuses_a_terminal_on_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    serve(dir.path());
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_container"))
+        .args(["export", "web"])
+        .env("CONTAINER_APP_ROOT", dir.path())
+        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "container: refusing to write an archive to a terminal: use -o or redirect stdout\n"
+    );
+}
