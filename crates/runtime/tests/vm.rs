@@ -816,3 +816,35 @@ fn a_bundle_too_long_for_its_socket_is_refused_before_booting() {
         "the writable layer was created anyway"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_containers_share_one_read_only_image() {
+    let test = "two_containers_share_one_read_only_image";
+    let Some(first) = Fixture::new(test, &["sh", "-c", "echo one > /mine; cat /mine"]) else {
+        return;
+    };
+    // The second container boots from the first one's image file, at the same time.
+    let Some(mut second) = Fixture::new(test, &["sh", "-c", "cat /mine 2>/dev/null; echo two"])
+    else {
+        return;
+    };
+    second.config.id = "c2".into();
+    second.config.rootfs = first.config.rootfs.clone();
+    let image_before = std::fs::read(&first.config.rootfs).unwrap();
+    let mut a = first.spawn();
+    let mut b = second.spawn();
+    let (ca, cb) = tokio::join!(a.client(), b.client());
+    ca.start().await.unwrap();
+    cb.start().await.unwrap();
+    let (wa, wb) = tokio::join!(ca.wait(), cb.wait());
+    assert_eq!((wa.unwrap().exit_code, wb.unwrap().exit_code), (0, 0));
+    a.finish().await;
+    b.finish().await;
+    // Each wrote only its own layer; the shared image is untouched.
+    assert_eq!(first.stdio(Stream::Stdout), "one\n");
+    assert_eq!(second.stdio(Stream::Stdout), "two\n");
+    assert!(
+        std::fs::read(&first.config.rootfs).unwrap() == image_before,
+        "the image changed"
+    );
+}
