@@ -94,7 +94,15 @@ pub fn helper_main() -> ! {
     // Nothing of the agent's but stdio and the control socket may reach the container.
     // SAFETY: close_range on fds this process owns; no Rust object refers to them.
     unsafe { libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) };
-    let mut buf = vec![0u8; 1 << 20];
+    use nix::sys::socket::MsgFlags;
+    // The plan is one datagram of unknown size: peek at its length first.
+    let size = nix::sys::socket::recv(
+        ctrl.as_raw_fd(),
+        &mut [],
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC,
+    )
+    .unwrap_or(0);
+    let mut buf = vec![0u8; size.max(1)];
     let launch: Launch = match nix::sys::socket::recv(
         ctrl.as_raw_fd(),
         &mut buf,

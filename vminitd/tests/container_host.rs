@@ -240,13 +240,13 @@ async fn run(
 async fn separate_streams_and_exit_code() {
     skip_unless_able!();
     let h = Host::new("streams");
-    let script = "echo hello; echo oops >&2; pwd >&2; echo ${#BIG7} >&2; exit 3";
+    let script = "echo hello; echo oops >&2; pwd >&2; echo ${#BIG15} >&2; exit 3";
     let spec = h.spec(&["sh", "-c", script], |v| {
         v["process"]["cwd"] = serde_json::json!("/work/dir");
-        // An 800 KB environment still fits the launch plan (one string may not exceed the
-        // kernel's 128 KiB, so it is eight).
+        // A 1.6 MB environment still fits the launch plan (one string may not exceed the
+        // kernel's 128 KiB, so it is sixteen).
         let env = v["process"]["env"].as_array_mut().unwrap();
-        for i in 0..8 {
+        for i in 0..16 {
             env.push(serde_json::json!(format!("BIG{i}={}", "x".repeat(100_000))));
         }
     });
