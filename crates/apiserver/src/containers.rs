@@ -26,6 +26,9 @@ use crate::record::{ContainerRecord, Phase};
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long one connection attempt to a runtime's socket may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// gRPC metadata key of a failed Start: the container's exit code when its program could
+/// not be run (126 cannot execute, 127 not found), so the CLI can exit with it.
+pub const EXIT_CODE_METADATA: &str = "container-exit-code";
 /// Chunk size of streamed files.
 const CHUNK: usize = 256 << 10;
 
@@ -149,6 +152,28 @@ impl Daemon {
             ));
         }
         let id = crate::names::new_id().map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut config = config;
+        let mut anonymous_volumes = Vec::new();
+        for m in &mut config.mounts {
+            if let Some(v1::mount::Kind::Bind(b)) = &m.kind
+                && !std::path::Path::new(&b.source).is_dir()
+            {
+                return Err(ApiError::invalid_argument(format!(
+                    "bind mount source {} is not a directory (only directories can be shared)",
+                    b.source
+                )));
+            }
+            if let Some(v1::mount::Kind::Volume(v)) = &mut m.kind {
+                if v.name.is_empty() {
+                    v.name =
+                        crate::names::new_id().map_err(|e| ApiError::internal(e.to_string()))?;
+                    anonymous_volumes.push(v.name.clone());
+                }
+                spec::validate_volume_name(&v.name).map_err(|e| {
+                    ApiError::invalid_argument(format!("invalid volume name {:?}: {e}", v.name))
+                })?;
+            }
+        }
         // Check the whole configuration now, so `create` fails rather than `start`.
         let probe = crate::runspec::Host {
             bundle: self.dirs.dir(&id),
@@ -157,6 +182,7 @@ impl Daemon {
             initramfs: PathBuf::new(),
             default_cpus: self.properties.default_cpus(),
             default_memory: self.properties.default_memory(),
+            volumes: crate::volumes::dir(&self.app_root),
         };
         let rc = crate::runspec::runtime_config(&id, &config, &resolved.config, &probe).map_err(
             |e| match e {
@@ -166,6 +192,22 @@ impl Daemon {
                 _ => ApiError::invalid_argument(e.to_string()),
             },
         )?;
+        let volumes_dir = crate::volumes::dir(&self.app_root);
+        let names: Vec<String> = config
+            .mounts
+            .iter()
+            .filter_map(|m| match &m.kind {
+                Some(v1::mount::Kind::Volume(v)) => Some(v.name.clone()),
+                _ => None,
+            })
+            .collect();
+        blocking(move || {
+            for n in names {
+                crate::volumes::ensure(&volumes_dir, &n)?;
+            }
+            Ok(())
+        })
+        .await?;
         let args = rc
             .spec
             .process()
@@ -208,6 +250,8 @@ impl Daemon {
             finished_ms: 0,
             error: String::new(),
             stopped_by_user: false,
+            restart_count: 0,
+            anonymous_volumes,
         };
         self.dirs
             .create(&record)
@@ -291,6 +335,7 @@ impl Daemon {
             initramfs,
             default_cpus: self.properties.default_cpus(),
             default_memory: self.properties.default_memory(),
+            volumes: crate::volumes::dir(&self.app_root),
         };
         let rc = crate::runspec::runtime_config(id, &options, &image_config, &host)
             .map_err(|e| ApiError::invalid_argument(e.to_string()))?;
@@ -491,16 +536,61 @@ impl Daemon {
     }
 
     /// What happens after a container's process ended: `--rm` removal.
-    async fn after_exit(self: &Arc<Self>, id: &str) {
+    /// What happens after a container's process ended: `--rm` removal, or a restart its
+    /// policy asks for (with a doubling delay, as Docker's).
+    pub(crate) async fn after_exit(self: &Arc<Self>, id: &str) {
         let Ok(r) = self.record(id) else { return };
-        if r.options().is_ok_and(|o| o.auto_remove) {
+        let Ok(options) = r.options() else { return };
+        if options.auto_remove {
             self.reap_runtime(id, Duration::from_secs(10)).await;
-            if let Err(e) = self.remove_container(id) {
+            if let Err(e) = self.remove_container(id, true) {
                 tracing::warn!(%id, "auto-removing: {}", e.message);
             } else {
                 tracing::info!(%id, "container auto-removed");
             }
+            return;
         }
+        let policy = options.restart_policy.unwrap_or_default();
+        use v1::restart_policy::Kind;
+        let code = r.exit_code.unwrap_or(0);
+        let restart = !r.stopped_by_user
+            && match Kind::try_from(policy.kind).unwrap_or(Kind::No) {
+                Kind::Always | Kind::UnlessStopped => true,
+                Kind::OnFailure => {
+                    code != 0 && (policy.max_retries == 0 || r.restart_count < policy.max_retries)
+                }
+                Kind::No => false,
+            };
+        if !restart {
+            return;
+        }
+        let Ok(r) = self.update(id, |r| r.restart_count += 1) else {
+            return;
+        };
+        let delay = Duration::from_millis(100 << r.restart_count.min(7));
+        tracing::info!(%id, count = r.restart_count, ?delay, "restarting by policy");
+        let me = Arc::clone(self);
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            me.reap_runtime(&id, Duration::from_secs(10)).await;
+            let still = me
+                .record(&id)
+                .is_ok_and(|r| r.phase == Phase::Stopped && !r.stopped_by_user);
+            if still && let Err(e) = me.start_boxed(id.clone()).await {
+                tracing::warn!(%id, "restart failed: {}", e.message);
+            }
+        });
+    }
+
+    /// [`Daemon::start_container`] as a boxed future: a restart starts from inside the
+    /// previous run's end, and the explicit `Send` type breaks that cycle for the compiler.
+    pub(crate) fn start_boxed(
+        self: &Arc<Self>,
+        id: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ApiError>> + Send>> {
+        let me = Arc::clone(self);
+        Box::pin(async move { me.start_container(&id).await })
     }
 
     /// Stops a container; returns its exit code.
@@ -519,6 +609,7 @@ impl Daemon {
         }
         let signal = u32::try_from(signal)
             .map_err(|_| ApiError::invalid_argument(format!("{signal} is not a signal")))?;
+        let _ = self.update(&id, |r| r.stopped_by_user = true);
         match self.connect(&id).await {
             Ok(client) => {
                 let code = client
@@ -528,7 +619,6 @@ impl Daemon {
                     )
                     .await
                     .map_err(runtime_error)?;
-                let _ = self.update(&id, |r| r.stopped_by_user = true);
                 self.wait_stopped(&id, r.started_ms).await;
                 Ok(code)
             }
@@ -579,6 +669,7 @@ impl Daemon {
         self: &Arc<Self>,
         key: &str,
         force: bool,
+        remove_volumes: bool,
     ) -> Result<String, ApiError> {
         let id = self.lookup(key)?;
         let lock = self.op_lock(&id)?;
@@ -600,7 +691,7 @@ impl Daemon {
         if self.record(&id).is_err() {
             return Ok(id); // --rm got there first
         }
-        self.remove_container(&id)?;
+        self.remove_container(&id, remove_volumes)?;
         tracing::info!(%id, "container deleted");
         Ok(id)
     }
@@ -688,7 +779,26 @@ impl Containers for ContainersService {
         &self,
         req: Request<v1::StartContainerRequest>,
     ) -> Res<v1::StartContainerResponse> {
-        self.0.start_container(&req.into_inner().id).await?;
+        let key = req.into_inner().id;
+        let id = self.0.lookup(&key)?;
+        self.0.update(&id, |r| r.restart_count = 0)?;
+        if let Err(e) = self.0.start_container(&id).await {
+            let mut status = Status::from(e);
+            // The program could not run: say so as Docker's 126/127 beside the error.
+            if let Some(code) = self
+                .0
+                .record(&id)
+                .ok()
+                .filter(|r| r.phase == Phase::Stopped)
+                .and_then(|r| r.exit_code)
+                .filter(|c| matches!(c, 126 | 127))
+            {
+                status
+                    .metadata_mut()
+                    .insert(EXIT_CODE_METADATA, code.into());
+            }
+            return Err(status);
+        }
         ok(v1::StartContainerResponse {})
     }
 
@@ -712,7 +822,10 @@ impl Containers for ContainersService {
         req: Request<v1::DeleteContainerRequest>,
     ) -> Res<v1::DeleteContainerResponse> {
         let r = req.into_inner();
-        let id = self.0.delete_container(&r.id, r.force).await?;
+        let id = self
+            .0
+            .delete_container(&r.id, r.force, r.remove_volumes)
+            .await?;
         ok(v1::DeleteContainerResponse { id })
     }
 
@@ -1210,7 +1323,7 @@ impl Containers for ContainersService {
                 continue;
             }
             let size = crate::fsutil::disk_usage(&self.0.dirs.dir(&r.id));
-            if self.0.delete_container(&r.id, false).await.is_ok() {
+            if self.0.delete_container(&r.id, false, false).await.is_ok() {
                 deleted.push(r.id);
                 reclaimed += size;
             }

@@ -178,6 +178,7 @@ impl Daemon {
         }
         let mut adopt = Vec::new();
         let mut remove = Vec::new();
+        let mut restart = Vec::new();
         for mut record in records {
             let bundle = runtime::Bundle::new(self.dirs.dir(&record.id));
             let state = runtime::State::load(&bundle.state()).ok();
@@ -200,6 +201,21 @@ impl Daemon {
                     }
                 }
             }
+            // Docker's `always` restarts at daemon start even after a user's stop;
+            // `unless-stopped` only when the user did not stop it.
+            if record.phase == Phase::Stopped {
+                use api::v1::restart_policy::Kind;
+                let kind = record
+                    .options()
+                    .ok()
+                    .and_then(|o| o.restart_policy)
+                    .map(|p| Kind::try_from(p.kind).unwrap_or(Kind::No));
+                if kind == Some(Kind::Always)
+                    || (kind == Some(Kind::UnlessStopped) && !record.stopped_by_user)
+                {
+                    restart.push(record.id.clone());
+                }
+            }
             let op = Arc::new(tokio::sync::Mutex::new(()));
             self.containers
                 .lock()
@@ -207,9 +223,19 @@ impl Daemon {
                 .insert(record.id.clone(), Entry { record, op });
         }
         for id in remove {
-            if let Err(e) = self.remove_container(&id) {
+            if let Err(e) = self.remove_container(&id, true) {
                 tracing::warn!("auto-removing {id}: {e}");
             }
+        }
+        for id in restart {
+            tracing::info!(%id, "starting by restart policy");
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                let _ = me.update(&id, |r| r.stopped_by_user = false);
+                if let Err(e) = me.start_boxed(id.clone()).await {
+                    tracing::warn!(%id, "restart failed: {}", e.message);
+                }
+            });
         }
         for id in adopt {
             tracing::info!(%id, "re-adopting a running container");
@@ -317,13 +343,29 @@ impl Daemon {
         v
     }
 
-    /// Removes a stopped container's record and directory.
-    pub(crate) fn remove_container(&self, id: &str) -> Result<(), ApiError> {
+    /// Removes a stopped container's record and directory, and with `volumes` its anonymous
+    /// volumes that no other container uses.
+    pub(crate) fn remove_container(&self, id: &str, volumes: bool) -> Result<(), ApiError> {
         let mut map = self.containers.lock().unwrap_or_else(|p| p.into_inner());
         self.dirs
             .delete(id)
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        map.remove(id);
+        let removed = map.remove(id);
+        if volumes && let Some(entry) = removed {
+            let vdir = crate::volumes::dir(&self.app_root);
+            for name in &entry.record.anonymous_volumes {
+                let used = map.values().any(|e| {
+                    e.record.options().is_ok_and(|o| {
+                        o.mounts.iter().any(|m| {
+                            matches!(&m.kind, Some(api::v1::mount::Kind::Volume(v)) if &v.name == name)
+                        })
+                    })
+                });
+                if !used && let Err(e) = crate::volumes::remove(&vdir, name) {
+                    tracing::warn!(volume = %name, "removing: {e}");
+                }
+            }
+        }
         drop(map);
         self.notify();
         Ok(())

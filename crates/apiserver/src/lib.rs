@@ -19,6 +19,7 @@
 //! ├── images.json, content/,    the image store (crates/oci: index, verified blobs,
 //! │   snapshots/<hex>/          resumable ingests, one rootfs.ext4 per manifest)
 //! ├── kernels/                  kernels installed by `system kernel set` (vmlinux-<arch>)
+//! ├── volumes/<name>/volume.ext4  a volume's file system (sparse ext4), attached as a disk
 //! └── containers/
 //!     ├── .new-<id>/            a container being created; renamed to <id>/ when whole,
 //!     │                         removed on start if a crash left it
@@ -55,6 +56,7 @@ pub mod record;
 pub mod runspec;
 pub mod server;
 pub mod system;
+pub mod volumes;
 
 pub use daemon::{Daemon, DaemonOptions};
 pub use server::{ServeError, serve};

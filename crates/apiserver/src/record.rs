@@ -94,6 +94,12 @@ pub struct ContainerRecord {
     /// The user stopped it explicitly (for the unless-stopped restart policy).
     #[serde(default)]
     pub stopped_by_user: bool,
+    /// Restarts made by the restart policy since the user last started it.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// Volumes created for this container alone (`-v /path`), removed with it on request.
+    #[serde(default)]
+    pub anonymous_volumes: Vec<String>,
 }
 
 impl ContainerRecord {
@@ -254,6 +260,8 @@ mod tests {
             finished_ms: 0,
             error: String::new(),
             stopped_by_user: false,
+            restart_count: 0,
+            anonymous_volumes: vec![],
         }
     }
 

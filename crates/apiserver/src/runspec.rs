@@ -378,6 +378,8 @@ pub struct Host {
     pub default_cpus: u32,
     /// Default memory, bytes.
     pub default_memory: u64,
+    /// `<app root>/volumes`.
+    pub volumes: PathBuf,
 }
 
 /// Size of a new writable layer (sparse: it costs what is written).
@@ -422,6 +424,7 @@ pub fn runtime_config(
     }
     let spec = oci_spec(&process, config, res.cpus_millis)?;
     let mut tmpfs = Vec::new();
+    let mut volumes = Vec::new();
     for m in &config.mounts {
         match &m.kind {
             Some(v1::mount::Kind::Tmpfs(t)) => {
@@ -448,8 +451,38 @@ pub fn runtime_config(
                     options,
                 });
             }
-            Some(v1::mount::Kind::Bind(_)) => return Err(RunSpecError::Unsupported("bind mounts")),
-            Some(v1::mount::Kind::Volume(_)) => return Err(RunSpecError::Unsupported("volumes")),
+            Some(v1::mount::Kind::Bind(b)) => {
+                if !m.target.starts_with('/') || !b.source.starts_with('/') {
+                    return Err(invalid(
+                        "bind mount",
+                        format!("{}:{} needs absolute paths", b.source, m.target),
+                    ));
+                }
+                // Directories are shared with virtio-fs; single files cannot be.
+                volumes.push(runtime::config::VolumeMount {
+                    path: PathBuf::from(&b.source),
+                    destination: m.target.clone(),
+                    read_only: m.readonly,
+                    kind: runtime::config::VolumeKind::Directory,
+                });
+            }
+            Some(v1::mount::Kind::Volume(v)) => {
+                if !m.target.starts_with('/') {
+                    return Err(invalid(
+                        "volume",
+                        format!("{:?} is not an absolute path", m.target),
+                    ));
+                }
+                if v.name.is_empty() {
+                    return Err(invalid("volume", "an anonymous volume was not named"));
+                }
+                volumes.push(runtime::config::VolumeMount {
+                    path: crate::volumes::image_path(&host.volumes, &v.name),
+                    destination: m.target.clone(),
+                    read_only: m.readonly,
+                    kind: runtime::config::VolumeKind::Block,
+                });
+            }
             None => return Err(invalid("mount", format!("{:?} has no kind", m.target))),
         }
     }
@@ -571,7 +604,7 @@ pub fn runtime_config(
         dns,
         extra_hosts: vec![],
         networks,
-        volumes: vec![],
+        volumes,
         labels: config
             .labels
             .iter()
@@ -776,6 +809,7 @@ mod tests {
             initramfs: dir.path().join("initramfs.cpio"),
             default_cpus: 2,
             default_memory: 512 << 20,
+            volumes: dir.path().join("volumes"),
         };
         let id = "ab".repeat(32);
         let mut c = config(v1::ProcessConfig {

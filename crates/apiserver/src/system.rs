@@ -97,8 +97,35 @@ impl Daemon {
                 reclaimable_bytes: reclaimable_images.min(content),
             }),
             containers: Some(containers),
-            volumes: Some(v1::UsageSummary::default()),
+            volumes: Some(self.volume_usage(&records)),
         }
+    }
+}
+
+impl Daemon {
+    fn volume_usage(&self, records: &[crate::record::ContainerRecord]) -> v1::UsageSummary {
+        let vdir = crate::volumes::dir(&self.app_root);
+        let used: std::collections::BTreeSet<String> = records
+            .iter()
+            .filter_map(|r| r.options().ok())
+            .flat_map(|o| o.mounts)
+            .filter_map(|m| match m.kind {
+                Some(v1::mount::Kind::Volume(v)) => Some(v.name),
+                _ => None,
+            })
+            .collect();
+        let mut summary = v1::UsageSummary::default();
+        for name in crate::volumes::list(&vdir) {
+            let size = crate::fsutil::disk_usage(&vdir.join(&name));
+            summary.total += 1;
+            summary.size_bytes += size;
+            if used.contains(&name) {
+                summary.active += 1;
+            } else {
+                summary.reclaimable_bytes += size;
+            }
+        }
+        summary
     }
 }
 

@@ -744,8 +744,22 @@ async fn run_echo_then_survive_a_daemon_crash_with_a_detached_container() {
     assert!(!root.path().join("containers").join(&id).exists());
 
     // A detached container keeps running through a daemon crash.
-    let mut c = config("sleeper", &image, &["sh", "-c", "echo one; sleep 600"]);
-    c.auto_remove = false;
+    let mut c = config(
+        "sleeper",
+        &image,
+        &[
+            "sh",
+            "-c",
+            "echo data > /v/f && sync && echo one; sleep 600",
+        ],
+    );
+    c.mounts = vec![v1::Mount {
+        target: "/v".into(),
+        readonly: false,
+        kind: Some(v1::mount::Kind::Volume(v1::VolumeMount {
+            name: "vol1".into(),
+        })),
+    }];
     let id = create(&client, c).await.unwrap();
     client
         .containers()
@@ -824,4 +838,43 @@ async fn run_echo_then_survive_a_daemon_crash_with_a_detached_container() {
         .await
         .unwrap();
     assert!(!root.path().join("containers").join(&id).exists());
+
+    // The named volume outlived its container: a new one reads what the first wrote.
+    let mut c = config("reader", &image, &["cat", "/v/f"]);
+    c.mounts = vec![v1::Mount {
+        target: "/v".into(),
+        readonly: true,
+        kind: Some(v1::mount::Kind::Volume(v1::VolumeMount {
+            name: "vol1".into(),
+        })),
+    }];
+    let id = create(&client, c).await.unwrap();
+    let s = client
+        .containers()
+        .attach(tokio_stream::iter(vec![attach_open(&id)]))
+        .await
+        .unwrap()
+        .into_inner();
+    let (out, err, code) = drain(s).await;
+    assert_eq!((out.as_str(), code), ("data\n", Some(0)), "stderr: {err}");
+    client
+        .containers()
+        .wait(v1::WaitContainerRequest {
+            id: id.clone(),
+            condition: v1::WaitCondition::NotRunning as i32,
+        })
+        .await
+        .unwrap();
+    let df = client
+        .system()
+        .disk_usage(v1::DiskUsageRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let volumes = df.volumes.unwrap();
+    assert_eq!((volumes.total, volumes.active), (1, 1));
+    assert!(volumes.size_bytes > 0);
+    let containers = df.containers.unwrap();
+    assert_eq!((containers.total, containers.active), (1, 0));
+    assert_eq!(containers.reclaimable_bytes, containers.size_bytes);
 }
