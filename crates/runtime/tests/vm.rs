@@ -848,3 +848,46 @@ async fn two_containers_share_one_read_only_image() {
         "the image changed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interactive_terminal_takes_input_and_resizes() {
+    let Some(mut f) = Fixture::new("an_interactive_terminal_takes_input_and_resizes", &["sh"])
+    else {
+        return;
+    };
+    f.config.terminal = true;
+    f.config.stdin_open = true;
+    let mut rt = f.spawn();
+    let client = rt.client().await;
+    let mut attach = client.attach().await.unwrap();
+    client.start().await.unwrap();
+    attach
+        .input
+        .send(StdinEvent::Resize(30, 100))
+        .await
+        .unwrap();
+    // Let the resize land before the shell reads the command.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    attach
+        .input
+        .send(StdinEvent::Data(b"stty size; exit 3\n".to_vec()))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let mut code = None;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), attach.next()).await {
+            Ok(Ok(Some(StdioEvent::Stdout(d)))) => out.extend(d),
+            Ok(Ok(Some(StdioEvent::Exit(c)))) => code = Some(c),
+            Ok(Ok(None)) => break,
+            other => panic!("{other:?} after {:?}", String::from_utf8_lossy(&out)),
+        }
+    }
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(code, Some(3), "{out}");
+    // A terminal echoes input and ends lines with CR LF.
+    assert!(out.contains("30 100\r\n"), "{out:?}");
+    rt.finish().await;
+    assert!(f.stdio(Stream::Stdout).contains("30 100"));
+    assert_eq!(f.stdio(Stream::Stderr), "");
+}
