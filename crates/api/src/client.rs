@@ -40,6 +40,9 @@ pub enum ConnectError {
         /// The time allowed.
         timeout: Duration,
     },
+    /// The socket path cannot be dialled at all.
+    #[error(transparent)]
+    SocketPath(#[from] crate::paths::SocketPathError),
     /// The daemon speaks another API version.
     #[error(
         "the container daemon {daemon_version} speaks API version {daemon}, this client speaks {client}: restart it with `container system stop` and `container system start`"
@@ -61,6 +64,7 @@ impl ConnectError {
             ConnectError::Unreachable { socket, .. } | ConnectError::Timeout { socket, .. } => {
                 Some(socket)
             }
+            ConnectError::SocketPath(e) => Some(&e.socket),
             ConnectError::VersionMismatch { .. } => None,
         }
     }
@@ -78,6 +82,7 @@ impl Client {
     /// Connects to the daemon at `socket` and checks its API version, giving up after
     /// `timeout`.
     pub async fn connect(socket: &Path, timeout: Duration) -> Result<Client, ConnectError> {
+        crate::paths::check_socket_path(socket)?;
         let socket = socket.to_path_buf();
         match tokio::time::timeout(timeout, Self::attempt(socket.clone(), timeout)).await {
             Ok(result) => result,
@@ -251,6 +256,18 @@ mod tests {
             "{text}"
         );
         assert_eq!(err.socket(), Some(socket.as_path()));
+    }
+
+    #[tokio::test]
+    async fn an_undialable_socket_path_says_why() {
+        let socket = PathBuf::from("/tmp")
+            .join("x".repeat(200))
+            .join("apiserver.sock");
+        let err = Client::connect(&socket, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::SocketPath(_)), "{err:?}");
+        assert!(err.to_string().contains("longer than the"), "{err}");
     }
 
     #[tokio::test]

@@ -90,6 +90,36 @@ pub fn app_root() -> Result<PathBuf, PathsError> {
     app_root_with(|name| std::env::var_os(name), euid, HostOs::current())
 }
 
+/// The longest socket path a Unix socket address holds (`sun_path` is 108 bytes on Linux,
+/// 104 on macOS, with a terminating NUL).
+pub const MAX_SOCKET_PATH: usize = if cfg!(target_os = "macos") { 103 } else { 107 };
+
+/// Refuses a socket path too long to bind or dial, naming the limit.
+pub fn check_socket_path(socket: &Path) -> Result<(), SocketPathError> {
+    let len = socket.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        Err(SocketPathError {
+            socket: socket.to_path_buf(),
+            len,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// A socket path longer than a Unix socket address holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the socket path {} is {len} bytes, longer than the {MAX_SOCKET_PATH} a Unix socket allows: choose a shorter {APP_ROOT_ENV}",
+    socket.display()
+)]
+pub struct SocketPathError {
+    /// The path.
+    pub socket: PathBuf,
+    /// Its length in bytes.
+    pub len: usize,
+}
+
 /// The daemon's socket under an app root.
 pub fn socket_path(app_root: &Path) -> PathBuf {
     app_root.join(SOCKET_NAME)
@@ -155,6 +185,20 @@ mod tests {
         assert_eq!(
             app_root_with(env(&[("HOME", "")]), 1000, HostOs::Linux).unwrap_err(),
             PathsError::NoHome
+        );
+    }
+
+    #[test]
+    fn socket_paths_longer_than_sun_path_are_refused() {
+        let ok = PathBuf::from("/").join("a".repeat(MAX_SOCKET_PATH - 1));
+        assert!(check_socket_path(&ok).is_ok());
+        let long = PathBuf::from("/").join("a".repeat(MAX_SOCKET_PATH));
+        let err = check_socket_path(&long).unwrap_err();
+        assert_eq!(err.len, MAX_SOCKET_PATH + 1);
+        assert!(
+            err.to_string()
+                .ends_with("choose a shorter CONTAINER_APP_ROOT"),
+            "{err}"
         );
     }
 

@@ -15,6 +15,9 @@ pub enum BindError {
     /// Another daemon answers on the socket.
     #[error("another container daemon is already listening on {}", .0.display())]
     InUse(PathBuf),
+    /// The path is too long for a Unix socket address.
+    #[error(transparent)]
+    PathTooLong(#[from] crate::paths::SocketPathError),
     /// Something that is not a socket sits at the socket's path.
     #[error("{} exists and is not a socket: remove it or choose another app root", .0.display())]
     NotASocket(PathBuf),
@@ -31,6 +34,7 @@ pub enum BindError {
 
 /// Binds the daemon's socket at `path` with mode 0600 (see the module doc).
 pub async fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, BindError> {
+    crate::paths::check_socket_path(path)?;
     let io_err = |source| BindError::Io {
         path: path.to_path_buf(),
         source,
