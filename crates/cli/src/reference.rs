@@ -53,7 +53,12 @@ pub fn markdown() -> String {
          `UPDATE_COMMAND_REFERENCE=1` to rewrite it.\n\n\
          Exit codes: 0 on success; the container's own code for `run`, `start -a` and `exec`;\n\
          125 when the daemon or a flag fails; 126 when the command cannot be executed; 127 when\n\
-         it is not found. `system status` exits 1 when the daemon is not running.\n\n\
+         it is not found; 141 when stdout is a pipe its reader closed. `system status` exits 1\n\
+         when the daemon is not running; three Ctrl-C leave a `run` without a terminal with 1.\n\n\
+         Environment: `CONTAINER_APP_ROOT` chooses the daemon's app root and so its socket,\n\
+         `<app root>/apiserver.sock` (default `/var/lib/container` for root, else\n\
+         `$XDG_DATA_HOME/container`; on macOS `~/Library/Application Support/com.example.container`);\n\
+         `CONTAINER_DEBUG` turns on `--debug`; `CONTAINER_DEFAULT_PLATFORM` sets `--platform`.\n\n\
          ## Commands\n\n",
     );
     for (path, _) in &pages {
