@@ -565,3 +565,49 @@ async fn close_stdin_ends_the_input_while_the_host_stream_stays_open() {
     drop(input);
     h.mgr.delete("cs").await.unwrap();
 }
+
+#[tokio::test]
+async fn the_tiny_init_forwards_signals_and_reaps_orphans() {
+    skip_unless_able!();
+    let h = Host::new("tinyinit");
+    let outl = h.listen(1001);
+    // The backgrounded sleep is orphaned to pid 1 (the tiny init) when its shell exits.
+    let script = "sh -c 'sleep 0.2 &'; trap 'echo got-term; exit 42' TERM; echo ready; while true; do sleep 0.1; done";
+    let mut r = req("ti", "ti", h.spec(&["sh", "-c", script], |_| {}));
+    r.stdout_port = 1001;
+    r.init = true;
+    let mgr = h.mgr.clone();
+    let create = tokio::spawn(async move { mgr.create(r).await });
+    let (mut out, _) = outl.accept().await.unwrap();
+    create.await.unwrap().unwrap();
+    let init = h.mgr.start("ti").await.unwrap();
+    let mut buf = [0u8; 6];
+    tokio::time::timeout(T, out.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"ready\n");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The tiny init's children, zombies included (a reaped child is no longer listed).
+    let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap();
+    let zombies = children
+        .split_whitespace()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter(|stat| stat.contains(") Z "))
+        .count();
+    assert_eq!(
+        children.split_whitespace().count(),
+        1,
+        "only the shell: {children}"
+    );
+    assert_eq!(zombies, 0, "the orphaned sleep was reaped");
+    h.mgr.kill("ti", 15, false).unwrap();
+    let (code, _) = tokio::time::timeout(T, h.mgr.wait("ti"))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).await.unwrap();
+    assert_eq!((code, rest.as_str()), (42, "got-term\n"));
+    h.mgr.delete("ti").await.unwrap();
+}
