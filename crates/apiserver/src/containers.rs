@@ -278,7 +278,7 @@ impl Daemon {
                 r.name
             )));
         }
-        let bundle = runtime::Bundle::new(self.dirs.dir(id));
+        let bundle = self.bundle(id);
         RuntimeClient::connect(&bundle.socket(), CONNECT_TIMEOUT)
             .await
             .map_err(runtime_error)
@@ -292,7 +292,7 @@ impl Daemon {
             .options()
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let dir = self.dirs.dir(id);
-        let bundle = runtime::Bundle::new(&dir);
+        let bundle = self.bundle(id);
         let store = Arc::clone(&self.store);
         let digest = oci::Digest::from_hex(
             record
@@ -349,7 +349,7 @@ impl Daemon {
 
         let mut cmd = tokio::process::Command::new(&self.runtime_binary);
         cmd.arg("--bundle")
-            .arg(&dir)
+            .arg(bundle.dir())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -453,7 +453,7 @@ impl Daemon {
                 Ok(())
             }
             Err(e) => {
-                let bundle = runtime::Bundle::new(self.dirs.dir(id));
+                let bundle = self.bundle(id);
                 let state = runtime::State::load(&bundle.state()).ok();
                 let code = state.as_ref().and_then(|s| s.exit_code).unwrap_or(125);
                 let message = state
@@ -496,7 +496,7 @@ impl Daemon {
     /// Watches a running container's runtime until it finishes, then records the exit.
     pub(crate) async fn monitor(self: Arc<Self>, id: String) {
         let started = self.record(&id).map(|r| r.started_ms).unwrap_or(0);
-        let bundle = runtime::Bundle::new(self.dirs.dir(&id));
+        let bundle = self.bundle(&id);
         let client = RuntimeClient::connect(&bundle.socket(), CONNECT_TIMEOUT).await;
         if let Ok(client) = &client {
             let _ = client.wait().await;
@@ -624,8 +624,7 @@ impl Daemon {
             }
             Err(_) => {
                 // The runtime is gone: record what it left.
-                let state =
-                    runtime::State::load(&runtime::Bundle::new(self.dirs.dir(&id)).state()).ok();
+                let state = runtime::State::load(&self.bundle(&id).state()).ok();
                 let r = self.update(&id, |r| {
                     mark_stopped(r, state.as_ref());
                     r.stopped_by_user = true;
@@ -858,7 +857,7 @@ impl Containers for ContainersService {
     async fn logs(&self, req: Request<v1::LogsRequest>) -> Res<BoxStream<v1::LogChunk>> {
         let r = req.into_inner();
         let id = self.0.lookup(&r.id)?;
-        let bundle = runtime::Bundle::new(self.0.dirs.dir(&id));
+        let bundle = self.0.bundle(&id);
         let (tx, rx) = mpsc::channel(16);
         let daemon = Arc::clone(&self.0);
         if r.boot {

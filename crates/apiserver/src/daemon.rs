@@ -12,6 +12,9 @@ use tokio::sync::watch;
 use crate::properties::Properties;
 use crate::record::{ContainerDirs, ContainerRecord, Phase};
 
+/// The longest bundle path the runtime accepts (its socket must fit in sun_path).
+pub const MAX_BUNDLE_PATH: usize = 94;
+
 /// How the daemon is set up.
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
@@ -180,7 +183,7 @@ impl Daemon {
         let mut remove = Vec::new();
         let mut restart = Vec::new();
         for mut record in records {
-            let bundle = runtime::Bundle::new(self.dirs.dir(&record.id));
+            let bundle = self.bundle(&record.id);
             let state = runtime::State::load(&bundle.state()).ok();
             let alive = state.as_ref().is_some_and(|s| runtime_alive(s.runtime_pid));
             let runtime_running = state
@@ -347,9 +350,13 @@ impl Daemon {
     /// volumes that no other container uses.
     pub(crate) fn remove_container(&self, id: &str, volumes: bool) -> Result<(), ApiError> {
         let mut map = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+        let bundle = self.bundle(id);
         self.dirs
             .delete(id)
             .map_err(|e| ApiError::internal(e.to_string()))?;
+        if bundle.dir() != self.dirs.dir(id) {
+            let _ = std::fs::remove_file(bundle.dir());
+        }
         let removed = map.remove(id);
         if volumes && let Some(entry) = removed {
             let vdir = crate::volumes::dir(&self.app_root);
@@ -371,10 +378,44 @@ impl Daemon {
         Ok(())
     }
 
+    /// A container's bundle as the runtime sees it: `containers/<id>/`, or, when that path is
+    /// too long for the runtime's Unix socket (sun_path holds 107 bytes), a short symlink to
+    /// it under `$TMPDIR/container-<uid>/` (re-created whenever it is needed).
+    pub(crate) fn bundle(&self, id: &str) -> runtime::Bundle {
+        let real = self.dirs.dir(id);
+        if real.as_os_str().len() <= MAX_BUNDLE_PATH {
+            return runtime::Bundle::new(real);
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        let base = std::env::temp_dir().join(format!("container-{uid}"));
+        let link = base.join(&id[..16.min(id.len())]);
+        let ensure = || -> std::io::Result<()> {
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&base)?;
+            std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700))?;
+            if std::fs::read_link(&link).ok().as_deref() != Some(real.as_path()) {
+                let _ = std::fs::remove_file(&link);
+                std::os::unix::fs::symlink(&real, &link)?;
+            }
+            Ok(())
+        };
+        match ensure() {
+            Ok(()) => runtime::Bundle::new(link),
+            Err(e) => {
+                tracing::warn!(%id, "cannot make a short bundle path: {e}");
+                runtime::Bundle::new(real)
+            }
+        }
+    }
+
     /// Waits (up to `timeout`) for a container's runtime process to be gone, then kills it
     /// if it is still there.
     pub(crate) async fn reap_runtime(&self, id: &str, timeout: Duration) {
-        let bundle = runtime::Bundle::new(self.dirs.dir(id));
+        let bundle = self.bundle(id);
         let Ok(state) = runtime::State::load(&bundle.state()) else {
             return;
         };

@@ -164,6 +164,30 @@ impl Root {
     }
 }
 
+/// An app root long enough that `containers/<id>/runtime.sock` would not fit in a Unix
+/// socket address, as under a user's `~/.local/share` or macOS's Application Support.
+struct LongRoot(Root, PathBuf);
+
+impl LongRoot {
+    fn new() -> LongRoot {
+        let root = Root::new();
+        let long = root
+            .path()
+            .join("a-long-directory-name-like-a-home-data-dir");
+        std::fs::create_dir(&long).unwrap();
+        LongRoot(root, long)
+    }
+    fn path(&self) -> &Path {
+        &self.1
+    }
+}
+
+impl Drop for LongRoot {
+    fn drop(&mut self) {
+        kill_runtimes(&self.1);
+    }
+}
+
 impl Drop for Root {
     fn drop(&mut self) {
         kill_runtimes(self.0.path());
@@ -680,7 +704,15 @@ async fn run_echo_then_survive_a_daemon_crash_with_a_detached_container() {
     if !vm_ready(test) {
         return;
     }
-    let root = Root::new();
+    let root = LongRoot::new();
+    assert!(
+        root.path()
+            .join("containers")
+            .join("0".repeat(64))
+            .as_os_str()
+            .len()
+            > 94
+    );
     let mut d = Daemon::start(root.path());
     let client = d.client().await;
     let image = load_busybox(&client, &images).await[0].clone();
@@ -877,4 +909,21 @@ async fn run_echo_then_survive_a_daemon_crash_with_a_detached_container() {
     let containers = df.containers.unwrap();
     assert_eq!((containers.total, containers.active), (1, 0));
     assert_eq!(containers.reclaimable_bytes, containers.size_bytes);
+    client
+        .containers()
+        .delete(v1::DeleteContainerRequest {
+            id: "reader".into(),
+            force: false,
+            remove_volumes: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_dir(root.path().join("containers"))
+            .unwrap()
+            .count(),
+        0
+    );
+    // A named volume is not anonymous: it stays.
+    assert!(root.path().join("volumes/vol1/volume.ext4").is_file());
 }
