@@ -40,3 +40,42 @@ pub use signal::{Signal, SignalError};
 pub use size::{ByteSize, SizeError, human_bytes};
 pub use ulimit::{Limit, Ulimit, UlimitError};
 pub use user::{Id, User, UserError};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // Whatever a user types, every parser answers with a value or a one-line error.
+        #[test]
+        fn no_parser_panics_or_writes_more_than_one_line(text in "(?s).{0,40}") {
+            let errors: Vec<String> = [
+                text.parse::<Signal>().err().map(|e| e.to_string()),
+                text.parse::<User>().err().map(|e| e.to_string()),
+                text.parse::<Ulimit>().err().map(|e| e.to_string()),
+                text.parse::<Label>().err().map(|e| e.to_string()),
+                text.parse::<RestartPolicy>().err().map(|e| e.to_string()),
+                text.parse::<Platform>().err().map(|e| e.to_string()),
+                text.parse::<NetworkSpec>().err().map(|e| e.to_string()),
+                text.parse::<Cpus>().err().map(|e| e.to_string()),
+                text.parse::<ByteSize>().err().map(|e| e.to_string()),
+                text.parse::<Period>().err().map(|e| e.to_string()),
+                text.parse::<PortSpec>().err().map(|e| e.to_string()),
+                parse_volume(&text).err().map(|e| e.to_string()),
+                parse_mount(&text).err().map(|e| e.to_string()),
+                parse_tmpfs(&text).err().map(|e| e.to_string()),
+                parse_env(&text, |_| None).err().map(|e| e.to_string()),
+                parse_capability(&text).err().map(|e| e.to_string()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            for e in errors {
+                // Debug-quoting keeps a typed newline from splitting the message.
+                prop_assert!(!e.contains('\n'), "{e:?}");
+                prop_assert!(!e.ends_with('.'), "{e:?}");
+            }
+        }
+    }
+}
