@@ -166,7 +166,11 @@ impl Root {
 
 /// An app root long enough that `containers/<id>/runtime.sock` would not fit in a Unix
 /// socket address, as under a user's `~/.local/share` or macOS's Application Support.
-struct LongRoot(Root, PathBuf);
+struct LongRoot {
+    /// Owns (and on drop removes) the temp dir the long root lives in.
+    _base: Root,
+    long: PathBuf,
+}
 
 impl LongRoot {
     fn new() -> LongRoot {
@@ -175,16 +179,16 @@ impl LongRoot {
             .path()
             .join("a-long-directory-name-like-a-home-data-dir");
         std::fs::create_dir(&long).unwrap();
-        LongRoot(root, long)
+        LongRoot { _base: root, long }
     }
     fn path(&self) -> &Path {
-        &self.1
+        &self.long
     }
 }
 
 impl Drop for LongRoot {
     fn drop(&mut self) {
-        kill_runtimes(&self.1);
+        kill_runtimes(&self.long);
     }
 }
 
