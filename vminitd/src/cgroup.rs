@@ -71,6 +71,35 @@ pub fn limit_files(res: &LinuxResources) -> Vec<(&'static str, String)> {
         };
         out.push(("pids.max", v));
     }
+    if let Some(bio) = res.block_io() {
+        // runc's conversion from blkio weight (10..1000) to io.weight (1..10000).
+        let weight = |w: u16| 1 + (u64::from(w.clamp(10, 1000)) - 10) * 9999 / 990;
+        if let Some(w) = bio.weight().filter(|w| *w > 0) {
+            out.push(("io.weight", format!("default {}", weight(w))));
+        }
+        for d in bio.weight_device().iter().flatten() {
+            if let Some(w) = d.weight().filter(|w| *w > 0) {
+                out.push((
+                    "io.weight",
+                    format!("{}:{} {}", d.major(), d.minor(), weight(w)),
+                ));
+            }
+        }
+        let throttles = [
+            (bio.throttle_read_bps_device(), "rbps"),
+            (bio.throttle_write_bps_device(), "wbps"),
+            (bio.throttle_read_iops_device(), "riops"),
+            (bio.throttle_write_iops_device(), "wiops"),
+        ];
+        for (devices, key) in throttles {
+            for d in devices.iter().flatten() {
+                out.push((
+                    "io.max",
+                    format!("{}:{} {key}={}", d.major(), d.minor(), d.rate()),
+                ));
+            }
+        }
+    }
     for (k, v) in res.unified().iter().flatten() {
         // Keys come from the spec; only plain file names are accepted.
         if !k.contains('/') && !k.starts_with('.') {
@@ -95,8 +124,10 @@ pub fn create_in(dir: &Path, res: Option<&LinuxResources>) -> Result<(), CgroupE
     if let Some(res) = res {
         for (file, value) in limit_files(res) {
             let p = dir.join(file);
-            // memory.swap.max is absent without swap accounting; skip what the kernel lacks.
-            if file == "memory.swap.max" && !p.exists() {
+            // memory.swap.max is absent without swap accounting and io.weight without an io
+            // scheduler that weighs; the other files always exist with their controller.
+            if (file == "memory.swap.max" || file == "io.weight") && !p.exists() {
+                crate::warn!("{file} is not available in this kernel; not limiting it");
                 continue;
             }
             fs::write(&p, &value).map_err(io_err("writing", &p))?;
@@ -216,6 +247,21 @@ mod tests {
         assert!(files.contains(&("memory.max", "268435456".into())));
         assert!(files.contains(&("memory.swap.max", "268435456".into())));
         assert!(files.contains(&("pids.max", "100".into())));
+        let io: LinuxResources = serde_json::from_str(
+            r#"{"blockIO":{"weight":500,"weightDevice":[{"major":254,"minor":0,"weight":10}],
+                "throttleReadBpsDevice":[{"major":254,"minor":0,"rate":1048576}],
+                "throttleWriteIOPSDevice":[{"major":254,"minor":16,"rate":100}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            limit_files(&io),
+            vec![
+                ("io.weight", "default 4950".to_string()),
+                ("io.weight", "254:0 1".to_string()),
+                ("io.max", "254:0 rbps=1048576".to_string()),
+                ("io.max", "254:16 wiops=100".to_string()),
+            ]
+        );
         let none: LinuxResources = serde_json::from_str("{}").unwrap();
         assert!(limit_files(&none).is_empty());
     }
