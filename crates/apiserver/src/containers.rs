@@ -153,6 +153,24 @@ impl Daemon {
         }
         let id = crate::names::new_id().map_err(|e| ApiError::internal(e.to_string()))?;
         let mut config = config;
+        // Docker gives every VOLUME of the image that the user did not mount an anonymous
+        // volume, so data written there outlives the container's writable layer.
+        for path in &resolved.config.volumes {
+            let target = if path.len() > 1 {
+                path.trim_end_matches('/')
+            } else {
+                path.as_str()
+            };
+            if target.starts_with('/') && !config.mounts.iter().any(|m| m.target == target) {
+                config.mounts.push(v1::Mount {
+                    target: target.to_owned(),
+                    readonly: false,
+                    kind: Some(v1::mount::Kind::Volume(v1::VolumeMount {
+                        name: String::new(),
+                    })),
+                });
+            }
+        }
         let mut anonymous_volumes = Vec::new();
         for m in &mut config.mounts {
             if let Some(v1::mount::Kind::Bind(b)) = &m.kind

@@ -437,6 +437,69 @@ async fn containers_survive_restart_and_reconcile_marks_dead_runtimes() {
         missing.message()
     );
 
+    // An anonymous volume gets a name, a file system, and goes with its container.
+    let mut c = config("withvol", &image, &[]);
+    c.mounts = vec![v1::Mount {
+        target: "/data".into(),
+        readonly: false,
+        kind: Some(v1::mount::Kind::Volume(v1::VolumeMount {
+            name: String::new(),
+        })),
+    }];
+    create(&client, c).await.unwrap();
+    let mounts = inspect(&client, "withvol").await.config.unwrap().mounts;
+    let Some(v1::mount::Kind::Volume(v)) = &mounts[0].kind else {
+        panic!("{mounts:?}");
+    };
+    assert_eq!(v.name.len(), 64);
+    let vol = root
+        .path()
+        .join("volumes")
+        .join(&v.name)
+        .join("volume.ext4");
+    assert!(vol.is_file());
+    client
+        .containers()
+        .delete(v1::DeleteContainerRequest {
+            id: "withvol".into(),
+            force: false,
+            remove_volumes: true,
+        })
+        .await
+        .unwrap();
+    assert!(!vol.exists());
+    let e = create(&client, {
+        let mut c = config("badbind", &image, &[]);
+        c.mounts = vec![v1::Mount {
+            target: "/x".into(),
+            readonly: false,
+            kind: Some(v1::mount::Kind::Bind(v1::BindMount {
+                source: "/nonexistent/dir".into(),
+            })),
+        }];
+        c
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        e.message(),
+        "bind mount source /nonexistent/dir is not a directory (only directories can be shared)"
+    );
+    let e = create(&client, {
+        let mut c = config("tiny", &image, &[]);
+        c.resources.as_mut().unwrap().memory_bytes = 100 << 20;
+        c
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().starts_with("invalid memory:"),
+        "{}",
+        e.message()
+    );
+
     assert!(list(&client, false).await.is_empty(), "nothing runs");
     let all = list(&client, true).await;
     assert_eq!(all.len(), 2);
