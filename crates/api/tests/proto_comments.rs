@@ -1,0 +1,48 @@
+//! The contract's rule "every rpc and field commented", checked on the proto files
+//! themselves so that no later change slips one in bare.
+
+use std::path::Path;
+
+/// Whether a trimmed proto line declares something that needs a comment.
+fn declares(line: &str) -> bool {
+    let first = line.split_whitespace().next().unwrap_or_default();
+    let is_field = line.ends_with(';') && line.contains(" = ") && !line.starts_with("option ");
+    matches!(first, "rpc" | "message" | "enum" | "service" | "oneof") || is_field
+}
+
+#[test]
+fn every_rpc_message_enum_and_field_is_commented() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/container/api/v1");
+    let mut bare = Vec::new();
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "proto") {
+            continue;
+        }
+        files += 1;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut previous = "";
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if declares(line)
+                && !line.starts_with("syntax")
+                && !line.starts_with("package")
+                && !previous.starts_with("//")
+            {
+                bare.push(format!(
+                    "{}:{}: {line}",
+                    path.file_name().unwrap().to_string_lossy(),
+                    n + 1
+                ));
+            }
+            previous = line;
+        }
+    }
+    assert_eq!(files, 5, "proto files moved?");
+    assert!(
+        bare.is_empty(),
+        "uncommented declarations:\n{}",
+        bare.join("\n")
+    );
+}
