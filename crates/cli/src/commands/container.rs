@@ -754,8 +754,9 @@ pub async fn stats_cmd(ctx: &Context, a: &StatsArgs) -> CliResult {
                     .iter()
                     .map(|s| output::stats_row(previous.get(&s.id), s))
                     .collect();
-                if !a.no_stream {
-                    // Clear the screen and redraw, like `docker stats`.
+                if !a.no_stream && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    // Clear the screen and redraw, like `docker stats`; into a pipe or a
+                    // file the tables simply follow each other.
                     out!("\x1b[2J\x1b[H");
                 }
                 out!("{}", output::table(&output::STATS_HEADERS, &rows));
