@@ -645,10 +645,14 @@ impl Registry for RegistryService {
             username: r.username,
             secret: r.password,
         };
-        client
-            .login(&r.server, &credential)
-            .await
-            .map_err(|e| oci_error(e.kind(), e))?;
+        client.login(&r.server, &credential).await.map_err(|e| {
+            // A refused login is the caller's wrong input, as the contract says.
+            let kind = match e.kind() {
+                oci::ErrorKind::FailedPrecondition => oci::ErrorKind::InvalidArgument,
+                k => k,
+            };
+            oci_error(kind, e)
+        })?;
         ok(v1::LoginResponse {})
     }
 

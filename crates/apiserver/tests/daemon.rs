@@ -368,6 +368,25 @@ async fn one_daemon_per_root_and_socket_is_private() {
     assert_eq!(e.code(), tonic::Code::NotFound);
     assert_eq!(e.message(), "container ghost not found");
 
+    // The daemon's own log.
+    let mut lines = client
+        .system()
+        .logs(v1::SystemLogsRequest {
+            follow: false,
+            last_seconds: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut text = String::new();
+    while let Some(l) = lines.next().await {
+        let l = l.unwrap();
+        assert!(l.timestamp_ms > 0, "{l:?}");
+        text.push_str(&l.line);
+        text.push('\n');
+    }
+    assert!(text.contains("serving"), "{text}");
+
     // Shutdown over the API removes the socket; the pid file lock is released.
     sys.clone().shutdown(v1::ShutdownRequest {}).await.unwrap();
     let mut d = d;
@@ -710,6 +729,63 @@ async fn pull_through_the_mirror_with_progress_tag_save_and_delete() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
+    // Logins against the registry that wants a password.
+    if let (Some(auth), Some(user), Some(password)) = (
+        env_path("CONTAINER_TEST_AUTH_REGISTRY"),
+        env_path("CONTAINER_TEST_AUTH_USER"),
+        env_path("CONTAINER_TEST_AUTH_PASSWORD"),
+    ) {
+        let reg = client.registry();
+        let e = reg
+            .clone()
+            .login(v1::LoginRequest {
+                server: auth.clone(),
+                username: user.clone(),
+                password: "wrong".into(),
+                scheme: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
+        reg.clone()
+            .login(v1::LoginRequest {
+                server: auth.clone(),
+                username: user.clone(),
+                password,
+                scheme: 0,
+            })
+            .await
+            .unwrap();
+        let logins = reg
+            .clone()
+            .list(v1::ListRegistriesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .logins;
+        assert_eq!(logins.len(), 1);
+        assert_eq!(
+            (logins[0].hostname.as_str(), logins[0].username.as_str()),
+            (auth.as_str(), user.as_str())
+        );
+        let creds = std::fs::read_to_string(root.path().join("credentials.json")).unwrap();
+        assert!(creds.contains(&user));
+        reg.clone()
+            .logout(v1::LogoutRequest {
+                server: auth.clone(),
+            })
+            .await
+            .unwrap();
+        let e = reg
+            .clone()
+            .logout(v1::LogoutRequest {
+                server: auth.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+    }
+
     // Without the mirror, a pull of an unknown local registry's image is unavailable.
     let mut s = client
         .images()
