@@ -611,3 +611,20 @@ async fn the_tiny_init_forwards_signals_and_reaps_orphans() {
     assert_eq!((code, rest.as_str()), (42, "got-term\n"));
     h.mgr.delete("ti").await.unwrap();
 }
+
+#[tokio::test]
+async fn no_new_privileges_for_a_non_root_user_keeps_seccomp() {
+    skip_unless_able!();
+    let h = Host::new("nnp");
+    let script = "grep -E '^(CapEff|CapBnd|Seccomp|NoNewPrivs):' /proc/self/status";
+    let spec = h.spec(&["sh", "-c", script], |v| {
+        v["process"]["noNewPrivileges"] = serde_json::json!(true);
+    });
+    let (code, out, err) = run(&h, "nnp", spec, |r| r.user = "www-data".into()).await;
+    assert_eq!(code, 0, "{err}");
+    // The kernel clears a non-root user's effective set at exec, as under Docker.
+    assert_eq!(
+        out,
+        "CapEff:\t0000000000000000\nCapBnd:\t00000000a80425fb\nNoNewPrivs:\t1\nSeccomp:\t2\n"
+    );
+}
