@@ -154,6 +154,33 @@ impl Containers for Daemon {
         }))
     }
 
+    // Stats: samples 2 s apart (by their timestamps) in which `web` used half a CPU.
+    async fn stats(
+        &self,
+        request: tonic::Request<v1::StatsRequest>,
+    ) -> Result<tonic::Response<BoxStream<v1::StatsResponse>>, Status> {
+        let ids = request.into_inner().ids;
+        let sample = |i: u64| v1::StatsResponse {
+            stats: ids
+                .iter()
+                .map(|id| v1::ContainerStats {
+                    id: id.clone(),
+                    cpu_usage_usec: 5_000_000 + i * 1_000_000,
+                    memory_usage_bytes: 50 << 20,
+                    memory_limit_bytes: 1 << 30,
+                    network_rx_bytes: 2048 * i,
+                    network_tx_bytes: 1024,
+                    block_read_bytes: 3 << 20,
+                    block_write_bytes: 0,
+                    num_processes: 2,
+                    timestamp_ms: 1_000_000 + 2000 * i as i64,
+                })
+                .collect(),
+        };
+        let items: Vec<Result<v1::StatsResponse, Status>> = (0..3).map(|i| Ok(sample(i))).collect();
+        Ok(tonic::Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+
     // Export: the id's bytes in three chunks; `broken` fails after the first.
     async fn export(
         &self,
@@ -793,4 +820,30 @@ fn export_refuses_a_terminal_on_stdout() {
         String::from_utf8_lossy(&out.stderr),
         "container: refusing to write an archive to a terminal: use -o or redirect stdout\n"
     );
+}
+
+#[test]
+fn stats_no_stream_shows_cpu_from_two_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    serve(dir.path());
+    let out = container(dir.path(), &["stats", "--no-stream", "web"], b"");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Container ID   Cpu %     Memory Usage         Net Rx/Tx           Block I/O       Pids\n\
+         web            50.00%    50.0 MiB / 1.0 GiB   2.0 KiB / 1.0 KiB   3.0 MiB / 0 B   2\n"
+    );
+    let out = container(
+        dir.path(),
+        &["stats", "--no-stream", "--format", "json", "web"],
+        b"",
+    );
+    let samples: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(samples[0]["cpuUsageUsec"], 5_000_000);
+    assert_eq!(samples[0]["numProcesses"], 2);
 }
