@@ -12,6 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
 use api::v1::containers_server::{Containers, ContainersServer};
+use api::v1::images_server::{Images, ImagesServer};
 use api::v1::system_server::{System, SystemServer};
 use api::v1::{self, stdio_request::Request, stdio_response::Response};
 use tokio_stream::StreamExt;
@@ -32,6 +33,8 @@ struct Daemon {
     tty: Arc<Mutex<Option<std::os::fd::OwnedFd>>>,
     /// Whether that terminal had echo off (raw mode) when the resize came.
     raw_at_resize: Arc<Mutex<Option<bool>>>,
+    /// References pulled, in order.
+    pulled: Arc<Mutex<Vec<String>>>,
     /// Signals forwarded to the `signals` container's session.
     signals: Arc<Mutex<Vec<i32>>>,
     /// What CopyIn received: the header's directory and the archive's bytes.
@@ -355,6 +358,60 @@ impl Containers for Daemon {
     }
 }
 
+// Images: `alpine` is in the store; anything else is pulled with two progress events.
+#[tonic::async_trait]
+impl Images for Daemon {
+    async fn inspect(
+        &self,
+        request: tonic::Request<v1::InspectImageRequest>,
+    ) -> Result<tonic::Response<v1::InspectImageResponse>, Status> {
+        let reference = request.into_inner().reference;
+        if reference == "alpine" || self.pulled.lock().unwrap().contains(&reference) {
+            Ok(tonic::Response::new(v1::InspectImageResponse {
+                image: Some(v1::ImageInfo {
+                    reference,
+                    ..Default::default()
+                }),
+            }))
+        } else {
+            Err(api::ApiError::not_found(format!("image {reference} not found")).into())
+        }
+    }
+
+    async fn pull(
+        &self,
+        request: tonic::Request<v1::PullImageRequest>,
+    ) -> Result<tonic::Response<BoxStream<v1::PullImageResponse>>, Status> {
+        use v1::pull_image_response::Event;
+        let reference = request.into_inner().reference;
+        self.pulled.lock().unwrap().push(reference.clone());
+        let layer = |phase: v1::blob_progress::Phase| v1::PullImageResponse {
+            event: Some(Event::Progress(v1::BlobProgress {
+                digest: "sha256:2d8329f7d872aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                    .into(),
+                phase: phase as i32,
+                current: 1 << 20,
+                total: 1 << 20,
+            })),
+        };
+        let items = vec![
+            Ok(v1::PullImageResponse {
+                event: Some(Event::Status(format!("pulling {reference}"))),
+            }),
+            Ok(layer(v1::blob_progress::Phase::Transferring)),
+            Ok(layer(v1::blob_progress::Phase::Transferring)),
+            Ok(layer(v1::blob_progress::Phase::Done)),
+            Ok(v1::PullImageResponse {
+                event: Some(Event::Image(v1::ImageInfo {
+                    reference: format!("docker.io/library/{reference}:latest"),
+                    ..Default::default()
+                })),
+            }),
+        ];
+        Ok(tonic::Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+}
+
 /// Serves the stand-in daemon at `<app_root>/apiserver.sock` on its own thread.
 fn serve(app_root: &Path) -> Daemon {
     let daemon = Daemon::default();
@@ -371,6 +428,7 @@ fn serve(app_root: &Path) -> Daemon {
             ready_tx.send(()).unwrap();
             tonic::transport::Server::builder()
                 .add_service(SystemServer::new(served.clone()))
+                .add_service(ImagesServer::new(served.clone()))
                 .add_service(ContainersServer::new(served))
                 .serve_with_incoming(UnixListenerStream::new(listener))
                 .await
@@ -473,7 +531,7 @@ fn daemon_errors_are_one_line_and_125() {
         String::from_utf8_lossy(&out.stderr),
         "container: container with id taken already exists\n"
     );
-    let out = container(dir.path(), &["run", "missing"], b"");
+    let out = container(dir.path(), &["run", "--pull", "never", "missing"], b"");
     assert_eq!(out.status.code(), Some(125));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
@@ -846,4 +904,40 @@ fn stats_no_stream_shows_cpu_from_two_samples() {
     let samples: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(samples[0]["cpuUsageUsec"], 5_000_000);
     assert_eq!(samples[0]["numProcesses"], 2);
+}
+
+#[test]
+fn run_pulls_a_missing_image_first_with_progress_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = serve(dir.path());
+    let out = container(dir.path(), &["image", "pull", "nginx"], b"");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "docker.io/library/nginx:latest\n"
+    );
+    // One line per phase change, not per progress event.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "pulling nginx\n2d8329f7d872: transferring (1.0 MiB)\n2d8329f7d872: done (1.0 MiB)\n"
+    );
+    // Present: no pull. Missing: pulled before the create. --pull never: left to the daemon.
+    container(dir.path(), &["run", "-d", "alpine"], b"");
+    container(dir.path(), &["run", "-d", "redis"], b"");
+    container(dir.path(), &["run", "-d", "--pull", "always", "nginx"], b"");
+    let out = container(
+        dir.path(),
+        &["run", "-d", "--pull", "never", "postgres"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(*daemon.pulled.lock().unwrap(), ["nginx", "redis", "nginx"]);
+    let created = daemon.created.lock().unwrap();
+    let no_pull: Vec<bool> = created.iter().map(|c| c.no_pull).collect();
+    assert_eq!(no_pull, [false, false, false, true]);
 }
