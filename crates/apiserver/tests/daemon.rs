@@ -974,6 +974,122 @@ async fn run_echo_then_survive_a_daemon_crash_with_a_detached_container() {
     assert_eq!(running.len(), 1, "re-adopted as running");
     assert_eq!(running[0].id, id);
     assert_eq!(logs(&client, "sleeper").await, "one\n", "logs stay whole");
+
+    // Files in and out of the re-adopted container, its stats, and a log follower that ends
+    // when the container stops.
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(6);
+    h.set_mode(0o640);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    h.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut h, "hello.txt", &b"hello\n"[..])
+        .unwrap();
+    let archive = tar.into_inner().unwrap();
+    client
+        .containers()
+        .copy_in(tokio_stream::iter(vec![
+            v1::CopyInRequest {
+                part: Some(v1::copy_in_request::Part::Header(v1::CopyInHeader {
+                    id: "sleeper".into(),
+                    path: "/tmp".into(),
+                })),
+            },
+            v1::CopyInRequest {
+                part: Some(v1::copy_in_request::Part::Data(archive)),
+            },
+        ]))
+        .await
+        .unwrap();
+    let stat = client
+        .containers()
+        .stat_path(v1::StatPathRequest {
+            id: "sleeper".into(),
+            path: "/tmp/hello.txt".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stat
+        .unwrap();
+    assert_eq!((stat.name.as_str(), stat.size), ("hello.txt", 6));
+    assert_eq!(stat.mode & 0o777, 0o640);
+    let mut out = client
+        .containers()
+        .copy_out(v1::CopyOutRequest {
+            id: "sleeper".into(),
+            path: "/tmp/hello.txt".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut data = Vec::new();
+    while let Some(m) = out.next().await {
+        if let Some(v1::copy_out_response::Part::Data(d)) = m.unwrap().part {
+            data.extend(d);
+        }
+    }
+    let mut a = tar::Archive::new(data.as_slice());
+    let mut e = a.entries().unwrap().next().unwrap().unwrap();
+    assert_eq!(e.path().unwrap().to_str(), Some("hello.txt"));
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+    assert_eq!(text, "hello\n");
+    let e = client
+        .containers()
+        .stat_path(v1::StatPathRequest {
+            id: "sleeper".into(),
+            path: "/nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{}", e.message());
+    let stats = client
+        .containers()
+        .stats(v1::StatsRequest {
+            ids: vec!["sleeper".into()],
+            stream: false,
+            interval_ms: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .next()
+        .await
+        .unwrap()
+        .unwrap()
+        .stats;
+    assert_eq!(stats.len(), 1);
+    assert!(
+        stats[0].memory_usage_bytes > 0
+            && stats[0].num_processes >= 1
+            && stats[0].memory_limit_bytes == 256 << 20,
+        "{:?}",
+        stats[0]
+    );
+    let mut follow = client
+        .containers()
+        .logs(v1::LogsRequest {
+            id: "sleeper".into(),
+            follow: true,
+            tail: Some(1),
+            boot: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = follow.next().await.unwrap().unwrap();
+    assert_eq!(first.data, b"one\n");
+    let follower = tokio::spawn(async move {
+        let mut rest = 0;
+        while let Some(c) = follow.next().await {
+            c.unwrap();
+            rest += 1;
+        }
+        rest
+    });
     let e = client
         .containers()
         .delete(v1::DeleteContainerRequest {
@@ -994,6 +1110,11 @@ async fn run_echo_then_survive_a_daemon_crash_with_a_detached_container() {
         .await
         .unwrap()
         .into_inner();
+    let rest = tokio::time::timeout(Duration::from_secs(10), follower)
+        .await
+        .expect("the log follower did not end with the container")
+        .unwrap();
+    assert_eq!(rest, 0);
     // sh ignores SIGTERM as PID 1, so the stop ends in SIGKILL.
     assert!(
         stopped.exit_code == 137 || stopped.exit_code == 143,
