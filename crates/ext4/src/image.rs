@@ -6,6 +6,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 
 use crate::disk::{self, BLOCKS_PER_GROUP, BS, DESC_SIZE, INODE_SIZE};
 use crate::tree::{Kind, NodeId, ROOT, Run, Tree, Xattr};
@@ -88,45 +90,151 @@ impl Alloc {
     }
 }
 
-/// Buffers writes to consecutive blocks and issues them as large `pwrite`s.
+/// Buffers writes to consecutive blocks and hands full buffers to a writer
+/// thread, which issues them as large `pwrite`s. Copying into the page cache
+/// (most of the cost) thus overlaps with reading the tar stream. A fixed pool
+/// of buffers bounds memory and applies back-pressure.
 struct BlockWriter {
-    file: File,
+    /// Kept for `set_len`, hole punching and `fsync` after [`Self::barrier`].
+    file: Arc<File>,
     buf: Box<[u8]>,
     filled: usize,
     /// Block number of `buf[0]`.
     start: u64,
+    to_writer: Option<SyncSender<WriteJob>>,
+    free: Receiver<Box<[u8]>>,
+    /// The first write error of the writer thread.
+    error: Arc<Mutex<Option<io::Error>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Free buffers already taken back from the writer thread.
+    spare: Vec<Box<[u8]>>,
 }
 
+impl Drop for BlockWriter {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once it has written what it has.
+        self.to_writer = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Writes `data` at block `start`, skipping whole blocks of zeros: the file is
+/// new, so they read back as zeros and stay holes (sparse files in layers stay
+/// sparse on the host).
+fn write_skipping_zeros(file: &File, data: &[u8], start: u64) -> io::Result<()> {
+    let base = start * BS as u64;
+    let mut run_start: Option<usize> = None;
+    let mut off = 0;
+    while off < data.len() {
+        let end = (off + BS).min(data.len());
+        let zero = data[off..end].iter().all(|&b| b == 0);
+        match (zero, run_start) {
+            (true, Some(s)) => {
+                file.write_all_at(&data[s..off], base + s as u64)?;
+                run_start = None;
+            }
+            (false, None) => run_start = Some(off),
+            _ => {}
+        }
+        off = end;
+    }
+    if let Some(s) = run_start {
+        file.write_all_at(&data[s..], base + s as u64)?;
+    }
+    Ok(())
+}
+
+/// A buffer, how many bytes of it to write, and the block they start at.
+type WriteJob = (Box<[u8]>, usize, u64);
+
 const BUF_SIZE: usize = 8 << 20;
+/// Buffers in flight besides the one being filled.
+const POOL: usize = 2;
 
 impl BlockWriter {
-    /// Writes the buffer out. Whole blocks of zeros are skipped: the file is
-    /// new, so they read back as zeros and stay holes (sparse files in layers
-    /// stay sparse on the host).
-    fn flush(&mut self) -> io::Result<()> {
-        let data = &self.buf[..self.filled];
-        let base = self.start * BS as u64;
-        let mut run_start: Option<usize> = None;
-        let mut off = 0;
-        while off < data.len() {
-            let end = (off + BS).min(data.len());
-            let zero = data[off..end].iter().all(|&b| b == 0);
-            match (zero, run_start) {
-                (true, Some(s)) => {
-                    self.file.write_all_at(&data[s..off], base + s as u64)?;
-                    run_start = None;
+    fn new(file: File, start: u64) -> Self {
+        let file = Arc::new(file);
+        let (to_writer, jobs) = sync_channel::<WriteJob>(POOL);
+        let (give_back, free) = sync_channel::<Box<[u8]>>(POOL + 1);
+        for _ in 0..POOL {
+            // Cannot fail: the channel has room for every buffer of the pool.
+            let _ = give_back.send(vec![0u8; BUF_SIZE].into_boxed_slice());
+        }
+        let error = Arc::new(Mutex::new(None));
+        let thread = {
+            let file = Arc::clone(&file);
+            let error = Arc::clone(&error);
+            std::thread::spawn(move || {
+                for (buf, filled, start) in jobs {
+                    if let Err(e) = write_skipping_zeros(&file, &buf[..filled], start) {
+                        let mut slot = error.lock().unwrap_or_else(|p| p.into_inner());
+                        slot.get_or_insert(e);
+                    }
+                    if give_back.send(buf).is_err() {
+                        return;
+                    }
                 }
-                (false, None) => run_start = Some(off),
-                _ => {}
-            }
-            off = end;
+            })
+        };
+        BlockWriter {
+            file,
+            buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            filled: 0,
+            start,
+            to_writer: Some(to_writer),
+            free,
+            error,
+            thread: Some(thread),
+            spare: Vec::new(),
         }
-        if let Some(s) = run_start {
-            self.file.write_all_at(&data[s..], base + s as u64)?;
+    }
+
+    fn take_error(&self) -> io::Result<()> {
+        match self.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        self.start += (self.filled / BS) as u64;
-        self.filled = 0;
-        Ok(())
+    }
+
+    fn writer_gone() -> io::Error {
+        io::Error::other("image writer thread stopped")
+    }
+
+    /// A free buffer: a spare one, or the next the writer thread gives back.
+    fn next_buffer(&mut self) -> io::Result<Box<[u8]>> {
+        match self.spare.pop() {
+            Some(b) => Ok(b),
+            None => self.free.recv().map_err(|_| Self::writer_gone()),
+        }
+    }
+
+    /// Hands the filled buffer to the writer thread and continues in a free one.
+    fn flush(&mut self) -> io::Result<()> {
+        if self.filled > 0 {
+            let next = self.next_buffer()?;
+            let full = std::mem::replace(&mut self.buf, next);
+            self.to_writer
+                .as_ref()
+                .ok_or_else(Self::writer_gone)?
+                .send((full, self.filled, self.start))
+                .map_err(|_| Self::writer_gone())?;
+            self.start += (self.filled / BS) as u64;
+            self.filled = 0;
+        }
+        self.take_error()
+    }
+
+    /// Flushes and waits until every write has reached the file.
+    fn barrier(&mut self) -> io::Result<()> {
+        self.flush()?;
+        // Every pool buffer back in hand means no write is in flight.
+        while self.spare.len() < POOL {
+            let b = self.free.recv().map_err(|_| Self::writer_gone())?;
+            self.spare.push(b);
+        }
+        self.take_error()
     }
 
     /// Directs the next bytes to `block`. The buffer must end on a block boundary.
@@ -153,22 +261,24 @@ impl BlockWriter {
     }
 
     /// Copies exactly `n` bytes from `r` into the buffer.
-    fn copy_from(&mut self, r: &mut impl Read, mut n: u64) -> io::Result<()> {
+    /// Copies exactly `n` bytes from `r` into the buffer. Errors say which
+    /// side failed: [`CopyError::Read`] the layer, [`CopyError::Write`] the image.
+    fn copy_from(&mut self, r: &mut impl Read, mut n: u64) -> Result<(), CopyError> {
         while n > 0 {
             if self.filled == self.buf.len() {
-                self.flush()?;
+                self.flush().map_err(CopyError::Write)?;
             }
             let room = (self.buf.len() - self.filled).min(usize::try_from(n).unwrap_or(usize::MAX));
             let got = match r.read(&mut self.buf[self.filled..self.filled + room]) {
                 Ok(0) => {
-                    return Err(io::Error::new(
+                    return Err(CopyError::Read(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "tar entry ended before its stated size",
-                    ));
+                    )));
                 }
                 Ok(got) => got,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Err(CopyError::Read(e)),
             };
             self.filled += got;
             n -= got as u64;
@@ -184,6 +294,14 @@ impl BlockWriter {
             self.filled = end;
         }
     }
+}
+
+/// Why streaming a file's content failed.
+pub(crate) enum CopyError {
+    /// Reading the layer failed or it ended early.
+    Read(io::Error),
+    /// Writing the image failed.
+    Write(io::Error),
 }
 
 /// The open image file while layers stream into it. Dropping it before
@@ -234,12 +352,7 @@ impl ImageWriter {
         let reserved = vec![(BLOCKS_PER_GROUP, BLOCKS_PER_GROUP + 1 + gdt_reserve)];
         Ok(ImageWriter {
             path: path.to_owned(),
-            out: BlockWriter {
-                file,
-                buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
-                filled: 0,
-                start: first,
-            },
+            out: BlockWriter::new(file, first),
             alloc: Alloc {
                 next: first,
                 reserved,
@@ -249,7 +362,7 @@ impl ImageWriter {
         })
     }
 
-    fn io_err(&self, source: io::Error) -> Error {
+    pub fn io_err(&self, source: io::Error) -> Error {
         Error::Io {
             path: self.path.clone(),
             source,
@@ -257,23 +370,14 @@ impl ImageWriter {
     }
 
     /// Streams `size` bytes of file content from `r` into freshly allocated
-    /// blocks and returns them. `Err(Ok(e))` is a write error on the image,
-    /// `Err(Err(e))` a read error on the layer.
-    pub fn write_file(
-        &mut self,
-        r: &mut impl Read,
-        size: u64,
-    ) -> std::result::Result<Vec<Run>, std::result::Result<Error, io::Error>> {
+    /// blocks and returns them.
+    pub fn write_file(&mut self, r: &mut impl Read, size: u64) -> Result<Vec<Run>, CopyError> {
         let runs = self.alloc.runs(size.div_ceil(BS as u64));
         let mut left = size;
         for run in &runs {
-            self.out
-                .seek_block(run.start)
-                .map_err(|e| Ok(self.io_err(e)))?;
+            self.out.seek_block(run.start).map_err(CopyError::Write)?;
             let n = left.min(u64::from(run.len) * BS as u64);
-            // A read error here may also be a write error from a flush; both
-            // end the build, and the read side is the likelier culprit.
-            self.out.copy_from(r, n).map_err(Err)?;
+            self.out.copy_from(r, n)?;
             left -= n;
         }
         self.out.pad_to_block();
@@ -993,7 +1097,7 @@ fn write_image(
                 .map_err(|e| w.io_err(e))?;
         }
     }
-    w.out.flush().map_err(|e| w.io_err(e))?;
+    w.out.barrier().map_err(|e| w.io_err(e))?;
     w.out
         .file
         .set_len(total * BS as u64)

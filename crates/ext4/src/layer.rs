@@ -7,7 +7,7 @@ use std::io::{BufReader, Read};
 
 use tar::EntryType;
 
-use crate::image::ImageWriter;
+use crate::image::{CopyError, ImageWriter};
 use crate::tree::{Kind, Meta, NodeId, ROOT, Tree, Ts, Xattr};
 use crate::{Error, Options, Result};
 
@@ -202,8 +202,8 @@ impl Ctx<'_> {
                     writer.write_file(entry, size)
                 };
                 let runs = written.map_err(|e| match e {
-                    Ok(e) => e,
-                    Err(source) => Error::Tar {
+                    CopyError::Write(source) => writer.io_err(source),
+                    CopyError::Read(source) => Error::Tar {
                         layer: self.layer,
                         source,
                     },

@@ -281,3 +281,34 @@ fn kernel_sees_xattrs_acls_devices_and_times() {
     }
     fsck(&img);
 }
+
+#[test]
+fn full_disk_is_an_io_error_and_leaves_nothing() {
+    if !can_mount() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap()
+        .success();
+    if !ok {
+        eprintln!("skipping: cannot mount a tmpfs");
+        return;
+    }
+    let _m = Mounted(small.clone());
+    let img = small.join("img");
+    let layer = Layer::new().file("big", &vec![7u8; 24 << 20]).bytes();
+    let e = build(&img, &[layer]).unwrap_err();
+    assert!(matches!(e, ext4::Error::Io { .. }), "{e}");
+    assert!(!e.is_invalid_input());
+    let source = std::error::Error::source(&e)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    assert!(source.contains("No space left"), "{e}: {source}");
+    assert!(!img.exists());
+}
