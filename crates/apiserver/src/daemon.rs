@@ -189,7 +189,20 @@ impl Daemon {
             let runtime_running = state
                 .as_ref()
                 .is_some_and(|s| s.status != runtime::Status::Stopped);
-            if record.phase == Phase::Running || runtime_running {
+            let booted_not_started = alive
+                && record.phase != Phase::Running
+                && state
+                    .as_ref()
+                    .is_some_and(|s| s.status == runtime::Status::Created);
+            if booted_not_started {
+                // The daemon died between booting the VM and starting the process: nobody
+                // asked for that VM any more. The runtime shuts it down on SIGTERM.
+                if let Some(s) = &state {
+                    tracing::info!(id = %record.id, "stopping a runtime whose start was interrupted");
+                    // SAFETY: kill(2) on a verified container-runtime pid; no memory involved.
+                    unsafe { libc::kill(s.runtime_pid as i32, libc::SIGTERM) };
+                }
+            } else if record.phase == Phase::Running || runtime_running {
                 if alive && runtime_running {
                     record.phase = Phase::Running;
                     adopt.push(record.id.clone());

@@ -11,7 +11,8 @@
 //! ```text
 //! <app root>/
 //! ├── apiserver.sock            the API (mode 0600), present while the daemon serves
-//! ├── apiserver.pid             the serving daemon's pid (flocked while it lives)
+//! ├── apiserver.lock            flocked by the daemon serving this root, for its lifetime
+//! ├── apiserver.pid             the serving daemon's pid
 //! ├── apiserver.log             the daemon's own log (`system logs`)
 //! ├── properties.json           properties the user set (atomic writes); defaults apply
 //! │                             to every key not in it

@@ -1,8 +1,7 @@
-//! Serving: one daemon per app root (a flocked pid file), the socket (mode 0600), the four
+//! Serving: one daemon per app root (a flocked lock file, the pid beside it), the socket (mode 0600), the four
 //! services, and an orderly stop.
 
 use std::future::Future;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +22,8 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2
 
 /// The pid file under the app root.
 pub const PID_NAME: &str = "apiserver.pid";
+/// The lock file under the app root: flocked for as long as a daemon serves the root.
+pub const LOCK_NAME: &str = "apiserver.lock";
 
 /// Why the daemon could not serve.
 #[derive(Debug, thiserror::Error)]
@@ -69,18 +70,18 @@ impl RootLock {
     /// Claims `app_root` for this process, or says which daemon has it.
     pub fn acquire(app_root: &Path) -> Result<RootLock, ServeError> {
         std::fs::create_dir_all(app_root).map_err(io("creating", app_root))?;
-        let path = app_root.join(PID_NAME);
-        let mut file = std::fs::OpenOptions::new()
+        let lock_path = app_root.join(LOCK_NAME);
+        let pid_path = app_root.join(PID_NAME);
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
-            .read(true)
             .write(true)
-            .open(&path)
-            .map_err(io("opening", &path))?;
+            .open(&lock_path)
+            .map_err(io("opening", &lock_path))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let pid = std::fs::read_to_string(&path)
+                let pid = std::fs::read_to_string(&pid_path)
                     .ok()
                     .and_then(|s| s.trim().parse().ok());
                 return Err(ServeError::AlreadyRunning {
@@ -88,11 +89,12 @@ impl RootLock {
                     root: app_root.to_path_buf(),
                 });
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io("locking", &path)(e)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("locking", &lock_path)(e)),
         }
-        file.set_len(0).map_err(io("writing", &path))?;
-        writeln!(file, "{}", std::process::id()).map_err(io("writing", &path))?;
-        file.sync_all().map_err(io("writing", &path))?;
+        // The pid goes into its own file, replaced atomically: the lock stays on the lock
+        // file's inode, which a rename would not keep.
+        crate::fsutil::write_atomic(&pid_path, format!("{}\n", std::process::id()).as_bytes())
+            .map_err(io("writing", &pid_path))?;
         Ok(RootLock { _file: file })
     }
 }
