@@ -46,7 +46,7 @@ pub enum Report {
 /// Errors of container setup.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Sys {
         what: String,
         #[source]
@@ -128,7 +128,7 @@ pub fn helper_main() -> ! {
         send(
             ctrl_fd(&ctrl),
             &Report::Failed {
-                message: e.to_string(),
+                message: crate::server::chain(&e),
                 code: 1,
             },
         );
@@ -153,7 +153,7 @@ pub fn helper_main() -> ! {
         Ok(nix::unistd::ForkResult::Child) => {
             let (message, code) = match child(&launch, ctrl_fd(&ctrl)) {
                 Ok(never) => match never {},
-                Err((e, code)) => (e.to_string(), code),
+                Err((e, code)) => (crate::server::chain(&e), code),
             };
             send(ctrl_fd(&ctrl), &Report::Failed { message, code });
             exit(code)

@@ -523,6 +523,19 @@ async fn missing_program_fails_start_with_127() {
         127
     );
     h.mgr.delete("nope").await.unwrap();
+    let spec = h.spec(&["true"], |v| {
+        let mounts = v["mounts"].as_array_mut().unwrap();
+        mounts.push(serde_json::json!({"destination": "/data", "type": "bind", "source": "/no/such/dir", "options": ["rbind"]}));
+    });
+    let e = h
+        .mgr
+        .create(req("badmount", "badmount", spec))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "container setup failed: bind source /no/such/dir: No such file or directory (os error 2)"
+    );
 }
 
 #[tokio::test]
