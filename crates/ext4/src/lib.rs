@@ -17,11 +17,15 @@
 //! ```
 //!
 //! How it stays fast: file contents are copied from the tar stream straight into
-//! a large buffer that is written sequentially into the data area of the image
-//! (one `pwrite` per few MiB, never per file or block). Everything whose size is
+//! large buffers that a writer thread writes sequentially into the data area of
+//! the image (one `pwrite` per 8 MiB, never per file or block). Everything whose size is
 //! only known at the end (inode tables, bitmaps, directories, the journal) is
 //! placed after the data when [`Ext4Builder::finish`] runs; `flex_bg` makes that
-//! legal. Unwritten regions stay holes, so the image is sparse.
+//! legal. Unwritten regions stay holes, so the image is sparse. The layout,
+//! the ext4 features used and why are in the crate's README.md.
+//!
+//! The builder is synchronous and `Send`: async callers run it in
+//! `spawn_blocking` (and decompress on another thread for speed).
 
 mod disk;
 mod hash;
