@@ -11,6 +11,11 @@
 //! Run: `cargo run --release -p vmm-qemu --example boot_bench -- [ITERATIONS]`
 //! (guest artifacts as for the VM tests: $CONTAINER_KERNEL / $CONTAINER_INITRD or
 //! target/guest/).
+//!
+//! Diagnostics: `BOOT_BENCH_PHASES=1` prints where (a) spends its time (QEMU up, vminitd's
+//! "serving" console line, agent connected, mount, create, start + wait) and keeps each
+//! console log; `BOOT_BENCH_DIAL=1` also times a bare vsock dial before the agent connects;
+//! `BOOT_BENCH_CMDLINE="..."` appends kernel command line words (e.g. `loglevel=7`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -102,6 +107,17 @@ async fn full_stack(
         runtime_dir: dir.join("run"),
     };
     let start = Instant::now();
+    // Diagnostics: when vminitd announces on the console that it serves.
+    let console = dir.join("console.log");
+    let serving = tokio::spawn(async move {
+        loop {
+            let text = std::fs::read_to_string(&console).unwrap_or_default();
+            if text.contains("serving protocol") {
+                return start.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
     let vm = qemu.boot_vm(config).await?;
     let t_boot = start.elapsed();
     if std::env::var_os("BOOT_BENCH_DIAL").is_some() {
@@ -140,7 +156,14 @@ async fn full_stack(
     agent.start_process(ProcessRef { id: "c1".into() }).await?;
     let exit = agent.wait_process(ProcessRef { id: "c1".into() }).await?;
     let elapsed = start.elapsed();
+    let serving = if serving.is_finished() {
+        serving.await.ok()
+    } else {
+        serving.abort();
+        None
+    };
     if std::env::var_os("BOOT_BENCH_PHASES").is_some() {
+        eprintln!("      vminitd said it serves at {serving:?}");
         eprintln!(
             "      phases: qemu up {:?}, agent {:?}, mount {:?}, create {:?}, start+wait {:?}",
             t_boot,
