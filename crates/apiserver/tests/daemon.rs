@@ -1191,3 +1191,51 @@ async fn run_echo_then_survive_a_daemon_crash_with_a_detached_container() {
     // A named volume is not anonymous: it stays.
     assert!(root.path().join("volumes/vol1/volume.ext4").is_file());
 }
+
+#[tokio::test]
+async fn on_failure_restarts_up_to_its_limit() {
+    let test = "on_failure_restarts_up_to_its_limit";
+    let Some((_, images)) = images_env(test) else {
+        return;
+    };
+    if !vm_ready(test) {
+        return;
+    }
+    let root = Root::new();
+    let d = Daemon::start(root.path());
+    let client = d.client().await;
+    let image = load_busybox(&client, &images).await[0].clone();
+    let mut c = config("flaky", &image, &["sh", "-c", "echo run; exit 3"]);
+    c.restart_policy = Some(v1::RestartPolicy {
+        kind: v1::restart_policy::Kind::OnFailure as i32,
+        max_retries: 1,
+    });
+    let id = create(&client, c).await.unwrap();
+    client
+        .containers()
+        .start(v1::StartContainerRequest { id: id.clone() })
+        .await
+        .unwrap();
+    // One run plus one restart, then it stays stopped with the last exit code.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let info = inspect(&client, &id).await;
+        let text = logs(&client, &id).await;
+        if text == "run\nrun\n" && info.state() == v1::ContainerState::Stopped {
+            assert_eq!(info.exit_code, 3);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "state {:?}, logs {text:?}",
+            info.state()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(logs(&client, &id).await, "run\nrun\n", "no third run");
+    assert_eq!(
+        inspect(&client, &id).await.state(),
+        v1::ContainerState::Stopped
+    );
+}
