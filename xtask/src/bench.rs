@@ -4,6 +4,8 @@
 //!   against GNU `tar -x` of the same layer to a directory, and against `tar -x` followed by
 //!   `mkfs.ext4 -d` (the way most tools build an ext4 from a layer). Goal: ours <= 0.5x tar.
 //! - `boot`: delegated to `crates/vmm-qemu/examples/boot_bench.rs`, which boots real VMs.
+//! - `daemon`: `container ls -a` with 50 containers (goal <= 30 ms), and `container run --rm
+//!   busybox true` end to end against a bare boot of the same kernel (goal <= 1.25x).
 //!
 //! Each figure is the best of `--runs` runs (default 3), so a noisy neighbour inflates no
 //! ratio. Record results in docs/benchmarks.md.
@@ -20,6 +22,7 @@ pub enum Which {
     All,
     Unpack,
     Boot,
+    Daemon,
 }
 
 pub fn run_bench(which: Which, runs: u32) -> Result<()> {
@@ -28,6 +31,9 @@ pub fn run_bench(which: Which, runs: u32) -> Result<()> {
     }
     if matches!(which, Which::All | Which::Boot) {
         boot()?;
+    }
+    if matches!(which, Which::All | Which::Daemon) {
+        daemon(runs)?;
     }
     Ok(())
 }
@@ -211,4 +217,104 @@ fn boot() -> Result<()> {
         ])
         .env("CONTAINER_KERNEL", &guest.kernel)
         .env("CONTAINER_INITRD", &guest.initramfs))
+}
+
+/// The daemon's figures: `container ls -a` with 50 containers, and `container run --rm
+/// busybox true` against a bare boot of the same kernel (from boot_bench's bare mode), each
+/// on a daemon of its own in a temporary app root.
+fn daemon(runs: u32) -> Result<()> {
+    let guest = crate::guest::build()?;
+    let images = crate::images::build()?;
+    let bin = crate::quickstart::build_product()?;
+    let root = cache_dir().join("bench/daemon-root");
+    let _ = std::fs::remove_dir_all(&root);
+    let container = || {
+        let mut cmd = Command::new(bin.join("container"));
+        cmd.env("CONTAINER_APP_ROOT", &root)
+            .env("CONTAINER_KERNEL", &guest.kernel)
+            .env("CONTAINER_INITRD", &guest.initramfs)
+            .stdout(std::process::Stdio::null());
+        cmd
+    };
+    run(container().args(["system", "start"]))?;
+    let result = (|| -> Result<(Vec<Duration>, Vec<Duration>)> {
+        run(container()
+            .args(["image", "load", "-i"])
+            .arg(images.join("busybox.docker.tar")))?;
+        step("creating 50 containers");
+        for _ in 0..50 {
+            run(container().args(["create", "busybox", "true"]))?;
+        }
+        let mut ls = Vec::new();
+        for _ in 0..30 {
+            let start = Instant::now();
+            run(container().args(["ls", "-a"]))?;
+            ls.push(start.elapsed());
+        }
+        step(&format!(
+            "container run --rm busybox true, {runs} runs after a warm-up"
+        ));
+        run(container().args(["run", "--rm", "busybox", "true"]))?;
+        let mut runs_taken = Vec::new();
+        for _ in 0..runs.max(1) {
+            let start = Instant::now();
+            run(container().args(["run", "--rm", "busybox", "true"]))?;
+            runs_taken.push(start.elapsed());
+        }
+        Ok((ls, runs_taken))
+    })();
+    let _ = run(container().args(["system", "stop"]));
+    let _ = std::fs::remove_dir_all(&root);
+    let (mut ls, mut runs_taken) = result?;
+    step("bare boots of the same kernel (boot_bench --bare)");
+    let bare = bare_boot_median(&guest, runs)?;
+    ls.sort();
+    runs_taken.sort();
+    let median = |v: &[Duration]| v[v.len() / 2].as_secs_f64();
+    println!();
+    println!("daemon, {} runs of each:", runs.max(1));
+    println!(
+        "  container ls -a, 50 containers: median {:>6.1} ms, p90 {:>6.1} ms   (goal <= 30 ms)",
+        median(&ls) * 1e3,
+        ls[ls.len() * 9 / 10].as_secs_f64() * 1e3
+    );
+    println!(
+        "  container run --rm busybox true    {:>7.2} s (median)",
+        median(&runs_taken)
+    );
+    println!(
+        "  bare QEMU boot to power-off         {:>7.2} s (median)",
+        bare
+    );
+    println!(
+        "  ratio run / bare boot               {:>7.2}   (goal <= 1.25)",
+        median(&runs_taken) / bare
+    );
+    Ok(())
+}
+
+/// The median bare boot, as boot_bench measures it (`--bare N` prints `bare_median_seconds=X`).
+fn bare_boot_median(guest: &crate::guest::Guest, runs: u32) -> Result<f64> {
+    let out = crate::run::output(
+        Command::new(env!("CARGO"))
+            .current_dir(repo_root())
+            .args([
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                "vmm-qemu",
+                "--example",
+                "boot_bench",
+                "--",
+                "--bare",
+            ])
+            .arg(runs.max(1).to_string())
+            .env("CONTAINER_KERNEL", &guest.kernel)
+            .env("CONTAINER_INITRD", &guest.initramfs),
+    )?;
+    out.lines()
+        .find_map(|l| l.strip_prefix("bare_median_seconds="))
+        .and_then(|v| v.trim().parse().ok())
+        .context("boot_bench --bare printed no bare_median_seconds line")
 }

@@ -7,6 +7,7 @@ use crate::paths::{repo_root, target_dir};
 use crate::run::{run, step};
 use crate::{deps, guest, images};
 use anyhow::{Result, bail};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// The product's binaries and the packages that build them.
@@ -20,21 +21,7 @@ pub fn run_quickstart() -> Result<()> {
     deps::install()?;
     let guest = guest::build()?;
     let images = images::build()?;
-    step("building container, container-apiserver and container-runtime (release)");
-    let mut build = Command::new(env!("CARGO"));
-    build
-        .current_dir(repo_root())
-        .args(["build", "--quiet", "--release"]);
-    for (package, _) in PRODUCT {
-        build.args(["-p", package]);
-    }
-    run(&mut build)?;
-    let bin = target_dir().join("release");
-    for (_, binary) in PRODUCT {
-        if !bin.join(binary).exists() {
-            bail!("{} was not built", bin.join(binary).display());
-        }
-    }
+    let bin = build_product()?;
     let container = || {
         let mut cmd = Command::new(bin.join("container"));
         cmd.env("CONTAINER_KERNEL", &guest.kernel)
@@ -61,4 +48,24 @@ pub fn run_quickstart() -> Result<()> {
     println!("  container run -it --rm busybox sh");
     println!("  container system stop");
     Ok(())
+}
+
+/// Build the product's binaries in release mode; returns the directory holding them.
+pub fn build_product() -> Result<PathBuf> {
+    step("building container, container-apiserver and container-runtime (release)");
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .current_dir(repo_root())
+        .args(["build", "--quiet", "--release"]);
+    for (package, _) in PRODUCT {
+        build.args(["-p", package]);
+    }
+    run(&mut build)?;
+    let bin = target_dir().join("release");
+    for (_, binary) in PRODUCT {
+        if !bin.join(binary).exists() {
+            bail!("{} was not built", bin.join(binary).display());
+        }
+    }
+    Ok(bin)
 }
