@@ -167,6 +167,7 @@ impl Daemon {
             changes: watch::channel(0).0,
             shutdown: watch::channel(false).0,
         });
+        prune_bundle_aliases();
         daemon.reconcile().await?;
         Ok(daemon)
     }
@@ -399,9 +400,7 @@ impl Daemon {
         if real.as_os_str().len() <= MAX_BUNDLE_PATH {
             return runtime::Bundle::new(real);
         }
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let uid = unsafe { libc::geteuid() };
-        let base = std::env::temp_dir().join(format!("container-{uid}"));
+        let base = bundle_alias_dir();
         let link = base.join(&id[..16.min(id.len())]);
         let ensure = || -> std::io::Result<()> {
             use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -441,6 +440,28 @@ impl Daemon {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Where short bundle aliases live: `$TMPDIR/container-<uid>/`.
+pub(crate) fn bundle_alias_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    std::env::temp_dir().join(format!("container-{uid}"))
+}
+
+/// Removes bundle aliases whose container directory is gone (a deleted app root, a crash
+/// between a delete and the alias's removal).
+fn prune_bundle_aliases() {
+    let Ok(entries) = std::fs::read_dir(bundle_alias_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let is_link = std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink());
+        if is_link && !p.exists() {
+            let _ = std::fs::remove_file(&p);
         }
     }
 }

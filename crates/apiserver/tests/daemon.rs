@@ -189,6 +189,15 @@ impl LongRoot {
 impl Drop for LongRoot {
     fn drop(&mut self) {
         kill_runtimes(&self.long);
+        // Short bundle aliases the daemon made for this root.
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        let aliases = std::env::temp_dir().join(format!("container-{uid}"));
+        for e in std::fs::read_dir(aliases).into_iter().flatten().flatten() {
+            if std::fs::read_link(e.path()).is_ok_and(|t| t.starts_with(&self.long)) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 }
 
