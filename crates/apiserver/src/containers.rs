@@ -138,6 +138,7 @@ impl Daemon {
                     oci::Scheme::Auto,
                     3,
                     Arc::new(oci::NoProgress),
+                    None,
                 )
                 .await?;
                 self.resolve_image(&reference, platform.clone()).await?

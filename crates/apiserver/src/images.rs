@@ -42,6 +42,9 @@ fn parse_platform(text: &str) -> Result<Option<oci::Platform>, ApiError> {
         .map_err(|e| oci_error(e.kind(), e))
 }
 
+/// Told when a pulled manifest's rootfs snapshot starts and finishes being built.
+pub(crate) type UnpackNotice = Box<dyn Fn(&oci::Digest, v1::blob_progress::Phase) + Send + Sync>;
+
 /// Sends pull/push progress to a client stream.
 struct StreamProgress<T> {
     tx: mpsc::Sender<Result<T, Status>>,
@@ -157,6 +160,7 @@ impl Daemon {
         scheme: oci::Scheme,
         concurrency: u32,
         progress: Arc<dyn oci::Progress>,
+        on_unpack: Option<UnpackNotice>,
     ) -> Result<oci::PullResult, ApiError> {
         let client = self.registry_client(scheme, concurrency)?;
         let options = oci::PullOptions {
@@ -173,7 +177,14 @@ impl Daemon {
         })
         .await?;
         let resolved = self.resolve_image(&result.name, platform).await?;
-        self.unpack(&resolved.manifest_descriptor.digest).await?;
+        let manifest = &resolved.manifest_descriptor.digest;
+        if let Some(f) = &on_unpack {
+            f(manifest, v1::blob_progress::Phase::Unpacking);
+        }
+        self.unpack(manifest).await?;
+        if let Some(f) = &on_unpack {
+            f(manifest, v1::blob_progress::Phase::Done);
+        }
         tracing::info!(image = %result.name, digest = %result.target.digest, "image pulled");
         Ok(result)
     }
@@ -354,6 +365,7 @@ impl Images for ImagesService {
                     event: Some(Event::Progress(p)),
                 },
             });
+            let unpack_tx = tx.clone();
             let result = daemon
                 .pull(
                     &reference,
@@ -362,6 +374,16 @@ impl Images for ImagesService {
                     scheme(r.scheme),
                     r.max_concurrent_downloads,
                     progress,
+                    Some(Box::new(move |digest, phase| {
+                        let _ = unpack_tx.try_send(Ok(v1::PullImageResponse {
+                            event: Some(Event::Progress(v1::BlobProgress {
+                                digest: digest.to_string(),
+                                phase: phase as i32,
+                                current: 0,
+                                total: 0,
+                            })),
+                        }));
+                    })),
                 )
                 .await;
             match result {

@@ -632,15 +632,19 @@ async fn pull_through_the_mirror_with_progress_tag_save_and_delete() {
         .await
         .unwrap()
         .into_inner();
-    let (mut progress, mut last) = (0, None);
+    let (mut progress, mut last, mut unpacked) = (0, None, false);
     while let Some(m) = stream.next().await {
         match m.unwrap().event {
-            Some(v1::pull_image_response::Event::Progress(_)) => progress += 1,
+            Some(v1::pull_image_response::Event::Progress(p)) => {
+                progress += 1;
+                unpacked |= p.phase == v1::blob_progress::Phase::Unpacking as i32;
+            }
             Some(v1::pull_image_response::Event::Image(i)) => last = Some(i),
             _ => {}
         }
     }
     assert!(progress > 0, "no progress events");
+    assert!(unpacked, "no unpacking event");
     let image = last.expect("no image at the end of the pull");
     assert_eq!(image.reference, "docker.io/library/busybox:latest");
     assert_eq!(image.variants.len(), 1);
