@@ -62,7 +62,11 @@ impl Daemon {
         {
             vec![v1::NetworkAttachment {
                 network: "default".into(),
-                hostname: r.id[..12].to_owned(),
+                hostname: if config.hostname.is_empty() {
+                    r.id[..12].to_owned()
+                } else {
+                    config.hostname.clone()
+                },
                 ipv4_address: crate::runspec::USER_NET_ADDRESS.into(),
                 ipv4_gateway: crate::runspec::USER_NET_GATEWAY.into(),
                 ..Default::default()

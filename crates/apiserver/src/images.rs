@@ -324,7 +324,7 @@ impl Daemon {
             let report = if still_named || in_use.contains(&target) {
                 oci::GcReport::default()
             } else {
-                store.gc().map_err(|e| oci_error(e.kind(), e))?
+                gc_keeping(&store, &in_use)?
             };
             Ok(v1::DeleteImageResponse {
                 untagged: vec![name.to_string()],
@@ -334,6 +334,27 @@ impl Daemon {
         })
         .await
     }
+}
+
+/// Garbage-collects the store unless a container's image is no longer named (deleted with
+/// `--force`): crates/oci keeps only what names reach, and that container still needs its
+/// layers and snapshot to start.
+fn gc_keeping(store: &oci::Store, in_use: &BTreeSet<String>) -> Result<oci::GcReport, ApiError> {
+    let named: BTreeSet<String> = store
+        .images()
+        .map_err(|e| oci_error(e.kind(), e))?
+        .iter()
+        .flat_map(|r| {
+            let mut reach = BTreeSet::new();
+            let _ = store.reachable(&r.target, &mut reach);
+            reach.into_iter().map(|d| d.to_string())
+        })
+        .collect();
+    if let Some(orphan) = in_use.iter().find(|d| !named.contains(*d)) {
+        tracing::info!(%orphan, "skipping garbage collection: a container uses an untagged image");
+        return Ok(oci::GcReport::default());
+    }
+    store.gc().map_err(|e| oci_error(e.kind(), e))
 }
 
 /// The Images service.
@@ -528,7 +549,7 @@ impl Images for ImagesService {
                     deleted.push(rec.name.to_string());
                 }
             }
-            let report = daemon.store.gc().map_err(|e| oci_error(e.kind(), e))?;
+            let report = gc_keeping(&daemon.store, &in_use)?;
             deleted.extend(report.removed.iter().map(|d| d.to_string()));
             Ok(v1::PruneResponse {
                 deleted,

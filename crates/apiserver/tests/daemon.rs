@@ -544,6 +544,30 @@ async fn containers_survive_restart_and_reconcile_marks_dead_runtimes() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{}", e.message());
+    // Forced: the name goes, the content stays for the containers that use it, even
+    // through a prune.
+    let forced = client
+        .images()
+        .delete(v1::DeleteImageRequest {
+            reference: image.clone(),
+            force: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(forced.untagged.len(), 1);
+    client
+        .images()
+        .prune(v1::PruneImagesRequest { all: true })
+        .await
+        .unwrap();
+    let digest = inspect(&client, "web").await.image_digest;
+    let snapshot = root
+        .path()
+        .join("snapshots")
+        .join(digest.trim_start_matches("sha256:"))
+        .join("rootfs.ext4");
+    assert!(snapshot.is_file(), "{} was collected", snapshot.display());
 
     // Crash the daemon, then fake what a crash of web's runtime would leave: the record says
     // running, the runtime's last state says exit 3 and its pid is long gone. Also leave a
