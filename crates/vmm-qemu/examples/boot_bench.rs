@@ -14,7 +14,7 @@
 //!
 //! Diagnostics: `BOOT_BENCH_PHASES=1` prints where (a) spends its time (QEMU up, vminitd's
 //! "serving" console line, agent connected, mount, create, start + wait) and keeps each
-//! console log; `BOOT_BENCH_DIAL=1` also times a bare vsock dial before the agent connects;
+//! console log in $TMPDIR/boot_bench-consoles/; `BOOT_BENCH_DIAL=1` also times a bare vsock dial before the agent connects;
 //! `BOOT_BENCH_CMDLINE="..."` appends kernel command line words (e.g. `loglevel=7`).
 
 use std::path::{Path, PathBuf};
@@ -184,7 +184,9 @@ async fn full_stack(
         return Err(format!("vm ended with {}", stopped.exit).into());
     }
     if std::env::var_os("BOOT_BENCH_PHASES").is_some() {
-        let kept = work.with_extension(format!("console{i}.log"));
+        let kept_dir = std::env::temp_dir().join("boot_bench-consoles");
+        let _ = std::fs::create_dir_all(&kept_dir);
+        let kept = kept_dir.join(format!("console{i}.log"));
         let _ = std::fs::copy(dir.join("console.log"), &kept);
         eprintln!("      console: {}", kept.display());
     }
