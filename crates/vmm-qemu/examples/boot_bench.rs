@@ -14,8 +14,8 @@
 //!
 //! Diagnostics: `BOOT_BENCH_PHASES=1` prints where (a) spends its time (QEMU up, vminitd's
 //! "serving" console line, agent connected, mount, create, start + wait) and keeps each
-//! console log in $TMPDIR/boot_bench-consoles/; `BOOT_BENCH_DIAL=1` also times a bare vsock dial before the agent connects;
-//! `BOOT_BENCH_CMDLINE="..."` appends kernel command line words (e.g. `loglevel=7`).
+//! console log in $TMPDIR/boot_bench-consoles/; `BOOT_BENCH_DIAL=1` also times a bare vsock
+//! dial before the agent connects; `BOOT_BENCH_CMDLINE="..."` appends kernel command line words (e.g. `loglevel=7`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
