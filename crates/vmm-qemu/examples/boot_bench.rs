@@ -32,7 +32,15 @@ type Error = Box<dyn std::error::Error>;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Error> {
-    let iterations: usize = match std::env::args().nth(1) {
+    // `boot_bench [N]` compares (a) and (b); `boot_bench --bare N` measures only (b) and
+    // prints `bare_median_seconds=X` for `cargo xtask bench daemon`, which compares it with
+    // a whole `container run`.
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let bare_only = args.first().is_some_and(|a| a == "--bare");
+    if bare_only {
+        args.remove(0);
+    }
+    let iterations: usize = match args.first() {
         Some(n) => n
             .parse()
             .map_err(|_| format!("iterations {n:?} is not a number"))?,
@@ -43,6 +51,19 @@ async fn main() -> Result<(), Error> {
     let rootfs = busybox_rootfs(work.path())?;
     let trivial_initrd = trivial_initramfs(work.path())?;
     let qemu = Qemu::new(QemuOptions::default())?;
+    if bare_only {
+        bare_qemu(qemu.qemu_path(), &artifacts.kernel, &trivial_initrd)?;
+        let mut bare = Vec::new();
+        for _ in 0..iterations.max(1) {
+            bare.push(bare_qemu(
+                qemu.qemu_path(),
+                &artifacts.kernel,
+                &trivial_initrd,
+            )?);
+        }
+        println!("bare_median_seconds={:.4}", median(&mut bare).as_secs_f64());
+        return Ok(());
+    }
 
     // One untimed round of each warms the page cache.
     full_stack(&qemu, &artifacts, &rootfs, work.path(), 0).await?;
