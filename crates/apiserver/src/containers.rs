@@ -364,6 +364,9 @@ impl Daemon {
             .map_err(|e| ApiError::invalid_argument(e.to_string()))?;
         rc.validate()
             .map_err(|e| ApiError::invalid_argument(one_line(&e.to_string())))?;
+        // A previous run's runtime may still be shutting its VM down: never let two
+        // runtimes share a bundle.
+        self.reap_runtime(id, Duration::from_secs(30)).await;
         for stale in [bundle.state(), bundle.socket()] {
             let _ = std::fs::remove_file(stale);
         }
@@ -545,20 +548,34 @@ impl Daemon {
                 }
             }
         };
-        let mut changed = false;
+        // This run's end may already be recorded (an attached client saw the exit code);
+        // either way this monitor, the only one of this run, does what follows an exit.
+        let mut ours = false;
         let _ = self.update(&id, |r| {
-            if r.phase == Phase::Running && r.started_ms == started {
-                mark_stopped(r, state.as_ref());
-                changed = true;
+            if r.started_ms == started {
+                ours = true;
+                if r.phase == Phase::Running {
+                    mark_stopped(r, state.as_ref());
+                }
             }
         });
-        if changed {
+        if ours {
             tracing::info!(%id, code = ?state.and_then(|s| s.exit_code), "container stopped");
             self.after_exit(&id).await;
         }
     }
 
-    /// What happens after a container's process ended: `--rm` removal.
+    /// Records the end of the run that started at `started` as soon as an attached client
+    /// has seen its exit code, before the VM has finished shutting down.
+    pub(crate) fn record_exit(&self, id: &str, started: i64, code: i32) {
+        let _ = self.update(id, |r| {
+            if r.phase == Phase::Running && r.started_ms == started {
+                r.phase = Phase::Stopped;
+                r.exit_code = Some(code);
+                r.finished_ms = crate::fsutil::now_ms();
+            }
+        });
+    }
     /// What happens after a container's process ended: `--rm` removal, or a restart its
     /// policy asks for (with a doubling delay, as Docker's).
     pub(crate) async fn after_exit(self: &Arc<Self>, id: &str) {
@@ -1022,6 +1039,7 @@ impl Containers for ContainersService {
                 })),
             }))
             .await;
+        let started = daemon.record(&id)?.started_ms;
         pump_stdio(
             client,
             String::new(),
@@ -1029,6 +1047,7 @@ impl Containers for ContainersService {
             input,
             Session::Attach(session),
             tx,
+            Some((daemon, id, started)),
         );
         ok(boxed(rx))
     }
@@ -1129,6 +1148,7 @@ impl Containers for ContainersService {
             input,
             Session::Exec(session),
             tx,
+            None,
         );
         ok(boxed(rx))
     }
@@ -1502,7 +1522,10 @@ impl Session {
 }
 
 /// Moves a client's stdin, resizes and signals to the runtime, and the runtime's output and
-/// exit code back to the client.
+/// exit code back to the client. With `settle` (the init process of a container: daemon,
+/// ID, start time), the exit is recorded before it is passed on, so a client that lists
+/// containers right after `run` sees it exited, as with Docker.
+#[allow(clippy::too_many_arguments)]
 fn pump_stdio(
     client: RuntimeClient,
     exec_id: String,
@@ -1510,6 +1533,7 @@ fn pump_stdio(
     mut input: Streaming<v1::StdioRequest>,
     mut session: Session,
     tx: mpsc::Sender<Result<v1::StdioResponse, Status>>,
+    settle: Option<(Arc<Daemon>, String, i64)>,
 ) {
     let up = session.input();
     let up_client = client.clone();
@@ -1546,6 +1570,9 @@ fn pump_stdio(
                 Ok(Some(StdioEvent::Stdout(d))) => R::Stdout(d),
                 Ok(Some(StdioEvent::Stderr(d))) => R::Stderr(d),
                 Ok(Some(StdioEvent::Exit(code))) => {
+                    if let Some((daemon, id, started)) = &settle {
+                        daemon.record_exit(id, *started, code);
+                    }
                     let _ = tx
                         .send(Ok(v1::StdioResponse {
                             response: Some(R::Exit(v1::Exit { code })),

@@ -432,6 +432,15 @@ impl Daemon {
             return;
         };
         let deadline = Instant::now() + timeout;
+        // A finished runtime only lingers to answer late State/Wait calls; the daemon has
+        // recorded the end already, so it may go now (SIGTERM makes it exit at once).
+        let finished = runtime::State::load(&bundle.state())
+            .is_ok_and(|s| s.status == runtime::Status::Stopped);
+        if finished && runtime_alive(state.runtime_pid) {
+            // SAFETY: kill(2) with a pid we verified is a container-runtime process; no
+            // memory is involved.
+            unsafe { libc::kill(state.runtime_pid as i32, libc::SIGTERM) };
+        }
         while runtime_alive(state.runtime_pid) {
             if Instant::now() >= deadline {
                 // SAFETY: kill(2) with a pid we verified is a container-runtime process;
