@@ -1,0 +1,338 @@
+//! End to end: the real `container` binary against a real `container-apiserver`, which runs
+//! every container in a real VM through `container-runtime`. Each test owns a daemon on its
+//! own app root and stops it (and everything it started) when done.
+//!
+//! The binaries are the workspace's own debug builds (`cargo nextest run --workspace` builds
+//! them beside the test executables); the guest comes from `CONTAINER_KERNEL` /
+//! `CONTAINER_INITRD` and the busybox image from `$CONTAINER_TEST_IMAGES`.
+
+use container_tests::TestEnv;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    root: PathBuf,
+    bin: PathBuf,
+    /// The local registry, the daemon's Docker Hub mirror: no test reaches the internet.
+    mirror: String,
+}
+
+/// `target/debug`: the test executable lives in `target/debug/deps`.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/debug")
+        .to_path_buf()
+}
+
+impl Daemon {
+    /// A started daemon with busybox loaded, or None (skip) outside `cargo xtask test`.
+    fn start(test: &str) -> Option<Daemon> {
+        let env = TestEnv::get()?;
+        let bin = bin_dir();
+        for name in ["container", "container-apiserver", "container-runtime"] {
+            assert!(
+                bin.join(name).exists(),
+                "{} not built",
+                bin.join(name).display()
+            );
+        }
+        // Short: the runtime's socket path must fit in sockaddr_un.
+        let root = PathBuf::from(format!("/tmp/ce2e-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let daemon = Daemon {
+            root,
+            bin,
+            mirror: env.registry.clone(),
+        };
+        daemon.ok(&["system", "start"]);
+        let archive = env.images.join("busybox.docker.tar");
+        daemon.ok(&["image", "load", "-i", archive.to_str().unwrap()]);
+        Some(daemon)
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(self.bin.join("container"));
+        cmd.args(args)
+            .env("CONTAINER_APP_ROOT", &self.root)
+            .env("CONTAINER_REGISTRY_MIRROR", &self.mirror);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("container runs")
+    }
+
+    /// Run and require success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "container {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run and require failure with `code`; returns the error, which must be one line
+    /// (progress lines such as "pulling ..." may come before it, as with Docker).
+    fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "container {args:?}: {stderr}"
+        );
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("container: "))
+            .collect();
+        assert_eq!(errors.len(), 1, "one error line expected: {stderr:?}");
+        assert_eq!(stderr.lines().last(), Some(errors[0]), "{stderr:?}");
+        errors[0].to_owned()
+    }
+
+    fn apiserver_pid(&self) -> i32 {
+        std::fs::read_to_string(self.root.join("apiserver.pid"))
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("pid")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.run(&["rm", "--all", "--force"]);
+        let _ = self.run(&["system", "stop"]);
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+#[test]
+fn run_prints_and_returns_the_exit_code() {
+    let Some(d) = Daemon::start("run") else {
+        return;
+    };
+    assert_eq!(d.ok(&["run", "--rm", "busybox", "echo", "hi"]), "hi\n");
+    let out = d.run(&[
+        "run",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    // --rm left nothing; the second container stays listed as stopped.
+    let all = d.ok(&["ls", "-a", "-q"]);
+    assert_eq!(all.lines().count(), 1, "{all}");
+}
+
+#[test]
+fn detached_container_lifecycle() {
+    let Some(d) = Daemon::start("web") else {
+        return;
+    };
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "busybox",
+        "sh",
+        "-c",
+        "echo started; exec httpd -f -p 80",
+    ]);
+    let ls = d.ok(&["ls"]);
+    let row = ls
+        .lines()
+        .find(|l| l.starts_with("web "))
+        .unwrap_or_else(|| panic!("{ls}"));
+    assert!(row.contains("running"), "{row}");
+    let hostname = d.ok(&["exec", "web", "cat", "/etc/hostname"]);
+    assert!(!hostname.trim().is_empty());
+    assert!(d.ok(&["logs", "web"]).contains("started"));
+    let id = d.ok(&["inspect", "web"]);
+    let inspect: serde_json::Value = serde_json::from_str(&id).expect("inspect prints JSON");
+    let id = inspect[0]["id"]
+        .as_str()
+        .or(inspect["id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    // httpd as PID 1 ignores SIGTERM: stop must fall back to SIGKILL after the timeout.
+    let start = Instant::now();
+    d.ok(&["stop", "-t", "2", "web"]);
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "stop took {:?}",
+        start.elapsed()
+    );
+    let ls = d.ok(&["ls", "-a"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("web ") && l.contains("stopped")),
+        "{ls}"
+    );
+    d.ok(&["rm", "web"]);
+    assert!(!d.ok(&["ls", "-a"]).contains("web"));
+    if !id.is_empty() {
+        assert!(
+            !d.root.join("containers").join(&id).exists(),
+            "files of {id} left behind"
+        );
+    }
+}
+
+#[test]
+fn stdin_is_piped_through() {
+    let Some(d) = Daemon::start("stdin") else {
+        return;
+    };
+    let mut child = d
+        .cmd(&["run", "-i", "--rm", "busybox", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"data\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "data\n");
+}
+
+#[test]
+fn terminal_session_sees_the_window_size() {
+    let Some(d) = Daemon::start("tty") else {
+        return;
+    };
+    // `script` gives the CLI a real pseudo-terminal whose size we set first.
+    let line = format!(
+        "stty rows 33 cols 120; {} run -it --rm busybox stty size",
+        d.bin.join("container").display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("CONTAINER_APP_ROOT", &d.root)
+        .env("CONTAINER_REGISTRY_MIRROR", &d.mirror)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("33 120"), "{text:?}");
+}
+
+#[test]
+fn resources_are_visible_inside() {
+    let Some(d) = Daemon::start("res") else {
+        return;
+    };
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--cpus",
+        "2",
+        "--memory",
+        "512m",
+        "busybox",
+        "sh",
+        "-c",
+        "nproc; cat /sys/fs/cgroup/memory.max",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["2", "536870912"], "{out}");
+}
+
+#[test]
+fn container_survives_a_daemon_crash() {
+    let Some(d) = Daemon::start("crash") else {
+        return;
+    };
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.2; done",
+    ]);
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = d.apiserver_pid();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    d.ok(&["system", "start"]);
+    let ls = d.ok(&["ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("ticker ") && l.contains("running")),
+        "{ls}"
+    );
+    let logs = d.ok(&["logs", "ticker"]);
+    let numbers: Vec<u32> = logs
+        .lines()
+        .map(|l| {
+            l.strip_prefix("line")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{l:?}"))
+        })
+        .collect();
+    assert!(numbers.len() >= 10, "{logs}");
+    assert!(
+        numbers.iter().enumerate().all(|(i, n)| *n == i as u32),
+        "logs are not whole: {logs}"
+    );
+    d.ok(&["stop", "-t", "2", "ticker"]);
+    assert!(
+        d.ok(&["ls", "-a"])
+            .lines()
+            .any(|l| l.starts_with("ticker ") && l.contains("stopped"))
+    );
+}
+
+#[test]
+fn bad_input_is_one_line_and_leaves_nothing() {
+    let Some(d) = Daemon::start("bad") else {
+        return;
+    };
+    d.fails(&["run", "--rm", "no-such-image-here"], 125);
+    d.fails(&["run", "--rm", "-p", "80:x", "busybox", "true"], 125);
+    d.fails(
+        &["run", "--rm", "-v", "relative:path", "busybox", "true"],
+        125,
+    );
+    d.fails(&["run", "--rm", "--memory", "12x", "busybox", "true"], 125);
+    d.fails(&["run", "--rm", "busybox", "no-such-program"], 127);
+    d.fails(&["run", "--rm", "busybox", "/etc/passwd"], 126);
+    assert_eq!(d.ok(&["ls", "-a", "-q"]), "", "failed runs left containers");
+    d.ok(&["create", "--name", "dup", "busybox", "true"]);
+    d.fails(&["create", "--name", "dup", "busybox", "true"], 125);
+    let err = d.fails(&["exec", "dup", "true"], 125);
+    assert!(err.contains("dup"), "{err}");
+    d.ok(&["run", "-d", "--name", "busy", "busybox", "sleep", "1000"]);
+    let err = d.run(&["rm", "busy"]);
+    assert!(!err.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&err.stderr).trim().lines().count(),
+        1
+    );
+    d.ok(&["rm", "-f", "busy"]);
+    let left = d.ok(&["ls", "-a", "-q"]);
+    assert_eq!(left.lines().count(), 1, "{left}");
+}
