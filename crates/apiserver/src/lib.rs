@@ -35,12 +35,22 @@
 //!         ├── runtime.log       the runtime's own log
 //!         ├── runtime.sock      the runtime's API while it serves
 //!         └── rw.ext4           the writable layer
+//! $TMPDIR/container-<uid>/<id prefix>  a symlink to containers/<id>/ handed to the runtime
+//!                               when the real path is too long for its socket (> 94 bytes)
 //! ```
 //! Every file the daemon writes is written atomically (temp file, fsync, rename, fsync the
 //! directory). On start the daemon reconciles instead of trusting memory: a container whose
 //! runtime still lives is re-adopted as running, one whose runtime died is marked stopped
 //! with the exit code its runtime last recorded, and half-created or half-deleted
 //! container directories are removed (crates/oci cleans its own ingests).
+//!
+//! # Containers
+//! IDs are 64 hex digits; names are unique (`--name`, else Docker-style `adjective_name`);
+//! every call accepts an ID, a unique ID prefix or a name. The process is the image's
+//! config merged with the user's options exactly as Docker merges them, and the OCI spec
+//! carries Docker's defaults (see [`runspec`]). The daemon records an exit as soon as an
+//! attached client sees it, else when the runtime finishes; `--rm` and restart policies act
+//! then (or at the next daemon start, if the daemon was down when the container ended).
 //!
 //! # Entry points
 //! [`Daemon::open`] reconciles an app root, [`serve`] runs the gRPC services on its socket

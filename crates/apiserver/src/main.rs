@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 
-/// The container daemon: serves the API on <app root>/apiserver.sock.
+/// The container daemon: serves the API on `<app root>/apiserver.sock`.
 #[derive(Debug, Parser)]
 #[command(name = "container-apiserver", version)]
 struct Args {
