@@ -247,22 +247,7 @@ fn vm_runtime_dir(
 }
 
 /// Docker's default capabilities, for a spec that names none.
-pub const DOCKER_DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+pub const DOCKER_DEFAULT_CAPS: &[&str] = &spec::capability::DOCKER_DEFAULT_CAPABILITIES;
 
 /// The IPv6 lines Docker puts in every /etc/hosts after the localhost lines.
 const DOCKER_IPV6_HOSTS: &[(&str, &str)] = &[

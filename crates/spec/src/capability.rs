@@ -55,6 +55,25 @@ pub const CAPABILITIES: [&str; 41] = [
     "CAP_CHECKPOINT_RESTORE",
 ];
 
+/// Docker's default capability set: what a container gets unless `--cap-add`/`--cap-drop`
+/// say otherwise.
+pub const DOCKER_DEFAULT_CAPABILITIES: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
 /// Normalises a capability to `CAP_X` (or `ALL`).
 pub fn parse_capability(text: &str) -> Result<String, CapabilityError> {
     let upper = text.to_ascii_uppercase();
