@@ -771,6 +771,10 @@ pub struct SystemStartArgs {
     /// Seconds to wait for the daemon to answer.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub timeout: u64,
+    /// Register the daemon as a systemd service (Linux): write the unit, enable and start it
+    /// (a user unit when not root). On macOS `system start` always registers a launchd agent.
+    #[arg(long)]
+    pub systemd: bool,
 }
 
 /// `container system stop`.

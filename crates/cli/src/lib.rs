@@ -38,6 +38,7 @@ pub mod commands;
 pub mod error;
 pub mod output;
 pub mod reference;
+pub mod service;
 pub mod stdio;
 pub mod terminal;
 

@@ -67,6 +67,9 @@ pub async fn start(ctx: &Context, a: &SystemStartArgs) -> CliResult {
     let program = find_apiserver(a.apiserver.as_deref())?;
     std::fs::create_dir_all(&app_root)
         .map_err(|e| CliError::io(format!("creating {}", app_root.display()), e))?;
+    if a.systemd || cfg!(target_os = "macos") {
+        return start_as_service(a, &program, &app_root, &socket).await;
+    }
     let log_path = app_root.join("apiserver.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -117,6 +120,63 @@ pub async fn start(ctx: &Context, a: &SystemStartArgs) -> CliResult {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Variables the daemon inherits from this CLI, kept when a service manager starts it.
+const SERVICE_ENV: &[&str] = &[
+    "CONTAINER_KERNEL",
+    "CONTAINER_INITRD",
+    "CONTAINER_REGISTRY_MIRROR",
+    "CONTAINER_RUNTIME_BINARY",
+];
+
+/// `system start --systemd` (and every `system start` on macOS): register the daemon with
+/// the service manager, which starts it, then wait until it answers.
+async fn start_as_service(
+    a: &SystemStartArgs,
+    program: &Path,
+    app_root: &Path,
+    socket: &Path,
+) -> CliResult {
+    let program = std::path::absolute(program)
+        .map_err(|e| CliError::io(format!("resolving {}", program.display()), e))?;
+    let service = crate::service::DaemonService {
+        program,
+        app_root: app_root.to_path_buf(),
+        env: SERVICE_ENV
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+            .collect(),
+    };
+    #[cfg(target_os = "macos")]
+    let installed = if a.systemd {
+        return Err(CliError::Usage(
+            "--systemd is for Linux: on macOS the daemon runs as a launchd agent".into(),
+        ));
+    } else {
+        crate::service::install_launchd(&service)
+    };
+    #[cfg(not(target_os = "macos"))]
+    let installed = crate::service::install_systemd(&service);
+    let installed = installed.map_err(CliError::Daemon)?;
+    outln!("registered {}", installed.display());
+    let deadline = Instant::now() + Duration::from_secs(a.timeout);
+    while Instant::now() < deadline {
+        if api::Client::connect(socket, Duration::from_millis(500))
+            .await
+            .is_ok()
+        {
+            outln!("container daemon started at {}", socket.display());
+            return Ok(0);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(CliError::Daemon(format!(
+        "the service manager started no daemon answering on {} within {}s: see {}",
+        socket.display(),
+        a.timeout,
+        app_root.join("apiserver.log").display()
+    )))
 }
 
 /// `container system stop`.
