@@ -1329,12 +1329,6 @@ impl Container {
         );
         created.map_err(|e| self.start_error("creating the exec", e))?;
         let stdio = stdio?;
-        let mut pumps = Vec::new();
-        for (stream, stderr) in [(stdio.stdout, false), (stdio.stderr, true)] {
-            if let Some(s) = stream {
-                pumps.push(tokio::spawn(pump_exec_output(s, stderr, events.clone())));
-            }
-        }
         let pid = match self
             .agent
             .start_process(pb::ProcessRef {
@@ -1364,6 +1358,15 @@ impl Container {
                 pid,
             })
             .await;
+        // Output is forwarded only after `Started`: clients take the first event to say
+        // whether the exec started, and a fast program's output would otherwise overtake it.
+        // Nothing is lost meanwhile; it waits in the vsock streams.
+        let mut pumps = Vec::new();
+        for (stream, stderr) in [(stdio.stdout, false), (stdio.stderr, true)] {
+            if let Some(s) = stream {
+                pumps.push(tokio::spawn(pump_exec_output(s, stderr, events.clone())));
+            }
+        }
         let me = Arc::clone(self);
         let id = exec_id.clone();
         tokio::spawn(async move {
