@@ -182,10 +182,7 @@ impl DnsServer {
             source,
         })?;
         // Never forward to ourselves: a loop would only end in timeouts.
-        let upstreams = upstreams
-            .into_iter()
-            .filter(|u| *u != local_addr)
-            .collect();
+        let upstreams = upstreams.into_iter().filter(|u| *u != local_addr).collect();
         let handler = Handler {
             domain,
             records,
@@ -323,13 +320,19 @@ impl Handler {
             || request.metadata.message_type != MessageType::Query
         {
             let reply = builder.error_msg(&request.metadata, ResponseCode::NotImp);
-            return response.send_response(reply).await.map_err(|e| e.to_string());
+            return response
+                .send_response(reply)
+                .await
+                .map_err(|e| e.to_string());
         }
         let query = match request.request_info() {
             Ok(info) => info.query,
             Err(_) => {
                 let reply = builder.error_msg(&request.metadata, ResponseCode::FormErr);
-                return response.send_response(reply).await.map_err(|e| e.to_string());
+                return response
+                    .send_response(reply)
+                    .await
+                    .map_err(|e| e.to_string());
             }
         };
         let name = normalise(&query.name().to_ascii());
@@ -371,11 +374,17 @@ impl Handler {
                             std::iter::empty(),
                             upstream.additionals.iter(),
                         );
-                        response.send_response(reply).await.map_err(|e| e.to_string())
+                        response
+                            .send_response(reply)
+                            .await
+                            .map_err(|e| e.to_string())
                     }
                     None => {
                         let reply = builder.error_msg(&request.metadata, ResponseCode::ServFail);
-                        response.send_response(reply).await.map_err(|e| e.to_string())
+                        response
+                            .send_response(reply)
+                            .await
+                            .map_err(|e| e.to_string())
                     }
                 };
             }
@@ -387,7 +396,10 @@ impl Handler {
             std::iter::empty(),
             std::iter::empty(),
         );
-        response.send_response(reply).await.map_err(|e| e.to_string())
+        response
+            .send_response(reply)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// The first usable upstream answer: each upstream in order, over UDP, then over TCP
@@ -405,8 +417,7 @@ impl Handler {
                     continue;
                 }
             };
-            if request.protocol() == Protocol::Tcp && answer.get(2).is_some_and(|b| b & 0x02 != 0)
-            {
+            if request.protocol() == Protocol::Tcp && answer.get(2).is_some_and(|b| b & 0x02 != 0) {
                 match exchange_tcp(*upstream, raw, id, self.upstream_timeout).await {
                     Ok(bytes) => answer = bytes,
                     Err(why) => tracing::debug!(%upstream, %why, "upstream dns over tcp failed"),

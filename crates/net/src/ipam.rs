@@ -208,7 +208,8 @@ impl Ipam {
     fn record(&mut self, owner: &str, hostname: &str, address: Ipv4Addr) {
         if !hostname.is_empty() {
             // The address now belongs to this hostname: whoever remembered it loses the claim.
-            self.remembered.retain(|h, a| *a != address || h == hostname);
+            self.remembered
+                .retain(|h, a| *a != address || h == hostname);
             self.remembered.insert(hostname.to_owned(), address);
         }
         self.allocations.insert(

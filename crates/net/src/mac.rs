@@ -117,7 +117,10 @@ mod tests {
     #[test]
     fn refuses_garbage_naming_it() {
         assert_eq!(
-            "02:42:ac:11:00".parse::<MacAddress>().unwrap_err().to_string(),
+            "02:42:ac:11:00"
+                .parse::<MacAddress>()
+                .unwrap_err()
+                .to_string(),
             r#"invalid MAC address "02:42:ac:11:00": expected six hex pairs such as 02:42:ac:11:00:02"#
         );
         for bad in [

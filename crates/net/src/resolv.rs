@@ -82,7 +82,8 @@ impl ResolvConf {
         options: &[String],
     ) -> Result<ResolvConf, ResolvError> {
         let check = |what: &'static str, value: &String| {
-            if value.is_empty() || value.contains(|c: char| c.is_whitespace() || c == '#' || c == ';')
+            if value.is_empty()
+                || value.contains(|c: char| c.is_whitespace() || c == '#' || c == ';')
             {
                 Err(ResolvError::Invalid {
                     what,
@@ -92,7 +93,9 @@ impl ResolvConf {
                 Ok(())
             }
         };
-        search.iter().try_for_each(|s| check("DNS search domain", s))?;
+        search
+            .iter()
+            .try_for_each(|s| check("DNS search domain", s))?;
         options.iter().try_for_each(|o| check("DNS option", o))?;
         let search = if search.len() == 1 && search[0] == "." {
             Vec::new()
@@ -128,7 +131,9 @@ impl fmt::Display for ResolvConf {
 }
 
 fn parse_nameserver(word: &str) -> Option<IpAddr> {
-    let address = word.split_once('%').map_or(word, |(address, _zone)| address);
+    let address = word
+        .split_once('%')
+        .map_or(word, |(address, _zone)| address);
     address.parse().ok()
 }
 
@@ -174,18 +179,21 @@ sortlist 130.155.160.0/255.255.240.0
 
     #[test]
     fn last_of_domain_and_search_wins() {
+        assert_eq!(ResolvConf::parse("search a b\ndomain c\n").search, ["c"]);
         assert_eq!(
-            ResolvConf::parse("search a b\ndomain c\n").search,
-            ["c"]
+            ResolvConf::parse("domain c\nsearch a b\n").search,
+            ["a", "b"]
         );
-        assert_eq!(ResolvConf::parse("domain c\nsearch a b\n").search, ["a", "b"]);
         assert_eq!(ResolvConf::parse(""), ResolvConf::default());
     }
 
     #[test]
     fn writes_a_guest_file() {
         let conf = ResolvConf::for_guest(
-            &["192.168.64.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
+            &[
+                "192.168.64.1".parse().unwrap(),
+                "2001:db8::1".parse().unwrap(),
+            ],
             &["svc.example".into(), "example".into()],
             &["ndots:3".into(), "edns0".into()],
         )
@@ -196,7 +204,8 @@ sortlist 130.155.160.0/255.255.240.0
             "nameserver 192.168.64.1\nnameserver 2001:db8::1\nsearch svc.example example\noptions ndots:3 edns0\n"
         );
         assert_eq!(ResolvConf::parse(&text), conf);
-        let bare = ResolvConf::for_guest(&["10.0.0.1".parse().unwrap()], &[".".into()], &[]).unwrap();
+        let bare =
+            ResolvConf::for_guest(&["10.0.0.1".parse().unwrap()], &[".".into()], &[]).unwrap();
         assert_eq!(bare.to_string(), "nameserver 10.0.0.1\n");
     }
 
@@ -217,7 +226,10 @@ sortlist 130.155.160.0/255.255.240.0
         let path = dir.path().join("resolv.conf");
         std::fs::write(&path, "nameserver 127.0.0.53\noptions edns0 trust-ad\n").unwrap();
         let conf = ResolvConf::read(&path).unwrap();
-        assert_eq!(conf.nameservers, ["127.0.0.53:53".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            conf.nameservers,
+            ["127.0.0.53:53".parse::<SocketAddr>().unwrap()]
+        );
         let missing = dir.path().join("nope");
         let e = ResolvConf::read(&missing).unwrap_err().to_string();
         assert_eq!(e, format!("cannot read {}", missing.display()));

@@ -16,10 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub enum SubnetError {
     /// Not of the form `ADDRESS/PREFIX`.
     #[error("invalid subnet {text:?}: expected ADDRESS/PREFIX such as {example}")]
-    Syntax {
-        text: String,
-        example: &'static str,
-    },
+    Syntax { text: String, example: &'static str },
     /// The address part is not an address of the right family.
     #[error("invalid subnet {text:?}: {address:?} is not an {family} address")]
     Address {
@@ -303,7 +300,9 @@ impl FromStr for Ipv6Subnet {
         let why = if first.is_multicast() {
             Some("it is in the multicast range ff00::/8")
         } else if first.segments()[0] == 0 {
-            Some("it overlaps ::/16, which holds the loopback, unspecified and IPv4-mapped addresses")
+            Some(
+                "it overlaps ::/16, which holds the loopback, unspecified and IPv4-mapped addresses",
+            )
         } else {
             None
         };
@@ -415,7 +414,14 @@ mod tests {
         assert!(err4("126.0.0.0/7").contains("from 8 to 30"));
         assert!(err4("240.0.0.0/8").contains("reserved"));
         assert!(err4("fd00::/64").contains("not an IPv4 address"));
-        for bad in ["", "/", "/24", "10.0.0.0/", "10.0.0.0/24/1", "10.0.0.0/0240"] {
+        for bad in [
+            "",
+            "/",
+            "/24",
+            "10.0.0.0/",
+            "10.0.0.0/24/1",
+            "10.0.0.0/0240",
+        ] {
             assert!(bad.parse::<Ipv4Subnet>().is_err(), "{bad:?} accepted");
         }
     }
@@ -464,7 +470,10 @@ mod tests {
         assert!(!s.contains("fd00:2::1".parse().unwrap()));
         let wide: Ipv6Subnet = "fd00::/16".parse().unwrap();
         assert!(wide.overlaps(&s) && s.overlaps(&wide));
-        let e = "fd00:1::1/64".parse::<Ipv6Subnet>().unwrap_err().to_string();
+        let e = "fd00:1::1/64"
+            .parse::<Ipv6Subnet>()
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             r#"invalid subnet "fd00:1::1/64": host bits are set (did you mean fd00:1::/64?)"#
