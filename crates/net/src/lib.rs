@@ -3,3 +3,17 @@
 //! container names, the userspace proxies behind `-p`, and the host side of a network on
 //! Linux (bridge, TAP devices, NAT). The apiserver owns networks and DNS; each container's
 //! runtime helper owns its proxies and TAP device.
+
+#[cfg(target_os = "linux")]
+pub mod host;
+#[cfg(target_os = "linux")]
+pub mod netns;
+pub mod proxy;
+
+#[cfg(target_os = "linux")]
+pub use host::can_manage_host_network;
+#[cfg(target_os = "linux")]
+pub use host::{BridgeConfig, HostError, HostNetwork, LinuxBridge, bridge_name, tap_name};
+#[cfg(target_os = "linux")]
+pub use netns::TestNetns;
+pub use proxy::{BoundPort, PortProxies, ProxyError, ProxyOptions};
