@@ -11,9 +11,9 @@ pub mod netns;
 pub mod proxy;
 
 #[cfg(target_os = "linux")]
-pub use host::can_manage_host_network;
+pub use host::{BridgeConfig, HostError, HostNetwork, Ipv6Gateway, LinuxBridge};
 #[cfg(target_os = "linux")]
-pub use host::{BridgeConfig, HostError, HostNetwork, LinuxBridge, bridge_name, tap_name};
+pub use host::{bridge_name, can_manage_host_network, tap_name};
 #[cfg(target_os = "linux")]
 pub use netns::TestNetns;
 pub use proxy::{BoundPort, PortProxies, ProxyError, ProxyOptions};
