@@ -110,33 +110,38 @@ impl PortProxies {
         for spec in specs {
             bind_spec(spec, container, &mut bound)?;
         }
-        let mut ports = Vec::with_capacity(bound.len());
-        let mut tasks = Vec::with_capacity(bound.len());
+        // Registered with the runtime before any is served, so a failure here too leaves
+        // nothing listening.
+        let mut registered = Vec::with_capacity(bound.len());
         for (port, socket) in bound {
-            let task = match port.protocol {
+            let bind_err = |source| ProxyError::Bind {
+                addr: port.host,
+                protocol: port.protocol,
+                source,
+            };
+            let socket = match port.protocol {
                 Protocol::Tcp => {
-                    let listener = TcpListener::from_std(socket.into()).map_err(|source| {
-                        ProxyError::Bind {
-                            addr: port.host,
-                            protocol: port.protocol,
-                            source,
-                        }
-                    })?;
-                    tokio::spawn(serve_tcp(listener, port.container, options.clone()))
+                    Registered::Tcp(TcpListener::from_std(socket.into()).map_err(bind_err)?)
                 }
                 Protocol::Udp => {
-                    let socket =
-                        UdpSocket::from_std(socket.into()).map_err(|source| ProxyError::Bind {
-                            addr: port.host,
-                            protocol: port.protocol,
-                            source,
-                        })?;
-                    tokio::spawn(serve_udp(Arc::new(socket), port.container, options.clone()))
+                    Registered::Udp(UdpSocket::from_std(socket.into()).map_err(bind_err)?)
                 }
             };
+            registered.push((port, socket));
+        }
+        let mut ports = Vec::with_capacity(registered.len());
+        let mut tasks = Vec::with_capacity(registered.len());
+        for (port, socket) in registered {
             tracing::debug!(host = %port.host, container = %port.container, protocol = %port.protocol, "publishing");
+            tasks.push(match socket {
+                Registered::Tcp(listener) => {
+                    tokio::spawn(serve_tcp(listener, port.container, options.clone()))
+                }
+                Registered::Udp(socket) => {
+                    tokio::spawn(serve_udp(Arc::new(socket), port.container, options.clone()))
+                }
+            });
             ports.push(port);
-            tasks.push(task);
         }
         Ok(PortProxies { ports, tasks })
     }
@@ -166,6 +171,12 @@ impl Drop for PortProxies {
             task.abort();
         }
     }
+}
+
+/// A bound socket handed to the runtime.
+enum Registered {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
 }
 
 /// Binds the host ports of one spec, appending them to `bound` (which the caller drops on
