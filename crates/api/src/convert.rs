@@ -1,8 +1,6 @@
 //! Conversions between what users type (crate `spec`) and the wire types, and names of
 //! wire enums as users see them.
 
-use std::net::IpAddr;
-
 use crate::v1;
 
 impl From<&spec::PortSpec> for v1::PortMapping {
@@ -37,7 +35,7 @@ impl TryFrom<&v1::PortMapping> for spec::PortSpec {
         let host_ip = if p.host_ip.is_empty() {
             None
         } else {
-            Some(p.host_ip.parse::<IpAddr>().map_err(|_| bad())?)
+            Some(p.host_ip.parse::<spec::HostAddr>().map_err(|_| bad())?)
         };
         let count = port(p.count).ok_or_else(bad)?;
         let container_port = port(p.container_port).ok_or_else(bad)?;
@@ -197,6 +195,7 @@ mod tests {
             "8080:80",
             "127.0.0.1:8000-8002:9000-9002/udp",
             "[::1]::53/udp",
+            "localhost:8080:80",
             "80",
         ] {
             let spec: spec::PortSpec = text.parse().unwrap();
@@ -220,6 +219,10 @@ mod tests {
             "127.0.0.1:8000-8001->80-81/udp"
         );
         assert_eq!(p("[::1]:53:53/udp").display_published(), "[::1]:53->53/udp");
+        assert_eq!(
+            p("localhost:8080:80").display_published(),
+            "localhost:8080->80/tcp"
+        );
     }
 
     #[test]

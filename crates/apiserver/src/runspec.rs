@@ -456,9 +456,17 @@ pub fn runtime_config(
             let host_addr = if p.host_ip.is_empty() {
                 std::net::IpAddr::from([0, 0, 0, 0])
             } else {
-                p.host_ip
-                    .parse()
-                    .map_err(|_| invalid("port", format!("{:?} is not an IP address", p.host_ip)))?
+                match p.host_ip.parse::<spec::HostAddr>() {
+                    Ok(spec::HostAddr::Ip(ip)) => ip,
+                    // QEMU's user-mode forwards (7.2) take IPv4 host addresses only.
+                    Ok(spec::HostAddr::Localhost) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    Err(_) => {
+                        return Err(invalid(
+                            "port",
+                            format!("{:?} is not an IP address", p.host_ip),
+                        ));
+                    }
+                }
             };
             forwards.push(vmm::config::PortForward {
                 protocol: if p.protocol == v1::Protocol::Udp as i32 {

@@ -4,14 +4,28 @@
 //! Linux (bridge, TAP devices, NAT). The apiserver owns networks and DNS; each container's
 //! runtime helper owns its proxies and TAP device.
 
+#[cfg(feature = "dns")]
 pub mod dns;
+#[cfg(target_os = "linux")]
+pub mod host;
 pub mod ipam;
 pub mod mac;
+#[cfg(target_os = "linux")]
+pub mod netns;
+pub mod proxy;
 pub mod resolv;
 pub mod subnet;
 
+#[cfg(feature = "dns")]
 pub use dns::{DnsError, DnsRecords, DnsServer};
+#[cfg(target_os = "linux")]
+pub use host::{BridgeConfig, HostError, HostNetwork, Ipv6Gateway, LinuxBridge};
+#[cfg(target_os = "linux")]
+pub use host::{bridge_name, can_manage_host_network, tap_name};
 pub use ipam::{Allocation, Ipam, IpamError};
 pub use mac::{MacAddress, MacError};
+#[cfg(target_os = "linux")]
+pub use netns::TestNetns;
+pub use proxy::{BoundPort, PortProxies, ProxyError, ProxyOptions};
 pub use resolv::{ResolvConf, ResolvError, host_resolvers};
 pub use subnet::{Ipv4Subnet, Ipv6Subnet, SubnetError, first_free_subnet};

@@ -34,7 +34,7 @@ pub use mount::{Mount, MountError, parse_mount, parse_tmpfs, parse_volume};
 pub use name::{NameError, validate_container_name, validate_volume_name};
 pub use network::{CopyOperand, NetworkError, NetworkSpec};
 pub use platform::{Platform, PlatformError};
-pub use port::{MAX_PORT_SPECS, PortError, PortSpec, Protocol, parse_ports};
+pub use port::{HostAddr, MAX_PORT_SPECS, PortError, PortSpec, Protocol, parse_ports};
 pub use restart::{RestartError, RestartPolicy};
 pub use signal::{Signal, SignalError};
 pub use size::{ByteSize, SizeError, human_bytes};

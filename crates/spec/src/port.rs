@@ -3,6 +3,8 @@
 //! A spec publishes `count` consecutive container ports on as many consecutive host ports.
 //! The host port may be left out (`-p 80`, `-p 127.0.0.1::80`): the daemon then picks free
 //! host ports, as Docker does. An IPv6 host address is written in brackets (`[::1]:8080:80`).
+//! `localhost` as the host address binds both loopback addresses, `127.0.0.1` and `::1`, so a
+//! client that resolves `localhost` to either reaches the container (Apple's #1180).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -69,11 +71,73 @@ impl fmt::Display for Protocol {
     }
 }
 
+/// The host address a published port binds, as the user wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HostAddr {
+    /// One address: `127.0.0.1`, `[::1]`, `0.0.0.0`, `192.168.1.5`.
+    Ip(IpAddr),
+    /// `localhost`: both loopback addresses, `127.0.0.1` and `::1`.
+    Localhost,
+}
+
+impl HostAddr {
+    /// The addresses to bind: one, or both loopback addresses for `localhost`.
+    pub fn addresses(self) -> Vec<IpAddr> {
+        match self {
+            HostAddr::Ip(ip) => vec![ip],
+            HostAddr::Localhost => vec![
+                IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            ],
+        }
+    }
+
+    /// Whether binding both on one port can conflict: they share an address, or either is
+    /// unspecified (`0.0.0.0`, `::`).
+    fn clashes(self, other: HostAddr) -> bool {
+        self.addresses().iter().any(|x| {
+            other
+                .addresses()
+                .iter()
+                .any(|y| x == y || x.is_unspecified() || y.is_unspecified())
+        })
+    }
+}
+
+impl From<IpAddr> for HostAddr {
+    fn from(ip: IpAddr) -> HostAddr {
+        HostAddr::Ip(ip)
+    }
+}
+
+/// Writes `localhost` or the bare address (no brackets around IPv6: [`PortSpec`]'s `Display`
+/// adds them where the syntax needs them).
+impl fmt::Display for HostAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostAddr::Ip(ip) => write!(f, "{ip}"),
+            HostAddr::Localhost => f.write_str("localhost"),
+        }
+    }
+}
+
+/// Parses `localhost` (any case) or an IP address without brackets.
+impl FromStr for HostAddr {
+    type Err = std::net::AddrParseError;
+
+    fn from_str(text: &str) -> Result<HostAddr, Self::Err> {
+        if text.eq_ignore_ascii_case("localhost") {
+            return Ok(HostAddr::Localhost);
+        }
+        text.parse().map(HostAddr::Ip)
+    }
+}
+
 /// One `-p` spec: a range of container ports published on a range of host ports.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PortSpec {
     /// The host address to bind; `None` binds every address (`0.0.0.0` and `::`).
-    pub host_ip: Option<IpAddr>,
+    pub host_ip: Option<HostAddr>,
     /// The first host port; `None` lets the daemon pick free ports.
     pub host_port: Option<u16>,
     /// The first container port.
@@ -104,7 +168,7 @@ impl PortSpec {
         let (a, b) = (self.host_range()?, other.host_range()?);
         let addresses_clash = match (self.host_ip, other.host_ip) {
             (None, _) | (_, None) => true,
-            (Some(x), Some(y)) => x == y || x.is_unspecified() || y.is_unspecified(),
+            (Some(x), Some(y)) => x.clashes(y),
         };
         let first = a.0.max(b.0);
         (addresses_clash && first <= a.1.min(b.1)).then_some(first)
@@ -169,6 +233,7 @@ impl FromStr for PortSpec {
             return Err(invalid(spec, "no container port"));
         }
         // A bracketed IPv6 host address may itself hold colons: take it off first.
+        let bracketed = rest.starts_with('[');
         let (host_ip_text, ports) = if let Some(after) = rest.strip_prefix('[') {
             let (ip, tail) = after
                 .split_once(']')
@@ -194,8 +259,17 @@ impl FromStr for PortSpec {
         };
         let host_ip = match host_ip_text {
             None => None,
-            Some(text) => Some(text.parse::<IpAddr>().map_err(|_| {
-                invalid(spec, format!("host address {text:?} is not an IP address"))
+            // Brackets hold an address, never a name: `[localhost]` is refused.
+            Some(text) if bracketed => {
+                Some(HostAddr::Ip(text.parse::<IpAddr>().map_err(|_| {
+                    invalid(spec, format!("host address [{text}] is not an IP address"))
+                })?))
+            }
+            Some(text) => Some(text.parse::<HostAddr>().map_err(|_| {
+                invalid(
+                    spec,
+                    format!("host address {text:?} is not an IP address or localhost"),
+                )
             })?),
         };
         let (host, container) = match ports.split_once(':') {
@@ -241,8 +315,8 @@ fn write_range(f: &mut fmt::Formatter<'_>, start: u16, count: u16) -> fmt::Resul
 impl fmt::Display for PortSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.host_ip {
-            Some(IpAddr::V6(ip)) => write!(f, "[{ip}]:")?,
-            Some(IpAddr::V4(ip)) => write!(f, "{ip}:")?,
+            Some(HostAddr::Ip(IpAddr::V6(ip))) => write!(f, "[{ip}]:")?,
+            Some(host) => write!(f, "{host}:")?,
             None => {}
         }
         if let Some(host) = self.host_port {
@@ -312,12 +386,23 @@ mod tests {
             }
         );
         let s = p("127.0.0.1:8000-8002:9000-9002/udp");
-        assert_eq!(s.host_ip, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert_eq!(s.host_ip, Some(HostAddr::Ip(Ipv4Addr::LOCALHOST.into())));
         assert_eq!(s.host_range(), Some((8000, 8002)));
         assert_eq!(s.container_range(), (9000, 9002));
         assert_eq!(s.protocol, Protocol::Udp);
         let s = p("[::1]:8080:80");
-        assert_eq!(s.host_ip, Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        assert_eq!(s.host_ip, Some(HostAddr::Ip(Ipv6Addr::LOCALHOST.into())));
+        let s = p("localhost:8080:80");
+        assert_eq!(s.host_ip, Some(HostAddr::Localhost));
+        assert_eq!(s.to_string(), "localhost:8080:80");
+        assert_eq!(p("LocalHost::53/udp").to_string(), "localhost::53/udp");
+        assert_eq!(
+            HostAddr::Localhost.addresses(),
+            [
+                IpAddr::from(Ipv4Addr::LOCALHOST),
+                Ipv6Addr::LOCALHOST.into()
+            ]
+        );
         assert_eq!(p("80").host_port, None);
         let s = p("127.0.0.1::80");
         assert_eq!((s.host_port, s.container_port), (None, 80));
@@ -356,11 +441,15 @@ mod tests {
         );
         assert_eq!(
             err("host:80:80"),
-            r#"invalid port spec "host:80:80": host address "host" is not an IP address"#
+            r#"invalid port spec "host:80:80": host address "host" is not an IP address or localhost"#
         );
         assert_eq!(
             err("::1:80:80"),
             r#"invalid port spec "::1:80:80": too many ':' (write an IPv6 host address in brackets)"#
+        );
+        assert_eq!(
+            err("[localhost]:80:80"),
+            r#"invalid port spec "[localhost]:80:80": host address [localhost] is not an IP address"#
         );
         assert_eq!(err(""), r#"invalid port spec "": no container port"#);
         assert_eq!(
@@ -380,6 +469,11 @@ mod tests {
         assert!(parse_ports(&["8000:80", "8000:80/udp"]).is_ok());
         assert!(parse_ports(&["127.0.0.1:8000:80", "127.0.0.2:8000:80"]).is_ok());
         assert!(parse_ports(&["0.0.0.0:8000:80", "127.0.0.2:8000:80"]).is_err());
+        // `localhost` is both loopback addresses, so it clashes with either.
+        assert!(parse_ports(&["localhost:8000:80", "[::1]:8000:80"]).is_err());
+        assert!(parse_ports(&["127.0.0.1:8000:80", "localhost:8000:80"]).is_err());
+        assert!(parse_ports(&["localhost:8000:80", "8000:80"]).is_err());
+        assert!(parse_ports(&["localhost:8000:80", "127.0.0.2:8000:80"]).is_ok());
         // Random host ports never clash.
         assert!(parse_ports(&["80", "80"]).is_ok());
     }
@@ -397,8 +491,9 @@ mod tests {
     fn arb_spec() -> impl Strategy<Value = PortSpec> {
         let ip = prop_oneof![
             Just(None),
-            any::<[u8; 4]>().prop_map(|b| Some(IpAddr::from(b))),
-            any::<[u16; 8]>().prop_map(|s| Some(IpAddr::from(s))),
+            Just(Some(HostAddr::Localhost)),
+            any::<[u8; 4]>().prop_map(|b| Some(HostAddr::Ip(IpAddr::from(b)))),
+            any::<[u16; 8]>().prop_map(|s| Some(HostAddr::Ip(IpAddr::from(s)))),
         ];
         (
             ip,
