@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/container/api/v1/common.proto",
         "proto/container/api/v1/containers.proto",
         "proto/container/api/v1/images.proto",
+        "proto/container/api/v1/networks.proto",
         "proto/container/api/v1/registry.proto",
         "proto/container/api/v1/system.proto",
     ];

@@ -56,8 +56,11 @@ impl Daemon {
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(self.bin.join("container"));
+        // User-mode networking: these tests run in the host's network namespace, where no
+        // test may create bridges (tests/tests/network.rs covers bridge mode in namespaces).
         cmd.args(args)
             .env("CONTAINER_APP_ROOT", &self.root)
+            .env("CONTAINER_NETWORK_MODE", "user")
             .env("CONTAINER_REGISTRY_MIRROR", &self.mirror);
         cmd
     }

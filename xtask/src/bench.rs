@@ -230,7 +230,9 @@ fn daemon(runs: u32) -> Result<()> {
     let _ = std::fs::remove_dir_all(&root);
     let container = || {
         let mut cmd = Command::new(bin.join("container"));
+        // User-mode networking: a benchmark must not add bridges to this host.
         cmd.env("CONTAINER_APP_ROOT", &root)
+            .env("CONTAINER_NETWORK_MODE", "user")
             .env("CONTAINER_KERNEL", &guest.kernel)
             .env("CONTAINER_INITRD", &guest.initramfs)
             .stdout(std::process::Stdio::null());

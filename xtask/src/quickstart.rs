@@ -24,7 +24,10 @@ pub fn run_quickstart() -> Result<()> {
     let bin = build_product()?;
     let container = || {
         let mut cmd = Command::new(bin.join("container"));
-        cmd.env("CONTAINER_KERNEL", &guest.kernel)
+        // QEMU user-mode networking: the quick start never adds bridges or firewall rules
+        // to the machine it runs on (docs/networking.md shows bridge mode).
+        cmd.env("CONTAINER_NETWORK_MODE", "user")
+            .env("CONTAINER_KERNEL", &guest.kernel)
             .env("CONTAINER_INITRD", &guest.initramfs);
         cmd
     };

@@ -14,6 +14,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use crate::API_VERSION;
 use crate::v1::containers_client::ContainersClient;
 use crate::v1::images_client::ImagesClient;
+use crate::v1::networks_client::NetworksClient;
 use crate::v1::registry_client::RegistryClient;
 use crate::v1::system_client::SystemClient;
 use crate::v1::{VersionRequest, VersionResponse};
@@ -152,6 +153,11 @@ impl Client {
     /// The Images service.
     pub fn images(&self) -> ImagesClient<Channel> {
         ImagesClient::new(self.channel.clone())
+    }
+
+    /// The Networks service.
+    pub fn networks(&self) -> NetworksClient<Channel> {
+        NetworksClient::new(self.channel.clone())
     }
 
     /// The Registry service.

@@ -57,23 +57,24 @@ impl Daemon {
     pub(crate) fn info(&self, r: &ContainerRecord) -> v1::ContainerInfo {
         let config = r.options().unwrap_or_default();
         let res = config.resources.unwrap_or_default();
-        let networks = if r.phase == Phase::Running
-            && !(config.networks.len() == 1 && config.networks[0].name == "none")
-        {
-            vec![v1::NetworkAttachment {
-                network: "default".into(),
-                hostname: if config.hostname.is_empty() {
-                    r.id[..12].to_owned()
-                } else {
-                    config.hostname.clone()
-                },
-                ipv4_address: crate::runspec::USER_NET_ADDRESS.into(),
-                ipv4_gateway: crate::runspec::USER_NET_GATEWAY.into(),
-                ..Default::default()
-            }]
-        } else {
-            vec![]
-        };
+        let networks =
+            if r.phase != Phase::Running || config.networks.iter().any(|n| n.name == "none") {
+                vec![]
+            } else if self.networks.mode() == crate::networks::Mode::Bridge {
+                self.networks.shown(&r.id)
+            } else {
+                vec![v1::NetworkAttachment {
+                    network: "default".into(),
+                    hostname: if config.hostname.is_empty() {
+                        r.id[..12].to_owned()
+                    } else {
+                        config.hostname.clone()
+                    },
+                    ipv4_address: crate::runspec::USER_NET_ADDRESS.into(),
+                    ipv4_gateway: crate::runspec::USER_NET_GATEWAY.into(),
+                    ..Default::default()
+                }]
+            };
         v1::ContainerInfo {
             id: r.id.clone(),
             name: r.name.clone(),
@@ -176,6 +177,11 @@ impl Daemon {
                 });
             }
         }
+        for n in &config.networks {
+            if n.name != "none" && !self.networks.exists(&n.name).await {
+                return Err(ApiError::not_found(format!("network {} not found", n.name)));
+            }
+        }
         let mut anonymous_volumes = Vec::new();
         for m in &mut config.mounts {
             if let Some(v1::mount::Kind::Bind(b)) = &m.kind
@@ -206,6 +212,10 @@ impl Daemon {
             default_cpus: self.properties.default_cpus(),
             default_memory: self.properties.default_memory(),
             volumes: crate::volumes::dir(&self.app_root),
+            network: match self.networks.mode() {
+                crate::networks::Mode::Bridge => crate::runspec::NetworkPlan::Bridge(vec![]),
+                crate::networks::Mode::User => crate::runspec::NetworkPlan::User,
+            },
         };
         let rc = crate::runspec::runtime_config(&id, &config, &resolved.config, &probe).map_err(
             |e| match e {
@@ -351,6 +361,7 @@ impl Daemon {
         })?;
         let rootfs = self.unpack(&digest).await?;
         let (kernel, initramfs) = crate::kernel::guest_files(&self.app_root)?;
+        let network = self.plan_network(id, &record.name, &options).await?;
         let host = crate::runspec::Host {
             bundle: dir.clone(),
             rootfs,
@@ -359,11 +370,22 @@ impl Daemon {
             default_cpus: self.properties.default_cpus(),
             default_memory: self.properties.default_memory(),
             volumes: crate::volumes::dir(&self.app_root),
+            network,
         };
         let rc = crate::runspec::runtime_config(id, &options, &image_config, &host)
-            .map_err(|e| ApiError::invalid_argument(e.to_string()))?;
-        rc.validate()
-            .map_err(|e| ApiError::invalid_argument(one_line(&e.to_string())))?;
+            .map_err(|e| ApiError::invalid_argument(e.to_string()))
+            .and_then(|rc| {
+                rc.validate()
+                    .map_err(|e| ApiError::invalid_argument(one_line(&e.to_string())))?;
+                Ok(rc)
+            });
+        let rc = match rc {
+            Ok(rc) => rc,
+            Err(e) => {
+                self.networks.detach(id).await;
+                return Err(e);
+            }
+        };
         // A previous run's runtime may still be shutting its VM down: never let two
         // runtimes share a bundle.
         self.reap_runtime(id, Duration::from_secs(30)).await;
@@ -454,6 +476,33 @@ impl Daemon {
         }
     }
 
+    /// Gives a container that is about to start its interfaces: TAP devices and addresses on
+    /// its networks in bridge mode, nothing to prepare in user mode.
+    async fn plan_network(
+        &self,
+        id: &str,
+        name: &str,
+        options: &v1::ContainerConfig,
+    ) -> Result<crate::runspec::NetworkPlan, ApiError> {
+        if self.networks.mode() == crate::networks::Mode::User
+            || options.networks.iter().any(|n| n.name == "none")
+        {
+            return Ok(crate::runspec::NetworkPlan::User);
+        }
+        let requests = if options.networks.is_empty() {
+            vec![v1::NetworkRequest {
+                name: crate::networks::DEFAULT_NETWORK.into(),
+                ..Default::default()
+            }]
+        } else {
+            options.networks.clone()
+        };
+        // A previous run that ended while nobody watched may still hold its addresses.
+        self.networks.detach(id).await;
+        let attachments = self.networks.attach(id, name, &requests).await?;
+        Ok(crate::runspec::NetworkPlan::Bridge(attachments))
+    }
+
     /// Starts the init process of a booted runtime and records the container running, or
     /// records why it could not start. Returns the Docker exit code on a start failure.
     async fn start_init(
@@ -510,6 +559,7 @@ impl Daemon {
         let client = match self.spawn_runtime(&id).await {
             Ok(c) => c,
             Err(e) => {
+                self.networks.detach(&id).await;
                 if self.record(&id).is_ok_and(|r| r.phase == Phase::Stopped) {
                     self.after_exit(&id).await;
                 }
@@ -579,6 +629,7 @@ impl Daemon {
     /// What happens after a container's process ended: `--rm` removal, or a restart its
     /// policy asks for (with a doubling delay, as Docker's).
     pub(crate) async fn after_exit(self: &Arc<Self>, id: &str) {
+        self.networks.detach(id).await;
         let Ok(r) = self.record(id) else { return };
         let Ok(options) = r.options() else { return };
         if options.auto_remove {
@@ -998,6 +1049,7 @@ impl Containers for ContainersService {
             let client = match daemon.spawn_runtime(&id).await {
                 Ok(c) => c,
                 Err(e) => {
+                    daemon.networks.detach(&id).await;
                     // A program that cannot run is the container's exit (126/127), reported
                     // like any other exit; anything else is the daemon's error.
                     let code = daemon

@@ -52,6 +52,7 @@ pub struct Daemon {
     /// Bumped at every container change; waiters and log followers watch it.
     pub(crate) changes: watch::Sender<u64>,
     pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) networks: crate::networks::Networks,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -150,6 +151,7 @@ impl Daemon {
         if cleaned > 0 {
             tracing::info!(cleaned, "removed half-created or half-deleted containers");
         }
+        let networks = open_networks(&root, &properties, &dirs).await?;
         let mut stores: Vec<Arc<dyn oci::CredentialStore>> = vec![Arc::new(
             oci::FileCredentialStore::new(root.join("credentials.json")),
         )];
@@ -166,6 +168,7 @@ impl Daemon {
             runtime_binary: options.runtime_binary.unwrap_or_else(find_runtime_binary),
             changes: watch::channel(0).0,
             shutdown: watch::channel(false).0,
+            networks,
         });
         prune_bundle_aliases();
         daemon.reconcile().await?;
@@ -260,6 +263,30 @@ impl Daemon {
             tokio::spawn(async move { me.monitor(id).await });
         }
         Ok(())
+    }
+
+    /// Container ID -> name, for every container.
+    pub(crate) fn container_names(&self) -> BTreeMap<String, String> {
+        self.containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|e| (e.record.id.clone(), e.record.name.clone()))
+            .collect()
+    }
+
+    /// The name of a container (running or stopped) that asks for network `network`.
+    pub(crate) fn network_user(&self, network: &str) -> Option<String> {
+        self.containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|e| {
+                e.record
+                    .options()
+                    .is_ok_and(|o| o.networks.iter().any(|n| n.name == network))
+            })
+            .map(|e| e.record.name.clone())
     }
 
     /// The app root.
@@ -451,6 +478,33 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Opens the networks in the mode `$CONTAINER_NETWORK_MODE` or the `network.mode` property
+/// asks for, releasing what containers whose runtime is gone held.
+async fn open_networks(
+    root: &Path,
+    properties: &Properties,
+    dirs: &ContainerDirs,
+) -> Result<crate::networks::Networks, OpenError> {
+    let setting = std::env::var("CONTAINER_NETWORK_MODE")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| properties.value("network.mode"));
+    let mode = crate::networks::Mode::choose(&setting).map_err(OpenError::State)?;
+    let subnet = properties
+        .default_subnet()
+        .map_err(|e| OpenError::State(e.to_string()))?;
+    let domain = Some(properties.value("dns.domain")).filter(|d| !d.is_empty());
+    let running = |id: &str| {
+        runtime::State::load(&runtime::Bundle::new(dirs.dir(id)).state())
+            .is_ok_and(|s| s.status != runtime::Status::Stopped && runtime_alive(s.runtime_pid))
+    };
+    let networks = crate::networks::Networks::open(root, mode, subnet, domain, running)
+        .await
+        .map_err(OpenError::State)?;
+    tracing::info!(mode = mode.as_str(), "networks ready");
+    Ok(networks)
 }
 
 /// Where short bundle aliases live: `$TMPDIR/container-<uid>/`.

@@ -62,6 +62,7 @@ pub mod fsutil;
 pub mod images;
 pub mod kernel;
 pub mod names;
+pub mod networks;
 pub mod properties;
 pub mod record;
 pub mod runspec;

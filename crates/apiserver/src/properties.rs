@@ -64,8 +64,8 @@ const DEFS: &[Def] = &[
     Def {
         key: "container.cpus",
         kind: "integer",
-        default: "4",
-        description: "vCPUs of a container that does not ask for a number",
+        default: "auto",
+        description: "vCPUs of a container that does not ask for a number (auto: 4, or the host's CPU count when it has fewer, so a VM never has more vCPUs than the host can run)",
     },
     Def {
         key: "container.memory",
@@ -80,10 +80,16 @@ const DEFS: &[Def] = &[
         description: "the local DNS domain containers are named under",
     },
     Def {
+        key: "network.mode",
+        kind: "network mode",
+        default: "auto",
+        description: "how containers are networked: bridge (host bridge, TAP, NAT; needs CAP_NET_ADMIN), user (QEMU user-mode: published ports only) or auto (bridge when allowed); read at daemon start, $CONTAINER_NETWORK_MODE overrides it",
+    },
+    Def {
         key: "network.subnet",
         kind: "cidr",
-        default: "192.168.64.1/24",
-        description: "the default network's IPv4 subnet",
+        default: "",
+        description: "the default network's IPv4 subnet when it is first created (empty: the first free 192.168.N.0/24)",
     },
     Def {
         key: "registry.domain",
@@ -130,17 +136,17 @@ fn check(d: &Def, value: &str) -> Result<String, PropertyError> {
             Err(e) => Err(bad(&e.to_string())),
         },
         "cidr" => {
-            let (ip, len) = v
-                .split_once('/')
-                .ok_or_else(|| bad("expected a.b.c.d/len"))?;
-            let ok = ip.parse::<std::net::Ipv4Addr>().is_ok()
-                && len.parse::<u8>().is_ok_and(|l| (8..=30).contains(&l));
-            if ok {
-                Ok(v.to_owned())
-            } else {
-                Err(bad("expected a.b.c.d/len with len 8 to 30"))
+            if v.is_empty() {
+                return Ok(String::new());
             }
+            parse_subnet(v)
+                .map(|s| s.to_string())
+                .map_err(|e| bad(&e.to_string()))
         }
+        "network mode" => match v {
+            "auto" | "bridge" | "user" => Ok(v.to_owned()),
+            _ => Err(bad("expected auto, bridge or user")),
+        },
         "domain" => {
             let ok = v.is_empty()
                 || (v.len() <= 253
@@ -168,6 +174,22 @@ fn check(d: &Def, value: &str) -> Result<String, PropertyError> {
             Ok(v.to_owned())
         }
     }
+}
+
+/// Parses an IPv4 subnet, accepting the gateway form (`192.168.64.1/24`) too.
+fn parse_subnet(text: &str) -> Result<net::Ipv4Subnet, net::SubnetError> {
+    if let Ok(s) = text.parse() {
+        return Ok(s);
+    }
+    if let Some((ip, len)) = text.split_once('/')
+        && let (Ok(ip), Ok(len)) = (ip.parse::<std::net::Ipv4Addr>(), len.parse::<u8>())
+        && len <= 32
+    {
+        let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+        let network = std::net::Ipv4Addr::from(u32::from(ip) & mask);
+        return net::Ipv4Subnet::new(network, len);
+    }
+    text.parse()
 }
 
 /// The property store of one app root.
@@ -275,9 +297,21 @@ impl Properties {
             .filter(|v| !v.is_empty())
     }
 
-    /// The default vCPUs of a container.
+    /// The default network's subnet, if the user chose one.
+    pub fn default_subnet(&self) -> Result<Option<net::Ipv4Subnet>, net::SubnetError> {
+        let v = self.value("network.subnet");
+        if v.is_empty() {
+            return Ok(None);
+        }
+        parse_subnet(&v).map(Some)
+    }
+
+    /// The default vCPUs of a container: the property, else 4 capped at the host's CPUs.
     pub fn default_cpus(&self) -> u32 {
-        self.value("container.cpus").parse().unwrap_or(4)
+        self.value("container.cpus").parse().unwrap_or_else(|_| {
+            let host = std::thread::available_parallelism().map_or(1, |n| n.get());
+            u32::try_from(host.min(4)).unwrap_or(4)
+        })
     }
 
     /// The default memory of a container, bytes.
@@ -297,7 +331,9 @@ mod tests {
     fn set_get_clear_persist_and_type_checks() {
         let dir = tempfile::tempdir().unwrap();
         let p = Properties::open(dir.path()).unwrap();
-        assert_eq!(p.get("container.cpus").unwrap().value, "4");
+        assert_eq!(p.get("container.cpus").unwrap().value, "auto");
+        let host = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(p.default_cpus() as usize, host.min(4));
         assert!(!p.get("container.cpus").unwrap().is_set);
         p.set("container.cpus", "2").unwrap();
         p.set("registry.mirror", "127.0.0.1:5000").unwrap();
@@ -306,7 +342,10 @@ mod tests {
         assert_eq!(again.registry_mirror().as_deref(), Some("127.0.0.1:5000"));
         assert!(again.get("container.cpus").unwrap().is_set);
         again.clear("container.cpus").unwrap();
-        assert_eq!(Properties::open(dir.path()).unwrap().default_cpus(), 4);
+        assert_eq!(
+            Properties::open(dir.path()).unwrap().default_cpus() as usize,
+            host.min(4)
+        );
 
         let err = p.set("container.cpus", "many").unwrap_err().to_string();
         assert_eq!(

@@ -323,6 +323,19 @@ pub struct Host {
     pub default_memory: u64,
     /// `<app root>/volumes`.
     pub volumes: PathBuf,
+    /// How the container is networked.
+    pub network: NetworkPlan,
+}
+
+/// How a container's interfaces reach the host.
+#[derive(Debug, Clone, Default)]
+pub enum NetworkPlan {
+    /// QEMU user-mode networking on `default`: published ports are QEMU forwards.
+    #[default]
+    User,
+    /// TAP devices on host bridges, one per network the container joined, in order:
+    /// published ports are proxied by the runtime to the first one's address.
+    Bridge(Vec<crate::networks::Attachment>),
 }
 
 /// Size of a new writable layer (sparse: it costs what is written).
@@ -430,6 +443,97 @@ pub fn runtime_config(
         }
     }
     let no_network = config.networks.len() == 1 && config.networks[0].name == "none";
+    let mut published = Vec::new();
+    let (networks, gateway) = match &host.network {
+        NetworkPlan::Bridge(attachments) if !no_network => {
+            for p in &config.ports {
+                let spec =
+                    spec::PortSpec::try_from(p).map_err(|e| invalid("port", e.to_string()))?;
+                published.push(spec.to_string());
+            }
+            let networks: Vec<_> = attachments
+                .iter()
+                .map(|a| runtime::config::NetworkAttachment {
+                    mac: a.mac.to_string(),
+                    attachment: vmm::NicAttachment::Tap {
+                        name: a.tap.clone(),
+                    },
+                    address: Some(format!("{}/{}", a.address, a.prefix)),
+                    gateway: Some(a.gateway.to_string()),
+                    mtu: a.mtu,
+                })
+                .collect();
+            let gateway = attachments.first().map(|a| a.gateway.to_string());
+            (networks, gateway)
+        }
+        _ => user_networks(id, config, no_network)?,
+    };
+    let dns_in = config.dns.clone().unwrap_or_default();
+    let mut search = Vec::new();
+    if !dns_in.domain.is_empty() {
+        search.push(dns_in.domain.clone());
+    }
+    search.extend(dns_in.search.iter().cloned());
+    let dns = runtime::config::Dns {
+        disabled: dns_in.disabled,
+        nameservers: if dns_in.nameservers.is_empty() && !no_network {
+            gateway.into_iter().collect()
+        } else {
+            dns_in.nameservers.clone()
+        },
+        search,
+        options: dns_in.options.clone(),
+    };
+    let user = (!process.user.is_empty()).then(|| process.user.clone());
+    Ok(runtime::RuntimeConfig {
+        id: id.to_owned(),
+        hostname,
+        rootfs: host.rootfs.clone(),
+        writable_layer: runtime::config::WritableLayer {
+            path: host.bundle.join("rw.ext4"),
+            size_bytes: WRITABLE_LAYER_BYTES,
+        },
+        spec,
+        user,
+        init: config.init,
+        terminal: config.process.as_ref().is_some_and(|p| p.tty),
+        stdin_open: config.process.as_ref().is_some_and(|p| p.stdin_open),
+        cpus,
+        memory_bytes,
+        kernel: if config.kernel.is_empty() {
+            host.kernel.clone()
+        } else {
+            PathBuf::from(&config.kernel)
+        },
+        initramfs: host.initramfs.clone(),
+        kernel_args: config.kernel_args.clone(),
+        read_only: config.read_only,
+        tmpfs,
+        shm_size_bytes: Some(res.shm_size_bytes).filter(|s| *s > 0),
+        stop_signal: Some(process.stop_signal),
+        stop_timeout_secs: config
+            .stop_timeout_seconds
+            .unwrap_or(runtime::config::DEFAULT_STOP_TIMEOUT_SECS),
+        dns,
+        extra_hosts: vec![],
+        networks,
+        published_ports: published,
+        volumes,
+        labels: config
+            .labels
+            .iter()
+            .map(|l| (l.key.clone(), l.value.clone()))
+            .collect(),
+    })
+}
+
+/// The interfaces of a container on QEMU user-mode networking (`default` or `none` only),
+/// with its published ports as QEMU forwards, and the address of its DNS server.
+fn user_networks(
+    id: &str,
+    config: &v1::ContainerConfig,
+    no_network: bool,
+) -> Result<(Vec<runtime::config::NetworkAttachment>, Option<String>), RunSpecError> {
     if config
         .networks
         .iter()
@@ -506,62 +610,7 @@ pub fn runtime_config(
             mtu: config.networks.first().map(|n| n.mtu).filter(|m| *m > 0),
         }]
     };
-    let dns_in = config.dns.clone().unwrap_or_default();
-    let mut search = Vec::new();
-    if !dns_in.domain.is_empty() {
-        search.push(dns_in.domain.clone());
-    }
-    search.extend(dns_in.search.iter().cloned());
-    let dns = runtime::config::Dns {
-        disabled: dns_in.disabled,
-        nameservers: if dns_in.nameservers.is_empty() && !no_network {
-            vec![USER_NET_DNS.into()]
-        } else {
-            dns_in.nameservers.clone()
-        },
-        search,
-        options: dns_in.options.clone(),
-    };
-    let user = (!process.user.is_empty()).then(|| process.user.clone());
-    Ok(runtime::RuntimeConfig {
-        id: id.to_owned(),
-        hostname,
-        rootfs: host.rootfs.clone(),
-        writable_layer: runtime::config::WritableLayer {
-            path: host.bundle.join("rw.ext4"),
-            size_bytes: WRITABLE_LAYER_BYTES,
-        },
-        spec,
-        user,
-        init: config.init,
-        terminal: config.process.as_ref().is_some_and(|p| p.tty),
-        stdin_open: config.process.as_ref().is_some_and(|p| p.stdin_open),
-        cpus,
-        memory_bytes,
-        kernel: if config.kernel.is_empty() {
-            host.kernel.clone()
-        } else {
-            PathBuf::from(&config.kernel)
-        },
-        initramfs: host.initramfs.clone(),
-        kernel_args: config.kernel_args.clone(),
-        read_only: config.read_only,
-        tmpfs,
-        shm_size_bytes: Some(res.shm_size_bytes).filter(|s| *s > 0),
-        stop_signal: Some(process.stop_signal),
-        stop_timeout_secs: config
-            .stop_timeout_seconds
-            .unwrap_or(runtime::config::DEFAULT_STOP_TIMEOUT_SECS),
-        dns,
-        extra_hosts: vec![],
-        networks,
-        volumes,
-        labels: config
-            .labels
-            .iter()
-            .map(|l| (l.key.clone(), l.value.clone()))
-            .collect(),
-    })
+    Ok((networks, (!no_network).then(|| USER_NET_DNS.to_owned())))
 }
 
 /// A stable, locally administered MAC address derived from the container's ID.
@@ -761,6 +810,7 @@ mod tests {
             default_cpus: 2,
             default_memory: 512 << 20,
             volumes: dir.path().join("volumes"),
+            network: NetworkPlan::User,
         };
         let id = "ab".repeat(32);
         let mut c = config(v1::ProcessConfig {
@@ -830,5 +880,54 @@ mod tests {
                 .networks
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn bridge_networking_gives_taps_addresses_and_proxied_ports() {
+        let dir = tempfile::tempdir().unwrap();
+        let attachment = |network: &str, tap: &str, last: u8| crate::networks::Attachment {
+            network: network.into(),
+            mac: "02:00:00:00:00:01".parse().unwrap(),
+            address: std::net::Ipv4Addr::new(192, 168, 70, last),
+            prefix: 24,
+            gateway: std::net::Ipv4Addr::new(192, 168, 70, 1),
+            tap: tap.into(),
+            mtu: Some(1400),
+        };
+        let host = Host {
+            bundle: dir.path().to_path_buf(),
+            rootfs: dir.path().join("rootfs.ext4"),
+            kernel: dir.path().join("vmlinux"),
+            initramfs: dir.path().join("initramfs.cpio"),
+            default_cpus: 1,
+            default_memory: 512 << 20,
+            volumes: dir.path().join("volumes"),
+            network: NetworkPlan::Bridge(vec![
+                attachment("front", "ctap-aaaa", 5),
+                attachment("back", "ctap-bbbb", 6),
+            ]),
+        };
+        let mut c = config(v1::ProcessConfig::default());
+        c.ports = vec![v1::PortMapping {
+            host_ip: "localhost".into(),
+            host_port: 8080,
+            container_port: 80,
+            count: 2,
+            protocol: v1::Protocol::Udp as i32,
+        }];
+        let rc = runtime_config(&"cd".repeat(32), &c, &image(), &host).unwrap();
+        assert_eq!(rc.networks.len(), 2);
+        assert_eq!(
+            rc.networks[0].attachment,
+            vmm::NicAttachment::Tap {
+                name: "ctap-aaaa".into()
+            }
+        );
+        assert_eq!(rc.networks[0].address.as_deref(), Some("192.168.70.5/24"));
+        assert_eq!(rc.networks[1].address.as_deref(), Some("192.168.70.6/24"));
+        assert_eq!(rc.networks[0].mtu, Some(1400));
+        // Ports are the runtime's proxies, not QEMU forwards; DNS is the gateway.
+        assert_eq!(rc.published_ports, ["localhost:8080-8081:80-81/udp"]);
+        assert_eq!(rc.dns.nameservers, ["192.168.70.1"]);
     }
 }

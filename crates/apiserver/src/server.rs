@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use api::v1::containers_server::ContainersServer;
 use api::v1::images_server::ImagesServer;
+use api::v1::networks_server::NetworksServer;
 use api::v1::registry_server::RegistryServer;
 use api::v1::system_server::SystemServer;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -15,6 +16,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::containers::ContainersService;
 use crate::daemon::{Daemon, DaemonOptions};
 use crate::images::{ImagesService, RegistryService};
+use crate::networks::NetworksService;
 use crate::system::SystemService;
 
 /// How long calls in flight may continue once the daemon is asked to stop.
@@ -147,6 +149,7 @@ pub async fn serve_on(
         ))))
         .add_service(ImagesServer::new(ImagesService(Arc::clone(&daemon))))
         .add_service(RegistryServer::new(RegistryService(Arc::clone(&daemon))))
+        .add_service(NetworksServer::new(NetworksService(Arc::clone(&daemon))))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal);
     let result = tokio::select! {
         r = server => r.map_err(|e| ServeError::Transport(e.to_string())),

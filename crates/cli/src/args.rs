@@ -87,6 +87,9 @@ pub enum Command {
     /// Manage images.
     #[command(visible_alias = "i", subcommand)]
     Image(ImageCommand),
+    /// Manage networks.
+    #[command(visible_alias = "n", subcommand)]
+    Network(NetworkCommand),
     /// Manage registry logins.
     #[command(visible_alias = "r", subcommand)]
     Registry(RegistryCommand),
@@ -139,7 +142,7 @@ pub struct ProcessFlags {
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Resource options")]
 pub struct ResourceFlags {
-    /// Number of CPUs (fractions allowed; the VM gets the count rounded up) [default: 4].
+    /// Number of CPUs (fractions allowed; the VM gets the count rounded up) [default: 4, or the host's CPU count if lower].
     #[arg(short = 'c', long, value_name = "CPUS")]
     pub cpus: Option<String>,
     /// Memory limit, e.g. 512m or 2g (binary units; a bare number is bytes) [default: 1g].
@@ -757,6 +760,9 @@ pub enum SystemCommand {
     /// Manage the kernel containers boot.
     #[command(subcommand)]
     Kernel(KernelCommand),
+    /// Manage the DNS domains the daemon answers container names in.
+    #[command(subcommand)]
+    Dns(DnsCommand),
 }
 
 /// `container system start`.
@@ -885,4 +891,106 @@ pub struct KernelSetArgs {
     /// Install the recommended kernel of this release.
     #[arg(long, conflicts_with_all = ["binary", "tar"])]
     pub recommended: bool,
+}
+
+// ---- network -----------------------------------------------------------------------------
+
+/// `container network ...`.
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Create a network.
+    Create(NetworkCreateArgs),
+    /// Delete networks (refused while a container references one).
+    #[command(visible_alias = "rm")]
+    Delete(NetworkDeleteArgs),
+    /// List networks.
+    #[command(visible_alias = "ls")]
+    List(NetworkListArgs),
+    /// Show networks as JSON.
+    Inspect(NetworkInspectArgs),
+    /// Delete every network no container references (never `default`).
+    Prune(NetworkPruneArgs),
+}
+
+/// `container network create`.
+#[derive(Debug, Clone, Args)]
+pub struct NetworkCreateArgs {
+    /// IPv4 subnet in CIDR form [default: the first free 192.168.N.0/24].
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: Option<String>,
+    /// IPv6 subnet in CIDR form.
+    #[arg(long = "subnet-v6", value_name = "CIDR")]
+    pub subnet_v6: Option<String>,
+    /// No route out of the network: containers reach each other and the host only.
+    #[arg(long)]
+    pub internal: bool,
+    /// Set a label: KEY[=VALUE].
+    #[arg(short = 'l', long = "label", value_name = "KEY[=VALUE]")]
+    pub labels: Vec<String>,
+    /// The network's name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+/// `container network delete`.
+#[derive(Debug, Clone, Args)]
+pub struct NetworkDeleteArgs {
+    /// Delete every network but `default`.
+    #[arg(short = 'a', long, conflicts_with = "names")]
+    pub all: bool,
+    /// Networks to delete.
+    #[arg(value_name = "NAME", required_unless_present = "all")]
+    pub names: Vec<String>,
+}
+
+/// `container network list`.
+#[derive(Debug, Clone, Args)]
+pub struct NetworkListArgs {
+    /// Print only names.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// `container network inspect`.
+#[derive(Debug, Clone, Args)]
+pub struct NetworkInspectArgs {
+    /// Networks to show.
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+}
+
+/// `container network prune`.
+#[derive(Debug, Clone, Args)]
+pub struct NetworkPruneArgs {}
+
+/// `container system dns ...`.
+#[derive(Debug, Subcommand)]
+pub enum DnsCommand {
+    /// Answer container names under DOMAIN (`NAME.DOMAIN`) in every network's DNS server.
+    Create(DnsDomainArgs),
+    /// Stop answering names under DOMAIN.
+    #[command(visible_alias = "rm")]
+    Delete(DnsDomainArgs),
+    /// List the DNS domains.
+    #[command(visible_alias = "ls")]
+    List(DnsListArgs),
+}
+
+/// A DNS domain operand.
+#[derive(Debug, Clone, Args)]
+pub struct DnsDomainArgs {
+    /// The domain (e.g. `test`).
+    #[arg(value_name = "DOMAIN")]
+    pub domain: String,
+}
+
+/// `container system dns list`.
+#[derive(Debug, Clone, Args)]
+pub struct DnsListArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }

@@ -49,9 +49,10 @@ use std::path::PathBuf;
 use clap::{CommandFactory, Parser};
 
 use crate::args::{
-    Cli, Command, ImageCommand, KernelCommand, RegistryCommand, Shell, SystemCommand,
+    Cli, Command, ImageCommand, KernelCommand, NetworkCommand, RegistryCommand, Shell,
+    SystemCommand,
 };
-use crate::commands::{container, copy, image, system};
+use crate::commands::{container, copy, image, network, system};
 use crate::error::{CliError, CliResult, EXIT_FAILURE};
 
 /// What every command shares: where the daemon is, and how chatty to be.
@@ -194,6 +195,13 @@ pub async fn dispatch(ctx: &Context, command: &Command) -> CliResult {
             ImageCommand::Save(a) => image::save(ctx, a).await,
             ImageCommand::Load(a) => image::load(ctx, a).await,
         },
+        Command::Network(c) => match c {
+            NetworkCommand::Create(a) => network::create(ctx, a).await,
+            NetworkCommand::Delete(a) => network::delete(ctx, a).await,
+            NetworkCommand::List(a) => network::list(ctx, a).await,
+            NetworkCommand::Inspect(a) => network::inspect(ctx, a).await,
+            NetworkCommand::Prune(a) => network::prune(ctx, a).await,
+        },
         Command::Registry(c) => match c {
             RegistryCommand::Login(a) => image::login(ctx, a).await,
             RegistryCommand::Logout(a) => image::logout(ctx, a).await,
@@ -208,6 +216,7 @@ pub async fn dispatch(ctx: &Context, command: &Command) -> CliResult {
             SystemCommand::Df(a) => system::df(ctx, a).await,
             SystemCommand::Property(c) => system::property(ctx, c).await,
             SystemCommand::Kernel(KernelCommand::Set(a)) => system::kernel_set(ctx, a).await,
+            SystemCommand::Dns(c) => network::dns(ctx, c).await,
         },
     }
 }

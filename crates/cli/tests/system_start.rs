@@ -73,6 +73,12 @@ fn standin_daemon_process() {
     rt.block_on(async move {
         let socket = api::socket_path(Path::new(&app_root));
         let listener = api::server::bind_socket(&socket).await.unwrap();
+        // As the real daemon does: `system stop` waits for this process to be gone.
+        std::fs::write(
+            Path::new(&app_root).join("apiserver.pid"),
+            std::process::id().to_string(),
+        )
+        .unwrap();
         let (stop, mut stopped) = tokio::sync::mpsc::channel(1);
         tonic::transport::Server::builder()
             .add_service(SystemServer::new(StandIn { stop, app_root }))

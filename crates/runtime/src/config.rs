@@ -122,6 +122,11 @@ pub struct RuntimeConfig {
     /// (`--network none`).
     #[serde(default)]
     pub networks: Vec<NetworkAttachment>,
+    /// Ports the runtime publishes itself with userspace proxies to the first network's
+    /// address (`-p` specs as `spec::PortSpec` writes them). Empty on user-mode networking,
+    /// where QEMU forwards the ports.
+    #[serde(default)]
+    pub published_ports: Vec<String>,
     /// Volumes and bind mounts (`-v name:/path`, `-v /host/dir:/path`): ext4 images attached
     /// as extra disks, or host directories shared with virtio-fs, mounted into the container.
     #[serde(default)]
@@ -438,6 +443,7 @@ pub(crate) mod tests {
             dns: Dns::default(),
             extra_hosts: vec![],
             networks: vec![],
+            published_ports: vec![],
             volumes: vec![],
             labels: BTreeMap::new(),
         }

@@ -163,6 +163,8 @@ pub struct Container {
     finished: watch::Sender<Option<Finished>>,
     /// Exec ids that are running, for Kill and Resize.
     execs: Mutex<std::collections::HashSet<String>>,
+    /// The userspace proxies of `-p` (bridge networking), until the container finishes.
+    proxies: Mutex<Option<net::proxy::PortProxies>>,
     /// The init process's output pumps, until the watcher takes them.
     pumps: Mutex<Option<Vec<tokio::task::JoinHandle<()>>>>,
     /// The VM's runtime dir when it had to live outside the bundle; removed with the
@@ -227,6 +229,37 @@ pub fn ensure_writable_layer(config: &RuntimeConfig) -> Result<(), ContainerErro
         source: e.error,
     })?;
     Ok(())
+}
+
+/// Binds the host side of every published port (bridge networking) and proxies it to the
+/// container's first address; nothing is bound when one port cannot be.
+async fn publish_ports(
+    config: &RuntimeConfig,
+) -> Result<Option<net::proxy::PortProxies>, ContainerError> {
+    if config.published_ports.is_empty() {
+        return Ok(None);
+    }
+    let target = config
+        .networks
+        .first()
+        .and_then(|n| n.address.as_deref())
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+        .ok_or_else(|| {
+            ContainerError::InvalidArgument(
+                "ports are published but the container has no address".into(),
+            )
+        })?;
+    let specs = config
+        .published_ports
+        .iter()
+        .map(|p| p.parse::<spec::PortSpec>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+    net::proxy::PortProxies::start(&specs, target, net::proxy::ProxyOptions::default())
+        .await
+        .map(Some)
+        .map_err(|e| ContainerError::FailedPrecondition(one_line(&e.to_string())))
 }
 
 /// The VM's runtime dir: `<bundle>/vm` when short enough for its Unix sockets, else a
@@ -584,6 +617,7 @@ impl Container {
         let write_resolv = !config.dns.disabled;
         Self::write_etc(&agent, &config, write_resolv).await?;
         let spec = build_spec(&config, write_resolv)?;
+        let proxies = publish_ports(&config).await?;
 
         let (state_tx, _) = watch::channel(State::new(&config.id));
         // At most 256 chunks of 32 KiB wait for a slow attacher; it then skips ahead.
@@ -603,6 +637,7 @@ impl Container {
             finished: watch::channel(None).0,
             execs: Mutex::new(Default::default()),
             pumps: Mutex::new(None),
+            proxies: Mutex::new(proxies),
             _vm_tmp_dir: vm_tmp_dir,
             config,
         });
@@ -965,6 +1000,13 @@ impl Container {
     }
 
     fn mark_finished(&self) {
+        // Published ports close with the container.
+        drop(
+            self.proxies
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         let s = self.state();
         self.finished.send_replace(Some(Finished {
             exit_code: s.exit_code.unwrap_or(EXIT_RUNTIME_FAILED),

@@ -115,6 +115,7 @@ impl Fixture {
             dns: Dns::default(),
             extra_hosts: vec![],
             networks: vec![],
+            published_ports: vec![],
             volumes: vec![],
             labels: Default::default(),
         };

@@ -186,12 +186,19 @@ pub async fn stop(ctx: &Context, _: &SystemStopArgs) -> CliResult {
         outln!("container daemon is not running");
         return Ok(0);
     };
+    // Stopped means the process is gone (its lock and socket released), not only silent.
+    let pid: Option<i32> = ctx
+        .app_root()
+        .ok()
+        .and_then(|root| std::fs::read_to_string(root.join("apiserver.pid")).ok())
+        .and_then(|text| text.trim().parse().ok());
     client.system().shutdown(v1::ShutdownRequest {}).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if api::Client::connect(&socket, Duration::from_millis(300))
-            .await
-            .is_err()
+        if !pid.is_some_and(process_alive)
+            && api::Client::connect(&socket, Duration::from_millis(300))
+                .await
+                .is_err()
         {
             outln!("container daemon stopped");
             return Ok(0);
@@ -201,6 +208,23 @@ pub async fn stop(ctx: &Context, _: &SystemStopArgs) -> CliResult {
     Err(CliError::Daemon(
         "the container daemon is still answering 10s after it was asked to stop".into(),
     ))
+}
+
+/// Whether process `pid` exists and has not exited (a zombie has).
+fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim().chars().next()),
+            Some('Z' | 'X')
+        ),
+        // No procfs (macOS): signal 0 tells whether it exists.
+        // SAFETY: kill with signal 0 only checks the pid; it sends nothing.
+        Err(_) if !std::path::Path::new("/proc/self").exists() => unsafe {
+            libc::kill(pid, 0) == 0
+        },
+        Err(_) => false,
+    }
 }
 
 /// `container system status`: exits 1 when the daemon is not running (Apple's rule).

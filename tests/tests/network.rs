@@ -1,0 +1,551 @@
+//! End to end, networking: a real daemon in bridge mode, with real VMs on real bridges, TAP
+//! devices and nftables rules. Everything runs inside network namespaces each test creates
+//! and removes: the daemon (and the runtimes and VMMs it spawns) in one, an "outside" host in
+//! another when a test needs one. The CLI stays in the host's namespace: it only talks to the
+//! daemon's Unix socket. Traffic goes to loopback and container addresses inside those
+//! namespaces only.
+
+use container_tests::TestEnv;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A network namespace of this test's own; deleted (with anything left in it) on drop.
+struct Netns {
+    name: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("ctest-{}-{tag}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        let ns = Netns { name };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// A command that runs inside the namespace.
+    fn command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+
+    /// Runs `f` on a thread that has entered the namespace (namespaces are per thread).
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("netns file");
+            // SAFETY: setns on a valid namespace fd affects only this thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Anything still inside (a VMM of a container the daemon could not stop) goes first.
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).output();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// A daemon in bridge mode inside its own namespace.
+struct Daemon {
+    root: PathBuf,
+    bin: PathBuf,
+    mirror: String,
+    images: PathBuf,
+    // Dropped after the daemon has stopped its containers (fields drop in order).
+    ns: Netns,
+}
+
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/debug")
+        .to_path_buf()
+}
+
+fn root_or_skip() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let why = "network tests need root (network namespaces, bridges, nftables)";
+    if std::env::var("CONTAINER_REQUIRE_VM").as_deref() == Ok("1") {
+        panic!("{why}");
+    }
+    eprintln!("skipping: {why}");
+    false
+}
+
+impl Daemon {
+    fn start(test: &str) -> Option<Daemon> {
+        let env = TestEnv::get()?;
+        if !root_or_skip() {
+            return None;
+        }
+        let bin = bin_dir();
+        let root = PathBuf::from(format!("/tmp/cnet-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let daemon = Daemon {
+            ns: Netns::new(test),
+            root,
+            bin,
+            mirror: env.registry.clone(),
+            images: env.images.clone(),
+        };
+        let out = daemon
+            .ns
+            .command(&daemon.bin.join("container"))
+            .args(["system", "start"])
+            .env("CONTAINER_APP_ROOT", &daemon.root)
+            .env("CONTAINER_NETWORK_MODE", "bridge")
+            .env("CONTAINER_REGISTRY_MIRROR", &daemon.mirror)
+            .stdin(Stdio::null())
+            .output()
+            .expect("system start runs");
+        assert!(
+            out.status.success(),
+            "system start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let archive = daemon.images.join("busybox.docker.tar");
+        daemon.ok(&["image", "load", "-i", archive.to_str().unwrap()]);
+        Some(daemon)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(self.bin.join("container"))
+            .args(args)
+            .env("CONTAINER_APP_ROOT", &self.root)
+            .env("CONTAINER_REGISTRY_MIRROR", &self.mirror)
+            .stdin(Stdio::null())
+            .output()
+            .expect("container runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "container {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs and requires failure with `code`; returns stderr's last line.
+    fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "container {args:?}: {stderr}"
+        );
+        stderr.lines().last().unwrap_or_default().to_owned()
+    }
+
+    /// The IPv4 address of a running container on its first network.
+    fn address(&self, name: &str) -> Ipv4Addr {
+        let json: serde_json::Value =
+            serde_json::from_str(&self.ok(&["inspect", name])).expect("inspect JSON");
+        let cidr = json[0]["status"]["networks"][0]["ipv4Address"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no address in {json}"));
+        cidr.split('/').next().unwrap().parse().expect("an address")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.run(&["rm", "--all", "--force"]);
+        let _ = self.run(&["network", "rm", "--all"]);
+        let _ = self.run(&["system", "stop"]);
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// `GET /` over plain HTTP/1.0; the body, or the error.
+fn http_get(addr: SocketAddr) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).map_err(|e| e.to_string())?;
+    reply
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .ok_or_else(|| format!("no HTTP reply: {reply:?}"))
+}
+
+/// Retries `f` until it succeeds or 60 s pass (the container may still be booting).
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() >= deadline => panic!("{what}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(300)),
+        }
+    }
+}
+
+/// A shell command serving `/www/index.html` = `body` on ports 80 (foreground), 81 and 82.
+fn web(body: &str) -> String {
+    format!(
+        "mkdir -p /www && echo {body} > /www/index.html && httpd -p 81 -h /www && httpd -p 82 -h /www && exec httpd -f -p 80 -h /www"
+    )
+}
+
+/// A static UDP echo server (busybox has none), built once per test run.
+fn udp_echo_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cnet-udp-echo-{}", std::process::id()));
+    let bin = dir.join("udp_echo");
+    if !bin.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/udp_echo.rs");
+        let out = Command::new("rustc")
+            .args(["-O", "--target", "x86_64-unknown-linux-gnu"])
+            .args(["-C", "target-feature=+crt-static", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .output()
+            .expect("rustc runs");
+        assert!(
+            out.status.success(),
+            "building udp_echo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    dir
+}
+
+#[test]
+fn published_ports_and_container_names() {
+    let Some(d) = Daemon::start("ports") else {
+        return;
+    };
+    let list = d.ok(&["network", "ls"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("default") && l.contains("bridge") && l.contains("/24")),
+        "{list}"
+    );
+
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "127.0.0.1:18080:80",
+        "-p",
+        "127.0.0.1:18081-18082:81-82",
+        "busybox",
+        "sh",
+        "-c",
+        &web("web"),
+    ]);
+    for port in [18080, 18081, 18082] {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let body =
+            d.ns.run(move || eventually("published port", || http_get(addr)));
+        assert_eq!(body.trim(), "web", "port {port}");
+    }
+    // The host reaches the container's own address on the bridge.
+    let ip = d.address("web");
+    let body = d.ns.run(move || http_get(SocketAddr::from((ip, 80))));
+    assert_eq!(body.unwrap().trim(), "web");
+    let ls = d.ok(&["ls"]);
+    assert!(ls.contains(&ip.to_string()), "{ls}");
+
+    // Another container finds it by name through the network's DNS server.
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "busybox",
+        "timeout",
+        "10",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://web/",
+    ]);
+    assert_eq!(out.trim(), "web");
+
+    // UDP publish: a datagram comes back.
+    let dir = udp_echo_dir();
+    let mount = format!("{}:/t:ro", dir.display());
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "echo",
+        "-p",
+        "127.0.0.1:15353:7/udp",
+        "-v",
+        &mount,
+        "busybox",
+        "/t/udp_echo",
+        "7",
+    ]);
+    let reply = d.ns.run(|| {
+        eventually("UDP echo", || {
+            let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(Duration::from_secs(1)))
+                .map_err(|e| e.to_string())?;
+            s.send_to(b"ping", "127.0.0.1:15353")
+                .map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 16];
+            let n = s.recv(&mut buf).map_err(|e| e.to_string())?;
+            Ok(buf[..n].to_vec())
+        })
+    });
+    assert_eq!(reply, b"ping");
+
+    // A port already taken: the container stays stopped, with a clear error.
+    let err = d.fails(
+        &[
+            "run",
+            "-d",
+            "--name",
+            "clash",
+            "-p",
+            "127.0.0.1:18080:80",
+            "busybox",
+            "sleep",
+            "60",
+        ],
+        125,
+    );
+    assert!(err.contains("18080"), "{err}");
+    let ls = d.ok(&["ls", "-a"]);
+    let clash = ls.lines().find(|l| l.contains("clash")).unwrap_or_default();
+    assert!(!clash.contains("running"), "{ls}");
+}
+
+#[test]
+fn user_networks_isolate_and_resolve() {
+    let Some(d) = Daemon::start("nets") else {
+        return;
+    };
+    d.ok(&["network", "create", "front"]);
+    d.ok(&["network", "create", "--subnet", "10.89.0.0/24", "back"]);
+    let err = d.fails(
+        &["network", "create", "--subnet", "10.89.0.128/25", "x"],
+        125,
+    );
+    assert!(err.contains("overlaps"), "{err}");
+    let err = d.fails(&["network", "create", "a/b"], 125);
+    assert!(err.contains("invalid network name"), "{err}");
+
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "api",
+        "--network",
+        "front",
+        "busybox",
+        "sh",
+        "-c",
+        &web("api"),
+    ]);
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "front",
+        "busybox",
+        "timeout",
+        "10",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://api/",
+    ]);
+    assert_eq!(out.trim(), "api");
+    let api = d.address("api");
+
+    // From another network: neither the name nor the address is reachable.
+    let out = d.run(&[
+        "run", "--rm", "--network", "back", "busybox", "sh", "-c",
+        &format!("ip -4 -o addr show eth0; timeout 3 wget -q -O - http://api/ || echo no-name; timeout 3 wget -q -O - http://{api}/ || echo no-route"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("10.89.0."), "{text}");
+    assert!(text.contains("no-name"), "{text}");
+    assert!(text.contains("no-route"), "{text}");
+
+    // --network none: loopback only.
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "ip",
+        "-o",
+        "link",
+    ]);
+    let links: Vec<&str> = out.lines().filter_map(|l| l.split(": ").nth(1)).collect();
+    // sit0 is the kernel's own IPv6-in-IPv4 device, always there and down.
+    assert!(links.contains(&"lo"), "{out}");
+    assert!(
+        links.iter().all(|l| *l == "lo" || l.starts_with("sit0")),
+        "{out}"
+    );
+
+    // In use: refused; after the container is gone: deleted.
+    let err = d.fails(&["network", "rm", "front"], 125);
+    assert!(err.contains("in use"), "{err}");
+    d.ok(&["rm", "-f", "api"]);
+    d.ok(&["network", "rm", "front"]);
+    let list = d.ok(&["network", "ls", "-q"]);
+    assert_eq!(
+        list.split_whitespace().collect::<Vec<_>>(),
+        ["back", "default"]
+    );
+    let err = d.fails(&["network", "rm", "default"], 125);
+    assert!(err.contains("built in"), "{err}");
+}
+
+#[test]
+fn outbound_traffic_is_masqueraded_unless_internal() {
+    let Some(d) = Daemon::start("nat") else {
+        return;
+    };
+    // An "outside" host in a second namespace, joined to the daemon's by a veth pair.
+    let outside = Netns::new("out");
+    let (here, there) = (
+        format!("vo{}a", std::process::id() % 100000),
+        format!("vo{}b", std::process::id() % 100000),
+    );
+    ip(&[
+        "-n",
+        &d.ns.name,
+        "link",
+        "add",
+        &here,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &there,
+        "netns",
+        &outside.name,
+    ]);
+    ip(&[
+        "-n",
+        &d.ns.name,
+        "addr",
+        "add",
+        "10.200.0.1/30",
+        "dev",
+        &here,
+    ]);
+    ip(&["-n", &d.ns.name, "link", "set", &here, "up"]);
+    ip(&[
+        "-n",
+        &outside.name,
+        "addr",
+        "add",
+        "10.200.0.2/30",
+        "dev",
+        &there,
+    ]);
+    ip(&["-n", &outside.name, "link", "set", &there, "up"]);
+
+    // It answers every request with the address it saw the request come from.
+    let listener = outside.run(|| TcpListener::bind("10.200.0.2:8000").expect("bind outside"));
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let peer = s
+                .peer_addr()
+                .map(|p| p.ip().to_string())
+                .unwrap_or_default();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{peer}",
+                peer.len()
+            );
+        }
+    });
+
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "busybox",
+        "timeout",
+        "10",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://10.200.0.2:8000/",
+    ]);
+    assert_eq!(
+        out.trim(),
+        "10.200.0.1",
+        "the outside saw the host's address"
+    );
+
+    d.ok(&["network", "create", "--internal", "sealed"]);
+    let out = d.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "sealed",
+        "busybox",
+        "timeout",
+        "5",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://10.200.0.2:8000/",
+    ]);
+    assert!(
+        !out.status.success(),
+        "an internal network reached the outside"
+    );
+    drop(outside);
+}
