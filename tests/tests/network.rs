@@ -529,9 +529,11 @@ fn outbound_traffic_is_masqueraded_unless_internal() {
     );
 
     d.ok(&["network", "create", "--internal", "sealed"]);
+    // --init: busybox's timeout execs wget, which would be PID 1 and ignore SIGTERM.
     let out = d.run(&[
         "run",
         "--rm",
+        "--init",
         "--network",
         "sealed",
         "busybox",
