@@ -608,14 +608,20 @@ impl Container {
         .await
         .map_err(agent_err("connecting to the guest agent"))?;
         tracing::info!(version = ?agent.guest_version(), "guest agent connected");
-        set_time(&agent)
-            .await
-            .map_err(agent_err("setting the guest clock"))?;
-
-        Self::mount_rootfs(&agent, &config).await?;
-        Self::configure_network(&agent, &config).await?;
+        // Independent steps go out together: each is a round trip through the VMM's vsock,
+        // and the guest serves them in parallel.
         let write_resolv = !config.dns.disabled;
-        Self::write_etc(&agent, &config, write_resolv).await?;
+        let clock = async {
+            set_time(&agent)
+                .await
+                .map_err(agent_err("setting the guest clock"))
+        };
+        tokio::try_join!(
+            clock,
+            Self::mount_rootfs(&agent, &config),
+            Self::configure_network(&agent, &config),
+            Self::write_etc(&agent, &config, write_resolv),
+        )?;
         let spec = build_spec(&config, write_resolv)?;
         let proxies = publish_ports(&config).await?;
 
@@ -669,33 +675,43 @@ impl Container {
                     .map_err(agent_err(step))
             }
         };
-        mount(
-            "block-serial:rootfs".into(),
-            format!("{GUEST_DIR}/lower"),
-            "ext4",
-            vec!["ro".into()],
-        )
-        .await?;
-        mount(
-            "block-serial:rw".into(),
-            format!("{GUEST_DIR}/rw"),
-            "ext4",
-            vec![],
-        )
-        .await?;
-        for d in ["upper", "work"] {
-            let path = format!("{GUEST_DIR}/rw/{d}");
-            agent
-                .mkdir(pb::MkdirRequest {
-                    path: path.clone(),
-                    mode: 0o755,
-                    parents: true,
-                    uid: 0,
-                    gid: 0,
-                })
-                .await
-                .map_err(agent_err(format!("creating {path}")))?;
-        }
+        let mkdir = |path: String| {
+            let agent = agent.clone();
+            async move {
+                agent
+                    .mkdir(pb::MkdirRequest {
+                        path: path.clone(),
+                        mode: 0o755,
+                        parents: true,
+                        uid: 0,
+                        gid: 0,
+                    })
+                    .await
+                    .map_err(agent_err(format!("creating {path}")))
+            }
+        };
+        let writable = async {
+            mount(
+                "block-serial:rw".into(),
+                format!("{GUEST_DIR}/rw"),
+                "ext4",
+                vec![],
+            )
+            .await?;
+            tokio::try_join!(
+                mkdir(format!("{GUEST_DIR}/rw/upper")),
+                mkdir(format!("{GUEST_DIR}/rw/work")),
+            )
+        };
+        tokio::try_join!(
+            mount(
+                "block-serial:rootfs".into(),
+                format!("{GUEST_DIR}/lower"),
+                "ext4",
+                vec!["ro".into()],
+            ),
+            writable,
+        )?;
         mount(
             "overlay".into(),
             GUEST_ROOTFS.into(),
