@@ -5,3 +5,4 @@ pub mod container;
 pub mod copy;
 pub mod image;
 pub mod system;
+pub mod volume;
