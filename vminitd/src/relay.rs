@@ -7,8 +7,9 @@
 //!   connection to the host path the runtime asks the guest to connect to the container's
 //!   socket and dial back a host vsock port it listens on.
 //!
-//! Either way the guest copies bytes both ways until one side closes, then shuts the other
-//! side's write half so half-closed protocols (a request, then EOF) work.
+//! Either way the guest copies bytes both ways until both sides are done, carrying a
+//! half-close across (a request, then EOF): the vsock leg is framed ([`agent::relay`]),
+//! since the Linux host's vsock transport drops half-closes.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
@@ -58,12 +59,12 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RelayError 
 
 /// Copies both ways until both directions are done; errors end the relay quietly (a peer
 /// going away is the normal end).
-async fn splice<A, B>(mut a: A, mut b: B)
+async fn splice<A, B>(local: A, host: B)
 where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    if let Err(e) = tokio::io::copy_bidirectional(&mut a, &mut b).await {
+    if let Err(e) = agent::relay::splice(local, host).await {
         crate::debug!("socket relay ended: {e}");
     }
 }

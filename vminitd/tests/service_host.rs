@@ -283,16 +283,21 @@ async fn serve_socket_relays_each_connection_to_the_host_port() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let c = serve(dir.path()).await;
-    // The host's side of vsock port 77: an echo server that prefixes what it got.
+    // The host's side of vsock port 77, speaking the relay framing as the runtime does: an
+    // echo server that prefixes what it got.
     let host = UnixListener::bind(dir.path().join("77.sock")).unwrap();
     tokio::spawn(async move {
         loop {
-            let (mut s, _) = host.accept().await.unwrap();
+            let (s, _) = host.accept().await.unwrap();
             tokio::spawn(async move {
+                let (mine, theirs) = tokio::io::duplex(1024);
+                tokio::spawn(agent::relay::splice(theirs, s));
+                let (mut rx, mut tx) = tokio::io::split(mine);
                 let mut got = Vec::new();
-                s.read_to_end(&mut got).await.unwrap();
-                s.write_all(b"echo:").await.unwrap();
-                s.write_all(&got).await.unwrap();
+                rx.read_to_end(&mut got).await.unwrap();
+                tx.write_all(b"echo:").await.unwrap();
+                tx.write_all(&got).await.unwrap();
+                tx.shutdown().await.unwrap();
             });
         }
     });

@@ -11,7 +11,8 @@
 //!   vminitd (DialSocket) to connect to PATH in the container and dial that port back.
 //!
 //! Bytes are copied both ways until both sides are done; one side's end of file shuts the
-//! other's write half, so request-then-EOF protocols work.
+//! other's write half, so request-then-EOF protocols work. The vsock leg is framed
+//! ([`agent::relay`]): the Linux vsock transport cannot carry a half-close itself.
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -68,12 +69,13 @@ impl Drop for HostSocket {
     }
 }
 
-async fn splice<A, B>(mut a: A, mut b: B)
+/// Relays a host connection and its vsock stream (framed: see [`agent::relay`]).
+async fn splice<A, B>(local: A, vsock: B)
 where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    if let Err(e) = tokio::io::copy_bidirectional(&mut a, &mut b).await {
+    if let Err(e) = agent::relay::splice(local, vsock).await {
         tracing::debug!("socket relay ended: {e}");
     }
 }
