@@ -297,9 +297,9 @@ fn sockets_are_relayed_both_ways() {
         "-v",
         &tool_mount,
         "busybox",
-        "/usr/local/bin/unixcat",
-        "-l",
-        "/run/srv.sock",
+        "sh",
+        "-c",
+        "mkdir -p /run && exec /usr/local/bin/unixcat -l /run/srv.sock",
     ]);
     d.ok(&args);
     let mut answer = String::new();

@@ -139,7 +139,7 @@ pub async fn start(
                 let host_path = host_path.clone();
                 tokio::spawn(async move {
                     match tokio::net::UnixStream::connect(&host_path).await {
-                        Ok(host) => splice(stream, host).await,
+                        Ok(host) => splice(host, stream).await,
                         Err(e) => tracing::warn!("connecting to {}: {e}", host_path.display()),
                     }
                 });

@@ -368,6 +368,9 @@ pub async fn create_cmd(ctx: &Context, a: &CreateArgs) -> CliResult {
     Ok(0)
 }
 
+/// How long `run --rm` waits for the daemon to remove the container after it exited.
+const RM_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// `container run`.
 pub async fn run_cmd(ctx: &Context, a: &RunArgs) -> CliResult {
     let config = config_from_flags(&a.container, &a.image, &a.args)?;
@@ -400,6 +403,17 @@ pub async fn run_cmd(ctx: &Context, a: &RunArgs) -> CliResult {
     };
     if outcome.is_ok() && a.detach {
         outln!("{id}");
+    }
+    if outcome.is_ok() && !a.detach && a.container.management.rm {
+        // Docker's `run --rm` returns once the container is gone, so what follows (a new
+        // run on the same volume, `volume ls`) never sees it: the daemon removes it (and its
+        // anonymous volumes) once its VM has shut down.
+        let mut containers = client.containers();
+        let wait = containers.wait(v1::WaitContainerRequest {
+            id: id.clone(),
+            condition: v1::WaitCondition::Removed as i32,
+        });
+        let _ = tokio::time::timeout(RM_WAIT, wait).await;
     }
     if outcome.is_err() {
         // A container that failed to start is not left behind (Apple's run deletes on any
