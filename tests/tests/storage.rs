@@ -68,8 +68,20 @@ fn bind_mounts_share_directories_and_files_both_ways() {
     let conf = format!("{}:/etc/app.conf:ro", path_str(&dir.join("app.conf")));
     let log = format!("{}:/var/log.txt", path_str(&dir.join("log.txt")));
     let args = run_rm(&[
-        "-v", &data, "-v", &ro, "-v", "./rel:/rel", "-v", &conf, "-v", &log, "busybox", "sh",
-        "-c", script,
+        "-v",
+        &data,
+        "-v",
+        &ro,
+        "-v",
+        "./rel:/rel",
+        "-v",
+        &conf,
+        "-v",
+        &log,
+        "busybox",
+        "sh",
+        "-c",
+        script,
     ]);
     // Relative host paths are resolved against the CLI's working directory.
     let out = d
@@ -80,7 +92,11 @@ fn bind_mounts_share_directories_and_files_both_ways() {
         .unwrap();
     let out = check_ok(&strs(&args), out);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[..3], ["written on the host", "relative", "setting=1"], "{out}");
+    assert_eq!(
+        lines[..3],
+        ["written on the host", "relative", "setting=1"],
+        "{out}"
+    );
     assert!(lines[3].contains("Read-only file system"), "{out}");
     assert!(lines[4].contains("Read-only file system"), "{out}");
     assert_eq!(
@@ -92,13 +108,20 @@ fn bind_mounts_share_directories_and_files_both_ways() {
         "line1\nline2\n"
     );
     assert!(!dir.join("ro/new").exists());
-    assert_eq!(std::fs::read_to_string(dir.join("app.conf")).unwrap(), "setting=1\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("app.conf")).unwrap(),
+        "setting=1\n"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The file system of a volume checked by e2fsck without changing it.
 fn e2fsck(image: &Path) {
-    let out = Command::new("e2fsck").arg("-fn").arg(image).output().unwrap();
+    let out = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(image)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "e2fsck -fn {}: {}{}",
@@ -114,7 +137,9 @@ fn named_volumes_outlive_containers_have_one_writer_and_survive_sigkill() {
         return;
     };
     assert_eq!(
-        d.ok(&["volume", "create", "-s", "256m", "--label", "app=db", "data"]),
+        d.ok(&[
+            "volume", "create", "-s", "256m", "--label", "app=db", "data"
+        ]),
         "data\n"
     );
     let err = d.fails(&["volume", "create", "data"], 125);
@@ -140,16 +165,28 @@ fn named_volumes_outlive_containers_have_one_writer_and_survive_sigkill() {
     ]);
     d.ok(&args);
     wait_for("the writer's files", Duration::from_secs(60), || {
-        d.run(&["exec", "writer", "ls", "/data/f3"]).status.success()
+        d.run(&["exec", "writer", "ls", "/data/f3"])
+            .status
+            .success()
     });
 
     // A second read-write user is refused while the writer runs, and so is a delete.
     let second = run_rm(&["-v", "data:/data", "busybox", "true"]);
     let err = d.fails(&strs(&second), 125);
-    assert!(err.contains("volume data is in use by container writer"), "{err}");
+    assert!(
+        err.contains("volume data is in use by container writer"),
+        "{err}"
+    );
     let err = d.fails(&["volume", "rm", "data"], 125);
-    assert!(err.contains("volume data is in use by container writer"), "{err}");
-    assert_eq!(d.ok(&["ls", "-a", "-q"]).lines().count(), 1, "the refused run was not removed");
+    assert!(
+        err.contains("volume data is in use by container writer"),
+        "{err}"
+    );
+    assert_eq!(
+        d.ok(&["ls", "-a", "-q"]).lines().count(),
+        1,
+        "the refused run was not removed"
+    );
 
     d.ok(&["kill", "-s", "KILL", "writer"]);
     wait_for("the writer to stop", Duration::from_secs(60), || {
@@ -167,8 +204,14 @@ fn named_volumes_outlive_containers_have_one_writer_and_survive_sigkill() {
     d.ok(&args);
     let second = run_rm(&["-v", "data:/data:ro", "busybox", "cat", "/data/marker"]);
     assert_eq!(d.ok(&strs(&second)), "hello\n");
-    let err = d.fails(&strs(&run_rm(&["-v", "data:/data", "busybox", "true"])), 125);
-    assert!(err.contains("volume data is in use by container reader"), "{err}");
+    let err = d.fails(
+        &strs(&run_rm(&["-v", "data:/data", "busybox", "true"])),
+        125,
+    );
+    assert!(
+        err.contains("volume data is in use by container reader"),
+        "{err}"
+    );
     d.ok(&["rm", "-f", "reader"]);
 
     let df: serde_json::Value =
@@ -187,7 +230,16 @@ fn anonymous_volumes_go_with_rm_and_stay_otherwise() {
         return;
     };
     // Created implicitly with a warning, for a named volume.
-    let args = run_rm(&["-v", "/scratch", "-v", "auto:/auto", "busybox", "sh", "-c", "echo x > /scratch/y"]);
+    let args = run_rm(&[
+        "-v",
+        "/scratch",
+        "-v",
+        "auto:/auto",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /scratch/y",
+    ]);
     let out = d.run(&strs(&args));
     let stderr = String::from_utf8_lossy(&out.stderr);
     check_ok(&strs(&args), out.clone());
@@ -195,7 +247,11 @@ fn anonymous_volumes_go_with_rm_and_stay_otherwise() {
         stderr.contains("warning: volume auto did not exist and was created"),
         "{stderr}"
     );
-    assert_eq!(d.ok(&["volume", "ls", "-q"]), "auto\n", "--rm left its anonymous volume");
+    assert_eq!(
+        d.ok(&["volume", "ls", "-q"]),
+        "auto\n",
+        "--rm left its anonymous volume"
+    );
 
     let mut args: Vec<&str> = vec!["run", "--name", "keep"];
     args.extend(SMALL);
@@ -214,7 +270,10 @@ fn anonymous_volumes_go_with_rm_and_stay_otherwise() {
     // Without --volumes the container's removal keeps it, as Docker's rm does.
     d.ok(&["rm", "keep"]);
     assert_eq!(d.ok(&["volume", "ls", "-q"]), format!("{name}\n"));
-    assert_eq!(d.ok(&["volume", "prune"]).lines().next(), Some(name.as_str()));
+    assert_eq!(
+        d.ok(&["volume", "prune"]).lines().next(),
+        Some(name.as_str())
+    );
     assert_eq!(d.ok(&["volume", "ls", "-q"]), "");
 }
 
@@ -224,7 +283,14 @@ fn unixcat(dir: &Path) -> PathBuf {
     let out = dir.join("unixcat");
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let status = Command::new(rustc)
-        .args(["--edition", "2021", "-O", "-C", "target-feature=+crt-static", "-o"])
+        .args([
+            "--edition",
+            "2021",
+            "-O",
+            "-C",
+            "target-feature=+crt-static",
+            "-o",
+        ])
         .arg(&out)
         .arg(&src)
         .status()
@@ -283,8 +349,7 @@ fn sockets_are_relayed_both_ways() {
         .unwrap();
     let out = check_ok(&strs(&args), out);
     assert_eq!(
-        out,
-        "echo:one\n\n/run/host-services/ssh-auth.sock\necho:two\n",
+        out, "echo:one\n\n/run/host-services/ssh-auth.sock\necho:two\n",
         "{out}"
     );
 
@@ -303,17 +368,21 @@ fn sockets_are_relayed_both_ways() {
     ]);
     d.ok(&args);
     let mut answer = String::new();
-    wait_for("the published socket to answer", Duration::from_secs(60), || {
-        let Ok(mut s) = UnixStream::connect(&published) else {
-            return false;
-        };
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        if s.write_all(b"ping").is_err() || s.shutdown(std::net::Shutdown::Write).is_err() {
-            return false;
-        }
-        answer.clear();
-        s.read_to_string(&mut answer).is_ok() && !answer.is_empty()
-    });
+    wait_for(
+        "the published socket to answer",
+        Duration::from_secs(60),
+        || {
+            let Ok(mut s) = UnixStream::connect(&published) else {
+                return false;
+            };
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            if s.write_all(b"ping").is_err() || s.shutdown(std::net::Shutdown::Write).is_err() {
+                return false;
+            }
+            answer.clear();
+            s.read_to_string(&mut answer).is_ok() && !answer.is_empty()
+        },
+    );
     assert_eq!(answer, "echo:ping");
     // Two more connections, at once.
     let clients: Vec<_> = (0..2)
@@ -333,7 +402,10 @@ fn sockets_are_relayed_both_ways() {
         assert_eq!(c.join().unwrap(), format!("echo:c{i}"));
     }
     d.ok(&["rm", "-f", "srv"]);
-    assert!(!published.exists(), "the published socket outlived its container");
+    assert!(
+        !published.exists(),
+        "the published socket outlived its container"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -352,7 +424,14 @@ fn bad_storage_input_is_one_line_and_creates_nothing() {
             "is not absolute",
         ),
         (
-            &["run", "--rm", "--mount", "type=bind,source=/tmp,target=/x,bogus=1", "busybox", "true"],
+            &[
+                "run",
+                "--rm",
+                "--mount",
+                "type=bind,source=/tmp,target=/x,bogus=1",
+                "busybox",
+                "true",
+            ],
             "unknown option \"bogus\"",
         ),
         (
@@ -364,12 +443,25 @@ fn bad_storage_input_is_one_line_and_creates_nothing() {
             "may not contain '/'",
         ),
         (
-            &["run", "--rm", "--publish-socket", "/tmp/x.sock", "busybox", "true"],
+            &[
+                "run",
+                "--rm",
+                "--publish-socket",
+                "/tmp/x.sock",
+                "busybox",
+                "true",
+            ],
             "expected HOST_PATH:CONTAINER_PATH",
         ),
         (&["volume", "create", "a/b"], "may not contain '/'"),
-        (&["volume", "create", "--opt", "color=red", "v"], "unknown option \"color\""),
-        (&["volume", "create", "-s", "1k", "v"], "below the minimum volume size"),
+        (
+            &["volume", "create", "--opt", "color=red", "v"],
+            "unknown option \"color\"",
+        ),
+        (
+            &["volume", "create", "-s", "1k", "v"],
+            "below the minimum volume size",
+        ),
         (&["volume", "rm", "nope"], "volume nope not found"),
     ];
     for (args, expect) in cases {

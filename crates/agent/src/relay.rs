@@ -134,7 +134,9 @@ mod tests {
     async fn an_oversized_frame_is_refused() {
         let (local, _keep) = tokio::io::duplex(16);
         let (remote, mut peer) = tokio::io::duplex(16);
-        peer.write_all(&(MAX_FRAME + 1).to_be_bytes()).await.unwrap();
+        peer.write_all(&(MAX_FRAME + 1).to_be_bytes())
+            .await
+            .unwrap();
         let e = splice(local, remote).await.unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
     }

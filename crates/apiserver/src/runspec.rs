@@ -587,10 +587,7 @@ fn published_sockets(
         if !p.host_path.starts_with('/') || !p.container_path.starts_with('/') {
             return Err(invalid(
                 "published socket",
-                format!(
-                    "{}:{} needs absolute paths",
-                    p.host_path, p.container_path
-                ),
+                format!("{}:{} needs absolute paths", p.host_path, p.container_path),
             ));
         }
         if out.iter().any(|o| o.host_path == Path::new(&p.host_path)) {

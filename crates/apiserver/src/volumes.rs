@@ -334,9 +334,8 @@ impl Daemon {
         if r.phase == Phase::Running {
             return true;
         }
-        runtime::State::load(&self.bundle(&r.id).state()).is_ok_and(|s| {
-            !s.vm_pids.is_empty() && crate::daemon::runtime_alive(s.runtime_pid)
-        })
+        runtime::State::load(&self.bundle(&r.id).state())
+            .is_ok_and(|s| !s.vm_pids.is_empty() && crate::daemon::runtime_alive(s.runtime_pid))
     }
 
     /// Claims the volumes container `id` is about to attach, or says which container holds
@@ -354,13 +353,14 @@ impl Daemon {
                 }
                 let theirs: Vec<(String, bool)> = match starting.get(&other.id) {
                     Some(uses) => uses.clone(),
-                    None if self.holds_disks(&other) => {
-                        uses(&other.options().unwrap_or_default())
-                    }
+                    None if self.holds_disks(&other) => uses(&other.options().unwrap_or_default()),
                     None => continue,
                 };
                 for (name, ro) in &mine {
-                    if theirs.iter().any(|(n, their_ro)| n == name && !(*ro && *their_ro)) {
+                    if theirs
+                        .iter()
+                        .any(|(n, their_ro)| n == name && !(*ro && *their_ro))
+                    {
                         return Err(ApiError::failed_precondition(format!(
                             "volume {name} is in use by container {}: a volume is a disk that only one running container may attach read-write (read-only users may share it)",
                             other.name

@@ -49,8 +49,7 @@ use std::path::PathBuf;
 use clap::{CommandFactory, Parser};
 
 use crate::args::{
-    Cli, Command, ImageCommand, KernelCommand, RegistryCommand, Shell, SystemCommand,
-    VolumeCommand,
+    Cli, Command, ImageCommand, KernelCommand, RegistryCommand, Shell, SystemCommand, VolumeCommand,
 };
 use crate::commands::{container, copy, image, system, volume};
 use crate::error::{CliError, CliResult, EXIT_FAILURE};

@@ -327,10 +327,7 @@ pub fn build_spec(config: &RuntimeConfig, write_resolv: bool) -> Result<Value, C
             VolumeKind::Block | VolumeKind::Directory => format!("{GUEST_DIR}/volumes/{i}"),
             VolumeKind::File => {
                 let name = v.path.file_name().ok_or_else(|| {
-                    ContainerError::InvalidArgument(format!(
-                        "{} names no file",
-                        v.path.display()
-                    ))
+                    ContainerError::InvalidArgument(format!("{} names no file", v.path.display()))
                 })?;
                 format!("{GUEST_DIR}/volumes/{i}/{}", name.to_string_lossy())
             }

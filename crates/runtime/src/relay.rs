@@ -100,7 +100,8 @@ fn bind_host(path: &Path) -> Result<tokio::net::UnixListener, ContainerError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(refuse(&e.to_string())),
     }
-    let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| refuse(&e.to_string()))?;
+    let listener =
+        std::os::unix::net::UnixListener::bind(path).map_err(|e| refuse(&e.to_string()))?;
     listener
         .set_nonblocking(true)
         .map_err(|e| refuse(&e.to_string()))?;
@@ -172,7 +173,8 @@ pub async fn start(
                 let (vm, agent) = (Arc::clone(&vm), agent.clone());
                 let (id, path) = (id.clone(), container_path.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = relay_published(conn, &*vm, &agent, id, path.clone(), port).await
+                    if let Err(e) =
+                        relay_published(conn, &*vm, &agent, id, path.clone(), port).await
                     {
                         tracing::info!("published socket {path}: {e}");
                     }
@@ -193,9 +195,10 @@ async fn relay_published(
     port: u32,
 ) -> Result<(), String> {
     let mut listener = vm.listen(port).await.map_err(|e| e.to_string())?;
-    let accept = tokio::spawn(async move {
-        tokio::time::timeout(DIAL_BACK_TIMEOUT, listener.accept()).await
-    });
+    let accept =
+        tokio::spawn(
+            async move { tokio::time::timeout(DIAL_BACK_TIMEOUT, listener.accept()).await },
+        );
     let dialed = agent
         .dial_socket(pb::DialSocketRequest {
             container_id,

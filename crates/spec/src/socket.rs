@@ -120,9 +120,7 @@ pub fn parse_volume_opts(opts: &[String]) -> Result<Option<ByteSize>, SocketErro
             .ok_or_else(|| fail("expected KEY=VALUE".into()))?;
         match key {
             "size" => {
-                let s = value
-                    .parse::<ByteSize>()
-                    .map_err(|e| fail(e.to_string()))?;
+                let s = value.parse::<ByteSize>().map_err(|e| fail(e.to_string()))?;
                 size = Some(check_volume_size(spec, s)?);
             }
             other => return Err(fail(format!("unknown option {other:?} (expected size)"))),

@@ -973,7 +973,8 @@ mod tests {
             "busybox",
         ]);
         let env = |k: &str| (k == "SSH_AUTH_SOCK").then(|| "/tmp/ssh-x/agent.1".to_owned());
-        let files = |_: &Path| -> std::io::Result<String> { Err(std::io::ErrorKind::NotFound.into()) };
+        let files =
+            |_: &Path| -> std::io::Result<String> { Err(std::io::ErrorKind::NotFound.into()) };
         let c = build_config(&f, &image, &rest, &env, &files, Path::new("/work/proj")).unwrap();
         assert_eq!(
             c.published_sockets,
@@ -1004,7 +1005,10 @@ mod tests {
             ]
         );
         let env = &c.process.unwrap().env;
-        assert!(env.contains(&format!("SSH_AUTH_SOCK={SSH_AUTH_SOCK_PATH}")), "{env:?}");
+        assert!(
+            env.contains(&format!("SSH_AUTH_SOCK={SSH_AUTH_SOCK_PATH}")),
+            "{env:?}"
+        );
         // --ssh without an agent, and a bad socket spec, fail before the daemon.
         let e = config(&["--ssh", "busybox"]).unwrap_err().to_string();
         assert!(e.starts_with("--ssh: SSH_AUTH_SOCK is not set"), "{e}");

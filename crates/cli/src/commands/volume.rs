@@ -266,7 +266,13 @@ mod tests {
         };
         assert_eq!(
             volume_row(&v),
-            ["data", "named", "1.0 GiB", "4.0 KiB", "2023-11-14T22:13:20Z"]
+            [
+                "data",
+                "named",
+                "1.0 GiB",
+                "4.0 KiB",
+                "2023-11-14T22:13:20Z"
+            ]
         );
         let j = volume_json(&v);
         assert_eq!(j["sizeInBytes"], 1u64 << 30);
