@@ -117,6 +117,7 @@ impl Fixture {
             networks: vec![],
             volumes: vec![],
             labels: Default::default(),
+            published_sockets: vec![],
         };
         Some(Fixture { dir, config })
     }
