@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/container/api/v1/networks.proto",
         "proto/container/api/v1/registry.proto",
         "proto/container/api/v1/system.proto",
+        "proto/container/api/v1/volumes.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

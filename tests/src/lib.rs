@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+pub mod daemon;
+
 /// The environment `cargo xtask registry start` writes and `cargo xtask test` exports.
 pub struct TestEnv {
     /// host:port of the anonymous registry.

@@ -23,6 +23,7 @@ pub mod mountopt;
 pub mod net;
 pub mod process;
 pub mod reaper;
+pub mod relay;
 pub mod seccomp;
 pub mod server;
 pub mod setup;

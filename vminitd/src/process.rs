@@ -808,6 +808,22 @@ impl Manager {
         Ok(())
     }
 
+    /// The pid (in the guest) of a container's first process, whose mount namespace is the
+    /// container's.
+    pub fn init_pid_of(&self, container_id: &str) -> Result<u32, ProcessError> {
+        self.lock()
+            .containers
+            .get(container_id)
+            .map(|c| c.init_pid)
+            .ok_or_else(|| ProcessError::NoContainer(container_id.to_string()))
+    }
+
+    /// Opens a stream to a host port the way stdio streams are dialed (retrying for up to
+    /// 10 s).
+    pub async fn dial_host(&self, port: u32) -> Result<Box<dyn HostStream>, ProcessError> {
+        dial(&self.cfg.dialer, port).await
+    }
+
     /// The cgroup directory of a container.
     pub fn cgroup_of(&self, container_id: &str) -> Result<PathBuf, ProcessError> {
         self.lock()

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::fsops::FsError;
 use crate::net::NetError;
 use crate::process::{CreateRequest, Manager, ProcessError};
-use crate::{boot, cgroup, fsops, net};
+use crate::{boot, cgroup, fsops, net, relay};
 
 /// An error and its sources, "a: b: c".
 pub fn chain(e: &dyn std::error::Error) -> String {
@@ -67,6 +67,16 @@ fn proc_status(e: ProcessError) -> Status {
         ProcessError::Precondition(_) | ProcessError::Setup(_) => Status::failed_precondition(msg),
         ProcessError::Dial { .. } => Status::unavailable(msg),
         ProcessError::Io { .. } | ProcessError::Cgroup(_) => Status::internal(msg),
+    }
+}
+
+fn relay_status(e: relay::RelayError) -> Status {
+    use relay::RelayError as R;
+    match e {
+        R::Invalid(_) => Status::invalid_argument(chain(&e)),
+        R::Process(p) => proc_status(p),
+        R::Unavailable { .. } => Status::unavailable(chain(&e)),
+        R::Io { .. } => Status::internal(chain(&e)),
     }
 }
 
@@ -543,6 +553,28 @@ impl Agent for Service {
             Ok(())
         })
         .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn serve_socket(
+        &self,
+        r: Request<pb::ServeSocketRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = r.into_inner();
+        relay::serve_socket(&self.procs, &r.path, r.port)
+            .await
+            .map_err(relay_status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn dial_socket(
+        &self,
+        r: Request<pb::DialSocketRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = r.into_inner();
+        relay::dial_socket(&self.procs, &r.container_id, &r.path, r.port)
+            .await
+            .map_err(relay_status)?;
         Ok(Response::new(pb::Empty {}))
     }
 

@@ -277,3 +277,66 @@ async fn mount_and_umount_a_tmpfs() {
             .contains(&target)
     );
 }
+
+#[tokio::test]
+async fn serve_socket_relays_each_connection_to_the_host_port() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let c = serve(dir.path()).await;
+    // The host's side of vsock port 77, speaking the relay framing as the runtime does: an
+    // echo server that prefixes what it got.
+    let host = UnixListener::bind(dir.path().join("77.sock")).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = host.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (mine, theirs) = tokio::io::duplex(1024);
+                tokio::spawn(agent::relay::splice(theirs, s));
+                let (mut rx, mut tx) = tokio::io::split(mine);
+                let mut got = Vec::new();
+                rx.read_to_end(&mut got).await.unwrap();
+                tx.write_all(b"echo:").await.unwrap();
+                tx.write_all(&got).await.unwrap();
+                tx.shutdown().await.unwrap();
+            });
+        }
+    });
+    let path = dir.path().join("in/container/ssh.sock");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, b"stale").unwrap();
+    c.serve_socket(ServeSocketRequest {
+        path: path.display().to_string(),
+        port: 77,
+    })
+    .await
+    .unwrap();
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let md = std::fs::metadata(&path).unwrap();
+    assert!(md.file_type().is_socket());
+    assert_eq!(md.permissions().mode() & 0o777, 0o666);
+    for i in 0..3 {
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        s.write_all(format!("hello {i}").as_bytes()).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut back = String::new();
+        s.read_to_string(&mut back).await.unwrap();
+        assert_eq!(back, format!("echo:hello {i}"));
+    }
+    let e = c
+        .serve_socket(ServeSocketRequest {
+            path: "relative.sock".into(),
+            port: 77,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "Some(InvalidArgument)");
+    let e = c
+        .dial_socket(DialSocketRequest {
+            container_id: "nope".into(),
+            path: "/x.sock".into(),
+            port: 78,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "Some(NotFound)");
+}

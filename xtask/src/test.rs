@@ -42,6 +42,9 @@ fn checks_and_tests(guest: &guest::Guest, nextest_args: &[String]) -> Result<()>
         .args(nextest_args)
         // VM tests fail instead of skipping when the guest is missing.
         .env("CONTAINER_REQUIRE_VM", "1")
+        // Every daemon a test starts stays off the host's network unless the test asks for
+        // bridge mode itself, inside a namespace of its own (tests/tests/network.rs).
+        .env("CONTAINER_NETWORK_MODE", "user")
         .env("CONTAINER_KERNEL", &guest.kernel)
         .env("CONTAINER_INITRD", &guest.initramfs);
     for line in std::fs::read_to_string(registry::env_file())?.lines() {

@@ -279,6 +279,13 @@ unary! {
     shutdown(ShutdownRequest) -> Empty, "Shutdown";
 }
 
+unary! {
+    /// Listens on a guest Unix socket and relays each connection to a host vsock port.
+    serve_socket(ServeSocketRequest) -> Empty, "ServeSocket";
+    /// Connects to a container's Unix socket and relays it to a host vsock port.
+    dial_socket(DialSocketRequest) -> Empty, "DialSocket";
+}
+
 impl AgentClient {
     /// Waits until a started process exits. No timeout: a process may run for ever; cancel by
     /// dropping the future.

@@ -21,3 +21,7 @@ pub mod v1 {
 /// The host's typed, version-checked client over any stream connector (feature `client`).
 #[cfg(feature = "client")]
 pub mod client;
+
+/// The framing of socket relay streams (feature `relay`).
+#[cfg(feature = "relay")]
+pub mod relay;

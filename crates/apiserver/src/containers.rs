@@ -184,13 +184,8 @@ impl Daemon {
         }
         let mut anonymous_volumes = Vec::new();
         for m in &mut config.mounts {
-            if let Some(v1::mount::Kind::Bind(b)) = &m.kind
-                && !std::path::Path::new(&b.source).is_dir()
-            {
-                return Err(ApiError::invalid_argument(format!(
-                    "bind mount source {} is not a directory (only directories can be shared)",
-                    b.source
-                )));
+            if let Some(v1::mount::Kind::Bind(b)) = &mut m.kind {
+                b.source = check_bind_source(&b.source)?;
             }
             if let Some(v1::mount::Kind::Volume(v)) = &mut m.kind {
                 if v.name.is_empty() {
@@ -225,22 +220,17 @@ impl Daemon {
                 _ => ApiError::invalid_argument(e.to_string()),
             },
         )?;
-        let volumes_dir = crate::volumes::dir(&self.app_root);
-        let names: Vec<String> = config
-            .mounts
-            .iter()
-            .filter_map(|m| match &m.kind {
-                Some(v1::mount::Kind::Volume(v)) => Some(v.name.clone()),
-                _ => None,
-            })
+        let named: Vec<String> = crate::volumes::uses(&config)
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| !anonymous_volumes.contains(n))
             .collect();
-        blocking(move || {
-            for n in names {
-                crate::volumes::ensure(&volumes_dir, &n)?;
-            }
-            Ok(())
-        })
-        .await?;
+        // Held until the record exists, so a volume delete cannot slip in between.
+        let _volumes = self.volume_lock.lock().await;
+        warnings.extend(
+            self.ensure_volumes(named, anonymous_volumes.clone())
+                .await?,
+        );
         let args = rc
             .spec
             .process()
@@ -319,7 +309,9 @@ impl Daemon {
 
     /// Spawns the container's runtime and waits until it serves (VM booted, init process
     /// created). The caller holds the container's op lock.
-    async fn spawn_runtime(&self, id: &str) -> Result<RuntimeClient, ApiError> {
+    async fn spawn_runtime(self: &Arc<Self>, id: &str) -> Result<RuntimeClient, ApiError> {
+        // Refuse a volume another container holds before booting anything.
+        let _claim = self.claim_volumes(id)?;
         let record = self.record(id)?;
         let options = record
             .options()
@@ -818,6 +810,36 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Checks a bind mount's host path: it must exist and be a directory, a regular file or a
+/// Unix socket. Returns it with symlinks resolved, so the VM shares what the path names now.
+fn check_bind_source(source: &str) -> Result<String, ApiError> {
+    use std::os::unix::fs::FileTypeExt;
+    let path = std::path::Path::new(source);
+    if !path.is_absolute() {
+        return Err(ApiError::invalid_argument(format!(
+            "bind mount source {source:?} is not an absolute path"
+        )));
+    }
+    let real = std::fs::canonicalize(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            ApiError::invalid_argument(format!("bind mount source {source} does not exist"))
+        } else {
+            ApiError::invalid_argument(format!("bind mount source {source}: {e}"))
+        }
+    })?;
+    let md = std::fs::metadata(&real)
+        .map_err(|e| ApiError::invalid_argument(format!("bind mount source {source}: {e}")))?;
+    let t = md.file_type();
+    if !(t.is_dir() || t.is_file() || t.is_socket()) {
+        return Err(ApiError::invalid_argument(format!(
+            "bind mount source {source} is not a directory, a regular file or a Unix socket"
+        )));
+    }
+    real.into_os_string().into_string().map_err(|_| {
+        ApiError::invalid_argument(format!("bind mount source {source} is not valid UTF-8"))
+    })
 }
 
 fn oci_err(kind: oci::ErrorKind, e: impl std::fmt::Display) -> ApiError {

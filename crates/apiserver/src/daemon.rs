@@ -49,6 +49,11 @@ pub struct Daemon {
     pub(crate) containers: Mutex<BTreeMap<String, Entry>>,
     pub(crate) credentials: Arc<dyn oci::CredentialStore>,
     pub(crate) runtime_binary: PathBuf,
+    /// Containers being started, with the volumes they claim (name, read-only), until
+    /// their runtime shows a VM ([`crate::volumes::Claim`]).
+    pub(crate) starting: Mutex<std::collections::HashMap<String, Vec<(String, bool)>>>,
+    /// Serialises creating and deleting volumes against containers that reference them.
+    pub(crate) volume_lock: tokio::sync::Mutex<()>,
     /// Bumped at every container change; waiters and log followers watch it.
     pub(crate) changes: watch::Sender<u64>,
     pub(crate) shutdown: watch::Sender<bool>,
@@ -152,6 +157,10 @@ impl Daemon {
             tracing::info!(cleaned, "removed half-created or half-deleted containers");
         }
         let networks = open_networks(&root, &properties, &dirs).await?;
+        let cleaned = crate::volumes::clean(&crate::volumes::dir(&root));
+        if cleaned > 0 {
+            tracing::info!(cleaned, "removed half-created or half-deleted volumes");
+        }
         let mut stores: Vec<Arc<dyn oci::CredentialStore>> = vec![Arc::new(
             oci::FileCredentialStore::new(root.join("credentials.json")),
         )];
@@ -166,6 +175,8 @@ impl Daemon {
             containers: Mutex::new(BTreeMap::new()),
             credentials: Arc::new(oci::CredentialChain::new(stores)),
             runtime_binary: options.runtime_binary.unwrap_or_else(find_runtime_binary),
+            starting: Mutex::new(Default::default()),
+            volume_lock: tokio::sync::Mutex::new(()),
             changes: watch::channel(0).0,
             shutdown: watch::channel(false).0,
             networks,
@@ -410,7 +421,7 @@ impl Daemon {
                     })
                 });
                 if !used && let Err(e) = crate::volumes::remove(&vdir, name) {
-                    tracing::warn!(volume = %name, "removing: {e}");
+                    tracing::warn!("{e}");
                 }
             }
         }

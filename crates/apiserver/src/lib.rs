@@ -1,7 +1,7 @@
 //! `container-apiserver`: the daemon behind the `container` CLI.
 //!
-//! One job: own the host-side state (images, containers, registry credentials, properties,
-//! kernels) and serve the gRPC contract of crates/api on `<app root>/apiserver.sock`. It
+//! One job: own the host-side state (images, containers, volumes, registry credentials,
+//! properties, kernels) and serve the gRPC contract of crates/api on `<app root>/apiserver.sock`. It
 //! spawns one `container-runtime` per running container and talks to it over the runtime's
 //! socket; it never boots a VM or speaks to a guest itself, and it never draws anything (the
 //! CLI does).
@@ -20,7 +20,8 @@
 //! ├── images.json, content/,    the image store (crates/oci: index, verified blobs,
 //! │   snapshots/<hex>/          resumable ingests, one rootfs.ext4 per manifest)
 //! ├── kernels/                  kernels installed by `system kernel set` (vmlinux-<arch>)
-//! ├── volumes/<name>/volume.ext4  a volume's file system (sparse ext4), attached as a disk
+//! ├── volumes/<name>/volume.ext4  a volume's file system (sparse ext4), attached as a disk;
+//! │   volumes/<name>/volume.json  its metadata (see [`volumes`] for the whole tree)
 //! └── containers/
 //!     ├── .new-<id>/            a container being created; renamed to <id>/ when whole,
 //!     │                         removed on start if a crash left it

@@ -103,7 +103,16 @@ const DEFS: &[Def] = &[
         default: "",
         description: "a host[:port] that serves Docker Hub's images instead of docker.io ($CONTAINER_REGISTRY_MIRROR when unset)",
     },
+    Def {
+        key: "volume.size",
+        kind: "size",
+        default: DEFAULT_VOLUME_SIZE,
+        description: "the file system size of a volume created without a size (sparse: it takes what is written)",
+    },
 ];
+
+/// The default of `volume.size`.
+pub const DEFAULT_VOLUME_SIZE: &str = "64g";
 
 fn def(key: &str) -> Result<&'static Def, PropertyError> {
     DEFS.iter()
@@ -129,6 +138,12 @@ fn check(d: &Def, value: &str) -> Result<String, PropertyError> {
         "integer" => match v.parse::<u32>() {
             Ok(n) if n >= 1 => Ok(n.to_string()),
             _ => Err(bad("expected a whole number of at least 1")),
+        },
+        "size" if d.key == "volume.size" => match v.parse::<spec::ByteSize>() {
+            Ok(s) => spec::check_volume_size(v, s)
+                .map(|_| v.to_owned())
+                .map_err(|e| bad(&e.to_string())),
+            Err(e) => Err(bad(&e.to_string())),
         },
         "size" => match v.parse::<spec::ByteSize>() {
             Ok(s) if s.bytes() >= 200 << 20 => Ok(v.to_owned()),
@@ -314,6 +329,14 @@ impl Properties {
         })
     }
 
+    /// The size of a volume created without one, bytes.
+    pub fn default_volume_size(&self) -> u64 {
+        self.value("volume.size")
+            .parse::<spec::ByteSize>()
+            .map(|s| s.bytes())
+            .unwrap_or(64 << 30)
+    }
+
     /// The default memory of a container, bytes.
     pub fn default_memory(&self) -> u64 {
         self.value("container.memory")
@@ -360,6 +383,11 @@ mod tests {
             p.set("registry.mirror", "http://x/y").unwrap_err(),
             PropertyError::Invalid { .. }
         ));
+        assert_eq!(p.default_volume_size(), 64 << 30);
+        p.set("volume.size", "1g").unwrap();
+        assert_eq!(p.default_volume_size(), 1 << 30);
+        let err = p.set("volume.size", "1m").unwrap_err().to_string();
+        assert!(err.contains("below the minimum volume size"), "{err}");
         assert!(matches!(
             p.get("nope").unwrap_err(),
             PropertyError::Unknown(_)

@@ -11,7 +11,7 @@
 //! masked and read-only paths; the runtime adds Docker's default mounts.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use api::v1;
 use serde_json::json;
@@ -414,12 +414,11 @@ pub fn runtime_config(
                         format!("{}:{} needs absolute paths", b.source, m.target),
                     ));
                 }
-                // Directories are shared with virtio-fs; single files cannot be.
                 volumes.push(runtime::config::VolumeMount {
                     path: PathBuf::from(&b.source),
                     destination: m.target.clone(),
                     read_only: m.readonly,
-                    kind: runtime::config::VolumeKind::Directory,
+                    kind: bind_kind(&b.source)?,
                 });
             }
             Some(v1::mount::Kind::Volume(v)) => {
@@ -524,6 +523,7 @@ pub fn runtime_config(
             .iter()
             .map(|l| (l.key.clone(), l.value.clone()))
             .collect(),
+        published_sockets: published_sockets(config)?,
     })
 }
 
@@ -611,6 +611,54 @@ fn user_networks(
         }]
     };
     Ok((networks, (!no_network).then(|| USER_NET_DNS.to_owned())))
+}
+
+/// How a bind mount's host path reaches the guest: a directory is shared, a single file is
+/// shared through its parent, a Unix socket is relayed.
+fn bind_kind(source: &str) -> Result<runtime::config::VolumeKind, RunSpecError> {
+    use runtime::config::VolumeKind;
+    use std::os::unix::fs::FileTypeExt;
+    let md = std::fs::metadata(source)
+        .map_err(|e| invalid("bind mount", format!("source {source}: {e}")))?;
+    let t = md.file_type();
+    if t.is_dir() {
+        Ok(VolumeKind::Directory)
+    } else if t.is_file() {
+        Ok(VolumeKind::File)
+    } else if t.is_socket() {
+        Ok(VolumeKind::Socket)
+    } else {
+        Err(invalid(
+            "bind mount",
+            format!("source {source} is not a directory, a regular file or a Unix socket"),
+        ))
+    }
+}
+
+/// `--publish-socket`s: absolute paths on both sides, each host path once.
+fn published_sockets(
+    config: &v1::ContainerConfig,
+) -> Result<Vec<runtime::config::PublishedSocket>, RunSpecError> {
+    let mut out: Vec<runtime::config::PublishedSocket> = Vec::new();
+    for p in &config.published_sockets {
+        if !p.host_path.starts_with('/') || !p.container_path.starts_with('/') {
+            return Err(invalid(
+                "published socket",
+                format!("{}:{} needs absolute paths", p.host_path, p.container_path),
+            ));
+        }
+        if out.iter().any(|o| o.host_path == Path::new(&p.host_path)) {
+            return Err(invalid(
+                "published socket",
+                format!("{} is published twice", p.host_path),
+            ));
+        }
+        out.push(runtime::config::PublishedSocket {
+            host_path: PathBuf::from(&p.host_path),
+            container_path: p.container_path.clone(),
+        });
+    }
+    Ok(out)
 }
 
 /// A stable, locally administered MAC address derived from the container's ID.

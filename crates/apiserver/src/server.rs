@@ -11,6 +11,7 @@ use api::v1::images_server::ImagesServer;
 use api::v1::networks_server::NetworksServer;
 use api::v1::registry_server::RegistryServer;
 use api::v1::system_server::SystemServer;
+use api::v1::volumes_server::VolumesServer;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::containers::ContainersService;
@@ -18,6 +19,7 @@ use crate::daemon::{Daemon, DaemonOptions};
 use crate::images::{ImagesService, RegistryService};
 use crate::networks::NetworksService;
 use crate::system::SystemService;
+use crate::volumes::VolumesService;
 
 /// How long calls in flight may continue once the daemon is asked to stop.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -150,6 +152,7 @@ pub async fn serve_on(
         .add_service(ImagesServer::new(ImagesService(Arc::clone(&daemon))))
         .add_service(RegistryServer::new(RegistryService(Arc::clone(&daemon))))
         .add_service(NetworksServer::new(NetworksService(Arc::clone(&daemon))))
+        .add_service(VolumesServer::new(VolumesService(Arc::clone(&daemon))))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal);
     let result = tokio::select! {
         r = server => r.map_err(|e| ServeError::Transport(e.to_string())),

@@ -80,9 +80,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(root: &Path) -> Daemon {
+        // User-mode networking: no test may add bridges to the host's network namespace.
         let child = Command::new(DAEMON)
             .arg("--app-root")
             .arg(root)
+            .env("CONTAINER_NETWORK_MODE", "user")
             .env_remove("CONTAINER_REGISTRY_MIRROR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -317,6 +319,7 @@ async fn one_daemon_per_root_and_socket_is_private() {
     let second = Command::new(DAEMON)
         .arg("--app-root")
         .arg(root.path())
+        .env("CONTAINER_NETWORK_MODE", "user")
         .output()
         .unwrap();
     assert!(!second.status.success());

@@ -93,6 +93,9 @@ pub enum Command {
     /// Manage registry logins.
     #[command(visible_alias = "r", subcommand)]
     Registry(RegistryCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// Manage the container daemon.
     #[command(visible_alias = "s", subcommand)]
     System(SystemCommand),
@@ -281,6 +284,13 @@ pub struct ManagementFlags {
     /// Mount a tmpfs: PATH[:size=64m,mode=1777,noexec,...].
     #[arg(long, value_name = "SPEC")]
     pub tmpfs: Vec<String>,
+    /// Serve a socket a container process listens on at a host path: HOST_PATH:CONTAINER_PATH.
+    #[arg(long, value_name = "SPEC")]
+    pub publish_socket: Vec<String>,
+    /// Make the host's SSH agent ($SSH_AUTH_SOCK) usable in the container at
+    /// /run/host-services/ssh-auth.sock, with SSH_AUTH_SOCK set to it.
+    #[arg(long)]
+    pub ssh: bool,
     /// Size of /dev/shm [default: 64m].
     #[arg(long, value_name = "SIZE")]
     pub shm_size: Option<String>,
@@ -410,6 +420,9 @@ pub struct DeleteArgs {
     /// Kill running containers instead of refusing them.
     #[arg(short = 'f', long)]
     pub force: bool,
+    /// Also delete the containers' anonymous volumes.
+    #[arg(short = 'v', long)]
+    pub volumes: bool,
     /// The containers.
     #[arg(value_name = "CONTAINER")]
     pub ids: Vec<String>,
@@ -994,3 +1007,73 @@ pub struct DnsListArgs {
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
+
+// ---- volumes -----------------------------------------------------------------------------
+
+/// `container volume ...`.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a named volume: an ext4 file system the daemon keeps (sparse).
+    Create(VolumeCreateArgs),
+    /// List volumes.
+    #[command(visible_alias = "ls")]
+    List(VolumeListArgs),
+    /// Show volumes as JSON.
+    Inspect(VolumeInspectArgs),
+    /// Delete volumes no container references.
+    #[command(visible_alias = "rm")]
+    Delete(VolumeDeleteArgs),
+    /// Delete every volume no container references.
+    Prune(VolumePruneArgs),
+}
+
+/// `container volume create`.
+#[derive(Debug, Clone, Args)]
+pub struct VolumeCreateArgs {
+    /// The file system's size, e.g. 10g [default: the volume.size property].
+    #[arg(short = 's', long, value_name = "SIZE")]
+    pub size: Option<String>,
+    /// A driver option: size=SIZE.
+    #[arg(long = "opt", value_name = "KEY=VALUE")]
+    pub opt: Vec<String>,
+    /// Add a label: KEY[=VALUE].
+    #[arg(short = 'l', long = "label", value_name = "LABEL")]
+    pub label: Vec<String>,
+    /// The volume's name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+/// `container volume list`.
+#[derive(Debug, Clone, Args)]
+pub struct VolumeListArgs {
+    /// Print only names.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// `container volume inspect`.
+#[derive(Debug, Clone, Args)]
+pub struct VolumeInspectArgs {
+    /// The volumes.
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+}
+
+/// `container volume delete`.
+#[derive(Debug, Clone, Args)]
+pub struct VolumeDeleteArgs {
+    /// Delete every volume no container references.
+    #[arg(short = 'a', long, conflicts_with = "names")]
+    pub all: bool,
+    /// The volumes.
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+/// `container volume prune`.
+#[derive(Debug, Clone, Args)]
+pub struct VolumePruneArgs {}

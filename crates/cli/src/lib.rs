@@ -50,9 +50,9 @@ use clap::{CommandFactory, Parser};
 
 use crate::args::{
     Cli, Command, ImageCommand, KernelCommand, NetworkCommand, RegistryCommand, Shell,
-    SystemCommand,
+    SystemCommand, VolumeCommand,
 };
-use crate::commands::{container, copy, image, network, system};
+use crate::commands::{container, copy, image, network, system, volume};
 use crate::error::{CliError, CliResult, EXIT_FAILURE};
 
 /// What every command shares: where the daemon is, and how chatty to be.
@@ -206,6 +206,13 @@ pub async fn dispatch(ctx: &Context, command: &Command) -> CliResult {
             RegistryCommand::Login(a) => image::login(ctx, a).await,
             RegistryCommand::Logout(a) => image::logout(ctx, a).await,
             RegistryCommand::List(a) => image::registry_list(ctx, a).await,
+        },
+        Command::Volume(c) => match c {
+            VolumeCommand::Create(a) => volume::create(ctx, a).await,
+            VolumeCommand::List(a) => volume::list(ctx, a).await,
+            VolumeCommand::Inspect(a) => volume::inspect(ctx, a).await,
+            VolumeCommand::Delete(a) => volume::delete(ctx, a).await,
+            VolumeCommand::Prune(a) => volume::prune(ctx, a).await,
         },
         Command::System(c) => match c {
             SystemCommand::Start(a) => system::start(ctx, a).await,

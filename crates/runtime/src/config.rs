@@ -134,6 +134,21 @@ pub struct RuntimeConfig {
     /// Labels (`-l`), kept for whoever reads the config; the runtime does not use them.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Sockets container processes listen on, served at host paths (`--publish-socket`).
+    #[serde(default)]
+    pub published_sockets: Vec<PublishedSocket>,
+}
+
+/// A Unix socket inside the container served on the host: the runtime listens on
+/// `host_path` and relays each connection over vsock to the container's socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishedSocket {
+    /// Absolute host path to listen on; a stale socket there is replaced, anything else is
+    /// refused.
+    pub host_path: PathBuf,
+    /// Absolute path of the socket in the container.
+    pub container_path: String,
 }
 
 fn default_stop_timeout() -> u32 {
@@ -233,9 +248,15 @@ pub enum VolumeKind {
     /// An ext4 image attached as a virtio-blk disk.
     #[default]
     Block,
-    /// A host directory shared with virtio-fs (one virtiofsd per directory). Single files
-    /// cannot be shared this way.
+    /// A host directory shared with virtio-fs (one virtiofsd per directory).
     Directory,
+    /// A single host file: virtio-fs shares directories only, so its parent directory is
+    /// shared into a private guest directory and just the file is bind-mounted into the
+    /// container.
+    File,
+    /// A host Unix socket: the guest listens on a socket bind-mounted at the destination and
+    /// relays each connection over vsock to the runtime, which connects to `path`.
+    Socket,
 }
 
 fn valid_id(id: &str) -> bool {
@@ -375,6 +396,17 @@ impl RuntimeConfig {
             let (ok, what) = match v.kind {
                 VolumeKind::Block => (v.path.is_file(), "an ext4 image file"),
                 VolumeKind::Directory => (v.path.is_dir(), "a directory"),
+                VolumeKind::File => (
+                    v.path.is_file() && v.path.is_absolute() && v.path.file_name().is_some(),
+                    "an absolute path of a regular file",
+                ),
+                VolumeKind::Socket => (
+                    std::fs::metadata(&v.path).is_ok_and(|m| {
+                        use std::os::unix::fs::FileTypeExt;
+                        m.file_type().is_socket()
+                    }),
+                    "a Unix socket",
+                ),
             };
             if !ok {
                 return Err(invalid(
@@ -386,6 +418,37 @@ impl RuntimeConfig {
                 return Err(invalid(
                     format!("volumes[{i}].destination"),
                     format!("{:?} is not absolute", v.destination),
+                ));
+            }
+        }
+        let mut hosts = std::collections::HashSet::new();
+        for (i, p) in self.published_sockets.iter().enumerate() {
+            if !p.host_path.is_absolute() || p.host_path.file_name().is_none() {
+                return Err(invalid(
+                    format!("published_sockets[{i}].host_path"),
+                    format!("{} is not an absolute file path", p.host_path.display()),
+                ));
+            }
+            // sun_path holds 107 bytes and a NUL.
+            if p.host_path.as_os_str().len() > 107 {
+                return Err(invalid(
+                    format!("published_sockets[{i}].host_path"),
+                    format!(
+                        "{} is longer than a Unix socket path may be (107 bytes)",
+                        p.host_path.display()
+                    ),
+                ));
+            }
+            if !hosts.insert(&p.host_path) {
+                return Err(invalid(
+                    format!("published_sockets[{i}].host_path"),
+                    format!("{} is published twice", p.host_path.display()),
+                ));
+            }
+            if !p.container_path.starts_with('/') || p.container_path.ends_with('/') {
+                return Err(invalid(
+                    format!("published_sockets[{i}].container_path"),
+                    format!("{:?} is not an absolute file path", p.container_path),
                 ));
             }
         }
@@ -446,6 +509,7 @@ pub(crate) mod tests {
             published_ports: vec![],
             volumes: vec![],
             labels: BTreeMap::new(),
+            published_sockets: vec![],
         }
     }
 

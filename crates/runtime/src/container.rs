@@ -9,8 +9,13 @@
 //! rootfs/   the overlay the container pivots into
 //! etc/      hostname, hosts, resolv.conf, bind-mounted over the container's /etc files
 //!           (as Docker does, so they never land in the writable layer)
-//! volumes/N the Nth volume's ext4 (disk serial "volN"), bind-mounted into the container
+//! volumes/N the Nth volume's ext4 (disk serial "volN") or shared host directory (virtio-fs
+//!           tag "volN"; for a single-file bind mount, the file's parent directory), bind-
+//!           mounted into the container (for a file, just the file)
+//! sockets/N.sock  the relay socket of the Nth volume when it is a host Unix socket
 //! ```
+//!
+//! Socket relays (`-v HOST_SOCKET:PATH`, `--publish-socket`): see [`crate::relay`].
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -167,6 +172,8 @@ pub struct Container {
     proxies: Mutex<Option<net::proxy::PortProxies>>,
     /// The init process's output pumps, until the watcher takes them.
     pumps: Mutex<Option<Vec<tokio::task::JoinHandle<()>>>>,
+    /// The socket relays; taken (stopped) when the container has finished.
+    relays: Mutex<Option<crate::relay::Relays>>,
     /// The VM's runtime dir when it had to live outside the bundle; removed with the
     /// container (declared after `vm`, so the VM is gone first).
     _vm_tmp_dir: Option<tempfile::TempDir>,
@@ -349,8 +356,18 @@ pub fn build_spec(config: &RuntimeConfig, write_resolv: bool) -> Result<Value, C
         if v.read_only {
             options.push("ro");
         }
+        let source = match v.kind {
+            VolumeKind::Block | VolumeKind::Directory => format!("{GUEST_DIR}/volumes/{i}"),
+            VolumeKind::File => {
+                let name = v.path.file_name().ok_or_else(|| {
+                    ContainerError::InvalidArgument(format!("{} names no file", v.path.display()))
+                })?;
+                format!("{GUEST_DIR}/volumes/{i}/{}", name.to_string_lossy())
+            }
+            VolumeKind::Socket => crate::relay::guest_socket_path(i),
+        };
         mounts.push(json!({"destination": v.destination, "type": "bind",
-                            "source": format!("{GUEST_DIR}/volumes/{i}"), "options": options}));
+                            "source": source, "options": options}));
     }
     let mut etc = vec!["hostname", "hosts"];
     if write_resolv {
@@ -407,8 +424,18 @@ fn guest_write_dir(config: &RuntimeConfig, path: &str) -> Result<String, Contain
             .then(|| trimmed[dest.len()..].to_string())
     };
     for (i, v) in config.volumes.iter().enumerate() {
-        if let Some(rest) = under(&v.destination) {
-            return Ok(format!("{GUEST_DIR}/volumes/{i}{rest}"));
+        let Some(rest) = under(&v.destination) else {
+            continue;
+        };
+        match v.kind {
+            VolumeKind::Block | VolumeKind::Directory => {
+                return Ok(format!("{GUEST_DIR}/volumes/{i}{rest}"));
+            }
+            VolumeKind::File | VolumeKind::Socket => {
+                return Err(ContainerError::FailedPrecondition(format!(
+                    "{path} is a file bind-mounted from the host; copy into a directory"
+                )));
+            }
         }
     }
     for t in &config.tmpfs {
@@ -552,6 +579,16 @@ impl Container {
                     host_path: v.path.clone(),
                     read_only: v.read_only,
                 }),
+                VolumeKind::File => shares.push(ShareConfig {
+                    tag: format!("vol{i}"),
+                    host_path: v
+                        .path
+                        .parent()
+                        .map(std::path::Path::to_path_buf)
+                        .unwrap_or_else(|| "/".into()),
+                    read_only: v.read_only,
+                }),
+                VolumeKind::Socket => {}
             }
         }
         let vm_config = VmConfig {
@@ -624,6 +661,7 @@ impl Container {
         )?;
         let spec = build_spec(&config, write_resolv)?;
         let proxies = publish_ports(&config).await?;
+        let relays = crate::relay::start(&config, &vm, &agent).await?;
 
         let (state_tx, _) = watch::channel(State::new(&config.id));
         // At most 256 chunks of 32 KiB wait for a slow attacher; it then skips ahead.
@@ -644,6 +682,7 @@ impl Container {
             execs: Mutex::new(Default::default()),
             pumps: Mutex::new(None),
             proxies: Mutex::new(proxies),
+            relays: Mutex::new(Some(relays)),
             _vm_tmp_dir: vm_tmp_dir,
             config,
         });
@@ -727,11 +766,26 @@ impl Container {
             } else {
                 vec![]
             };
-            let (source, fstype) = match v.kind {
-                VolumeKind::Block => (format!("block-serial:vol{i}"), "ext4"),
-                VolumeKind::Directory => (format!("vol{i}"), "virtiofs"),
-            };
-            mount(source, format!("{GUEST_DIR}/volumes/{i}"), fstype, options).await?;
+            let target = format!("{GUEST_DIR}/volumes/{i}");
+            match v.kind {
+                VolumeKind::Block => {
+                    let source = format!("block-serial:vol{i}");
+                    if let Err(e) = mount(source.clone(), target.clone(), "ext4", options).await {
+                        if !v.read_only {
+                            return Err(e);
+                        }
+                        // A read-only disk whose journal needs replaying (its last user was
+                        // killed) cannot be mounted as is: mount it without the journal.
+                        tracing::warn!("{e}; mounting {} without its journal", v.path.display());
+                        let options = vec!["ro".into(), "noload".into()];
+                        mount(source, target, "ext4", options).await?;
+                    }
+                }
+                VolumeKind::Directory | VolumeKind::File => {
+                    mount(format!("vol{i}"), target, "virtiofs", options).await?;
+                }
+                VolumeKind::Socket => {}
+            }
         }
         Ok(())
     }
@@ -992,6 +1046,8 @@ impl Container {
         self.record_exit(code, error.clone());
         tracing::info!(code, ?error, "init process ended");
         self.shutdown_vm().await;
+        // Stops the relays and removes published sockets from the host.
+        drop(self.relays.lock().unwrap_or_else(|e| e.into_inner()).take());
         // The pids are gone (and may be reused): nobody must signal them any more.
         if let Err(e) = self.update_state(|s| s.vm_pids.clear()) {
             tracing::error!("recording the vm's end: {e}");

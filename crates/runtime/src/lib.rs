@@ -4,7 +4,7 @@
 //! image and writable disks, joins them with overlayfs in the guest, writes /etc/hostname,
 //! /etc/hosts and /etc/resolv.conf, creates the init process with its stdio over vsock,
 //! serves its gRPC API on `runtime.sock` (the daemon attaches, then calls `Start`), logs the
-//! output to `stdio.log`, keeps `state.json` current, and on the init process's exit
+//! output to `stdio.log`, relays Unix sockets between host and container ([`relay`]), keeps `state.json` current, and on the init process's exit
 //! records the code, shuts the VM down cleanly, keeps answering `State`/`Wait` briefly and
 //! exits. SIGTERM to the runtime stops the container the same way.
 //!
@@ -19,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod container;
 pub mod fsutil;
+pub mod relay;
 pub mod run;
 pub mod server;
 pub mod state;

@@ -118,6 +118,7 @@ impl Fixture {
             published_ports: vec![],
             volumes: vec![],
             labels: Default::default(),
+            published_sockets: vec![],
         };
         Some(Fixture { dir, config })
     }

@@ -2,7 +2,7 @@
 //!
 //! One job: turn flag values (`-p 8080:80`, `-v data:/var/lib/db:ro`, `--mount …`, `-m 1g`,
 //! `--cpus 1.5`, `-s TERM`, `--env-file` text, `-u app:staff`, `--ulimit nofile=1024`,
-//! `--tmpfs /run:size=64m`, labels, restart policies, `--platform linux/arm64`, `--network`,
+//! `--tmpfs /run:size=64m`, `--publish-socket`, `volume create --opt`, labels, restart policies, `--platform linux/arm64`, `--network`,
 //! `cp` operands) into checked types whose `Display` writes them back, and reject anything
 //! else with one line naming what was wrong.
 //!
@@ -22,6 +22,7 @@ pub mod port;
 pub mod restart;
 pub mod signal;
 pub mod size;
+pub mod socket;
 pub mod ulimit;
 pub mod user;
 
@@ -38,6 +39,7 @@ pub use port::{HostAddr, MAX_PORT_SPECS, PortError, PortSpec, Protocol, parse_po
 pub use restart::{RestartError, RestartPolicy};
 pub use signal::{Signal, SignalError};
 pub use size::{ByteSize, SizeError, human_bytes};
+pub use socket::{PublishSocket, SocketError, check_volume_size, parse_volume_opts};
 pub use ulimit::{Limit, Ulimit, UlimitError};
 pub use user::{Id, User, UserError};
 

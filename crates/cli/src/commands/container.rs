@@ -92,6 +92,37 @@ pub fn build_config(
     for text in &m.tmpfs {
         mounts.push(spec::parse_tmpfs(text).map_err(CliError::usage)?);
     }
+    // --ssh: the host's agent socket, relayed, at Apple's path, with SSH_AUTH_SOCK set.
+    let mut env = env;
+    if m.ssh {
+        let sock = env_lookup("SSH_AUTH_SOCK")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                CliError::Usage("--ssh: SSH_AUTH_SOCK is not set: start an ssh agent first".into())
+            })?;
+        mounts.push(spec::Mount::Bind {
+            source: sock,
+            target: SSH_AUTH_SOCK_PATH.into(),
+            readonly: false,
+        });
+        // An explicit -e SSH_AUTH_SOCK wins, as any -e does.
+        if !env.iter().any(|v: &spec::EnvVar| v.key == "SSH_AUTH_SOCK") {
+            env.push(spec::EnvVar {
+                key: "SSH_AUTH_SOCK".into(),
+                value: SSH_AUTH_SOCK_PATH.into(),
+            });
+        }
+    }
+    let mut published_sockets = Vec::new();
+    for text in &m.publish_socket {
+        let p = text
+            .parse::<spec::PublishSocket>()
+            .map_err(CliError::usage)?;
+        published_sockets.push(v1::PublishedSocket {
+            host_path: resolve_host_path(&p.host_path, cwd, env_lookup),
+            container_path: p.container_path,
+        });
+    }
     let mut targets = std::collections::HashSet::new();
     for mount in &mut mounts {
         if !targets.insert(mount.target().trim_end_matches('/').to_owned()) {
@@ -184,8 +215,12 @@ pub fn build_config(
         stop_timeout_seconds: None,
         hostname: String::new(),
         no_pull: m.pull == PullPolicy::Never,
+        published_sockets,
     })
 }
+
+/// Where `--ssh` puts the host's SSH agent socket in the container (as Apple's does).
+pub const SSH_AUTH_SOCK_PATH: &str = "/run/host-services/ssh-auth.sock";
 
 /// Makes a host path absolute: `~/x` against HOME, relative paths against `cwd`, and `.`
 /// and `..` components folded (the path need not exist yet).
@@ -333,6 +368,9 @@ pub async fn create_cmd(ctx: &Context, a: &CreateArgs) -> CliResult {
     Ok(0)
 }
 
+/// How long `run --rm` waits for the daemon to remove the container after it exited.
+const RM_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// `container run`.
 pub async fn run_cmd(ctx: &Context, a: &RunArgs) -> CliResult {
     let config = config_from_flags(&a.container, &a.image, &a.args)?;
@@ -365,6 +403,17 @@ pub async fn run_cmd(ctx: &Context, a: &RunArgs) -> CliResult {
     };
     if outcome.is_ok() && a.detach {
         outln!("{id}");
+    }
+    if outcome.is_ok() && !a.detach && a.container.management.rm {
+        // Docker's `run --rm` returns once the container is gone, so what follows (a new
+        // run on the same volume, `volume ls`) never sees it: the daemon removes it (and its
+        // anonymous volumes) once its VM has shut down.
+        let mut containers = client.containers();
+        let wait = containers.wait(v1::WaitContainerRequest {
+            id: id.clone(),
+            condition: v1::WaitCondition::Removed as i32,
+        });
+        let _ = tokio::time::timeout(RM_WAIT, wait).await;
     }
     if outcome.is_err() {
         // A container that failed to start is not left behind (Apple's run deletes on any
@@ -594,7 +643,7 @@ pub async fn delete_cmd(ctx: &Context, a: &DeleteArgs) -> CliResult {
                 .delete(v1::DeleteContainerRequest {
                     id: id.clone(),
                     force: a.force,
-                    remove_volumes: true,
+                    remove_volumes: a.volumes,
                 })
                 .await?;
             // The name the user gave, as Docker prints it.
@@ -911,6 +960,62 @@ mod tests {
             }
         };
         build_config(&f, &image, &rest, &env, &files, Path::new("/work/proj"))
+    }
+
+    #[test]
+    fn sockets_ssh_and_relative_binds() {
+        let (f, image, rest) = flags(&[
+            "--ssh",
+            "--publish-socket",
+            "run/app.sock:/run/app.sock",
+            "-v",
+            "./src:/src:ro",
+            "busybox",
+        ]);
+        let env = |k: &str| (k == "SSH_AUTH_SOCK").then(|| "/tmp/ssh-x/agent.1".to_owned());
+        let files =
+            |_: &Path| -> std::io::Result<String> { Err(std::io::ErrorKind::NotFound.into()) };
+        let c = build_config(&f, &image, &rest, &env, &files, Path::new("/work/proj")).unwrap();
+        assert_eq!(
+            c.published_sockets,
+            [v1::PublishedSocket {
+                host_path: "/work/proj/run/app.sock".into(),
+                container_path: "/run/app.sock".into(),
+            }]
+        );
+        let binds: Vec<(String, String, bool)> = c
+            .mounts
+            .iter()
+            .filter_map(|m| match &m.kind {
+                Some(v1::mount::Kind::Bind(b)) => {
+                    Some((b.source.clone(), m.target.clone(), m.readonly))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            binds,
+            [
+                ("/work/proj/src".to_string(), "/src".to_string(), true),
+                (
+                    "/tmp/ssh-x/agent.1".to_string(),
+                    SSH_AUTH_SOCK_PATH.to_string(),
+                    false
+                ),
+            ]
+        );
+        let env = &c.process.unwrap().env;
+        assert!(
+            env.contains(&format!("SSH_AUTH_SOCK={SSH_AUTH_SOCK_PATH}")),
+            "{env:?}"
+        );
+        // --ssh without an agent, and a bad socket spec, fail before the daemon.
+        let e = config(&["--ssh", "busybox"]).unwrap_err().to_string();
+        assert!(e.starts_with("--ssh: SSH_AUTH_SOCK is not set"), "{e}");
+        let e = config(&["--publish-socket", "/a.sock:rel", "busybox"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not absolute"), "{e}");
     }
 
     #[test]

@@ -6,3 +6,4 @@ pub mod copy;
 pub mod image;
 pub mod network;
 pub mod system;
+pub mod volume;

@@ -1,0 +1,123 @@
+//! A real daemon for one end-to-end test: its own short app root under /tmp, the workspace's
+//! debug builds of `container`, `container-apiserver` and `container-runtime`, busybox
+//! loaded from the image cache and the local registry as Docker Hub mirror. Dropping it
+//! removes every container, stops the daemon and deletes the app root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::TestEnv;
+
+/// A started daemon.
+pub struct Daemon {
+    /// The app root.
+    pub root: PathBuf,
+    /// Where the binaries are (`target/debug`).
+    pub bin: PathBuf,
+    /// The local registry, the daemon's Docker Hub mirror: no test reaches the internet.
+    pub mirror: String,
+}
+
+/// `target/debug`: the test executable lives in `target/debug/deps`.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/debug")
+        .to_path_buf()
+}
+
+impl Daemon {
+    /// A started daemon with busybox loaded, or None (skip) outside `cargo xtask test`.
+    /// `test` names the app root: keep it short, the runtime's socket path must fit in
+    /// sockaddr_un.
+    pub fn start(test: &str) -> Option<Daemon> {
+        let env = TestEnv::get()?;
+        let bin = bin_dir();
+        for name in ["container", "container-apiserver", "container-runtime"] {
+            assert!(
+                bin.join(name).exists(),
+                "{} not built",
+                bin.join(name).display()
+            );
+        }
+        let root = PathBuf::from(format!("/tmp/ce2e-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let daemon = Daemon {
+            root,
+            bin,
+            mirror: env.registry.clone(),
+        };
+        daemon.ok(&["system", "start"]);
+        let archive = env.images.join("busybox.docker.tar");
+        daemon.ok(&["image", "load", "-i", archive.to_str().expect("utf-8 path")]);
+        Some(daemon)
+    }
+
+    /// A `container` command against this daemon.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(self.bin.join("container"));
+        // User-mode networking: these daemons run in the host's network namespace, where no
+        // test may create bridges (tests/tests/network.rs covers bridge mode in namespaces).
+        cmd.args(args)
+            .env("CONTAINER_APP_ROOT", &self.root)
+            .env("CONTAINER_NETWORK_MODE", "user")
+            .env("CONTAINER_REGISTRY_MIRROR", &self.mirror);
+        cmd
+    }
+
+    /// Runs a command with stdin closed.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("container runs")
+    }
+
+    /// Runs and requires success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        check_ok(args, self.run(args))
+    }
+
+    /// Runs and requires failure with `code`; returns the error, which must be one line
+    /// (progress lines such as "pulling ..." may come before it, as with Docker).
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        check_fails(args, self.run(args), code)
+    }
+}
+
+/// Requires success; returns stdout.
+pub fn check_ok(args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "container {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Requires failure with `code` and exactly one error line, last; returns it.
+pub fn check_fails(args: &[&str], out: Output, code: i32) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "container {args:?}: {stderr}"
+    );
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("container: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line expected: {stderr:?}");
+    assert_eq!(stderr.lines().last(), Some(errors[0]), "{stderr:?}");
+    errors[0].to_owned()
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.run(&["rm", "--all", "--force"]);
+        let _ = self.run(&["system", "stop"]);
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
