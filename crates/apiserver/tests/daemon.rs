@@ -515,7 +515,7 @@ async fn containers_survive_restart_and_reconcile_marks_dead_runtimes() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert_eq!(
         e.message(),
-        "bind mount source /nonexistent/dir is not a directory (only directories can be shared)"
+        "bind mount source /nonexistent/dir does not exist"
     );
     let e = create(&client, {
         let mut c = config("tiny", &image, &[]);
