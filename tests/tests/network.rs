@@ -176,6 +176,49 @@ impl Daemon {
         stderr.lines().last().unwrap_or_default().to_owned()
     }
 
+    /// What a command prints inside the daemon's namespace.
+    fn in_ns(&self, program: &str, args: &[&str]) -> String {
+        let out = self
+            .ns
+            .command(Path::new(program))
+            .args(args)
+            .output()
+            .expect("runs in the namespace");
+        assert!(out.status.success(), "{program} {args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Our devices in the namespace whose names start with `prefix` (`ctap-`, `cbr-`).
+    fn devices(&self, prefix: &str) -> Vec<String> {
+        self.in_ns("ip", &["-br", "link"])
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(prefix))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Our nftables tables in the namespace.
+    fn tables(&self) -> Vec<String> {
+        self.in_ns("nft", &["list", "tables"])
+            .lines()
+            .filter(|l| l.contains("container-"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// UDP listeners on port 53 in the namespace (the networks' DNS servers).
+    fn dns_listeners(&self) -> usize {
+        self.in_ns("ss", &["-H", "-lun"])
+            .lines()
+            .filter(|l| {
+                l.split_whitespace()
+                    .nth(3)
+                    .is_some_and(|a| a.ends_with(":53"))
+            })
+            .count()
+    }
+
     /// The IPv4 address of a running container on its first network.
     fn address(&self, name: &str) -> Ipv4Addr {
         let json: serde_json::Value =
@@ -357,6 +400,13 @@ fn published_ports_and_container_names() {
     let ls = d.ok(&["ls", "-a"]);
     let clash = ls.lines().find(|l| l.contains("clash")).unwrap_or_default();
     assert!(!clash.contains("running"), "{ls}");
+    // Nothing half-made: only the two running containers hold TAP devices.
+    assert_eq!(d.devices("ctap-").len(), 2, "{:?}", d.devices("ctap-"));
+    // A malformed -p creates nothing at all.
+    let before = d.ok(&["ls", "-a", "-q"]);
+    let err = d.fails(&["run", "-d", "-p", "99999:80", "busybox", "true"], 125);
+    assert!(err.contains("99999"), "{err}");
+    assert_eq!(d.ok(&["ls", "-a", "-q"]), before);
 }
 
 #[test]
@@ -402,6 +452,23 @@ fn user_networks_isolate_and_resolve() {
     ]);
     assert_eq!(out.trim(), "api");
     let api = d.address("api");
+    // By address too, from the same network.
+    let url = format!("http://{api}/");
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "front",
+        "busybox",
+        "timeout",
+        "10",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        &url,
+    ]);
+    assert_eq!(out.trim(), "api");
 
     // From another network: neither the name nor the address is reachable.
     let out = d.run(&[
@@ -442,6 +509,12 @@ fn user_networks_isolate_and_resolve() {
         list.split_whitespace().collect::<Vec<_>>(),
         ["back", "default"]
     );
+    // What is left of ours: the bridges, tables and DNS servers of `back` and `default`, and
+    // no TAP device.
+    assert_eq!(d.devices("ctap-"), Vec::<String>::new());
+    assert_eq!(d.devices("cbr-").len(), 2, "{:?}", d.devices("cbr-"));
+    assert_eq!(d.tables().len(), 2, "{:?}", d.tables());
+    assert_eq!(d.dns_listeners(), 2);
     let err = d.fails(&["network", "rm", "default"], 125);
     assert!(err.contains("built in"), "{err}");
 }
