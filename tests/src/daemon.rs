@@ -32,6 +32,13 @@ impl Daemon {
     /// `test` names the app root: keep it short, the runtime's socket path must fit in
     /// sockaddr_un.
     pub fn start(test: &str) -> Option<Daemon> {
+        Daemon::start_in(test, None)
+    }
+
+    /// [`Daemon::start`], with the daemon (and so its runtimes and VMs) inside network
+    /// namespace `netns` in bridge mode when one is given. The CLI stays outside: it only
+    /// needs the daemon's socket.
+    pub fn start_in(test: &str, netns: Option<&str>) -> Option<Daemon> {
         let env = TestEnv::get()?;
         let bin = bin_dir();
         for name in ["container", "container-apiserver", "container-runtime"] {
@@ -48,7 +55,26 @@ impl Daemon {
             bin,
             mirror: env.registry.clone(),
         };
-        daemon.ok(&["system", "start"]);
+        match netns {
+            None => {
+                daemon.ok(&["system", "start"]);
+            }
+            Some(ns) => {
+                let mut start = Command::new("ip");
+                start
+                    .args(["netns", "exec", ns])
+                    .arg(daemon.bin.join("container"))
+                    .args(["system", "start"])
+                    .env("CONTAINER_APP_ROOT", &daemon.root)
+                    .env("CONTAINER_NETWORK_MODE", "bridge")
+                    .env("CONTAINER_REGISTRY_MIRROR", &daemon.mirror)
+                    .stdin(Stdio::null());
+                check_ok(
+                    &["system", "start"],
+                    start.output().expect("ip netns exec runs"),
+                );
+            }
+        }
         let archive = env.images.join("busybox.docker.tar");
         daemon.ok(&["image", "load", "-i", archive.to_str().expect("utf-8 path")]);
         Some(daemon)
@@ -84,6 +110,15 @@ impl Daemon {
     pub fn fails(&self, args: &[&str], code: i32) -> String {
         check_fails(args, self.run(args), code)
     }
+
+    /// The daemon's process id.
+    pub fn apiserver_pid(&self) -> i32 {
+        std::fs::read_to_string(self.root.join("apiserver.pid"))
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("pid")
+    }
 }
 
 /// Requires success; returns stdout.
@@ -117,6 +152,7 @@ pub fn check_fails(args: &[&str], out: Output, code: i32) -> String {
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.run(&["rm", "--all", "--force"]);
+        let _ = self.run(&["network", "rm", "--all"]);
         let _ = self.run(&["system", "stop"]);
         let _ = std::fs::remove_dir_all(&self.root);
     }

@@ -5,12 +5,12 @@
 //! daemon's Unix socket. Traffic goes to loopback and container addresses inside those
 //! namespaces only.
 
-use container_tests::TestEnv;
+use container_tests::daemon::Daemon;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A network namespace of this test's own; deleted (with anything left in it) on drop.
@@ -76,22 +76,19 @@ impl Drop for Netns {
     }
 }
 
-/// A daemon in bridge mode inside its own namespace.
-struct Daemon {
-    root: PathBuf,
-    bin: PathBuf,
-    mirror: String,
-    images: PathBuf,
-    // Dropped after the daemon has stopped its containers (fields drop in order).
+/// A daemon in bridge mode inside a namespace of its own.
+struct NetDaemon {
+    // Dropped first: the daemon removes its containers and networks, then the namespace goes.
+    d: Daemon,
     ns: Netns,
 }
 
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/debug")
-        .to_path_buf()
+impl std::ops::Deref for NetDaemon {
+    type Target = Daemon;
+
+    fn deref(&self) -> &Daemon {
+        &self.d
+    }
 }
 
 fn root_or_skip() -> bool {
@@ -107,73 +104,14 @@ fn root_or_skip() -> bool {
     false
 }
 
-impl Daemon {
-    fn start(test: &str) -> Option<Daemon> {
-        let env = TestEnv::get()?;
+impl NetDaemon {
+    fn start(test: &str) -> Option<NetDaemon> {
         if !root_or_skip() {
             return None;
         }
-        let bin = bin_dir();
-        let root = PathBuf::from(format!("/tmp/cnet-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let daemon = Daemon {
-            ns: Netns::new(test),
-            root,
-            bin,
-            mirror: env.registry.clone(),
-            images: env.images.clone(),
-        };
-        let out = daemon
-            .ns
-            .command(&daemon.bin.join("container"))
-            .args(["system", "start"])
-            .env("CONTAINER_APP_ROOT", &daemon.root)
-            .env("CONTAINER_NETWORK_MODE", "bridge")
-            .env("CONTAINER_REGISTRY_MIRROR", &daemon.mirror)
-            .stdin(Stdio::null())
-            .output()
-            .expect("system start runs");
-        assert!(
-            out.status.success(),
-            "system start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let archive = daemon.images.join("busybox.docker.tar");
-        daemon.ok(&["image", "load", "-i", archive.to_str().unwrap()]);
-        Some(daemon)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(self.bin.join("container"))
-            .args(args)
-            .env("CONTAINER_APP_ROOT", &self.root)
-            .env("CONTAINER_REGISTRY_MIRROR", &self.mirror)
-            .stdin(Stdio::null())
-            .output()
-            .expect("container runs")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "container {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs and requires failure with `code`; returns stderr's last line.
-    fn fails(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "container {args:?}: {stderr}"
-        );
-        stderr.lines().last().unwrap_or_default().to_owned()
+        let ns = Netns::new(test);
+        let d = Daemon::start_in(test, Some(&ns.name))?;
+        Some(NetDaemon { d, ns })
     }
 
     /// What a command prints inside the daemon's namespace.
@@ -227,15 +165,6 @@ impl Daemon {
             .as_str()
             .unwrap_or_else(|| panic!("no address in {json}"));
         cidr.split('/').next().unwrap().parse().expect("an address")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.run(&["rm", "--all", "--force"]);
-        let _ = self.run(&["network", "rm", "--all"]);
-        let _ = self.run(&["system", "stop"]);
-        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 
@@ -299,7 +228,7 @@ fn udp_echo_dir() -> PathBuf {
 
 #[test]
 fn published_ports_and_container_names() {
-    let Some(d) = Daemon::start("ports") else {
+    let Some(d) = NetDaemon::start("ports") else {
         return;
     };
     let list = d.ok(&["network", "ls"]);
@@ -411,7 +340,7 @@ fn published_ports_and_container_names() {
 
 #[test]
 fn user_networks_isolate_and_resolve() {
-    let Some(d) = Daemon::start("nets") else {
+    let Some(d) = NetDaemon::start("nets") else {
         return;
     };
     d.ok(&["network", "create", "front"]);
@@ -521,7 +450,7 @@ fn user_networks_isolate_and_resolve() {
 
 #[test]
 fn outbound_traffic_is_masqueraded_unless_internal() {
-    let Some(d) = Daemon::start("nat") else {
+    let Some(d) = NetDaemon::start("nat") else {
         return;
     };
     // An "outside" host in a second namespace, joined to the daemon's by a veth pair.
