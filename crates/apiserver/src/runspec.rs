@@ -517,6 +517,7 @@ pub fn runtime_config(
         extra_hosts: vec![],
         networks,
         published_ports: published,
+        discard_on_exit: config.auto_remove && volumes.is_empty(),
         volumes,
         labels: config
             .labels
@@ -886,8 +887,25 @@ mod tests {
             count: 1,
             protocol: 0,
         }];
+        c.auto_remove = true;
+        c.mounts.push(v1::Mount {
+            target: "/data".into(),
+            readonly: false,
+            kind: Some(v1::mount::Kind::Volume(v1::VolumeMount {
+                name: "data".into(),
+            })),
+        });
+        // A volume must be flushed and unmounted cleanly even under --rm.
+        assert!(
+            !runtime_config(&id, &c, &image(), &host)
+                .unwrap()
+                .discard_on_exit
+        );
+        c.mounts.pop();
+        c.auto_remove = false;
         let rc = runtime_config(&id, &c, &image(), &host).unwrap();
         rc.validate().unwrap();
+        assert!(!rc.discard_on_exit);
         assert_eq!(rc.cpus, 2);
         assert_eq!(rc.memory_bytes, 512 << 20);
         assert_eq!(rc.hostname, "abababababab");
@@ -963,7 +981,10 @@ mod tests {
             count: 2,
             protocol: v1::Protocol::Udp as i32,
         }];
+        c.auto_remove = true;
         let rc = runtime_config(&"cd".repeat(32), &c, &image(), &host).unwrap();
+        // --rm without volumes: the VM is discarded at the end, not shut down.
+        assert!(rc.discard_on_exit);
         assert_eq!(rc.networks.len(), 2);
         assert_eq!(
             rc.networks[0].attachment,

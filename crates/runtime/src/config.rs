@@ -137,6 +137,11 @@ pub struct RuntimeConfig {
     /// Sockets container processes listen on, served at host paths (`--publish-socket`).
     #[serde(default)]
     pub published_sockets: Vec<PublishedSocket>,
+    /// Nothing in the VM outlives the container (`--rm`, no volumes or binds): when its
+    /// process ends, the VM is killed rather than shut down cleanly, since its disks are
+    /// deleted next.
+    #[serde(default)]
+    pub discard_on_exit: bool,
 }
 
 /// A Unix socket inside the container served on the host: the runtime listens on
@@ -510,6 +515,7 @@ pub(crate) mod tests {
             volumes: vec![],
             labels: BTreeMap::new(),
             published_sockets: vec![],
+            discard_on_exit: false,
         }
     }
 

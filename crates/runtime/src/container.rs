@@ -1092,6 +1092,12 @@ impl Container {
         if self.vm.exit().is_some() {
             return;
         }
+        if self.config.discard_on_exit && self.exited.borrow().is_some() {
+            // Its writable layer is deleted next and it has no volumes: nothing to flush.
+            self.vm.kill().await;
+            tracing::info!("vm discarded");
+            return;
+        }
         let agent = self.agent.clone();
         let graceful = Box::pin(async move {
             let _ = agent.sync(pb::Empty {}).await;

@@ -86,6 +86,9 @@ pub async fn run(bundle: Bundle, options: RunOptions) -> Result<(), RunError> {
     };
     tracing::info!("container created; serving {}", bundle.socket().display());
     let on_signal = Arc::clone(&container);
+    // A signal also cuts the linger short: the daemon sends SIGTERM once it has recorded the
+    // end and wants the runtime gone (`run --rm` waits for that).
+    let (signalled_tx, mut signalled) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         tokio::select! {
             _ = term.recv() => {}
@@ -93,6 +96,7 @@ pub async fn run(bundle: Bundle, options: RunOptions) -> Result<(), RunError> {
         }
         tracing::info!("signalled: stopping the container");
         on_signal.shutdown().await;
+        let _ = signalled_tx.send(true);
     });
     let ending = Arc::clone(&container);
     let linger = options.linger;
@@ -102,7 +106,10 @@ pub async fn run(bundle: Bundle, options: RunOptions) -> Result<(), RunError> {
             code = f.exit_code,
             "container finished; lingering {linger:?}"
         );
-        tokio::time::sleep(linger).await;
+        tokio::select! {
+            () = tokio::time::sleep(linger) => {}
+            _ = signalled.wait_for(|s| *s) => {}
+        }
     };
     // A client holding a stream open must not keep the runtime alive for ever.
     let socket = bundle.socket();

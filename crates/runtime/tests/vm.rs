@@ -119,6 +119,7 @@ impl Fixture {
             volumes: vec![],
             labels: Default::default(),
             published_sockets: vec![],
+            discard_on_exit: false,
         };
         Some(Fixture { dir, config })
     }
