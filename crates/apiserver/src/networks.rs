@@ -548,10 +548,18 @@ impl Networks {
     }
 
     fn describe(&self, n: &Net, names: &BTreeMap<String, String>) -> v1::Network {
+        // In user mode QEMU's user-mode network is what containers really get.
+        let (subnet, gateway) = match self.mode {
+            Mode::Bridge => (n.def.subnet.to_string(), n.def.subnet.gateway().to_string()),
+            Mode::User => (
+                crate::runspec::USER_NET_SUBNET.to_owned(),
+                crate::runspec::USER_NET_GATEWAY.to_owned(),
+            ),
+        };
         v1::Network {
             name: n.def.name.clone(),
-            subnet: n.def.subnet.to_string(),
-            gateway: n.def.subnet.gateway().to_string(),
+            subnet,
+            gateway,
             subnet_v6: n.def.subnet_v6.map(|s| s.to_string()).unwrap_or_default(),
             internal: n.def.internal,
             labels: n.def.labels.clone().into_iter().collect(),

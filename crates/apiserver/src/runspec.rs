@@ -341,6 +341,8 @@ pub enum NetworkPlan {
 /// Size of a new writable layer (sparse: it costs what is written).
 pub const WRITABLE_LAYER_BYTES: u64 = 16 << 30;
 
+/// The subnet of QEMU's user-mode networking (its slirp defaults).
+pub const USER_NET_SUBNET: &str = "10.0.2.0/24";
 /// The guest address user-mode networking gives the container (QEMU's slirp defaults).
 pub const USER_NET_ADDRESS: &str = "10.0.2.15/24";
 /// Its gateway.
