@@ -30,12 +30,27 @@ fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-/// A private directory under /tmp (short paths: sockets live in it).
-fn scratch(name: &str) -> PathBuf {
+/// A private directory under /tmp (short paths: sockets live in it), removed on drop.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = PathBuf::from(format!("/tmp/cst-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 /// Waits until `f` holds, or panics with `what` after `limit`.
@@ -86,7 +101,7 @@ fn bind_mounts_share_directories_and_files_both_ways() {
     // Relative host paths are resolved against the CLI's working directory.
     let out = d
         .cmd(&strs(&args))
-        .current_dir(&dir)
+        .current_dir(&*dir)
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -112,7 +127,6 @@ fn bind_mounts_share_directories_and_files_both_ways() {
         std::fs::read_to_string(dir.join("app.conf")).unwrap(),
         "setting=1\n"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The file system of a volume checked by e2fsck without changing it.
@@ -406,7 +420,6 @@ fn sockets_are_relayed_both_ways() {
         !published.exists(),
         "the published socket outlived its container"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

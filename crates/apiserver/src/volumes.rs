@@ -351,16 +351,18 @@ impl Daemon {
                 if other.id == id {
                     continue;
                 }
-                let theirs: Vec<(String, bool)> = match starting.get(&other.id) {
+                let starts = starting.get(&other.id);
+                let theirs: Vec<(String, bool)> = match starts {
                     Some(uses) => uses.clone(),
-                    None if self.holds_disks(&other) => uses(&other.options().unwrap_or_default()),
-                    None => continue,
+                    None => uses(&other.options().unwrap_or_default()),
                 };
+                // The other runtime's state is read only when a volume is shared.
+                let holds = || starts.is_some() || self.holds_disks(&other);
                 for (name, ro) in &mine {
-                    if theirs
+                    let shared = theirs
                         .iter()
-                        .any(|(n, their_ro)| n == name && !(*ro && *their_ro))
-                    {
+                        .any(|(n, their_ro)| n == name && !(*ro && *their_ro));
+                    if shared && holds() {
                         return Err(ApiError::failed_precondition(format!(
                             "volume {name} is in use by container {}: a volume is a disk that only one running container may attach read-write (read-only users may share it)",
                             other.name
