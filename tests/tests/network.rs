@@ -6,81 +6,18 @@
 //! namespaces only.
 
 use container_tests::daemon::Daemon;
+use net::TestNetns;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A network namespace of this test's own; deleted (with anything left in it) on drop.
-struct Netns {
-    name: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip runs");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("ctest-{}-{tag}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        ip(&["netns", "add", &name]);
-        let ns = Netns { name };
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// A command that runs inside the namespace.
-    fn command(&self, program: &Path) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name]).arg(program);
-        cmd
-    }
-
-    /// Runs `f` on a thread that has entered the namespace (namespaces are per thread).
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("netns file");
-            // SAFETY: setns on a valid namespace fd affects only this thread.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("namespace thread")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Anything still inside (a VMM of a container the daemon could not stop) goes first.
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).output();
-            }
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
 
 /// A daemon in bridge mode inside a namespace of its own.
 struct NetDaemon {
     // Dropped first: the daemon removes its containers and networks, then the namespace goes.
     d: Daemon,
-    ns: Netns,
+    ns: TestNetns,
 }
 
 impl std::ops::Deref for NetDaemon {
@@ -91,26 +28,10 @@ impl std::ops::Deref for NetDaemon {
     }
 }
 
-fn root_or_skip() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    let why = "network tests need root (network namespaces, bridges, nftables)";
-    if std::env::var("CONTAINER_REQUIRE_VM").as_deref() == Ok("1") {
-        panic!("{why}");
-    }
-    eprintln!("skipping: {why}");
-    false
-}
-
 impl NetDaemon {
     fn start(test: &str) -> Option<NetDaemon> {
-        if !root_or_skip() {
-            return None;
-        }
-        let ns = Netns::new(test);
-        let d = Daemon::start_in(test, Some(&ns.name))?;
+        let ns = TestNetns::new_or_skip(test, test)?;
+        let d = Daemon::start_in(test, Some(ns.name()))?;
         Some(NetDaemon { d, ns })
     }
 
@@ -118,7 +39,7 @@ impl NetDaemon {
     fn in_ns(&self, program: &str, args: &[&str]) -> String {
         let out = self
             .ns
-            .command(Path::new(program))
+            .command(program)
             .args(args)
             .output()
             .expect("runs in the namespace");
@@ -255,12 +176,15 @@ fn published_ports_and_container_names() {
     for port in [18080, 18081, 18082] {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let body =
-            d.ns.run(move || eventually("published port", || http_get(addr)));
+            d.ns.run(move || eventually("published port", || http_get(addr)))
+                .unwrap();
         assert_eq!(body.trim(), "web", "port {port}");
     }
     // The host reaches the container's own address on the bridge.
     let ip = d.address("web");
-    let body = d.ns.run(move || http_get(SocketAddr::from((ip, 80))));
+    let body =
+        d.ns.run(move || http_get(SocketAddr::from((ip, 80))))
+            .unwrap();
     assert_eq!(body.unwrap().trim(), "web");
     let ls = d.ok(&["ls"]);
     assert!(ls.contains(&ip.to_string()), "{ls}");
@@ -296,18 +220,20 @@ fn published_ports_and_container_names() {
         "/t/udp_echo",
         "7",
     ]);
-    let reply = d.ns.run(|| {
-        eventually("UDP echo", || {
-            let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-            s.set_read_timeout(Some(Duration::from_secs(1)))
-                .map_err(|e| e.to_string())?;
-            s.send_to(b"ping", "127.0.0.1:15353")
-                .map_err(|e| e.to_string())?;
-            let mut buf = [0u8; 16];
-            let n = s.recv(&mut buf).map_err(|e| e.to_string())?;
-            Ok(buf[..n].to_vec())
+    let reply =
+        d.ns.run(|| {
+            eventually("UDP echo", || {
+                let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+                s.set_read_timeout(Some(Duration::from_secs(1)))
+                    .map_err(|e| e.to_string())?;
+                s.send_to(b"ping", "127.0.0.1:15353")
+                    .map_err(|e| e.to_string())?;
+                let mut buf = [0u8; 16];
+                let n = s.recv(&mut buf).map_err(|e| e.to_string())?;
+                Ok(buf[..n].to_vec())
+            })
         })
-    });
+        .unwrap();
     assert_eq!(reply, b"ping");
 
     // A port already taken: the container stays stopped, with a clear error.
@@ -454,48 +380,22 @@ fn outbound_traffic_is_masqueraded_unless_internal() {
         return;
     };
     // An "outside" host in a second namespace, joined to the daemon's by a veth pair.
-    let outside = Netns::new("out");
+    let outside = TestNetns::new("out").expect("outside namespace");
     let (here, there) = (
         format!("vo{}a", std::process::id() % 100000),
         format!("vo{}b", std::process::id() % 100000),
     );
-    ip(&[
-        "-n",
-        &d.ns.name,
-        "link",
-        "add",
-        &here,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &there,
-        "netns",
-        &outside.name,
-    ]);
-    ip(&[
-        "-n",
-        &d.ns.name,
-        "addr",
-        "add",
-        "10.200.0.1/30",
-        "dev",
-        &here,
-    ]);
-    ip(&["-n", &d.ns.name, "link", "set", &here, "up"]);
-    ip(&[
-        "-n",
-        &outside.name,
-        "addr",
-        "add",
-        "10.200.0.2/30",
-        "dev",
-        &there,
-    ]);
-    ip(&["-n", &outside.name, "link", "set", &there, "up"]);
+    d.ns.veth(&here, &outside, &there).expect("veth pair");
+    d.ns.ip(&["addr", "add", "10.200.0.1/30", "dev", &here])
+        .expect("address here");
+    outside
+        .ip(&["addr", "add", "10.200.0.2/30", "dev", &there])
+        .expect("address there");
 
     // It answers every request with the address it saw the request come from.
-    let listener = outside.run(|| TcpListener::bind("10.200.0.2:8000").expect("bind outside"));
+    let listener = outside
+        .run(|| TcpListener::bind("10.200.0.2:8000").expect("bind outside"))
+        .unwrap();
     std::thread::spawn(move || {
         for mut s in listener.incoming().flatten() {
             let peer = s

@@ -276,16 +276,6 @@ impl Daemon {
         Ok(())
     }
 
-    /// Container ID -> name, for every container.
-    pub(crate) fn container_names(&self) -> BTreeMap<String, String> {
-        self.containers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|e| (e.record.id.clone(), e.record.name.clone()))
-            .collect()
-    }
-
     /// The name of a container (running or stopped) that asks for network `network`.
     pub(crate) fn network_user(&self, network: &str) -> Option<String> {
         self.containers

@@ -529,7 +529,7 @@ impl Networks {
             let _ = std::fs::remove_dir_all(self.net_dir(&n.def.name));
             return Err(e);
         }
-        let out = self.describe(&n, &BTreeMap::new());
+        let out = self.describe(&n);
         nets.insert(req.name, n);
         Ok(out)
     }
@@ -547,7 +547,7 @@ impl Networks {
         }
     }
 
-    fn describe(&self, n: &Net, names: &BTreeMap<String, String>) -> v1::Network {
+    fn describe(&self, n: &Net) -> v1::Network {
         // In user mode QEMU's user-mode network is what containers really get.
         let (subnet, gateway) = match self.mode {
             Mode::Bridge => (n.def.subnet.to_string(), n.def.subnet.gateway().to_string()),
@@ -570,10 +570,7 @@ impl Networks {
                 .allocations()
                 .map(|(owner, a)| v1::NetworkEndpoint {
                     container_id: owner.to_owned(),
-                    hostname: names
-                        .get(owner)
-                        .cloned()
-                        .unwrap_or_else(|| a.hostname.clone()),
+                    hostname: a.hostname.clone(),
                     ipv4_address: format!("{}/{}", a.address, n.def.subnet.prefix()),
                     mac_address: n
                         .endpoints
@@ -589,16 +586,14 @@ impl Networks {
     /// Every network, sorted by name.
     pub async fn list(&self) -> Vec<v1::Network> {
         let nets = self.nets.lock().await;
-        nets.values()
-            .map(|n| self.describe(n, &BTreeMap::new()))
-            .collect()
+        nets.values().map(|n| self.describe(n)).collect()
     }
 
     /// One network.
     pub async fn inspect(&self, name: &str) -> Result<v1::Network, ApiError> {
         let nets = self.nets.lock().await;
         nets.get(name)
-            .map(|n| self.describe(n, &BTreeMap::new()))
+            .map(|n| self.describe(n))
             .ok_or_else(|| ApiError::not_found(format!("network {name} not found")))
     }
 
@@ -887,15 +882,8 @@ impl v1::networks_server::Networks for NetworksService {
         &self,
         _: tonic::Request<v1::NetworkListRequest>,
     ) -> Res<v1::NetworkListResponse> {
-        let mut networks = self.0.networks.list().await;
-        let names = self.0.container_names();
-        for n in &mut networks {
-            for e in &mut n.endpoints {
-                if let Some(name) = names.get(&e.container_id) {
-                    e.hostname = name.clone();
-                }
-            }
-        }
+        // Endpoints carry the names the containers were started with (their DNS names).
+        let networks = self.0.networks.list().await;
         Ok(tonic::Response::new(v1::NetworkListResponse { networks }))
     }
 

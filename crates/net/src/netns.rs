@@ -178,6 +178,16 @@ impl TestNetns {
 
 impl Drop for TestNetns {
     fn drop(&mut self) {
+        // Processes a failed test left inside (a daemon, a VMM) would keep its devices.
+        if let Ok(pids) = run_ip(&["netns", "pids", &self.name]) {
+            for pid in pids
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                // SAFETY: kill(2) with a pid `ip netns pids` listed; no memory involved.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
         if let Err(e) = run_ip(&["netns", "delete", &self.name]) {
             eprintln!(
                 "cannot delete network namespace {}: {}",
