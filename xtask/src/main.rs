@@ -9,6 +9,7 @@ mod deps;
 mod guest;
 mod images;
 mod kernel;
+mod modules;
 mod paths;
 mod quickstart;
 mod registry;
@@ -48,6 +49,8 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: u32,
     },
+    /// The module-level import graph of every crate: fail on a cycle.
+    Modules,
     /// Set everything up and run a container from the bundled busybox image, offline.
     Quickstart,
     /// Everything CI runs: deps, guest, images, registry, fmt, clippy, the test suite.
@@ -65,6 +68,7 @@ fn main() -> Result<()> {
         Command::Guest => guest::build().map(|g| g.print()),
         Command::Images => images::build().map(|dir| println!("{}", dir.display())),
         Command::Registry { action } => registry::command(action),
+        Command::Modules => modules::check(),
         Command::Quickstart => quickstart::run_quickstart(),
         Command::Bench { which, runs } => bench::run_bench(which, runs),
         Command::Test { nextest_args } => test::run_all(&nextest_args),
