@@ -6,6 +6,10 @@ use crate::{deps, guest, registry};
 use anyhow::Result;
 use std::process::Command;
 
+/// The test harnesses (VM boots, network namespaces) live behind these features so that no
+/// product build contains them.
+const TEST_FEATURES: &str = "vmm-qemu/testing,net/testing";
+
 pub fn run_all(nextest_args: &[String]) -> Result<()> {
     deps::install()?;
     let guest = guest::build()?;
@@ -31,6 +35,8 @@ fn checks_and_tests(guest: &guest::Guest, nextest_args: &[String]) -> Result<()>
         "--quiet",
         "--workspace",
         "--all-targets",
+        "--features",
+        TEST_FEATURES,
         "--",
         "-D",
         "warnings",
@@ -39,6 +45,7 @@ fn checks_and_tests(guest: &guest::Guest, nextest_args: &[String]) -> Result<()>
     let mut nextest = cargo();
     nextest
         .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+        .args(["--features", TEST_FEATURES])
         .args(nextest_args)
         // VM tests fail instead of skipping when the guest is missing.
         .env("CONTAINER_REQUIRE_VM", "1")

@@ -7,7 +7,7 @@
 //! `ip` (iproute2) and `nft` (nftables) programs: their behaviour across kernels is what users
 //! debug with anyway, and `nft -f` applies a network's rules in one transaction. Everything
 //! acts on the network namespace of the calling thread, so tests run it inside namespaces of
-//! their own (see [`crate::netns`]).
+//! their own (see `crate::netns`, feature `testing`).
 //!
 //! Each network owns one nftables table, `inet container-<bridge>`, so creating or deleting a
 //! network never touches another's rules:

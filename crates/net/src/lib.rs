@@ -10,7 +10,7 @@ pub mod dns;
 pub mod host;
 pub mod ipam;
 pub mod mac;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "testing"))]
 pub mod netns;
 pub mod proxy;
 pub mod resolv;
@@ -24,7 +24,7 @@ pub use host::{BridgeConfig, HostError, HostNetwork, Ipv6Gateway, LinuxBridge};
 pub use host::{bridge_name, can_manage_host_network, tap_name};
 pub use ipam::{Allocation, Ipam, IpamError};
 pub use mac::{MacAddress, MacError};
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "testing"))]
 pub use netns::TestNetns;
 pub use proxy::{BoundPort, PortProxies, ProxyError, ProxyOptions};
 pub use resolv::{ResolvConf, ResolvError, host_resolvers};

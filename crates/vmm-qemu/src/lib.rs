@@ -7,7 +7,7 @@
 //! killed and reaped when the VM stops, is killed, is dropped, or when QEMU or any helper dies,
 //! and the kernel kills them should this process die without cleaning up.
 //! It must not know about containers, images or what the guest runs; the guest agent's
-//! protocol is used only by the [`testing`] harness.
+//! protocol is used only by the `testing` harness (feature `testing`, for tests only).
 //!
 //! Per-VM runtime directory (the config's `runtime_dir`):
 //! ```text
@@ -32,6 +32,7 @@ pub mod cmdline;
 pub mod hybrid_vsock;
 pub mod qmp;
 mod spawn;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod tools;
 
