@@ -62,7 +62,7 @@ pub mod registry;
 pub mod snapshot;
 pub mod store;
 
-pub use archive::{ArchiveError, load, save};
+pub use archive::{ArchiveError, Loaded, UntaggedImage, load, save};
 pub use credentials::{
     Credential, CredentialChain, CredentialError, CredentialStore, DockerConfigStore,
     FileCredentialStore,
