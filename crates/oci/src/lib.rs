@@ -11,7 +11,8 @@
 //! passes `<app root>`):
 //! ```text
 //! <root>/
-//! ├── images.json                  image index: name → descriptor (atomic writes)
+//! ├── images.json                  image index: name → descriptor, plus images loaded
+//! │                                without a name, by digest (atomic writes)
 //! ├── images.lock                  flock serialising image index updates
 //! ├── gc.lock                      flock: pulls/loads share it, GC takes it exclusively
 //! ├── content/

@@ -155,7 +155,7 @@ fn skopeo_oci_layout_with_a_bare_tag_loads_untagged() {
     let u = &loaded.untagged[0];
     assert_eq!(u.tag.as_deref(), Some("latest"));
     assert!(dst.images().unwrap().is_empty());
-    assert_eq!(dst.untagged().unwrap(), [u.target.clone()]);
+    assert_eq!(dst.untagged().unwrap(), std::slice::from_ref(&u.target));
     // Found by digest, and its content is the image's.
     let by_digest = ImageRef::parse("anything/at-all")
         .unwrap()
