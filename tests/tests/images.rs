@@ -172,6 +172,13 @@ fn a_layout_with_a_bare_tag_loads_untagged_and_runs_by_digest() {
     assert!(!ls.contains("<none>"), "{ls}");
     d.ok(&["image", "rm", "loaded:1"]);
     assert!(!d.ok(&["image", "ls"]).contains(short));
+    // Without a name it is dangling, which `image prune` removes.
+    d.ok(&["image", "load", "-i", archive.to_str().unwrap()]);
+    assert!(d.ok(&["image", "ls"]).contains(short));
+    d.ok(&["image", "prune"]);
+    let ls = d.ok(&["image", "ls"]);
+    assert!(!ls.contains(short), "{ls}");
+    assert!(ls.contains("busybox"), "{ls}");
 }
 
 #[test]

@@ -696,6 +696,20 @@ impl Images for ImagesService {
         let in_use = self.0.digests_in_use();
         let resp = blocking(move || {
             let mut deleted = Vec::new();
+            // Images without a name are Docker's dangling images: pruned unless in use.
+            for target in daemon
+                .store
+                .untagged()
+                .map_err(|e| oci_error(e.kind(), e))?
+            {
+                if in_use.contains(&target.digest.to_string()) {
+                    continue;
+                }
+                daemon
+                    .store
+                    .remove_untagged(&target.digest)
+                    .map_err(|e| oci_error(e.kind(), e))?;
+            }
             if all {
                 for rec in daemon.store.images().map_err(|e| oci_error(e.kind(), e))? {
                     if in_use.contains(&rec.target.digest.to_string()) {
