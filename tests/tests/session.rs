@@ -1,6 +1,6 @@
 //! End to end: what the CLI sends and shows in a session with a real daemon and a real VM:
-//! stdio, environment and exit codes, detached runs and cidfiles, tables, signals, stats and
-//! stdout handling. These checks once ran against a stand-in daemon
+//! stdio, environment and exit codes, detached runs and cidfiles, tables, signals, stats,
+//! stdout handling and `cp` paths. These checks once ran against a stand-in daemon
 //! (crates/cli/tests/daemon_contract.rs); a stand-in proves only that the CLI agrees with
 //! itself, so they run against the real one here.
 
@@ -240,4 +240,68 @@ fn archives_refuse_a_terminal_on_stdout() {
         String::from_utf8_lossy(&out.stderr),
         "container: refusing to write an archive to a terminal: use -o or redirect stdout\n"
     );
+}
+
+// `cp` names entries the way `docker cp` does, both ways. (Export and cp of whole trees,
+// hard links and stopped containers are tests/tests/copyexport.rs's.)
+#[test]
+fn cp_follows_docker_cp_paths_both_ways() {
+    let Some(d) = Daemon::start("cp") else {
+        return;
+    };
+    d.ok(&["run", "-d", "--name", "web", "busybox", "sleep", "600"]);
+    let host = d.root.join("host");
+    std::fs::create_dir_all(host.join("site")).unwrap();
+    std::fs::write(host.join("app.conf"), "listen 80\n").unwrap();
+    std::fs::write(host.join("site/index.html"), "<h1>hi</h1>").unwrap();
+    let h = |p: &str| host.join(p).to_str().unwrap().to_owned();
+    // In: into an existing directory keeps the name; a new path is the new name; a
+    // directory to a new path becomes that directory.
+    d.ok(&["cp", &h("app.conf"), "web:/etc"]);
+    d.ok(&["cp", &h("app.conf"), "web:/etc/renamed.conf"]);
+    d.ok(&["cp", &h("site"), "web:/srv"]);
+    assert_eq!(
+        d.ok(&[
+            "exec",
+            "web",
+            "cat",
+            "/etc/app.conf",
+            "/etc/renamed.conf",
+            "/srv/index.html"
+        ]),
+        "listen 80\nlisten 80\n<h1>hi</h1>"
+    );
+    // Out: the same rules on the host side.
+    std::fs::create_dir(host.join("out")).unwrap();
+    d.ok(&["cp", "web:/etc/app.conf", &h("out")]);
+    d.ok(&["cp", "web:etc/renamed.conf", &h("copy.conf")]);
+    d.ok(&["cp", "web:/srv", &h("srv-copy")]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("out/app.conf")).unwrap(),
+        "listen 80\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.join("copy.conf")).unwrap(),
+        "listen 80\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.join("srv-copy/index.html")).unwrap(),
+        "<h1>hi</h1>"
+    );
+    // A missing path is one line naming it.
+    let err = d.fails(&["cp", "web:/nope", &h("out")], 125);
+    assert!(err.contains("/nope"), "{err}");
+    // `-` writes the archive itself to stdout.
+    let out = d.run(&["cp", "web:/etc/app.conf", "-"]);
+    assert!(out.status.success());
+    let mut list = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    list.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    let names = list.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&names.stdout), "app.conf\n");
 }
