@@ -113,6 +113,7 @@ impl Daemon {
     pub async fn create_container(
         self: &Arc<Self>,
         config: v1::ContainerConfig,
+        pull: v1::ImagePull,
     ) -> Result<(String, Vec<String>), ApiError> {
         if !config.id.is_empty() {
             spec::validate_container_name(&config.id)
@@ -131,25 +132,10 @@ impl Daemon {
                     .map_err(|e| oci_err(e.kind(), e))?,
             )
         };
-        let reference = self.parse_reference(&config.image)?;
+        let (image_ref, resolved) = self
+            .image_for_container(&config.image, platform.clone(), &pull)
+            .await?;
         let mut warnings = Vec::new();
-        let resolved = match self.resolve_image(&reference, platform.clone()).await {
-            Ok(r) => r,
-            Err(e) if e.kind == api::ErrorKind::NotFound => {
-                self.pull(
-                    &reference,
-                    platform.clone(),
-                    false,
-                    oci::Scheme::Auto,
-                    3,
-                    Arc::new(oci::NoProgress),
-                    None,
-                )
-                .await?;
-                self.resolve_image(&reference, platform.clone()).await?
-            }
-            Err(e) => return Err(e),
-        };
         let image_platform = resolved.config.platform();
         if !oci::Platform::host().matches(&image_platform) {
             warnings.push(format!(
@@ -255,7 +241,7 @@ impl Daemon {
             id: id.clone(),
             name,
             image: config.image.clone(),
-            image_ref: reference.to_string(),
+            image_ref,
             image_target: resolved.target.digest.to_string(),
             image_digest: resolved.manifest_descriptor.digest.to_string(),
             platform: image_platform.to_string(),
@@ -279,6 +265,7 @@ impl Daemon {
         self.dirs
             .create(&record)
             .map_err(|e| ApiError::internal(e.to_string()))?;
+        let image = record.image_ref.clone();
         map.insert(
             id.clone(),
             Entry {
@@ -288,7 +275,7 @@ impl Daemon {
         );
         drop(map);
         self.notify();
-        tracing::info!(%id, image = %reference, "container created");
+        tracing::info!(%id, %image, "container created");
         Ok((id, warnings))
     }
 
@@ -879,11 +866,12 @@ impl Containers for ContainersService {
         &self,
         req: Request<v1::CreateContainerRequest>,
     ) -> Res<v1::CreateContainerResponse> {
+        let req = req.into_inner();
         let config = req
-            .into_inner()
             .config
             .ok_or_else(|| ApiError::invalid_argument("no container configuration given"))?;
-        let (id, warnings) = self.0.create_container(config).await?;
+        let pull = req.pull.unwrap_or_default();
+        let (id, warnings) = self.0.create_container(config, pull).await?;
         ok(v1::CreateContainerResponse { id, warnings })
     }
 

@@ -107,13 +107,56 @@ where
         .map_err(|_| ApiError::internal("a registry worker died"))?
 }
 
+/// A stored image: one with a name, or one loaded without (known by its digest).
+#[derive(Debug, Clone)]
+pub(crate) struct StoredImage {
+    pub name: Option<oci::ImageRef>,
+    pub target: oci::Descriptor,
+}
+
+impl StoredImage {
+    /// The name to show: the reference, or the digest of an image without a name.
+    pub(crate) fn display(&self) -> String {
+        match &self.name {
+            Some(n) => n.familiar(),
+            None => self.target.digest.to_string(),
+        }
+    }
+}
+
+impl From<oci::ImageRecord> for StoredImage {
+    fn from(r: oci::ImageRecord) -> StoredImage {
+        StoredImage {
+            name: Some(r.name),
+            target: r.target,
+        }
+    }
+}
+
+/// `--pull never` of an image the store lacks.
+fn not_found_locally(image: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "image {image} not found locally (pull policy never)"
+    ))
+}
+
+/// Whether `text` is an image ID rather than a name: `sha256:` and hex digits, or 12 or
+/// more hex digits (Docker's short IDs). A 64-hex name is refused by Docker for this reason.
+pub(crate) fn is_image_id(text: &str) -> bool {
+    let hex = text.strip_prefix("sha256:").unwrap_or(text);
+    hex.len() >= 12 && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 impl Daemon {
-    /// Parses a reference as the user wrote it.
+    /// Parses a reference as the user wrote it; names without a registry belong to the
+    /// `registry.domain` property's registry (Docker Hub by default).
     pub(crate) fn parse_reference(&self, text: &str) -> Result<oci::ImageRef, ApiError> {
-        oci::ImageRef::parse(text).map_err(|e| oci_error(e.kind(), e))
+        let domain = self.properties.registry_domain();
+        oci::ImageRef::parse_with_default_registry(text, &domain)
+            .map_err(|e| oci_error(e.kind(), e))
     }
 
-    /// A registry client with the configured mirror.
+    /// A registry client with the configured mirror and insecure registries.
     pub(crate) fn registry_client(
         &self,
         scheme: oci::Scheme,
@@ -130,6 +173,7 @@ impl Daemon {
         if let Some(mirror) = self.properties.registry_mirror() {
             config.mirrors.insert("docker.io".into(), mirror);
         }
+        config.insecure_registries = self.properties.insecure_registries();
         oci::RegistryClient::new(config, Arc::clone(&self.credentials))
             .map_err(|e| oci_error(e.kind(), e))
     }
@@ -189,6 +233,76 @@ impl Daemon {
         Ok(result)
     }
 
+    /// The image a new container runs, pulled first as `pull` says: `always` pulls even
+    /// when the store has it, `missing` only when it does not, `never` fails NOT_FOUND.
+    /// An image ID (digest) is never pulled. Returns the normalised reference (or digest)
+    /// and the platform's image.
+    pub(crate) async fn image_for_container(
+        &self,
+        text: &str,
+        platform: Option<oci::Platform>,
+        pull: &v1::ImagePull,
+    ) -> Result<(String, oci::ResolvedImage), ApiError> {
+        let policy = v1::PullPolicy::try_from(pull.policy).unwrap_or(v1::PullPolicy::Missing);
+        if is_image_id(text) {
+            match self.find_image(text) {
+                Ok(found) => {
+                    let store = Arc::clone(&self.store);
+                    let target = found.target.clone();
+                    let p = platform.clone();
+                    let resolved = blocking(move || {
+                        store
+                            .resolve_descriptor(&target, p.as_ref())
+                            .map_err(|e| oci_error(e.kind(), e))
+                    })
+                    .await?;
+                    let name = found
+                        .name
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| found.target.digest.to_string());
+                    return Ok((name, resolved));
+                }
+                Err(e) if e.kind == api::ErrorKind::NotFound && text.starts_with("sha256:") => {
+                    return Err(not_found_locally(text));
+                }
+                Err(e) if e.kind == api::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let reference = self.parse_reference(text)?;
+        let fetch = || async {
+            self.pull(
+                &reference,
+                platform.clone(),
+                false,
+                scheme(pull.scheme),
+                pull.max_concurrent_downloads,
+                Arc::new(oci::NoProgress),
+                None,
+            )
+            .await
+        };
+        if policy == v1::PullPolicy::Always {
+            fetch().await?;
+        }
+        let resolved = match self.resolve_image(&reference, platform.clone()).await {
+            Ok(r) => r,
+            Err(e) if e.kind == api::ErrorKind::NotFound && policy == v1::PullPolicy::Never => {
+                // A store that has the name but not this platform says which it has.
+                if self.store.image(&reference).is_ok() {
+                    return Err(e);
+                }
+                return Err(not_found_locally(&reference.familiar()));
+            }
+            Err(e) if e.kind == api::ErrorKind::NotFound && policy == v1::PullPolicy::Missing => {
+                fetch().await?;
+                self.resolve_image(&reference, platform.clone()).await?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok((reference.to_string(), resolved))
+    }
+
     /// Builds (once) the rootfs snapshot of a manifest; returns its path.
     pub(crate) async fn unpack(
         &self,
@@ -205,7 +319,7 @@ impl Daemon {
     }
 
     /// The wire description of a stored image.
-    pub(crate) fn image_info(&self, rec: &oci::ImageRecord, with_config: bool) -> v1::ImageInfo {
+    pub(crate) fn image_info(&self, rec: &StoredImage, with_config: bool) -> v1::ImageInfo {
         let store = &self.store;
         let mut variants = Vec::new();
         let mut manifests: Vec<oci::Descriptor> = Vec::new();
@@ -248,10 +362,14 @@ impl Daemon {
                 unpacked: oci::rootfs_path(store, &m.digest).is_file(),
             });
         }
+        let name = rec.name.as_ref();
         v1::ImageInfo {
-            reference: rec.name.to_string(),
-            name: rec.name.name(),
-            tag: rec.name.tag().unwrap_or_default().to_owned(),
+            reference: name.map(ToString::to_string).unwrap_or_default(),
+            name: name.map(oci::ImageRef::name).unwrap_or_default(),
+            tag: name
+                .and_then(oci::ImageRef::tag)
+                .unwrap_or_default()
+                .to_owned(),
             digest: rec.target.digest.to_string(),
             media_type: rec.target.media_type.clone(),
             variants,
@@ -266,22 +384,48 @@ impl Daemon {
             .collect()
     }
 
-    /// Finds a stored image by reference, or by digest / digest prefix.
-    fn find_image(&self, text: &str) -> Result<oci::ImageRecord, ApiError> {
-        let images = self.store.images().map_err(|e| oci_error(e.kind(), e))?;
-        let hex = text.strip_prefix("sha256:").unwrap_or(text);
-        if hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let hits: Vec<&oci::ImageRecord> = images
-                .iter()
-                .filter(|r| r.target.digest.hex().starts_with(hex))
-                .collect();
-            if let Some(first) = hits.first() {
-                return Ok((*first).clone());
+    /// Every stored image: the named ones by name, then those without a name by digest.
+    pub(crate) fn stored_images(&self) -> Result<Vec<StoredImage>, ApiError> {
+        let mut all: Vec<StoredImage> = self
+            .store
+            .images()
+            .map_err(|e| oci_error(e.kind(), e))?
+            .into_iter()
+            .map(StoredImage::from)
+            .collect();
+        all.extend(
+            self.store
+                .untagged()
+                .map_err(|e| oci_error(e.kind(), e))?
+                .into_iter()
+                .map(|target| StoredImage { name: None, target }),
+        );
+        Ok(all)
+    }
+
+    /// Finds a stored image by reference, or by digest / digest prefix (which also finds
+    /// images without a name).
+    pub(crate) fn find_image(&self, text: &str) -> Result<StoredImage, ApiError> {
+        if is_image_id(text) {
+            let hex = text
+                .strip_prefix("sha256:")
+                .unwrap_or(text)
+                .to_ascii_lowercase();
+            let images = self.stored_images()?;
+            if let Some(hit) = images
+                .into_iter()
+                .find(|r| r.target.digest.hex().starts_with(&hex))
+            {
+                return Ok(hit);
+            }
+            if text.starts_with("sha256:") {
+                return Err(ApiError::not_found(format!("image not found: {text}")));
             }
         }
         let reference = self.parse_reference(text)?;
         self.store
             .image(&reference)
+            .map(StoredImage::from)
             .map_err(|e| oci_error(e.kind(), e))
     }
 
@@ -298,7 +442,7 @@ impl Daemon {
             .images()
             .map_err(|e| oci_error(e.kind(), e))?
             .iter()
-            .any(|r| r.name != rec.name && r.target.digest == rec.target.digest);
+            .any(|r| Some(&r.name) != rec.name.as_ref() && r.target.digest == rec.target.digest);
         if !force && !still_named {
             let users: Vec<String> = self
                 .records()
@@ -309,25 +453,35 @@ impl Daemon {
             if !users.is_empty() {
                 return Err(ApiError::failed_precondition(format!(
                     "image {} is used by container {}: remove the container first or use --force",
-                    rec.name.familiar(),
+                    rec.display(),
                     users.join(", ")
                 )));
             }
         }
         let store = Arc::clone(&self.store);
-        let name = rec.name.clone();
         let in_use = self.digests_in_use();
         blocking(move || {
-            store
-                .remove_image(&name)
-                .map_err(|e| oci_error(e.kind(), e))?;
+            let untagged = match &rec.name {
+                Some(name) => {
+                    store
+                        .remove_image(name)
+                        .map_err(|e| oci_error(e.kind(), e))?;
+                    vec![name.to_string()]
+                }
+                None => {
+                    store
+                        .remove_untagged(&rec.target.digest)
+                        .map_err(|e| oci_error(e.kind(), e))?;
+                    Vec::new()
+                }
+            };
             let report = if still_named || in_use.contains(&target) {
                 oci::GcReport::default()
             } else {
                 gc_keeping(&store, &in_use)?
             };
             Ok(v1::DeleteImageResponse {
-                untagged: vec![name.to_string()],
+                untagged,
                 deleted: if still_named { vec![] } else { vec![target] },
                 reclaimed_bytes: report.reclaimed_bytes,
             })
@@ -340,13 +494,18 @@ impl Daemon {
 /// `--force`): crates/oci keeps only what names reach, and that container still needs its
 /// layers and snapshot to start.
 fn gc_keeping(store: &oci::Store, in_use: &BTreeSet<String>) -> Result<oci::GcReport, ApiError> {
-    let named: BTreeSet<String> = store
+    let mut targets: Vec<oci::Descriptor> = store
         .images()
         .map_err(|e| oci_error(e.kind(), e))?
+        .into_iter()
+        .map(|r| r.target)
+        .collect();
+    targets.extend(store.untagged().map_err(|e| oci_error(e.kind(), e))?);
+    let named: BTreeSet<String> = targets
         .iter()
-        .flat_map(|r| {
+        .flat_map(|t| {
             let mut reach = BTreeSet::new();
-            let _ = store.reachable(&r.target, &mut reach);
+            let _ = store.reachable(t, &mut reach);
             reach.into_iter().map(|d| d.to_string())
         })
         .collect();
@@ -414,7 +573,7 @@ impl Images for ImagesService {
                     let d = Arc::clone(&daemon);
                     let info = blocking(move || {
                         let rec = store.image(&name).map_err(|e| oci_error(e.kind(), e))?;
-                        Ok(d.image_info(&rec, false))
+                        Ok(d.image_info(&rec.into(), false))
                     })
                     .await;
                     let msg = info.map(|i| v1::PullImageResponse {
@@ -480,8 +639,8 @@ impl Images for ImagesService {
     async fn list(&self, _: Request<v1::ListImagesRequest>) -> Res<v1::ListImagesResponse> {
         let daemon = Arc::clone(&self.0);
         let images = blocking(move || {
-            let mut recs = daemon.store.images().map_err(|e| oci_error(e.kind(), e))?;
-            recs.sort_by_key(|r| r.name.to_string());
+            // Named images come sorted by name, then the unnamed ones by digest.
+            let recs = daemon.stored_images()?;
             Ok(recs.iter().map(|r| daemon.image_info(r, false)).collect())
         })
         .await?;
@@ -537,6 +696,20 @@ impl Images for ImagesService {
         let in_use = self.0.digests_in_use();
         let resp = blocking(move || {
             let mut deleted = Vec::new();
+            // Images without a name are Docker's dangling images: pruned unless in use.
+            for target in daemon
+                .store
+                .untagged()
+                .map_err(|e| oci_error(e.kind(), e))?
+            {
+                if in_use.contains(&target.digest.to_string()) {
+                    continue;
+                }
+                daemon
+                    .store
+                    .remove_untagged(&target.digest)
+                    .map_err(|e| oci_error(e.kind(), e))?;
+            }
             if all {
                 for rec in daemon.store.images().map_err(|e| oci_error(e.kind(), e))? {
                     if in_use.contains(&rec.target.digest.to_string()) {
@@ -566,11 +739,18 @@ impl Images for ImagesService {
             return Err(ApiError::invalid_argument("save: no image given").into());
         }
         let platform = parse_platform(&r.platform)?;
-        let names: Vec<oci::ImageRef> = r
-            .references
-            .iter()
-            .map(|t| self.0.find_image(t).map(|rec| rec.name))
-            .collect::<Result<_, _>>()?;
+        let mut names: Vec<oci::ImageRef> = Vec::new();
+        for t in &r.references {
+            match self.0.find_image(t)?.name {
+                Some(name) => names.push(name),
+                None => {
+                    return Err(ApiError::failed_precondition(format!(
+                        "image {t} has no name: give it one with `container image tag {t} NAME` to save it"
+                    ))
+                    .into());
+                }
+            }
+        }
         let (tx, rx) = mpsc::channel::<Result<v1::DataChunk, Status>>(8);
         let store = Arc::clone(&self.0.store);
         tokio::task::spawn_blocking(move || {
@@ -651,10 +831,16 @@ impl Images for ImagesService {
         let references = blocking(move || {
             let f =
                 std::fs::File::open(spool.path()).map_err(|e| ApiError::internal(e.to_string()))?;
-            let names = oci::load(&daemon.store, std::io::BufReader::new(f))
+            let loaded = oci::load(&daemon.store, std::io::BufReader::new(f))
                 .map_err(|e| oci_error(e.kind(), e))?;
-            for n in &names {
-                if let Ok(r) = daemon.store.resolve(n, None) {
+            let targets = loaded
+                .names
+                .iter()
+                .filter_map(|n| daemon.store.image(n).ok().map(|r| r.target))
+                .chain(loaded.untagged.iter().map(|u| u.target.clone()));
+            for target in targets {
+                // Only the host platform's rootfs is built now; others on first use.
+                if let Ok(r) = daemon.store.resolve_descriptor(&target, None) {
                     oci::ensure_rootfs(
                         &daemon.store,
                         &r.manifest_descriptor.digest,
@@ -663,10 +849,20 @@ impl Images for ImagesService {
                     .map_err(|e| oci_error(e.kind(), e))?;
                 }
             }
-            Ok(names.iter().map(|n| n.to_string()).collect())
+            Ok(v1::LoadImagesResponse {
+                references: loaded.names.iter().map(|n| n.to_string()).collect(),
+                untagged: loaded
+                    .untagged
+                    .iter()
+                    .map(|u| v1::UntaggedImage {
+                        digest: u.target.digest.to_string(),
+                        archive_tag: u.tag.clone().unwrap_or_default(),
+                    })
+                    .collect(),
+            })
         })
         .await?;
-        ok(v1::LoadImagesResponse { references })
+        ok(references)
     }
 }
 

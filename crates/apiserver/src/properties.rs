@@ -25,6 +25,14 @@ pub enum PropertyError {
         /// Why it does not fit.
         reason: String,
     },
+    /// The property exists but cannot be set yet.
+    #[error("{key} cannot be set: {reason}")]
+    NotSettable {
+        /// The key.
+        key: String,
+        /// Why, and what to use instead.
+        reason: &'static str,
+    },
     /// properties.json could not be read or written.
     #[error("{path}: {message}")]
     Io {
@@ -40,6 +48,7 @@ impl From<PropertyError> for api::ApiError {
         match e {
             PropertyError::Unknown(_) => api::ApiError::not_found(e.to_string()),
             PropertyError::Invalid { .. } => api::ApiError::invalid_argument(e.to_string()),
+            PropertyError::NotSettable { .. } => api::ApiError::failed_precondition(e.to_string()),
             PropertyError::Io { .. } => api::ApiError::internal(e.to_string()),
         }
     }
@@ -59,7 +68,7 @@ const DEFS: &[Def] = &[
         key: "build.rosetta",
         kind: "bool",
         default: "true",
-        description: "translate amd64 binaries with Rosetta when building on Apple silicon",
+        description: "reserved: Rosetta for amd64 build steps on Apple silicon; builds and Rosetta do not exist here yet, so it cannot be set",
     },
     Def {
         key: "container.cpus",
@@ -93,9 +102,15 @@ const DEFS: &[Def] = &[
     },
     Def {
         key: "registry.domain",
-        kind: "domain",
+        kind: "registry",
         default: "docker.io",
-        description: "the registry of image names that do not name one",
+        description: "the registry (host[:port]) of image names that do not name one, for pull, run, create, tag and push; only docker.io puts one-word names under library/",
+    },
+    Def {
+        key: "registry.insecure",
+        kind: "registry list",
+        default: "",
+        description: "comma-separated registries (host for any port, or host:port) that --scheme auto reaches over plain HTTP; otherwise only loopback does",
     },
     Def {
         key: "registry.mirror",
@@ -120,8 +135,25 @@ fn def(key: &str) -> Result<&'static Def, PropertyError> {
         .ok_or_else(|| PropertyError::Unknown(key.to_owned()))
 }
 
+/// Properties that exist (Apple's config has them) but have no meaning here yet.
+const NOT_SETTABLE: &[(&str, &str)] = &[(
+    "build.rosetta",
+    "there is no image build and no Rosetta on this platform yet, so it would change nothing",
+)];
+
+/// Whether `v` is a registry `host[:port]` as an image reference would name it.
+fn is_registry_host(v: &str) -> bool {
+    oci::ImageRef::parse(&format!("{v}/x")).map(|r| r.registry().to_owned()) == Ok(v.to_owned())
+}
+
 /// Checks `value` against a property's type; returns it normalised.
 fn check(d: &Def, value: &str) -> Result<String, PropertyError> {
+    if let Some((key, reason)) = NOT_SETTABLE.iter().find(|(k, _)| *k == d.key) {
+        return Err(PropertyError::NotSettable {
+            key: (*key).to_owned(),
+            reason,
+        });
+    }
     let bad = |reason: &str| PropertyError::Invalid {
         key: d.key.to_owned(),
         value: value.to_owned(),
@@ -176,12 +208,33 @@ fn check(d: &Def, value: &str) -> Result<String, PropertyError> {
                 Err(bad("expected a DNS domain"))
             }
         }
+        "registry" => {
+            let v = v.to_ascii_lowercase();
+            let v = if v == "index.docker.io" {
+                "docker.io".into()
+            } else {
+                v
+            };
+            if is_registry_host(&v) {
+                Ok(v)
+            } else {
+                Err(bad("expected a registry host[:port] such as myreg:5000"))
+            }
+        }
+        "registry list" => {
+            let mut hosts = Vec::new();
+            for h in v.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+                if !is_registry_host(h) {
+                    return Err(bad(&format!(
+                        "{h:?} is not a registry host or host:port such as 10.0.0.5:5000"
+                    )));
+                }
+                hosts.push(h.to_owned());
+            }
+            Ok(hosts.join(","))
+        }
         _ => {
-            if d.key == "registry.mirror"
-                && !v.is_empty()
-                && oci::ImageRef::parse(&format!("{v}/x")).map(|r| r.registry().to_owned())
-                    != Ok(v.to_owned())
-            {
+            if d.key == "registry.mirror" && !v.is_empty() && !is_registry_host(v) {
                 return Err(bad(
                     "expected a registry host[:port] such as 127.0.0.1:5000",
                 ));
@@ -312,6 +365,22 @@ impl Properties {
             .filter(|v| !v.is_empty())
     }
 
+    /// The registry of names that do not name one (`registry.domain`).
+    pub fn registry_domain(&self) -> String {
+        let v = self.value("registry.domain");
+        if v.is_empty() { "docker.io".into() } else { v }
+    }
+
+    /// Registries `--scheme auto` reaches over plain HTTP besides loopback
+    /// (`registry.insecure`).
+    pub fn insecure_registries(&self) -> Vec<String> {
+        self.value("registry.insecure")
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The default network's subnet, if the user chose one.
     pub fn default_subnet(&self) -> Result<Option<net::Ipv4Subnet>, net::SubnetError> {
         let v = self.value("network.subnet");
@@ -392,6 +461,42 @@ mod tests {
             p.get("nope").unwrap_err(),
             PropertyError::Unknown(_)
         ));
+        // Registries: the default registry and the insecure list take host[:port].
+        assert_eq!(p.registry_domain(), "docker.io");
+        p.set("registry.domain", "MyReg:5000").unwrap();
+        assert_eq!(p.registry_domain(), "myreg:5000");
+        p.set("registry.domain", "index.docker.io").unwrap();
+        assert_eq!(p.registry_domain(), "docker.io");
+        let err = p
+            .set("registry.domain", "http://myreg")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid value \"http://myreg\" for registry.domain (registry): expected a registry host[:port] such as myreg:5000"
+        );
+        assert!(p.insecure_registries().is_empty());
+        p.set("registry.insecure", " 10.0.0.5, myreg:5000 ,")
+            .unwrap();
+        assert_eq!(p.insecure_registries(), ["10.0.0.5", "myreg:5000"]);
+        assert_eq!(
+            Properties::open(dir.path()).unwrap().insecure_registries(),
+            ["10.0.0.5", "myreg:5000"]
+        );
+        let err = p
+            .set("registry.insecure", "10.0.0.5,a b")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"a b\" is not a registry host"), "{err}");
+        // build.rosetta means nothing yet: setting it is refused, saying why.
+        let err = p.set("build.rosetta", "false").unwrap_err();
+        assert!(matches!(err, PropertyError::NotSettable { .. }));
+        assert_eq!(
+            err.to_string(),
+            "build.rosetta cannot be set: there is no image build and no Rosetta on this platform yet, so it would change nothing"
+        );
+        assert!(!p.get("build.rosetta").unwrap().is_set);
+
         let keys: Vec<String> = p.list().into_iter().map(|p| p.key).collect();
         let mut sorted = keys.clone();
         sorted.sort();

@@ -250,7 +250,10 @@ fn config(name: &str, image: &str, args: &[&str]) -> v1::ContainerConfig {
 async fn create(client: &api::Client, c: v1::ContainerConfig) -> Result<String, tonic::Status> {
     client
         .containers()
-        .create(v1::CreateContainerRequest { config: Some(c) })
+        .create(v1::CreateContainerRequest {
+            config: Some(c),
+            pull: None,
+        })
         .await
         .map(|r| r.into_inner().id)
 }
@@ -1277,5 +1280,217 @@ async fn on_failure_restarts_up_to_its_limit() {
     assert_eq!(
         inspect(&client, &id).await.state(),
         v1::ContainerState::Stopped
+    );
+}
+
+async fn create_pulling(
+    client: &api::Client,
+    c: v1::ContainerConfig,
+    policy: v1::PullPolicy,
+    scheme: v1::RegistryScheme,
+) -> Result<String, tonic::Status> {
+    client
+        .containers()
+        .create(v1::CreateContainerRequest {
+            config: Some(c),
+            pull: Some(v1::ImagePull {
+                policy: policy as i32,
+                scheme: scheme as i32,
+                max_concurrent_downloads: 1,
+            }),
+        })
+        .await
+        .map(|r| r.into_inner().id)
+}
+
+async fn image_digest(client: &api::Client, reference: &str) -> Option<String> {
+    client
+        .images()
+        .inspect(v1::InspectImageRequest {
+            reference: reference.into(),
+        })
+        .await
+        .ok()
+        .and_then(|r| r.into_inner().image)
+        .map(|i| i.digest)
+}
+
+async fn set_property(client: &api::Client, key: &str, value: &str) {
+    client
+        .system()
+        .property_set(v1::PropertySetRequest {
+            key: key.into(),
+            value: value.into(),
+        })
+        .await
+        .unwrap();
+}
+
+async fn pull_image(client: &api::Client, reference: &str) {
+    let mut s = client
+        .images()
+        .pull(v1::PullImageRequest {
+            reference: reference.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(m) = s.next().await {
+        m.unwrap();
+    }
+}
+
+// The daemon itself honours the pull policy of a create (for every client, not only our
+// CLI), with the caller's scheme; registry.domain names the registry of unqualified names.
+#[tokio::test]
+async fn create_pulls_as_its_policy_says_with_the_callers_scheme() {
+    let test = "create_pulls_as_its_policy_says_with_the_callers_scheme";
+    let Some((registry, _)) = images_env(test) else {
+        return;
+    };
+    use v1::PullPolicy::{Always, Missing, Never};
+    use v1::RegistryScheme::{Auto, Https};
+    let root = Root::new();
+    let d = Daemon::start(root.path());
+    let client = d.client().await;
+    set_property(&client, "registry.mirror", &registry).await;
+
+    // never, image absent: NOT_FOUND, one line, nothing pulled.
+    let err = create_pulling(&client, config("a", "busybox:1.36", &["true"]), Never, Auto)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert_eq!(
+        err.message(),
+        "image busybox:1.36 not found locally (pull policy never)"
+    );
+    assert_eq!(image_digest(&client, "busybox:1.36").await, None);
+
+    // missing, with the caller's scheme: https cannot talk to the plain-HTTP registry.
+    let err = create_pulling(
+        &client,
+        config("a", "busybox:1.36", &["true"]),
+        Missing,
+        Https,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message()
+            .starts_with(&format!("cannot reach registry {registry}")),
+        "{}",
+        err.message()
+    );
+    assert_eq!(image_digest(&client, "busybox:1.36").await, None);
+
+    // missing, auto: pulled, then created.
+    create_pulling(
+        &client,
+        config("a", "busybox:1.36", &["true"]),
+        Missing,
+        Auto,
+    )
+    .await
+    .unwrap();
+    let upstream = image_digest(&client, "busybox:1.36").await.expect("pulled");
+    assert_eq!(inspect(&client, "a").await.image_digest, upstream);
+
+    // Point the local tag at another image: missing keeps it, always pulls the tag back.
+    pull_image(&client, "test/multilayer").await;
+    let other = image_digest(&client, "test/multilayer").await.unwrap();
+    assert_ne!(other, upstream);
+    client
+        .images()
+        .tag(v1::TagImageRequest {
+            source: "test/multilayer".into(),
+            target: "busybox:1.36".into(),
+        })
+        .await
+        .unwrap();
+    create_pulling(
+        &client,
+        config("b", "busybox:1.36", &["true"]),
+        Missing,
+        Auto,
+    )
+    .await
+    .unwrap();
+    assert_eq!(inspect(&client, "b").await.image_digest, other);
+    create_pulling(&client, config("c", "busybox:1.36", &["true"]), Never, Auto)
+        .await
+        .unwrap();
+    assert_eq!(inspect(&client, "c").await.image_digest, other);
+    create_pulling(
+        &client,
+        config("d", "busybox:1.36", &["true"]),
+        Always,
+        Auto,
+    )
+    .await
+    .unwrap();
+    assert_eq!(inspect(&client, "d").await.image_digest, upstream);
+    assert_eq!(
+        image_digest(&client, "busybox:1.36").await.as_deref(),
+        Some(upstream.as_str())
+    );
+
+    // An image ID is used as is and never pulled.
+    create_pulling(&client, config("e", &other, &["true"]), Always, Auto)
+        .await
+        .unwrap();
+    assert_eq!(inspect(&client, "e").await.image_digest, other);
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let err = create_pulling(&client, config("f", &missing, &["true"]), Missing, Auto)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+
+    // registry.domain: unqualified names belong to that registry, without library/.
+    set_property(&client, "registry.domain", &registry).await;
+    create_pulling(
+        &client,
+        config("g", "library/busybox:1.36", &["true"]),
+        Missing,
+        Auto,
+    )
+    .await
+    .unwrap();
+    let g = inspect(&client, "g").await;
+    assert_eq!(g.image_digest, upstream);
+    let listed: Vec<String> = client
+        .images()
+        .list(v1::ListImagesRequest { all: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .images
+        .into_iter()
+        .map(|i| i.reference)
+        .collect();
+    assert!(
+        listed.contains(&format!("{registry}/library/busybox:1.36")),
+        "{listed:?}"
+    );
+    let tagged = client
+        .images()
+        .tag(v1::TagImageRequest {
+            source: "library/busybox:1.36".into(),
+            target: "mine:2".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(tagged.reference, format!("{registry}/mine:2"));
+    // `busybox` alone is now `<registry>/busybox`, which that registry does not have.
+    let err = create_pulling(&client, config("h", "busybox", &["true"]), Missing, Auto)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    assert!(
+        err.message().contains(&format!("{registry}/busybox")),
+        "{}",
+        err.message()
     );
 }

@@ -176,7 +176,8 @@ pub struct PlatformFlags {
 /// How to reach registries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum Scheme {
-    /// HTTP for loopback and private addresses, HTTPS otherwise.
+    /// HTTP for loopback (127.0.0.0/8, ::1, localhost) and the registry.insecure hosts, HTTPS
+    /// otherwise.
     #[default]
     Auto,
     /// Always HTTPS.
@@ -194,13 +195,21 @@ pub struct RegistryFlags {
     pub scheme: Scheme,
 }
 
-/// Image download tuning (image pull/push).
+/// Image download tuning (image pull/push, and the pull of run/create).
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Fetch options")]
 pub struct FetchFlags {
     /// Layers transferred at once (at least 1).
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_downloads: u32,
+}
+
+impl Default for FetchFlags {
+    fn default() -> FetchFlags {
+        FetchFlags {
+            max_concurrent_downloads: 3,
+        }
+    }
 }
 
 /// Everything `create` and `run` share.
@@ -221,6 +230,9 @@ pub struct ContainerFlags {
     /// Registry.
     #[command(flatten)]
     pub registry: RegistryFlags,
+    /// Fetch (when the image is pulled first).
+    #[command(flatten)]
+    pub fetch: FetchFlags,
 }
 
 /// When `run` and `create` pull the image first.
@@ -626,7 +638,8 @@ pub struct ImageListArgs {
     /// Show every platform of every image.
     #[arg(short = 'v', long)]
     pub verbose: bool,
-    /// Include untagged images.
+    /// Also list internal images (there are none yet; images without a name, loaded from
+    /// archives that name none, are always listed by digest).
     #[arg(short = 'a', long)]
     pub all: bool,
     /// Output format.

@@ -255,9 +255,54 @@ pub const IMAGE_VERBOSE_HEADERS: [&str; 9] = [
     "MANIFEST DIGEST",
 ];
 
+/// What names an image on the command line: its reference, or the digest of an image
+/// without a name.
+pub fn image_handle(i: &v1::ImageInfo) -> String {
+    if i.reference.is_empty() {
+        i.digest.clone()
+    } else {
+        i.reference.clone()
+    }
+}
+
+/// Docker's `<none>` for the name and tag of an image without a name.
+fn or_none(s: &str) -> String {
+    if s.is_empty() {
+        "<none>".into()
+    } else {
+        s.to_owned()
+    }
+}
+
+/// The one line `image load` prints for an image it stored without a name (Docker prints
+/// "Loaded image ID: sha256:...").
+pub fn untagged_load_line(u: &v1::UntaggedImage) -> String {
+    let why = if u.archive_tag.is_empty() {
+        "the archive gives it no name".to_owned()
+    } else {
+        format!(
+            "the archive tags it {:?} but names no repository",
+            u.archive_tag
+        )
+    };
+    format!(
+        "Loaded image ID: {} (untagged: {why}; use it by digest or name it with `container image tag`)",
+        u.digest
+    )
+}
+
 /// One `image list` row.
 pub fn image_row(i: &v1::ImageInfo) -> Vec<String> {
-    vec![i.name.clone(), i.tag.clone(), short_digest(&i.digest)]
+    vec![or_none(&i.name), tag_cell(i), short_digest(&i.digest)]
+}
+
+/// The TAG cell: the tag, `<none>` without a name (an image by digest only keeps a blank).
+fn tag_cell(i: &v1::ImageInfo) -> String {
+    if i.reference.is_empty() {
+        "<none>".into()
+    } else {
+        i.tag.clone()
+    }
 }
 
 /// The `image list -v` rows of one image: one per platform.
@@ -270,8 +315,8 @@ pub fn image_verbose_rows(i: &v1::ImageInfo) -> Vec<Vec<String>> {
             let arch = parts.next().unwrap_or_default().to_owned();
             let variant = parts.next().unwrap_or_default().to_owned();
             vec![
-                i.name.clone(),
-                i.tag.clone(),
+                or_none(&i.name),
+                tag_cell(i),
                 short_digest(&i.digest),
                 os,
                 arch,
@@ -459,6 +504,28 @@ mod tests {
             table(&IMAGE_VERBOSE_HEADERS, &image_verbose_rows(&image)),
             "NAME                       TAG       INDEX DIGEST   OS        ARCH      VARIANT   FULL SIZE   CREATED                MANIFEST DIGEST\n\
              docker.io/library/alpine   3.20      beefdbd8a1da   linux     arm64     v8        3.9 MiB     2024-07-03T09:46:40Z   9cee2b382fe2\n"
+        );
+    }
+
+    #[test]
+    fn images_without_a_name_show_none_and_their_digest() {
+        let image = v1::ImageInfo {
+            digest: "sha256:beefdbd8a1da6d2915566fde36db9db0b524eb737fc57cd1367effd16dc0d06d"
+                .into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            table(&IMAGE_HEADERS, &[image_row(&image)]),
+            "NAME      TAG       DIGEST\n\
+             <none>    <none>    beefdbd8a1da\n"
+        );
+        assert_eq!(image_handle(&image), image.digest);
+        assert_eq!(
+            untagged_load_line(&v1::UntaggedImage {
+                digest: "sha256:beef".into(),
+                archive_tag: "latest".into(),
+            }),
+            "Loaded image ID: sha256:beef (untagged: the archive tags it \"latest\" but names no repository; use it by digest or name it with `container image tag`)"
         );
     }
 

@@ -73,10 +73,6 @@ pub enum ArchiveError {
         expected: u64,
         actual: u64,
     },
-    #[error(
-        "image {0} in the archive has no name (annotation {ANNOTATION_IMAGE_NAME} or a full {ANNOTATION_REF_NAME})"
-    )]
-    Unnamed(Digest),
     #[error("image name {name:?} in the archive is invalid")]
     BadName {
         name: String,
@@ -237,14 +233,36 @@ impl Staging {
     }
 }
 
+/// What a load stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// The names given to images, in archive order.
+    pub names: Vec<ImageRef>,
+    /// Images the archive does not name, kept without a name and listed by digest as
+    /// Docker 25+ does: an OCI layout whose `org.opencontainers.image.ref.name` is a bare
+    /// tag (what umoci and `skopeo copy oci:` write) or absent, or a `docker save` entry
+    /// without RepoTags.
+    pub untagged: Vec<UntaggedImage>,
+}
+
+/// An image loaded without a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UntaggedImage {
+    /// Its index or manifest.
+    pub target: Descriptor,
+    /// The bare tag the archive gave it (`latest`), if any.
+    pub tag: Option<String>,
+}
+
 /// Loads an OCI layout tar or a `docker save` archive from `input` into `store` and names
-/// its images. Returns the names loaded.
-pub fn load(store: &Store, input: impl Read) -> Result<Vec<ImageRef>> {
+/// its images; images the archive does not name are kept without one.
+pub fn load(store: &Store, input: impl Read) -> Result<Loaded> {
     let _lease = store.lease()?;
     let staging = stage(store, input)?;
     let mut publish: BTreeMap<Digest, String> = BTreeMap::new(); // digest -> staged path
     let mut generated: Vec<Vec<u8>> = Vec::new();
     let mut names: Vec<(ImageRef, Descriptor)> = Vec::new();
+    let mut untagged: Vec<UntaggedImage> = Vec::new();
 
     if let Some(index) = staging.metadata.get("index.json") {
         let idx = match manifest::parse_manifest(index, Some(media_type::OCI_INDEX))? {
@@ -260,16 +278,25 @@ pub fn load(store: &Store, input: impl Read) -> Result<Vec<ImageRef>> {
         let docker_names = docker_repo_tags(&staging)?;
         for d in &idx.manifests {
             check_tree(&staging, d, &mut publish)?;
-            let name = entry_name(d, &docker_names, &staging)?;
             let mut target = d.clone();
             target.annotations.clear();
-            names.push((name, target));
+            match entry_name(d, &docker_names, &staging)? {
+                Some(name) => names.push((name, target)),
+                None => untagged.push(UntaggedImage {
+                    target,
+                    tag: d.annotations.get(ANNOTATION_REF_NAME).cloned(),
+                }),
+            }
         }
     } else if staging.metadata.contains_key("manifest.json") {
         for entry in docker_entries(&staging)? {
             let (bytes, refs) = docker_manifest(&staging, &entry, &mut publish)?;
             let target = Descriptor::of(media_type::DOCKER_MANIFEST, &bytes);
             generated.push(bytes);
+            if refs.is_empty() {
+                untagged.push(UntaggedImage { target, tag: None });
+                continue;
+            }
             for r in refs {
                 names.push((r, target.clone()));
             }
@@ -293,7 +320,13 @@ pub fn load(store: &Store, input: impl Read) -> Result<Vec<ImageRef>> {
     for (name, target) in &names {
         store.put_image(name, target)?;
     }
-    Ok(names.into_iter().map(|(n, _)| n).collect())
+    for u in &untagged {
+        store.put_untagged(&u.target)?;
+    }
+    Ok(Loaded {
+        names: names.into_iter().map(|(n, _)| n).collect(),
+        untagged,
+    })
 }
 
 fn clean_path(raw: &Path) -> Result<String> {
@@ -458,11 +491,13 @@ fn read_staged(blob: &StagedBlob) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// The name of an index entry of an OCI layout; `None` when the archive gives it none (a
+/// bare tag in `org.opencontainers.image.ref.name` names no repository).
 fn entry_name(
     d: &Descriptor,
     docker_names: &HashMap<Digest, Vec<ImageRef>>,
     staging: &Staging,
-) -> Result<ImageRef> {
+) -> Result<Option<ImageRef>> {
     let parse = |n: &str| {
         ImageRef::parse(n).map_err(|source| ArchiveError::BadName {
             name: n.to_owned(),
@@ -470,12 +505,12 @@ fn entry_name(
         })
     };
     if let Some(n) = d.annotations.get(ANNOTATION_IMAGE_NAME) {
-        return parse(n);
+        return parse(n).map(Some);
     }
     if let Some(n) = d.annotations.get(ANNOTATION_REF_NAME)
         && (n.contains('/') || n.contains(':') || n.contains('@'))
     {
-        return parse(n);
+        return parse(n).map(Some);
     }
     // Docker's own OCI-layout archives also carry manifest.json with RepoTags; match by
     // config digest.
@@ -485,9 +520,9 @@ fn entry_name(
         && let Some(refs) = docker_names.get(&m.config.digest)
         && let Some(first) = refs.first()
     {
-        return Ok(first.clone());
+        return Ok(Some(first.clone()));
     }
-    Err(ArchiveError::Unnamed(d.digest.clone()))
+    Ok(None)
 }
 
 #[derive(Deserialize)]
@@ -610,9 +645,6 @@ fn docker_manifest(
             name: t.clone(),
             source,
         })?);
-    }
-    if refs.is_empty() {
-        return Err(ArchiveError::Unnamed(config_blob.digest.clone()));
     }
     Ok((bytes, refs))
 }

@@ -11,7 +11,8 @@
 //! passes `<app root>`):
 //! ```text
 //! <root>/
-//! ├── images.json                  image index: name → descriptor (atomic writes)
+//! ├── images.json                  image index: name → descriptor, plus images loaded
+//! │                                without a name, by digest (atomic writes)
 //! ├── images.lock                  flock serialising image index updates
 //! ├── gc.lock                      flock: pulls/loads share it, GC takes it exclusively
 //! ├── content/
@@ -62,7 +63,7 @@ pub mod registry;
 pub mod snapshot;
 pub mod store;
 
-pub use archive::{ArchiveError, load, save};
+pub use archive::{ArchiveError, Loaded, UntaggedImage, load, save};
 pub use credentials::{
     Credential, CredentialChain, CredentialError, CredentialStore, DockerConfigStore,
     FileCredentialStore,

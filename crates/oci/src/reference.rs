@@ -75,6 +75,17 @@ impl ImageRef {
         input.parse()
     }
 
+    /// Parses a reference whose registry, when it names none, is `default_registry` (the
+    /// `registry.domain` property) instead of Docker Hub. As in Apple's `container`, only
+    /// Docker Hub puts single-component names under `library/`: with `myreg:5000`,
+    /// `alpine` is `myreg:5000/alpine:latest`.
+    pub fn parse_with_default_registry(
+        input: &str,
+        default_registry: &str,
+    ) -> Result<ImageRef, ReferenceError> {
+        parse_in(input, default_registry)
+    }
+
     /// The registry host, with port if one was given (`docker.io`, `127.0.0.1:5000`).
     pub fn registry(&self) -> &str {
         &self.registry
@@ -190,89 +201,103 @@ impl FromStr for ImageRef {
     type Err = ReferenceError;
 
     fn from_str(input: &str) -> Result<ImageRef, ReferenceError> {
-        let reference = || input.to_owned();
-        if input.is_empty() {
-            return Err(ReferenceError::Empty);
+        parse_in(input, DEFAULT_REGISTRY)
+    }
+}
+
+fn parse_in(input: &str, default_registry: &str) -> Result<ImageRef, ReferenceError> {
+    let reference = || input.to_owned();
+    if input.is_empty() {
+        return Err(ReferenceError::Empty);
+    }
+    if input.contains("://") {
+        return Err(ReferenceError::Scheme {
+            reference: reference(),
+        });
+    }
+    let (rest, digest) = match input.rsplit_once('@') {
+        Some((rest, d)) => {
+            let digest = d
+                .parse::<Digest>()
+                .map_err(|source| ReferenceError::BadDigest {
+                    reference: reference(),
+                    source,
+                })?;
+            (rest, Some(digest))
         }
-        if input.contains("://") {
-            return Err(ReferenceError::Scheme {
+        None => (input, None),
+    };
+    // A ':' after the last '/' starts the tag; one before it is a registry port.
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => {
+            let tag = &rest[last_slash + i + 1..];
+            check_tag(input, tag)?;
+            (&rest[..last_slash + i], Some(tag.to_owned()))
+        }
+        None => (rest, None),
+    };
+    if name.is_empty() {
+        return Err(ReferenceError::BadComponent {
+            reference: reference(),
+            component: String::new(),
+        });
+    }
+    let (registry, repository) = match split_registry(name) {
+        (DEFAULT_REGISTRY, repository) if !names_docker_hub(name) => (default_registry, repository),
+        split => split,
+    };
+    if !valid_registry(registry) {
+        return Err(ReferenceError::BadRegistry {
+            reference: reference(),
+            registry: registry.to_owned(),
+        });
+    }
+    for component in repository.split('/') {
+        if component.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(ReferenceError::Uppercase {
                 reference: reference(),
             });
         }
-        let (rest, digest) = match input.rsplit_once('@') {
-            Some((rest, d)) => {
-                let digest = d
-                    .parse::<Digest>()
-                    .map_err(|source| ReferenceError::BadDigest {
-                        reference: reference(),
-                        source,
-                    })?;
-                (rest, Some(digest))
-            }
-            None => (input, None),
-        };
-        // A ':' after the last '/' starts the tag; one before it is a registry port.
-        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-        let (name, tag) = match rest[last_slash..].rfind(':') {
-            Some(i) => {
-                let tag = &rest[last_slash + i + 1..];
-                check_tag(input, tag)?;
-                (&rest[..last_slash + i], Some(tag.to_owned()))
-            }
-            None => (rest, None),
-        };
-        if name.is_empty() {
+        if !valid_component(component) {
             return Err(ReferenceError::BadComponent {
                 reference: reference(),
-                component: String::new(),
+                component: component.to_owned(),
             });
         }
-        let (registry, repository) = split_registry(name);
-        if !valid_registry(registry) {
-            return Err(ReferenceError::BadRegistry {
-                reference: reference(),
-                registry: registry.to_owned(),
-            });
-        }
-        for component in repository.split('/') {
-            if component.bytes().any(|b| b.is_ascii_uppercase()) {
-                return Err(ReferenceError::Uppercase {
-                    reference: reference(),
-                });
-            }
-            if !valid_component(component) {
-                return Err(ReferenceError::BadComponent {
-                    reference: reference(),
-                    component: component.to_owned(),
-                });
-            }
-        }
-        let registry = if registry == "index.docker.io" {
-            DEFAULT_REGISTRY
-        } else {
-            registry
-        };
-        let repository = if registry == DEFAULT_REGISTRY && !repository.contains('/') {
-            format!("{OFFICIAL_NAMESPACE}/{repository}")
-        } else {
-            repository.to_owned()
-        };
-        if registry.len() + 1 + repository.len() > MAX_NAME_LEN {
-            return Err(ReferenceError::TooLong {
-                reference: reference(),
-            });
-        }
-        let tag = match (tag, &digest) {
-            (None, None) => Some(DEFAULT_TAG.to_owned()),
-            (tag, _) => tag,
-        };
-        Ok(ImageRef {
-            registry: registry.to_owned(),
-            repository,
-            tag,
-            digest,
-        })
     }
+    let registry = if registry == "index.docker.io" {
+        DEFAULT_REGISTRY
+    } else {
+        registry
+    };
+    let repository = if registry == DEFAULT_REGISTRY && !repository.contains('/') {
+        format!("{OFFICIAL_NAMESPACE}/{repository}")
+    } else {
+        repository.to_owned()
+    };
+    if registry.len() + 1 + repository.len() > MAX_NAME_LEN {
+        return Err(ReferenceError::TooLong {
+            reference: reference(),
+        });
+    }
+    let tag = match (tag, &digest) {
+        (None, None) => Some(DEFAULT_TAG.to_owned()),
+        (tag, _) => tag,
+    };
+    Ok(ImageRef {
+        registry: registry.to_owned(),
+        repository,
+        tag,
+        digest,
+    })
+}
+
+/// Whether `name` names Docker Hub itself (`docker.io/...`, `index.docker.io/...`) rather
+/// than leaving the registry out.
+fn names_docker_hub(name: &str) -> bool {
+    name.split_once('/')
+        .is_some_and(|(first, _)| first == DEFAULT_REGISTRY || first == "index.docker.io")
 }
 
 /// Docker's rule: the first path component is a registry only if it looks like a host
@@ -385,6 +410,37 @@ mod tests {
     }
 
     const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn default_registry_takes_unqualified_names_without_library() {
+        let p = |s: &str| {
+            ImageRef::parse_with_default_registry(s, "myreg:5000")
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(p("alpine"), "myreg:5000/alpine:latest");
+        assert_eq!(p("user/app:1"), "myreg:5000/user/app:1");
+        assert_eq!(p(&format!("alpine@{D}")), format!("myreg:5000/alpine@{D}"));
+        // Names that carry a registry keep it, Docker Hub included.
+        assert_eq!(p("docker.io/alpine"), "docker.io/library/alpine:latest");
+        assert_eq!(
+            p("index.docker.io/alpine"),
+            "docker.io/library/alpine:latest"
+        );
+        assert_eq!(p("ghcr.io/o/r:t"), "ghcr.io/o/r:t");
+        assert_eq!(p("localhost/x"), "localhost/x:latest");
+        // Docker Hub as the default is Docker's own rule.
+        assert_eq!(
+            ImageRef::parse_with_default_registry("alpine", "docker.io")
+                .unwrap()
+                .to_string(),
+            "docker.io/library/alpine:latest"
+        );
+        assert!(matches!(
+            ImageRef::parse_with_default_registry("alpine", "bad host"),
+            Err(ReferenceError::BadRegistry { .. })
+        ));
+    }
 
     #[test]
     fn normalises_like_docker() {

@@ -106,20 +106,22 @@ type Result<T, E = RegistryError> = std::result::Result<T, E>;
 pub enum Scheme {
     Http,
     Https,
-    /// HTTP for loopback, private (RFC 1918, fc00::/7, link-local) addresses and
-    /// `localhost`; HTTPS for everything else.
+    /// Docker's rule: plain HTTP for loopback only (`127.0.0.0/8`, `::1`, `localhost`) and
+    /// for hosts the user listed as insecure; HTTPS for everything else, private addresses
+    /// included (a LAN is no reason to send credentials and layers in the clear).
     #[default]
     Auto,
 }
 
 impl Scheme {
-    /// `"http"` or `"https"` for `registry` (a `host[:port]`).
-    pub fn for_registry(self, registry: &str) -> &'static str {
+    /// `"http"` or `"https"` for `registry` (a `host[:port]`). `insecure` lists the hosts
+    /// (`host` for every port, or `host:port`) that `auto` reaches over plain HTTP.
+    pub fn for_registry(self, registry: &str, insecure: &[String]) -> &'static str {
         match self {
             Scheme::Http => "http",
             Scheme::Https => "https",
             Scheme::Auto => {
-                if is_local_host(registry) {
+                if is_loopback_host(registry) || is_listed(registry, insecure) {
                     "http"
                 } else {
                     "https"
@@ -129,24 +131,42 @@ impl Scheme {
     }
 }
 
-fn is_local_host(registry: &str) -> bool {
-    let host = if let Some(rest) = registry.strip_prefix('[') {
-        rest.split(']').next().unwrap_or(rest)
-    } else {
-        registry.rsplit_once(':').map_or(registry, |(h, _)| h)
-    };
-    if host == "localhost" || host.ends_with(".localhost") {
+/// `host[:port]` split into the host (brackets of an IPv6 literal removed) and the port.
+fn split_host_port(registry: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = registry.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((host, tail)) => (host, tail.strip_prefix(':')),
+            None => (rest, None),
+        };
+    }
+    match registry.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (registry, None),
+    }
+}
+
+fn is_loopback_host(registry: &str) -> bool {
+    let (host, _) = split_host_port(registry);
+    if host.eq_ignore_ascii_case("localhost") {
         return true;
     }
     match host.parse::<IpAddr>() {
-        Ok(IpAddr::V4(v4)) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        Ok(IpAddr::V4(v4)) => v4.is_loopback(),
         Ok(IpAddr::V6(v6)) => {
-            v6.is_loopback()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
         }
         Err(_) => false,
     }
+}
+
+/// Whether `registry` matches an entry of the insecure list: `host:port` exactly, or a bare
+/// `host` on any port.
+fn is_listed(registry: &str, insecure: &[String]) -> bool {
+    let (host, port) = split_host_port(registry);
+    insecure.iter().any(|entry| {
+        let (h, p) = split_host_port(entry.trim());
+        h.eq_ignore_ascii_case(host) && (p.is_none() || p == port)
+    })
 }
 
 impl FromStr for Scheme {
@@ -192,6 +212,17 @@ pub struct RegistryConfig {
     pub mirrors: std::collections::BTreeMap<String, String>,
     /// Extra CA certificates (PEM) trusted for HTTPS registries, on top of the system's.
     pub extra_root_certificates: Vec<Vec<u8>>,
+    /// Registries `Scheme::Auto` reaches over plain HTTP although they are not loopback:
+    /// `host` (any port) or `host:port` (the `registry.insecure` property).
+    pub insecure_registries: Vec<String>,
+}
+
+impl RegistryConfig {
+    /// `"http"` or `"https"`: the scheme this configuration uses for `registry`.
+    pub fn scheme_for(&self, registry: &str) -> &'static str {
+        self.scheme
+            .for_registry(registry, &self.insecure_registries)
+    }
 }
 
 impl Default for RegistryConfig {
@@ -207,6 +238,7 @@ impl Default for RegistryConfig {
             download_retries: 3,
             mirrors: Default::default(),
             extra_root_certificates: Vec::new(),
+            insecure_registries: Vec::new(),
         }
     }
 }
@@ -315,7 +347,7 @@ impl RegistryClient {
             Some(c) => RegistryAuth::Basic(c.username, c.secret),
             None => RegistryAuth::Anonymous,
         };
-        let protocol = match self.config.scheme.for_registry(&registry) {
+        let protocol = match self.config.scheme_for(&registry) {
             "http" => ClientProtocol::Http,
             _ => ClientProtocol::Https,
         };
@@ -630,7 +662,7 @@ impl RegistryClient {
         } else {
             registry
         };
-        let url = format!("{}://{host}/v2/", self.config.scheme.for_registry(registry));
+        let url = format!("{}://{host}/v2/", self.config.scheme_for(registry));
         let send = |rb: reqwest::RequestBuilder| async {
             rb.send()
                 .await
@@ -1204,29 +1236,69 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auto_scheme_uses_http_only_for_local_and_private_hosts() {
+    fn auto_scheme_uses_http_only_for_loopback_and_listed_hosts() {
         for (host, scheme) in [
             ("127.0.0.1:5000", "http"),
+            ("127.0.0.2:5000", "http"),
+            ("127.255.255.254", "http"),
             ("localhost:5000", "http"),
             ("localhost", "http"),
-            ("10.1.2.3", "http"),
-            ("172.16.0.1:443", "http"),
-            ("192.168.64.1:5000", "http"),
+            ("LOCALHOST:80", "http"),
             ("[::1]:5000", "http"),
-            ("[fd00::1]", "http"),
-            ("172.32.0.1", "https"),
+            ("[::ffff:127.0.0.1]:5000", "http"),
+            // Private ranges are not loopback: Docker's rule sends them HTTPS.
+            ("10.1.2.3", "https"),
+            ("10.0.2.2:5000", "https"),
+            ("172.16.0.1:443", "https"),
+            ("192.168.64.1:5000", "https"),
+            ("169.254.1.1", "https"),
+            ("[fd00::1]", "https"),
+            ("[fe80::1]:5000", "https"),
+            ("registry.local:5000", "https"),
+            ("app.localhost", "https"),
+            ("myreg", "https"),
             ("8.8.8.8:5000", "https"),
             ("docker.io", "https"),
             ("ghcr.io", "https"),
         ] {
-            assert_eq!(Scheme::Auto.for_registry(host), scheme, "{host}");
+            assert_eq!(Scheme::Auto.for_registry(host, &[]), scheme, "{host}");
         }
-        assert_eq!(Scheme::Http.for_registry("docker.io"), "http");
-        assert_eq!(Scheme::Https.for_registry("127.0.0.1"), "https");
+        assert_eq!(Scheme::Http.for_registry("docker.io", &[]), "http");
+        assert_eq!(Scheme::Https.for_registry("127.0.0.1", &[]), "https");
         assert_eq!(
             "ftp".parse::<Scheme>().unwrap_err().to_string(),
             "invalid scheme \"ftp\": expected http, https or auto"
         );
+    }
+
+    #[test]
+    fn insecure_list_names_hosts_or_host_ports() {
+        let insecure = vec![
+            "10.0.0.5".to_owned(),
+            "myreg:5000".to_owned(),
+            "[fd00::7]".to_owned(),
+        ];
+        for (host, scheme) in [
+            ("10.0.0.5", "http"),
+            ("10.0.0.5:5000", "http"),
+            ("10.0.0.6:5000", "https"),
+            ("myreg:5000", "http"),
+            ("MyReg:5000", "http"),
+            ("myreg:5001", "https"),
+            ("myreg", "https"),
+            ("[fd00::7]:5000", "http"),
+            ("[fd00::8]:5000", "https"),
+        ] {
+            assert_eq!(Scheme::Auto.for_registry(host, &insecure), scheme, "{host}");
+        }
+        // An explicit scheme wins over the list.
+        assert_eq!(Scheme::Https.for_registry("10.0.0.5", &insecure), "https");
+        let config = RegistryConfig {
+            insecure_registries: insecure,
+            ..RegistryConfig::default()
+        };
+        assert_eq!(config.scheme_for("myreg:5000"), "http");
+        assert_eq!(config.scheme_for("192.168.1.1:5000"), "https");
     }
 
     #[test]

@@ -536,11 +536,16 @@ pub struct ImageRecord {
     pub target: Descriptor,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct IndexFile {
     version: u32,
     images: BTreeMap<String, Descriptor>,
+    /// Images loaded without a name (an OCI layout that tags them but names no
+    /// repository), keyed by digest, as Docker 25+ keeps them. Left out of the file while
+    /// empty, so a store without any stays readable by older versions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    untagged: BTreeMap<String, Descriptor>,
 }
 
 /// A single-platform view of an image, resolved from the store.
@@ -637,45 +642,36 @@ impl Store {
 
     /// Runs `f` on the image index under both the in-process and the cross-process lock,
     /// writing it back atomically if `f` returns `Ok(true)`.
-    fn with_index<T>(
-        &self,
-        f: impl FnOnce(&mut BTreeMap<String, Descriptor>) -> Result<(T, bool)>,
-    ) -> Result<T> {
+    fn with_index<T>(&self, f: impl FnOnce(&mut IndexFile) -> Result<(T, bool)>) -> Result<T> {
         // A poisoned mutex only means another thread panicked mid-update; the file on
         // disk is still whole because writes are atomic, so carry on.
         let _guard = self.index_mutex.lock().unwrap_or_else(|p| p.into_inner());
         let lock = self.lock_file("images.lock")?;
         lock.lock().map_err(io_err(self.root.join("images.lock")))?;
-        let mut images = self.read_index()?;
-        let (out, changed) = f(&mut images)?;
+        let mut index = self.read_index()?;
+        let (out, changed) = f(&mut index)?;
         if changed {
-            let file = IndexFile {
-                version: INDEX_VERSION,
-                images,
-            };
+            index.version = INDEX_VERSION;
             // Serialising plain strings and numbers cannot fail.
-            let json = serde_json::to_vec_pretty(&file).unwrap_or_default();
+            let json = serde_json::to_vec_pretty(&index).unwrap_or_default();
             atomic_write(&self.root.join(INDEX_FILE), &json)?;
         }
         Ok(out)
     }
 
-    fn read_index(&self) -> Result<BTreeMap<String, Descriptor>> {
+    fn read_index(&self) -> Result<IndexFile> {
         let path = self.root.join(INDEX_FILE);
         match fs::read(&path) {
-            Ok(bytes) => {
-                let f: IndexFile = serde_json::from_slice(&bytes)
-                    .map_err(|source| StoreError::CorruptIndex { path, source })?;
-                Ok(f.images)
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| StoreError::CorruptIndex { path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(IndexFile::default()),
             Err(e) => Err(io_err(path)(e)),
         }
     }
 
     /// Every named image, sorted by name.
     pub fn images(&self) -> Result<Vec<ImageRecord>> {
-        let images = self.read_index()?;
+        let images = self.read_index()?.images;
         Ok(images
             .into_iter()
             .filter_map(|(name, target)| {
@@ -686,10 +682,41 @@ impl Store {
             .collect())
     }
 
+    /// Every image stored without a name, sorted by digest.
+    pub fn untagged(&self) -> Result<Vec<Descriptor>> {
+        Ok(self.read_index()?.untagged.into_values().collect())
+    }
+
+    /// Keeps `target` as an image without a name, unless a name already points at it. The
+    /// target blob must already be in the store.
+    pub fn put_untagged(&self, target: &Descriptor) -> Result<()> {
+        if !self.content.contains(&target.digest) {
+            return Err(StoreError::BlobNotFound(target.digest.clone()));
+        }
+        self.with_index(|index| {
+            if index.images.values().any(|t| t.digest == target.digest) {
+                return Ok(((), false));
+            }
+            let key = target.digest.to_string();
+            let changed = index.untagged.insert(key, target.clone()).as_ref() != Some(target);
+            Ok(((), changed))
+        })
+    }
+
+    /// Forgets the image without a name that has `digest`. Its blobs stay until the next
+    /// [`Store::gc`].
+    pub fn remove_untagged(&self, digest: &Digest) -> Result<Descriptor> {
+        self.with_index(|index| match index.untagged.remove(&digest.to_string()) {
+            Some(d) => Ok((d, true)),
+            None => Err(StoreError::ImageNotFound(digest.to_string())),
+        })
+    }
+
     /// The record for `name`. A digest reference also finds an image stored under
     /// another name with that digest.
     pub fn image(&self, name: &ImageRef) -> Result<ImageRecord> {
-        let images = self.read_index()?;
+        let index = self.read_index()?;
+        let images = &index.images;
         if let Some(target) = images.get(&name.to_string()) {
             return Ok(ImageRecord {
                 name: name.clone(),
@@ -697,7 +724,10 @@ impl Store {
             });
         }
         if let Some(d) = name.digest()
-            && let Some(target) = images.values().find(|t| &t.digest == d)
+            && let Some(target) = images
+                .values()
+                .chain(index.untagged.values())
+                .find(|t| &t.digest == d)
         {
             return Ok(ImageRecord {
                 name: name.clone(),
@@ -708,14 +738,20 @@ impl Store {
     }
 
     /// Names `target` as `name`, replacing what the name pointed at. The target blob
-    /// must already be in the store.
+    /// must already be in the store. An image without a name that has the same digest now
+    /// has one, so it is no longer kept apart.
     pub fn put_image(&self, name: &ImageRef, target: &Descriptor) -> Result<()> {
         if !self.content.contains(&target.digest) {
             return Err(StoreError::BlobNotFound(target.digest.clone()));
         }
-        self.with_index(|images| {
-            let changed = images.insert(name.to_string(), target.clone()).as_ref() != Some(target);
-            Ok(((), changed))
+        self.with_index(|index| {
+            let unnamed = index.untagged.remove(&target.digest.to_string()).is_some();
+            let changed = index
+                .images
+                .insert(name.to_string(), target.clone())
+                .as_ref()
+                != Some(target);
+            Ok(((), changed || unnamed))
         })
     }
 
@@ -727,7 +763,7 @@ impl Store {
 
     /// Removes a name. Its blobs stay until the next [`Store::gc`].
     pub fn remove_image(&self, name: &ImageRef) -> Result<Descriptor> {
-        self.with_index(|images| match images.remove(&name.to_string()) {
+        self.with_index(|index| match index.images.remove(&name.to_string()) {
             Some(d) => Ok((d, true)),
             None => Err(StoreError::ImageNotFound(name.to_string())),
         })
@@ -825,9 +861,9 @@ impl Store {
     pub fn gc(&self) -> Result<GcReport> {
         let lock = self.lock_file("gc.lock")?;
         lock.lock().map_err(io_err(self.root.join("gc.lock")))?;
-        self.with_index(|images| {
+        self.with_index(|index| {
             let mut keep = BTreeSet::new();
-            for target in images.values() {
+            for target in index.images.values().chain(index.untagged.values()) {
                 self.reachable(target, &mut keep)?;
             }
             let mut report = GcReport::default();

@@ -85,7 +85,7 @@ fn save_then_load_into_fresh_store_round_trips() {
     );
 
     let dst = Store::open(work.path().join("dst")).unwrap();
-    let loaded = oci::load(&dst, tar.as_slice()).unwrap();
+    let loaded = oci::load(&dst, tar.as_slice()).unwrap().names;
     assert_eq!(
         loaded.iter().map(ImageRef::to_string).collect::<Vec<_>>(),
         ["example.com/a:1", "localhost:5000/b/c:2"]
@@ -110,6 +110,76 @@ fn save_then_load_into_fresh_store_round_trips() {
         save_to_vec(&dst, &["example.com/a:1", "localhost:5000/b/c:2"]),
         tar
     );
+}
+
+/// A tar of directory `dir`'s files, paths relative to it.
+fn tar_dir(dir: &std::path::Path) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_dir_all(".", dir).unwrap();
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn skopeo_oci_layout_with_a_bare_tag_loads_untagged() {
+    let work = tempfile::tempdir().unwrap();
+    let src = Store::open(work.path().join("src")).unwrap();
+    let (_, b) = two_images(&src);
+    let ours = work.path().join("ours");
+    tar::Archive::new(save_to_vec(&src, &["localhost:5000/b/c:2"]).as_slice())
+        .unpack(&ours)
+        .unwrap();
+    // `skopeo copy oci:` writes only org.opencontainers.image.ref.name = "latest".
+    let theirs = work.path().join("theirs");
+    let out = Command::new("skopeo")
+        .arg("copy")
+        .arg(format!("oci:{}:2", ours.display()))
+        .arg(format!("oci:{}:latest", theirs.display()))
+        .output()
+        .expect("skopeo must be installed");
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(theirs.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"][0]["annotations"],
+        serde_json::json!({"org.opencontainers.image.ref.name": "latest"})
+    );
+
+    let dst = Store::open(work.path().join("dst")).unwrap();
+    let loaded = oci::load(&dst, tar_dir(&theirs).as_slice()).unwrap();
+    assert!(loaded.names.is_empty(), "{loaded:?}");
+    assert_eq!(loaded.untagged.len(), 1);
+    let u = &loaded.untagged[0];
+    assert_eq!(u.tag.as_deref(), Some("latest"));
+    assert!(dst.images().unwrap().is_empty());
+    assert_eq!(dst.untagged().unwrap(), std::slice::from_ref(&u.target));
+    // Found by digest, and its content is the image's.
+    let by_digest = ImageRef::parse("anything/at-all")
+        .unwrap()
+        .with_digest(u.target.digest.clone());
+    let r = dst.resolve(&by_digest, None).unwrap();
+    assert_eq!(r.config.labels["test.name"], "localhost:5000/b/c:2");
+    assert_eq!(r.manifest.layers.len(), b.tars.len());
+    // GC keeps an image without a name.
+    dst.gc().unwrap();
+    assert!(dst.resolve(&by_digest, None).is_ok());
+    // Naming it takes it out of the unnamed list; loading it again keeps the name only.
+    let named = ImageRef::parse("mine:1").unwrap();
+    dst.put_image(&named, &u.target).unwrap();
+    assert!(dst.untagged().unwrap().is_empty());
+    let again = oci::load(&dst, tar_dir(&theirs).as_slice()).unwrap();
+    assert_eq!(again.untagged.len(), 1);
+    assert!(dst.untagged().unwrap().is_empty());
+    assert_eq!(dst.image(&named).unwrap().target, u.target);
+    // And forgetting it lets GC reclaim it.
+    dst.remove_image(&named).unwrap();
+    dst.put_untagged(&u.target).unwrap();
+    dst.remove_untagged(&u.target.digest).unwrap();
+    dst.gc().unwrap();
+    assert!(dst.content().list().unwrap().is_empty());
 }
 
 #[test]
@@ -139,7 +209,9 @@ fn skopeo_docker_archive_loads() {
     );
 
     let dst = Store::open(work.path().join("dst")).unwrap();
-    let loaded = oci::load(&dst, std::fs::File::open(&archive).unwrap()).unwrap();
+    let loaded = oci::load(&dst, std::fs::File::open(&archive).unwrap())
+        .unwrap()
+        .names;
     assert_eq!(
         loaded.iter().map(ImageRef::to_string).collect::<Vec<_>>(),
         ["docker.io/skopeo/made:v9"]
@@ -418,7 +490,7 @@ fn legacy_docker_save_archive_with_shared_layers_loads() {
     let work = tempfile::tempdir().unwrap();
     let store = Store::open(work.path().join("s")).unwrap();
     let (archive, tars) = legacy_docker_archive(None);
-    let names = oci::load(&store, archive.as_slice()).unwrap();
+    let names = oci::load(&store, archive.as_slice()).unwrap().names;
     assert_eq!(
         names.iter().map(ImageRef::to_string).collect::<Vec<_>>(),
         [

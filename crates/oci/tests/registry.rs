@@ -421,7 +421,7 @@ async fn platform_selection_and_missing_platform() {
     let mut tar = Vec::new();
     oci::save(&host, std::slice::from_ref(&remote), None, &mut tar).unwrap();
     let loaded_store = Store::open(work.path().join("loaded")).unwrap();
-    let names = oci::load(&loaded_store, tar.as_slice()).unwrap();
+    let names = oci::load(&loaded_store, tar.as_slice()).unwrap().names;
     assert_eq!(names, std::slice::from_ref(&remote));
     assert_eq!(
         loaded_store.image(&remote).unwrap().target.digest,
@@ -819,4 +819,161 @@ async fn dropped_connection_mid_layer_is_retried_from_where_it_stopped() {
     );
     assert_eq!(dst.content().list().unwrap(), src.content().list().unwrap());
     assert!(ingest_files(dst.root()).is_empty());
+}
+
+/// A network namespace of the test's own, removed on drop.
+struct Netns(String);
+
+impl Netns {
+    fn ip(args: &[&str]) {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+/// A child process killed on drop.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// Docker's rule for `auto`: plain HTTP for loopback only. A plain-HTTP registry on a
+// private address (10.213.7.1, on the loopback device of a namespace this test creates, so
+// nothing leaves the machine) is reached over HTTPS, which fails; `--scheme http` or the
+// insecure list (the `registry.insecure` property) reach it.
+#[test]
+fn auto_scheme_uses_https_for_a_private_address_unless_listed_insecure() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let why = "creating a network namespace needs root";
+        if std::env::var("CONTAINER_REQUIRE_VM").as_deref() == Ok("1") {
+            panic!("{why}, and CONTAINER_REQUIRE_VM=1 forbids skipping");
+        }
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let ns = Netns(format!("ocisch{}", std::process::id()));
+    Netns::ip(&["netns", "add", &ns.0]);
+    Netns::ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+    Netns::ip(&["-n", &ns.0, "addr", "add", "10.213.7.1/32", "dev", "lo"]);
+    let addr = "10.213.7.1:5000";
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n  secret: test-secret\n",
+        dir.path().join("storage").display()
+    );
+    std::fs::write(dir.path().join("config.yml"), config).unwrap();
+    let _registry = Killed(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.0, "docker-registry", "serve"])
+            .arg(dir.path().join("config.yml"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ip and docker-registry must be installed"),
+    );
+    let netns_file = format!("/run/netns/{}", ns.0);
+    let work = dir.path().to_owned();
+    // This thread alone enters the namespace (a network namespace is per thread), and so
+    // do the sockets it opens.
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(&netns_file).unwrap();
+        // SAFETY: setns on an open namespace file changes only this thread's namespace.
+        assert_eq!(
+            unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns"
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "registry did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let src = Arc::new(Store::open(work.join("src")).unwrap());
+            let img = build_image(
+                &src,
+                "local/private:1",
+                "amd64",
+                &[layer(Comp::Gzip, &[("p", b"private")])],
+            );
+            let remote = ImageRef::parse(&format!("{addr}/private/app:1")).unwrap();
+            let push = |config: RegistryConfig| {
+                let (c, _) = client(&work, config);
+                let (src, img, remote) = (src.clone(), img.name.clone(), remote.clone());
+                async move {
+                    c.push(
+                        &src,
+                        &img,
+                        Some(&remote),
+                        &PushOptions::default(),
+                        &NoProgress,
+                    )
+                    .await
+                }
+            };
+            // auto: HTTPS, which a plain-HTTP registry cannot answer.
+            assert_eq!(RegistryConfig::default().scheme_for(addr), "https");
+            let err = push(RegistryConfig::default()).await.unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with(&format!("cannot reach registry {addr}")),
+                "{msg}"
+            );
+            // Listing another port of the host does not make this one insecure.
+            let other_port = RegistryConfig {
+                insecure_registries: vec!["10.213.7.1:5001".into()],
+                ..RegistryConfig::default()
+            };
+            assert!(push(other_port).await.is_err());
+            // --scheme http reaches it.
+            let http = RegistryConfig {
+                scheme: oci::Scheme::Http,
+                ..RegistryConfig::default()
+            };
+            assert_eq!(push(http).await.unwrap(), img.manifest.digest);
+            // So does auto with the host listed as insecure.
+            let listed = RegistryConfig {
+                insecure_registries: vec!["10.213.7.1".into()],
+                ..RegistryConfig::default()
+            };
+            let (c, _) = client(&work, listed);
+            let dst = Arc::new(Store::open(work.join("dst")).unwrap());
+            let pulled = c
+                .pull(&dst, &remote, &PullOptions::default(), &NoProgress)
+                .await
+                .unwrap();
+            assert_eq!(pulled.target.digest, img.manifest.digest);
+        });
+    })
+    .join()
+    .unwrap();
 }

@@ -214,7 +214,6 @@ pub fn build_config(
         stop_signal: 0,
         stop_timeout_seconds: None,
         hostname: String::new(),
-        no_pull: m.pull == PullPolicy::Never,
         published_sockets,
     })
 }
@@ -306,11 +305,23 @@ async fn create(
 ) -> Result<(api::Client, String), CliError> {
     check_cidfile(flags.management.cidfile.as_deref())?;
     let client = ctx.client().await?;
-    ensure_image(&client, flags, &config).await?;
+    let pulled = ensure_image(&client, flags, &config).await?;
+    // The daemon honours the policy itself (for every client); after the pull above it
+    // need not pull again.
+    let policy = match flags.management.pull {
+        PullPolicy::Never => v1::PullPolicy::Never,
+        PullPolicy::Always if !pulled => v1::PullPolicy::Always,
+        _ => v1::PullPolicy::Missing,
+    };
     let response = client
         .containers()
         .create(v1::CreateContainerRequest {
             config: Some(config),
+            pull: Some(v1::ImagePull {
+                policy: policy as i32,
+                scheme: crate::commands::image::scheme_value(flags.registry.scheme),
+                max_concurrent_downloads: flags.fetch.max_concurrent_downloads,
+            }),
         })
         .await?
         .into_inner();
@@ -323,16 +334,17 @@ async fn create(
     Ok((client, response.id))
 }
 
-/// Pulls the image first per `--pull`, so the user sees progress (the daemon would pull a
-/// missing image itself, silently). A daemon without the Images service is left to do that.
+/// Pulls the image first per `--pull`, so the user sees progress (the daemon would pull
+/// it silently). Returns whether it pulled. Image IDs are left to the daemon, which never
+/// pulls them, and so is a daemon without the Images service.
 async fn ensure_image(
     client: &api::Client,
     flags: &ContainerFlags,
     config: &v1::ContainerConfig,
-) -> Result<(), CliError> {
+) -> Result<bool, CliError> {
     let policy = flags.management.pull;
-    if policy == PullPolicy::Never {
-        return Ok(());
+    if policy == PullPolicy::Never || config.image.starts_with("sha256:") {
+        return Ok(false);
     }
     if policy == PullPolicy::Missing {
         let found = client
@@ -342,9 +354,9 @@ async fn ensure_image(
             })
             .await;
         match found {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(false),
             Err(status) if status.code() == tonic::Code::NotFound => {}
-            Err(status) if status.code() == tonic::Code::Unimplemented => return Ok(()),
+            Err(status) if status.code() == tonic::Code::Unimplemented => return Ok(false),
             Err(status) => return Err(status.into()),
         }
     }
@@ -353,11 +365,11 @@ async fn ensure_image(
         platform: config.platform.clone(),
         all_platforms: false,
         scheme: crate::commands::image::scheme_value(flags.registry.scheme),
-        max_concurrent_downloads: 0,
+        max_concurrent_downloads: flags.fetch.max_concurrent_downloads,
     };
     crate::commands::image::pull_with_progress(client, request)
         .await
-        .map(|_| ())
+        .map(|_| true)
 }
 
 /// `container create`.

@@ -141,7 +141,7 @@ pub async fn list(ctx: &Context, a: &ImageListArgs) -> CliResult {
         .images;
     if a.quiet {
         for i in &images {
-            outln!("{}", i.reference);
+            outln!("{}", output::image_handle(i));
         }
     } else if a.format == Format::Json {
         let all: Vec<_> = images.iter().map(output::image_json).collect();
@@ -218,8 +218,8 @@ pub async fn delete(ctx: &Context, a: &ImageDeleteArgs) -> CliResult {
             .await?
             .into_inner()
             .images
-            .into_iter()
-            .map(|i| i.reference)
+            .iter()
+            .map(output::image_handle)
             .collect()
     } else if a.references.is_empty() {
         return Err(CliError::Usage(
@@ -347,6 +347,9 @@ pub async fn load(ctx: &Context, a: &ImageLoadArgs) -> CliResult {
     read?;
     for reference in &loaded.references {
         outln!("Loaded image: {reference}");
+    }
+    for u in &loaded.untagged {
+        outln!("{}", output::untagged_load_line(u));
     }
     Ok(0)
 }
