@@ -143,7 +143,7 @@ impl Daemon {
     /// removed.
     pub async fn open(options: DaemonOptions) -> Result<Arc<Daemon>, OpenError> {
         let root = options.app_root.clone();
-        std::fs::create_dir_all(&root)
+        crate::fsutil::secure_app_root(&root)
             .map_err(|e| OpenError::State(format!("creating {}: {e}", root.display())))?;
         let store_root = root.clone();
         let store = tokio::task::spawn_blocking(move || oci::Store::open(store_root))
@@ -295,7 +295,7 @@ impl Daemon {
         &self.app_root
     }
 
-    /// Asks the server to stop (running containers keep running).
+    /// Asks the server to stop; containers are left as they are (`stop_all` stops them first).
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
     }
