@@ -717,6 +717,36 @@ impl Daemon {
         }
     }
 
+    /// Stops every running container, all at once, each with its own stop signal and
+    /// timeout (what `system stop` does before the daemon exits; Apple's tool stops them
+    /// too). Returns how many were stopped; failures are logged, not fatal: the daemon is
+    /// going away either way.
+    pub async fn stop_all(self: &Arc<Self>) -> usize {
+        let running: Vec<String> = self
+            .records()
+            .into_iter()
+            .filter(|r| r.phase == Phase::Running)
+            .map(|r| r.id)
+            .collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in running {
+            let me = Arc::clone(self);
+            tasks.spawn(async move {
+                let result = me.stop_container(&id, 0, None).await;
+                (id, result)
+            });
+        }
+        let mut stopped = 0;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((_, Ok(_))) => stopped += 1,
+                Ok((id, Err(e))) => tracing::warn!(container = %id, "stopping: {}", e.message),
+                Err(e) => tracing::warn!("a stop task failed: {e}"),
+            }
+        }
+        stopped
+    }
+
     /// Waits until the monitor has recorded the end of the run that started at `started`.
     async fn wait_stopped(&self, id: &str, started: i64) {
         let mut rx = self.changes.subscribe();
