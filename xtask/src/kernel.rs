@@ -52,7 +52,7 @@ pub fn build() -> Result<PathBuf> {
 }
 
 /// The kernel's build info beside it: `<kernel file>.info.json`, read by the daemon.
-const INFO_FILE: &str = "vmlinux.info.json";
+pub const INFO_FILE: &str = "vmlinux.info.json";
 
 /// The installed kernel source: which point release, and the tarball's content.
 struct Source {
@@ -62,14 +62,11 @@ struct Source {
 
 impl Source {
     fn installed() -> Result<Source> {
-        let package_version = output(Command::new("dpkg-query").args([
-            "-W",
-            "-f=${Version}",
-            SOURCE_PACKAGE,
-        ]))
-        .with_context(|| format!("cannot read the version of {SOURCE_PACKAGE}"))?
-        .trim()
-        .to_string();
+        let package_version =
+            output(Command::new("dpkg-query").args(["-W", "-f=${Version}", SOURCE_PACKAGE]))
+                .with_context(|| format!("cannot read the version of {SOURCE_PACKAGE}"))?
+                .trim()
+                .to_string();
         if package_version.is_empty() {
             bail!("{SOURCE_PACKAGE} is not installed: run `cargo xtask deps`");
         }
