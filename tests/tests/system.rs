@@ -50,7 +50,6 @@ fn app_root_of_a_running_container_is_private() {
         return;
     };
     d.ok(&["volume", "create", "pv"]);
-    d.ok(&["network", "create", "pnet"]);
     let mut args = vec!["run", "-d", "--name", "p", "-v", "pv:/data"];
     args.extend(SMALL);
     args.extend([
@@ -75,6 +74,7 @@ fn app_root_of_a_running_container_is_private() {
         "runtime.sock",
         "qmp.sock",
         "volume.ext4",
+        "network.json",
     ] {
         assert!(
             seen.iter()

@@ -633,6 +633,9 @@ impl Daemon {
             }
             return;
         }
+        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return; // the daemon is stopping: policies act at its next start
+        }
         let policy = options.restart_policy.unwrap_or_default();
         use v1::restart_policy::Kind;
         let code = r.exit_code.unwrap_or(0);
@@ -676,12 +679,24 @@ impl Daemon {
         Box::pin(async move { me.start_container(&id).await })
     }
 
-    /// Stops a container; returns its exit code.
+    /// Stops a container at the user's request; returns its exit code.
     pub async fn stop_container(
         self: &Arc<Self>,
         key: &str,
         signal: i32,
         timeout: Option<u32>,
+    ) -> Result<i32, ApiError> {
+        self.stop_container_as(key, signal, timeout, true).await
+    }
+
+    /// Stops a container; `by_user` records it as the user's stop (which keeps
+    /// `unless-stopped` from restarting it at the next daemon start).
+    async fn stop_container_as(
+        self: &Arc<Self>,
+        key: &str,
+        signal: i32,
+        timeout: Option<u32>,
+        by_user: bool,
     ) -> Result<i32, ApiError> {
         let id = self.lookup(key)?;
         let lock = self.op_lock(&id)?;
@@ -692,7 +707,9 @@ impl Daemon {
         }
         let signal = u32::try_from(signal)
             .map_err(|_| ApiError::invalid_argument(format!("{signal} is not a signal")))?;
-        let _ = self.update(&id, |r| r.stopped_by_user = true);
+        if by_user {
+            let _ = self.update(&id, |r| r.stopped_by_user = true);
+        }
         match self.connect(&id).await {
             Ok(client) => {
                 let code = client
@@ -710,7 +727,7 @@ impl Daemon {
                 let state = runtime::State::load(&self.bundle(&id).state()).ok();
                 let r = self.update(&id, |r| {
                     mark_stopped(r, state.as_ref());
-                    r.stopped_by_user = true;
+                    r.stopped_by_user |= by_user;
                 })?;
                 Ok(r.exit_code.unwrap_or(0))
             }
@@ -722,6 +739,8 @@ impl Daemon {
     /// too). Returns how many were stopped; failures are logged, not fatal: the daemon is
     /// going away either way.
     pub async fn stop_all(self: &Arc<Self>) -> usize {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let running: Vec<String> = self
             .records()
             .into_iter()
@@ -732,7 +751,7 @@ impl Daemon {
         for id in running {
             let me = Arc::clone(self);
             tasks.spawn(async move {
-                let result = me.stop_container(&id, 0, None).await;
+                let result = me.stop_container_as(&id, 0, None, false).await;
                 (id, result)
             });
         }

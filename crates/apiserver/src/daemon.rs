@@ -57,6 +57,10 @@ pub struct Daemon {
     /// Bumped at every container change; waiters and log followers watch it.
     pub(crate) changes: watch::Sender<u64>,
     pub(crate) shutdown: watch::Sender<bool>,
+    /// Set while `system stop` stops every container: no restart policy acts then, and the
+    /// stops do not count as the user's (Docker restarts `unless-stopped` ones at the next
+    /// start).
+    pub(crate) draining: std::sync::atomic::AtomicBool,
     pub(crate) networks: crate::networks::Networks,
 }
 
@@ -179,6 +183,7 @@ impl Daemon {
             volume_lock: tokio::sync::Mutex::new(()),
             changes: watch::channel(0).0,
             shutdown: watch::channel(false).0,
+            draining: std::sync::atomic::AtomicBool::new(false),
             networks,
         });
         prune_bundle_aliases();

@@ -352,7 +352,11 @@ pub async fn version(ctx: &Context, a: &SystemVersionArgs) -> CliResult {
         };
         rows.push(vec![
             "guest-kernel".to_owned(),
-            or_unknown(&b.package_version),
+            if k.path.is_empty() {
+                "none found".to_owned()
+            } else {
+                or_unknown(&b.package_version)
+            },
             or_unknown(&b.source_package),
             or_unknown(b.tarball_sha256.get(..12).unwrap_or(&b.tarball_sha256)),
         ]);
