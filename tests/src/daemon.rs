@@ -27,6 +27,11 @@ pub fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where the daemon in `bin` looks for its guest: `<bin>/../share/container`.
+pub fn share_dir(bin: &Path) -> PathBuf {
+    bin.parent().unwrap_or(bin).join("share").join("container")
+}
+
 impl Daemon {
     /// A started daemon with busybox loaded, or None (skip) outside `cargo xtask test`.
     /// `test` names the app root: keep it short, the runtime's socket path must fit in
@@ -47,6 +52,17 @@ impl Daemon {
                 "{} not built",
                 bin.join(name).display()
             );
+        }
+        // The daemon boots the guest its installation's share directory holds.
+        let share = share_dir(&bin);
+        for name in ["vmlinux", "initramfs.cpio"] {
+            if !share.join(name).is_file() {
+                test_support::skip(&format!(
+                    "{} is missing (cargo xtask guest publishes it)",
+                    share.join(name).display()
+                ));
+                return None;
+            }
         }
         let root = PathBuf::from(format!("/tmp/ce2e-{}-{test}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);

@@ -3,8 +3,9 @@
 //! own app root and stops it (and everything it started) when done.
 //!
 //! The binaries are the workspace's own debug builds (`cargo nextest run --workspace` builds
-//! them beside the test executables); the guest comes from `CONTAINER_KERNEL` /
-//! `CONTAINER_INITRD` and the busybox image from `$CONTAINER_TEST_IMAGES`.
+//! them beside the test executables); the daemon boots the guest `cargo xtask guest`
+//! published in `target/share/container/` and the busybox image comes from
+//! `$CONTAINER_TEST_IMAGES`.
 
 use container_tests::daemon::Daemon;
 use std::io::Write;

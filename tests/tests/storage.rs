@@ -118,6 +118,14 @@ fn bind_mounts_share_directories_and_files_both_ways() {
         std::fs::read_to_string(dir.join("from-container")).unwrap(),
         "from-container\n"
     );
+    // The container's own umask (022) decides the mode, not the daemon's private 077:
+    // virtiofsd must not inherit it into files the container shares back.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("from-container"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644);
     assert_eq!(
         std::fs::read_to_string(dir.join("log.txt")).unwrap(),
         "line1\nline2\n"

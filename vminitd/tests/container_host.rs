@@ -1,13 +1,14 @@
 //! Container processes on this machine, no VM: the agent's process table drives the real
 //! setup helper (the built vminitd binary) against a busybox rootfs, with the host's side of
 //! stdio played by Unix sockets. Needs root, /bin/busybox and a cgroup v2 hierarchy; each
-//! test says why it skips when one is missing.
+//! test says why it skips when one is missing, and fails instead under `cargo xtask test`
+//! (crates/test-support).
 //!
 //! What runs here is exactly what runs in the guest (namespaces, pivot_root, default mounts,
 //! masked paths, capabilities, seccomp, users, the tiny init); only the transport differs.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,32 +21,19 @@ const APPLETS: &[&str] = &[
     "true",
 ];
 
-fn cgroup2_root() -> Option<PathBuf> {
-    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("cgroup.procs").exists() && p.join("cgroup.subtree_control").exists())
-}
+use test_support::cgroup2_root;
 
 /// Why this machine cannot run these tests, if it cannot.
 fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("needs root (namespaces, mounts, cgroups)".into());
-    }
-    if !Path::new("/bin/busybox").exists() {
-        return Some("needs /bin/busybox for the test rootfs".into());
-    }
-    if cgroup2_root().is_none() {
-        return Some("needs a cgroup v2 hierarchy".into());
-    }
-    None
+    test_support::missing_root("namespaces, mounts, cgroups")
+        .or_else(|| test_support::missing_file("/bin/busybox", "the test rootfs"))
+        .or_else(test_support::missing_cgroup2)
 }
 
 macro_rules! skip_unless_able {
     () => {
         if let Some(why) = skip_reason() {
-            eprintln!("skipping: {why}");
+            test_support::skip(&why);
             return;
         }
     };

@@ -241,9 +241,8 @@ async fn bad_requests_get_clear_codes() {
 
 #[tokio::test]
 async fn mount_and_umount_a_tmpfs() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: mounting needs root");
+    if let Some(why) = test_support::missing_root("mounting") {
+        test_support::skip(&why);
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -233,8 +233,6 @@ fn daemon(runs: u32) -> Result<()> {
         // User-mode networking: a benchmark must not add bridges to this host.
         cmd.env("CONTAINER_APP_ROOT", &root)
             .env("CONTAINER_NETWORK_MODE", "user")
-            .env("CONTAINER_KERNEL", &guest.kernel)
-            .env("CONTAINER_INITRD", &guest.initramfs)
             .stdout(std::process::Stdio::null());
         cmd
     };

@@ -4,8 +4,13 @@
 //! be installed here); `--target` keeps build scripts and proc-macros dynamic. The initramfs
 //! is a newc cpio holding only `/init`, written here directly so no `cpio` run is needed and
 //! the archive is byte-for-byte reproducible.
+//!
+//! The kernel, its build info and the initramfs are published twice: in `target/guest/` for
+//! the VM test harnesses, and in `target/share/container/` (links), where the daemons of
+//! `target/debug/` and `target/release/` look for their guest as an installed daemon looks
+//! in `<prefix>/share/container/`.
 
-use crate::paths::{guest_out_dir, repo_root, target_dir};
+use crate::paths::{self, guest_out_dir, repo_root, target_dir};
 use crate::run::{run, step};
 use anyhow::{Context, Result};
 use std::fs;
@@ -15,16 +20,22 @@ use std::process::Command;
 
 const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 
-/// The guest artifacts, as tests and the CLI find them in `target/guest/`.
+/// The guest artifacts, as the VM test harnesses find them in `target/guest/`; the daemon
+/// finds the same files in `share`.
 pub struct Guest {
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
+    pub share: PathBuf,
 }
 
 impl Guest {
     pub fn print(&self) {
         println!("kernel:    {}", self.kernel.display());
         println!("initramfs: {}", self.initramfs.display());
+        println!(
+            "share:     {} (what the daemon boots)",
+            self.share.display()
+        );
     }
 }
 
@@ -58,9 +69,18 @@ pub fn build() -> Result<Guest> {
     file.write_all(&newc_archive(&[("init", 0o100_755, &binary)]))?;
     file.sync_all()?;
     fs::rename(&tmp, &initramfs)?;
+    let share = paths::share_dir();
+    for name in ["vmlinux", crate::kernel::INFO_FILE, "initramfs.cpio"] {
+        let src = out.join(name);
+        // Link to what target/guest/ links to, not to the link: one hop less to go stale.
+        let src =
+            fs::canonicalize(&src).with_context(|| format!("{} is missing", src.display()))?;
+        paths::symlink_force(&src, &share.join(name))?;
+    }
     Ok(Guest {
         kernel: out.join("vmlinux"),
         initramfs,
+        share,
     })
 }
 

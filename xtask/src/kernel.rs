@@ -52,7 +52,7 @@ pub fn build() -> Result<PathBuf> {
 }
 
 /// The kernel's build info beside it: `<kernel file>.info.json`, read by the daemon.
-const INFO_FILE: &str = "vmlinux.info.json";
+pub const INFO_FILE: &str = "vmlinux.info.json";
 
 /// The installed kernel source: which point release, and the tarball's content.
 struct Source {

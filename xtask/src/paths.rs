@@ -41,6 +41,13 @@ pub fn guest_out_dir() -> PathBuf {
     target_dir().join("guest")
 }
 
+/// The installation-style share directory of the workspace's builds: the daemon in
+/// `<target>/debug/` or `<target>/release/` looks for its guest in `<dir>/../share/container/`
+/// (crates/apiserver/src/kernel.rs), so `cargo xtask guest` publishes it here.
+pub fn share_dir() -> PathBuf {
+    target_dir().join("share").join("container")
+}
+
 /// Hex sha256 of a file's contents, read in chunks.
 pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
     use sha2::{Digest, Sha256};

@@ -52,8 +52,12 @@ fn checks_and_tests(guest: &guest::Guest, nextest_args: &[String]) -> Result<()>
         // Every daemon a test starts stays off the host's network unless the test asks for
         // bridge mode itself, inside a namespace of its own (tests/tests/network.rs).
         .env("CONTAINER_NETWORK_MODE", "user")
+        // For the VM harnesses (crates/vmm-qemu's testing, the runtime's tests); daemons
+        // ignore these and boot what `guest::build` published in target/share/container/.
         .env("CONTAINER_KERNEL", &guest.kernel)
-        .env("CONTAINER_INITRD", &guest.initramfs);
+        .env("CONTAINER_INITRD", &guest.initramfs)
+        // Tests that need root, busybox or cgroup v2 fail instead of skipping without them.
+        .env("CONTAINER_REQUIRE_ALL", "1");
     for line in std::fs::read_to_string(registry::env_file())?.lines() {
         if let Some((key, value)) = line.split_once('=') {
             nextest.env(key, value);

@@ -2,7 +2,7 @@
 //!
 //! The app root is `$CONTAINER_APP_ROOT` when set; otherwise `/var/lib/container` for root
 //! and `$XDG_DATA_HOME/container` (default `~/.local/share/container`) for anyone else on
-//! Linux, and `~/Library/Application Support/com.example.container` on macOS. The daemon's
+//! Linux, and `~/Library/Application Support/dev.container` on macOS. The daemon's
 //! socket is `<app root>/apiserver.sock`.
 //!
 //! [`app_root_with`] takes the environment and the effective uid as arguments, so the rules
@@ -17,8 +17,10 @@ pub const APP_ROOT_ENV: &str = "CONTAINER_APP_ROOT";
 /// The daemon's socket, relative to the app root.
 pub const SOCKET_NAME: &str = "apiserver.sock";
 
-/// The macOS bundle-style directory name under Application Support.
-pub const MACOS_APP_DIR: &str = "com.example.container";
+/// The macOS bundle-style directory name under Application Support: the project's
+/// reverse-DNS identifier, shared with the launchd label (`dev.container.apiserver`) and
+/// distinct from Apple's `com.apple.container`.
+pub const MACOS_APP_DIR: &str = "dev.container";
 
 /// Why the app root could not be found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -208,11 +210,11 @@ mod tests {
         let root = app_root_with(env(&vars), 501, HostOs::MacOs).unwrap();
         assert_eq!(
             root,
-            Path::new("/Users/me/Library/Application Support/com.example.container")
+            Path::new("/Users/me/Library/Application Support/dev.container")
         );
         assert_eq!(
             socket_path(&root),
-            Path::new("/Users/me/Library/Application Support/com.example.container/apiserver.sock")
+            Path::new("/Users/me/Library/Application Support/dev.container/apiserver.sock")
         );
     }
 }

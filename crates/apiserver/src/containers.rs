@@ -620,6 +620,9 @@ impl Daemon {
             }
             return;
         }
+        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return; // the daemon is stopping: policies act at its next start
+        }
         let policy = options.restart_policy.unwrap_or_default();
         use v1::restart_policy::Kind;
         let code = r.exit_code.unwrap_or(0);
@@ -663,12 +666,24 @@ impl Daemon {
         Box::pin(async move { me.start_container(&id).await })
     }
 
-    /// Stops a container; returns its exit code.
+    /// Stops a container at the user's request; returns its exit code.
     pub async fn stop_container(
         self: &Arc<Self>,
         key: &str,
         signal: i32,
         timeout: Option<u32>,
+    ) -> Result<i32, ApiError> {
+        self.stop_container_as(key, signal, timeout, true).await
+    }
+
+    /// Stops a container; `by_user` records it as the user's stop (which keeps
+    /// `unless-stopped` from restarting it at the next daemon start).
+    async fn stop_container_as(
+        self: &Arc<Self>,
+        key: &str,
+        signal: i32,
+        timeout: Option<u32>,
+        by_user: bool,
     ) -> Result<i32, ApiError> {
         let id = self.lookup(key)?;
         let lock = self.op_lock(&id)?;
@@ -679,7 +694,9 @@ impl Daemon {
         }
         let signal = u32::try_from(signal)
             .map_err(|_| ApiError::invalid_argument(format!("{signal} is not a signal")))?;
-        let _ = self.update(&id, |r| r.stopped_by_user = true);
+        if by_user {
+            let _ = self.update(&id, |r| r.stopped_by_user = true);
+        }
         match self.connect(&id).await {
             Ok(client) => {
                 let code = client
@@ -697,11 +714,43 @@ impl Daemon {
                 let state = runtime::State::load(&self.bundle(&id).state()).ok();
                 let r = self.update(&id, |r| {
                     mark_stopped(r, state.as_ref());
-                    r.stopped_by_user = true;
+                    r.stopped_by_user |= by_user;
                 })?;
                 Ok(r.exit_code.unwrap_or(0))
             }
         }
+    }
+
+    /// Stops every running container, all at once, each with its own stop signal and
+    /// timeout (what `system stop` does before the daemon exits; Apple's tool stops them
+    /// too). Returns how many were stopped; failures are logged, not fatal: the daemon is
+    /// going away either way.
+    pub async fn stop_all(self: &Arc<Self>) -> usize {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let running: Vec<String> = self
+            .records()
+            .into_iter()
+            .filter(|r| r.phase == Phase::Running)
+            .map(|r| r.id)
+            .collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in running {
+            let me = Arc::clone(self);
+            tasks.spawn(async move {
+                let result = me.stop_container_as(&id, 0, None, false).await;
+                (id, result)
+            });
+        }
+        let mut stopped = 0;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((_, Ok(_))) => stopped += 1,
+                Ok((id, Err(e))) => tracing::warn!(container = %id, "stopping: {}", e.message),
+                Err(e) => tracing::warn!("a stop task failed: {e}"),
+            }
+        }
+        stopped
     }
 
     /// Waits until the monitor has recorded the end of the run that started at `started`.

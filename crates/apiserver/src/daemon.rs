@@ -57,6 +57,10 @@ pub struct Daemon {
     /// Bumped at every container change; waiters and log followers watch it.
     pub(crate) changes: watch::Sender<u64>,
     pub(crate) shutdown: watch::Sender<bool>,
+    /// Set while `system stop` stops every container: no restart policy acts then, and the
+    /// stops do not count as the user's (Docker restarts `unless-stopped` ones at the next
+    /// start).
+    pub(crate) draining: std::sync::atomic::AtomicBool,
     pub(crate) networks: crate::networks::Networks,
 }
 
@@ -143,7 +147,7 @@ impl Daemon {
     /// removed.
     pub async fn open(options: DaemonOptions) -> Result<Arc<Daemon>, OpenError> {
         let root = options.app_root.clone();
-        std::fs::create_dir_all(&root)
+        crate::fsutil::secure_app_root(&root)
             .map_err(|e| OpenError::State(format!("creating {}: {e}", root.display())))?;
         let store_root = root.clone();
         let store = tokio::task::spawn_blocking(move || oci::Store::open(store_root))
@@ -179,6 +183,7 @@ impl Daemon {
             volume_lock: tokio::sync::Mutex::new(()),
             changes: watch::channel(0).0,
             shutdown: watch::channel(false).0,
+            draining: std::sync::atomic::AtomicBool::new(false),
             networks,
         });
         prune_bundle_aliases();
@@ -295,7 +300,7 @@ impl Daemon {
         &self.app_root
     }
 
-    /// Asks the server to stop (running containers keep running).
+    /// Asks the server to stop; containers are left as they are (`stop_all` stops them first).
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
     }

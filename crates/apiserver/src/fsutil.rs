@@ -18,6 +18,36 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     sync_dir(dir)
 }
 
+/// Creates `dir` and its missing parents with mode 0700: nothing under the app root is for
+/// other users (a root daemon's container logs and writable layers least of all). Existing
+/// directories keep their mode; [`secure_app_root`] fixes the root itself.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Creates the app root (0700) and restricts it to 0700 when an older install left it
+/// open: with the root closed, nothing beneath it is reachable by other users whatever its
+/// own mode. No helper runs as another user, so no directory needs 0711.
+pub fn secure_app_root(root: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    create_private_dir(root)?;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Opens `path` for appending, creating it with mode 0600 (logs).
+pub fn open_private_append(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// fsyncs a directory so that renames and creations in it survive a crash.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()

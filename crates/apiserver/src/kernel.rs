@@ -1,9 +1,20 @@
 //! The guest kernel and initramfs: which files a new container boots, and installing a
 //! kernel into `<app root>/kernels/`.
 //!
-//! Lookup order, for each of the kernel and the initramfs: `<app root>/kernels/` (what
-//! `system kernel set` installed), then `$CONTAINER_KERNEL` / `$CONTAINER_INITRD`, then the
-//! workspace's `target/guest/` (development builds, found from the daemon's executable).
+//! Two places only, for each of the kernel and the initramfs, in this order:
+//! 1. `<app root>/kernels/` (`vmlinux-<arch>`, `initramfs.cpio`): what `system kernel set`
+//!    installed;
+//! 2. the installation's share directory, `<directory of the daemon's executable>/../share/
+//!    container/` (`vmlinux`, `initramfs.cpio`): `/usr/local/bin/container-apiserver` finds
+//!    `/usr/local/share/container/`, and a development build in `<target>/debug/` finds
+//!    `<target>/share/container/`, where `cargo xtask guest` publishes the guest.
+//!
+//! Nothing else: no environment variable (the daemon is often started by a service manager,
+//! whose environment nobody reads) and no directories above the executable (from
+//! `/home/alice/bin/` a scan upwards reaches `/home/guest/`).
+//!
+//! A kernel's build info, when it has one, is the JSON file `<kernel file>.info.json` beside
+//! it (what `cargo xtask kernel` writes); `system kernel set` copies it along.
 
 use std::path::{Path, PathBuf};
 
@@ -59,63 +70,141 @@ pub fn kernel_name(arch: &str) -> String {
 /// The initramfs file name.
 pub const INITRAMFS_NAME: &str = "initramfs.cpio";
 
-/// `target/guest/` of the workspace this binary was built in, if it is a development build
-/// (`<target>/debug/container-apiserver` or `<target>/debug/deps/<test binary>`).
-fn dev_guest_dir() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    exe.ancestors()
-        .skip(1)
-        .take(4)
-        .map(|d| d.join("guest"))
-        .find(|d| d.is_dir())
+/// The kernel's file name in the share directory.
+pub const SHARE_KERNEL_NAME: &str = "vmlinux";
+
+/// The suffix of a kernel's build info file, appended to the kernel's file name.
+pub const INFO_SUFFIX: &str = ".info.json";
+
+/// The installation's share directory for an executable: `<exe dir>/../share/container`.
+pub fn share_dir_of(exe: &Path) -> Option<PathBuf> {
+    let bin = exe.parent()?;
+    Some(bin.parent()?.join("share").join("container"))
 }
 
-fn pick(
-    kernels: &Path,
-    own: &str,
-    env: &str,
-    dev: &str,
-    what: &'static str,
-) -> Result<PathBuf, KernelError> {
-    let installed = kernels.join(own);
-    if installed.is_file() {
-        return Ok(installed);
-    }
-    if let Some(p) = std::env::var_os(env).filter(|v| !v.is_empty()) {
-        let p = PathBuf::from(p);
-        if p.is_file() {
-            return Ok(p);
+/// This daemon's share directory.
+pub fn share_dir() -> Option<PathBuf> {
+    share_dir_of(&std::env::current_exe().ok()?)
+}
+
+/// Where the guest files are looked for: the app root's `kernels/` and the share directory.
+#[derive(Debug, Clone)]
+pub struct GuestDirs {
+    /// `<app root>/kernels`.
+    pub kernels: PathBuf,
+    /// The installation's share directory, if the executable's path has one.
+    pub share: Option<PathBuf>,
+}
+
+impl GuestDirs {
+    /// The places for an app root and this daemon's executable.
+    pub fn new(app_root: &Path) -> GuestDirs {
+        GuestDirs {
+            kernels: app_root.join("kernels"),
+            share: share_dir(),
         }
     }
-    if let Some(p) = dev_guest_dir().map(|d| d.join(dev)).filter(|p| p.is_file()) {
-        return Ok(p);
+
+    fn pick(&self, own: &str, shared: &str, what: &'static str) -> Result<PathBuf, KernelError> {
+        let candidates = std::iter::once(self.kernels.join(own))
+            .chain(self.share.iter().map(|d| d.join(shared)));
+        for path in candidates {
+            if path.is_file() {
+                return Ok(path);
+            }
+        }
+        let share = self
+            .share
+            .as_ref()
+            .map(|d| format!(" or put one at {}", d.join(shared).display()))
+            .unwrap_or_default();
+        Err(KernelError::Missing {
+            what,
+            hint: format!("install one with `container system kernel set --binary PATH`{share}"),
+        })
     }
-    Err(KernelError::Missing {
-        what,
-        hint: format!(
-            "install one with `container system kernel set --binary PATH`, or set ${env}"
-        ),
-    })
+
+    /// The kernel and initramfs a new container boots.
+    pub fn guest_files(&self) -> Result<(PathBuf, PathBuf), KernelError> {
+        let kernel = self.pick(&kernel_name(host_arch()), SHARE_KERNEL_NAME, "kernel")?;
+        let initramfs = self.pick(INITRAMFS_NAME, INITRAMFS_NAME, "initramfs")?;
+        Ok((kernel, initramfs))
+    }
 }
 
-/// The kernel and initramfs a new container boots.
+/// The kernel and initramfs a new container boots (see the module doc for where from).
 pub fn guest_files(app_root: &Path) -> Result<(PathBuf, PathBuf), KernelError> {
-    let kernels = app_root.join("kernels");
-    let kernel = pick(
-        &kernels,
-        &kernel_name(host_arch()),
-        "CONTAINER_KERNEL",
-        "vmlinux",
-        "kernel",
-    )?;
-    let initramfs = pick(
-        &kernels,
-        INITRAMFS_NAME,
-        "CONTAINER_INITRD",
-        "initramfs.cpio",
-        "initramfs",
-    )?;
-    Ok((kernel, initramfs))
+    GuestDirs::new(app_root).guest_files()
+}
+
+/// What a kernel was built from: `<kernel>.info.json`, as `cargo xtask kernel` writes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildInfo {
+    /// Debian's source package (`linux-source-6.1`).
+    pub source_package: String,
+    /// Its version (`6.1.192-3`).
+    pub package_version: String,
+    /// sha256 of the source tarball.
+    pub tarball_sha256: String,
+    /// sha256 of the config fragment.
+    pub config_sha256: String,
+    /// The build recipe's version.
+    pub recipe: String,
+}
+
+/// The guest files of `dirs` and the kernel's build info, as the API reports them.
+pub fn describe(dirs: &GuestDirs) -> api::v1::GuestKernel {
+    let (kernel, initramfs) = match dirs.guest_files() {
+        Ok(files) => files,
+        Err(e) => {
+            return api::v1::GuestKernel {
+                error: e.to_string(),
+                ..Default::default()
+            };
+        }
+    };
+    let (build, error) = match build_info(&kernel) {
+        Ok(info) => (info.map(Into::into), String::new()),
+        Err(e) => (None, e.to_string()),
+    };
+    api::v1::GuestKernel {
+        path: kernel.display().to_string(),
+        initramfs: initramfs.display().to_string(),
+        error,
+        build,
+    }
+}
+
+impl From<BuildInfo> for api::v1::KernelBuildInfo {
+    fn from(b: BuildInfo) -> Self {
+        api::v1::KernelBuildInfo {
+            source_package: b.source_package,
+            package_version: b.package_version,
+            tarball_sha256: b.tarball_sha256,
+            config_sha256: b.config_sha256,
+            recipe: b.recipe,
+        }
+    }
+}
+
+/// The build info file of a kernel file.
+pub fn info_path(kernel: &Path) -> PathBuf {
+    let mut name = kernel.as_os_str().to_owned();
+    name.push(INFO_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// The build info beside `kernel`: `Ok(None)` when it has none.
+pub fn build_info(kernel: &Path) -> Result<Option<BuildInfo>, KernelError> {
+    let path = info_path(kernel);
+    match std::fs::read(&path) {
+        Ok(data) => serde_json::from_slice(&data).map(Some).map_err(|e| {
+            KernelError::Invalid(format!("kernel build info {}: {e}", path.display()))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(KernelError::Io { path, source }),
+    }
 }
 
 /// Copies the kernel at `binary` into `kernels/` (atomically); returns where it went.
@@ -148,7 +237,7 @@ pub fn install(
         let path = path.to_path_buf();
         move |source| KernelError::Io { path, source }
     };
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    crate::fsutil::create_private_dir(&dir).map_err(io(&dir))?;
     let dest = dir.join(kernel_name(arch));
     if dest.exists() && !force {
         let same = std::fs::read(&dest).ok() == std::fs::read(binary).ok();
@@ -164,11 +253,34 @@ pub fn install(
         .tempfile_in(&dir)
         .map_err(io(&dir))?;
     std::fs::copy(binary, tmp.path()).map_err(io(binary))?;
+    // copy() carries the source's mode over; the installed kernel is the owner's alone.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o600))
+            .map_err(io(tmp.path()))?;
+    }
     tmp.as_file().sync_all().map_err(io(tmp.path()))?;
     tmp.persist(&dest).map_err(|e| KernelError::Io {
         path: dest.clone(),
         source: e.error,
     })?;
+    // The build info goes along, or an older one is removed: it must describe this kernel.
+    let info = info_path(&dest);
+    let source_info = info_path(binary);
+    if source_info.is_file() {
+        build_info(binary)?;
+        crate::fsutil::write_atomic(
+            &info,
+            &std::fs::read(&source_info).map_err(io(&source_info))?,
+        )
+        .map_err(io(&info))?;
+    } else {
+        match std::fs::remove_file(&info) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&info)(e)),
+        }
+    }
     crate::fsutil::sync_dir(&dir).map_err(io(&dir))?;
     Ok(dest)
 }
@@ -196,5 +308,67 @@ mod tests {
         assert_eq!(std::fs::read(&dest).unwrap(), b"kernel two");
         assert!(install(root.path(), Path::new("rel"), "", false).is_err());
         assert!(install(root.path(), &src, "sparc", false).is_err());
+    }
+
+    const INFO: &str = r#"{"source_package": "linux-source-6.1", "package_version": "6.1.192-3",
+        "tarball_sha256": "cacdc3", "config_sha256": "0f0f", "recipe": "1"}"#;
+
+    #[test]
+    fn kernel_set_copies_the_build_info_and_drops_a_stale_one() {
+        let root = tempfile::tempdir().unwrap();
+        let src = root.path().join("vmlinux");
+        std::fs::write(&src, b"kernel").unwrap();
+        std::fs::write(root.path().join("vmlinux.info.json"), INFO).unwrap();
+        let dest = install(root.path(), &src, "", false).unwrap();
+        let info = build_info(&dest).unwrap().unwrap();
+        assert_eq!(info.package_version, "6.1.192-3");
+        assert_eq!(info.source_package, "linux-source-6.1");
+        // A kernel without build info must not inherit the previous one's.
+        let bare = root.path().join("other");
+        std::fs::write(&bare, b"kernel two").unwrap();
+        install(root.path(), &bare, "", true).unwrap();
+        assert_eq!(build_info(&dest).unwrap(), None);
+        // Malformed build info is refused, naming the file.
+        std::fs::write(root.path().join("other.info.json"), "{}").unwrap();
+        let err = install(root.path(), &bare, "", true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("kernel build info "), "{err}");
+    }
+
+    #[test]
+    fn lookup_is_the_app_root_then_the_share_dir_only() {
+        let t = tempfile::tempdir().unwrap();
+        // A kernel in a directory above the executable's must not be found.
+        let exe = t.path().join("home/alice/bin/container-apiserver");
+        std::fs::create_dir_all(t.path().join("home/guest")).unwrap();
+        std::fs::write(t.path().join("home/guest/vmlinux"), b"k").unwrap();
+        std::fs::write(t.path().join("home/guest/initramfs.cpio"), b"i").unwrap();
+        let share = share_dir_of(&exe).unwrap();
+        assert_eq!(share, t.path().join("home/alice/share/container"));
+        let dirs = GuestDirs {
+            kernels: t.path().join("root/kernels"),
+            share: Some(share.clone()),
+        };
+        let err = dirs.guest_files().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "no guest kernel found: install one with `container system kernel set --binary PATH` or put one at {}",
+                share.join("vmlinux").display()
+            )
+        );
+        std::fs::create_dir_all(&share).unwrap();
+        std::fs::write(share.join("vmlinux"), b"k").unwrap();
+        std::fs::write(share.join("initramfs.cpio"), b"i").unwrap();
+        assert_eq!(
+            dirs.guest_files().unwrap(),
+            (share.join("vmlinux"), share.join("initramfs.cpio"))
+        );
+        // The app root's own kernel wins over the installation's.
+        std::fs::create_dir_all(&dirs.kernels).unwrap();
+        let own = dirs.kernels.join(kernel_name(host_arch()));
+        std::fs::write(&own, b"own").unwrap();
+        assert_eq!(dirs.guest_files().unwrap().0, own);
     }
 }

@@ -19,7 +19,8 @@
 //! ├── credentials.json          registry logins (mode 0600, crates/oci's file store)
 //! ├── images.json, content/,    the image store (crates/oci: index, verified blobs,
 //! │   snapshots/<hex>/          resumable ingests, one rootfs.ext4 per manifest)
-//! ├── kernels/                  kernels installed by `system kernel set` (vmlinux-<arch>)
+//! ├── kernels/                  kernels installed by `system kernel set` (vmlinux-<arch>,
+//! │                             with its build info vmlinux-<arch>.info.json when it had one)
 //! ├── volumes/<name>/volume.ext4  a volume's file system (sparse ext4), attached as a disk;
 //! │   volumes/<name>/volume.json  its metadata (see [`volumes`] for the whole tree)
 //! └── containers/
@@ -39,6 +40,9 @@
 //! $TMPDIR/container-<uid>/<id prefix>  a symlink to containers/<id>/ handed to the runtime
 //!                               when the real path is too long for its socket (> 94 bytes)
 //! ```
+//! The whole tree is its owner's alone: directories 0700, files and sockets 0600, set where
+//! each is made (see [`fsutil::create_private_dir`]) and backed by umask 077 in the daemon
+//! and its runtimes for what their helpers create.
 //! Every file the daemon writes is written atomically (temp file, fsync, rename, fsync the
 //! directory). On start the daemon reconciles instead of trusting memory: a container whose
 //! runtime still lives is re-adopted as running, one whose runtime died is marked stopped

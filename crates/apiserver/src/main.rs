@@ -28,13 +28,14 @@ fn main() -> anyhow::Result<()> {
         Some(p) => std::env::current_dir()?.join(p),
         None => api::app_root().context("finding the app root")?,
     };
-    std::fs::create_dir_all(&app_root)
+    // Every file the daemon and its helpers create is the owner's alone; modes are also set
+    // explicitly where files are made, this only catches what a helper creates itself.
+    // SAFETY: umask only swaps the process's file mode mask; no memory is involved.
+    unsafe { libc::umask(0o077) };
+    apiserver::fsutil::secure_app_root(&app_root)
         .with_context(|| format!("creating {}", app_root.display()))?;
     let log_path = app_root.join(apiserver::system::LOG_NAME);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
+    let log = apiserver::fsutil::open_private_append(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CONTAINER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

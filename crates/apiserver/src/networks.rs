@@ -214,7 +214,7 @@ impl Networks {
         running: impl Fn(&str) -> bool,
     ) -> Result<Networks, String> {
         let dir = app_root.join("networks");
-        std::fs::create_dir_all(&dir).map_err(|e| io(dir.display(), e))?;
+        crate::fsutil::create_private_dir(&dir).map_err(|e| io(dir.display(), e))?;
         let host: Option<Arc<dyn net::host::HostNetwork>> = match mode {
             Mode::Bridge => Some(Arc::new(
                 net::host::LinuxBridge::new().map_err(|e| e.to_string())?,
@@ -374,7 +374,7 @@ impl Networks {
 
     fn persist_def(&self, def: &NetworkDef) -> Result<(), ApiError> {
         let dir = self.net_dir(&def.name);
-        std::fs::create_dir_all(&dir)
+        crate::fsutil::create_private_dir(&dir)
             .map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
         write_json(&dir.join("network.json"), def)
     }

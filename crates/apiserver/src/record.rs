@@ -155,7 +155,7 @@ impl ContainerDirs {
     /// `<app root>/containers`, created when missing.
     pub fn open(app_root: &Path) -> Result<ContainerDirs, RecordError> {
         let root = app_root.join("containers");
-        std::fs::create_dir_all(&root).map_err(io("creating", &root))?;
+        crate::fsutil::create_private_dir(&root).map_err(io("creating", &root))?;
         Ok(ContainerDirs { root })
     }
 
@@ -168,7 +168,13 @@ impl ContainerDirs {
     /// place, so a crash leaves either nothing visible or a whole record.
     pub fn create(&self, record: &ContainerRecord) -> Result<(), RecordError> {
         let tmp = self.root.join(format!("{NEW_PREFIX}{}", record.id));
-        std::fs::create_dir(&tmp).map_err(io("creating", &tmp))?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&tmp)
+                .map_err(io("creating", &tmp))?;
+        }
         let result = (|| {
             record.save(&tmp)?;
             let dest = self.dir(&record.id);

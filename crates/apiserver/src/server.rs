@@ -2,7 +2,6 @@
 //! services, and an orderly stop.
 
 use std::future::Future;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -51,6 +50,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The API socket could not be bound.
+    #[error(transparent)]
+    Bind(api::server::BindError),
     /// The state could not be opened.
     #[error(transparent)]
     Open(#[from] crate::daemon::OpenError),
@@ -73,10 +75,12 @@ pub struct RootLock {
 impl RootLock {
     /// Claims `app_root` for this process, or says which daemon has it.
     pub fn acquire(app_root: &Path) -> Result<RootLock, ServeError> {
-        std::fs::create_dir_all(app_root).map_err(io("creating", app_root))?;
+        crate::fsutil::secure_app_root(app_root).map_err(io("creating", app_root))?;
         let lock_path = app_root.join(LOCK_NAME);
         let pid_path = app_root.join(PID_NAME);
+        use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
+            .mode(0o600)
             .create(true)
             .truncate(false)
             .write(true)
@@ -103,23 +107,12 @@ impl RootLock {
     }
 }
 
-/// Binds the API socket (mode 0600), refusing when a live daemon answers on it.
+/// Binds the API socket through the one binder (`api::server::bind_socket`: mode 0600 in a
+/// 0700 directory, refusing a live daemon's socket and anything that is not a socket).
 pub async fn bind(app_root: &Path) -> Result<tokio::net::UnixListener, ServeError> {
-    let socket = api::socket_path(app_root);
-    if socket.exists() {
-        if tokio::net::UnixStream::connect(&socket).await.is_ok() {
-            return Err(ServeError::AlreadyRunning {
-                pid: None,
-                root: app_root.to_path_buf(),
-            });
-        }
-        std::fs::remove_file(&socket).map_err(io("removing the stale socket", &socket))?;
-    }
-    // Bind under a private umask-independent mode: create, then restrict before serving.
-    let listener = tokio::net::UnixListener::bind(&socket).map_err(io("binding", &socket))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(io("restricting", &socket))?;
-    Ok(listener)
+    api::server::bind_socket(&api::socket_path(app_root))
+        .await
+        .map_err(ServeError::Bind)
 }
 
 /// Serves `daemon` on `listener` until `stop` resolves or a client asks for shutdown.

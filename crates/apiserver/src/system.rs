@@ -167,6 +167,9 @@ impl System for SystemService {
             }
             .into(),
             containers_running: running,
+            kernel: Some(crate::kernel::describe(&crate::kernel::GuestDirs::new(
+                &self.0.app_root,
+            ))),
         })
     }
 
@@ -277,7 +280,9 @@ impl System for SystemService {
     }
 
     async fn shutdown(&self, _: Request<v1::ShutdownRequest>) -> Res<v1::ShutdownResponse> {
-        tracing::info!("shutdown requested");
+        tracing::info!("shutdown requested: stopping running containers");
+        let stopped = self.0.stop_all().await;
+        tracing::info!(stopped, "containers stopped; shutting down");
         self.0.shutdown();
         ok(v1::ShutdownResponse {})
     }

@@ -174,7 +174,7 @@ pub fn create(volumes: &Path, name: &str, new: &NewVolume) -> Result<VolumeMeta,
     if volumes.join(name).exists() {
         return Err(VolumeError::Exists(name.to_owned()));
     }
-    std::fs::create_dir_all(volumes).map_err(|e| fail(e.to_string()))?;
+    crate::fsutil::create_private_dir(volumes).map_err(|e| fail(e.to_string()))?;
     let tmp = tempfile::Builder::new()
         .prefix(".new-")
         .tempdir_in(volumes)

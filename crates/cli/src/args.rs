@@ -770,11 +770,11 @@ pub struct RegistryListArgs {
 pub enum SystemCommand {
     /// Start the container daemon.
     Start(SystemStartArgs),
-    /// Stop the container daemon (running containers keep running).
+    /// Stop every running container (each with its stop signal and timeout), then the daemon.
     Stop(SystemStopArgs),
     /// Show whether the daemon runs, and where it keeps its state.
     Status(SystemStatusArgs),
-    /// Show the versions of the CLI and the daemon.
+    /// Show the versions of the CLI, the daemon and the guest kernel.
     Version(SystemVersionArgs),
     /// Show the daemon's log.
     Logs(SystemLogsArgs),

@@ -57,7 +57,7 @@ pub fn markdown() -> String {
          when the daemon is not running; three Ctrl-C leave a `run` without a terminal with 1.\n\n\
          Environment: `CONTAINER_APP_ROOT` chooses the daemon's app root and so its socket,\n\
          `<app root>/apiserver.sock` (default `/var/lib/container` for root, else\n\
-         `$XDG_DATA_HOME/container`; on macOS `~/Library/Application Support/com.example.container`);\n\
+         `$XDG_DATA_HOME/container`; on macOS `~/Library/Application Support/dev.container`);\n\
          `CONTAINER_DEBUG` turns on `--debug`; `CONTAINER_DEFAULT_PLATFORM` sets `--platform`.\n\n\
          ## Commands\n\n",
     );

@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 
 /// The service's name: `container-apiserver.service` for systemd.
 pub const SYSTEMD_UNIT: &str = "container-apiserver.service";
-/// The launchd label, also the plist's file name (`<label>.plist`).
-pub const LAUNCHD_LABEL: &str = "com.example.container.apiserver";
+/// The launchd label, also the plist's file name (`<label>.plist`). Reverse-DNS as launchd
+/// wants, `dev.container` like the app support directory (crates/api's `MACOS_APP_DIR`), and
+/// apart from Apple's `com.apple.container.*` so both tools can be installed side by side.
+pub const LAUNCHD_LABEL: &str = "dev.container.apiserver";
 
 /// What the service manager needs to run the daemon.
 #[derive(Debug, Clone)]
@@ -276,7 +278,7 @@ mod tests {
         );
         assert_eq!(
             launchd_plist_path(Path::new("/Users/me")),
-            PathBuf::from("/Users/me/Library/LaunchAgents/com.example.container.apiserver.plist")
+            PathBuf::from("/Users/me/Library/LaunchAgents/dev.container.apiserver.plist")
         );
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -337,11 +337,13 @@ impl ImageWriter {
     }
 
     fn open(path: &Path, gdt_reserve: u64) -> Result<Self> {
+        // A new image is the owner's alone: it holds a container's or a volume's data.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(path)
             .map_err(|source| Error::Io {
                 path: path.to_owned(),

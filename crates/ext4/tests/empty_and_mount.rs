@@ -69,10 +69,10 @@ impl Mounted {
             .output()
             .ok()?;
         if !out.status.success() {
-            eprintln!(
-                "skipping: mount -o loop failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            test_support::skip(&format!(
+                "mount -o loop failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
             return None;
         }
         Some(Mounted(at.to_owned()))
@@ -86,14 +86,10 @@ impl Drop for Mounted {
 }
 
 fn can_mount() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipping: loop mounts need root");
-        return false;
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        eprintln!("skipping: no /dev/loop-control");
+    let missing = test_support::missing_root("loop mounts")
+        .or_else(|| test_support::missing_file("/dev/loop-control", "loop mounts"));
+    if let Some(why) = missing {
+        test_support::skip(&why);
         return false;
     }
     true
@@ -297,7 +293,7 @@ fn full_disk_is_an_io_error_and_leaves_nothing() {
         .unwrap()
         .success();
     if !ok {
-        eprintln!("skipping: cannot mount a tmpfs");
+        test_support::skip("cannot mount a tmpfs");
         return;
     }
     let _m = Mounted(small.clone());

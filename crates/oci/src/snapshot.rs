@@ -5,7 +5,7 @@
 //! only when complete, so a visible `rootfs.ext4` is always whole. Concurrent callers for
 //! the same manifest wait on a per-snapshot `flock` and then reuse the finished image.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::path::PathBuf;
 
 use crate::digest::Digest;
@@ -71,14 +71,9 @@ pub fn ensure_rootfs(
     // Keeps GC from deleting the layers (or this directory) while we build.
     let _lease = store.lease()?;
     let dir = store.snapshots_dir().join(manifest.hex());
-    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    crate::store::create_private_dir(&dir).map_err(io_err(&dir))?;
     let lock_path = dir.join(".lock");
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io_err(&lock_path))?;
+    let lock = crate::store::open_private(&lock_path).map_err(io_err(&lock_path))?;
     lock.lock().map_err(io_err(&lock_path))?;
     if path.is_file() {
         return Ok(Snapshot { path, built: false }); // another caller built it meanwhile

@@ -86,6 +86,28 @@ pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Stor
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Creates `dir` and its missing parents with mode 0700: the store lives under the app root,
+/// whose contents are the owner's alone.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Opens `path` read-write, creating it with mode 0600, without truncating it.
+pub(crate) fn open_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+}
+
 /// Writes `data` to `path` so that a crash leaves either the old or the new file:
 /// temp file in the same directory, fsync, rename, fsync the directory.
 pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
@@ -157,8 +179,8 @@ impl ContentStore {
     fn open(content: &Path) -> Result<ContentStore> {
         let blobs = content.join("blobs").join("sha256");
         let ingest = content.join("ingest");
-        fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
-        fs::create_dir_all(&ingest).map_err(io_err(&ingest))?;
+        create_private_dir(&blobs).map_err(io_err(&blobs))?;
+        create_private_dir(&ingest).map_err(io_err(&ingest))?;
         Ok(ContentStore { blobs, ingest })
     }
 
@@ -284,13 +306,7 @@ impl ContentStore {
     /// writer holds that partial, this one writes a private temp file from offset 0.
     pub fn begin_resumable(&self, digest: &Digest, size: u64) -> Result<Ingest<'_>> {
         let path = self.ingest.join(format!("sha256-{}.partial", digest.hex()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let file = open_private(&path).map_err(io_err(&path))?;
         if file.try_lock().is_err() {
             return self.begin_temp(Some(digest), Some(size));
         }
@@ -598,7 +614,7 @@ impl Store {
         let root = root.into();
         let content = ContentStore::open(&root.join("content"))?;
         let snapshots = root.join("snapshots");
-        fs::create_dir_all(&snapshots).map_err(io_err(&snapshots))?;
+        create_private_dir(&snapshots).map_err(io_err(&snapshots))?;
         let removed = content.clean_ingest(Some(PARTIAL_MAX_AGE))?;
         if removed > 0 {
             tracing::info!(removed, "removed abandoned ingest files");
@@ -625,12 +641,7 @@ impl Store {
 
     fn lock_file(&self, name: &str) -> Result<File> {
         let path = self.root.join(name);
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(path))
+        open_private(&path).map_err(io_err(path))
     }
 
     /// Takes a lease that keeps GC away until dropped.

@@ -18,6 +18,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Opens `path` for appending, creating it with mode 0600: a container's output is its
+/// owner's alone, whatever the process's umask.
+pub fn open_private_append(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// `time` as RFC 3339 in UTC with nanoseconds, e.g. `2026-11-23T16:47:01.123456789Z`.
 pub fn rfc3339_nanos(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();

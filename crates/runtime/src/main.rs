@@ -27,10 +27,10 @@ fn main() -> anyhow::Result<()> {
     if !args.bundle.is_dir() {
         anyhow::bail!("bundle {} is not a directory", args.bundle.display());
     }
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(bundle.runtime_log())
+    // What QEMU and its helpers create (sockets, their own files) is the owner's alone too.
+    // SAFETY: umask only swaps the process's file mode mask; no memory is involved.
+    unsafe { libc::umask(0o077) };
+    let log = runtime::fsutil::open_private_append(&bundle.runtime_log())
         .with_context(|| format!("opening {}", bundle.runtime_log().display()))?;
     tracing_subscriber::fmt()
         .with_writer(std::sync::Mutex::new(log))

@@ -89,23 +89,13 @@ fn bind_host(path: &Path) -> Result<tokio::net::UnixListener, ContainerError> {
             path.display()
         ))
     };
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(refuse("something already listens there"));
-            }
-            std::fs::remove_file(path).map_err(|e| refuse(&e.to_string()))?;
-        }
-        Ok(_) => return Err(refuse("it exists and is not a socket")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(refuse(&e.to_string())),
-    }
-    let listener =
-        std::os::unix::net::UnixListener::bind(path).map_err(|e| refuse(&e.to_string()))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| refuse(&e.to_string()))?;
-    tokio::net::UnixListener::from_std(listener).map_err(|e| refuse(&e.to_string()))
+    // The one binder (crates/api); the user chose the path, so its directory and the
+    // socket's mode stay as the user's umask makes them.
+    api::server::bind_unix(path, None).map_err(|e| match e {
+        api::server::BindError::InUse(_) => refuse("something already listens there"),
+        api::server::BindError::NotASocket(_) => refuse("it exists and is not a socket"),
+        other => refuse(&other.to_string()),
+    })
 }
 
 /// Starts every relay the config asks for. The guest's sockets exist when this returns, so

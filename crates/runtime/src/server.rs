@@ -20,14 +20,9 @@ use crate::state::Status as LifeStatus;
 /// Errors of serving.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The socket could not be created.
-    #[error("cannot listen on {path}: {source}")]
-    Listen {
-        /// The socket path.
-        path: std::path::PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The socket could not be bound.
+    #[error(transparent)]
+    Bind(#[from] api::server::BindError),
     /// The gRPC server failed.
     #[error("serving the runtime api: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -412,31 +407,16 @@ impl Runtime for Service {
     }
 }
 
-/// Binds `socket` (mode 0600, replacing a stale one) and serves `container` until
+/// Binds `socket` (mode 0600, replacing a stale one, through crates/api's binder) and serves `container` until
 /// `shutdown` resolves.
 pub async fn serve(
     socket: &Path,
     container: Arc<Container>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let listen_err = |source| ServeError::Listen {
-        path: socket.to_path_buf(),
-        source,
-    };
-    match std::fs::remove_file(socket) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(listen_err(e)),
-    }
-    // Bind under a private umask so the socket is never reachable by others, even briefly.
-    // SAFETY: umask only swaps the process's file mode mask; no memory is involved.
-    let old = unsafe { libc::umask(0o177) };
-    let bound = tokio::net::UnixListener::bind(socket);
-    // SAFETY: as above, restoring the previous mask.
-    unsafe { libc::umask(old) };
-    let listener = bound.map_err(listen_err)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(listen_err)?;
+    // The one binder (crates/api): 0600 in a 0700 directory; a stale socket is replaced,
+    // anything that is not a socket is refused.
+    let listener = api::server::bind_socket(socket).await?;
     tonic::transport::Server::builder()
         .add_service(RuntimeServer::new(Service::new(container)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)

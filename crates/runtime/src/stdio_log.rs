@@ -78,10 +78,7 @@ impl StdioLog {
     /// Opens the log at `path` for appending, creating it if missing: a restarted container
     /// keeps the output of its earlier runs, as `docker logs` shows them.
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        let file = crate::fsutil::open_private_append(path)?;
         Ok(Self {
             file: Mutex::new(file),
         })

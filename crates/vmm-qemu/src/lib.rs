@@ -124,6 +124,9 @@ impl Qemu {
         let virtiofsd = if config.shares.is_empty() {
             None
         } else {
+            if !nix::unistd::geteuid().is_root() {
+                sandbox_possible_unprivileged(&sysctls())?;
+            }
             Some(tools::find(tools::VIRTIOFSD)?)
         };
         let accel = match self.options.accel {
@@ -220,10 +223,11 @@ impl Qemu {
                 if share.read_only {
                     fs.arg("--readonly");
                 }
-                if !nix::unistd::geteuid().is_root() {
-                    // The namespace sandbox needs privileges an unprivileged user lacks.
-                    fs.arg("--sandbox=none");
-                }
+                // Never `--sandbox=none`: a guest that escapes virtiofsd's file handling must
+                // find itself in a namespace holding only the shared directory. As root that
+                // is a mount/pid/net namespace; for anyone else virtiofsd adds a user
+                // namespace, which the host must allow (checked before any helper starts).
+                fs.arg("--sandbox=namespace");
                 let name = format!("virtiofsd for share {:?}", share.tag);
                 let helper =
                     Helper::spawn(&name, fs, &paths.log(&format!("virtiofsd-{i}"))).await?;
@@ -309,6 +313,48 @@ fn create_private_dir(dir: &Path) -> Result<(), VmError> {
         })
 }
 
+/// The sysctls that decide whether an unprivileged process may create a user namespace:
+/// (path, value) for each that exists on this host.
+fn sysctls() -> Vec<(&'static str, String)> {
+    USERNS_SYSCTLS
+        .iter()
+        .filter_map(|(path, _)| {
+            std::fs::read_to_string(path)
+                .ok()
+                .map(|v| (*path, v.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// Each sysctl and the value that forbids unprivileged user namespaces.
+const USERNS_SYSCTLS: &[(&str, &str)] = &[
+    ("/proc/sys/user/max_user_namespaces", "0"),
+    ("/proc/sys/kernel/unprivileged_userns_clone", "0"),
+    (
+        "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+        "1",
+    ),
+];
+
+/// Refuses shares for a non-root caller when the host forbids the user namespace virtiofsd's
+/// sandbox needs: running virtiofsd unsandboxed instead is not an option.
+fn sandbox_possible_unprivileged(sysctls: &[(&str, String)]) -> Result<(), VmError> {
+    for (path, value) in sysctls {
+        let forbids = USERNS_SYSCTLS
+            .iter()
+            .any(|(p, bad)| p == path && value == bad);
+        if forbids {
+            return Err(VmError::Start {
+                what: "virtiofsd".into(),
+                detail: format!(
+                    "shared directories need virtiofsd's namespace sandbox, which a non-root daemon gets only through an unprivileged user namespace, and {path} = {value} forbids them: run the daemon as root or allow user namespaces"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The host's TSC rate in kHz, from the first `cpu MHz` line of /proc/cpuinfo.
 pub fn host_tsc_khz() -> Option<u64> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
@@ -333,10 +379,18 @@ struct Helper {
 impl Helper {
     async fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Self, VmError> {
         let open_log = || {
-            std::fs::File::create(log).map_err(|source| VmError::Io {
-                op: format!("creating {}", log.display()),
-                source,
-            })
+            // The helpers' output can echo the guest's: the owner's alone.
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(log)
+                .map_err(|source| VmError::Io {
+                    op: format!("creating {}", log.display()),
+                    source,
+                })
         };
         let out = open_log()?;
         let err = out.try_clone().map_err(|source| VmError::Io {
@@ -743,6 +797,26 @@ fn listen(shared: &Arc<Shared>, port: u32) -> Result<VsockListener, VmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shares_are_refused_when_user_namespaces_are_off() {
+        assert!(sandbox_possible_unprivileged(&[]).is_ok());
+        let allowed = [("/proc/sys/user/max_user_namespaces", "96369".to_owned())];
+        assert!(sandbox_possible_unprivileged(&allowed).is_ok());
+        let err = sandbox_possible_unprivileged(&[
+            ("/proc/sys/user/max_user_namespaces", "96369".into()),
+            (
+                "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+                "1".into(),
+            ),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("apparmor_restrict_unprivileged_userns = 1 forbids them"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn cpu_khz_comes_from_the_first_mhz_line() {

@@ -65,7 +65,12 @@ pub async fn start(ctx: &Context, a: &SystemStartArgs) -> CliResult {
         return Ok(0);
     }
     let program = find_apiserver(a.apiserver.as_deref())?;
-    std::fs::create_dir_all(&app_root)
+    // The app root and the daemon's log are the owner's alone (the daemon also enforces it).
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&app_root)
         .map_err(|e| CliError::io(format!("creating {}", app_root.display()), e))?;
     if a.systemd || cfg!(target_os = "macos") {
         return start_as_service(a, &program, &app_root, &socket).await;
@@ -74,6 +79,7 @@ pub async fn start(ctx: &Context, a: &SystemStartArgs) -> CliResult {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log_path)
         .map_err(|e| CliError::io(format!("opening {}", log_path.display()), e))?;
     let log_err = log
@@ -123,12 +129,9 @@ pub async fn start(ctx: &Context, a: &SystemStartArgs) -> CliResult {
 }
 
 /// Variables the daemon inherits from this CLI, kept when a service manager starts it.
-const SERVICE_ENV: &[&str] = &[
-    "CONTAINER_KERNEL",
-    "CONTAINER_INITRD",
-    "CONTAINER_REGISTRY_MIRROR",
-    "CONTAINER_RUNTIME_BINARY",
-];
+/// (The guest kernel is not among them: the daemon boots only its app root's kernel or its
+/// installation's, see `system kernel set`.)
+const SERVICE_ENV: &[&str] = &["CONTAINER_REGISTRY_MIRROR", "CONTAINER_RUNTIME_BINARY"];
 
 /// `system start --systemd` (and every `system start` on macOS): register the daemon with
 /// the service manager, which starts it, then wait until it answers.
@@ -265,6 +268,7 @@ pub async fn status(ctx: &Context, a: &SystemStatusArgs) -> CliResult {
                 "logRoot": s.log_root, "vmm": s.vmm, "containersRunning": s.containers_running,
                 "apiServerVersion": v.version, "apiServerCommit": v.commit,
                 "apiServerBuild": v.build, "apiServerAppName": v.app_name,
+                "kernel": kernel_summary(s.kernel.as_ref()),
             }))
         );
     } else {
@@ -279,6 +283,7 @@ pub async fn status(ctx: &Context, a: &SystemStatusArgs) -> CliResult {
             ("apiserver.commit", v.commit.clone()),
             ("apiserver.build", v.build.clone()),
             ("apiserver.appName", v.app_name.clone()),
+            ("kernel", kernel_summary(s.kernel.as_ref())),
         ]
         .into_iter()
         .map(|(k, v)| vec![k.to_owned(), v])
@@ -286,6 +291,24 @@ pub async fn status(ctx: &Context, a: &SystemStatusArgs) -> CliResult {
         out!("{}", output::table(&["FIELD", "VALUE"], &rows));
     }
     Ok(0)
+}
+
+/// One line for the guest kernel: its path and what it was built from, or why there is none.
+fn kernel_summary(k: Option<&v1::GuestKernel>) -> String {
+    let Some(k) = k else {
+        return "unknown".to_owned();
+    };
+    if k.path.is_empty() {
+        return k.error.clone();
+    }
+    match &k.build {
+        Some(b) => format!(
+            "{} ({} {}, recipe {})",
+            k.path, b.source_package, b.package_version, b.recipe
+        ),
+        None if !k.error.is_empty() => format!("{} ({})", k.path, k.error),
+        None => format!("{} (no build info)", k.path),
+    }
 }
 
 /// `container system version`: the CLI's row always; the daemon's when it answers.
@@ -300,6 +323,7 @@ pub async fn version(ctx: &Context, a: &SystemVersionArgs) -> CliResult {
     ];
     let daemon = ctx.client().await;
     let mut rows = vec![cli_row];
+    let mut kernel = None;
     if let Ok(client) = &daemon {
         let v = client.daemon_version();
         rows.push(vec![
@@ -308,12 +332,51 @@ pub async fn version(ctx: &Context, a: &SystemVersionArgs) -> CliResult {
             v.build.clone(),
             v.commit.clone(),
         ]);
+        kernel = client
+            .system()
+            .status(v1::StatusRequest {})
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().kernel);
+    }
+    // The guest kernel's row: its package version, the source package it came from, and
+    // the source tarball's digest standing in for a commit.
+    if let Some(k) = &kernel {
+        let b = k.build.clone().unwrap_or_default();
+        let or_unknown = |s: &str| {
+            if s.is_empty() {
+                "unknown".to_owned()
+            } else {
+                s.to_owned()
+            }
+        };
+        rows.push(vec![
+            "guest-kernel".to_owned(),
+            if k.path.is_empty() {
+                "none found".to_owned()
+            } else {
+                or_unknown(&b.package_version)
+            },
+            or_unknown(&b.source_package),
+            or_unknown(b.tarball_sha256.get(..12).unwrap_or(&b.tarball_sha256)),
+        ]);
     }
     if a.format == Format::Json {
-        let all: Vec<_> = rows
+        let mut all: Vec<_> = rows
             .iter()
             .map(|r| json!({"appName": r[0], "version": r[1], "buildType": r[2], "commit": r[3]}))
             .collect();
+        if let (Some(k), Some(last)) = (&kernel, all.last_mut()) {
+            let b = k.build.clone().unwrap_or_default();
+            *last = json!({
+                "appName": "guest-kernel", "version": b.package_version,
+                "buildType": b.source_package, "commit": b.tarball_sha256,
+                "path": k.path, "initramfs": k.initramfs, "error": k.error,
+                "sourcePackage": b.source_package, "packageVersion": b.package_version,
+                "tarballSha256": b.tarball_sha256, "configSha256": b.config_sha256,
+                "recipe": b.recipe,
+            });
+        }
         outln!("{}", output::json_line(&serde_json::Value::Array(all)));
     } else {
         out!(
