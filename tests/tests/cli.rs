@@ -34,6 +34,25 @@ fn run_prints_and_returns_the_exit_code() {
 }
 
 #[test]
+fn network_none_shows_only_loopback() {
+    let Some(d) = Daemon::start("nonet") else {
+        return;
+    };
+    // Docker shows only lo; a kernel with IPv6-in-IPv4 tunnels would add sit0 to every
+    // network namespace.
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "ls",
+        "/sys/class/net",
+    ]);
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["lo"], "{out}");
+}
+
+#[test]
 fn detached_container_lifecycle() {
     let Some(d) = Daemon::start("web") else {
         return;
