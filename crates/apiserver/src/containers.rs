@@ -1312,7 +1312,7 @@ impl Containers for ContainersService {
     ) -> Res<BoxStream<v1::DataChunk>> {
         let id = self.0.lookup(&req.into_inner().id)?;
         let client = self.0.connect(&id).await?;
-        let mut stream = client.copy_out("/").await.map_err(runtime_error)?;
+        let mut stream = client.export().await.map_err(runtime_error)?;
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
             loop {

@@ -1356,15 +1356,19 @@ impl Container {
             .map_err(agent_err("reading stats"))
     }
 
-    /// The guest path to read a container path from: through the init process's root while
-    /// it runs (so the container's own mounts are seen), else through the overlay.
-    pub fn guest_path(&self, path: &str) -> Result<String, ContainerError> {
+    /// The guest directory a container path resolves in, and the path inside it: the init
+    /// process's root while it runs (so the container's own mounts are seen), else the
+    /// overlay. The guest resolves the path with that directory as `/`, so the container's
+    /// symlinks never reach the VM's own files.
+    pub fn guest_path(&self, path: &str) -> Result<(String, String), ContainerError> {
         let trimmed = check_container_path(path)?;
+        let path = if trimmed.is_empty() { "/" } else { trimmed };
         let s = self.state();
-        match (s.status, s.init_pid) {
-            (Status::Running, Some(pid)) => Ok(format!("/proc/{pid}/root{trimmed}")),
-            _ => Ok(format!("{GUEST_ROOTFS}{trimmed}")),
-        }
+        let root = match (s.status, s.init_pid) {
+            (Status::Running, Some(pid)) => format!("/proc/{pid}/root"),
+            _ => GUEST_ROOTFS.to_string(),
+        };
+        Ok((root, path.to_string()))
     }
 
     /// The guest directory to unpack into for the container directory `path`. Not through

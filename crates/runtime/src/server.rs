@@ -331,14 +331,22 @@ impl Runtime for Service {
         &self,
         request: Request<pb::CopyOutRequest>,
     ) -> Result<Response<Self::CopyOutStream>, Status> {
-        let path = self
-            .container
-            .guest_path(&request.into_inner().path)
-            .map_err(to_status)?;
+        let r = request.into_inner();
+        // Export reads the overlay in the VM's namespace: the image plus the container's
+        // changes, with none of the container's own mounts on top.
+        let (root, path) = if r.export {
+            (crate::container::GUEST_ROOTFS.to_string(), "/".to_string())
+        } else {
+            self.container.guest_path(&r.path).map_err(to_status)?
+        };
         let mut chunks = self
             .container
             .agent()
-            .copy_out(agent::v1::CopyOutRequest { path })
+            .copy_out(agent::v1::CopyOutRequest {
+                path,
+                root,
+                export: r.export,
+            })
             .await
             .map_err(|e| {
                 to_status(ContainerError::Agent {

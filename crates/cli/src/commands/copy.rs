@@ -182,7 +182,19 @@ async fn copy_out(ctx: &Context, container: &str, path: &str, dst: &str) -> CliR
         return Ok(0);
     }
     let is_dir = stat.mode & S_IFMT == S_IFDIR;
-    let (dir, name) = host_destination(Path::new(dst), &base_name(path), is_dir)?;
+    let source_name = base_name(path);
+    let (dir, name) = if source_name == "/" {
+        // The container's root: its content goes into DEST, created if missing.
+        let dst = Path::new(dst);
+        if !dst.is_dir() {
+            std::fs::create_dir(dst)
+                .map_err(|e| CliError::io(format!("creating {}", dst.display()), e))?;
+        }
+        (dst.to_path_buf(), None)
+    } else {
+        let (dir, name) = host_destination(Path::new(dst), &source_name, is_dir)?;
+        (dir, Some(name))
+    };
     let (tx, rx) = mpsc::channel(8);
     let unpack = tokio::task::spawn_blocking(move || {
         super::unpack::unpack_renamed(
@@ -192,7 +204,7 @@ async fn copy_out(ctx: &Context, container: &str, path: &str, dst: &str) -> CliR
                 pos: 0,
             },
             &dir,
-            &name,
+            name.as_deref(),
         )
     });
     let mut feed_error = None;

@@ -51,9 +51,22 @@ pub struct Unpacked {
 }
 
 /// Unpacks `reader` into the directory `dir`, renaming the first path component of every
-/// entry (and of every hard link's target) to `name`. All entries must share one first
-/// component, as the guest's archive of one path does.
-pub fn unpack_renamed(reader: impl Read, dir: &Path, name: &str) -> Result<Unpacked, UnpackError> {
+/// entry (and of every hard link's target) to `name`, or dropping it (`None`: the content
+/// lands in `dir` itself, as a copy of a container's `/` does). All entries must share one
+/// first component, as the guest's archive of one path does.
+pub fn unpack_renamed(
+    reader: impl Read,
+    dir: &Path,
+    name: Option<&str>,
+) -> Result<Unpacked, UnpackError> {
+    if let Some(n) = name
+        && (n.is_empty() || n == "." || n == ".." || n.contains('/'))
+    {
+        return Err(UnpackError::Refused {
+            entry: n.to_owned(),
+            why: "not a plain file name".into(),
+        });
+    }
     let write = |entry: &str| {
         let entry = entry.to_owned();
         move |e: Errno| UnpackError::Write {
@@ -68,7 +81,7 @@ pub fn unpack_renamed(reader: impl Read, dir: &Path, name: &str) -> Result<Unpac
         Mode::empty(),
     )
     .map_err(write(&dir.display().to_string()))?;
-    let name = OsString::from(name);
+    let name = name.map(OsString::from);
     let mut archive = tar::Archive::new(reader);
     let mut first: Option<OsString> = None;
     // Non-directories written so far (as destination-relative paths): hard-link targets.
@@ -84,9 +97,13 @@ pub fn unpack_renamed(reader: impl Read, dir: &Path, name: &str) -> Result<Unpac
             entry: shown.clone(),
             why: why.to_owned(),
         };
-        let Some(rel) = relative(&raw, &mut first, &name).map_err(|why| refuse(why))? else {
+        let Some(rel) = relative(&raw, &mut first, name.as_deref()).map_err(|why| refuse(why))?
+        else {
             continue;
         };
+        if rel.is_empty() {
+            continue; // the copied directory itself, merged into `dir`
+        }
         let kind = entry.header().entry_type();
         let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
         let mtime = entry.header().mtime().unwrap_or(0) as i64;
@@ -165,7 +182,7 @@ pub fn unpack_renamed(reader: impl Read, dir: &Path, name: &str) -> Result<Unpac
                     .link_name_bytes()
                     .ok_or_else(|| refuse("hard link without a target"))?
                     .into_owned();
-                let target = match relative(&raw_target, &mut first, &name) {
+                let target = match relative(&raw_target, &mut first, name.as_deref()) {
                     Ok(Some(t)) if files.contains(&t) => t,
                     Ok(Some(t)) if t == rel => return Err(refuse("hard link to itself")),
                     _ => {
@@ -221,22 +238,22 @@ pub fn unpack_renamed(reader: impl Read, dir: &Path, name: &str) -> Result<Unpac
     Ok(out)
 }
 
-/// The destination-relative components of an archive name: its first component becomes
-/// `name`, the rest must be plain names. `None` for a name with no components (`./`).
+/// The destination-relative components of an archive name: its first component (which may
+/// be `.`) becomes `name` or is dropped, the rest must be plain names. `None` for an empty
+/// name.
 fn relative(
     raw: &[u8],
     first: &mut Option<OsString>,
-    name: &OsStr,
+    name: Option<&OsStr>,
 ) -> Result<Option<Vec<OsString>>, &'static str> {
     if raw.starts_with(b"/") {
         return Err("absolute name");
     }
-    let mut parts = raw
-        .split(|b| *b == b'/')
-        .filter(|c| !c.is_empty() && *c != b".");
+    let mut parts = raw.split(|b| *b == b'/').filter(|c| !c.is_empty());
     let Some(head) = parts.next() else {
         return Ok(None);
     };
+    let parts = parts.filter(|c| *c != b".");
     if head == b".." {
         return Err("'..' leaves the destination");
     }
@@ -245,7 +262,7 @@ fn relative(
         Some(f) if f.as_bytes() == head => {}
         Some(_) => return Err("outside the copied path"),
     }
-    let mut rel = vec![name.to_owned()];
+    let mut rel: Vec<OsString> = name.iter().map(|n| n.to_os_string()).collect();
     for c in parts {
         if c == b".." {
             return Err("'..' leaves the destination");
@@ -392,7 +409,7 @@ mod tests {
             E::Dir("bin/sub/"),
             E::File("bin/sub/x", b"x"),
         ]);
-        let n = unpack_renamed(&tar[..], &s.dest(), "copied").unwrap();
+        let n = unpack_renamed(&tar[..], &s.dest(), Some("copied")).unwrap();
         assert_eq!(n.entries, 6);
         let d = s.dest().join("copied");
         assert_eq!(std::fs::read(d.join("busybox")).unwrap(), b"ELF");
@@ -425,7 +442,7 @@ mod tests {
             E::File("x/up/victim", b"pwned"),
             E::File("x/up/new", b"pwned"),
         ]);
-        let e = unpack_renamed(&tar[..], &s.dest(), "x").unwrap_err();
+        let e = unpack_renamed(&tar[..], &s.dest(), Some("x")).unwrap_err();
         assert_eq!(
             e.to_string(),
             "refusing archive entry x/up/victim: x/up is a symlink or not a directory"
@@ -439,11 +456,11 @@ mod tests {
         std::fs::create_dir(s.dest().join("x")).unwrap();
         std::os::unix::fs::symlink(s.top.path(), s.dest().join("x/up")).unwrap();
         let tar = archive(&[E::File("x/up/victim", b"pwned")]);
-        let e = unpack_renamed(&tar[..], &s.dest(), "x").unwrap_err();
+        let e = unpack_renamed(&tar[..], &s.dest(), Some("x")).unwrap_err();
         assert!(e.to_string().contains("x/up is a symlink"), "{e}");
         // A file entry over that symlink replaces the link; it never writes through it.
         let tar = archive(&[E::File("x/up", b"data")]);
-        unpack_renamed(&tar[..], &s.dest(), "x").unwrap();
+        unpack_renamed(&tar[..], &s.dest(), Some("x")).unwrap();
         assert_eq!(std::fs::read(s.dest().join("x/up")).unwrap(), b"data");
         s.assert_untouched();
     }
@@ -459,7 +476,7 @@ mod tests {
         ] {
             let s = Scratch::new();
             let tar = archive(&[E::Dir("x/"), E::File("x/f", b"f"), E::Link("x/l", target)]);
-            let e = unpack_renamed(&tar[..], &s.dest(), "x").unwrap_err();
+            let e = unpack_renamed(&tar[..], &s.dest(), Some("x")).unwrap_err();
             assert_eq!(
                 e.to_string(),
                 format!(
@@ -472,7 +489,7 @@ mod tests {
         // Nor to a directory, or through a symlink the archive made.
         let s = Scratch::new();
         let tar = archive(&[E::Dir("x/d/"), E::Link("x/l", "x/d")]);
-        assert!(unpack_renamed(&tar[..], &s.dest(), "x").is_err());
+        assert!(unpack_renamed(&tar[..], &s.dest(), Some("x")).is_err());
         s.assert_untouched();
     }
 
@@ -485,7 +502,7 @@ mod tests {
             E::Symlink("x/s", &victim),
             E::Link("x/l", "x/s"),
         ]);
-        unpack_renamed(&tar[..], &s.dest(), "x").unwrap();
+        unpack_renamed(&tar[..], &s.dest(), Some("x")).unwrap();
         let l = s.dest().join("x/l");
         assert!(
             std::fs::symlink_metadata(&l)
@@ -506,13 +523,34 @@ mod tests {
         ] {
             let s = Scratch::new();
             let tar = archive(&[E::Dir("x/"), E::File(name, b"pwned")]);
-            let e = unpack_renamed(&tar[..], &s.dest(), "x").unwrap_err();
+            let e = unpack_renamed(&tar[..], &s.dest(), Some("x")).unwrap_err();
             assert_eq!(
                 e.to_string(),
                 format!("refusing archive entry {name}: {why}")
             );
             s.assert_untouched();
         }
+    }
+
+    #[test]
+    fn a_copy_of_the_root_merges_into_the_destination() {
+        let s = Scratch::new();
+        let tar = archive(&[
+            E::Dir("./"),
+            E::Dir("./bin/"),
+            E::File("./bin/busybox", b"ELF"),
+            E::Link("./bin/sh", "./bin/busybox"),
+        ]);
+        unpack_renamed(&tar[..], &s.dest(), None).unwrap();
+        assert_eq!(std::fs::read(s.dest().join("bin/sh")).unwrap(), b"ELF");
+        for bad in ["/", "..", ".", "a/b", ""] {
+            let e = unpack_renamed(&tar[..], &s.dest(), Some(bad)).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("refusing archive entry {bad}: not a plain file name")
+            );
+        }
+        s.assert_untouched();
     }
 
     #[test]
@@ -528,7 +566,7 @@ mod tests {
         h.set_cksum();
         b.append_data(&mut h, "null", &b""[..]).unwrap();
         let tar = b.into_inner().unwrap();
-        let u = unpack_renamed(&tar[..], &s.dest(), "null").unwrap();
+        let u = unpack_renamed(&tar[..], &s.dest(), Some("null")).unwrap();
         assert_eq!(u.skipped, vec!["null".to_string()]);
         assert!(!s.dest().join("null").exists());
     }
