@@ -127,7 +127,7 @@ struct Writer<W: Write> {
 }
 
 fn kind(st: &FileStat) -> u32 {
-    st.st_mode as u32 & libc::S_IFMT
+    st.st_mode & libc::S_IFMT
 }
 
 impl<W: Write> Writer<W> {
@@ -143,7 +143,7 @@ impl<W: Write> Writer<W> {
     ) -> Result<(), FsError> {
         let shown = self.shown.join(arc);
         let mut h = tar::Header::new_gnu();
-        h.set_mode(st.st_mode as u32 & 0o7777);
+        h.set_mode(st.st_mode & 0o7777);
         h.set_uid(st.st_uid as u64);
         h.set_gid(st.st_gid as u64);
         h.set_mtime(st.st_mtime.max(0) as u64);
@@ -269,8 +269,9 @@ fn bytes(p: &Path) -> &[u8] {
 fn long_entry(kind: u8, value: &[u8]) -> (tar::Header, Vec<u8>) {
     let mut h = tar::Header::new_gnu();
     let name = b"././@LongLink";
-    h.as_gnu_mut()
-        .map(|g| g.name[..name.len()].copy_from_slice(name));
+    if let Some(g) = h.as_gnu_mut() {
+        g.name[..name.len()].copy_from_slice(name);
+    }
     h.set_mode(0o644);
     h.set_entry_type(tar::EntryType::new(kind));
     let mut data = value.to_vec();

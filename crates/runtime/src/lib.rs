@@ -19,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod container;
 pub mod fsutil;
+pub mod maintenance;
 pub mod relay;
 pub mod run;
 pub mod server;

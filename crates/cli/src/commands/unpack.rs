@@ -97,8 +97,7 @@ pub fn unpack_renamed(
             entry: shown.clone(),
             why: why.to_owned(),
         };
-        let Some(rel) = relative(&raw, &mut first, name.as_deref()).map_err(|why| refuse(why))?
-        else {
+        let Some(rel) = relative(&raw, &mut first, name.as_deref()).map_err(&refuse)? else {
             continue;
         };
         if rel.is_empty() {
@@ -131,7 +130,7 @@ pub fn unpack_renamed(
                 }
                 let st = fstatat(&parent, leaf.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
                     .map_err(write(&shown))?;
-                if st.st_mode as u32 & libc::S_IFMT as u32 != libc::S_IFDIR as u32 {
+                if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
                     return Err(refuse("a directory would replace a file or symlink"));
                 }
                 dirs.push((rel.clone(), mode, mtime));
@@ -221,7 +220,7 @@ pub fn unpack_renamed(
         out.entries += 1;
     }
     // Deepest first, so a parent's mode never blocks a child's.
-    dirs.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.0.len()));
     for (rel, mode, mtime) in dirs {
         let shown = show(&rel);
         let fd = walk(&root, &rel, false).map_err(|e| match e {
