@@ -1655,6 +1655,12 @@ async fn stat_and_stream(
         if let Some(stat) = parse_first_entry(&head, path) {
             return Ok((stat, head, stream));
         }
+        // Checked after parsing: one chunk from the guest is 256 KiB, header and all.
+        if head.len() > 1 << 20 {
+            return Err(ApiError::internal(format!(
+                "copy of {path}: no tar header found"
+            )));
+        }
         match stream.message().await {
             Ok(Some(c)) => head.extend(c.data),
             Ok(None) => {
@@ -1669,25 +1675,38 @@ async fn stat_and_stream(
             }
             Err(s) => return Err(ApiError::from(s)),
         }
-        if head.len() > 64 << 10 {
-            return Err(ApiError::internal(format!(
-                "copy of {path}: no tar header found"
-            )));
-        }
     }
 }
 
 /// The stat of the first entry of a tar archive, once enough bytes are there.
 fn parse_first_entry(data: &[u8], path: &str) -> Option<v1::PathStat> {
-    let mut archive = tar::Archive::new(std::io::Cursor::new(data));
-    let mut entries = archive.entries().ok()?;
-    let entry = entries.next()?.ok()?;
-    let h = entry.header();
-    let link_target = entry
-        .link_name()
-        .ok()
-        .flatten()
-        .map(|l| l.to_string_lossy().into_owned())
+    // Headers are read block by block: the tar crate's reader wants the whole first entry
+    // (2 MB for busybox) before it yields it.
+    let mut off = 0;
+    let mut long_link: Option<Vec<u8>> = None;
+    let h = loop {
+        let block = data.get(off..off + 512)?;
+        if block.iter().all(|b| *b == 0) {
+            return None; // the end of an archive holds no entry
+        }
+        let h = tar::Header::from_byte_slice(block);
+        let size = h.entry_size().ok()? as usize;
+        let padded = size.div_ceil(512) * 512;
+        match h.entry_type() {
+            tar::EntryType::GNULongName
+            | tar::EntryType::XHeader
+            | tar::EntryType::XGlobalHeader => {}
+            tar::EntryType::GNULongLink => {
+                let body = data.get(off + 512..off + 512 + size)?;
+                long_link = Some(body.split(|b| *b == 0).next().unwrap_or_default().to_vec());
+            }
+            _ => break h,
+        }
+        off += 512 + padded;
+    };
+    let link_target = long_link
+        .or_else(|| h.link_name_bytes().map(|l| l.into_owned()))
+        .map(|l| String::from_utf8_lossy(&l).into_owned())
         .unwrap_or_default();
     let kind = match h.entry_type() {
         tar::EntryType::Directory => libc::S_IFDIR,
