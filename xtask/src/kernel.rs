@@ -62,11 +62,14 @@ struct Source {
 
 impl Source {
     fn installed() -> Result<Source> {
-        let package_version =
-            output(Command::new("dpkg-query").args(["-W", "-f=${Version}", SOURCE_PACKAGE]))
-                .with_context(|| format!("cannot read the version of {SOURCE_PACKAGE}"))?
-                .trim()
-                .to_string();
+        let package_version = output(Command::new("dpkg-query").args([
+            "-W",
+            "-f=${Version}",
+            SOURCE_PACKAGE,
+        ]))
+        .with_context(|| format!("cannot read the version of {SOURCE_PACKAGE}"))?
+        .trim()
+        .to_string();
         if package_version.is_empty() {
             bail!("{SOURCE_PACKAGE} is not installed: run `cargo xtask deps`");
         }
