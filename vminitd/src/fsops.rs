@@ -269,28 +269,6 @@ pub fn stat(path: &str) -> Result<StatInfo, FsError> {
     })
 }
 
-/// Writes `path` as a tar archive (entry named by its base name) into `out`.
-pub fn tar_out<W: Write>(path: &str, out: W) -> Result<(), FsError> {
-    let p = absolute(path)?;
-    let md = fs::symlink_metadata(p).map_err(io_err("stat", p))?;
-    let name = p
-        .file_name()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let mut b = tar::Builder::new(out);
-    b.follow_symlinks(false);
-    let res = if md.is_dir() {
-        b.append_dir_all(&name, p)
-    } else {
-        b.append_path_with_name(p, &name)
-    };
-    res.map_err(io_err("archiving", p))?;
-    b.into_inner()
-        .map_err(io_err("archiving", p))?
-        .flush()
-        .map_err(io_err("archiving", p))
-}
-
 /// Unpacks a tar stream into an existing directory, keeping ownership and permissions.
 pub fn tar_in<R: io::Read>(destination: &str, input: R) -> Result<(), FsError> {
     let d = absolute(destination)?;
@@ -410,7 +388,7 @@ mod tests {
         fs::write(tree.join("sub/file"), vec![7u8; 100_000]).unwrap();
         std::os::unix::fs::symlink("sub/file", tree.join("link")).unwrap();
         let mut buf = Vec::new();
-        tar_out(tree.to_str().unwrap(), &mut buf).unwrap();
+        crate::archive::tar_out(Path::new("/"), &tree, false, &mut buf).unwrap();
         let dst = tempfile::tempdir().unwrap();
         tar_in(dst.path().to_str().unwrap(), &buf[..]).unwrap();
         assert_eq!(

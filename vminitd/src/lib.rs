@@ -15,6 +15,7 @@
 
 #[macro_use]
 pub mod log;
+pub mod archive;
 pub mod boot;
 pub mod caps;
 pub mod cgroup;

@@ -2,7 +2,7 @@
 //! every error onto a small set of status codes.
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -235,10 +235,24 @@ impl Agent for Service {
         &self,
         r: Request<pb::CopyOutRequest>,
     ) -> Result<Response<Self::CopyOutStream>, Status> {
-        let path = r.into_inner().path;
+        let r = r.into_inner();
+        let path = r.path;
         fsops::absolute(&path).map_err(fs_status)?;
-        if !Path::new(&path).exists() {
-            return Err(Status::not_found(format!("{path:?} does not exist")));
+        let root = if r.root.is_empty() {
+            "/".to_string()
+        } else {
+            r.root
+        };
+        fsops::absolute(&root).map_err(fs_status)?;
+        let export = r.export;
+        {
+            let (root, p) = (PathBuf::from(&root), PathBuf::from(&path));
+            let found =
+                blocking(move || crate::archive::stat_in_root(&root, &p).map_err(fs_status))
+                    .await?;
+            if found.is_none() {
+                return Err(Status::not_found(format!("{path:?} does not exist")));
+            }
         }
         let (tx, rx) = mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
@@ -246,13 +260,14 @@ impl Agent for Service {
                 tx: tx.clone(),
                 buf: Vec::with_capacity(CHUNK),
             };
-            let res = fsops::tar_out(&path, &mut w).and_then(|()| {
-                w.send().map_err(|source| FsError::Io {
-                    what: "sending",
-                    path: path.clone(),
-                    source,
-                })
-            });
+            let res = crate::archive::tar_out(Path::new(&root), Path::new(&path), export, &mut w)
+                .and_then(|()| {
+                    w.send().map_err(|source| FsError::Io {
+                        what: "sending",
+                        path: path.clone(),
+                        source,
+                    })
+                });
             if let Err(e) = res {
                 let _ = tx.blocking_send(Err(fs_status(e)));
             }

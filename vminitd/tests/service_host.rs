@@ -103,7 +103,11 @@ async fn files_and_tar_streams_round_trip() {
     );
 
     let mut out = c
-        .copy_out(CopyOutRequest { path: p("tree") })
+        .copy_out(CopyOutRequest {
+            path: "/tree".into(),
+            root: src.display().to_string(),
+            export: false,
+        })
         .await
         .unwrap();
     let mut archive = Vec::new();
@@ -148,6 +152,7 @@ async fn bad_requests_get_clear_codes() {
     let e = c
         .copy_out(CopyOutRequest {
             path: missing.clone(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

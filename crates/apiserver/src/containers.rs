@@ -294,17 +294,17 @@ impl Daemon {
             .map_err(runtime_error)
     }
 
-    /// Spawns the container's runtime and waits until it serves (VM booted, init process
-    /// created). The caller holds the container's op lock.
-    async fn spawn_runtime(self: &Arc<Self>, id: &str) -> Result<RuntimeClient, ApiError> {
-        // Refuse a volume another container holds before booting anything.
-        let _claim = self.claim_volumes(id)?;
+    /// The runtime config of container `id` with the network `network`.
+    async fn runtime_config(
+        self: &Arc<Self>,
+        id: &str,
+        network: crate::runspec::NetworkPlan,
+    ) -> Result<runtime::config::RuntimeConfig, ApiError> {
         let record = self.record(id)?;
         let options = record
             .options()
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let dir = self.dirs.dir(id);
-        let bundle = self.bundle(id);
         let store = Arc::clone(&self.store);
         let digest = oci::Digest::from_hex(
             record
@@ -340,7 +340,6 @@ impl Daemon {
         })?;
         let rootfs = self.unpack(&digest).await?;
         let (kernel, initramfs) = crate::kernel::guest_files(&self.app_root)?;
-        let network = self.plan_network(id, &record.name, &options).await?;
         let host = crate::runspec::Host {
             bundle: dir.clone(),
             rootfs,
@@ -351,14 +350,115 @@ impl Daemon {
             volumes: crate::volumes::dir(&self.app_root),
             network,
         };
-        let rc = crate::runspec::runtime_config(id, &options, &image_config, &host)
+        crate::runspec::runtime_config(id, &options, &image_config, &host)
             .map_err(|e| ApiError::invalid_argument(e.to_string()))
             .and_then(|rc| {
                 rc.validate()
                     .map_err(|e| ApiError::invalid_argument(one_line(&e.to_string())))?;
                 Ok(rc)
+            })
+    }
+
+    /// Where copy-out and export read a container's files: its runtime while it runs, else
+    /// a maintenance runtime (`container-runtime --maintenance`) booted for this read with
+    /// the container's disks mounted read-only. The container's op lock is held until the
+    /// maintenance VM is down, so a start cannot share its writable layer.
+    pub(crate) async fn copy_source(self: &Arc<Self>, id: &str) -> Result<CopySource, ApiError> {
+        if self.record(id)?.phase == Phase::Running {
+            return Ok(CopySource {
+                client: self.connect(id).await?,
+                _maintenance: None,
             });
-        let rc = match rc {
+        }
+        let guard = self.op_lock(id)?.lock_owned().await;
+        let record = self.record(id)?;
+        if record.phase == Phase::Running {
+            drop(guard);
+            return Ok(CopySource {
+                client: self.connect(id).await?,
+                _maintenance: None,
+            });
+        }
+        let rc = self
+            .runtime_config(id, crate::runspec::NetworkPlan::User)
+            .await?;
+        let bundle = self.bundle(id);
+        // The last run's runtime may still be powering its VM off, holding the layer.
+        self.reap_runtime(id, Duration::from_secs(30)).await;
+        let _ = std::fs::remove_file(bundle.maintenance_socket());
+        rc.save(&bundle.maintenance_config())
+            .map_err(|e| ApiError::internal(format!("writing the runtime config: {e}")))?;
+        let mut child = tokio::process::Command::new(&self.runtime_binary)
+            .arg("--bundle")
+            .arg(bundle.dir())
+            .arg("--maintenance")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                ApiError::failed_precondition(format!(
+                    "cannot run the container runtime {}: {e}",
+                    self.runtime_binary.display()
+                ))
+            })?;
+        tracing::info!(%id, pid = child.id(), "maintenance runtime spawned");
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        let client = loop {
+            if bundle.maintenance_socket().exists()
+                && let Ok(client) =
+                    RuntimeClient::connect(&bundle.maintenance_socket(), CONNECT_TIMEOUT).await
+            {
+                break client;
+            }
+            let failed = match child.try_wait() {
+                Ok(Some(_)) => Some("the maintenance runtime exited".to_string()),
+                Ok(None) if Instant::now() >= deadline => Some(format!(
+                    "the maintenance vm did not boot within {}s",
+                    BOOT_TIMEOUT.as_secs()
+                )),
+                Ok(None) => None,
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(why) = failed {
+                let log = std::fs::read_to_string(bundle.runtime_log()).unwrap_or_default();
+                let reason = log
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("ERROR"))
+                    .map(str::to_owned)
+                    .unwrap_or(why);
+                let _ = child.start_kill();
+                return Err(ApiError::unavailable(format!(
+                    "cannot read the files of the stopped container {}: {}",
+                    record.name,
+                    one_line(&reason)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Ok(CopySource {
+            client,
+            _maintenance: Some(Maintenance {
+                child: Some(child),
+                guard: Some(guard),
+            }),
+        })
+    }
+
+    /// Spawns the container's runtime and waits until it serves (VM booted, init process
+    /// created). The caller holds the container's op lock.
+    async fn spawn_runtime(self: &Arc<Self>, id: &str) -> Result<RuntimeClient, ApiError> {
+        // Refuse a volume another container holds before booting anything.
+        let _claim = self.claim_volumes(id)?;
+        let record = self.record(id)?;
+        let options = record
+            .options()
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let bundle = self.bundle(id);
+        let network = self.plan_network(id, &record.name, &options).await?;
+        let rc = match self.runtime_config(id, network).await {
             Ok(rc) => rc,
             Err(e) => {
                 self.networks.detach(id).await;
@@ -1348,10 +1448,12 @@ impl Containers for ContainersService {
         req: Request<v1::ExportContainerRequest>,
     ) -> Res<BoxStream<v1::DataChunk>> {
         let id = self.0.lookup(&req.into_inner().id)?;
-        let client = self.0.connect(&id).await?;
-        let mut stream = client.copy_out("/").await.map_err(runtime_error)?;
+        let source = self.0.copy_source(&id).await?;
+        let mut stream = source.client.export().await.map_err(runtime_error)?;
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
+            // A stopped container's maintenance VM lives as long as the stream.
+            let _source = source;
             loop {
                 match stream.message().await {
                     Ok(Some(c)) => {
@@ -1410,10 +1512,11 @@ impl Containers for ContainersService {
     ) -> Res<BoxStream<v1::CopyOutResponse>> {
         let r = req.into_inner();
         let id = self.0.lookup(&r.id)?;
-        let client = self.0.connect(&id).await?;
-        let (stat, mut head, mut stream) = stat_and_stream(&client, &r.path).await?;
+        let source = self.0.copy_source(&id).await?;
+        let (stat, mut head, mut stream) = stat_and_stream(&source.client, &r.path).await?;
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
+            let _source = source;
             use v1::copy_out_response::Part;
             if tx
                 .send(Ok(v1::CopyOutResponse {
@@ -1463,8 +1566,8 @@ impl Containers for ContainersService {
     async fn stat_path(&self, req: Request<v1::StatPathRequest>) -> Res<v1::StatPathResponse> {
         let r = req.into_inner();
         let id = self.0.lookup(&r.id)?;
-        let client = self.0.connect(&id).await?;
-        let (stat, _, _) = stat_and_stream(&client, &r.path).await?;
+        let source = self.0.copy_source(&id).await?;
+        let (stat, _, _) = stat_and_stream(&source.client, &r.path).await?;
         ok(v1::StatPathResponse { stat: Some(stat) })
     }
 
@@ -1493,6 +1596,42 @@ impl Containers for ContainersService {
             v1::WaitCondition::try_from(r.condition).unwrap_or(v1::WaitCondition::NotRunning);
         let exit_code = self.0.wait_container(&r.id, condition).await?;
         ok(v1::WaitContainerResponse { exit_code })
+    }
+}
+
+/// A runtime to copy a container's files from; see [`Daemon::copy_source`].
+pub(crate) struct CopySource {
+    pub client: RuntimeClient,
+    _maintenance: Option<Maintenance>,
+}
+
+/// A maintenance runtime and the op lock it holds; dropping it closes the runtime's stdin
+/// (its signal to power the VM off), and the lock is released once the runtime has exited.
+struct Maintenance {
+    child: Option<tokio::process::Child>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Maintenance {
+    fn drop(&mut self) {
+        let (Some(mut child), guard) = (self.child.take(), self.guard.take()) else {
+            return;
+        };
+        drop(child.stdin.take());
+        let finish = async move {
+            if tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("the maintenance runtime did not exit in 30s; killing it");
+                let _ = child.kill().await;
+            }
+            drop(guard);
+        };
+        // Without a runtime (the daemon is exiting) kill_on_drop ends the child.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(finish);
+        }
     }
 }
 
@@ -1553,6 +1692,12 @@ async fn stat_and_stream(
         if let Some(stat) = parse_first_entry(&head, path) {
             return Ok((stat, head, stream));
         }
+        // Checked after parsing: one chunk from the guest is 256 KiB, header and all.
+        if head.len() > 1 << 20 {
+            return Err(ApiError::internal(format!(
+                "copy of {path}: no tar header found"
+            )));
+        }
         match stream.message().await {
             Ok(Some(c)) => head.extend(c.data),
             Ok(None) => {
@@ -1567,25 +1712,38 @@ async fn stat_and_stream(
             }
             Err(s) => return Err(ApiError::from(s)),
         }
-        if head.len() > 64 << 10 {
-            return Err(ApiError::internal(format!(
-                "copy of {path}: no tar header found"
-            )));
-        }
     }
 }
 
 /// The stat of the first entry of a tar archive, once enough bytes are there.
 fn parse_first_entry(data: &[u8], path: &str) -> Option<v1::PathStat> {
-    let mut archive = tar::Archive::new(std::io::Cursor::new(data));
-    let mut entries = archive.entries().ok()?;
-    let entry = entries.next()?.ok()?;
-    let h = entry.header();
-    let link_target = entry
-        .link_name()
-        .ok()
-        .flatten()
-        .map(|l| l.to_string_lossy().into_owned())
+    // Headers are read block by block: the tar crate's reader wants the whole first entry
+    // (2 MB for busybox) before it yields it.
+    let mut off = 0;
+    let mut long_link: Option<Vec<u8>> = None;
+    let h = loop {
+        let block = data.get(off..off + 512)?;
+        if block.iter().all(|b| *b == 0) {
+            return None; // the end of an archive holds no entry
+        }
+        let h = tar::Header::from_byte_slice(block);
+        let size = h.entry_size().ok()? as usize;
+        let padded = size.div_ceil(512) * 512;
+        match h.entry_type() {
+            tar::EntryType::GNULongName
+            | tar::EntryType::XHeader
+            | tar::EntryType::XGlobalHeader => {}
+            tar::EntryType::GNULongLink => {
+                let body = data.get(off + 512..off + 512 + size)?;
+                long_link = Some(body.split(|b| *b == 0).next().unwrap_or_default().to_vec());
+            }
+            _ => break h,
+        }
+        off += 512 + padded;
+    };
+    let link_target = long_link
+        .or_else(|| h.link_name_bytes().map(|l| l.into_owned()))
+        .map(|l| String::from_utf8_lossy(&l).into_owned())
         .unwrap_or_default();
     let kind = match h.entry_type() {
         tar::EntryType::Directory => libc::S_IFDIR,

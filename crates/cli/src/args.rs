@@ -537,6 +537,11 @@ pub struct StatsArgs {
 
 /// `container export`.
 #[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Writes the container's filesystem (its image plus its changes, hard links \
+    kept) as a tar, without volumes, bind mounts or the contents of /proc, /sys and /dev. \
+    A stopped container is read through a short-lived VM that mounts its disks read-only."
+)]
 pub struct ExportArgs {
     /// Write to this file instead of stdout.
     #[arg(short = 'o', long, value_name = "PATH")]
@@ -550,7 +555,10 @@ pub struct ExportArgs {
 #[derive(Debug, Clone, Args)]
 #[command(
     after_help = "Exactly one of SOURCE and DEST is CONTAINER:PATH. A host path of - \
-    reads (or writes) a tar archive on stdin (stdout)."
+    reads (or writes) a tar archive on stdin (stdout). Container paths resolve inside the \
+    container's root; copying out of a stopped container works too. An archive entry that \
+    would land outside DEST (through `..`, a symlink or a hard link) is refused; device \
+    nodes are skipped."
 )]
 pub struct CopyArgs {
     /// Copy from here: a host path or CONTAINER:PATH.

@@ -65,6 +65,17 @@ impl Bundle {
         self.dir.join("runtime.sock")
     }
 
+    /// `maintenance.json`: the config a maintenance runtime boots from.
+    pub fn maintenance_config(&self) -> PathBuf {
+        self.dir.join("maintenance.json")
+    }
+
+    /// The socket a maintenance runtime (`--maintenance`: a stopped container's files,
+    /// read-only) serves on.
+    pub fn maintenance_socket(&self) -> PathBuf {
+        self.dir.join("maint.sock")
+    }
+
     /// `vm/`.
     pub fn vm_dir(&self) -> PathBuf {
         self.dir.join("vm")

@@ -372,6 +372,20 @@ impl RuntimeClient {
         Ok(raw
             .copy_out(pb::CopyOutRequest {
                 path: path.to_string(),
+                export: false,
+            })
+            .await
+            .map_err(rpc("CopyOut"))?
+            .into_inner())
+    }
+
+    /// Streams the container's whole root filesystem out as a tar archive (`export`).
+    pub async fn export(&self) -> Result<tonic::Streaming<pb::DataChunk>, ClientError> {
+        let mut raw = self.raw.clone();
+        Ok(raw
+            .copy_out(pb::CopyOutRequest {
+                path: "/".into(),
+                export: true,
             })
             .await
             .map_err(rpc("CopyOut"))?

@@ -457,7 +457,7 @@ fn console_tail(path: &std::path::Path) -> String {
 }
 
 /// Checks that `path` is absolute without `..`; returns it without a trailing slash.
-fn check_container_path(path: &str) -> Result<&str, ContainerError> {
+pub(crate) fn check_container_path(path: &str) -> Result<&str, ContainerError> {
     if !path.starts_with('/') {
         return Err(ContainerError::InvalidArgument(format!(
             "{path:?} is not an absolute path"
@@ -522,6 +522,155 @@ impl StdioListeners {
             stdout: accept(self.stdout, "stdout").await?,
             stderr: accept(self.stderr, "stderr").await?,
         })
+    }
+}
+
+/// A VM booted with a stopped container's disks and its root filesystem mounted read-only,
+/// no process and no network: what `export` and `cp` of a stopped container read from.
+pub struct MaintenanceVm {
+    /// The VM.
+    pub vm: Arc<dyn VirtualMachine>,
+    /// Its guest agent.
+    pub agent: AgentClient,
+    _vm_tmp_dir: Option<tempfile::TempDir>,
+}
+
+impl MaintenanceVm {
+    /// Boots the VM with the image's rootfs and the container's writable layer, and joins
+    /// them read-only at [`GUEST_ROOTFS`] (the writable layer's upper directory as the top
+    /// lower layer), so nothing of the container changes.
+    pub async fn boot(bundle: &Bundle, config: &RuntimeConfig) -> Result<Self, ContainerError> {
+        let layer_config = config.clone();
+        tokio::task::spawn_blocking(move || ensure_writable_layer(&layer_config))
+            .await
+            .map_err(|e| ContainerError::Io {
+                op: "creating the writable layer".into(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+        let (runtime_dir, tmp_dir) = vm_runtime_dir(bundle)?;
+        let vm_config = VmConfig {
+            kernel: config.kernel.clone(),
+            initrd: Some(config.initramfs.clone()),
+            cmdline: config.kernel_args.clone(),
+            cpus: 1,
+            memory_mib: config.vm_memory_mib(),
+            disks: vec![
+                DiskConfig {
+                    id: "rootfs".into(),
+                    path: config.rootfs.clone(),
+                    read_only: true,
+                },
+                DiskConfig {
+                    id: "rw".into(),
+                    path: config.writable_layer.path.clone(),
+                    read_only: false,
+                },
+            ],
+            nics: Vec::new(),
+            shares: Vec::new(),
+            console_log: Some(bundle.boot_log()),
+            runtime_dir,
+        };
+        let (vm, _) = boot_vm(vm_config).await?;
+        let connector = vm.connector(agent::AGENT_VSOCK_PORT, Duration::from_secs(2));
+        let mounted = async {
+            let agent = AgentClient::connect(
+                move || {
+                    let connector = connector.clone();
+                    async move { connector.connect().await.map_err(std::io::Error::other) }
+                },
+                ConnectOptions {
+                    boot_timeout: BOOT_TIMEOUT,
+                    ..ConnectOptions::default()
+                },
+            )
+            .await
+            .map_err(agent_err("connecting to the guest agent"))?;
+            set_time(&agent)
+                .await
+                .map_err(agent_err("setting the guest clock"))?;
+            let mount = |source: String, target: String, fstype: &str, options: Vec<String>| {
+                let agent = agent.clone();
+                let fstype = fstype.to_string();
+                async move {
+                    let step = format!("mounting {source} at {target}");
+                    agent
+                        .mount(pb::MountRequest {
+                            source,
+                            target,
+                            fstype,
+                            options,
+                            create_target: true,
+                        })
+                        .await
+                        .map_err(agent_err(step))
+                }
+            };
+            mount(
+                "block-serial:rootfs".into(),
+                format!("{GUEST_DIR}/lower"),
+                "ext4",
+                vec!["ro".into()],
+            )
+            .await?;
+            mount(
+                "block-serial:rw".into(),
+                format!("{GUEST_DIR}/rw"),
+                "ext4",
+                vec![],
+            )
+            .await?;
+            // A layer that never ran has no upper directory yet.
+            agent
+                .mkdir(pb::MkdirRequest {
+                    path: format!("{GUEST_DIR}/rw/upper"),
+                    mode: 0o755,
+                    parents: true,
+                    uid: 0,
+                    gid: 0,
+                })
+                .await
+                .map_err(agent_err("creating the upper directory"))?;
+            mount(
+                "overlay".into(),
+                GUEST_ROOTFS.into(),
+                "overlay",
+                vec![
+                    "ro".into(),
+                    format!("lowerdir={GUEST_DIR}/rw/upper:{GUEST_DIR}/lower"),
+                ],
+            )
+            .await?;
+            Ok::<_, ContainerError>(agent)
+        };
+        match mounted.await {
+            Ok(agent) => Ok(MaintenanceVm {
+                vm,
+                agent,
+                _vm_tmp_dir: tmp_dir,
+            }),
+            Err(e) => {
+                vm.kill().await;
+                tracing::error!(
+                    "maintenance vm: {e}; console tail:\n{}",
+                    console_tail(&bundle.boot_log())
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Syncs and powers the VM off (killed when it does not stop in time).
+    pub async fn shutdown(&self) {
+        let agent = self.agent.clone();
+        let graceful = Box::pin(async move {
+            let _ = agent.sync(pb::Empty {}).await;
+            let _ = agent
+                .shutdown(pb::ShutdownRequest { grace_seconds: 1 })
+                .await;
+        });
+        let stopped = self.vm.stop(graceful, SHUTDOWN_TIMEOUT).await;
+        tracing::info!(exit = %stopped.exit, forced = stopped.forced, "maintenance vm stopped");
     }
 }
 
@@ -1356,15 +1505,19 @@ impl Container {
             .map_err(agent_err("reading stats"))
     }
 
-    /// The guest path to read a container path from: through the init process's root while
-    /// it runs (so the container's own mounts are seen), else through the overlay.
-    pub fn guest_path(&self, path: &str) -> Result<String, ContainerError> {
+    /// The guest directory a container path resolves in, and the path inside it: the init
+    /// process's root while it runs (so the container's own mounts are seen), else the
+    /// overlay. The guest resolves the path with that directory as `/`, so the container's
+    /// symlinks never reach the VM's own files.
+    pub fn guest_path(&self, path: &str) -> Result<(String, String), ContainerError> {
         let trimmed = check_container_path(path)?;
+        let path = if trimmed.is_empty() { "/" } else { trimmed };
         let s = self.state();
-        match (s.status, s.init_pid) {
-            (Status::Running, Some(pid)) => Ok(format!("/proc/{pid}/root{trimmed}")),
-            _ => Ok(format!("{GUEST_ROOTFS}{trimmed}")),
-        }
+        let root = match (s.status, s.init_pid) {
+            (Status::Running, Some(pid)) => format!("/proc/{pid}/root"),
+            _ => GUEST_ROOTFS.to_string(),
+        };
+        Ok((root, path.to_string()))
     }
 
     /// The guest directory to unpack into for the container directory `path`. Not through

@@ -19,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod container;
 pub mod fsutil;
+pub mod maintenance;
 pub mod relay;
 pub mod run;
 pub mod server;
@@ -26,7 +27,7 @@ pub mod state;
 pub mod stdio_log;
 
 /// The API version of `runtime.proto`. Clients refuse a runtime reporting another.
-pub const RUNTIME_API_VERSION: u32 = 1;
+pub const RUNTIME_API_VERSION: u32 = 2;
 
 /// Generated messages, client (`runtime_client`) and server (`runtime_server`).
 #[allow(clippy::all, missing_docs)]

@@ -16,6 +16,10 @@ struct Args {
     /// The container's bundle directory (holding config.json).
     #[arg(long)]
     bundle: PathBuf,
+    /// Serve the stopped container's files read-only (for export and cp) from
+    /// <bundle>/maintenance.json until stdin closes, instead of running it.
+    #[arg(long)]
+    maintenance: bool,
     /// Seconds to keep serving State and Wait after the container has finished.
     #[arg(long, default_value_t = 2.0)]
     linger_secs: f64,
@@ -47,15 +51,21 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = rt.block_on(runtime::run::run(
-        bundle,
-        runtime::run::RunOptions { linger },
-    ));
+    let result: anyhow::Result<()> = if args.maintenance {
+        rt.block_on(runtime::maintenance::run(bundle))
+            .map_err(Into::into)
+    } else {
+        rt.block_on(runtime::run::run(
+            bundle,
+            runtime::run::RunOptions { linger },
+        ))
+        .map_err(Into::into)
+    };
     if let Err(e) = &result {
         tracing::error!("{e}");
     }
     tracing::info!("container-runtime exiting");
     // Blocking tasks (a stuck log write) must not keep the process alive.
     rt.shutdown_timeout(Duration::from_secs(2));
-    result.map_err(Into::into)
+    result
 }

@@ -49,7 +49,7 @@ pub fn to_status(e: ContainerError) -> Status {
     }
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The service.
 #[derive(Debug, Clone)]
@@ -326,36 +326,23 @@ impl Runtime for Service {
         &self,
         request: Request<pb::CopyOutRequest>,
     ) -> Result<Response<Self::CopyOutStream>, Status> {
-        let path = self
-            .container
-            .guest_path(&request.into_inner().path)
-            .map_err(to_status)?;
-        let mut chunks = self
-            .container
-            .agent()
-            .copy_out(agent::v1::CopyOutRequest { path })
-            .await
-            .map_err(|e| {
-                to_status(ContainerError::Agent {
-                    step: "copy out".into(),
-                    source: e,
-                })
-            })?;
-        let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(async move {
-            loop {
-                let item = match chunks.message().await {
-                    Ok(Some(c)) => Ok(pb::DataChunk { data: c.data }),
-                    Ok(None) => return,
-                    Err(status) => Err(status),
-                };
-                let end = item.is_err();
-                if tx.send(item).await.is_err() || end {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let r = request.into_inner();
+        // Export reads the overlay in the VM's namespace: the image plus the container's
+        // changes, with none of the container's own mounts on top.
+        let (root, path) = if r.export {
+            (crate::container::GUEST_ROOTFS.to_string(), "/".to_string())
+        } else {
+            self.container.guest_path(&r.path).map_err(to_status)?
+        };
+        relay_copy_out(
+            self.container.agent(),
+            agent::v1::CopyOutRequest {
+                path,
+                root,
+                export: r.export,
+            },
+        )
+        .await
     }
 
     async fn copy_in(
@@ -405,6 +392,34 @@ impl Runtime for Service {
             })?;
         Ok(Response::new(pb::Empty {}))
     }
+}
+
+/// Relays the guest's tar stream of `request` to a runtime client.
+pub(crate) async fn relay_copy_out(
+    agent: &agent::client::AgentClient,
+    request: agent::v1::CopyOutRequest,
+) -> Result<Response<BoxStream<pb::DataChunk>>, Status> {
+    let mut chunks = agent.copy_out(request).await.map_err(|e| {
+        to_status(ContainerError::Agent {
+            step: "copy out".into(),
+            source: e,
+        })
+    })?;
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        loop {
+            let item = match chunks.message().await {
+                Ok(Some(c)) => Ok(pb::DataChunk { data: c.data }),
+                Ok(None) => return,
+                Err(status) => Err(status),
+            };
+            let end = item.is_err();
+            if tx.send(item).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
 }
 
 /// Binds `socket` (mode 0600, replacing a stale one, through crates/api's binder) and serves `container` until

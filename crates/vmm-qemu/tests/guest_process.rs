@@ -514,6 +514,8 @@ async fn exec_init_stats_files_time_and_network() {
         .agent
         .copy_out(CopyOutRequest {
             path: "/run/files/dir".into(),
+            root: "/".into(),
+            export: false,
         })
         .await
         .unwrap();

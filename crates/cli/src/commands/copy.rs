@@ -8,7 +8,7 @@
 //! held whole in memory.
 
 use std::io::{Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use api::v1::{self, copy_in_request::Part as InPart, copy_out_response::Part as OutPart};
 use spec::CopyOperand;
@@ -145,42 +145,6 @@ impl Write for ChannelWriter {
     }
 }
 
-/// Unpacks a tar into `dir`, renaming the first path component of every entry to `name`.
-/// Entries that would leave `dir` are refused.
-fn unpack_renamed(reader: impl Read, dir: &Path, name: &str) -> Result<u64, CliError> {
-    let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
-    archive.set_overwrite(true);
-    let mut count = 0;
-    let io = |e: std::io::Error| CliError::io(format!("unpacking into {}", dir.display()), e);
-    for entry in archive.entries().map_err(io)? {
-        let mut entry = entry.map_err(io)?;
-        let path = entry.path().map_err(io)?.into_owned();
-        let mut parts = path
-            .components()
-            .filter(|c| !matches!(c, Component::CurDir));
-        let Some(_first) = parts.next() else { continue };
-        let mut target = dir.join(name);
-        for part in parts {
-            match part {
-                Component::Normal(p) => target.push(p),
-                _ => {
-                    return Err(CliError::Daemon(format!(
-                        "refusing archive entry {} that leaves the destination",
-                        path.display()
-                    )));
-                }
-            }
-        }
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        entry.unpack(&target).map_err(io)?;
-        count += 1;
-    }
-    Ok(count)
-}
-
 async fn copy_out(ctx: &Context, container: &str, path: &str, dst: &str) -> CliResult {
     let client = ctx.client().await?;
     let mut stream = client
@@ -218,17 +182,29 @@ async fn copy_out(ctx: &Context, container: &str, path: &str, dst: &str) -> CliR
         return Ok(0);
     }
     let is_dir = stat.mode & S_IFMT == S_IFDIR;
-    let (dir, name) = host_destination(Path::new(dst), &base_name(path), is_dir)?;
+    let source_name = base_name(path);
+    let (dir, name) = if source_name == "/" {
+        // The container's root: its content goes into DEST, created if missing.
+        let dst = Path::new(dst);
+        if !dst.is_dir() {
+            std::fs::create_dir(dst)
+                .map_err(|e| CliError::io(format!("creating {}", dst.display()), e))?;
+        }
+        (dst.to_path_buf(), None)
+    } else {
+        let (dir, name) = host_destination(Path::new(dst), &source_name, is_dir)?;
+        (dir, Some(name))
+    };
     let (tx, rx) = mpsc::channel(8);
     let unpack = tokio::task::spawn_blocking(move || {
-        unpack_renamed(
+        super::unpack::unpack_renamed(
             ChannelReader {
                 rx,
                 chunk: Vec::new(),
                 pos: 0,
             },
             &dir,
-            &name,
+            name.as_deref(),
         )
     });
     let mut feed_error = None;
@@ -256,7 +232,10 @@ async fn copy_out(ctx: &Context, container: &str, path: &str, dst: &str) -> CliR
     if let Some(e) = feed_error {
         return Err(e);
     }
-    unpacked?;
+    let unpacked = unpacked.map_err(|e| CliError::Daemon(e.to_string()))?;
+    for skipped in unpacked.skipped {
+        eprintln!("warning: skipped the device node or fifo {skipped}");
+    }
     Ok(0)
 }
 
@@ -391,34 +370,6 @@ fn parent_of(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut builder = tar::Builder::new(Vec::new());
-        for (name, data) in entries {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(data.len() as u64);
-            header.set_mode(0o644);
-            header.set_cksum();
-            builder.append_data(&mut header, name, *data).unwrap();
-        }
-        builder.into_inner().unwrap()
-    }
-
-    #[test]
-    fn an_archive_is_unpacked_under_the_new_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let tar = archive(&[("etc/hosts", b"127.0.0.1 localhost\n"), ("etc/sub/x", b"x")]);
-        let n = unpack_renamed(&tar[..], dir.path(), "copied").unwrap();
-        assert_eq!(n, 2);
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("copied/hosts")).unwrap(),
-            "127.0.0.1 localhost\n"
-        );
-        assert_eq!(
-            std::fs::read(dir.path().join("copied/sub/x")).unwrap(),
-            b"x"
-        );
-    }
 
     #[test]
     fn destinations_follow_docker_cp() {

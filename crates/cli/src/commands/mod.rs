@@ -6,4 +6,5 @@ pub mod copy;
 pub mod image;
 pub mod network;
 pub mod system;
+pub mod unpack;
 pub mod volume;

@@ -1,0 +1,203 @@
+//! `container-runtime --bundle DIR --maintenance`: a stopped container's files, served
+//! read-only for `export` and `cp` out of it.
+//!
+//! The VM boots with the image's rootfs and the container's writable layer only (no network,
+//! no volumes, no process) and joins them read-only. The runtime serves CopyOut (and State,
+//! which clients check first) on `<bundle>/maint.sock`, never writes state.json (the
+//! container stays stopped in every record), and powers the VM off once its stdin closes:
+//! the daemon holds that pipe for as long as it reads, so a daemon that dies takes the
+//! maintenance VM with it.
+
+use std::path::Path;
+
+use tokio::io::AsyncReadExt;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::bundle::Bundle;
+use crate::config::RuntimeConfig;
+use crate::container::{ContainerError, GUEST_ROOTFS, MaintenanceVm};
+use crate::pb;
+use crate::pb::runtime_server::{Runtime, RuntimeServer};
+use crate::server::{BoxStream, relay_copy_out, to_status};
+
+/// Errors that end a maintenance runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    /// The VM could not be booted or prepared.
+    #[error("{0}")]
+    Container(#[from] ContainerError),
+    /// The socket could not be served.
+    #[error("serving {path}: {source}")]
+    Serve {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+struct Service {
+    id: String,
+    vm: std::sync::Arc<MaintenanceVm>,
+}
+
+fn stopped() -> Status {
+    Status::failed_precondition("the container is stopped: only copying out is possible")
+}
+
+#[tonic::async_trait]
+impl Runtime for Service {
+    async fn state(
+        &self,
+        _: Request<pb::StateRequest>,
+    ) -> Result<Response<pb::StateResponse>, Status> {
+        Ok(Response::new(pb::StateResponse {
+            api_version: crate::RUNTIME_API_VERSION,
+            id: self.id.clone(),
+            status: pb::Status::Stopped.into(),
+            runtime_pid: std::process::id(),
+            ..Default::default()
+        }))
+    }
+
+    async fn start(
+        &self,
+        _: Request<pb::StartRequest>,
+    ) -> Result<Response<pb::StartResponse>, Status> {
+        Err(stopped())
+    }
+
+    type AttachStream = BoxStream<pb::AttachResponse>;
+
+    async fn attach(
+        &self,
+        _: Request<Streaming<pb::AttachRequest>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        Err(stopped())
+    }
+
+    type ExecStream = BoxStream<pb::ExecResponse>;
+
+    async fn exec(
+        &self,
+        _: Request<Streaming<pb::ExecRequest>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        Err(stopped())
+    }
+
+    async fn kill(&self, _: Request<pb::KillRequest>) -> Result<Response<pb::Empty>, Status> {
+        Err(stopped())
+    }
+
+    async fn resize(&self, _: Request<pb::ResizeRequest>) -> Result<Response<pb::Empty>, Status> {
+        Err(stopped())
+    }
+
+    async fn wait(
+        &self,
+        _: Request<pb::WaitRequest>,
+    ) -> Result<Response<pb::WaitResponse>, Status> {
+        Err(stopped())
+    }
+
+    async fn stop(
+        &self,
+        _: Request<pb::StopRequest>,
+    ) -> Result<Response<pb::StopResponse>, Status> {
+        Err(stopped())
+    }
+
+    async fn stats(
+        &self,
+        _: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        Err(stopped())
+    }
+
+    type CopyOutStream = BoxStream<pb::DataChunk>;
+
+    async fn copy_out(
+        &self,
+        request: Request<pb::CopyOutRequest>,
+    ) -> Result<Response<Self::CopyOutStream>, Status> {
+        let r = request.into_inner();
+        let path = if r.export {
+            "/".to_string()
+        } else {
+            let trimmed = crate::container::check_container_path(&r.path).map_err(to_status)?;
+            if trimmed.is_empty() { "/" } else { trimmed }.to_string()
+        };
+        relay_copy_out(
+            &self.vm.agent,
+            agent::v1::CopyOutRequest {
+                path,
+                root: GUEST_ROOTFS.into(),
+                export: r.export,
+            },
+        )
+        .await
+    }
+
+    async fn copy_in(
+        &self,
+        _: Request<Streaming<pb::CopyInRequest>>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        Err(stopped())
+    }
+}
+
+/// Boots the maintenance VM for `bundle`, serves until stdin closes or SIGTERM, then powers
+/// the VM off.
+pub async fn run(bundle: Bundle) -> Result<(), MaintenanceError> {
+    let config = RuntimeConfig::load(&bundle.maintenance_config()).map_err(ContainerError::from)?;
+    let socket = bundle.maintenance_socket();
+    let serve_err = |source| MaintenanceError::Serve {
+        path: socket.display().to_string(),
+        source,
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(serve_err)?;
+    let vm = std::sync::Arc::new(MaintenanceVm::boot(&bundle, &config).await?);
+    let listener = bind(&socket).map_err(serve_err)?;
+    tracing::info!("maintenance vm ready; serving {}", socket.display());
+    let closed = async {
+        // The daemon writes nothing; EOF (or an error) means it is done or gone.
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = stdin.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let ended = async {
+        tokio::select! {
+            () = closed => {}
+            _ = term.recv() => {}
+        }
+    };
+    let served = tonic::transport::Server::builder()
+        .add_service(RuntimeServer::new(Service {
+            id: config.id.clone(),
+            vm: std::sync::Arc::clone(&vm),
+        }))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), ended)
+        .await;
+    let _ = std::fs::remove_file(&socket);
+    vm.shutdown().await;
+    served.map_err(|e| serve_err(std::io::Error::other(e)))
+}
+
+fn bind(socket: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    // SAFETY: umask only swaps the process's file mode mask; no memory is involved.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = tokio::net::UnixListener::bind(socket);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    bound
+}
