@@ -257,5 +257,10 @@ fn export_and_cp_of_running_and_stopped_containers() {
     // The stopped container still starts and sees its files.
     d.ok(&["start", "c1"]);
     assert_eq!(d.ok(&["exec", "c1", "cat", "/added-link"]), "added\n");
+    // Copying in through /x -> / lands in the container's own /tmp, not the VM's.
+    let incoming = dir.join("incoming");
+    std::fs::write(&incoming, "in\n").unwrap();
+    d.ok(&["cp", incoming.to_str().unwrap(), "c1:/x/tmp/"]);
+    assert_eq!(d.ok(&["exec", "c1", "cat", "/tmp/incoming"]), "in\n");
     let _ = std::fs::remove_dir_all(&dir);
 }

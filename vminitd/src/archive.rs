@@ -62,6 +62,34 @@ fn open_in_root(root: &Path, path: &Path) -> Result<(OwnedFd, OwnedFd), FsError>
     Ok((root_fd, fd))
 }
 
+/// Opens the directory `path` inside `root`, following symlinks (also the last component's)
+/// within the root: where `cp` unpacks into a container.
+pub(crate) fn open_dir_in_root(root: &Path, path: &Path) -> Result<OwnedFd, FsError> {
+    let root_fd = openat(
+        nix::fcntl::AT_FDCWD,
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno("opening", root))?;
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    openat2(&root_fd, rel, how).map_err(|e| {
+        if e == Errno::ENOTDIR {
+            FsError::Invalid(format!("{} is not a directory", path.display()))
+        } else {
+            errno("opening", path)(e)
+        }
+    })
+}
+
 /// lstat of `path` resolved inside `root`; `None` when it does not exist.
 pub fn stat_in_root(root: &Path, path: &Path) -> Result<Option<FileStat>, FsError> {
     match open_in_root(root, path) {

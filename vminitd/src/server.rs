@@ -291,8 +291,10 @@ impl Agent for Service {
         };
         let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
         let dest = h.destination.clone();
+        let root = h.root.clone();
         let unpack = tokio::task::spawn_blocking(move || {
             fsops::tar_in(
+                &root,
                 &dest,
                 ChanReader {
                     rx,

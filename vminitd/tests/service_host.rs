@@ -123,6 +123,7 @@ async fn files_and_tar_streams_round_trip() {
     let mut parts = vec![CopyInRequest {
         part: Some(copy_in_request::Part::Header(CopyInHeader {
             destination: dest.display().to_string(),
+            root: String::new(),
         })),
     }];
     parts.extend(archive.chunks(100_000).map(|c| CopyInRequest {
@@ -165,6 +166,7 @@ async fn bad_requests_get_clear_codes() {
     let header = vec![CopyInRequest {
         part: Some(copy_in_request::Part::Header(CopyInHeader {
             destination: missing,
+            root: String::new(),
         })),
     }];
     let e = c.copy_in(tokio_stream::iter(header)).await.unwrap_err();

@@ -416,7 +416,7 @@ pub fn build_spec(config: &RuntimeConfig, write_resolv: bool) -> Result<Value, C
 }
 
 /// See [`Container::guest_write_dir`].
-fn guest_write_dir(config: &RuntimeConfig, path: &str) -> Result<String, ContainerError> {
+fn guest_write_dir(config: &RuntimeConfig, path: &str) -> Result<(String, String), ContainerError> {
     let trimmed = check_container_path(path)?;
     let under = |dest: &str| {
         let dest = dest.trim_end_matches('/');
@@ -429,7 +429,8 @@ fn guest_write_dir(config: &RuntimeConfig, path: &str) -> Result<String, Contain
         };
         match v.kind {
             VolumeKind::Block | VolumeKind::Directory => {
-                return Ok(format!("{GUEST_DIR}/volumes/{i}{rest}"));
+                let rest = if rest.is_empty() { "/".into() } else { rest };
+                return Ok((format!("{GUEST_DIR}/volumes/{i}"), rest));
             }
             VolumeKind::File | VolumeKind::Socket => {
                 return Err(ContainerError::FailedPrecondition(format!(
@@ -445,7 +446,8 @@ fn guest_write_dir(config: &RuntimeConfig, path: &str) -> Result<String, Contain
             )));
         }
     }
-    Ok(format!("{GUEST_ROOTFS}{trimmed}"))
+    let path = if trimmed.is_empty() { "/" } else { trimmed };
+    Ok((GUEST_ROOTFS.to_string(), path.to_string()))
 }
 
 /// The last lines of the VM's console, for the runtime's log.
@@ -1520,10 +1522,11 @@ impl Container {
         Ok((root, path.to_string()))
     }
 
-    /// The guest directory to unpack into for the container directory `path`. Not through
-    /// /proc/<pid>/root: the agent's tar unpacking resolves that magic link to the guest's
-    /// own root. So: a volume's own directory, else the overlay (the container's root).
-    pub fn guest_write_dir(&self, path: &str) -> Result<String, ContainerError> {
+    /// Where to unpack for the container directory `path`: the guest directory that is `/`
+    /// while the path resolves, and the path inside it. Not through /proc/<pid>/root: the
+    /// agent's tar unpacking resolves that magic link to the guest's own root. So: a volume's
+    /// own directory, else the overlay (the container's root).
+    pub fn guest_write_dir(&self, path: &str) -> Result<(String, String), ContainerError> {
         guest_write_dir(&self.config, path)
     }
 
@@ -1805,16 +1808,20 @@ mod tests {
             options: vec![],
         }];
         let dir_of = |p: &str| guest_write_dir(&config, p).map_err(|e| e.to_string());
-        assert_eq!(dir_of("/data").unwrap(), "/run/container/volumes/0");
+        let pair = |root: &str, path: &str| (root.to_string(), path.to_string());
+        assert_eq!(
+            dir_of("/data").unwrap(),
+            pair("/run/container/volumes/0", "/")
+        );
         assert_eq!(
             dir_of("/data/sub/").unwrap(),
-            "/run/container/volumes/0/sub"
+            pair("/run/container/volumes/0", "/sub")
         );
         assert_eq!(
             dir_of("/database").unwrap(),
-            "/run/container/rootfs/database"
+            pair("/run/container/rootfs", "/database")
         );
-        assert_eq!(dir_of("/").unwrap(), "/run/container/rootfs");
+        assert_eq!(dir_of("/").unwrap(), pair("/run/container/rootfs", "/"));
         assert!(dir_of("/scratch/x").unwrap_err().contains("tmpfs"));
         assert!(dir_of("tmp").unwrap_err().contains("not an absolute path"));
         assert!(dir_of("/tmp/../etc").unwrap_err().contains("'..'"));

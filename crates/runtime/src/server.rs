@@ -358,12 +358,12 @@ impl Runtime for Service {
                 "copy in: the first message must be the destination",
             ));
         };
-        let destination = self.container.guest_write_dir(&dest).map_err(to_status)?;
+        let (root, destination) = self.container.guest_write_dir(&dest).map_err(to_status)?;
         let (tx, rx) = mpsc::channel(8);
         use agent::v1::copy_in_request::Part;
         let _ = tx
             .send(agent::v1::CopyInRequest {
-                part: Some(Part::Header(agent::v1::CopyInHeader { destination })),
+                part: Some(Part::Header(agent::v1::CopyInHeader { destination, root })),
             })
             .await;
         tokio::spawn(async move {
