@@ -204,16 +204,16 @@ impl Daemon {
         let mut restart = Vec::new();
         for mut record in records {
             let bundle = self.bundle(&record.id);
-            let state = runtime::State::load(&bundle.state()).ok();
+            let state = runtime_api::State::load(&bundle.state()).ok();
             let alive = state.as_ref().is_some_and(|s| runtime_alive(s.runtime_pid));
             let runtime_running = state
                 .as_ref()
-                .is_some_and(|s| s.status != runtime::Status::Stopped);
+                .is_some_and(|s| s.status != runtime_api::Status::Stopped);
             let booted_not_started = alive
                 && record.phase != Phase::Running
                 && state
                     .as_ref()
-                    .is_some_and(|s| s.status == runtime::Status::Created);
+                    .is_some_and(|s| s.status == runtime_api::Status::Created);
             if booted_not_started {
                 // The daemon died between booting the VM and starting the process: nobody
                 // asked for that VM any more. The runtime shuts it down on SIGTERM.
@@ -428,10 +428,10 @@ impl Daemon {
     /// A container's bundle as the runtime sees it: `containers/<id>/`, or, when that path is
     /// too long for the runtime's Unix socket (sun_path holds 107 bytes), a short symlink to
     /// it under `$TMPDIR/container-<uid>/` (re-created whenever it is needed).
-    pub(crate) fn bundle(&self, id: &str) -> runtime::Bundle {
+    pub(crate) fn bundle(&self, id: &str) -> runtime_api::Bundle {
         let real = self.dirs.dir(id);
         if real.as_os_str().len() <= MAX_BUNDLE_PATH {
-            return runtime::Bundle::new(real);
+            return runtime_api::Bundle::new(real);
         }
         let base = bundle_alias_dir();
         let link = base.join(&id[..16.min(id.len())]);
@@ -449,10 +449,10 @@ impl Daemon {
             Ok(())
         };
         match ensure() {
-            Ok(()) => runtime::Bundle::new(link),
+            Ok(()) => runtime_api::Bundle::new(link),
             Err(e) => {
                 tracing::warn!(%id, "cannot make a short bundle path: {e}");
-                runtime::Bundle::new(real)
+                runtime_api::Bundle::new(real)
             }
         }
     }
@@ -461,14 +461,14 @@ impl Daemon {
     /// if it is still there.
     pub(crate) async fn reap_runtime(&self, id: &str, timeout: Duration) {
         let bundle = self.bundle(id);
-        let Ok(state) = runtime::State::load(&bundle.state()) else {
+        let Ok(state) = runtime_api::State::load(&bundle.state()) else {
             return;
         };
         let deadline = Instant::now() + timeout;
         // A finished runtime only lingers to answer late State/Wait calls; the daemon has
         // recorded the end already, so it may go now (SIGTERM makes it exit at once).
-        let finished = runtime::State::load(&bundle.state())
-            .is_ok_and(|s| s.status == runtime::Status::Stopped);
+        let finished = runtime_api::State::load(&bundle.state())
+            .is_ok_and(|s| s.status == runtime_api::Status::Stopped);
         if finished && runtime_alive(state.runtime_pid) {
             // SAFETY: kill(2) with a pid we verified is a container-runtime process; no
             // memory is involved.
@@ -503,8 +503,8 @@ async fn open_networks(
         .map_err(|e| OpenError::State(e.to_string()))?;
     let domain = Some(properties.value("dns.domain")).filter(|d| !d.is_empty());
     let running = |id: &str| {
-        runtime::State::load(&runtime::Bundle::new(dirs.dir(id)).state())
-            .is_ok_and(|s| s.status != runtime::Status::Stopped && runtime_alive(s.runtime_pid))
+        runtime_api::State::load(&runtime_api::Bundle::new(dirs.dir(id)).state())
+            .is_ok_and(|s| s.status != runtime_api::Status::Stopped && runtime_alive(s.runtime_pid))
     };
     let networks = crate::networks::Networks::open(root, mode, subnet, domain, running)
         .await
@@ -536,7 +536,7 @@ fn prune_bundle_aliases() {
 }
 
 /// Marks a record stopped from the runtime's last state (or as failed when it has none).
-pub(crate) fn mark_stopped(record: &mut ContainerRecord, state: Option<&runtime::State>) {
+pub(crate) fn mark_stopped(record: &mut ContainerRecord, state: Option<&runtime_api::State>) {
     record.phase = Phase::Stopped;
     match state {
         Some(s) if s.exit_code.is_some() => {

@@ -334,7 +334,7 @@ impl Daemon {
         if r.phase == Phase::Running {
             return true;
         }
-        runtime::State::load(&self.bundle(&r.id).state())
+        runtime_api::State::load(&self.bundle(&r.id).state())
             .is_ok_and(|s| !s.vm_pids.is_empty() && crate::daemon::runtime_alive(s.runtime_pid))
     }
 

@@ -134,7 +134,7 @@ fn kill_runtimes(root: &Path) {
         return;
     };
     for d in dirs.flatten() {
-        if let Ok(s) = runtime::State::load(&d.path().join("state.json")) {
+        if let Ok(s) = runtime_api::State::load(&d.path().join("state.json")) {
             let cmd = std::fs::read(format!("/proc/{}/cmdline", s.runtime_pid)).unwrap_or_default();
             if String::from_utf8_lossy(&cmd).contains("container-runtime") {
                 // SAFETY: kill(2) on a runtime this test started; no memory involved.
@@ -584,8 +584,8 @@ async fn containers_survive_restart_and_reconcile_marks_dead_runtimes() {
         serde_json::to_vec(&rec).unwrap(),
     )
     .unwrap();
-    let mut state = runtime::State::new(&web);
-    state.status = runtime::Status::Running;
+    let mut state = runtime_api::State::new(&web);
+    state.status = runtime_api::Status::Running;
     state.runtime_pid = u32::MAX - 1;
     state.exit_code = Some(3);
     state.finished_at = Some("2026-01-01T00:00:00Z".into());

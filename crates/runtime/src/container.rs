@@ -31,12 +31,12 @@ use vmm::{
     VsockStream,
 };
 
-use crate::bundle::Bundle;
-use crate::config::{ConfigError, RuntimeConfig, VolumeKind};
-use crate::state::{
+use runtime_api::bundle::Bundle;
+use runtime_api::config::{ConfigError, RuntimeConfig, VolumeKind};
+use runtime_api::state::{
     EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_RUNTIME_FAILED, State, Status, one_line,
 };
-use crate::stdio_log::{StdioLog, Stream, Utf8Carry};
+use runtime_api::stdio_log::{StdioLog, Stream, Utf8Carry};
 
 /// The guest directory holding everything of the container.
 pub const GUEST_DIR: &str = "/run/container";
@@ -1205,7 +1205,7 @@ impl Container {
     }
 
     fn record_exit(&self, code: i32, error: Option<String>) {
-        let now = crate::fsutil::now_rfc3339();
+        let now = runtime_api::fsutil::now_rfc3339();
         if let Err(e) = self.update_state(|s| {
             s.status = Status::Stopped;
             s.exit_code = Some(code);
@@ -1291,11 +1291,6 @@ impl Container {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The config the container runs with.
-    pub fn config(&self) -> &RuntimeConfig {
-        &self.config
-    }
-
     /// Starts the init process. Returns its pid in the guest.
     pub async fn start(self: &Arc<Self>) -> Result<u32, ContainerError> {
         if self.state().status != Status::Created {
@@ -1312,7 +1307,7 @@ impl Container {
             .await
         {
             Ok(r) => {
-                let now = crate::fsutil::now_rfc3339();
+                let now = runtime_api::fsutil::now_rfc3339();
                 let saved = self.update_state(|s| {
                     s.status = Status::Running;
                     s.init_pid = Some(r.pid);
@@ -1364,7 +1359,7 @@ impl Container {
         let mut s = State::new(id);
         s.status = Status::Stopped;
         s.exit_code = Some(error.exit_code());
-        s.finished_at = Some(crate::fsutil::now_rfc3339());
+        s.finished_at = Some(runtime_api::fsutil::now_rfc3339());
         s.error = Some(one_line(&error.to_string()));
         s.save(&bundle.state())
     }
@@ -1793,14 +1788,14 @@ mod tests {
     #[test]
     fn copy_in_lands_in_volumes_or_the_overlay() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = crate::config::tests::sample(dir.path());
-        config.volumes = vec![crate::config::VolumeMount {
+        let mut config = runtime_api::config::tests::sample(dir.path());
+        config.volumes = vec![runtime_api::config::VolumeMount {
             path: dir.path().join("vol.ext4"),
             destination: "/data".into(),
             read_only: false,
-            kind: crate::config::VolumeKind::Block,
+            kind: runtime_api::config::VolumeKind::Block,
         }];
-        config.tmpfs = vec![crate::config::TmpfsMount {
+        config.tmpfs = vec![runtime_api::config::TmpfsMount {
             destination: "/scratch".into(),
             options: vec![],
         }];
@@ -1836,9 +1831,9 @@ mod tests {
     #[test]
     fn spec_gets_root_mounts_and_limits() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = crate::config::tests::sample(dir.path());
+        let mut config = runtime_api::config::tests::sample(dir.path());
         config.read_only = true;
-        config.tmpfs = vec![crate::config::TmpfsMount {
+        config.tmpfs = vec![runtime_api::config::TmpfsMount {
             destination: "/dev/shm".into(),
             options: vec!["size=1m".into()],
         }];

@@ -27,14 +27,14 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bundle = runtime::Bundle::new(&args.bundle);
+    let bundle = runtime_api::Bundle::new(&args.bundle);
     if !args.bundle.is_dir() {
         anyhow::bail!("bundle {} is not a directory", args.bundle.display());
     }
     // What QEMU and its helpers create (sockets, their own files) is the owner's alone too.
     // SAFETY: umask only swaps the process's file mode mask; no memory is involved.
     unsafe { libc::umask(0o077) };
-    let log = runtime::fsutil::open_private_append(&bundle.runtime_log())
+    let log = runtime_api::fsutil::open_private_append(&bundle.runtime_log())
         .with_context(|| format!("opening {}", bundle.runtime_log().display()))?;
     tracing_subscriber::fmt()
         .with_writer(std::sync::Mutex::new(log))

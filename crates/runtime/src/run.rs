@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::bundle::Bundle;
-use crate::config::RuntimeConfig;
 use crate::container::{Container, ContainerError};
-use crate::state::State;
+use runtime_api::bundle::Bundle;
+use runtime_api::config::RuntimeConfig;
+use runtime_api::state::State;
 
 /// Errors that end the runtime.
 #[derive(Debug, thiserror::Error)]

@@ -13,9 +13,9 @@ use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::container::{Container, ContainerError, ExecEvent, ExecRequest, Output};
-use crate::pb;
-use crate::pb::runtime_server::{Runtime, RuntimeServer};
-use crate::state::Status as LifeStatus;
+use runtime_api::pb;
+use runtime_api::pb::runtime_server::{Runtime, RuntimeServer};
+use runtime_api::state::Status as LifeStatus;
 
 /// Errors of serving.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +67,7 @@ impl Service {
 fn state_response(c: &Container) -> pb::StateResponse {
     let s = c.state();
     pb::StateResponse {
-        api_version: crate::RUNTIME_API_VERSION,
+        api_version: runtime_api::RUNTIME_API_VERSION,
         id: s.id,
         status: match s.status {
             LifeStatus::Created => pb::Status::Created,
