@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::daemon::{Daemon, Entry, blocking, mark_stopped, one_line, runtime_alive};
+use crate::daemon::{Daemon, Entry, blocking, mark_stopped, one_line};
 use crate::record::{ContainerRecord, Phase};
 
 /// How long a runtime may take to boot its VM and serve its socket.
@@ -652,29 +652,30 @@ impl Daemon {
     pub(crate) async fn monitor(self: Arc<Self>, id: String) {
         let started = self.record(&id).map(|r| r.started_ms).unwrap_or(0);
         let bundle = self.bundle(&id);
-        let client = RuntimeClient::connect(&bundle.socket(), CONNECT_TIMEOUT).await;
-        if let Ok(client) = &client {
-            let _ = client.wait().await;
-        }
-        // Either Wait answered or the runtime is unreachable: wait for its state to settle.
+        // The end comes from the runtime's Wait answer over its socket; when the runtime
+        // dies without answering (its lock is released), from the last record in its bundle.
+        let mut waited = match RuntimeClient::connect(&bundle.socket(), CONNECT_TIMEOUT).await {
+            Ok(client) => client.wait().await.ok(),
+            Err(_) => None,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         let state = loop {
-            let state = runtime_api::State::load(&bundle.state()).ok();
-            let settled = state
-                .as_ref()
-                .is_some_and(|s| s.status == runtime_api::Status::Stopped && s.exit_code.is_some());
-            let alive = state.as_ref().is_some_and(|s| runtime_alive(s.runtime_pid));
-            if settled || !alive || Instant::now() >= deadline {
-                break state;
+            if let Some(w) = &waited {
+                break Some(runtime_api::State {
+                    status: runtime_api::Status::Stopped,
+                    exit_code: Some(w.exit_code),
+                    finished_at: Some(w.finished_at.clone()).filter(|t| !t.is_empty()),
+                    error: Some(w.error.clone()).filter(|e| !e.is_empty()),
+                    ..runtime_api::State::new(&id)
+                });
             }
-            if client.is_ok() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            } else {
-                // Re-adopted runtime not answering yet: poll slowly.
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                if let Ok(c) = RuntimeClient::connect(&bundle.socket(), CONNECT_TIMEOUT).await {
-                    let _ = c.wait().await;
-                }
+            if !bundle.runtime_alive() || Instant::now() >= deadline {
+                break runtime_api::State::load(&bundle.state()).ok();
+            }
+            // Re-adopted runtime not answering yet, or a dropped connection: poll slowly.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Ok(c) = RuntimeClient::connect(&bundle.socket(), CONNECT_TIMEOUT).await {
+                waited = c.wait().await.ok();
             }
         };
         // This run's end may already be recorded (an attached client saw the exit code);

@@ -23,7 +23,7 @@ pub mod pb {
     tonic::include_proto!("container.runtime.v1");
 }
 
-pub use bundle::Bundle;
+pub use bundle::{Bundle, LockError, RuntimeLock};
 pub use client::RuntimeClient;
 pub use config::RuntimeConfig;
 pub use state::{State, Status};
