@@ -19,6 +19,8 @@
 //! the `container` module for the guest layout.
 
 mod container;
+mod error;
+mod guest_layout;
 pub mod maintenance;
 mod relay;
 pub mod run;
