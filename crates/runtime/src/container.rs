@@ -1724,7 +1724,7 @@ mod tests {
     #[test]
     fn copy_in_lands_in_volumes_or_the_overlay() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = runtime_api::config::tests::sample(dir.path());
+        let mut config = runtime_api::config::testing::sample(dir.path());
         config.volumes = vec![runtime_api::config::VolumeMount {
             path: dir.path().join("vol.ext4"),
             destination: "/data".into(),
@@ -1767,7 +1767,7 @@ mod tests {
     #[test]
     fn spec_gets_root_mounts_and_limits() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = runtime_api::config::tests::sample(dir.path());
+        let mut config = runtime_api::config::testing::sample(dir.path());
         config.read_only = true;
         config.tmpfs = vec![runtime_api::config::TmpfsMount {
             destination: "/dev/shm".into(),
