@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use api::ApiError;
 use api::v1;
 use api::v1::containers_server::Containers;
-use runtime::client::{RuntimeClient, StdinEvent, StdioEvent};
+use runtime_api::client::{RuntimeClient, StdinEvent, StdioEvent};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::daemon::{Daemon, Entry, blocking, mark_stopped, one_line, runtime_alive};
+use crate::daemon::{Daemon, Entry, blocking, mark_stopped, one_line};
 use crate::record::{ContainerRecord, Phase};
 
 /// How long a runtime may take to boot its VM and serve its socket.
@@ -32,7 +32,7 @@ pub const EXIT_CODE_METADATA: &str = "container-exit-code";
 /// Chunk size of streamed files.
 const CHUNK: usize = 256 << 10;
 
-fn runtime_error(e: runtime::client::ClientError) -> ApiError {
+fn runtime_error(e: runtime_api::client::ClientError) -> ApiError {
     let code = e.code();
     let msg = one_line(&e.to_string());
     match code {
@@ -299,7 +299,7 @@ impl Daemon {
         self: &Arc<Self>,
         id: &str,
         network: crate::runspec::NetworkPlan,
-    ) -> Result<runtime::config::RuntimeConfig, ApiError> {
+    ) -> Result<runtime_api::config::RuntimeConfig, ApiError> {
         let record = self.record(id)?;
         let options = record
             .options()
@@ -513,10 +513,10 @@ impl Daemon {
             {
                 return Ok(client);
             }
-            let state = runtime::State::load(&bundle.state()).ok();
+            let state = runtime_api::State::load(&bundle.state()).ok();
             let failed = state
                 .as_ref()
-                .is_some_and(|s| s.status == runtime::Status::Stopped);
+                .is_some_and(|s| s.status == runtime_api::Status::Stopped);
             if failed || *exited_rx.borrow() {
                 let reason = state
                     .as_ref()
@@ -608,7 +608,7 @@ impl Daemon {
             }
             Err(e) => {
                 let bundle = self.bundle(id);
-                let state = runtime::State::load(&bundle.state()).ok();
+                let state = runtime_api::State::load(&bundle.state()).ok();
                 let code = state.as_ref().and_then(|s| s.exit_code).unwrap_or(125);
                 let message = state
                     .as_ref()
@@ -652,29 +652,30 @@ impl Daemon {
     pub(crate) async fn monitor(self: Arc<Self>, id: String) {
         let started = self.record(&id).map(|r| r.started_ms).unwrap_or(0);
         let bundle = self.bundle(&id);
-        let client = RuntimeClient::connect(&bundle.socket(), CONNECT_TIMEOUT).await;
-        if let Ok(client) = &client {
-            let _ = client.wait().await;
-        }
-        // Either Wait answered or the runtime is unreachable: wait for its state to settle.
+        // The end comes from the runtime's Wait answer over its socket; when the runtime
+        // dies without answering (its lock is released), from the last record in its bundle.
+        let mut waited = match RuntimeClient::connect(&bundle.socket(), CONNECT_TIMEOUT).await {
+            Ok(client) => client.wait().await.ok(),
+            Err(_) => None,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         let state = loop {
-            let state = runtime::State::load(&bundle.state()).ok();
-            let settled = state
-                .as_ref()
-                .is_some_and(|s| s.status == runtime::Status::Stopped && s.exit_code.is_some());
-            let alive = state.as_ref().is_some_and(|s| runtime_alive(s.runtime_pid));
-            if settled || !alive || Instant::now() >= deadline {
-                break state;
+            if let Some(w) = &waited {
+                break Some(runtime_api::State {
+                    status: runtime_api::Status::Stopped,
+                    exit_code: Some(w.exit_code),
+                    finished_at: Some(w.finished_at.clone()).filter(|t| !t.is_empty()),
+                    error: Some(w.error.clone()).filter(|e| !e.is_empty()),
+                    ..runtime_api::State::new(&id)
+                });
             }
-            if client.is_ok() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            } else {
-                // Re-adopted runtime not answering yet: poll slowly.
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                if let Ok(c) = RuntimeClient::connect(&bundle.socket(), CONNECT_TIMEOUT).await {
-                    let _ = c.wait().await;
-                }
+            if !bundle.runtime_alive() || Instant::now() >= deadline {
+                break runtime_api::State::load(&bundle.state()).ok();
+            }
+            // Re-adopted runtime not answering yet, or a dropped connection: poll slowly.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Ok(c) = RuntimeClient::connect(&bundle.socket(), CONNECT_TIMEOUT).await {
+                waited = c.wait().await.ok();
             }
         };
         // This run's end may already be recorded (an attached client saw the exit code);
@@ -811,7 +812,7 @@ impl Daemon {
             }
             Err(_) => {
                 // The runtime is gone: record what it left.
-                let state = runtime::State::load(&self.bundle(&id).state()).ok();
+                let state = runtime_api::State::load(&self.bundle(&id).state()).ok();
                 let r = self.update(&id, |r| {
                     mark_stopped(r, state.as_ref());
                     r.stopped_by_user |= by_user;
@@ -998,11 +999,11 @@ fn boxed<T: Send + 'static>(rx: mpsc::Receiver<Result<T, Status>>) -> BoxStream<
 
 /// Parses one stdio.log line into a chunk.
 fn log_chunk(line: &[u8]) -> Option<v1::LogChunk> {
-    let e: runtime::stdio_log::Entry = serde_json::from_slice(line).ok()?;
+    let e: runtime_api::stdio_log::Entry = serde_json::from_slice(line).ok()?;
     Some(v1::LogChunk {
         stream: match e.stream {
-            runtime::stdio_log::Stream::Stdout => v1::OutputStream::Stdout as i32,
-            runtime::stdio_log::Stream::Stderr => v1::OutputStream::Stderr as i32,
+            runtime_api::stdio_log::Stream::Stdout => v1::OutputStream::Stdout as i32,
+            runtime_api::stdio_log::Stream::Stderr => v1::OutputStream::Stderr as i32,
         },
         data: e.bytes(),
         timestamp_ms: crate::fsutil::rfc3339_to_ms(&e.time),
@@ -1285,7 +1286,7 @@ impl Containers for ContainersService {
         let client = self.0.connect(&id).await?;
         let size = open.size.unwrap_or_default();
         let mut session = client
-            .exec(runtime::client::ExecSpec {
+            .exec(runtime_api::client::ExecSpec {
                 args: open.args.clone(),
                 env: open.env.clone(),
                 cwd: open.working_dir.clone(),
@@ -1322,7 +1323,9 @@ impl Containers for ContainersService {
                     _ => return Err(runtime_error(e).into()),
                 };
                 let message = match &e {
-                    runtime::client::ClientError::Rpc { status, .. } => status.message().to_owned(),
+                    runtime_api::client::ClientError::Rpc { status, .. } => {
+                        status.message().to_owned()
+                    }
                     other => other.to_string(),
                 };
                 let _ = tx
@@ -1679,7 +1682,7 @@ fn tail_bytes(data: &[u8], n: usize) -> &[u8] {
 async fn stat_and_stream(
     client: &RuntimeClient,
     path: &str,
-) -> Result<(v1::PathStat, Vec<u8>, Streaming<runtime::pb::DataChunk>), ApiError> {
+) -> Result<(v1::PathStat, Vec<u8>, Streaming<runtime_api::pb::DataChunk>), ApiError> {
     if !path.starts_with('/') {
         return Err(ApiError::invalid_argument(format!(
             "{path:?} is not an absolute path"
@@ -1770,8 +1773,8 @@ fn parse_first_entry(data: &[u8], path: &str) -> Option<v1::PathStat> {
 }
 
 enum Session {
-    Attach(runtime::client::StdioSession),
-    Exec(runtime::client::ExecSession),
+    Attach(runtime_api::client::StdioSession),
+    Exec(runtime_api::client::ExecSession),
 }
 
 impl Session {
@@ -1782,7 +1785,7 @@ impl Session {
         }
     }
 
-    async fn next(&mut self) -> Result<Option<StdioEvent>, runtime::client::ClientError> {
+    async fn next(&mut self) -> Result<Option<StdioEvent>, runtime_api::client::ClientError> {
         match self {
             Session::Attach(s) => s.next().await,
             Session::Exec(s) => s.next().await,

@@ -117,28 +117,44 @@ fn find_runtime_binary() -> PathBuf {
     PathBuf::from("container-runtime")
 }
 
-/// Whether `pid` is a live `container-runtime` process (not a zombie, not a reused pid).
-pub(crate) fn runtime_alive(pid: u32) -> bool {
-    if pid == 0 {
-        return false;
+/// Where a live runtime's container is, asked over its socket (None when it does not
+/// answer within `timeout`: still booting, or on its way out).
+pub(crate) async fn live_status(
+    bundle: &runtime_api::Bundle,
+    timeout: Duration,
+) -> Option<runtime_api::pb::StateResponse> {
+    let client = runtime_api::RuntimeClient::connect(&bundle.socket(), timeout)
+        .await
+        .ok()?;
+    tokio::time::timeout(timeout, client.state())
+        .await
+        .ok()?
+        .ok()
+}
+
+/// Stops a runtime whose container was booted for a start that never came (the daemon died
+/// in between): once its socket answers (it may still be booting), if the container is
+/// still only created, stop it; the runtime then shuts its VM down and exits.
+async fn stop_interrupted_start(bundle: runtime_api::Bundle, id: String) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while bundle.runtime_alive() && Instant::now() < deadline {
+        if let Ok(client) =
+            runtime_api::RuntimeClient::connect(&bundle.socket(), Duration::from_secs(5)).await
+        {
+            match client.state().await {
+                Ok(s) if s.status == runtime_api::pb::Status::Created as i32 => {
+                    tracing::info!(%id, "stopping a runtime whose start was interrupted");
+                    let _ = client
+                        .stop(Some(libc::SIGKILL as u32), Some(Duration::ZERO))
+                        .await;
+                }
+                // Started meanwhile, or finished: not an interrupted start any more.
+                _ => {}
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state letter follows the parenthesised command name.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim().chars().next());
-    if matches!(state, Some('Z') | Some('X') | None) {
-        return false;
-    }
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| {
-            c.split(|b| *b == 0)
-                .next()
-                .is_some_and(|argv0| argv0.ends_with(b"container-runtime"))
-        })
-        .unwrap_or(false)
 }
 
 impl Daemon {
@@ -204,37 +220,45 @@ impl Daemon {
         let mut restart = Vec::new();
         for mut record in records {
             let bundle = self.bundle(&record.id);
-            let state = runtime::State::load(&bundle.state()).ok();
-            let alive = state.as_ref().is_some_and(|s| runtime_alive(s.runtime_pid));
-            let runtime_running = state
+            // Liveness is the runtime's lock; a live runtime is asked over its socket, a dead
+            // one's final record is read from its bundle.
+            let alive = bundle.runtime_alive();
+            let live = if alive {
+                live_status(&bundle, Duration::from_secs(2)).await
+            } else {
+                None
+            };
+            let last = if alive {
+                None
+            } else {
+                runtime_api::State::load(&bundle.state()).ok()
+            };
+            let live_created =
+                live.as_ref().map(|s| s.status) == Some(runtime_api::pb::Status::Created as i32);
+            let live_running =
+                live.as_ref().map(|s| s.status) == Some(runtime_api::pb::Status::Running as i32);
+            let last_running = last
                 .as_ref()
-                .is_some_and(|s| s.status != runtime::Status::Stopped);
-            let booted_not_started = alive
-                && record.phase != Phase::Running
-                && state
-                    .as_ref()
-                    .is_some_and(|s| s.status == runtime::Status::Created);
-            if booted_not_started {
-                // The daemon died between booting the VM and starting the process: nobody
-                // asked for that VM any more. The runtime shuts it down on SIGTERM.
-                if let Some(s) = &state {
-                    tracing::info!(id = %record.id, "stopping a runtime whose start was interrupted");
-                    // SAFETY: kill(2) on a verified container-runtime pid; no memory involved.
-                    unsafe { libc::kill(s.runtime_pid as i32, libc::SIGTERM) };
+                .is_some_and(|s| s.status != runtime_api::Status::Stopped);
+            if alive && record.phase != Phase::Running && !live_running {
+                // The daemon died between booting the VM and starting the process (or the
+                // runtime still boots for that start): nobody asked for that VM any more.
+                if live_created || live.is_none() {
+                    let (bundle, id) = (bundle.clone(), record.id.clone());
+                    tokio::spawn(stop_interrupted_start(bundle, id));
                 }
-            } else if record.phase == Phase::Running || runtime_running {
-                if alive && runtime_running {
-                    record.phase = Phase::Running;
-                    adopt.push(record.id.clone());
-                } else {
-                    mark_stopped(&mut record, state.as_ref());
-                    tracing::info!(id = %record.id, code = ?record.exit_code, "runtime gone: container marked stopped");
-                    if let Err(e) = record.save(bundle.dir()) {
-                        tracing::warn!("saving {}: {e}", record.id);
-                    }
-                    if record.options().is_ok_and(|o| o.auto_remove) {
-                        remove.push(record.id.clone());
-                    }
+            } else if alive {
+                // It runs (or just finished and lingers): the monitor records its end.
+                record.phase = Phase::Running;
+                adopt.push(record.id.clone());
+            } else if record.phase == Phase::Running || last_running {
+                mark_stopped(&mut record, last.as_ref());
+                tracing::info!(id = %record.id, code = ?record.exit_code, "runtime gone: container marked stopped");
+                if let Err(e) = record.save(bundle.dir()) {
+                    tracing::warn!("saving {}: {e}", record.id);
+                }
+                if record.options().is_ok_and(|o| o.auto_remove) {
+                    remove.push(record.id.clone());
                 }
             }
             // Docker's `always` restarts at daemon start even after a user's stop;
@@ -428,10 +452,10 @@ impl Daemon {
     /// A container's bundle as the runtime sees it: `containers/<id>/`, or, when that path is
     /// too long for the runtime's Unix socket (sun_path holds 107 bytes), a short symlink to
     /// it under `$TMPDIR/container-<uid>/` (re-created whenever it is needed).
-    pub(crate) fn bundle(&self, id: &str) -> runtime::Bundle {
+    pub(crate) fn bundle(&self, id: &str) -> runtime_api::Bundle {
         let real = self.dirs.dir(id);
         if real.as_os_str().len() <= MAX_BUNDLE_PATH {
-            return runtime::Bundle::new(real);
+            return runtime_api::Bundle::new(real);
         }
         let base = bundle_alias_dir();
         let link = base.join(&id[..16.min(id.len())]);
@@ -449,36 +473,50 @@ impl Daemon {
             Ok(())
         };
         match ensure() {
-            Ok(()) => runtime::Bundle::new(link),
+            Ok(()) => runtime_api::Bundle::new(link),
             Err(e) => {
                 tracing::warn!(%id, "cannot make a short bundle path: {e}");
-                runtime::Bundle::new(real)
+                runtime_api::Bundle::new(real)
             }
         }
     }
 
-    /// Waits (up to `timeout`) for a container's runtime process to be gone, then kills it
-    /// if it is still there.
+    /// Waits (up to `timeout`) for a container's runtime to be gone (its lock released). A
+    /// finished runtime only lingers to answer late State/Wait calls; the daemon has recorded
+    /// the end already, so it asks the runtime over its socket to go now. One that outlives
+    /// `timeout` is killed by the pid it reports over that socket while it still holds its lock.
     pub(crate) async fn reap_runtime(&self, id: &str, timeout: Duration) {
         let bundle = self.bundle(id);
-        let Ok(state) = runtime::State::load(&bundle.state()) else {
+        if !bundle.runtime_alive() {
             return;
-        };
-        let deadline = Instant::now() + timeout;
-        // A finished runtime only lingers to answer late State/Wait calls; the daemon has
-        // recorded the end already, so it may go now (SIGTERM makes it exit at once).
-        let finished = runtime::State::load(&bundle.state())
-            .is_ok_and(|s| s.status == runtime::Status::Stopped);
-        if finished && runtime_alive(state.runtime_pid) {
-            // SAFETY: kill(2) with a pid we verified is a container-runtime process; no
-            // memory is involved.
-            unsafe { libc::kill(state.runtime_pid as i32, libc::SIGTERM) };
         }
-        while runtime_alive(state.runtime_pid) {
+        let deadline = Instant::now() + timeout;
+        let client = runtime_api::RuntimeClient::connect(&bundle.socket(), Duration::from_secs(2))
+            .await
+            .ok();
+        if let Some(client) = &client
+            && client
+                .state()
+                .await
+                .is_ok_and(|s| s.status == runtime_api::pb::Status::Stopped as i32)
+        {
+            let _ = client.stop(None, Some(Duration::ZERO)).await;
+        }
+        while bundle.runtime_alive() {
             if Instant::now() >= deadline {
-                // SAFETY: kill(2) with a pid we verified is a container-runtime process;
-                // no memory is involved.
-                unsafe { libc::kill(state.runtime_pid as i32, libc::SIGKILL) };
+                let pid = match &client {
+                    Some(c) => c.state().await.ok().map(|s| s.runtime_pid),
+                    None => None,
+                };
+                match pid.filter(|p| *p > 0) {
+                    Some(pid) if bundle.runtime_alive() => {
+                        tracing::warn!(%id, pid, "container runtime did not exit: killing it");
+                        // SAFETY: kill(2) on the pid the runtime itself reported over its
+                        // socket while it held its bundle's lock; no memory is involved.
+                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    }
+                    _ => tracing::warn!(%id, "container runtime did not exit within {timeout:?}"),
+                }
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -502,10 +540,8 @@ async fn open_networks(
         .default_subnet()
         .map_err(|e| OpenError::State(e.to_string()))?;
     let domain = Some(properties.value("dns.domain")).filter(|d| !d.is_empty());
-    let running = |id: &str| {
-        runtime::State::load(&runtime::Bundle::new(dirs.dir(id)).state())
-            .is_ok_and(|s| s.status != runtime::Status::Stopped && runtime_alive(s.runtime_pid))
-    };
+    // A live runtime keeps what it holds; reconcile settles the rest.
+    let running = |id: &str| runtime_api::Bundle::new(dirs.dir(id)).runtime_alive();
     let networks = crate::networks::Networks::open(root, mode, subnet, domain, running)
         .await
         .map_err(OpenError::State)?;
@@ -536,7 +572,7 @@ fn prune_bundle_aliases() {
 }
 
 /// Marks a record stopped from the runtime's last state (or as failed when it has none).
-pub(crate) fn mark_stopped(record: &mut ContainerRecord, state: Option<&runtime::State>) {
+pub(crate) fn mark_stopped(record: &mut ContainerRecord, state: Option<&runtime_api::State>) {
     record.phase = Phase::Stopped;
     match state {
         Some(s) if s.exit_code.is_some() => {

@@ -356,7 +356,7 @@ pub fn runtime_config(
     config: &v1::ContainerConfig,
     image: &oci::ImageConfig,
     host: &Host,
-) -> Result<runtime::RuntimeConfig, RunSpecError> {
+) -> Result<runtime_api::RuntimeConfig, RunSpecError> {
     let hostname = if config.hostname.is_empty() {
         id[..12.min(id.len())].to_owned()
     } else {
@@ -374,7 +374,7 @@ pub fn runtime_config(
     } else {
         res.memory_bytes
     };
-    if memory_bytes < runtime::config::MIN_MEMORY_BYTES {
+    if memory_bytes < runtime_api::config::MIN_MEMORY_BYTES {
         return Err(invalid(
             "memory",
             format!("{memory_bytes} bytes is less than the minimum of 200 MiB"),
@@ -404,7 +404,7 @@ pub fn runtime_config(
                 if m.readonly {
                     options.push("ro".into());
                 }
-                tmpfs.push(runtime::config::TmpfsMount {
+                tmpfs.push(runtime_api::config::TmpfsMount {
                     destination: m.target.clone(),
                     options,
                 });
@@ -416,7 +416,7 @@ pub fn runtime_config(
                         format!("{}:{} needs absolute paths", b.source, m.target),
                     ));
                 }
-                volumes.push(runtime::config::VolumeMount {
+                volumes.push(runtime_api::config::VolumeMount {
                     path: PathBuf::from(&b.source),
                     destination: m.target.clone(),
                     read_only: m.readonly,
@@ -433,11 +433,11 @@ pub fn runtime_config(
                 if v.name.is_empty() {
                     return Err(invalid("volume", "an anonymous volume was not named"));
                 }
-                volumes.push(runtime::config::VolumeMount {
+                volumes.push(runtime_api::config::VolumeMount {
                     path: crate::volumes::image_path(&host.volumes, &v.name),
                     destination: m.target.clone(),
                     read_only: m.readonly,
-                    kind: runtime::config::VolumeKind::Block,
+                    kind: runtime_api::config::VolumeKind::Block,
                 });
             }
             None => return Err(invalid("mount", format!("{:?} has no kind", m.target))),
@@ -454,7 +454,7 @@ pub fn runtime_config(
             }
             let networks: Vec<_> = attachments
                 .iter()
-                .map(|a| runtime::config::NetworkAttachment {
+                .map(|a| runtime_api::config::NetworkAttachment {
                     mac: a.mac.to_string(),
                     attachment: vmm::NicAttachment::Tap {
                         name: a.tap.clone(),
@@ -475,7 +475,7 @@ pub fn runtime_config(
         search.push(dns_in.domain.clone());
     }
     search.extend(dns_in.search.iter().cloned());
-    let dns = runtime::config::Dns {
+    let dns = runtime_api::config::Dns {
         disabled: dns_in.disabled,
         nameservers: if dns_in.nameservers.is_empty() && !no_network {
             gateway.into_iter().collect()
@@ -486,11 +486,11 @@ pub fn runtime_config(
         options: dns_in.options.clone(),
     };
     let user = (!process.user.is_empty()).then(|| process.user.clone());
-    Ok(runtime::RuntimeConfig {
+    Ok(runtime_api::RuntimeConfig {
         id: id.to_owned(),
         hostname,
         rootfs: host.rootfs.clone(),
-        writable_layer: runtime::config::WritableLayer {
+        writable_layer: runtime_api::config::WritableLayer {
             path: host.bundle.join("rw.ext4"),
             size_bytes: WRITABLE_LAYER_BYTES,
         },
@@ -514,7 +514,7 @@ pub fn runtime_config(
         stop_signal: Some(process.stop_signal),
         stop_timeout_secs: config
             .stop_timeout_seconds
-            .unwrap_or(runtime::config::DEFAULT_STOP_TIMEOUT_SECS),
+            .unwrap_or(runtime_api::config::DEFAULT_STOP_TIMEOUT_SECS),
         dns,
         extra_hosts: vec![],
         networks,
@@ -536,7 +536,7 @@ fn user_networks(
     id: &str,
     config: &v1::ContainerConfig,
     no_network: bool,
-) -> Result<(Vec<runtime::config::NetworkAttachment>, Option<String>), RunSpecError> {
+) -> Result<(Vec<runtime_api::config::NetworkAttachment>, Option<String>), RunSpecError> {
     if config
         .networks
         .iter()
@@ -602,7 +602,7 @@ fn user_networks(
             .map(|n| n.mac_address.clone())
             .filter(|m| !m.is_empty())
             .unwrap_or_else(|| mac_for(id));
-        vec![runtime::config::NetworkAttachment {
+        vec![runtime_api::config::NetworkAttachment {
             mac,
             attachment: vmm::NicAttachment::User {
                 forwards,
@@ -618,8 +618,8 @@ fn user_networks(
 
 /// How a bind mount's host path reaches the guest: a directory is shared, a single file is
 /// shared through its parent, a Unix socket is relayed.
-fn bind_kind(source: &str) -> Result<runtime::config::VolumeKind, RunSpecError> {
-    use runtime::config::VolumeKind;
+fn bind_kind(source: &str) -> Result<runtime_api::config::VolumeKind, RunSpecError> {
+    use runtime_api::config::VolumeKind;
     use std::os::unix::fs::FileTypeExt;
     let md = std::fs::metadata(source)
         .map_err(|e| invalid("bind mount", format!("source {source}: {e}")))?;
@@ -641,8 +641,8 @@ fn bind_kind(source: &str) -> Result<runtime::config::VolumeKind, RunSpecError> 
 /// `--publish-socket`s: absolute paths on both sides, each host path once.
 fn published_sockets(
     config: &v1::ContainerConfig,
-) -> Result<Vec<runtime::config::PublishedSocket>, RunSpecError> {
-    let mut out: Vec<runtime::config::PublishedSocket> = Vec::new();
+) -> Result<Vec<runtime_api::config::PublishedSocket>, RunSpecError> {
+    let mut out: Vec<runtime_api::config::PublishedSocket> = Vec::new();
     for p in &config.published_sockets {
         if !p.host_path.starts_with('/') || !p.container_path.starts_with('/') {
             return Err(invalid(
@@ -656,7 +656,7 @@ fn published_sockets(
                 format!("{} is published twice", p.host_path),
             ));
         }
-        out.push(runtime::config::PublishedSocket {
+        out.push(runtime_api::config::PublishedSocket {
             host_path: PathBuf::from(&p.host_path),
             container_path: p.container_path.clone(),
         });

@@ -334,8 +334,11 @@ impl Daemon {
         if r.phase == Phase::Running {
             return true;
         }
-        runtime::State::load(&self.bundle(&r.id).state())
-            .is_ok_and(|s| !s.vm_pids.is_empty() && crate::daemon::runtime_alive(s.runtime_pid))
+        let bundle = self.bundle(&r.id);
+        // Liveness from the lock; whether that runtime still has a VM from its record (it
+        // empties vm_pids once the VM is down).
+        bundle.runtime_alive()
+            && runtime_api::State::load(&bundle.state()).is_ok_and(|s| !s.vm_pids.is_empty())
     }
 
     /// Claims the volumes container `id` is about to attach, or says which container holds

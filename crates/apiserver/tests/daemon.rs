@@ -134,7 +134,7 @@ fn kill_runtimes(root: &Path) {
         return;
     };
     for d in dirs.flatten() {
-        if let Ok(s) = runtime::State::load(&d.path().join("state.json")) {
+        if let Ok(s) = runtime_api::State::load(&d.path().join("state.json")) {
             let cmd = std::fs::read(format!("/proc/{}/cmdline", s.runtime_pid)).unwrap_or_default();
             if String::from_utf8_lossy(&cmd).contains("container-runtime") {
                 // SAFETY: kill(2) on a runtime this test started; no memory involved.
@@ -584,8 +584,8 @@ async fn containers_survive_restart_and_reconcile_marks_dead_runtimes() {
         serde_json::to_vec(&rec).unwrap(),
     )
     .unwrap();
-    let mut state = runtime::State::new(&web);
-    state.status = runtime::Status::Running;
+    let mut state = runtime_api::State::new(&web);
+    state.status = runtime_api::Status::Running;
     state.runtime_pid = u32::MAX - 1;
     state.exit_code = Some(3);
     state.finished_at = Some("2026-01-01T00:00:00Z".into());
@@ -1488,4 +1488,100 @@ async fn create_pulls_as_its_policy_says_with_the_callers_scheme() {
         "{}",
         err.message()
     );
+}
+
+#[tokio::test]
+async fn a_runtime_killed_with_sigkill_reads_dead_and_its_container_stops() {
+    let test = "a_runtime_killed_with_sigkill_reads_dead_and_its_container_stops";
+    let Some((_, images)) = images_env(test) else {
+        return;
+    };
+    if !vm_ready(test) {
+        return;
+    }
+    let root = Root::new();
+    let d = Daemon::start(root.path());
+    let client = d.client().await;
+    let image = load_busybox(&client, &images).await[0].clone();
+    let id = create(&client, config("victim", &image, &["sleep", "600"]))
+        .await
+        .unwrap();
+    client
+        .containers()
+        .start(v1::StartContainerRequest {
+            id: "victim".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        inspect(&client, &id).await.state(),
+        v1::ContainerState::Running
+    );
+    let bundle = runtime_api::Bundle::new(root.path().join("containers").join(&id));
+    assert!(
+        bundle.runtime_alive(),
+        "a running container's runtime holds its lock"
+    );
+    let state = runtime_api::State::load(&bundle.state()).unwrap();
+    assert!(!state.vm_pids.is_empty(), "{state:?}");
+
+    // SAFETY: kill(2) on the runtime of the container this test started; no memory involved.
+    unsafe { libc::kill(state.runtime_pid as i32, libc::SIGKILL) };
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let info = loop {
+        let info = inspect(&client, &id).await;
+        if info.state() == v1::ContainerState::Stopped {
+            break info;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon still shows the container {:?} after its runtime was killed",
+            info.state()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!bundle.runtime_alive(), "the lock died with the runtime");
+    assert_eq!(info.exit_code, 255);
+    assert!(
+        info.error
+            .contains("runtime exited without recording an exit code"),
+        "{}",
+        info.error
+    );
+    // The VM's processes go with their runtime (PR_SET_PDEATHSIG), so nothing holds the lock.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state
+        .vm_pids
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "VM processes outlived the runtime"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The container starts again from its stopped state.
+    client
+        .containers()
+        .start(v1::StartContainerRequest {
+            id: "victim".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        inspect(&client, &id).await.state(),
+        v1::ContainerState::Running
+    );
+    client
+        .containers()
+        .delete(v1::DeleteContainerRequest {
+            id: id.clone(),
+            force: true,
+            remove_volumes: true,
+        })
+        .await
+        .unwrap();
+    assert!(!bundle.dir().exists());
 }

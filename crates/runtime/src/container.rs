@@ -31,17 +31,16 @@ use vmm::{
     VsockStream,
 };
 
-use crate::bundle::Bundle;
-use crate::config::{ConfigError, RuntimeConfig, VolumeKind};
-use crate::state::{
+use runtime_api::bundle::Bundle;
+use runtime_api::config::{RuntimeConfig, VolumeKind};
+use runtime_api::state::{
     EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_RUNTIME_FAILED, State, Status, one_line,
 };
-use crate::stdio_log::{StdioLog, Stream, Utf8Carry};
+use runtime_api::stdio_log::{StdioLog, Stream, Utf8Carry};
 
-/// The guest directory holding everything of the container.
-pub const GUEST_DIR: &str = "/run/container";
-/// The container's root in the guest.
-pub const GUEST_ROOTFS: &str = "/run/container/rootfs";
+pub use crate::error::ContainerError;
+pub use crate::guest_layout::{GUEST_DIR, GUEST_ROOTFS};
+
 /// The first host vsock port handed out for stdio (as Apple's runtime does).
 pub const FIRST_STDIO_PORT: u32 = 0x1000_0000;
 /// How long the guest agent may take to answer after the VM started (TCG boots are slow).
@@ -52,69 +51,6 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the guest clock is set again.
 const TIME_SYNC_INTERVAL: Duration = Duration::from_secs(30);
-
-/// Errors of running a container.
-#[derive(Debug, thiserror::Error)]
-pub enum ContainerError {
-    /// The config is unusable.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The writable layer could not be created.
-    #[error("cannot create the writable layer {path}")]
-    WritableLayer {
-        /// The layer's path.
-        path: std::path::PathBuf,
-        /// Why.
-        #[source]
-        source: ext4::Error,
-    },
-    /// The VM failed to boot or a VMM call failed.
-    #[error("vm: {0}")]
-    Vm(#[from] VmError),
-    /// A guest agent call failed.
-    #[error("{step}: {source}")]
-    Agent {
-        /// What the runtime was doing.
-        step: String,
-        /// The agent's error.
-        source: ClientError,
-    },
-    /// The init process or an exec could not be started; `code` is Docker's exit code for it.
-    #[error("{message}")]
-    Start {
-        /// The guest's one-line reason.
-        message: String,
-        /// 126 (cannot execute), 127 (not found) or 125.
-        code: i32,
-    },
-    /// A host I/O operation failed.
-    #[error("{op}: {source}")]
-    Io {
-        /// What was being done.
-        op: String,
-        /// Why it failed.
-        source: std::io::Error,
-    },
-    /// The request is malformed.
-    #[error("{0}")]
-    InvalidArgument(String),
-    /// The container is not in a state that allows the request.
-    #[error("{0}")]
-    FailedPrecondition(String),
-    /// No such exec.
-    #[error("{0}")]
-    NotFound(String),
-}
-
-impl ContainerError {
-    /// The exit code state.json records for this failure.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            ContainerError::Start { code, .. } => *code,
-            _ => EXIT_RUNTIME_FAILED,
-        }
-    }
-}
 
 fn agent_err(step: impl Into<String>) -> impl FnOnce(ClientError) -> ContainerError {
     let step = step.into();
@@ -1207,7 +1143,7 @@ impl Container {
     }
 
     fn record_exit(&self, code: i32, error: Option<String>) {
-        let now = crate::fsutil::now_rfc3339();
+        let now = runtime_api::fsutil::now_rfc3339();
         if let Err(e) = self.update_state(|s| {
             s.status = Status::Stopped;
             s.exit_code = Some(code);
@@ -1293,11 +1229,6 @@ impl Container {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The config the container runs with.
-    pub fn config(&self) -> &RuntimeConfig {
-        &self.config
-    }
-
     /// Starts the init process. Returns its pid in the guest.
     pub async fn start(self: &Arc<Self>) -> Result<u32, ContainerError> {
         if self.state().status != Status::Created {
@@ -1314,7 +1245,7 @@ impl Container {
             .await
         {
             Ok(r) => {
-                let now = crate::fsutil::now_rfc3339();
+                let now = runtime_api::fsutil::now_rfc3339();
                 let saved = self.update_state(|s| {
                     s.status = Status::Running;
                     s.init_pid = Some(r.pid);
@@ -1366,7 +1297,7 @@ impl Container {
         let mut s = State::new(id);
         s.status = Status::Stopped;
         s.exit_code = Some(error.exit_code());
-        s.finished_at = Some(crate::fsutil::now_rfc3339());
+        s.finished_at = Some(runtime_api::fsutil::now_rfc3339());
         s.error = Some(one_line(&error.to_string()));
         s.save(&bundle.state())
     }
@@ -1796,14 +1727,14 @@ mod tests {
     #[test]
     fn copy_in_lands_in_volumes_or_the_overlay() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = crate::config::tests::sample(dir.path());
-        config.volumes = vec![crate::config::VolumeMount {
+        let mut config = runtime_api::config::testing::sample(dir.path());
+        config.volumes = vec![runtime_api::config::VolumeMount {
             path: dir.path().join("vol.ext4"),
             destination: "/data".into(),
             read_only: false,
-            kind: crate::config::VolumeKind::Block,
+            kind: runtime_api::config::VolumeKind::Block,
         }];
-        config.tmpfs = vec![crate::config::TmpfsMount {
+        config.tmpfs = vec![runtime_api::config::TmpfsMount {
             destination: "/scratch".into(),
             options: vec![],
         }];
@@ -1843,9 +1774,9 @@ mod tests {
     #[test]
     fn spec_gets_root_mounts_and_limits() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = crate::config::tests::sample(dir.path());
+        let mut config = runtime_api::config::testing::sample(dir.path());
         config.read_only = true;
-        config.tmpfs = vec![crate::config::TmpfsMount {
+        config.tmpfs = vec![runtime_api::config::TmpfsMount {
             destination: "/dev/shm".into(),
             options: vec!["size=1m".into()],
         }];

@@ -4,7 +4,8 @@
 //! image and writable disks, joins them with overlayfs in the guest, writes /etc/hostname,
 //! /etc/hosts and /etc/resolv.conf, creates the init process with its stdio over vsock,
 //! serves its gRPC API on `runtime.sock` (the daemon attaches, then calls `Start`), logs the
-//! output to `stdio.log`, relays Unix sockets between host and container ([`relay`]), keeps `state.json` current, and on the init process's exit
+//! output to `stdio.log`, relays Unix sockets between host and container (`relay`), keeps
+//! `state.json` current, and on the init process's exit
 //! records the code, shuts the VM down cleanly, keeps answering `State`/`Wait` briefly and
 //! exits. SIGTERM to the runtime stops the container the same way.
 //!
@@ -12,30 +13,15 @@
 //! (the daemon decides all of that and writes it into the config), and it talks to the
 //! hypervisor only through the `vmm` traits and to the guest only through the agent client.
 //!
-//! See [`bundle`] for the on-disk layout and [`container`] for the guest layout.
+//! What the daemon sees of a runtime (config, bundle layout, state, proto, client) lives in
+//! `runtime-api`; this crate is the side of that contract that owns a VM, and only the
+//! `container-runtime` binary uses it. See `runtime_api::bundle` for the on-disk layout and
+//! the `container` module for the guest layout.
 
-pub mod bundle;
-pub mod client;
-pub mod config;
-pub mod container;
-pub mod fsutil;
+mod container;
+mod error;
+mod guest_layout;
 pub mod maintenance;
-pub mod relay;
+mod relay;
 pub mod run;
-pub mod server;
-pub mod state;
-pub mod stdio_log;
-
-/// The API version of `runtime.proto`. Clients refuse a runtime reporting another.
-pub const RUNTIME_API_VERSION: u32 = 2;
-
-/// Generated messages, client (`runtime_client`) and server (`runtime_server`).
-#[allow(clippy::all, missing_docs)]
-pub mod pb {
-    tonic::include_proto!("container.runtime.v1");
-}
-
-pub use bundle::Bundle;
-pub use client::RuntimeClient;
-pub use config::RuntimeConfig;
-pub use state::{State, Status};
+mod server;

@@ -1,7 +1,8 @@
 //! `container-runtime --bundle DIR`: runs one container in the foreground (the daemon
 //! detaches it) and logs to `<bundle>/runtime.log` (filter: `$CONTAINER_RUNTIME_LOG`, a
 //! tracing filter, default `info`). Exits 0 once the container has run and ended, 1 when
-//! it could not be booted or served (state.json says why).
+//! it could not be booted or served (state.json says why), or when another runtime holds
+//! the bundle's `runtime.lock`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,14 +28,22 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bundle = runtime::Bundle::new(&args.bundle);
+    let bundle = runtime_api::Bundle::new(&args.bundle);
     if !args.bundle.is_dir() {
         anyhow::bail!("bundle {} is not a directory", args.bundle.display());
     }
+    // The daemon's only liveness test is this lock: take it before writing anything, and
+    // hold it until the process ends (the kernel drops it even on SIGKILL). A maintenance
+    // runtime serves a stopped container and must not make it look alive.
+    let _alive = if args.maintenance {
+        None
+    } else {
+        Some(bundle.hold_runtime_lock()?)
+    };
     // What QEMU and its helpers create (sockets, their own files) is the owner's alone too.
     // SAFETY: umask only swaps the process's file mode mask; no memory is involved.
     unsafe { libc::umask(0o077) };
-    let log = runtime::fsutil::open_private_append(&bundle.runtime_log())
+    let log = runtime_api::fsutil::open_private_append(&bundle.runtime_log())
         .with_context(|| format!("opening {}", bundle.runtime_log().display()))?;
     tracing_subscriber::fmt()
         .with_writer(std::sync::Mutex::new(log))

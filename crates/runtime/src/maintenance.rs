@@ -14,12 +14,12 @@ use tokio::io::AsyncReadExt;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::bundle::Bundle;
-use crate::config::RuntimeConfig;
 use crate::container::{ContainerError, GUEST_ROOTFS, MaintenanceVm};
-use crate::pb;
-use crate::pb::runtime_server::{Runtime, RuntimeServer};
 use crate::server::{BoxStream, relay_copy_out, to_status};
+use runtime_api::bundle::Bundle;
+use runtime_api::config::RuntimeConfig;
+use runtime_api::pb;
+use runtime_api::pb::runtime_server::{Runtime, RuntimeServer};
 
 /// Errors that end a maintenance runtime.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +52,7 @@ impl Runtime for Service {
         _: Request<pb::StateRequest>,
     ) -> Result<Response<pb::StateResponse>, Status> {
         Ok(Response::new(pb::StateResponse {
-            api_version: crate::RUNTIME_API_VERSION,
+            api_version: runtime_api::RUNTIME_API_VERSION,
             id: self.id.clone(),
             status: pb::Status::Stopped.into(),
             runtime_pid: std::process::id(),

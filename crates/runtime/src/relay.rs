@@ -25,8 +25,9 @@ use agent::v1 as pb;
 use tokio::task::JoinHandle;
 use vmm::VirtualMachine;
 
-use crate::config::{RuntimeConfig, VolumeKind};
-use crate::container::{ContainerError, GUEST_DIR};
+use crate::error::ContainerError;
+use crate::guest_layout::GUEST_DIR;
+use runtime_api::config::{RuntimeConfig, VolumeKind};
 
 /// The first host vsock port of the relays of host sockets (one per socket volume).
 pub const HOST_SOCKET_PORTS: u32 = 0x2000_0000;

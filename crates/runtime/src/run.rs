@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::bundle::Bundle;
-use crate::config::RuntimeConfig;
 use crate::container::{Container, ContainerError};
-use crate::state::State;
+use runtime_api::bundle::Bundle;
+use runtime_api::config::RuntimeConfig;
+use runtime_api::state::State;
 
 /// Errors that end the runtime.
 #[derive(Debug, thiserror::Error)]
@@ -86,8 +86,9 @@ pub async fn run(bundle: Bundle, options: RunOptions) -> Result<(), RunError> {
     };
     tracing::info!("container created; serving {}", bundle.socket().display());
     let on_signal = Arc::clone(&container);
-    // A signal also cuts the linger short: the daemon sends SIGTERM once it has recorded the
-    // end and wants the runtime gone (`run --rm` waits for that).
+    // A signal, or a Stop rpc once the container has finished, cuts the linger short: the
+    // daemon stops a finished runtime once it has recorded the end and wants it gone
+    // (`run --rm` waits for that).
     let (signalled_tx, mut signalled) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         tokio::select! {
@@ -100,6 +101,8 @@ pub async fn run(bundle: Bundle, options: RunOptions) -> Result<(), RunError> {
     });
     let ending = Arc::clone(&container);
     let linger = options.linger;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let released = Arc::clone(&release);
     let shutdown = async move {
         let f = ending.wait().await;
         tracing::info!(
@@ -109,11 +112,12 @@ pub async fn run(bundle: Bundle, options: RunOptions) -> Result<(), RunError> {
         tokio::select! {
             () = tokio::time::sleep(linger) => {}
             _ = signalled.wait_for(|s| *s) => {}
+            () = released.notified() => tracing::info!("released by a client's stop"),
         }
     };
     // A client holding a stream open must not keep the runtime alive for ever.
     let socket = bundle.socket();
-    let served = crate::server::serve(&socket, Arc::clone(&container), shutdown);
+    let served = crate::server::serve(&socket, Arc::clone(&container), release, shutdown);
     let finished = async {
         container.wait().await;
         tokio::time::sleep(linger + Duration::from_secs(3)).await;

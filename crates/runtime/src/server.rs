@@ -13,9 +13,9 @@ use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::container::{Container, ContainerError, ExecEvent, ExecRequest, Output};
-use crate::pb;
-use crate::pb::runtime_server::{Runtime, RuntimeServer};
-use crate::state::Status as LifeStatus;
+use runtime_api::pb;
+use runtime_api::pb::runtime_server::{Runtime, RuntimeServer};
+use runtime_api::state::Status as LifeStatus;
 
 /// Errors of serving.
 #[derive(Debug, thiserror::Error)]
@@ -55,19 +55,22 @@ pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Se
 #[derive(Debug, Clone)]
 pub struct Service {
     container: Arc<Container>,
+    /// Notified when a client asks a finished container to stop: the runtime stops
+    /// lingering and exits (the daemon's way to end it without a signal).
+    release: Arc<tokio::sync::Notify>,
 }
 
 impl Service {
-    /// Serves `container`.
-    pub fn new(container: Arc<Container>) -> Self {
-        Self { container }
+    /// Serves `container`; a Stop of the finished container notifies `release`.
+    pub fn new(container: Arc<Container>, release: Arc<tokio::sync::Notify>) -> Self {
+        Self { container, release }
     }
 }
 
 fn state_response(c: &Container) -> pb::StateResponse {
     let s = c.state();
     pb::StateResponse {
-        api_version: crate::RUNTIME_API_VERSION,
+        api_version: runtime_api::RUNTIME_API_VERSION,
         id: s.id,
         status: match s.status {
             LifeStatus::Created => pb::Status::Created,
@@ -284,11 +287,15 @@ impl Runtime for Service {
         let r = request.into_inner();
         let signal = (r.signal != 0).then_some(r.signal);
         let timeout = r.timeout_seconds.map(|s| Duration::from_secs(s.into()));
+        let finished = self.container.state().status == LifeStatus::Stopped;
         let exit_code = self
             .container
             .stop(signal, timeout)
             .await
             .map_err(to_status)?;
+        if finished {
+            self.release.notify_one();
+        }
         Ok(Response::new(pb::StopResponse { exit_code }))
     }
 
@@ -427,13 +434,14 @@ pub(crate) async fn relay_copy_out(
 pub async fn serve(
     socket: &Path,
     container: Arc<Container>,
+    release: Arc<tokio::sync::Notify>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     // The one binder (crates/api): 0600 in a 0700 directory; a stale socket is replaced,
     // anything that is not a socket is refused.
     let listener = api::server::bind_socket(socket).await?;
     tonic::transport::Server::builder()
-        .add_service(RuntimeServer::new(Service::new(container)))
+        .add_service(RuntimeServer::new(Service::new(container, release)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await?;
     let _ = std::fs::remove_file(socket);

@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use runtime::client::{RuntimeClient, StdinEvent, StdioEvent};
-use runtime::config::{Dns, RuntimeConfig, WritableLayer};
-use runtime::pb::ExecStart;
-use runtime::state::{State, Status};
-use runtime::stdio_log::{Stream, read_entries};
+use runtime_api::client::{RuntimeClient, StdinEvent, StdioEvent};
+use runtime_api::config::{Dns, RuntimeConfig, WritableLayer};
+use runtime_api::pb::ExecStart;
+use runtime_api::state::{State, Status};
+use runtime_api::stdio_log::{Stream, read_entries};
 use vmm_qemu::testing;
 
 /// Set by this file when it re-runs itself as a separate client process.
@@ -121,8 +121,8 @@ impl Fixture {
         Some(Fixture { dir, config })
     }
 
-    fn bundle(&self) -> runtime::Bundle {
-        runtime::Bundle::new(self.dir.path())
+    fn bundle(&self) -> runtime_api::Bundle {
+        runtime_api::Bundle::new(self.dir.path())
     }
 
     /// Writes config.json and spawns the runtime in its own session, as the daemon does.
@@ -167,7 +167,7 @@ impl Fixture {
 /// A spawned runtime process; killed if the test fails half-way.
 struct Runtime {
     child: Child,
-    bundle: runtime::Bundle,
+    bundle: runtime_api::Bundle,
 }
 
 impl Runtime {
@@ -287,7 +287,7 @@ async fn echo_hi_lands_in_stdio_log_with_exit_code_zero() {
     let mut rt = f.spawn();
     let client = rt.client().await;
     let state = client.state().await.unwrap();
-    assert_eq!(state.status, runtime::pb::Status::Created as i32);
+    assert_eq!(state.status, runtime_api::pb::Status::Created as i32);
     let created = f.state();
     assert_eq!(created.status, Status::Created);
     assert_eq!(
@@ -348,7 +348,7 @@ async fn exit_code_and_stderr_are_recorded() {
     };
     // A read-only root with a tmpfs to write to.
     f.config.read_only = true;
-    f.config.tmpfs = vec![runtime::config::TmpfsMount {
+    f.config.tmpfs = vec![runtime_api::config::TmpfsMount {
         destination: "/scratch".into(),
         options: vec!["size=1m".into()],
     }];
@@ -383,20 +383,20 @@ async fn attach_stdin_exec_and_a_killed_client() {
     std::fs::create_dir(&shared).unwrap();
     std::fs::write(shared.join("from-host"), "host bytes\n").unwrap();
     f.config.volumes = vec![
-        runtime::config::VolumeMount {
+        runtime_api::config::VolumeMount {
             path: volume,
             destination: "/data".into(),
             read_only: false,
-            kind: runtime::config::VolumeKind::Block,
+            kind: runtime_api::config::VolumeKind::Block,
         },
-        runtime::config::VolumeMount {
+        runtime_api::config::VolumeMount {
             path: shared.clone(),
             destination: "/host".into(),
             read_only: false,
-            kind: runtime::config::VolumeKind::Directory,
+            kind: runtime_api::config::VolumeKind::Directory,
         },
     ];
-    f.config.networks = vec![runtime::config::NetworkAttachment {
+    f.config.networks = vec![runtime_api::config::NetworkAttachment {
         mac: "02:42:ac:11:00:02".into(),
         attachment: vmm::NicAttachment::User {
             forwards: vec![],
@@ -437,7 +437,7 @@ async fn attach_stdin_exec_and_a_killed_client() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         client.state().await.unwrap().status,
-        runtime::pb::Status::Running as i32,
+        runtime_api::pb::Status::Running as i32,
         "killing a client stopped the container"
     );
 

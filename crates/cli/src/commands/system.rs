@@ -213,21 +213,24 @@ pub async fn stop(ctx: &Context, _: &SystemStopArgs) -> CliResult {
     ))
 }
 
-/// Whether process `pid` exists and has not exited (a zombie has).
+/// Whether process `pid` exists and has not exited (a zombie has). The one /proc reader
+/// for liveness in the product (the daemon tells runtimes' liveness by their bundle lock).
+#[cfg(target_os = "linux")]
 fn process_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !matches!(
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !matches!(
             stat.rsplit_once(')')
                 .and_then(|(_, rest)| rest.trim().chars().next()),
-            Some('Z' | 'X')
-        ),
-        // No procfs (macOS): signal 0 tells whether it exists.
-        // SAFETY: kill with signal 0 only checks the pid; it sends nothing.
-        Err(_) if !std::path::Path::new("/proc/self").exists() => unsafe {
-            libc::kill(pid, 0) == 0
-        },
-        Err(_) => false,
-    }
+            Some('Z' | 'X') | None
+        )
+    })
+}
+
+/// Whether process `pid` exists (no procfs here: signal 0 tells).
+#[cfg(not(target_os = "linux"))]
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks the pid; it sends nothing.
+    unsafe { libc::kill(pid, 0) == 0 }
 }
 
 /// `container system status`: exits 1 when the daemon is not running (Apple's rule).

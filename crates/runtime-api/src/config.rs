@@ -471,11 +471,13 @@ impl RuntimeConfig {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
+/// A sample config for tests of this crate and of the runtime (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
     use super::*;
 
-    pub(crate) fn sample(dir: &Path) -> RuntimeConfig {
+    /// A valid config whose kernel, initramfs and rootfs are stub files in `dir`.
+    pub fn sample(dir: &Path) -> RuntimeConfig {
         for f in ["rootfs.ext4", "vmlinux", "initramfs.cpio"] {
             std::fs::write(dir.join(f), b"x").unwrap();
         }
@@ -518,6 +520,12 @@ pub(crate) mod tests {
             discard_on_exit: false,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::sample;
+    use super::*;
 
     #[test]
     fn round_trips_and_refuses_unknown_fields() {

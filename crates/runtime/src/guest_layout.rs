@@ -1,0 +1,7 @@
+//! Where the container's files live in the guest: shared by the container's setup and the
+//! socket relays, so neither has to reach into the other.
+
+/// The guest directory holding everything of the container.
+pub const GUEST_DIR: &str = "/run/container";
+/// The container's root in the guest.
+pub const GUEST_ROOTFS: &str = "/run/container/rootfs";
