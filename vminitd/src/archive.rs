@@ -40,15 +40,14 @@ fn errno<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> FsErro
 }
 
 /// Opens `root` (following it: `/proc/PID/root` is how a running container's root is reached)
-/// and `path` inside it, without following `path`'s last component.
-fn open_in_root(root: &Path, path: &Path) -> Result<(OwnedFd, OwnedFd), FsError> {
+/// and `path` inside it with `flags`, resolving every symlink and `..` inside the root.
+fn open_at_root(root: &Path, path: &Path, flags: OFlag) -> Result<(OwnedFd, OwnedFd), Errno> {
     let root_fd = openat(
         nix::fcntl::AT_FDCWD,
         root,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
-    )
-    .map_err(errno("opening", root))?;
+    )?;
     let rel = path.strip_prefix("/").unwrap_or(path);
     let rel = if rel.as_os_str().is_empty() {
         Path::new(".")
@@ -56,38 +55,28 @@ fn open_in_root(root: &Path, path: &Path) -> Result<(OwnedFd, OwnedFd), FsError>
         rel
     };
     let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .flags(flags | OFlag::O_PATH | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let fd = openat2(&root_fd, rel, how).map_err(errno("opening", path))?;
+    let fd = openat2(&root_fd, rel, how)?;
     Ok((root_fd, fd))
+}
+
+/// `path` inside `root`, without following `path`'s last component.
+fn open_in_root(root: &Path, path: &Path) -> Result<(OwnedFd, OwnedFd), FsError> {
+    open_at_root(root, path, OFlag::O_NOFOLLOW).map_err(errno("opening", path))
 }
 
 /// Opens the directory `path` inside `root`, following symlinks (also the last component's)
 /// within the root: where `cp` unpacks into a container.
 pub(crate) fn open_dir_in_root(root: &Path, path: &Path) -> Result<OwnedFd, FsError> {
-    let root_fd = openat(
-        nix::fcntl::AT_FDCWD,
-        root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(errno("opening", root))?;
-    let rel = path.strip_prefix("/").unwrap_or(path);
-    let rel = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    openat2(&root_fd, rel, how).map_err(|e| {
-        if e == Errno::ENOTDIR {
-            FsError::Invalid(format!("{} is not a directory", path.display()))
-        } else {
-            errno("opening", path)(e)
-        }
-    })
+    match open_at_root(root, path, OFlag::O_DIRECTORY) {
+        Ok((_, fd)) => Ok(fd),
+        Err(Errno::ENOTDIR) => Err(FsError::Invalid(format!(
+            "{} is not a directory",
+            path.display()
+        ))),
+        Err(e) => Err(errno("opening", path)(e)),
+    }
 }
 
 /// lstat of `path` resolved inside `root`; `None` when it does not exist.
