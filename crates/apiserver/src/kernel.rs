@@ -159,17 +159,10 @@ pub fn install(
             )));
         }
     }
-    let tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(&dir)
-        .map_err(io(&dir))?;
-    std::fs::copy(binary, tmp.path()).map_err(io(binary))?;
-    tmp.as_file().sync_all().map_err(io(tmp.path()))?;
-    tmp.persist(&dest).map_err(|e| KernelError::Io {
-        path: dest.clone(),
-        source: e.error,
-    })?;
-    crate::fsutil::sync_dir(&dir).map_err(io(&dir))?;
+    let mut tmp = statefs::AtomicFile::new(&dest).map_err(io(&dir))?;
+    let mut src = std::fs::File::open(binary).map_err(io(binary))?;
+    std::io::copy(&mut src, tmp.file()).map_err(io(binary))?;
+    tmp.commit().map_err(io(&dest))?;
     Ok(dest)
 }
 

@@ -86,27 +86,13 @@ pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Stor
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Writes `data` to `path` so that a crash leaves either the old or the new file:
-/// temp file in the same directory, fsync, rename, fsync the directory.
-pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(io_err(dir))?;
-    tmp.write_all(data).map_err(io_err(tmp.path()))?;
-    tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
-    tmp.persist(path).map_err(|e| StoreError::Io {
-        path: path.to_owned(),
-        source: e.error,
-    })?;
-    sync_dir(dir)
+/// Writes `data` to `path` crash-safely and 0600 (see the `statefs` crate).
+pub(crate) fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
+    statefs::write_atomic(path, data).map_err(io_err(path))
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    statefs::sync_dir(dir).map_err(io_err(dir))
 }
 
 /// Content-addressed blobs under `<root>/content`.
