@@ -56,7 +56,9 @@ pub fn normalize_arch(arch: &str) -> String {
 /// Docker's spelling of an architecture and its variant; see the module doc.
 fn normalize_arch_variant(arch: &str, variant: Option<&str>) -> (String, Option<String>) {
     let arch = arch.to_ascii_lowercase();
-    let variant = variant.map(str::to_ascii_lowercase).filter(|v| !v.is_empty());
+    let variant = variant
+        .map(str::to_ascii_lowercase)
+        .filter(|v| !v.is_empty());
     // A bare number is a version: `7` is `v7`.
     let variant = variant.map(|v| {
         if v.starts_with(|c: char| c.is_ascii_digit()) {

@@ -38,7 +38,10 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Creates `dir` and its missing parents with mode 0700; existing directories keep theirs.
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Opens `path` for appending, creating it with mode 0600 (logs).
