@@ -1,6 +1,6 @@
-//! Writing a byte stream from the daemon (`export`, `image save`) to `-o PATH` or to stdout.
-//! A file is written whole or not at all; stdout must not be a terminal. It must not
-//! interpret the bytes.
+//! Writing a byte stream from the daemon (`export`, `image save`, `cp CONTAINER:PATH -`) to
+//! `-o PATH` or to stdout. A file is written whole or not at all; `export` and `save` refuse
+//! a terminal. It must not interpret the bytes.
 
 use std::path::{Path, PathBuf};
 
@@ -23,17 +23,7 @@ where
                     "refusing to write an archive to a terminal: use -o or redirect stdout".into(),
                 ));
             }
-            let mut stdout = tokio::io::stdout();
-            while let Some(data) = next.next_chunk().await? {
-                stdout
-                    .write_all(&data)
-                    .await
-                    .map_err(|e| CliError::io("writing stdout", e))?;
-            }
-            stdout
-                .flush()
-                .await
-                .map_err(|e| CliError::io("writing stdout", e))?;
+            to_stdout(next).await?;
         }
         Some(path) => {
             let dir = match path.parent() {
@@ -65,6 +55,21 @@ where
     Ok(())
 }
 
+/// Copies every chunk to stdout, as it comes.
+pub(crate) async fn to_stdout<S: AsyncNext>(mut next: S) -> Result<(), CliError> {
+    let mut stdout = tokio::io::stdout();
+    while let Some(data) = next.next_chunk().await? {
+        stdout
+            .write_all(&data)
+            .await
+            .map_err(|e| CliError::io("writing stdout", e))?;
+    }
+    stdout
+        .flush()
+        .await
+        .map_err(|e| CliError::io("writing stdout", e))
+}
+
 /// A source of byte chunks (the daemon's data streams).
 pub(crate) trait AsyncNext {
     /// The next chunk, or `None` at the end.
@@ -74,5 +79,17 @@ pub(crate) trait AsyncNext {
 impl AsyncNext for tonic::Streaming<v1::DataChunk> {
     async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, CliError> {
         Ok(self.message().await?.map(|c| c.data))
+    }
+}
+
+/// `cp`'s stream after its leading stat: the tar's bytes.
+impl AsyncNext for tonic::Streaming<v1::CopyOutResponse> {
+    async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, CliError> {
+        while let Some(message) = self.message().await? {
+            if let Some(v1::copy_out_response::Part::Data(data)) = message.part {
+                return Ok(Some(data));
+            }
+        }
+        Ok(None)
     }
 }
