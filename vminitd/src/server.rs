@@ -13,25 +13,11 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::errchain::chain;
 use crate::fsops::FsError;
 use crate::net::NetError;
 use crate::process::{CreateRequest, Manager, ProcessError};
 use crate::{boot, cgroup, fsops, net, relay};
-
-/// An error and its sources, "a: b: c".
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.ends_with(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
 
 fn fs_status(e: FsError) -> Status {
     let msg = chain(&e);

@@ -19,11 +19,12 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use nix::mount::{MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
 
+use crate::rootpath::resolve_in_root;
 use crate::spec::{ContainerPlan, INIT_PATH, Join, Launch, MountPlan};
 use crate::{caps, mountopt, seccomp};
 
@@ -128,7 +129,7 @@ pub fn helper_main() -> ! {
         send(
             ctrl_fd(&ctrl),
             &Report::Failed {
-                message: crate::server::chain(&e),
+                message: crate::errchain::chain(&e),
                 code: 1,
             },
         );
@@ -153,7 +154,7 @@ pub fn helper_main() -> ! {
         Ok(nix::unistd::ForkResult::Child) => {
             let (message, code) = match child(&launch, ctrl_fd(&ctrl)) {
                 Ok(never) => match never {},
-                Err((e, code)) => (crate::server::chain(&e), code),
+                Err((e, code)) => (crate::errchain::chain(&e), code),
             };
             send(ctrl_fd(&ctrl), &Report::Failed { message, code });
             exit(code)
@@ -364,50 +365,6 @@ fn finish(l: &Launch) -> Result<Never, (SetupError, i32)> {
         },
         code,
     ))
-}
-
-/// Resolves `path` inside `root` the way the container will see it: symlinks are followed
-/// as if `root` were `/`, so a link cannot lead a mount outside the rootfs.
-pub fn resolve_in_root(root: &Path, path: &str) -> PathBuf {
-    let mut parts: Vec<String> = Vec::new();
-    let mut pending: Vec<String> = path
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .map(String::from)
-        .rev()
-        .collect();
-    let mut links = 0;
-    while let Some(c) = pending.pop() {
-        match c.as_str() {
-            "." => continue,
-            ".." => {
-                parts.pop();
-                continue;
-            }
-            _ => {}
-        }
-        let candidate: PathBuf =
-            root.join(parts.iter().chain(std::iter::once(&c)).collect::<PathBuf>());
-        match fs::read_link(&candidate) {
-            Ok(target) if links < 40 => {
-                links += 1;
-                let t = target.to_string_lossy().to_string();
-                if t.starts_with('/') {
-                    parts.clear();
-                }
-                pending.extend(
-                    t.split('/')
-                        .filter(|c| !c.is_empty())
-                        .map(String::from)
-                        .rev(),
-                );
-            }
-            _ => parts.push(c),
-        }
-    }
-    let rel: PathBuf = parts.iter().collect();
-    debug_assert!(!rel.components().any(|c| matches!(c, Component::ParentDir)));
-    root.join(rel)
 }
 
 fn mkdir_all(p: &Path) -> Result<(), SetupError> {
@@ -714,20 +671,6 @@ fn readonly(p: &Path) -> Result<(), SetupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn symlinks_resolve_inside_the_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = dir.path();
-        fs::create_dir_all(r.join("run")).unwrap();
-        std::os::unix::fs::symlink("/run", r.join("var-run")).unwrap();
-        std::os::unix::fs::symlink("../../../../etc", r.join("escape")).unwrap();
-        std::os::unix::fs::symlink("/", r.join("toroot")).unwrap();
-        assert_eq!(resolve_in_root(r, "/var-run/x"), r.join("run/x"));
-        assert_eq!(resolve_in_root(r, "/escape/passwd"), r.join("etc/passwd"));
-        assert_eq!(resolve_in_root(r, "/toroot/../../proc"), r.join("proc"));
-        assert_eq!(resolve_in_root(r, "/a/./b/../c"), r.join("a/c"));
-    }
 
     #[test]
     fn reports_round_trip() {

@@ -34,31 +34,6 @@ pub enum SpecError {
     Device(String),
 }
 
-/// Docker's default masked paths, used when the spec names none.
-pub const DEFAULT_MASKED: &[&str] = &[
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/interrupts",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-
-/// Docker's default read-only paths, used when the spec names none.
-pub const DEFAULT_READONLY: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
-
 /// One mount inside the container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountPlan {
@@ -306,11 +281,11 @@ pub fn launch(spec: &Spec, inputs: LaunchInputs<'_>) -> Result<Launch, SpecError
                 mounts,
                 masked_paths: or_default(
                     linux.and_then(|l| l.masked_paths().as_ref()),
-                    DEFAULT_MASKED,
+                    &::spec::sandbox::DOCKER_MASKED_PATHS,
                 ),
                 readonly_paths: or_default(
                     linux.and_then(|l| l.readonly_paths().as_ref()),
-                    DEFAULT_READONLY,
+                    &::spec::sandbox::DOCKER_READONLY_PATHS,
                 ),
                 sysctl,
                 root_propagation: linux
@@ -420,7 +395,10 @@ mod tests {
         assert_eq!(c.mounts.len(), 2);
         assert_eq!(c.mounts[1].options[2], "mode=755");
         assert_eq!(c.masked_paths, vec!["/proc/kcore"]);
-        assert_eq!(c.readonly_paths.len(), DEFAULT_READONLY.len());
+        assert_eq!(
+            c.readonly_paths.len(),
+            ::spec::sandbox::DOCKER_READONLY_PATHS.len()
+        );
         assert_eq!(c.root_propagation, "rslave");
         assert_eq!(
             c.devices,
@@ -482,7 +460,10 @@ mod tests {
         let Join::Create(c) = &l.join else {
             panic!("expected a create")
         };
-        assert_eq!(c.masked_paths.len(), DEFAULT_MASKED.len());
+        assert_eq!(
+            c.masked_paths.len(),
+            ::spec::sandbox::DOCKER_MASKED_PATHS.len()
+        );
         assert_eq!(l.caps, CapSets::all());
         assert_eq!(l.cwd, "/");
         assert_eq!(l.umask, 0o022);

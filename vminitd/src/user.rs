@@ -173,7 +173,7 @@ pub fn home_of(uid: u32, passwd: &[PasswdEntry]) -> String {
 pub fn read_files(rootfs: &Path) -> Result<(Vec<PasswdEntry>, Vec<GroupEntry>), UserError> {
     let read = |rel: &str| -> Result<String, UserError> {
         // The files belong to the container: a symlink among them resolves inside its root.
-        let path = crate::setup::resolve_in_root(rootfs, rel);
+        let path = crate::rootpath::resolve_in_root(rootfs, rel);
         match std::fs::read_to_string(&path) {
             Ok(s) => Ok(s),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),

@@ -129,7 +129,7 @@ impl Daemon {
                 config
                     .platform
                     .parse::<oci::Platform>()
-                    .map_err(|e| oci_err(e.kind(), e))?,
+                    .map_err(|e| ApiError::invalid_argument(e.to_string()))?,
             )
         };
         let (image_ref, resolved) = self

@@ -1,33 +1,10 @@
-//! Crash-safe writes and small file-system helpers.
+//! Small helpers of the daemon: clocks, disk usage, random bytes. (Crash-safe writes live in
+//! the `statefs` crate.)
 
-use std::io::Write;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Writes `bytes` to `path` so that a reader sees the old or the new content, never a mix:
-/// a temp file beside it, fsync, rename, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir)
-}
-
-/// Creates `dir` and its missing parents with mode 0700: nothing under the app root is for
-/// other users (a root daemon's container logs and writable layers least of all). Existing
-/// directories keep their mode; [`secure_app_root`] fixes the root itself.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
+pub use statefs::{create_private_dir, open_private_append, sync_dir, write_atomic};
 
 /// Creates the app root (0700) and restricts it to 0700 when an older install left it
 /// open: with the root closed, nothing beneath it is reachable by other users whatever its
@@ -36,21 +13,6 @@ pub fn secure_app_root(root: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     create_private_dir(root)?;
     std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
-}
-
-/// Opens `path` for appending, creating it with mode 0600 (logs).
-pub fn open_private_append(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-}
-
-/// fsyncs a directory so that renames and creations in it survive a crash.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Milliseconds since the Unix epoch.
@@ -129,15 +91,5 @@ mod tests {
         );
         assert_eq!(rfc3339_to_ms("2000-02-29T00:00:00Z"), 951_782_400_000);
         assert_eq!(rfc3339_to_ms("garbage"), 0);
-    }
-
-    #[test]
-    fn atomic_write_leaves_only_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("x.json");
-        write_atomic(&p, b"1").unwrap();
-        write_atomic(&p, b"2").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"2");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -39,7 +39,7 @@ fn parse_platform(text: &str) -> Result<Option<oci::Platform>, ApiError> {
     }
     text.parse::<oci::Platform>()
         .map(Some)
-        .map_err(|e| oci_error(e.kind(), e))
+        .map_err(|e| ApiError::invalid_argument(e.to_string()))
 }
 
 /// Told when a pulled manifest's rootfs snapshot starts and finishes being built.

@@ -248,22 +248,11 @@ pub fn install(
             )));
         }
     }
-    let tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(&dir)
-        .map_err(io(&dir))?;
-    std::fs::copy(binary, tmp.path()).map_err(io(binary))?;
-    // copy() carries the source's mode over; the installed kernel is the owner's alone.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o600))
-            .map_err(io(tmp.path()))?;
-    }
-    tmp.as_file().sync_all().map_err(io(tmp.path()))?;
-    tmp.persist(&dest).map_err(|e| KernelError::Io {
-        path: dest.clone(),
-        source: e.error,
-    })?;
+    // A 0600 temp file beside the destination, renamed over it once whole.
+    let mut tmp = statefs::AtomicFile::new(&dest).map_err(io(&dir))?;
+    let mut src = std::fs::File::open(binary).map_err(io(binary))?;
+    std::io::copy(&mut src, tmp.file()).map_err(io(binary))?;
+    tmp.commit().map_err(io(&dest))?;
     // The build info goes along, or an older one is removed: it must describe this kernel.
     let info = info_path(&dest);
     let source_info = info_path(binary);

@@ -175,7 +175,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, S
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ApiError> {
     let bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
-    crate::fsutil::write_atomic(path, &bytes)
+    statefs::write_atomic(path, &bytes)
         .map_err(|e| ApiError::internal(format!("writing {}: {e}", path.display())))
 }
 

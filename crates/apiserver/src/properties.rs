@@ -346,7 +346,7 @@ impl Properties {
             path: self.path.clone(),
             message: e.to_string(),
         })?;
-        crate::fsutil::write_atomic(&self.path, &bytes).map_err(|e| PropertyError::Io {
+        statefs::write_atomic(&self.path, &bytes).map_err(|e| PropertyError::Io {
             path: self.path.clone(),
             message: e.to_string(),
         })?;

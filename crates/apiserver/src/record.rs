@@ -128,7 +128,7 @@ impl ContainerRecord {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        crate::fsutil::write_atomic(&path, &bytes).map_err(io("writing", &path))
+        statefs::write_atomic(&path, &bytes).map_err(io("writing", &path))
     }
 
     /// Reads the record of the container directory `dir`.
@@ -179,7 +179,7 @@ impl ContainerDirs {
             record.save(&tmp)?;
             let dest = self.dir(&record.id);
             std::fs::rename(&tmp, &dest).map_err(io("renaming", &dest))?;
-            crate::fsutil::sync_dir(&self.root).map_err(io("syncing", &self.root))
+            statefs::sync_dir(&self.root).map_err(io("syncing", &self.root))
         })();
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -193,7 +193,7 @@ impl ContainerDirs {
         let dir = self.dir(id);
         let gone = self.root.join(format!("{GONE_PREFIX}{id}"));
         std::fs::rename(&dir, &gone).map_err(io("renaming", &dir))?;
-        crate::fsutil::sync_dir(&self.root).map_err(io("syncing", &self.root))?;
+        statefs::sync_dir(&self.root).map_err(io("syncing", &self.root))?;
         std::fs::remove_dir_all(&gone).map_err(io("removing", &gone))
     }
 

@@ -51,31 +51,6 @@ pub const DEFAULT_CAPS: &[&str] = &spec::capability::DOCKER_DEFAULT_CAPABILITIES
 /// Every capability Linux knows (for `--cap-add ALL`).
 const ALL_CAPS: &[&str] = &spec::capability::CAPABILITIES;
 
-/// Docker's masked paths.
-pub const MASKED_PATHS: &[&str] = &[
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/interrupts",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-
-/// Docker's read-only paths.
-pub const READONLY_PATHS: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
-
 /// Docker's default open-files limit.
 pub const DEFAULT_NOFILE: u64 = 1_048_576;
 
@@ -299,8 +274,8 @@ pub fn oci_spec(
         },
         "linux": {
             "resources": resources,
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
+            "maskedPaths": spec::sandbox::DOCKER_MASKED_PATHS,
+            "readonlyPaths": spec::sandbox::DOCKER_READONLY_PATHS,
         },
     });
     serde_json::from_value(value).map_err(|e| invalid("runtime spec", e.to_string()))

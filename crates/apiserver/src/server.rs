@@ -101,7 +101,7 @@ impl RootLock {
         }
         // The pid goes into its own file, replaced atomically: the lock stays on the lock
         // file's inode, which a rename would not keep.
-        crate::fsutil::write_atomic(&pid_path, format!("{}\n", std::process::id()).as_bytes())
+        statefs::write_atomic(&pid_path, format!("{}\n", std::process::id()).as_bytes())
             .map_err(io("writing", &pid_path))?;
         Ok(RootLock { _file: file })
     }

@@ -196,7 +196,7 @@ pub fn create(volumes: &Path, name: &str, new: &NewVolume) -> Result<VolumeMeta,
         anonymous: new.anonymous,
     };
     let json = serde_json::to_vec_pretty(&meta).map_err(|e| fail(e.to_string()))?;
-    crate::fsutil::write_atomic(&tmp.path().join(META), &json).map_err(|e| fail(e.to_string()))?;
+    statefs::write_atomic(&tmp.path().join(META), &json).map_err(|e| fail(e.to_string()))?;
     let tmp = tmp.keep();
     // rename(2) onto an existing, non-empty directory fails: a racing create loses here.
     if let Err(e) = std::fs::rename(&tmp, volumes.join(name)) {
@@ -207,7 +207,7 @@ pub fn create(volumes: &Path, name: &str, new: &NewVolume) -> Result<VolumeMeta,
             fail(e.to_string())
         });
     }
-    crate::fsutil::sync_dir(volumes).map_err(|e| fail(e.to_string()))?;
+    statefs::sync_dir(volumes).map_err(|e| fail(e.to_string()))?;
     Ok(meta)
 }
 
@@ -262,7 +262,7 @@ pub fn remove(volumes: &Path, name: &str) -> Result<(), VolumeError> {
         Err(e) => return Err(fail(e)),
         Ok(()) => {}
     }
-    crate::fsutil::sync_dir(volumes).map_err(fail)?;
+    statefs::sync_dir(volumes).map_err(fail)?;
     std::fs::remove_dir_all(&gone).map_err(fail)
 }
 

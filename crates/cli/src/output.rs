@@ -26,6 +26,21 @@ pub fn table<S: AsRef<str>>(headers: &[&str], rows: &[Vec<S>]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// What a prune removed, one ID a line, and the space it gave back (Apple's wording for
+/// nothing).
+pub fn pruned(p: &v1::PruneResponse) -> String {
+    let mut s: String = p.deleted.iter().map(|id| format!("{id}\n")).collect();
+    if p.reclaimed_bytes == 0 {
+        s.push_str("Reclaimed Zero KB in disk space\n");
+    } else {
+        s.push_str(&format!(
+            "Reclaimed {} in disk space\n",
+            spec::human_bytes(p.reclaimed_bytes)
+        ));
+    }
+    s
+}
+
 /// Milliseconds since the epoch as ISO 8601 UTC (`2026-11-23T16:31:36Z`); empty for 0.
 pub fn iso8601(ms: i64) -> String {
     if ms <= 0 {
@@ -458,6 +473,23 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn prune_report_names_each_removed_id_then_the_space() {
+        let none = v1::PruneResponse::default();
+        assert_eq!(pruned(&none), "Reclaimed Zero KB in disk space\n");
+        let some = v1::PruneResponse {
+            deleted: vec!["a1".into(), "b2".into()],
+            reclaimed_bytes: 2048,
+        };
+        assert_eq!(
+            pruned(&some),
+            format!(
+                "a1\nb2\nReclaimed {} in disk space\n",
+                spec::human_bytes(2048)
+            )
+        );
     }
 
     #[test]

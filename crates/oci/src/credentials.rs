@@ -155,8 +155,8 @@ impl FileCredentialStore {
                 })
             })?;
         }
-        // Serialising strings cannot fail. atomic_write creates the temp file 0600
-        // (tempfile's default), so the secret is never readable by others, even briefly.
+        // Serialising strings cannot fail. atomic_write creates the temp file 0600, so the
+        // secret is never readable by others, even briefly.
         let json = serde_json::to_vec_pretty(file).unwrap_or_default();
         atomic_write(&self.path, &json).map_err(CredentialError::Write)
     }

@@ -5,13 +5,13 @@
 //! only when complete, so a visible `rootfs.ext4` is always whole. Concurrent callers for
 //! the same manifest wait on a per-snapshot `flock` and then reuse the finished image.
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::PathBuf;
 
 use crate::digest::Digest;
 use crate::layer::{LayerError, open_layer};
 use crate::manifest::{Manifest, ManifestError};
-use crate::store::{Store, StoreError, io_err, sync_dir};
+use crate::store::{Store, StoreError, io_err};
 
 const ROOTFS: &str = "rootfs.ext4";
 const TMP_PREFIX: &str = "rootfs.ext4.tmp-";
@@ -100,29 +100,18 @@ pub fn ensure_rootfs(
         }
         .into());
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(TMP_PREFIX)
-        .tempfile_in(&dir)
-        .map_err(io_err(&dir))?
-        .into_temp_path();
+    let tmp = statefs::AtomicFile::with_prefix(&path, TMP_PREFIX).map_err(io_err(&dir))?;
     let ext4_err = |source| SnapshotError::Ext4 {
         digest: manifest.clone(),
         source,
     };
-    let mut builder = ext4::Ext4Builder::new(&tmp, options.clone()).map_err(ext4_err)?;
+    let mut builder = ext4::Ext4Builder::new(tmp.path(), options.clone()).map_err(ext4_err)?;
     for layer in &m.layers {
         builder
             .apply_layer(open_layer(store.content(), layer)?)
             .map_err(ext4_err)?;
     }
     builder.finish().map_err(ext4_err)?;
-    File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err(tmp.to_path_buf()))?;
-    tmp.persist(&path).map_err(|e| StoreError::Io {
-        path: path.clone(),
-        source: e.error,
-    })?;
-    sync_dir(&dir)?;
+    tmp.commit().map_err(io_err(&path))?;
     Ok(Snapshot { path, built: true })
 }

@@ -89,11 +89,7 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Creates `dir` and its missing parents with mode 0700: the store lives under the app root,
 /// whose contents are the owner's alone.
 pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    statefs::create_private_dir(dir)
 }
 
 /// Opens `path` read-write, creating it with mode 0600, without truncating it.
@@ -108,27 +104,13 @@ pub(crate) fn open_private(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
-/// Writes `data` to `path` so that a crash leaves either the old or the new file:
-/// temp file in the same directory, fsync, rename, fsync the directory.
+/// Writes `data` to `path` crash-safely and 0600 (see the `statefs` crate).
 pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(io_err(dir))?;
-    tmp.write_all(data).map_err(io_err(tmp.path()))?;
-    tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
-    tmp.persist(path).map_err(|e| StoreError::Io {
-        path: path.to_owned(),
-        source: e.error,
-    })?;
-    sync_dir(dir)
+    statefs::write_atomic(path, data).map_err(io_err(path))
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    statefs::sync_dir(dir).map_err(io_err(dir))
 }
 
 /// Content-addressed blobs under `<root>/content`.

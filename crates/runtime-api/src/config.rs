@@ -292,7 +292,7 @@ impl RuntimeConfig {
     /// Writes the config to `path` atomically (temp file, fsync, rename, fsync the dir).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        crate::fsutil::write_atomic(path, &bytes)
+        statefs::write_atomic(path, &bytes)
     }
 
     /// Checks what the runtime relies on; touches the file system only to check that the

@@ -1,33 +1,9 @@
-//! Crash-safe file writes and timestamps.
+//! Timestamps as the runtime records them in state.json and logs. (Crash-safe writes live in
+//! the `statefs` crate.)
 
-use std::io::Write;
-use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Writes `bytes` to `path` so that a reader sees the old or the new content, never a mix:
-/// a temp file beside it, fsync, rename, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Opens `path` for appending, creating it with mode 0600: a container's output is its
-/// owner's alone, whatever the process's umask.
-pub fn open_private_append(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-}
+pub use statefs::{open_private_append, write_atomic};
 
 /// `time` as RFC 3339 in UTC with nanoseconds, e.g. `2026-11-23T16:47:01.123456789Z`.
 pub fn rfc3339_nanos(time: SystemTime) -> String {
@@ -79,15 +55,5 @@ mod tests {
         assert_eq!(rfc3339_nanos(t), "2026-11-23T16:47:01.123456789Z");
         let t = UNIX_EPOCH + Duration::new(4_107_542_399, 0);
         assert_eq!(rfc3339_nanos(t), "2100-02-28T23:59:59.000000000Z");
-    }
-
-    #[test]
-    fn atomic_write_replaces_whole_and_leaves_no_temp() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("state.json");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

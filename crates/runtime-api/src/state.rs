@@ -81,7 +81,7 @@ impl State {
     /// Writes it atomically.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        crate::fsutil::write_atomic(path, &bytes)
+        statefs::write_atomic(path, &bytes)
     }
 }
 

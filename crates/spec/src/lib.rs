@@ -20,6 +20,7 @@ pub mod network;
 pub mod platform;
 pub mod port;
 pub mod restart;
+pub mod sandbox;
 pub mod signal;
 pub mod size;
 pub mod socket;

@@ -1,7 +1,14 @@
-//! `--platform os/arch[/variant]`, and `--os`/`--arch` that it overrides.
+//! Image platforms: `--platform os/arch[/variant]`, the `--os`/`--arch` it overrides, the
+//! platforms in image indexes and configs, and which of them satisfies a request.
 //!
-//! Architecture names are normalised to the OCI spelling (`x86_64` → `amd64`, `aarch64` →
-//! `arm64`, `arm64/v8` → `arm64`), so `--arch` takes what `uname -m` prints too.
+//! One normalisation for all of them, Docker's (containerd's `platforms.Normalize`):
+//! everything lower case; `x86_64`/`x86-64` → `amd64` (variant `v1` is the baseline, so
+//! dropped); `aarch64` → `arm64` (variant `8`, `v8`, `v8.0` is the default, so dropped);
+//! `armhf` → `arm/v7`, `armel` → `arm/v6`; `i386`/`i686` → `386`; a bare numeric variant
+//! gains its `v` (`arm/7` → `arm/v7`); `macos` → `darwin`. So `--arch` takes what `uname -m`
+//! prints too, and `linux/arm64/v8` in an index is the same platform as `linux/arm64`.
+//! Where Docker would read a bare `arm` as `arm/v7`, this leaves the variant open: a request
+//! for `linux/arm` takes any arm variant an index offers.
 
 use std::fmt;
 use std::str::FromStr;
@@ -41,34 +48,63 @@ fn is_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-/// The OCI spelling of an architecture name.
+/// The OCI spelling of an architecture name, without its variant (`x86_64` → `amd64`).
 pub fn normalize_arch(arch: &str) -> String {
-    match arch.to_ascii_lowercase().as_str() {
-        "x86_64" | "x86-64" => "amd64".to_owned(),
-        "aarch64" => "arm64".to_owned(),
-        "armhf" | "armel" => "arm".to_owned(),
-        "i386" | "i686" => "386".to_owned(),
-        other => other.to_owned(),
-    }
+    normalize_arch_variant(arch, None).0
+}
+
+/// Docker's spelling of an architecture and its variant; see the module doc.
+fn normalize_arch_variant(arch: &str, variant: Option<&str>) -> (String, Option<String>) {
+    let arch = arch.to_ascii_lowercase();
+    let variant = variant
+        .map(str::to_ascii_lowercase)
+        .filter(|v| !v.is_empty());
+    // A bare number is a version: `7` is `v7`.
+    let variant = variant.map(|v| {
+        if v.starts_with(|c: char| c.is_ascii_digit()) {
+            format!("v{v}")
+        } else {
+            v
+        }
+    });
+    let (arch, variant) = match arch.as_str() {
+        "x86_64" | "x86-64" | "amd64" => ("amd64", variant.filter(|v| v != "v1")),
+        "aarch64" | "arm64" => ("arm64", variant.filter(|v| v != "v8" && v != "v8.0")),
+        "armhf" => ("arm", Some("v7".to_owned())),
+        "armel" => ("arm", Some("v6".to_owned())),
+        "i386" | "i686" => ("386", variant),
+        other => (other, variant),
+    };
+    (arch.to_owned(), variant)
 }
 
 impl Platform {
     /// Builds a normalised platform.
     pub fn new(os: &str, arch: &str, variant: Option<&str>) -> Platform {
-        let architecture = normalize_arch(arch);
-        let variant = variant
-            .map(str::to_ascii_lowercase)
-            .filter(|v| !(v.is_empty() || (architecture == "arm64" && v == "v8")));
+        let (architecture, variant) = normalize_arch_variant(arch, variant);
+        let os = match os.to_ascii_lowercase().as_str() {
+            "macos" => "darwin".to_owned(),
+            other => other.to_owned(),
+        };
         Platform {
-            os: os.to_ascii_lowercase(),
+            os,
             architecture,
             variant,
         }
     }
 
-    /// Linux on the host's CPU: what a run without platform flags asks for.
-    pub fn host_linux() -> Platform {
+    /// Linux on the host's CPU: what a run or pull without platform flags asks for
+    /// (containers are Linux guests on every host).
+    pub fn host() -> Platform {
         Platform::new("linux", std::env::consts::ARCH, None)
+    }
+
+    /// Whether an image built for `other` satisfies a request for `self`. A request
+    /// without variant accepts any variant.
+    pub fn matches(&self, other: &Platform) -> bool {
+        self.os == other.os
+            && self.architecture == other.architecture
+            && (self.variant.is_none() || self.variant == other.variant)
     }
 
     /// Resolves `--platform`, `--os` and `--arch`: `--platform` wins over both; an absent
@@ -181,7 +217,62 @@ mod tests {
         );
     }
 
+    #[test]
+    fn docker_spellings_are_one_platform() {
+        let same = |a: &str, b: &str| {
+            assert_eq!(
+                a.parse::<Platform>().unwrap(),
+                b.parse::<Platform>().unwrap(),
+                "{a} and {b}"
+            )
+        };
+        same("linux/x86-64", "linux/amd64");
+        same("linux/amd64/v1", "linux/amd64");
+        same("linux/aarch64/8", "linux/arm64");
+        same("linux/arm64/v8.0", "linux/arm64");
+        same("linux/armhf", "linux/arm/v7");
+        same("linux/armel", "linux/arm/v6");
+        same("linux/arm/7", "linux/arm/v7");
+        same("linux/i686", "linux/386");
+        same("macos/arm64", "darwin/arm64");
+        assert_eq!(
+            Platform::new("linux", "amd64", Some("v3")).to_string(),
+            "linux/amd64/v3"
+        );
+        assert_eq!(
+            Platform::new("linux", "arm64", Some("v9")).to_string(),
+            "linux/arm64/v9"
+        );
+    }
+
+    #[test]
+    fn host_is_linux_on_this_cpu() {
+        let h = Platform::host();
+        assert_eq!(h.os, "linux");
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(h.to_string(), "linux/amd64");
+        #[cfg(target_arch = "aarch64")]
+        assert_eq!(h.to_string(), "linux/arm64");
+    }
+
+    #[test]
+    fn request_without_variant_matches_any_variant() {
+        let want: Platform = "linux/arm".parse().unwrap();
+        assert!(want.matches(&"linux/arm/v7".parse().unwrap()));
+        let want7: Platform = "linux/arm/v7".parse().unwrap();
+        assert!(!want7.matches(&"linux/arm/v6".parse().unwrap()));
+        assert!(!want.matches(&"linux/amd64".parse().unwrap()));
+        let index_entry = Platform::new("linux", "arm64", Some("v8"));
+        assert!(Platform::new("linux", "aarch64", None).matches(&index_entry));
+    }
+
     proptest! {
+        #[test]
+        fn normalising_twice_changes_nothing(os in "[A-Za-z]{1,8}", arch in "[A-Za-z0-9_-]{1,8}", variant in prop::option::of("v?[0-9](\\.[0-9])?")) {
+            let p = Platform::new(&os, &arch, variant.as_deref());
+            prop_assert_eq!(Platform::new(&p.os, &p.architecture, p.variant.as_deref()), p);
+        }
+
         #[test]
         fn display_round_trips(os in "[a-z]{1,8}", arch in "[a-z0-9]{1,8}", variant in prop::option::of("v[0-9]")) {
             let p = Platform::new(&os, &arch, variant.as_deref());

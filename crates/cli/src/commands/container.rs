@@ -10,6 +10,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::Context;
 use crate::args::*;
+use crate::commands::stream::write_stream;
 use crate::error::{CliError, CliResult};
 use crate::output;
 use crate::stdio::{self, Rpc, StdioOptions};
@@ -319,7 +320,7 @@ async fn create(
             config: Some(config),
             pull: Some(v1::ImagePull {
                 policy: policy as i32,
-                scheme: crate::commands::image::scheme_value(flags.registry.scheme),
+                scheme: crate::commands::progress::scheme(flags.registry.scheme),
                 max_concurrent_downloads: flags.fetch.max_concurrent_downloads,
             }),
         })
@@ -364,10 +365,10 @@ async fn ensure_image(
         reference: config.image.clone(),
         platform: config.platform.clone(),
         all_platforms: false,
-        scheme: crate::commands::image::scheme_value(flags.registry.scheme),
+        scheme: crate::commands::progress::scheme(flags.registry.scheme),
         max_concurrent_downloads: flags.fetch.max_concurrent_downloads,
     };
-    crate::commands::image::pull_with_progress(client, request)
+    crate::commands::progress::pull_with_progress(client, request)
         .await
         .map(|_| true)
 }
@@ -834,74 +835,6 @@ pub async fn stats_cmd(ctx: &Context, a: &StatsArgs) -> CliResult {
     Ok(0)
 }
 
-/// Writes a byte stream to `-o PATH` atomically (temp file in the same directory, then
-/// rename) or to stdout, which must not be a terminal.
-pub(crate) async fn write_stream<S>(output: Option<&Path>, mut next: S) -> Result<(), CliError>
-where
-    S: AsyncNext,
-{
-    use std::io::IsTerminal;
-    match output {
-        None => {
-            if std::io::stdout().is_terminal() {
-                return Err(CliError::Usage(
-                    "refusing to write an archive to a terminal: use -o or redirect stdout".into(),
-                ));
-            }
-            let mut stdout = tokio::io::stdout();
-            while let Some(data) = next.next_chunk().await? {
-                stdout
-                    .write_all(&data)
-                    .await
-                    .map_err(|e| CliError::io("writing stdout", e))?;
-            }
-            stdout
-                .flush()
-                .await
-                .map_err(|e| CliError::io("writing stdout", e))?;
-        }
-        Some(path) => {
-            let dir = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let temp = dir.join(format!(".{name}.{}.partial", std::process::id()));
-            let io = |e| CliError::io(format!("writing {}", path.display()), e);
-            let result = async {
-                let mut file = tokio::fs::File::create(&temp).await.map_err(io)?;
-                while let Some(data) = next.next_chunk().await? {
-                    file.write_all(&data).await.map_err(io)?;
-                }
-                file.sync_all().await.map_err(io)?;
-                tokio::fs::rename(&temp, path).await.map_err(io)
-            }
-            .await;
-            if result.is_err() {
-                // Leave nothing half-written behind.
-                let _ = tokio::fs::remove_file(&temp).await;
-            }
-            result?;
-        }
-    }
-    Ok(())
-}
-
-/// A source of byte chunks (the daemon's data streams).
-pub(crate) trait AsyncNext {
-    /// The next chunk, or `None` at the end.
-    async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, CliError>;
-}
-
-impl AsyncNext for tonic::Streaming<v1::DataChunk> {
-    async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, CliError> {
-        Ok(self.message().await?.map(|c| c.data))
-    }
-}
-
 /// `container export`.
 pub async fn export_cmd(ctx: &Context, a: &ExportArgs) -> CliResult {
     let client = ctx.client().await?;
@@ -922,24 +855,8 @@ pub async fn prune_cmd(ctx: &Context, _: &PruneArgs) -> CliResult {
         .prune(v1::PruneContainersRequest {})
         .await?
         .into_inner();
-    print_pruned(&pruned)?;
+    out!("{}", output::pruned(&pruned));
     Ok(0)
-}
-
-/// Prints what a prune removed and the space it gave back (Apple's wording for nothing).
-pub(crate) fn print_pruned(pruned: &v1::PruneResponse) -> Result<(), CliError> {
-    for id in &pruned.deleted {
-        outln!("{id}");
-    }
-    if pruned.reclaimed_bytes == 0 {
-        outln!("Reclaimed Zero KB in disk space");
-    } else {
-        outln!(
-            "Reclaimed {} in disk space",
-            spec::human_bytes(pruned.reclaimed_bytes)
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use api::v1::{self, copy_in_request::Part as InPart, copy_out_response::Part as OutPart};
 use spec::CopyOperand;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -166,19 +166,7 @@ async fn copy_out(ctx: &Context, container: &str, path: &str, dst: &str) -> CliR
         }
     };
     if dst == "-" {
-        let mut stdout = tokio::io::stdout();
-        while let Some(message) = stream.message().await? {
-            if let Some(OutPart::Data(data)) = message.part {
-                stdout
-                    .write_all(&data)
-                    .await
-                    .map_err(|e| CliError::io("writing stdout", e))?;
-            }
-        }
-        stdout
-            .flush()
-            .await
-            .map_err(|e| CliError::io("writing stdout", e))?;
+        crate::commands::stream::to_stdout(stream).await?;
         return Ok(0);
     }
     let is_dir = stat.mode & S_IFMT == S_IFDIR;

@@ -2,25 +2,16 @@
 
 use std::io::IsTerminal;
 
-use api::v1::{
-    self, pull_image_response::Event as PullEvent, push_image_response::Event as PushEvent,
-};
+use api::v1::{self, push_image_response::Event as PushEvent};
 use tokio::io::AsyncReadExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::Context;
 use crate::args::*;
-use crate::commands::container::{print_pruned, write_stream};
+use crate::commands::progress::{print_progress, pull_with_progress, scheme};
+use crate::commands::stream::write_stream;
 use crate::error::{CliError, CliResult};
 use crate::output;
-
-fn scheme(s: Scheme) -> i32 {
-    match s {
-        Scheme::Auto => v1::RegistryScheme::Auto as i32,
-        Scheme::Https => v1::RegistryScheme::Https as i32,
-        Scheme::Http => v1::RegistryScheme::Http as i32,
-    }
-}
 
 fn platform(flags: &PlatformFlags) -> Result<String, CliError> {
     spec::Platform::from_flags(
@@ -30,54 +21,6 @@ fn platform(flags: &PlatformFlags) -> Result<String, CliError> {
     )
     .map(|p| p.map(|p| p.to_string()).unwrap_or_default())
     .map_err(CliError::usage)
-}
-
-/// Prints blob progress: one line per phase change (`plain` progress; no cursor tricks, so
-/// it reads the same in a terminal and in a log).
-fn print_progress(p: &v1::BlobProgress, last: &mut std::collections::HashMap<String, i32>) {
-    if last.insert(p.digest.clone(), p.phase) == Some(p.phase) {
-        return;
-    }
-    let phase = match v1::blob_progress::Phase::try_from(p.phase) {
-        Ok(v1::blob_progress::Phase::Waiting) => "waiting",
-        Ok(v1::blob_progress::Phase::Transferring) => "transferring",
-        Ok(v1::blob_progress::Phase::Verifying) => "verifying",
-        Ok(v1::blob_progress::Phase::Unpacking) => "unpacking",
-        Ok(v1::blob_progress::Phase::Done) => "done",
-        Ok(v1::blob_progress::Phase::Exists) => "already exists",
-        Err(_) => "working",
-    };
-    let size = if p.total > 0 {
-        format!(" ({})", spec::human_bytes(p.total))
-    } else {
-        String::new()
-    };
-    eprintln!("{}: {phase}{size}", output::short_digest(&p.digest));
-}
-
-/// Pulls with progress on stderr and returns the pulled image.
-pub(crate) async fn pull_with_progress(
-    client: &api::Client,
-    request: v1::PullImageRequest,
-) -> Result<v1::ImageInfo, CliError> {
-    let mut stream = client.images().pull(request).await?.into_inner();
-    let mut last = std::collections::HashMap::new();
-    while let Some(message) = stream.message().await? {
-        match message.event {
-            Some(PullEvent::Progress(p)) => print_progress(&p, &mut last),
-            Some(PullEvent::Status(s)) => eprintln!("{s}"),
-            Some(PullEvent::Image(image)) => return Ok(image),
-            None => {}
-        }
-    }
-    Err(CliError::Daemon(
-        "the pull ended without reporting the image".into(),
-    ))
-}
-
-/// The wire value of a scheme flag.
-pub(crate) fn scheme_value(s: Scheme) -> i32 {
-    scheme(s)
 }
 
 /// `container image pull`.
@@ -271,7 +214,7 @@ pub async fn prune(ctx: &Context, a: &ImagePruneArgs) -> CliResult {
         .prune(v1::PruneImagesRequest { all: a.all })
         .await?
         .into_inner();
-    print_pruned(&pruned)?;
+    out!("{}", output::pruned(&pruned));
     Ok(0)
 }
 

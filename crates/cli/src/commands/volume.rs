@@ -208,7 +208,7 @@ pub async fn prune(ctx: &Context, _: &VolumePruneArgs) -> CliResult {
         .prune(v1::PruneVolumesRequest {})
         .await?
         .into_inner();
-    crate::commands::container::print_pruned(&pruned)?;
+    out!("{}", output::pruned(&pruned));
     Ok(0)
 }
 
