@@ -19,7 +19,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::daemon::{Daemon, Entry, blocking, mark_stopped, one_line, runtime_alive};
+use crate::daemon::{Daemon, Entry, blocking, mark_stopped, runtime_alive};
+use crate::errors::one_line;
 use crate::record::{ContainerRecord, Phase};
 
 /// How long a runtime may take to boot its VM and serve its socket.
@@ -70,8 +71,8 @@ impl Daemon {
                     } else {
                         config.hostname.clone()
                     },
-                    ipv4_address: crate::runspec::USER_NET_ADDRESS.into(),
-                    ipv4_gateway: crate::runspec::USER_NET_GATEWAY.into(),
+                    ipv4_address: crate::networks::USER_NET_ADDRESS.into(),
+                    ipv4_gateway: crate::networks::USER_NET_GATEWAY.into(),
                     ..Default::default()
                 }]
             };
@@ -979,7 +980,7 @@ fn check_bind_source(source: &str) -> Result<String, ApiError> {
 }
 
 fn oci_err(kind: oci::ErrorKind, e: impl std::fmt::Display) -> ApiError {
-    crate::daemon::oci_error(kind, e)
+    crate::errors::oci_error(kind, e)
 }
 
 /// The Containers service.

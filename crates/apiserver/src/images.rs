@@ -17,7 +17,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::daemon::{Daemon, blocking, oci_error};
+use crate::daemon::{Daemon, blocking};
+use crate::errors::oci_error;
 
 type Res<T> = Result<Response<T>, Status>;
 

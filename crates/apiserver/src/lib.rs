@@ -63,16 +63,19 @@
 
 pub mod containers;
 pub mod daemon;
+pub mod errors;
 pub mod fsutil;
 pub mod images;
 pub mod kernel;
 pub mod names;
+pub mod network_service;
 pub mod networks;
 pub mod properties;
 pub mod record;
 pub mod runspec;
 pub mod server;
 pub mod system;
+pub mod volume_service;
 pub mod volumes;
 
 pub use daemon::{Daemon, DaemonOptions};

@@ -25,6 +25,15 @@ use serde::{Deserialize, Serialize};
 /// The network every container joins unless told otherwise.
 pub const DEFAULT_NETWORK: &str = "default";
 
+/// The subnet of QEMU's user-mode networking (its slirp defaults).
+pub const USER_NET_SUBNET: &str = "10.0.2.0/24";
+/// The guest address user-mode networking gives the container (QEMU's slirp defaults).
+pub const USER_NET_ADDRESS: &str = "10.0.2.15/24";
+/// Its gateway.
+pub const USER_NET_GATEWAY: &str = "10.0.2.2";
+/// Its DNS forwarder.
+pub const USER_NET_DNS: &str = "10.0.2.3";
+
 /// How the daemon connects containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -551,10 +560,7 @@ impl Networks {
         // In user mode QEMU's user-mode network is what containers really get.
         let (subnet, gateway) = match self.mode {
             Mode::Bridge => (n.def.subnet.to_string(), n.def.subnet.gateway().to_string()),
-            Mode::User => (
-                crate::runspec::USER_NET_SUBNET.to_owned(),
-                crate::runspec::USER_NET_GATEWAY.to_owned(),
-            ),
+            Mode::User => (USER_NET_SUBNET.to_owned(), USER_NET_GATEWAY.to_owned()),
         };
         v1::Network {
             name: n.def.name.clone(),
@@ -861,102 +867,5 @@ fn check_domain(domain: &str) -> Result<String, ApiError> {
         Err(ApiError::invalid_argument(format!(
             "invalid DNS domain {domain:?}"
         )))
-    }
-}
-
-/// The Networks service.
-#[derive(Debug)]
-pub struct NetworksService(pub Arc<crate::daemon::Daemon>);
-
-type Res<T> = Result<tonic::Response<T>, tonic::Status>;
-
-#[tonic::async_trait]
-impl v1::networks_server::Networks for NetworksService {
-    async fn create(&self, req: tonic::Request<v1::NetworkCreateRequest>) -> Res<v1::Network> {
-        Ok(tonic::Response::new(
-            self.0.networks.create(req.into_inner()).await?,
-        ))
-    }
-
-    async fn list(
-        &self,
-        _: tonic::Request<v1::NetworkListRequest>,
-    ) -> Res<v1::NetworkListResponse> {
-        // Endpoints carry the names the containers were started with (their DNS names).
-        let networks = self.0.networks.list().await;
-        Ok(tonic::Response::new(v1::NetworkListResponse { networks }))
-    }
-
-    async fn inspect(&self, req: tonic::Request<v1::NetworkInspectRequest>) -> Res<v1::Network> {
-        Ok(tonic::Response::new(
-            self.0.networks.inspect(&req.into_inner().name).await?,
-        ))
-    }
-
-    async fn delete(
-        &self,
-        req: tonic::Request<v1::NetworkDeleteRequest>,
-    ) -> Res<v1::NetworkDeleteResponse> {
-        let req = req.into_inner();
-        let names = if req.all {
-            let mut all = self.0.networks.names().await;
-            all.retain(|n| n != DEFAULT_NETWORK);
-            all
-        } else {
-            req.names
-        };
-        let deleted = self
-            .0
-            .networks
-            .delete(&names, |n| self.0.network_user(n))
-            .await?;
-        Ok(tonic::Response::new(v1::NetworkDeleteResponse { deleted }))
-    }
-
-    async fn prune(
-        &self,
-        _: tonic::Request<v1::NetworkPruneRequest>,
-    ) -> Res<v1::NetworkDeleteResponse> {
-        let mut unused = self.0.networks.names().await;
-        unused.retain(|n| n != DEFAULT_NETWORK && self.0.network_user(n).is_none());
-        let deleted = self
-            .0
-            .networks
-            .delete(&unused, |n| self.0.network_user(n))
-            .await?;
-        Ok(tonic::Response::new(v1::NetworkDeleteResponse { deleted }))
-    }
-
-    async fn dns_domain_create(
-        &self,
-        req: tonic::Request<v1::DnsDomainRequest>,
-    ) -> Res<v1::DnsDomainListResponse> {
-        let domains = self
-            .0
-            .networks
-            .domain_create(&req.into_inner().domain)
-            .await?;
-        Ok(tonic::Response::new(v1::DnsDomainListResponse { domains }))
-    }
-
-    async fn dns_domain_delete(
-        &self,
-        req: tonic::Request<v1::DnsDomainRequest>,
-    ) -> Res<v1::DnsDomainListResponse> {
-        let domains = self
-            .0
-            .networks
-            .domain_delete(&req.into_inner().domain)
-            .await?;
-        Ok(tonic::Response::new(v1::DnsDomainListResponse { domains }))
-    }
-
-    async fn dns_domain_list(
-        &self,
-        _: tonic::Request<v1::DnsDomainListRequest>,
-    ) -> Res<v1::DnsDomainListResponse> {
-        Ok(tonic::Response::new(v1::DnsDomainListResponse {
-            domains: self.0.networks.domains(),
-        }))
     }
 }
