@@ -1,0 +1,138 @@
+//! Logs: the init process's `stdio.log` (JSON lines) and the VM's `boot.log`, whole, their
+//! tail, or followed while the container runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::v1;
+use tokio::sync::mpsc;
+use tonic::Request;
+use tonic::codegen::BoxStream;
+
+use super::{CHUNK, Res, boxed, ok};
+use crate::daemon::Daemon;
+use crate::record::Phase;
+
+pub(super) async fn logs(
+    daemon: &Arc<Daemon>,
+    req: Request<v1::LogsRequest>,
+) -> Res<BoxStream<v1::LogChunk>> {
+    let r = req.into_inner();
+    let id = daemon.lookup(&r.id)?;
+    let bundle = daemon.bundle(&id);
+    let (tx, rx) = mpsc::channel(16);
+    let daemon = Arc::clone(daemon);
+    if r.boot {
+        let path = bundle.boot_log();
+        tokio::spawn(async move {
+            let data = tokio::fs::read(&path).await.unwrap_or_default();
+            let data = match r.tail {
+                Some(n) => tail_bytes(&data, n as usize).to_vec(),
+                None => data,
+            };
+            for c in data.chunks(CHUNK) {
+                let chunk = v1::LogChunk {
+                    stream: v1::OutputStream::Boot as i32,
+                    data: c.to_vec(),
+                    timestamp_ms: 0,
+                };
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        return ok(boxed(rx));
+    }
+    let path = bundle.stdio_log();
+    tokio::spawn(async move {
+        let mut changes = daemon.changes.subscribe();
+        let data = tokio::fs::read(&path).await.unwrap_or_default();
+        // Only whole lines: a torn last line is picked up when following.
+        let whole = data.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        let mut chunks: Vec<v1::LogChunk> = data[..whole]
+            .split(|b| *b == b'\n')
+            .filter_map(log_chunk)
+            .collect();
+        if let Some(n) = r.tail {
+            let skip = chunks.len().saturating_sub(n as usize);
+            chunks.drain(..skip);
+        }
+        for c in chunks {
+            if tx.send(Ok(c)).await.is_err() {
+                return;
+            }
+        }
+        if !r.follow {
+            return;
+        }
+        let mut offset = whole as u64;
+        loop {
+            let running = daemon.record(&id).is_ok_and(|r| r.phase == Phase::Running);
+            let data = tokio::fs::read(&path).await.unwrap_or_default();
+            if (data.len() as u64) < offset {
+                offset = 0; // a restart began a new log
+            }
+            let new = &data[offset as usize..];
+            let whole = new.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+            for c in new[..whole].split(|b| *b == b'\n').filter_map(log_chunk) {
+                if tx.send(Ok(c)).await.is_err() {
+                    return;
+                }
+            }
+            offset += whole as u64;
+            if !running {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = changes.changed() => {}
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    ok(boxed(rx))
+}
+
+/// Parses one stdio.log line into a chunk.
+fn log_chunk(line: &[u8]) -> Option<v1::LogChunk> {
+    let e: runtime::stdio_log::Entry = serde_json::from_slice(line).ok()?;
+    Some(v1::LogChunk {
+        stream: match e.stream {
+            runtime::stdio_log::Stream::Stdout => v1::OutputStream::Stdout as i32,
+            runtime::stdio_log::Stream::Stderr => v1::OutputStream::Stderr as i32,
+        },
+        data: e.bytes(),
+        timestamp_ms: crate::fsutil::rfc3339_to_ms(&e.time),
+    })
+}
+
+/// The last `n` lines of `data`.
+fn tail_bytes(data: &[u8], n: usize) -> &[u8] {
+    if n == 0 {
+        return &[];
+    }
+    let body = data.strip_suffix(b"\n").unwrap_or(data);
+    let mut seen = 0;
+    for (i, b) in body.iter().enumerate().rev() {
+        if *b == b'\n' {
+            seen += 1;
+            if seen == n {
+                return &data[i + 1..];
+            }
+        }
+    }
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail_bytes(b"a\nb\nc\n", 2), b"b\nc\n");
+        assert_eq!(tail_bytes(b"a\nb\nc", 1), b"c");
+        assert_eq!(tail_bytes(b"a\n", 5), b"a\n");
+        assert_eq!(tail_bytes(b"a\n", 0), b"");
+    }
+}
