@@ -75,6 +75,7 @@ pub mod record;
 pub mod runspec;
 pub mod server;
 pub mod system;
+pub mod tail;
 pub mod volume_service;
 pub mod volumes;
 

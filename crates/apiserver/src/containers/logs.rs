@@ -1,6 +1,7 @@
 //! Logs: the init process's `stdio.log` (JSON lines) and the VM's `boot.log`, whole, their
 //! tail, or followed while the container runs.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use tonic::codegen::BoxStream;
 use super::{CHUNK, Res, boxed, ok};
 use crate::daemon::Daemon;
 use crate::record::Phase;
+use crate::tail::LogTail;
 
 pub(super) async fn logs(
     daemon: &Arc<Daemon>,
@@ -46,18 +48,28 @@ pub(super) async fn logs(
     let path = bundle.stdio_log();
     tokio::spawn(async move {
         let mut changes = daemon.changes.subscribe();
-        let data = tokio::fs::read(&path).await.unwrap_or_default();
-        // Only whole lines: a torn last line is picked up when following.
-        let whole = data.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
-        let mut chunks: Vec<v1::LogChunk> = data[..whole]
-            .split(|b| *b == b'\n')
-            .filter_map(log_chunk)
-            .collect();
-        if let Some(n) = r.tail {
-            let skip = chunks.len().saturating_sub(n as usize);
-            chunks.drain(..skip);
+        // The log is read once, line by line; following reads only what was appended.
+        let mut log = LogTail::new(&path);
+        let mut last = VecDeque::new();
+        while let Some(line) = log.next_line().await {
+            let Some(c) = log_chunk(&line) else {
+                continue;
+            };
+            match r.tail {
+                Some(n) => {
+                    last.push_back(c);
+                    if last.len() > n as usize {
+                        last.pop_front();
+                    }
+                }
+                None => {
+                    if tx.send(Ok(c)).await.is_err() {
+                        return;
+                    }
+                }
+            }
         }
-        for c in chunks {
+        for c in last {
             if tx.send(Ok(c)).await.is_err() {
                 return;
             }
@@ -65,21 +77,16 @@ pub(super) async fn logs(
         if !r.follow {
             return;
         }
-        let mut offset = whole as u64;
         loop {
+            // Read after the check: output written before the container stopped is sent.
             let running = daemon.record(&id).is_ok_and(|r| r.phase == Phase::Running);
-            let data = tokio::fs::read(&path).await.unwrap_or_default();
-            if (data.len() as u64) < offset {
-                offset = 0; // a restart began a new log
-            }
-            let new = &data[offset as usize..];
-            let whole = new.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
-            for c in new[..whole].split(|b| *b == b'\n').filter_map(log_chunk) {
-                if tx.send(Ok(c)).await.is_err() {
+            while let Some(line) = log.next_line().await {
+                if let Some(c) = log_chunk(&line)
+                    && tx.send(Ok(c)).await.is_err()
+                {
                     return;
                 }
             }
-            offset += whole as u64;
             if !running {
                 return;
             }
