@@ -70,6 +70,7 @@ pub mod kernel;
 pub mod names;
 pub mod network_service;
 pub mod networks;
+pub mod platform;
 pub mod properties;
 pub mod record;
 pub mod runspec;

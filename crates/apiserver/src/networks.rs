@@ -56,21 +56,14 @@ impl Mode {
     /// when this process may manage host networking, user otherwise.
     pub fn choose(setting: &str) -> Result<Mode, String> {
         match setting {
-            "" | "auto" => Ok(if net::host::can_manage_host_network() {
-                Mode::Bridge
-            } else {
-                Mode::User
+            "" | "auto" => Ok(match crate::platform::bridge_unavailable() {
+                None => Mode::Bridge,
+                Some(_) => Mode::User,
             }),
-            "bridge" => {
-                if net::host::can_manage_host_network() {
-                    Ok(Mode::Bridge)
-                } else {
-                    Err(
-                        "network mode bridge needs CAP_NET_ADMIN and the ip and nft programs"
-                            .into(),
-                    )
-                }
-            }
+            "bridge" => match crate::platform::bridge_unavailable() {
+                None => Ok(Mode::Bridge),
+                Some(why) => Err(format!("network mode bridge is unavailable: {why}")),
+            },
             "user" => Ok(Mode::User),
             other => Err(format!(
                 "unknown network mode {other:?}: expected auto, bridge or user"
@@ -149,7 +142,7 @@ struct Net {
 pub struct Networks {
     dir: PathBuf,
     mode: Mode,
-    host: Option<Arc<dyn net::host::HostNetwork>>,
+    host: Option<Arc<dyn net::HostNetwork>>,
     upstreams: Vec<SocketAddr>,
     domain: Option<String>,
     nets: tokio::sync::Mutex<BTreeMap<String, Net>>,
@@ -224,10 +217,8 @@ impl Networks {
     ) -> Result<Networks, String> {
         let dir = app_root.join("networks");
         crate::fsutil::create_private_dir(&dir).map_err(|e| io(dir.display(), e))?;
-        let host: Option<Arc<dyn net::host::HostNetwork>> = match mode {
-            Mode::Bridge => Some(Arc::new(
-                net::host::LinuxBridge::new().map_err(|e| e.to_string())?,
-            )),
+        let host: Option<Arc<dyn net::HostNetwork>> = match mode {
+            Mode::Bridge => Some(crate::platform::host_network()?),
             Mode::User => None,
         };
         let upstreams = match net::host_resolvers() {
@@ -432,13 +423,13 @@ impl Networks {
         let Some(host) = &self.host else {
             return Ok(());
         };
-        let config = net::host::BridgeConfig {
-            name: net::host::bridge_name(&n.def.name),
+        let config = net::bridge::BridgeConfig {
+            name: net::bridge::bridge_name(&n.def.name),
             gateway: n.def.subnet.gateway(),
             prefix: n.def.subnet.prefix(),
             internal: n.def.internal,
             mtu: None,
-            ipv6: n.def.subnet_v6.map(|s| net::host::Ipv6Gateway {
+            ipv6: n.def.subnet_v6.map(|s| net::bridge::Ipv6Gateway {
                 gateway: s.gateway(),
                 prefix: s.prefix(),
             }),
@@ -529,7 +520,7 @@ impl Networks {
         };
         if let Err(e) = self.bring_up(&mut n).await {
             if let Some(host) = &self.host {
-                let _ = host.delete_bridge(&net::host::bridge_name(&n.def.name));
+                let _ = host.delete_bridge(&net::bridge::bridge_name(&n.def.name));
             }
             return Err(ApiError::failed_precondition(e));
         }
@@ -550,7 +541,7 @@ impl Networks {
             tracing::warn!(network = %n.def.name, "{e}");
         }
         if let Some(host) = &self.host
-            && let Err(e) = host.delete_bridge(&net::host::bridge_name(&n.def.name))
+            && let Err(e) = host.delete_bridge(&net::bridge::bridge_name(&n.def.name))
         {
             tracing::warn!(network = %n.def.name, "removing the bridge: {e}");
         }
@@ -689,9 +680,9 @@ impl Networks {
                 let address = n.ipam.allocate(id, name).map_err(|e| {
                     ApiError::failed_precondition(format!("network {net_name}: {e}"))
                 })?;
-                let tap = net::host::tap_name(&format!("{id}/{i}"));
+                let tap = net::bridge::tap_name(&format!("{id}/{i}"));
                 let mtu = (r.mtu > 0).then_some(r.mtu);
-                if let Err(e) = host.create_tap(&tap, &net::host::bridge_name(net_name), mtu) {
+                if let Err(e) = host.create_tap(&tap, &net::bridge::bridge_name(net_name), mtu) {
                     n.ipam.release(id);
                     return Err(ApiError::failed_precondition(format!(
                         "creating the network device of network {net_name}: {e}"
