@@ -248,7 +248,7 @@ impl Daemon {
             image_digest: resolved.manifest_descriptor.digest.to_string(),
             platform: image_platform.to_string(),
             created_ms: crate::fsutil::now_ms(),
-            options_pb: ContainerRecord::encode_options(&config),
+            options: crate::options::ContainerOptions::from(&config),
             labels: config
                 .labels
                 .iter()
