@@ -7,8 +7,9 @@
 //! - [`stats`]: resource usage.
 //!
 //! This module holds the service itself (thin: it parses requests and calls the modules)
-//! and the helpers they share; the modules do not call each other except `export`, which
-//! reads files through [`copy`]'s copy source.
+//! and the helpers they share. No module names another: they meet only in the daemon's
+//! methods (`stdio` starts a container through [`lifecycle`]'s, `export` reads files through
+//! [`copy`]'s copy source).
 
 pub mod copy;
 pub mod export;
