@@ -250,3 +250,48 @@ fn bad_input_is_one_line_and_leaves_nothing() {
     let left = d.ok(&["ls", "-a", "-q"]);
     assert_eq!(left.lines().count(), 1, "{left}");
 }
+
+#[test]
+fn logs_follow_streams_what_is_appended_until_the_container_stops() {
+    let Some(d) = Daemon::start("follow") else {
+        return;
+    };
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "busybox",
+        "sh",
+        "-c",
+        "echo before; sleep 3; echo after1; sleep 1; echo after2; sleep 1",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = d.ok(&["logs", "talker"]);
+    while !seen.contains("before") {
+        assert!(Instant::now() < deadline, "the container printed nothing");
+        std::thread::sleep(Duration::from_millis(100));
+        seen = d.ok(&["logs", "talker"]);
+    }
+    // Following starts mid-stream: what comes next is only appended after this point.
+    assert!(
+        !seen.contains("after2"),
+        "the test started too late: {seen}"
+    );
+    let out = d.run(&["logs", "-f", "talker"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every line once, in order, and `logs -f` returned because the container ended.
+    assert_eq!(text, "before\nafter1\nafter2\n");
+    let ls = d.ok(&["ls", "-a"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("talker ") && l.contains("stopped")),
+        "{ls}"
+    );
+    assert_eq!(d.ok(&["logs", "-n", "1", "talker"]), "after2\n");
+}

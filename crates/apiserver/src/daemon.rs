@@ -50,7 +50,7 @@ pub struct Daemon {
     pub(crate) credentials: Arc<dyn oci::CredentialStore>,
     pub(crate) runtime_binary: PathBuf,
     /// Containers being started, with the volumes they claim (name, read-only), until
-    /// their runtime shows a VM ([`crate::volumes::Claim`]).
+    /// their runtime shows a VM ([`crate::volume_service::Claim`]).
     pub(crate) starting: Mutex<std::collections::HashMap<String, Vec<(String, bool)>>>,
     /// Serialises creating and deleting volumes against containers that reference them.
     pub(crate) volume_lock: tokio::sync::Mutex<()>,
@@ -70,25 +70,6 @@ impl std::fmt::Debug for Daemon {
             .field("app_root", &self.app_root)
             .finish_non_exhaustive()
     }
-}
-
-/// Maps an error of crates/oci onto the API's kinds.
-pub(crate) fn oci_error(kind: oci::ErrorKind, message: impl std::fmt::Display) -> ApiError {
-    use api::ErrorKind as K;
-    let kind = match kind {
-        oci::ErrorKind::NotFound => K::NotFound,
-        oci::ErrorKind::AlreadyExists => K::AlreadyExists,
-        oci::ErrorKind::InvalidArgument => K::InvalidArgument,
-        oci::ErrorKind::FailedPrecondition => K::FailedPrecondition,
-        oci::ErrorKind::Unavailable => K::Unavailable,
-        oci::ErrorKind::Internal => K::Internal,
-    };
-    ApiError::new(kind, one_line(&message.to_string()))
-}
-
-/// Collapses a message onto one line.
-pub(crate) fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Runs blocking work off the async threads.

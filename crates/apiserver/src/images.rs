@@ -17,7 +17,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::daemon::{Daemon, blocking, oci_error};
+use crate::daemon::{Daemon, blocking};
+use crate::errors::oci_error;
 
 type Res<T> = Result<Response<T>, Status>;
 
@@ -79,32 +80,16 @@ impl<T: Send + 'static> oci::Progress for StreamProgress<T> {
     }
 }
 
-/// Runs a registry transfer on a thread of its own: crates/oci's pull and push futures are
-/// not `Send` (their concurrent blob streams borrow across awaits), so they cannot go to
-/// `tokio::spawn`; a current-thread runtime per transfer runs them instead.
-async fn on_own_thread<T, F>(f: impl FnOnce() -> F + Send + 'static) -> Result<T, ApiError>
+/// Runs a registry transfer as a task of the daemon's runtime, so it finishes (and its
+/// blobs land in the store) even when the client that asked goes away midway.
+async fn transfer<T, F>(f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
-    F: std::future::Future<Output = Result<T, ApiError>>,
+    F: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
 {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("registry".into())
-        .spawn(move || {
-            let result = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt.block_on(f()),
-                Err(e) => Err(ApiError::internal(format!(
-                    "starting a registry worker: {e}"
-                ))),
-            };
-            let _ = tx.send(result);
-        })
-        .map_err(|e| ApiError::internal(format!("starting a registry worker: {e}")))?;
-    rx.await
-        .map_err(|_| ApiError::internal("a registry worker died"))?
+    tokio::spawn(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("a registry transfer failed: {e}")))?
 }
 
 /// A stored image: one with a name, or one loaded without (known by its digest).
@@ -213,7 +198,7 @@ impl Daemon {
         };
         let store = Arc::clone(&self.store);
         let r = reference.clone();
-        let result = on_own_thread(move || async move {
+        let result = transfer(async move {
             client
                 .pull(&store, &r, &options, progress.as_ref())
                 .await
@@ -615,7 +600,7 @@ impl Images for ImagesService {
                 }))
                 .await;
             let store = Arc::clone(&daemon.store);
-            let result = on_own_thread(move || async move {
+            let result = transfer(async move {
                 client
                     .push(
                         &store,

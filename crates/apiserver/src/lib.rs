@@ -29,7 +29,9 @@
 //!     ├── .gone-<id>/           a container being deleted; removed on start
 //!     └── <id>/                 one container, <id> is 64 hex digits
 //!         ├── container.json    our record (atomic): id, name, image reference and digest,
-//!         │                     created time, the user's options, labels, last state
+//!         │                     created time, the user's options, labels, last state, all
+//!         │                     in the daemon's own strict types ([`record`], [`options`];
+//!         │                     a previous version's record is migrated when loaded)
 //!         ├── config.json       the runtime's strict config, rewritten at every start
 //!         ├── state.json        the runtime's state (its pid, status, exit code)
 //!         ├── stdio.log         the init process's output (JSON lines)
@@ -63,16 +65,22 @@
 
 pub mod containers;
 pub mod daemon;
+pub mod errors;
 pub mod fsutil;
 pub mod images;
 pub mod kernel;
 pub mod names;
+pub mod network_service;
 pub mod networks;
+pub mod options;
+pub mod platform;
 pub mod properties;
 pub mod record;
 pub mod runspec;
 pub mod server;
 pub mod system;
+pub mod tail;
+pub mod volume_service;
 pub mod volumes;
 
 pub use daemon::{Daemon, DaemonOptions};

@@ -25,6 +25,15 @@ use serde::{Deserialize, Serialize};
 /// The network every container joins unless told otherwise.
 pub const DEFAULT_NETWORK: &str = "default";
 
+/// The subnet of QEMU's user-mode networking (its slirp defaults).
+pub const USER_NET_SUBNET: &str = "10.0.2.0/24";
+/// The guest address user-mode networking gives the container (QEMU's slirp defaults).
+pub const USER_NET_ADDRESS: &str = "10.0.2.15/24";
+/// Its gateway.
+pub const USER_NET_GATEWAY: &str = "10.0.2.2";
+/// Its DNS forwarder.
+pub const USER_NET_DNS: &str = "10.0.2.3";
+
 /// How the daemon connects containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -47,21 +56,14 @@ impl Mode {
     /// when this process may manage host networking, user otherwise.
     pub fn choose(setting: &str) -> Result<Mode, String> {
         match setting {
-            "" | "auto" => Ok(if net::host::can_manage_host_network() {
-                Mode::Bridge
-            } else {
-                Mode::User
+            "" | "auto" => Ok(match crate::platform::bridge_unavailable() {
+                None => Mode::Bridge,
+                Some(_) => Mode::User,
             }),
-            "bridge" => {
-                if net::host::can_manage_host_network() {
-                    Ok(Mode::Bridge)
-                } else {
-                    Err(
-                        "network mode bridge needs CAP_NET_ADMIN and the ip and nft programs"
-                            .into(),
-                    )
-                }
-            }
+            "bridge" => match crate::platform::bridge_unavailable() {
+                None => Ok(Mode::Bridge),
+                Some(why) => Err(format!("network mode bridge is unavailable: {why}")),
+            },
             "user" => Ok(Mode::User),
             other => Err(format!(
                 "unknown network mode {other:?}: expected auto, bridge or user"
@@ -140,7 +142,7 @@ struct Net {
 pub struct Networks {
     dir: PathBuf,
     mode: Mode,
-    host: Option<Arc<dyn net::host::HostNetwork>>,
+    host: Option<Arc<dyn net::HostNetwork>>,
     upstreams: Vec<SocketAddr>,
     domain: Option<String>,
     nets: tokio::sync::Mutex<BTreeMap<String, Net>>,
@@ -215,10 +217,8 @@ impl Networks {
     ) -> Result<Networks, String> {
         let dir = app_root.join("networks");
         crate::fsutil::create_private_dir(&dir).map_err(|e| io(dir.display(), e))?;
-        let host: Option<Arc<dyn net::host::HostNetwork>> = match mode {
-            Mode::Bridge => Some(Arc::new(
-                net::host::LinuxBridge::new().map_err(|e| e.to_string())?,
-            )),
+        let host: Option<Arc<dyn net::HostNetwork>> = match mode {
+            Mode::Bridge => Some(crate::platform::host_network()?),
             Mode::User => None,
         };
         let upstreams = match net::host_resolvers() {
@@ -423,13 +423,13 @@ impl Networks {
         let Some(host) = &self.host else {
             return Ok(());
         };
-        let config = net::host::BridgeConfig {
-            name: net::host::bridge_name(&n.def.name),
+        let config = net::bridge::BridgeConfig {
+            name: net::bridge::bridge_name(&n.def.name),
             gateway: n.def.subnet.gateway(),
             prefix: n.def.subnet.prefix(),
             internal: n.def.internal,
             mtu: None,
-            ipv6: n.def.subnet_v6.map(|s| net::host::Ipv6Gateway {
+            ipv6: n.def.subnet_v6.map(|s| net::bridge::Ipv6Gateway {
                 gateway: s.gateway(),
                 prefix: s.prefix(),
             }),
@@ -520,7 +520,7 @@ impl Networks {
         };
         if let Err(e) = self.bring_up(&mut n).await {
             if let Some(host) = &self.host {
-                let _ = host.delete_bridge(&net::host::bridge_name(&n.def.name));
+                let _ = host.delete_bridge(&net::bridge::bridge_name(&n.def.name));
             }
             return Err(ApiError::failed_precondition(e));
         }
@@ -541,7 +541,7 @@ impl Networks {
             tracing::warn!(network = %n.def.name, "{e}");
         }
         if let Some(host) = &self.host
-            && let Err(e) = host.delete_bridge(&net::host::bridge_name(&n.def.name))
+            && let Err(e) = host.delete_bridge(&net::bridge::bridge_name(&n.def.name))
         {
             tracing::warn!(network = %n.def.name, "removing the bridge: {e}");
         }
@@ -551,10 +551,7 @@ impl Networks {
         // In user mode QEMU's user-mode network is what containers really get.
         let (subnet, gateway) = match self.mode {
             Mode::Bridge => (n.def.subnet.to_string(), n.def.subnet.gateway().to_string()),
-            Mode::User => (
-                crate::runspec::USER_NET_SUBNET.to_owned(),
-                crate::runspec::USER_NET_GATEWAY.to_owned(),
-            ),
+            Mode::User => (USER_NET_SUBNET.to_owned(), USER_NET_GATEWAY.to_owned()),
         };
         v1::Network {
             name: n.def.name.clone(),
@@ -683,9 +680,9 @@ impl Networks {
                 let address = n.ipam.allocate(id, name).map_err(|e| {
                     ApiError::failed_precondition(format!("network {net_name}: {e}"))
                 })?;
-                let tap = net::host::tap_name(&format!("{id}/{i}"));
+                let tap = net::bridge::tap_name(&format!("{id}/{i}"));
                 let mtu = (r.mtu > 0).then_some(r.mtu);
-                if let Err(e) = host.create_tap(&tap, &net::host::bridge_name(net_name), mtu) {
+                if let Err(e) = host.create_tap(&tap, &net::bridge::bridge_name(net_name), mtu) {
                     n.ipam.release(id);
                     return Err(ApiError::failed_precondition(format!(
                         "creating the network device of network {net_name}: {e}"
@@ -861,102 +858,5 @@ fn check_domain(domain: &str) -> Result<String, ApiError> {
         Err(ApiError::invalid_argument(format!(
             "invalid DNS domain {domain:?}"
         )))
-    }
-}
-
-/// The Networks service.
-#[derive(Debug)]
-pub struct NetworksService(pub Arc<crate::daemon::Daemon>);
-
-type Res<T> = Result<tonic::Response<T>, tonic::Status>;
-
-#[tonic::async_trait]
-impl v1::networks_server::Networks for NetworksService {
-    async fn create(&self, req: tonic::Request<v1::NetworkCreateRequest>) -> Res<v1::Network> {
-        Ok(tonic::Response::new(
-            self.0.networks.create(req.into_inner()).await?,
-        ))
-    }
-
-    async fn list(
-        &self,
-        _: tonic::Request<v1::NetworkListRequest>,
-    ) -> Res<v1::NetworkListResponse> {
-        // Endpoints carry the names the containers were started with (their DNS names).
-        let networks = self.0.networks.list().await;
-        Ok(tonic::Response::new(v1::NetworkListResponse { networks }))
-    }
-
-    async fn inspect(&self, req: tonic::Request<v1::NetworkInspectRequest>) -> Res<v1::Network> {
-        Ok(tonic::Response::new(
-            self.0.networks.inspect(&req.into_inner().name).await?,
-        ))
-    }
-
-    async fn delete(
-        &self,
-        req: tonic::Request<v1::NetworkDeleteRequest>,
-    ) -> Res<v1::NetworkDeleteResponse> {
-        let req = req.into_inner();
-        let names = if req.all {
-            let mut all = self.0.networks.names().await;
-            all.retain(|n| n != DEFAULT_NETWORK);
-            all
-        } else {
-            req.names
-        };
-        let deleted = self
-            .0
-            .networks
-            .delete(&names, |n| self.0.network_user(n))
-            .await?;
-        Ok(tonic::Response::new(v1::NetworkDeleteResponse { deleted }))
-    }
-
-    async fn prune(
-        &self,
-        _: tonic::Request<v1::NetworkPruneRequest>,
-    ) -> Res<v1::NetworkDeleteResponse> {
-        let mut unused = self.0.networks.names().await;
-        unused.retain(|n| n != DEFAULT_NETWORK && self.0.network_user(n).is_none());
-        let deleted = self
-            .0
-            .networks
-            .delete(&unused, |n| self.0.network_user(n))
-            .await?;
-        Ok(tonic::Response::new(v1::NetworkDeleteResponse { deleted }))
-    }
-
-    async fn dns_domain_create(
-        &self,
-        req: tonic::Request<v1::DnsDomainRequest>,
-    ) -> Res<v1::DnsDomainListResponse> {
-        let domains = self
-            .0
-            .networks
-            .domain_create(&req.into_inner().domain)
-            .await?;
-        Ok(tonic::Response::new(v1::DnsDomainListResponse { domains }))
-    }
-
-    async fn dns_domain_delete(
-        &self,
-        req: tonic::Request<v1::DnsDomainRequest>,
-    ) -> Res<v1::DnsDomainListResponse> {
-        let domains = self
-            .0
-            .networks
-            .domain_delete(&req.into_inner().domain)
-            .await?;
-        Ok(tonic::Response::new(v1::DnsDomainListResponse { domains }))
-    }
-
-    async fn dns_domain_list(
-        &self,
-        _: tonic::Request<v1::DnsDomainListRequest>,
-    ) -> Res<v1::DnsDomainListResponse> {
-        Ok(tonic::Response::new(v1::DnsDomainListResponse {
-            domains: self.0.networks.domains(),
-        }))
     }
 }

@@ -1,5 +1,10 @@
 //! `containers/<id>/container.json`: the daemon's record of one container, and the
 //! directory operations that create and delete containers crash-safely.
+//!
+//! The record holds the daemon's own strict types ([`crate::options`]), never a wire
+//! message. Records written by earlier versions kept the user's options as base64 of the
+//! protobuf `ContainerConfig` (`options_pb`); such a record is migrated when it is loaded:
+//! decoded once, and the file rewritten in the current form before the daemon uses it.
 
 use std::path::{Path, PathBuf};
 
@@ -7,6 +12,8 @@ use api::v1;
 use base64::Engine;
 use prost::Message;
 use serde::{Deserialize, Serialize};
+
+use crate::options::ContainerOptions;
 
 /// Errors of reading and writing container records.
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +76,8 @@ pub struct ContainerRecord {
     pub platform: String,
     /// Creation time, ms since the epoch.
     pub created_ms: i64,
-    /// The user's options: the create request's `ContainerConfig`, protobuf-encoded and
-    /// base64'd, so every option survives exactly (later API versions only add fields).
-    pub options_pb: String,
+    /// The user's options, as the create request gave them.
+    pub options: ContainerOptions,
     /// Labels, readable.
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
@@ -103,22 +109,12 @@ pub struct ContainerRecord {
 }
 
 impl ContainerRecord {
-    /// The user's options.
+    /// The user's options in the API's terms.
+    ///
+    /// It cannot fail today; it returns a `Result` so that callers keep handling a record
+    /// whose options a later version could not express.
     pub fn options(&self) -> Result<v1::ContainerConfig, RecordError> {
-        let corrupt = |message: String| RecordError::Corrupt {
-            path: PathBuf::from(format!("container {}", self.id)),
-            message,
-        };
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(&self.options_pb)
-            .map_err(|e| corrupt(format!("options_pb: {e}")))?;
-        v1::ContainerConfig::decode(bytes.as_slice())
-            .map_err(|e| corrupt(format!("options_pb: {e}")))
-    }
-
-    /// Encodes the user's options for [`ContainerRecord::options_pb`].
-    pub fn encode_options(config: &v1::ContainerConfig) -> String {
-        base64::engine::general_purpose::STANDARD.encode(config.encode_to_vec())
+        Ok(v1::ContainerConfig::from(&self.options))
     }
 
     /// Writes the record atomically into `dir`.
@@ -131,15 +127,46 @@ impl ContainerRecord {
         statefs::write_atomic(&path, &bytes).map_err(io("writing", &path))
     }
 
-    /// Reads the record of the container directory `dir`.
+    /// Reads the record of the container directory `dir`, migrating (and rewriting) one
+    /// an earlier version wrote.
     pub fn load(dir: &Path) -> Result<ContainerRecord, RecordError> {
         let path = dir.join("container.json");
         let bytes = std::fs::read(&path).map_err(io("reading", &path))?;
-        serde_json::from_slice(&bytes).map_err(|e| RecordError::Corrupt {
-            path,
-            message: e.to_string(),
-        })
+        let corrupt = |message: String| RecordError::Corrupt {
+            path: path.clone(),
+            message,
+        };
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let legacy = match value.as_object_mut() {
+            Some(fields) => fields.remove("options_pb"),
+            None => None,
+        };
+        let Some(legacy) = legacy else {
+            return serde_json::from_value(value).map_err(|e| corrupt(e.to_string()));
+        };
+        let options = legacy_options(&legacy).map_err(|e| corrupt(format!("options_pb: {e}")))?;
+        let options = serde_json::to_value(&options).map_err(|e| corrupt(e.to_string()))?;
+        if let Some(fields) = value.as_object_mut() {
+            fields.insert("options".into(), options);
+        }
+        let record: ContainerRecord =
+            serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+        record.save(dir)?;
+        tracing::info!(id = %record.id, "migrated a container record from the previous format");
+        Ok(record)
     }
+}
+
+/// Decodes the options of a record from before [`crate::options`]: base64 of the protobuf
+/// `ContainerConfig`.
+fn legacy_options(value: &serde_json::Value) -> Result<ContainerOptions, String> {
+    let text = value.as_str().ok_or("not a string")?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| e.to_string())?;
+    let config = v1::ContainerConfig::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
+    Ok(ContainerOptions::from(&config))
 }
 
 /// The `containers/` directory of an app root.
@@ -257,7 +284,7 @@ mod tests {
             image_digest: "sha256:00".into(),
             platform: "linux/amd64".into(),
             created_ms: 1,
-            options_pb: ContainerRecord::encode_options(&config),
+            options: ContainerOptions::from(&config),
             labels: [("a".to_string(), "b".to_string())].into(),
             args: vec!["sh".into()],
             phase: Phase::Created,
@@ -288,5 +315,34 @@ mod tests {
         assert_eq!(dirs.clean().unwrap(), 2);
         dirs.delete(&id).unwrap();
         assert_eq!(std::fs::read_dir(&dirs.root).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_record_of_the_previous_version_is_migrated_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = sample(&"a".repeat(64), "old");
+        let config = rec.options().unwrap();
+        // What the previous version wrote: the options as base64 of the protobuf.
+        let mut old = serde_json::to_value(&rec).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("options");
+        fields.insert(
+            "options_pb".into(),
+            base64::engine::general_purpose::STANDARD
+                .encode(config.encode_to_vec())
+                .into(),
+        );
+        let path = dir.path().join("container.json");
+        std::fs::write(&path, serde_json::to_vec(&old).unwrap()).unwrap();
+        let loaded = ContainerRecord::load(dir.path()).unwrap();
+        assert_eq!(loaded, rec);
+        assert_eq!(loaded.options().unwrap().labels[0].key, "a");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("options_pb"), "rewritten: {text}");
+        assert!(text.contains("\"labels\""), "{text}");
+        // A record that is neither form is refused, naming the file.
+        std::fs::write(&path, br#"{"id":"x","options_pb":"!!"}"#).unwrap();
+        let err = ContainerRecord::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("container.json: options_pb:"), "{err}");
     }
 }

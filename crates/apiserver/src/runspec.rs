@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use api::v1;
 use serde_json::json;
 
+use crate::networks::{USER_NET_ADDRESS, USER_NET_DNS, USER_NET_GATEWAY};
+
 /// Why a container's configuration cannot be run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RunSpecError {
@@ -315,15 +317,6 @@ pub enum NetworkPlan {
 
 /// Size of a new writable layer (sparse: it costs what is written).
 pub const WRITABLE_LAYER_BYTES: u64 = 16 << 30;
-
-/// The subnet of QEMU's user-mode networking (its slirp defaults).
-pub const USER_NET_SUBNET: &str = "10.0.2.0/24";
-/// The guest address user-mode networking gives the container (QEMU's slirp defaults).
-pub const USER_NET_ADDRESS: &str = "10.0.2.15/24";
-/// Its gateway.
-pub const USER_NET_GATEWAY: &str = "10.0.2.2";
-/// Its DNS forwarder.
-pub const USER_NET_DNS: &str = "10.0.2.3";
 
 /// The runtime's config of a container.
 pub fn runtime_config(

@@ -16,9 +16,9 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::containers::ContainersService;
 use crate::daemon::{Daemon, DaemonOptions};
 use crate::images::{ImagesService, RegistryService};
-use crate::networks::NetworksService;
+use crate::network_service::NetworksService;
 use crate::system::SystemService;
-use crate::volumes::VolumesService;
+use crate::volume_service::VolumesService;
 
 /// How long calls in flight may continue once the daemon is asked to stop.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);

@@ -189,28 +189,23 @@ impl System for SystemService {
         let (tx, rx) = mpsc::channel(64);
         let daemon = Arc::clone(&self.0);
         tokio::spawn(async move {
-            let mut offset = 0usize;
+            // Each pass reads only what was appended since the last one.
+            let mut log = crate::tail::LogTail::new(&path);
             loop {
-                let data = tokio::fs::read(&path).await.unwrap_or_default();
-                if data.len() < offset {
-                    offset = 0;
-                }
-                let new = &data[offset..];
-                let whole = new.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
-                for line in String::from_utf8_lossy(&new[..whole]).lines() {
-                    let t = line_time(line);
+                while let Some(line) = log.next_line().await {
+                    let line = String::from_utf8_lossy(&line);
+                    let t = line_time(&line);
                     if t < since {
                         continue;
                     }
                     let msg = v1::SystemLogLine {
-                        line: line.to_owned(),
+                        line: line.into_owned(),
                         timestamp_ms: t,
                     };
                     if tx.send(Ok(msg)).await.is_err() {
                         return;
                     }
                 }
-                offset += whole;
                 if !r.follow || *daemon.shutdown.borrow() {
                     return;
                 }

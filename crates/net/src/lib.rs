@@ -4,9 +4,10 @@
 //! Linux (bridge, TAP devices, NAT). The apiserver owns networks and DNS; each container's
 //! runtime helper owns its proxies and TAP device.
 
+pub mod bridge;
 #[cfg(feature = "dns")]
 pub mod dns;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "host"))]
 pub mod host;
 pub mod ipam;
 pub mod mac;
@@ -16,12 +17,11 @@ pub mod proxy;
 pub mod resolv;
 pub mod subnet;
 
+pub use bridge::{BridgeConfig, HostError, HostNetwork, Ipv6Gateway, bridge_name, tap_name};
 #[cfg(feature = "dns")]
 pub use dns::{DnsError, DnsRecords, DnsServer};
-#[cfg(target_os = "linux")]
-pub use host::{BridgeConfig, HostError, HostNetwork, Ipv6Gateway, LinuxBridge};
-#[cfg(target_os = "linux")]
-pub use host::{bridge_name, can_manage_host_network, tap_name};
+#[cfg(all(target_os = "linux", feature = "host"))]
+pub use host::{LinuxBridge, can_manage_host_network};
 pub use ipam::{Allocation, Ipam, IpamError};
 pub use mac::{MacAddress, MacError};
 #[cfg(all(target_os = "linux", feature = "testing"))]

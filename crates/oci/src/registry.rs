@@ -585,8 +585,12 @@ impl RegistryClient {
                 }
             }
         }
-        futures::stream::iter(blobs.iter())
+        // Made before they enter the stream, so the push future stays `Send` (see fetch_blobs).
+        let pushes: Vec<_> = blobs
+            .iter()
             .map(|d| session.push_blob(store, &oref, d, progress))
+            .collect();
+        futures::stream::iter(pushes)
             .buffer_unordered(self.config.max_concurrent_uploads)
             .try_collect::<Vec<()>>()
             .await?;
@@ -969,8 +973,14 @@ impl Session {
         blobs: &[Descriptor],
         progress: &dyn Progress,
     ) -> Result<()> {
-        futures::stream::iter(blobs)
+        // The futures are made before they enter the stream (they start only when polled):
+        // a closure inside the stream's type makes the whole pull future lose `Send`, which
+        // is a rustc limitation with closures returning futures that borrow their argument.
+        let fetches: Vec<_> = blobs
+            .iter()
             .map(|d| self.fetch_blob(store, oref, d, progress))
+            .collect();
+        futures::stream::iter(fetches)
             .buffer_unordered(self.config.max_concurrent_downloads)
             .try_collect::<Vec<()>>()
             .await?;
