@@ -269,25 +269,6 @@ pub fn stat(path: &str) -> Result<StatInfo, FsError> {
     })
 }
 
-/// Unpacks a tar stream into an existing directory, keeping ownership and permissions.
-///
-/// `destination` resolves inside `root` (empty: the guest's own root), so a container's
-/// symlink (`/x -> /`) leads to the container's root, never the VM's. The tar crate then
-/// refuses every entry whose parent resolves outside the destination.
-pub fn tar_in<R: io::Read>(root: &str, destination: &str, input: R) -> Result<(), FsError> {
-    let d = absolute(destination)?;
-    let root = if root.is_empty() { "/" } else { root };
-    let dir = crate::archive::open_dir_in_root(absolute(root)?, d)?;
-    // The descriptor's magic link names the directory it resolved to.
-    use std::os::fd::AsRawFd;
-    let resolved = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
-    let mut a = tar::Archive::new(input);
-    a.set_preserve_permissions(true);
-    a.set_preserve_ownerships(true);
-    a.set_overwrite(true);
-    a.unpack(&resolved).map_err(io_err("unpacking into", d))
-}
-
 /// resolv.conf content.
 pub fn render_resolv_conf(nameservers: &[String], search: &[String], options: &[String]) -> String {
     let mut s = String::new();
@@ -381,67 +362,6 @@ mod tests {
             mkdir(dir.to_str().unwrap(), 0, false, 0, 0).is_err(),
             "exists without parents"
         );
-    }
-
-    #[test]
-    fn tar_round_trip() {
-        let src = tempfile::tempdir().unwrap();
-        let tree = src.path().join("tree");
-        fs::create_dir_all(tree.join("sub")).unwrap();
-        fs::write(tree.join("sub/file"), vec![7u8; 100_000]).unwrap();
-        std::os::unix::fs::symlink("sub/file", tree.join("link")).unwrap();
-        let mut buf = Vec::new();
-        crate::archive::tar_out(Path::new("/"), &tree, false, &mut buf).unwrap();
-        let dst = tempfile::tempdir().unwrap();
-        tar_in("", dst.path().to_str().unwrap(), &buf[..]).unwrap();
-        assert_eq!(
-            fs::read(dst.path().join("tree/sub/file")).unwrap(),
-            vec![7u8; 100_000]
-        );
-        assert_eq!(
-            fs::read_link(dst.path().join("tree/link")).unwrap(),
-            PathBuf::from("sub/file")
-        );
-        assert!(matches!(
-            tar_in("", dst.path().join("nope").to_str().unwrap(), &buf[..]),
-            Err(FsError::NotFound(_))
-        ));
-    }
-
-    #[test]
-    fn tar_in_resolves_the_destination_inside_the_root() {
-        // A container root whose /x is a symlink to `/`, and a file outside it that the
-        // symlink would reach if it were resolved from the VM's root.
-        let top = tempfile::tempdir().unwrap();
-        let root = top.path().join("root");
-        fs::create_dir_all(root.join("etc")).unwrap();
-        std::os::unix::fs::symlink("/", root.join("x")).unwrap();
-        std::os::unix::fs::symlink("../../..", root.join("up")).unwrap();
-        let mut b = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_size(3);
-        h.set_mode(0o644);
-        h.set_uid(nix::unistd::getuid().as_raw().into());
-        h.set_gid(nix::unistd::getgid().as_raw().into());
-        h.set_mtime(0);
-        h.set_cksum();
-        b.append_data(&mut h, "dropped", &b"hi\n"[..]).unwrap();
-        let archive = b.into_inner().unwrap();
-        let root_s = root.to_str().unwrap();
-        // Through /x the destination is the container's root...
-        let outside = top.path().join("dropped");
-        tar_in(root_s, "/x/etc", &archive[..]).unwrap();
-        assert_eq!(fs::read(root.join("etc/dropped")).unwrap(), b"hi\n");
-        // ...and `..` through a relative symlink stops at it too.
-        tar_in(root_s, "/up", &archive[..]).unwrap();
-        assert_eq!(fs::read(root.join("dropped")).unwrap(), b"hi\n");
-        assert!(!outside.exists(), "nothing is written outside the root");
-        // A destination that is a file is refused.
-        fs::write(root.join("file"), b"").unwrap();
-        assert!(matches!(
-            tar_in(root_s, "/file", &archive[..]),
-            Err(FsError::Invalid(_))
-        ));
     }
 
     #[test]

@@ -279,7 +279,7 @@ impl Agent for Service {
         let dest = h.destination.clone();
         let root = h.root.clone();
         let unpack = tokio::task::spawn_blocking(move || {
-            fsops::tar_in(
+            crate::archive::tar_in(
                 &root,
                 &dest,
                 ChanReader {
