@@ -27,6 +27,8 @@ fn checks_and_tests(guest: &guest::Guest, nextest_args: &[String]) -> Result<()>
         cmd.current_dir(repo_root());
         cmd
     };
+    step("module cycles (cargo xtask modules)");
+    crate::modules::check()?;
     step("cargo fmt --check");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     step("cargo clippy --all-targets -- -D warnings");
