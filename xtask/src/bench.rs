@@ -212,6 +212,8 @@ fn boot() -> Result<()> {
             "--release",
             "-p",
             "vmm-qemu",
+            "--features",
+            "testing",
             "--example",
             "boot_bench",
         ])
@@ -321,6 +323,8 @@ fn bare_boot_median(guest: &crate::guest::Guest, runs: u32) -> Result<f64> {
                 "--release",
                 "-p",
                 "vmm-qemu",
+                "--features",
+                "testing",
                 "--example",
                 "boot_bench",
                 "--",
