@@ -1,0 +1,487 @@
+//! Creating and booting the VM: the writable layer, disk and share attachment, the maintenance VM, and the container's root filesystem in the guest.
+
+use super::network::publish_ports;
+use super::*;
+
+/// Boots a VM on this platform's hypervisor; returns it with the host pids of its processes.
+#[cfg(target_os = "linux")]
+pub(super) async fn boot_vm(
+    config: VmConfig,
+) -> Result<(Arc<dyn VirtualMachine>, Vec<u32>), VmError> {
+    let qemu = vmm_qemu::Qemu::new(vmm_qemu::QemuOptions::default())?;
+    let vm = qemu.boot_vm(config).await?;
+    tracing::info!(pids = ?vm.pids(), accel = ?vm.accel(), "vm started");
+    let pids = vm.pids().iter().map(|(_, pid)| *pid).collect();
+    Ok((Arc::new(vm), pids))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(super) async fn boot_vm(
+    _config: VmConfig,
+) -> Result<(Arc<dyn VirtualMachine>, Vec<u32>), VmError> {
+    Err(VmError::MissingTool {
+        program: "a hypervisor backend".into(),
+        hint: "only the QEMU backend (Linux) is wired into container-runtime so far".into(),
+    })
+}
+
+/// Creates the writable layer if it is missing: formatted under a temp name beside it and
+/// renamed into place, so a crash never leaves a half-formatted layer behind.
+pub fn ensure_writable_layer(config: &RuntimeConfig) -> Result<(), ContainerError> {
+    let layer = &config.writable_layer;
+    if layer.path.is_file() {
+        return Ok(());
+    }
+    let err = |source| ContainerError::WritableLayer {
+        path: layer.path.clone(),
+        source,
+    };
+    let dir = layer
+        .path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".rw-")
+        .tempfile_in(dir)
+        .map_err(io_err(format!("creating a temp file in {}", dir.display())))?
+        .into_temp_path();
+    let options = ext4::Options {
+        label: "container-rw".into(),
+        ..ext4::Options::default()
+    };
+    ext4::format_empty(&tmp, layer.size_bytes, &options).map_err(err)?;
+    tmp.persist(&layer.path).map_err(|e| ContainerError::Io {
+        op: format!("renaming into {}", layer.path.display()),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+/// The VM's runtime dir: `<bundle>/vm` when short enough for its Unix sockets, else a
+/// private dir under $TMPDIR (returned so the caller removes it at the end).
+pub(super) fn vm_runtime_dir(
+    bundle: &Bundle,
+) -> Result<(std::path::PathBuf, Option<tempfile::TempDir>), ContainerError> {
+    let dir = bundle.vm_dir();
+    // 107 bytes of sun_path minus "/vsock_4294967295".
+    if dir.as_os_str().len() <= 90 {
+        return Ok((dir, None));
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("crt-")
+        .tempdir()
+        .map_err(io_err("creating the vm runtime dir"))?;
+    Ok((tmp.path().join("vm"), Some(tmp)))
+}
+
+/// The last lines of the VM's console, for the runtime's log.
+pub(super) fn console_tail(path: &std::path::Path) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// A VM booted with a stopped container's disks and its root filesystem mounted read-only,
+/// no process and no network: what `export` and `cp` of a stopped container read from.
+pub struct MaintenanceVm {
+    /// The VM.
+    pub vm: Arc<dyn VirtualMachine>,
+    /// Its guest agent.
+    pub agent: AgentClient,
+    _vm_tmp_dir: Option<tempfile::TempDir>,
+}
+
+impl MaintenanceVm {
+    /// Boots the VM with the image's rootfs and the container's writable layer, and joins
+    /// them read-only at [`GUEST_ROOTFS`] (the writable layer's upper directory as the top
+    /// lower layer), so nothing of the container changes.
+    pub async fn boot(bundle: &Bundle, config: &RuntimeConfig) -> Result<Self, ContainerError> {
+        let layer_config = config.clone();
+        tokio::task::spawn_blocking(move || ensure_writable_layer(&layer_config))
+            .await
+            .map_err(|e| ContainerError::Io {
+                op: "creating the writable layer".into(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+        let (runtime_dir, tmp_dir) = vm_runtime_dir(bundle)?;
+        let vm_config = VmConfig {
+            kernel: config.kernel.clone(),
+            initrd: Some(config.initramfs.clone()),
+            cmdline: config.kernel_args.clone(),
+            cpus: 1,
+            memory_mib: config.vm_memory_mib(),
+            disks: vec![
+                DiskConfig {
+                    id: "rootfs".into(),
+                    path: config.rootfs.clone(),
+                    read_only: true,
+                },
+                DiskConfig {
+                    id: "rw".into(),
+                    path: config.writable_layer.path.clone(),
+                    read_only: false,
+                },
+            ],
+            nics: Vec::new(),
+            shares: Vec::new(),
+            console_log: Some(bundle.boot_log()),
+            runtime_dir,
+        };
+        let (vm, _) = boot_vm(vm_config).await?;
+        let connector = vm.connector(agent::AGENT_VSOCK_PORT, Duration::from_secs(2));
+        let mounted = async {
+            let agent = AgentClient::connect(
+                move || {
+                    let connector = connector.clone();
+                    async move { connector.connect().await.map_err(std::io::Error::other) }
+                },
+                ConnectOptions {
+                    boot_timeout: BOOT_TIMEOUT,
+                    ..ConnectOptions::default()
+                },
+            )
+            .await
+            .map_err(agent_err("connecting to the guest agent"))?;
+            set_time(&agent)
+                .await
+                .map_err(agent_err("setting the guest clock"))?;
+            let mount = |source: String, target: String, fstype: &str, options: Vec<String>| {
+                let agent = agent.clone();
+                let fstype = fstype.to_string();
+                async move {
+                    let step = format!("mounting {source} at {target}");
+                    agent
+                        .mount(pb::MountRequest {
+                            source,
+                            target,
+                            fstype,
+                            options,
+                            create_target: true,
+                        })
+                        .await
+                        .map_err(agent_err(step))
+                }
+            };
+            mount(
+                "block-serial:rootfs".into(),
+                format!("{GUEST_DIR}/lower"),
+                "ext4",
+                vec!["ro".into()],
+            )
+            .await?;
+            mount(
+                "block-serial:rw".into(),
+                format!("{GUEST_DIR}/rw"),
+                "ext4",
+                vec![],
+            )
+            .await?;
+            // A layer that never ran has no upper directory yet.
+            agent
+                .mkdir(pb::MkdirRequest {
+                    path: format!("{GUEST_DIR}/rw/upper"),
+                    mode: 0o755,
+                    parents: true,
+                    uid: 0,
+                    gid: 0,
+                })
+                .await
+                .map_err(agent_err("creating the upper directory"))?;
+            mount(
+                "overlay".into(),
+                GUEST_ROOTFS.into(),
+                "overlay",
+                vec![
+                    "ro".into(),
+                    format!("lowerdir={GUEST_DIR}/rw/upper:{GUEST_DIR}/lower"),
+                ],
+            )
+            .await?;
+            Ok::<_, ContainerError>(agent)
+        };
+        match mounted.await {
+            Ok(agent) => Ok(MaintenanceVm {
+                vm,
+                agent,
+                _vm_tmp_dir: tmp_dir,
+            }),
+            Err(e) => {
+                vm.kill().await;
+                tracing::error!(
+                    "maintenance vm: {e}; console tail:\n{}",
+                    console_tail(&bundle.boot_log())
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Syncs and powers the VM off (killed when it does not stop in time).
+    pub async fn shutdown(&self) {
+        let agent = self.agent.clone();
+        let graceful = Box::pin(async move {
+            let _ = agent.sync(pb::Empty {}).await;
+            let _ = agent
+                .shutdown(pb::ShutdownRequest { grace_seconds: 1 })
+                .await;
+        });
+        let stopped = self.vm.stop(graceful, SHUTDOWN_TIMEOUT).await;
+        tracing::info!(exit = %stopped.exit, forced = stopped.forced, "maintenance vm stopped");
+    }
+}
+
+impl Container {
+    /// Creates the writable layer, boots the VM, prepares the root filesystem and the /etc
+    /// files, and creates (but does not start) the init process. On failure nothing is left
+    /// running (the VM is killed).
+    pub async fn create(
+        bundle: Bundle,
+        config: RuntimeConfig,
+    ) -> Result<Arc<Container>, ContainerError> {
+        let layer_config = config.clone();
+        tokio::task::spawn_blocking(move || ensure_writable_layer(&layer_config))
+            .await
+            .map_err(|e| ContainerError::Io {
+                op: "creating the writable layer".into(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+
+        let (runtime_dir, tmp_dir) = vm_runtime_dir(&bundle)?;
+        let mut disks = vec![
+            DiskConfig {
+                id: "rootfs".into(),
+                path: config.rootfs.clone(),
+                read_only: true,
+            },
+            DiskConfig {
+                id: "rw".into(),
+                path: config.writable_layer.path.clone(),
+                read_only: false,
+            },
+        ];
+        let mut shares = Vec::new();
+        for (i, v) in config.volumes.iter().enumerate() {
+            match v.kind {
+                VolumeKind::Block => disks.push(DiskConfig {
+                    id: format!("vol{i}"),
+                    path: v.path.clone(),
+                    read_only: v.read_only,
+                }),
+                VolumeKind::Directory => shares.push(ShareConfig {
+                    tag: format!("vol{i}"),
+                    host_path: v.path.clone(),
+                    read_only: v.read_only,
+                }),
+                VolumeKind::File => shares.push(ShareConfig {
+                    tag: format!("vol{i}"),
+                    host_path: v
+                        .path
+                        .parent()
+                        .map(std::path::Path::to_path_buf)
+                        .unwrap_or_else(|| "/".into()),
+                    read_only: v.read_only,
+                }),
+                VolumeKind::Socket => {}
+            }
+        }
+        let vm_config = VmConfig {
+            kernel: config.kernel.clone(),
+            initrd: Some(config.initramfs.clone()),
+            cmdline: config.kernel_args.clone(),
+            cpus: config.cpus,
+            memory_mib: config.vm_memory_mib(),
+            disks,
+            nics: config
+                .networks
+                .iter()
+                .map(|n| NicConfig {
+                    mac: n.mac.clone(),
+                    attachment: n.attachment.clone(),
+                })
+                .collect(),
+            shares,
+            console_log: Some(bundle.boot_log()),
+            runtime_dir,
+        };
+        let (vm, vm_pids) = boot_vm(vm_config).await?;
+        let boot_log = bundle.boot_log();
+        let result = Self::set_up(bundle, config, Arc::clone(&vm), vm_pids, tmp_dir).await;
+        if let Err(e) = &result {
+            vm.kill().await;
+            tracing::error!(
+                "setting up the container failed: {e}; vm exit: {:?}; console tail:\n{}",
+                vm.exit(),
+                console_tail(&boot_log)
+            );
+        }
+        result
+    }
+
+    pub(super) async fn set_up(
+        bundle: Bundle,
+        config: RuntimeConfig,
+        vm: Arc<dyn VirtualMachine>,
+        vm_pids: Vec<u32>,
+        vm_tmp_dir: Option<tempfile::TempDir>,
+    ) -> Result<Arc<Container>, ContainerError> {
+        let connector = vm.connector(agent::AGENT_VSOCK_PORT, Duration::from_secs(2));
+        let agent = AgentClient::connect(
+            move || {
+                let connector = connector.clone();
+                async move { connector.connect().await.map_err(std::io::Error::other) }
+            },
+            ConnectOptions {
+                boot_timeout: BOOT_TIMEOUT,
+                ..ConnectOptions::default()
+            },
+        )
+        .await
+        .map_err(agent_err("connecting to the guest agent"))?;
+        tracing::info!(version = ?agent.guest_version(), "guest agent connected");
+        // Independent steps go out together: each is a round trip through the VMM's vsock,
+        // and the guest serves them in parallel.
+        let write_resolv = !config.dns.disabled;
+        let clock = async {
+            set_time(&agent)
+                .await
+                .map_err(agent_err("setting the guest clock"))
+        };
+        tokio::try_join!(
+            clock,
+            Self::mount_rootfs(&agent, &config),
+            Self::configure_network(&agent, &config),
+            Self::write_etc(&agent, &config, write_resolv),
+        )?;
+        let spec = build_spec(&config, write_resolv)?;
+        let proxies = publish_ports(&config).await?;
+        let relays = crate::relay::start(&config, &vm, &agent).await?;
+
+        let (state_tx, _) = watch::channel(State::new(&config.id));
+        // At most 256 chunks of 32 KiB wait for a slow attacher; it then skips ahead.
+        let (output, _) = broadcast::channel(256);
+        let container = Arc::new(Container {
+            state: Mutex::new(State::new(&config.id)),
+            state_tx,
+            bundle,
+            spec,
+            vm,
+            agent,
+            output,
+            stdin: tokio::sync::Mutex::new(None),
+            next_port: AtomicU32::new(FIRST_STDIO_PORT),
+            next_exec: AtomicU64::new(1),
+            exited: watch::channel(None).0,
+            finished: watch::channel(None).0,
+            execs: Mutex::new(Default::default()),
+            pumps: Mutex::new(None),
+            proxies: Mutex::new(proxies),
+            relays: Mutex::new(Some(relays)),
+            _vm_tmp_dir: vm_tmp_dir,
+            config,
+        });
+        container.create_init().await?;
+        container.update_state(|s| s.vm_pids = vm_pids)?;
+        let clock = Arc::clone(&container);
+        tokio::spawn(async move { clock.sync_clock().await });
+        Ok(container)
+    }
+
+    pub(super) async fn mount_rootfs(
+        agent: &AgentClient,
+        config: &RuntimeConfig,
+    ) -> Result<(), ContainerError> {
+        let mount = |source: String, target: String, fstype: &str, options: Vec<String>| {
+            let agent = agent.clone();
+            let fstype = fstype.to_string();
+            async move {
+                let step = format!("mounting {source} at {target}");
+                agent
+                    .mount(pb::MountRequest {
+                        source,
+                        target,
+                        fstype,
+                        options,
+                        create_target: true,
+                    })
+                    .await
+                    .map_err(agent_err(step))
+            }
+        };
+        let mkdir = |path: String| {
+            let agent = agent.clone();
+            async move {
+                agent
+                    .mkdir(pb::MkdirRequest {
+                        path: path.clone(),
+                        mode: 0o755,
+                        parents: true,
+                        uid: 0,
+                        gid: 0,
+                    })
+                    .await
+                    .map_err(agent_err(format!("creating {path}")))
+            }
+        };
+        let writable = async {
+            mount(
+                "block-serial:rw".into(),
+                format!("{GUEST_DIR}/rw"),
+                "ext4",
+                vec![],
+            )
+            .await?;
+            tokio::try_join!(
+                mkdir(format!("{GUEST_DIR}/rw/upper")),
+                mkdir(format!("{GUEST_DIR}/rw/work")),
+            )
+        };
+        tokio::try_join!(
+            mount(
+                "block-serial:rootfs".into(),
+                format!("{GUEST_DIR}/lower"),
+                "ext4",
+                vec!["ro".into()],
+            ),
+            writable,
+        )?;
+        mount(
+            "overlay".into(),
+            GUEST_ROOTFS.into(),
+            "overlay",
+            vec![format!(
+                "lowerdir={GUEST_DIR}/lower,upperdir={GUEST_DIR}/rw/upper,workdir={GUEST_DIR}/rw/work"
+            )],
+        )
+        .await?;
+        for (i, v) in config.volumes.iter().enumerate() {
+            let options = if v.read_only {
+                vec!["ro".into()]
+            } else {
+                vec![]
+            };
+            let target = format!("{GUEST_DIR}/volumes/{i}");
+            match v.kind {
+                VolumeKind::Block => {
+                    let source = format!("block-serial:vol{i}");
+                    if let Err(e) = mount(source.clone(), target.clone(), "ext4", options).await {
+                        if !v.read_only {
+                            return Err(e);
+                        }
+                        // A read-only disk whose journal needs replaying (its last user was
+                        // killed) cannot be mounted as is: mount it without the journal.
+                        tracing::warn!("{e}; mounting {} without its journal", v.path.display());
+                        let options = vec!["ro".into(), "noload".into()];
+                        mount(source, target, "ext4", options).await?;
+                    }
+                }
+                VolumeKind::Directory | VolumeKind::File => {
+                    mount(format!("vol{i}"), target, "virtiofs", options).await?;
+                }
+                VolumeKind::Socket => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+//! The guest's network: published ports, NICs, addresses, routes, DNS and /etc files (hostname, hosts, resolv.conf).
+
+use super::*;
+
+/// Binds the host side of every published port (bridge networking) and proxies it to the
+/// container's first address; nothing is bound when one port cannot be.
+pub(super) async fn publish_ports(
+    config: &RuntimeConfig,
+) -> Result<Option<net::proxy::PortProxies>, ContainerError> {
+    if config.published_ports.is_empty() {
+        return Ok(None);
+    }
+    let target = config
+        .networks
+        .first()
+        .and_then(|n| n.address.as_deref())
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+        .ok_or_else(|| {
+            ContainerError::InvalidArgument(
+                "ports are published but the container has no address".into(),
+            )
+        })?;
+    let specs = config
+        .published_ports
+        .iter()
+        .map(|p| p.parse::<spec::PortSpec>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+    net::proxy::PortProxies::start(&specs, target, net::proxy::ProxyOptions::default())
+        .await
+        .map(Some)
+        .map_err(|e| ContainerError::FailedPrecondition(one_line(&e.to_string())))
+}
+
+/// The IPv6 lines Docker puts in every /etc/hosts after the localhost lines.
+pub(super) const DOCKER_IPV6_HOSTS: &[(&str, &str)] = &[
+    ("fe00::0", "ip6-localnet"),
+    ("ff00::0", "ip6-mcastprefix"),
+    ("ff02::1", "ip6-allnodes"),
+    ("ff02::2", "ip6-allrouters"),
+];
+
+impl Container {
+    pub(super) async fn configure_network(
+        agent: &AgentClient,
+        config: &RuntimeConfig,
+    ) -> Result<(), ContainerError> {
+        if config.networks.is_empty() {
+            return Ok(());
+        }
+        let links = agent
+            .list_links(pb::Empty {})
+            .await
+            .map_err(agent_err("listing the guest's links"))?;
+        for (i, net) in config.networks.iter().enumerate() {
+            let name = links
+                .links
+                .iter()
+                .find(|l| l.mac.eq_ignore_ascii_case(&net.mac))
+                .map(|l| l.name.clone())
+                .ok_or_else(|| {
+                    ContainerError::FailedPrecondition(format!(
+                        "the guest has no link with mac {}",
+                        net.mac
+                    ))
+                })?;
+            agent
+                .link_set(pb::LinkSetRequest {
+                    name: name.clone(),
+                    mac: String::new(),
+                    up: true,
+                    mtu: net.mtu.unwrap_or(0),
+                    rename_to: String::new(),
+                })
+                .await
+                .map_err(agent_err(format!("bringing up {name}")))?;
+            if let Some(cidr) = &net.address {
+                agent
+                    .address_add(pb::AddressAddRequest {
+                        link: name.clone(),
+                        cidr: cidr.clone(),
+                    })
+                    .await
+                    .map_err(agent_err(format!("adding {cidr} to {name}")))?;
+            }
+            if i == 0
+                && let Some(gw) = &net.gateway
+            {
+                agent
+                    .route_add(pb::RouteAddRequest {
+                        link: name.clone(),
+                        destination: String::new(),
+                        gateway: gw.clone(),
+                    })
+                    .await
+                    .map_err(agent_err(format!("adding the default route via {gw}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn write_etc(
+        agent: &AgentClient,
+        config: &RuntimeConfig,
+        write_resolv: bool,
+    ) -> Result<(), ContainerError> {
+        let etc = format!("{GUEST_DIR}/etc");
+        agent
+            .write_file(pb::WriteFileRequest {
+                path: format!("{etc}/hostname"),
+                data: format!("{}\n", config.hostname).into_bytes(),
+                mode: 0o644,
+                append: false,
+                create_parents: true,
+            })
+            .await
+            .map_err(agent_err("writing /etc/hostname"))?;
+        let mut entries: Vec<pb::HostsEntry> = DOCKER_IPV6_HOSTS
+            .iter()
+            .map(|(ip, name)| pb::HostsEntry {
+                ip: ip.to_string(),
+                names: vec![name.to_string()],
+            })
+            .collect();
+        if let Some(ip) = config
+            .networks
+            .first()
+            .and_then(|n| n.address.as_deref())
+            .and_then(|a| a.split('/').next())
+        {
+            entries.push(pb::HostsEntry {
+                ip: ip.to_string(),
+                names: vec![config.hostname.clone()],
+            });
+        }
+        entries.extend(config.extra_hosts.iter().map(|h| pb::HostsEntry {
+            ip: h.ip.clone(),
+            names: h.names.clone(),
+        }));
+        agent
+            .configure_hosts(pb::ConfigureHostsRequest {
+                path: format!("{etc}/hosts"),
+                entries,
+            })
+            .await
+            .map_err(agent_err("writing /etc/hosts"))?;
+        if write_resolv {
+            let mut nameservers = config.dns.nameservers.clone();
+            if nameservers.is_empty()
+                && let Some(gw) = config.networks.first().and_then(|n| n.gateway.clone())
+            {
+                nameservers.push(gw);
+            }
+            agent
+                .configure_dns(pb::ConfigureDnsRequest {
+                    path: format!("{etc}/resolv.conf"),
+                    nameservers,
+                    search: config.dns.search.clone(),
+                    options: config.dns.options.clone(),
+                })
+                .await
+                .map_err(agent_err("writing /etc/resolv.conf"))?;
+        }
+        Ok(())
+    }
+}
