@@ -71,7 +71,7 @@ pub fn ensure_rootfs(
     // Keeps GC from deleting the layers (or this directory) while we build.
     let _lease = store.lease()?;
     let dir = store.snapshots_dir().join(manifest.hex());
-    crate::store::create_private_dir(&dir).map_err(io_err(&dir))?;
+    statefs::create_private_dir(&dir).map_err(io_err(&dir))?;
     let lock_path = dir.join(".lock");
     let lock = crate::store::open_private(&lock_path).map_err(io_err(&lock_path))?;
     lock.lock().map_err(io_err(&lock_path))?;

@@ -86,12 +86,6 @@ pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Stor
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Creates `dir` and its missing parents with mode 0700: the store lives under the app root,
-/// whose contents are the owner's alone.
-pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    statefs::create_private_dir(dir)
-}
-
 /// Opens `path` read-write, creating it with mode 0600, without truncating it.
 pub(crate) fn open_private(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -161,8 +155,8 @@ impl ContentStore {
     fn open(content: &Path) -> Result<ContentStore> {
         let blobs = content.join("blobs").join("sha256");
         let ingest = content.join("ingest");
-        create_private_dir(&blobs).map_err(io_err(&blobs))?;
-        create_private_dir(&ingest).map_err(io_err(&ingest))?;
+        statefs::create_private_dir(&blobs).map_err(io_err(&blobs))?;
+        statefs::create_private_dir(&ingest).map_err(io_err(&ingest))?;
         Ok(ContentStore { blobs, ingest })
     }
 
@@ -596,7 +590,7 @@ impl Store {
         let root = root.into();
         let content = ContentStore::open(&root.join("content"))?;
         let snapshots = root.join("snapshots");
-        create_private_dir(&snapshots).map_err(io_err(&snapshots))?;
+        statefs::create_private_dir(&snapshots).map_err(io_err(&snapshots))?;
         let removed = content.clean_ingest(Some(PARTIAL_MAX_AGE))?;
         if removed > 0 {
             tracing::info!(removed, "removed abandoned ingest files");

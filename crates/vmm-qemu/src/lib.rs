@@ -302,15 +302,10 @@ impl RuntimePaths {
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), VmError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| VmError::Io {
-            op: format!("creating runtime dir {}", dir.display()),
-            source,
-        })
+    statefs::create_private_dir(dir).map_err(|source| VmError::Io {
+        op: format!("creating runtime dir {}", dir.display()),
+        source,
+    })
 }
 
 /// The sysctls that decide whether an unprivileged process may create a user namespace:

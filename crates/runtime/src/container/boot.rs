@@ -112,57 +112,20 @@ impl MaintenanceVm {
             cmdline: config.kernel_args.clone(),
             cpus: 1,
             memory_mib: config.vm_memory_mib(),
-            disks: vec![
-                DiskConfig {
-                    id: "rootfs".into(),
-                    path: config.rootfs.clone(),
-                    read_only: true,
-                },
-                DiskConfig {
-                    id: "rw".into(),
-                    path: config.writable_layer.path.clone(),
-                    read_only: false,
-                },
-            ],
+            disks: container_disks(config),
             nics: Vec::new(),
             shares: Vec::new(),
             console_log: Some(bundle.boot_log()),
             runtime_dir,
         };
         let (vm, _) = boot_vm(vm_config).await?;
-        let connector = vm.connector(agent::AGENT_VSOCK_PORT, Duration::from_secs(2));
         let mounted = async {
-            let agent = AgentClient::connect(
-                move || {
-                    let connector = connector.clone();
-                    async move { connector.connect().await.map_err(std::io::Error::other) }
-                },
-                ConnectOptions {
-                    boot_timeout: BOOT_TIMEOUT,
-                    ..ConnectOptions::default()
-                },
-            )
-            .await
-            .map_err(agent_err("connecting to the guest agent"))?;
+            let agent = connect_agent(vm.as_ref()).await?;
             set_time(&agent)
                 .await
                 .map_err(agent_err("setting the guest clock"))?;
-            let mount = |source: String, target: String, fstype: &str, options: Vec<String>| {
-                let agent = agent.clone();
-                let fstype = fstype.to_string();
-                async move {
-                    let step = format!("mounting {source} at {target}");
-                    agent
-                        .mount(pb::MountRequest {
-                            source,
-                            target,
-                            fstype,
-                            options,
-                            create_target: true,
-                        })
-                        .await
-                        .map_err(agent_err(step))
-                }
+            let mount = |source, target, fstype, options| {
+                guest_mount(&agent, source, target, fstype, options)
             };
             mount(
                 "block-serial:rootfs".into(),
@@ -249,18 +212,7 @@ impl Container {
             })??;
 
         let (runtime_dir, tmp_dir) = vm_runtime_dir(&bundle)?;
-        let mut disks = vec![
-            DiskConfig {
-                id: "rootfs".into(),
-                path: config.rootfs.clone(),
-                read_only: true,
-            },
-            DiskConfig {
-                id: "rw".into(),
-                path: config.writable_layer.path.clone(),
-                read_only: false,
-            },
-        ];
+        let mut disks = container_disks(&config);
         let mut shares = Vec::new();
         for (i, v) in config.volumes.iter().enumerate() {
             match v.kind {
@@ -326,19 +278,7 @@ impl Container {
         vm_pids: Vec<u32>,
         vm_tmp_dir: Option<tempfile::TempDir>,
     ) -> Result<Arc<Container>, ContainerError> {
-        let connector = vm.connector(agent::AGENT_VSOCK_PORT, Duration::from_secs(2));
-        let agent = AgentClient::connect(
-            move || {
-                let connector = connector.clone();
-                async move { connector.connect().await.map_err(std::io::Error::other) }
-            },
-            ConnectOptions {
-                boot_timeout: BOOT_TIMEOUT,
-                ..ConnectOptions::default()
-            },
-        )
-        .await
-        .map_err(agent_err("connecting to the guest agent"))?;
+        let agent = connect_agent(vm.as_ref()).await?;
         tracing::info!(version = ?agent.guest_version(), "guest agent connected");
         // Independent steps go out together: each is a round trip through the VMM's vsock,
         // and the guest serves them in parallel.
@@ -392,23 +332,8 @@ impl Container {
         agent: &AgentClient,
         config: &RuntimeConfig,
     ) -> Result<(), ContainerError> {
-        let mount = |source: String, target: String, fstype: &str, options: Vec<String>| {
-            let agent = agent.clone();
-            let fstype = fstype.to_string();
-            async move {
-                let step = format!("mounting {source} at {target}");
-                agent
-                    .mount(pb::MountRequest {
-                        source,
-                        target,
-                        fstype,
-                        options,
-                        create_target: true,
-                    })
-                    .await
-                    .map_err(agent_err(step))
-            }
-        };
+        let mount =
+            |source, target, fstype, options| guest_mount(agent, source, target, fstype, options);
         let mkdir = |path: String| {
             let agent = agent.clone();
             async move {
@@ -484,4 +409,62 @@ impl Container {
         }
         Ok(())
     }
+}
+
+/// Dials the guest agent on its vsock port, waiting up to [`BOOT_TIMEOUT`] for the guest to
+/// boot: the container's VM and a maintenance VM connect the same way.
+async fn connect_agent(vm: &dyn VirtualMachine) -> Result<AgentClient, ContainerError> {
+    let connector = vm.connector(agent::AGENT_VSOCK_PORT, Duration::from_secs(2));
+    AgentClient::connect(
+        move || {
+            let connector = connector.clone();
+            async move { connector.connect().await.map_err(std::io::Error::other) }
+        },
+        ConnectOptions {
+            boot_timeout: BOOT_TIMEOUT,
+            ..ConnectOptions::default()
+        },
+    )
+    .await
+    .map_err(agent_err("connecting to the guest agent"))
+}
+
+/// Mounts `source` at `target` in the guest, creating the target.
+async fn guest_mount(
+    agent: &AgentClient,
+    source: String,
+    target: String,
+    fstype: &str,
+    options: Vec<String>,
+) -> Result<(), ContainerError> {
+    let step = format!("mounting {source} at {target}");
+    agent
+        .mount(pb::MountRequest {
+            source,
+            target,
+            fstype: fstype.to_string(),
+            options,
+            create_target: true,
+        })
+        .await
+        .map(|_| ())
+        .map_err(agent_err(step))
+}
+
+/// The image's read-only rootfs and the container's writable layer, by the serials the guest
+/// mounts them by (`block-serial:rootfs`, `block-serial:rw`): every VM of a container has
+/// these two first.
+fn container_disks(config: &RuntimeConfig) -> Vec<DiskConfig> {
+    vec![
+        DiskConfig {
+            id: "rootfs".into(),
+            path: config.rootfs.clone(),
+            read_only: true,
+        },
+        DiskConfig {
+            id: "rw".into(),
+            path: config.writable_layer.path.clone(),
+            read_only: false,
+        },
+    ]
 }
