@@ -13,8 +13,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
-    let descriptors = protox::compile(protos, ["proto"])?;
+    // The shared messages (crates/wire) are imported, not generated again.
+    println!("cargo:rerun-if-changed=../wire/proto/container/wire/v1/wire.proto");
+    let descriptors = protox::compile(protos, ["proto", "../wire/proto"])?;
     tonic_prost_build::configure()
+        .extern_path(".container.wire.v1", "::wire::v1")
         .build_transport(false)
         // Unimplemented rpcs answer UNIMPLEMENTED by default, so the daemon can grow one
         // service method at a time; streaming rpcs return boxed streams.

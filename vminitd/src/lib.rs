@@ -19,7 +19,6 @@ pub mod archive;
 pub mod boot;
 pub mod caps;
 pub mod cgroup;
-pub mod errchain;
 pub mod fsops;
 pub mod mountopt;
 pub mod net;

@@ -5,7 +5,8 @@
 //! - any other name (bind-mounted as /dev/vminitd-init), or `vminitd init -- CMD`: the tiny
 //!   init that `--init` asks for.
 
-use vminitd::{boot, errchain, process, reaper, server, setup, tinyinit};
+use spec::error_chain;
+use vminitd::{boot, process, reaper, server, setup, tinyinit};
 
 fn agent() -> ! {
     vminitd::log::init_from_env();
@@ -13,7 +14,7 @@ fn agent() -> ! {
     if boot::is_pid1()
         && let Err(e) = boot::boot()
     {
-        boot::fatal(&errchain::chain(&e));
+        boot::fatal(&error_chain(&e));
     }
     // SAFETY: integer-argument prctl; outside the VM (tests) orphans still come back to us.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
@@ -31,7 +32,7 @@ fn agent() -> ! {
     });
     match res {
         Ok(()) => boot::fatal("the agent server stopped"),
-        Err(e) => boot::fatal(&format!("serving: {}", errchain::chain(&*e))),
+        Err(e) => boot::fatal(&format!("serving: {}", error_chain(&*e))),
     }
 }
 

@@ -12,12 +12,14 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use wire::ChunkWriter;
+use wire::v1::{ContainerStats, DataChunk, NetworkStats};
 
-use crate::errchain::chain;
 use crate::fsops::FsError;
 use crate::net::NetError;
 use crate::process::{CreateRequest, Manager, ProcessError};
 use crate::{boot, cgroup, fsops, net, relay};
+use spec::error_chain as chain;
 
 fn fs_status(e: FsError) -> Status {
     let msg = chain(&e);
@@ -111,40 +113,10 @@ impl Read for ChanReader {
     }
 }
 
-/// Sends tar bytes from a blocking writer as DataChunks.
-struct ChanWriter {
-    tx: mpsc::Sender<Result<pb::DataChunk, Status>>,
-    buf: Vec<u8>,
-}
-
+/// The size of the archive chunks CopyOut sends.
 const CHUNK: usize = 256 * 1024;
 
-impl ChanWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx
-            .blocking_send(Ok(pb::DataChunk { data }))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "receiver went away"))
-    }
-}
-
-impl Write for ChanWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(b);
-        if self.buf.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.send()
-    }
-}
-
-type DataStream = Pin<Box<dyn Stream<Item = Result<pb::DataChunk, Status>> + Send + 'static>>;
+type DataStream = Pin<Box<dyn Stream<Item = Result<DataChunk, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl Agent for Service {
@@ -242,13 +214,10 @@ impl Agent for Service {
         }
         let (tx, rx) = mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
-            let mut w = ChanWriter {
-                tx: tx.clone(),
-                buf: Vec::with_capacity(CHUNK),
-            };
+            let mut w = ChunkWriter::new(tx.clone(), CHUNK);
             let res = crate::archive::tar_out(Path::new(&root), Path::new(&path), export, &mut w)
                 .and_then(|()| {
-                    w.send().map_err(|source| FsError::Io {
+                    w.flush().map_err(|source| FsError::Io {
                         what: "sending",
                         path: path.clone(),
                         source,
@@ -468,8 +437,11 @@ impl Agent for Service {
         r: Request<pb::ResizeProcessRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
         let r = r.into_inner();
+        let size = r
+            .size
+            .ok_or_else(|| Status::invalid_argument("resize: no terminal size given"))?;
         self.procs
-            .resize(&r.id, r.rows, r.cols)
+            .resize(&r.id, size.rows, size.cols)
             .map_err(proc_status)?;
         Ok(Response::new(pb::Empty {}))
     }
@@ -495,7 +467,7 @@ impl Agent for Service {
     async fn stats(
         &self,
         r: Request<pb::StatsRequest>,
-    ) -> Result<Response<pb::StatsResponse>, Status> {
+    ) -> Result<Response<ContainerStats>, Status> {
         let dir = self
             .procs
             .cgroup_of(&r.into_inner().container_id)
@@ -512,7 +484,7 @@ impl Agent for Service {
         let guest_memory_bytes = nix::sys::sysinfo::sysinfo()
             .map(|s| s.ram_total())
             .unwrap_or(0);
-        Ok(Response::new(pb::StatsResponse {
+        Ok(Response::new(ContainerStats {
             cpu_usage_usec: u.cpu_usec,
             memory_usage_bytes: u.memory,
             memory_limit_bytes: u.memory_limit,
@@ -521,7 +493,7 @@ impl Agent for Service {
             block_write_bytes: u.write_bytes,
             networks: links
                 .into_iter()
-                .map(|l| pb::NetworkStats {
+                .map(|l| NetworkStats {
                     link: l.link,
                     rx_bytes: l.rx_bytes,
                     tx_bytes: l.tx_bytes,

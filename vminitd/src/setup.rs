@@ -129,7 +129,7 @@ pub fn helper_main() -> ! {
         send(
             ctrl_fd(&ctrl),
             &Report::Failed {
-                message: crate::errchain::chain(&e),
+                message: spec::error_chain(&e),
                 code: 1,
             },
         );
@@ -154,7 +154,7 @@ pub fn helper_main() -> ! {
         Ok(nix::unistd::ForkResult::Child) => {
             let (message, code) = match child(&launch, ctrl_fd(&ctrl)) {
                 Ok(never) => match never {},
-                Err((e, code)) => (crate::errchain::chain(&e), code),
+                Err((e, code)) => (spec::error_chain(&e), code),
             };
             send(ctrl_fd(&ctrl), &Report::Failed { message, code });
             exit(code)

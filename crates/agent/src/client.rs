@@ -19,6 +19,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use crate::PROTOCOL_VERSION;
 use crate::v1::agent_client::AgentClient as RawClient;
 use crate::v1::*;
+use wire::v1::{ContainerStats, DataChunk};
 
 /// Errors of the agent client.
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +157,7 @@ impl AgentClient {
         let channel = endpoint
             .connect_with_connector(service)
             .await
-            .map_err(|e| format!("connecting: {}", error_chain(&e)))?;
+            .map_err(|e| format!("connecting: {}", spec::error_chain(&e)))?;
         let mut raw = RawClient::new(channel);
         let version = match tokio::time::timeout(call_timeout, raw.version(VersionRequest {})).await
         {
@@ -270,7 +271,7 @@ unary! {
     /// Forgets an exited process.
     delete_process(ProcessRef) -> Empty, "DeleteProcess";
     /// A container's resource usage.
-    stats(StatsRequest) -> StatsResponse, "Stats";
+    stats(StatsRequest) -> ContainerStats, "Stats";
     /// Sets the guest's wall clock.
     set_time(SetTimeRequest) -> Empty, "SetTime";
     /// Flushes every guest filesystem.
@@ -341,17 +342,6 @@ fn check_version(version: &VersionResponse) -> Result<(), ClientError> {
             agent_version: version.agent_version.clone(),
         })
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -110,7 +110,7 @@ impl Client {
         let channel = endpoint
             .connect_with_connector(connector)
             .await
-            .map_err(|e| unreachable(error_chain(&e)))?;
+            .map_err(|e| unreachable(spec::error_chain(&e)))?;
         let version = SystemClient::new(channel.clone())
             .version(VersionRequest {})
             .await
@@ -169,21 +169,6 @@ impl Client {
     pub fn system(&self) -> SystemClient<Channel> {
         SystemClient::new(self.channel.clone())
     }
-}
-
-/// An error and its causes on one line: `a: b: c`.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -718,7 +718,10 @@ impl Images for ImagesService {
         ok(resp)
     }
 
-    async fn save(&self, req: Request<v1::SaveImagesRequest>) -> Res<BoxStream<v1::DataChunk>> {
+    async fn save(
+        &self,
+        req: Request<v1::SaveImagesRequest>,
+    ) -> Res<BoxStream<wire::v1::DataChunk>> {
         let r = req.into_inner();
         if r.references.is_empty() {
             return Err(ApiError::invalid_argument("save: no image given").into());
@@ -736,40 +739,10 @@ impl Images for ImagesService {
                 }
             }
         }
-        let (tx, rx) = mpsc::channel::<Result<v1::DataChunk, Status>>(8);
+        let (tx, rx) = mpsc::channel::<Result<wire::v1::DataChunk, Status>>(8);
         let store = Arc::clone(&self.0.store);
         tokio::task::spawn_blocking(move || {
-            struct ChunkWriter {
-                tx: mpsc::Sender<Result<v1::DataChunk, Status>>,
-                buf: Vec<u8>,
-            }
-            impl Write for ChunkWriter {
-                fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-                    self.buf.extend_from_slice(data);
-                    if self.buf.len() >= 1 << 20 {
-                        self.flush()?;
-                    }
-                    Ok(data.len())
-                }
-                fn flush(&mut self) -> std::io::Result<()> {
-                    if self.buf.is_empty() {
-                        return Ok(());
-                    }
-                    let data = std::mem::take(&mut self.buf);
-                    self.tx
-                        .blocking_send(Ok(v1::DataChunk { data }))
-                        .map_err(|_| {
-                            std::io::Error::new(
-                                std::io::ErrorKind::BrokenPipe,
-                                "the client went away",
-                            )
-                        })
-                }
-            }
-            let mut w = ChunkWriter {
-                tx: tx.clone(),
-                buf: Vec::with_capacity(1 << 20),
-            };
+            let mut w = wire::ChunkWriter::new(tx.clone(), 1 << 20);
             let result = oci::save(&store, &names, platform.as_ref(), &mut w)
                 .map_err(|e| oci_error(e.kind(), e))
                 .and_then(|()| w.flush().map_err(|e| ApiError::unavailable(e.to_string())));

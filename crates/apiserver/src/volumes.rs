@@ -134,18 +134,6 @@ pub fn image_path(volumes: &Path, name: &str) -> PathBuf {
     volumes.join(name).join(IMAGE)
 }
 
-/// An error and its sources on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cur = c.source();
-    }
-    crate::errors::one_line(&text)
-}
-
 pub(crate) fn check_name(name: &str) -> Result<(), VolumeError> {
     spec::validate_volume_name(name).map_err(|e| VolumeError::BadName {
         name: name.to_owned(),
@@ -182,7 +170,7 @@ pub fn create(volumes: &Path, name: &str, new: &NewVolume) -> Result<VolumeMeta,
         ..Default::default()
     };
     ext4::format_empty(tmp.path().join(IMAGE), new.size_bytes, &options)
-        .map_err(|e| fail(error_chain(&e)))?;
+        .map_err(|e| fail(crate::errors::one_line(&spec::error_chain(&e))))?;
     let meta = VolumeMeta {
         name: name.to_owned(),
         created_ms: crate::fsutil::now_ms(),

@@ -849,13 +849,17 @@ async fn pull_through_the_mirror_with_progress_tag_save_and_delete() {
 /// Collects an attach or exec stream: (stdout, stderr, exit code).
 async fn drain(mut s: tonic::Streaming<v1::StdioResponse>) -> (String, String, Option<i32>) {
     use v1::stdio_response::Response as R;
+    use wire::v1::stdio_output::Output;
     let (mut out, mut err, mut code) = (Vec::new(), Vec::new(), None);
     while let Some(m) = s.next().await {
-        match m.unwrap().response {
-            Some(R::Stdout(d)) => out.extend(d),
-            Some(R::Stderr(d)) => err.extend(d),
-            Some(R::Exit(e)) => code = Some(e.code),
-            _ => {}
+        let Some(R::Output(frame)) = m.unwrap().response else {
+            continue;
+        };
+        match frame.output {
+            Some(Output::Stdout(d)) => out.extend(d),
+            Some(Output::Stderr(d)) => err.extend(d),
+            Some(Output::ExitCode(c)) => code = Some(c),
+            None => {}
         }
     }
     (
@@ -1100,10 +1104,9 @@ async fn run_echo_then_survive_a_daemon_crash_with_a_detached_container() {
         .unwrap()
         .stats;
     assert_eq!(stats.len(), 1);
+    let usage = stats[0].usage.as_ref().expect("a sample has its counters");
     assert!(
-        stats[0].memory_usage_bytes > 0
-            && stats[0].num_processes >= 1
-            && stats[0].memory_limit_bytes == 256 << 20,
+        usage.memory_usage_bytes > 0 && usage.pids >= 1 && usage.memory_limit_bytes == 256 << 20,
         "{:?}",
         stats[0]
     );

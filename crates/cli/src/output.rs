@@ -391,49 +391,67 @@ pub fn cpu_percent(
     if elapsed_ms <= 0 {
         return None;
     }
-    let used = current
+    let used = usage(current)
         .cpu_usage_usec
-        .checked_sub(previous.cpu_usage_usec)? as f64;
+        .checked_sub(usage(previous).cpu_usage_usec)? as f64;
     Some(used / (elapsed_ms as f64 * 1000.0) * 100.0)
 }
 
 /// One `stats` row; the CPU column is `--` until two samples exist.
 pub fn stats_row(previous: Option<&v1::ContainerStats>, s: &v1::ContainerStats) -> Vec<String> {
     let cpu = cpu_percent(previous, s).map_or_else(|| "--".to_owned(), |p| format!("{p:.2}%"));
+    let u = usage(s);
     vec![
         short_id(&s.id),
         cpu,
         format!(
             "{} / {}",
-            spec::human_bytes(s.memory_usage_bytes),
-            spec::human_bytes(s.memory_limit_bytes)
+            spec::human_bytes(u.memory_usage_bytes),
+            spec::human_bytes(u.memory_limit_bytes)
         ),
         format!(
             "{} / {}",
-            spec::human_bytes(s.network_rx_bytes),
-            spec::human_bytes(s.network_tx_bytes)
+            spec::human_bytes(u.network_rx_bytes()),
+            spec::human_bytes(u.network_tx_bytes())
         ),
         format!(
             "{} / {}",
-            spec::human_bytes(s.block_read_bytes),
-            spec::human_bytes(s.block_write_bytes)
+            spec::human_bytes(u.block_read_bytes),
+            spec::human_bytes(u.block_write_bytes)
         ),
-        s.num_processes.to_string(),
+        u.pids.to_string(),
     ]
+}
+
+/// A sample's counters; all zero when the daemon sent none.
+fn usage(s: &v1::ContainerStats) -> &wire::v1::ContainerStats {
+    static NONE: wire::v1::ContainerStats = wire::v1::ContainerStats {
+        cpu_usage_usec: 0,
+        memory_usage_bytes: 0,
+        memory_limit_bytes: 0,
+        pids: 0,
+        block_read_bytes: 0,
+        block_write_bytes: 0,
+        networks: Vec::new(),
+        online_cpus: 0,
+        guest_memory_bytes: 0,
+    };
+    s.usage.as_ref().unwrap_or(&NONE)
 }
 
 /// A stats sample as JSON (Apple's field names).
 pub fn stats_json(s: &v1::ContainerStats) -> Value {
+    let u = usage(s);
     json!({
         "id": s.id,
-        "memoryUsageBytes": s.memory_usage_bytes,
-        "memoryLimitBytes": s.memory_limit_bytes,
-        "cpuUsageUsec": s.cpu_usage_usec,
-        "networkRxBytes": s.network_rx_bytes,
-        "networkTxBytes": s.network_tx_bytes,
-        "blockReadBytes": s.block_read_bytes,
-        "blockWriteBytes": s.block_write_bytes,
-        "numProcesses": s.num_processes,
+        "memoryUsageBytes": u.memory_usage_bytes,
+        "memoryLimitBytes": u.memory_limit_bytes,
+        "cpuUsageUsec": u.cpu_usage_usec,
+        "networkRxBytes": u.network_rx_bytes(),
+        "networkTxBytes": u.network_tx_bytes(),
+        "blockReadBytes": u.block_read_bytes,
+        "blockWriteBytes": u.block_write_bytes,
+        "numProcesses": u.pids,
     })
 }
 
@@ -602,22 +620,48 @@ mod tests {
 
     #[test]
     fn stats_need_two_samples_for_cpu() {
-        let a = v1::ContainerStats {
-            id: "web".into(),
+        let usage = wire::v1::ContainerStats {
             cpu_usage_usec: 1_000_000,
-            timestamp_ms: 10_000,
             memory_usage_bytes: 50 << 20,
             memory_limit_bytes: 1 << 30,
-            num_processes: 3,
+            pids: 3,
+            networks: vec![
+                wire::v1::NetworkStats {
+                    link: "eth0".into(),
+                    rx_bytes: 1 << 20,
+                    tx_bytes: 2048,
+                    ..Default::default()
+                },
+                wire::v1::NetworkStats {
+                    link: "eth1".into(),
+                    rx_bytes: 1 << 20,
+                    tx_bytes: 2048,
+                    ..Default::default()
+                },
+            ],
             ..Default::default()
         };
+        let a = v1::ContainerStats {
+            id: "web".into(),
+            timestamp_ms: 10_000,
+            usage: Some(usage.clone()),
+        };
         let b = v1::ContainerStats {
-            cpu_usage_usec: 2_000_000,
             timestamp_ms: 12_000,
+            usage: Some(wire::v1::ContainerStats {
+                cpu_usage_usec: 2_000_000,
+                ..usage
+            }),
             ..a.clone()
         };
         assert_eq!(stats_row(None, &a)[1], "--");
         assert_eq!(stats_row(Some(&a), &b)[1], "50.00%");
         assert_eq!(stats_row(Some(&a), &b)[2], "50.0 MiB / 1.0 GiB");
+        // Every link counts.
+        assert_eq!(stats_row(Some(&a), &b)[3], "2.0 MiB / 4.0 KiB");
+        assert_eq!(stats_row(Some(&a), &b)[5], "3");
+        let json = stats_json(&b);
+        assert_eq!(json["networkRxBytes"], 2 << 20);
+        assert_eq!(json["cpuUsageUsec"], 2_000_000);
     }
 }

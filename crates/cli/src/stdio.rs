@@ -9,6 +9,8 @@ use api::v1::{self, stdio_request::Request, stdio_response::Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use wire::v1::StdioInput;
+use wire::v1::stdio_output::Output;
 
 use crate::error::CliError;
 use crate::terminal::{RawMode, WindowChanges, window_size};
@@ -25,7 +27,7 @@ pub struct StdioOptions {
 }
 
 /// The size of the terminal on our stdout, if it is one.
-pub fn local_terminal_size() -> Option<v1::TerminalSize> {
+pub fn local_terminal_size() -> Option<wire::v1::TerminalSize> {
     window_size(std::io::stdout().as_fd()).map(Into::into)
 }
 
@@ -131,17 +133,20 @@ pub async fn drive(
             Some(Response::Started(_)) if options.detach => break Ok(0),
             Some(Response::Started(_)) => started = true,
             None => {}
-            Some(Response::Stdout(bytes)) => {
-                if let Err(e) = write_all_flush(&mut stdout, &bytes).await {
-                    break Err(CliError::io("writing stdout", e));
+            Some(Response::Output(frame)) => match frame.output {
+                None => {}
+                Some(Output::Stdout(bytes)) => {
+                    if let Err(e) = write_all_flush(&mut stdout, &bytes).await {
+                        break Err(CliError::io("writing stdout", e));
+                    }
                 }
-            }
-            Some(Response::Stderr(bytes)) => {
-                if let Err(e) = write_all_flush(&mut stderr, &bytes).await {
-                    break Err(CliError::io("writing stderr", e));
+                Some(Output::Stderr(bytes)) => {
+                    if let Err(e) = write_all_flush(&mut stderr, &bytes).await {
+                        break Err(CliError::io("writing stderr", e));
+                    }
                 }
-            }
-            Some(Response::Exit(exit)) => break Ok(exit.code),
+                Some(Output::ExitCode(code)) => break Ok(code),
+            },
         }
     };
     for task in tasks {
@@ -173,23 +178,22 @@ async fn write_all_flush(
     w.flush().await
 }
 
+/// A frame for the daemon.
+fn input(frame: StdioInput) -> v1::StdioRequest {
+    v1::StdioRequest {
+        request: Some(Request::Input(frame)),
+    }
+}
+
 async fn forward_stdin(tx: mpsc::Sender<v1::StdioRequest>) {
     let mut stdin = tokio::io::stdin();
     let mut buf = vec![0u8; 32 * 1024];
     loop {
-        let request = match stdin.read(&mut buf).await {
-            Ok(0) | Err(_) => Request::CloseStdin(true),
-            Ok(n) => Request::Stdin(buf[..n].to_vec()),
+        let (frame, done) = match stdin.read(&mut buf).await {
+            Ok(0) | Err(_) => (StdioInput::close_stdin(), true),
+            Ok(n) => (StdioInput::stdin(&buf[..n]), false),
         };
-        let done = matches!(request, Request::CloseStdin(_));
-        if tx
-            .send(v1::StdioRequest {
-                request: Some(request),
-            })
-            .await
-            .is_err()
-            || done
-        {
+        if tx.send(input(frame)).await.is_err() || done {
             return;
         }
     }
@@ -201,14 +205,8 @@ async fn forward_window_changes(tx: mpsc::Sender<v1::StdioRequest>) {
     };
     while let Some(size) = changes.next(std::io::stdout().as_fd()).await {
         if let Some(size) = size {
-            let request = Request::Resize(size.into());
-            if tx
-                .send(v1::StdioRequest {
-                    request: Some(request),
-                })
-                .await
-                .is_err()
-            {
+            let frame = StdioInput::resize(u32::from(size.rows), u32::from(size.cols));
+            if tx.send(input(frame)).await.is_err() {
                 return;
             }
         }
@@ -264,8 +262,7 @@ async fn forward_signals(tx: mpsc::Sender<v1::StdioRequest>, give_up: mpsc::Send
                 break;
             }
         }
-        let request = Some(Request::Signal(number));
-        if tx.send(v1::StdioRequest { request }).await.is_err() {
+        if tx.send(input(StdioInput::signal(number))).await.is_err() {
             break;
         }
     }

@@ -14,11 +14,11 @@ pub struct WindowSize {
     pub rows: u16,
 }
 
-impl From<WindowSize> for api::v1::TerminalSize {
-    fn from(s: WindowSize) -> api::v1::TerminalSize {
-        api::v1::TerminalSize {
-            width: u32::from(s.cols),
-            height: u32::from(s.rows),
+impl From<WindowSize> for wire::v1::TerminalSize {
+    fn from(s: WindowSize) -> wire::v1::TerminalSize {
+        wire::v1::TerminalSize {
+            rows: u32::from(s.rows),
+            cols: u32::from(s.cols),
         }
     }
 }

@@ -94,12 +94,14 @@ fn main() {
     let start = Instant::now();
     let result = (|| -> Result<ext4::Summary, String> {
         let mut builder = ext4::Ext4Builder::new(&args[0], ext4::Options::default())
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| spec::error_chain(&e))?;
         for layer in &args[1..] {
             let reader = open_layer(layer).map_err(|e| format!("{layer}: {e}"))?;
-            builder.apply_layer(reader).map_err(|e| error_chain(&e))?;
+            builder
+                .apply_layer(reader)
+                .map_err(|e| spec::error_chain(&e))?;
         }
-        builder.finish().map_err(|e| error_chain(&e))
+        builder.finish().map_err(|e| spec::error_chain(&e))
     })();
     match result {
         Ok(s) => println!(
@@ -118,15 +120,4 @@ fn main() {
             std::process::exit(1);
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

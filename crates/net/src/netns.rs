@@ -107,7 +107,7 @@ impl TestNetns {
         }
         match TestNetns::new(prefix) {
             Ok(netns) => Some(netns),
-            Err(e) => panic!("{test}: {}", error_chain(&e)),
+            Err(e) => panic!("{test}: {}", spec::error_chain(&e)),
         }
     }
 
@@ -192,7 +192,7 @@ impl Drop for TestNetns {
             eprintln!(
                 "cannot delete network namespace {}: {}",
                 self.name,
-                error_chain(&e)
+                spec::error_chain(&e)
             );
         }
     }
@@ -273,15 +273,4 @@ fn run_ip(args: &[&str]) -> Result<String, NetnsError> {
         return Err(NetnsError::Command { command, message });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

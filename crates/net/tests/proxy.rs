@@ -22,17 +22,6 @@ fn random_base(count: u16) -> u16 {
     20000 + (h.finish() % u64::from(40000 - count)) as u16
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 fn spec(
     host: Option<HostAddr>,
     host_port: Option<u16>,
@@ -60,7 +49,7 @@ async fn start_on_free_ports(
         match PortProxies::start(&specs(base), LOCALHOST, options.clone()).await {
             Ok(p) => return (p, base),
             Err(ProxyError::Bind { source, .. }) if source.kind() == io::ErrorKind::AddrInUse => {}
-            Err(e) => panic!("{}", chain(&e)),
+            Err(e) => panic!("{}", spec::error_chain(&e)),
         }
     }
     panic!("no {count} free consecutive ports");
@@ -258,7 +247,7 @@ async fn a_bind_conflict_names_the_port_and_leaves_nothing_bound() {
             .await
             .unwrap_err();
         assert_eq!(
-            chain(&err),
+            spec::error_chain(&err),
             format!(
                 "cannot bind 127.0.0.1:{}/{protocol}: Address already in use (os error 98)",
                 base + 2

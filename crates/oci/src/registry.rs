@@ -749,24 +749,9 @@ fn http_error(registry: &str, e: reqwest::Error, after: Duration) -> RegistryErr
     } else {
         RegistryError::Unreachable {
             registry: registry.to_owned(),
-            detail: error_chain(&e),
+            detail: spec::error_chain(&e),
         }
     }
-}
-
-/// `e: cause: cause` on one line (reqwest's top-level message alone hides the reason).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 /// Runs a store operation on the blocking pool.
@@ -896,7 +881,7 @@ impl Session {
             },
             other => RegistryError::Registry {
                 registry,
-                detail: error_chain(&other),
+                detail: spec::error_chain(&other),
             },
         }
     }
@@ -1137,7 +1122,7 @@ impl Session {
                                 detail: format!(
                                     "download of {} interrupted: {}",
                                     desc.digest,
-                                    error_chain(&e)
+                                    spec::error_chain(&e)
                                 ),
                             },
                             true,

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint, Uri};
+use wire::v1::{ContainerStats, DataChunk, StdioOutput, TerminalSize};
 
 use crate::RUNTIME_API_VERSION;
 use crate::pb;
@@ -71,84 +73,70 @@ pub struct RuntimeClient {
 /// What comes down an attach or exec stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StdioEvent {
-    /// An exec started (exec streams only).
+    /// An exec started (exec streams only; the first event).
     Started {
         /// The exec's id.
         exec_id: String,
         /// Its pid in the guest.
         pid: u32,
     },
-    /// Output.
-    Stdout(Vec<u8>),
-    /// Output.
-    Stderr(Vec<u8>),
-    /// The exit code; the stream ends after it.
-    Exit(i32),
+    /// Output, and finally the exit code; the stream ends after the exit code.
+    Output(Output),
 }
 
-/// What goes up an attach or exec stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StdinEvent {
-    /// Bytes for stdin.
-    Data(Vec<u8>),
-    /// A new terminal size (rows, cols).
-    Resize(u32, u32),
-    /// End of input.
-    Close,
+/// The output frames of a process (crates/wire): stdout, stderr, exit code.
+pub use wire::v1::stdio_output::Output;
+
+/// The frames that go up a stdio stream (crates/wire): stdin bytes, end of input, resizes,
+/// signals; build them with `StdioInput::stdin`, `close_stdin`, `resize` and `signal`.
+pub use wire::v1::StdioInput;
+
+enum Downstream {
+    Attach(tonic::Streaming<StdioOutput>),
+    Exec(tonic::Streaming<pb::ExecResponse>),
 }
 
-/// One side of a bidirectional stdio call.
-#[derive(Debug)]
+/// One attach or exec: send input frames up, read events down. Dropping it ends the call
+/// without touching the container or the process.
 pub struct StdioSession {
-    /// Send stdin bytes, resizes, close.
-    pub input: mpsc::Sender<StdinEvent>,
-    output: tonic::Streaming<pb::AttachResponse>,
+    /// Send stdin bytes, end of input, resizes and signals.
+    pub input: mpsc::Sender<StdioInput>,
+    output: Downstream,
 }
 
-/// One exec.
-#[derive(Debug)]
-pub struct ExecSession {
-    /// Send stdin bytes, resizes, close.
-    pub input: mpsc::Sender<StdinEvent>,
-    output: tonic::Streaming<pb::ExecResponse>,
+impl std::fmt::Debug for StdioSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StdioSession").finish_non_exhaustive()
+    }
 }
 
 impl StdioSession {
     /// The next event; `None` once the stream has ended.
     pub async fn next(&mut self) -> Result<Option<StdioEvent>, ClientError> {
-        use pb::attach_response::Msg;
         loop {
-            let Some(m) = self.output.message().await.map_err(rpc("Attach"))? else {
-                return Ok(None);
-            };
-            return Ok(Some(match m.msg {
-                Some(Msg::Stdout(d)) => StdioEvent::Stdout(d),
-                Some(Msg::Stderr(d)) => StdioEvent::Stderr(d),
-                Some(Msg::ExitCode(c)) => StdioEvent::Exit(c),
-                None => continue,
-            }));
-        }
-    }
-}
-
-impl ExecSession {
-    /// The next event; `None` once the stream has ended.
-    pub async fn next(&mut self) -> Result<Option<StdioEvent>, ClientError> {
-        use pb::exec_response::Msg;
-        loop {
-            let Some(m) = self.output.message().await.map_err(rpc("Exec"))? else {
-                return Ok(None);
-            };
-            return Ok(Some(match m.msg {
-                Some(Msg::Started(s)) => StdioEvent::Started {
-                    exec_id: s.exec_id,
-                    pid: s.pid,
+            let event = match &mut self.output {
+                Downstream::Attach(s) => match s.message().await.map_err(rpc("Attach"))? {
+                    None => return Ok(None),
+                    Some(frame) => frame.output.map(StdioEvent::Output),
                 },
-                Some(Msg::Stdout(d)) => StdioEvent::Stdout(d),
-                Some(Msg::Stderr(d)) => StdioEvent::Stderr(d),
-                Some(Msg::ExitCode(c)) => StdioEvent::Exit(c),
-                None => continue,
-            }));
+                Downstream::Exec(s) => {
+                    use pb::exec_response::Msg;
+                    match s.message().await.map_err(rpc("Exec"))? {
+                        None => return Ok(None),
+                        Some(m) => match m.msg {
+                            Some(Msg::Started(s)) => Some(StdioEvent::Started {
+                                exec_id: s.exec_id,
+                                pid: s.pid,
+                            }),
+                            Some(Msg::Output(frame)) => frame.output.map(StdioEvent::Output),
+                            None => None,
+                        },
+                    }
+                }
+            };
+            if let Some(event) = event {
+                return Ok(Some(event));
+            }
         }
     }
 
@@ -157,9 +145,9 @@ impl ExecSession {
         let (mut out, mut err, mut code) = (Vec::new(), Vec::new(), None);
         while let Some(e) = self.next().await? {
             match e {
-                StdioEvent::Stdout(d) => out.extend(d),
-                StdioEvent::Stderr(d) => err.extend(d),
-                StdioEvent::Exit(c) => code = Some(c),
+                StdioEvent::Output(Output::Stdout(d)) => out.extend(d),
+                StdioEvent::Output(Output::Stderr(d)) => err.extend(d),
+                StdioEvent::Output(Output::ExitCode(c)) => code = Some(c),
                 StdioEvent::Started { .. } => {}
             }
         }
@@ -191,7 +179,7 @@ impl RuntimeClient {
                 .connect_timeout(timeout)
                 .connect_with_connector(connector)
                 .await
-                .map_err(|e| unreachable(error_chain(&e)))?;
+                .map_err(|e| unreachable(spec::error_chain(&e)))?;
             let mut raw = Raw::new(channel);
             let state = raw
                 .state(pb::StateRequest {})
@@ -235,67 +223,37 @@ impl RuntimeClient {
 
     /// Attaches to the init process.
     pub async fn attach(&self) -> Result<StdioSession, ClientError> {
-        let (input, mut rx) = mpsc::channel::<StdinEvent>(16);
-        let (up_tx, up_rx) = mpsc::channel(16);
-        tokio::spawn(async move {
-            use pb::attach_request::Msg;
-            while let Some(e) = rx.recv().await {
-                let msg = match e {
-                    StdinEvent::Data(d) => Msg::Stdin(d),
-                    StdinEvent::Resize(rows, cols) => Msg::Resize(pb::Resize { rows, cols }),
-                    StdinEvent::Close => Msg::CloseStdin(true),
-                };
-                if up_tx
-                    .send(pb::AttachRequest { msg: Some(msg) })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
+        let (input, rx) = mpsc::channel::<StdioInput>(16);
         let mut raw = self.raw.clone();
         let output = raw
-            .attach(ReceiverStream::new(up_rx))
+            .attach(ReceiverStream::new(rx))
             .await
             .map_err(rpc("Attach"))?
             .into_inner();
-        Ok(StdioSession { input, output })
+        Ok(StdioSession {
+            input,
+            output: Downstream::Attach(output),
+        })
     }
 
-    /// Runs a process in the container.
-    pub async fn exec(&self, spec: ExecSpec) -> Result<ExecSession, ClientError> {
-        let (input, mut rx) = mpsc::channel::<StdinEvent>(16);
-        let (up_tx, up_rx) = mpsc::channel(16);
+    /// Runs a process in the container. Its first event is `Started`, or its failure to
+    /// start.
+    pub async fn exec(&self, spec: ExecSpec) -> Result<StdioSession, ClientError> {
         use pb::exec_request::Msg;
-        let _ = up_tx
-            .send(pb::ExecRequest {
-                msg: Some(Msg::Start(spec)),
-            })
-            .await;
-        tokio::spawn(async move {
-            while let Some(e) = rx.recv().await {
-                let msg = match e {
-                    StdinEvent::Data(d) => Msg::Stdin(d),
-                    StdinEvent::Resize(rows, cols) => Msg::Resize(pb::Resize { rows, cols }),
-                    StdinEvent::Close => Msg::CloseStdin(true),
-                };
-                if up_tx
-                    .send(pb::ExecRequest { msg: Some(msg) })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
+        let (input, rx) = mpsc::channel::<StdioInput>(16);
+        let start = pb::ExecRequest {
+            msg: Some(Msg::Start(spec)),
+        };
+        let up =
+            tokio_stream::once(start).chain(ReceiverStream::new(rx).map(|frame| pb::ExecRequest {
+                msg: Some(Msg::Input(frame)),
+            }));
         let mut raw = self.raw.clone();
-        let output = raw
-            .exec(ReceiverStream::new(up_rx))
-            .await
-            .map_err(rpc("Exec"))?
-            .into_inner();
-        Ok(ExecSession { input, output })
+        let output = raw.exec(up).await.map_err(rpc("Exec"))?.into_inner();
+        Ok(StdioSession {
+            input,
+            output: Downstream::Exec(output),
+        })
     }
 
     /// Sends a signal (0 = SIGKILL) to the init process, an exec, or with `all` every process.
@@ -316,8 +274,7 @@ impl RuntimeClient {
         let mut raw = self.raw.clone();
         raw.resize(pb::ResizeRequest {
             exec_id: exec_id.to_string(),
-            rows,
-            cols,
+            size: Some(TerminalSize { rows, cols }),
         })
         .await
         .map_err(rpc("Resize"))?;
@@ -354,7 +311,7 @@ impl RuntimeClient {
     }
 
     /// Resource usage.
-    pub async fn stats(&self) -> Result<pb::StatsResponse, ClientError> {
+    pub async fn stats(&self) -> Result<ContainerStats, ClientError> {
         let mut raw = self.raw.clone();
         Ok(raw
             .stats(pb::StatsRequest {})
@@ -364,10 +321,7 @@ impl RuntimeClient {
     }
 
     /// Streams `path` of the container out as a tar archive.
-    pub async fn copy_out(
-        &self,
-        path: &str,
-    ) -> Result<tonic::Streaming<pb::DataChunk>, ClientError> {
+    pub async fn copy_out(&self, path: &str) -> Result<tonic::Streaming<DataChunk>, ClientError> {
         let mut raw = self.raw.clone();
         Ok(raw
             .copy_out(pb::CopyOutRequest {
@@ -380,7 +334,7 @@ impl RuntimeClient {
     }
 
     /// Streams the container's whole root filesystem out as a tar archive (`export`).
-    pub async fn export(&self) -> Result<tonic::Streaming<pb::DataChunk>, ClientError> {
+    pub async fn export(&self) -> Result<tonic::Streaming<DataChunk>, ClientError> {
         let mut raw = self.raw.clone();
         Ok(raw
             .copy_out(pb::CopyOutRequest {
@@ -428,15 +382,4 @@ impl RuntimeClient {
             .map_err(rpc("CopyIn"))?;
         Ok(())
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

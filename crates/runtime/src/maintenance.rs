@@ -67,11 +67,11 @@ impl Runtime for Service {
         Err(stopped())
     }
 
-    type AttachStream = BoxStream<pb::AttachResponse>;
+    type AttachStream = BoxStream<wire::v1::StdioOutput>;
 
     async fn attach(
         &self,
-        _: Request<Streaming<pb::AttachRequest>>,
+        _: Request<Streaming<wire::v1::StdioInput>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
         Err(stopped())
     }
@@ -110,11 +110,11 @@ impl Runtime for Service {
     async fn stats(
         &self,
         _: Request<pb::StatsRequest>,
-    ) -> Result<Response<pb::StatsResponse>, Status> {
+    ) -> Result<Response<wire::v1::ContainerStats>, Status> {
         Err(stopped())
     }
 
-    type CopyOutStream = BoxStream<pb::DataChunk>;
+    type CopyOutStream = BoxStream<wire::v1::DataChunk>;
 
     async fn copy_out(
         &self,

@@ -16,6 +16,8 @@ use crate::container::{Container, ContainerError, ExecEvent, ExecRequest, Output
 use runtime_api::pb;
 use runtime_api::pb::runtime_server::{Runtime, RuntimeServer};
 use runtime_api::state::Status as LifeStatus;
+use wire::v1::stdio_input::Input;
+use wire::v1::{ContainerStats, DataChunk, StdioInput, StdioOutput};
 
 /// Errors of serving.
 #[derive(Debug, thiserror::Error)]
@@ -103,28 +105,21 @@ impl Runtime for Service {
         Ok(Response::new(pb::StartResponse { pid }))
     }
 
-    type AttachStream = BoxStream<pb::AttachResponse>;
+    type AttachStream = BoxStream<StdioOutput>;
 
     async fn attach(
         &self,
-        request: Request<Streaming<pb::AttachRequest>>,
+        request: Request<Streaming<StdioInput>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
         let (mut output, exited) = self.container.subscribe();
-        let (tx, rx) = mpsc::channel::<Result<pb::AttachResponse, Status>>(64);
-        use pb::attach_response::Msg;
-        let reply = |m: Msg| Ok(pb::AttachResponse { msg: Some(m) });
+        let (tx, rx) = mpsc::channel::<Result<StdioOutput, Status>>(64);
         if let Some(code) = exited {
-            let _ = tx.send(reply(Msg::ExitCode(code))).await;
+            let _ = tx.send(Ok(Output::ExitCode(code).into())).await;
         } else {
             tokio::spawn(async move {
                 loop {
-                    let msg = match output.recv().await {
-                        Ok(Output::Stdout(d)) => Msg::Stdout(d),
-                        Ok(Output::Stderr(d)) => Msg::Stderr(d),
-                        Ok(Output::Exit(code)) => {
-                            let _ = tx.send(reply(Msg::ExitCode(code))).await;
-                            return;
-                        }
+                    let frame = match output.recv().await {
+                        Ok(frame) => frame,
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                             tracing::warn!(
                                 "an attacher fell {n} chunks behind; they are in stdio.log"
@@ -133,8 +128,9 @@ impl Runtime for Service {
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                     };
-                    if tx.send(reply(msg)).await.is_err() {
-                        return; // the attacher went away; the container goes on
+                    let last = matches!(frame, Output::ExitCode(_));
+                    if tx.send(Ok(frame.into())).await.is_err() || last {
+                        return; // the attacher went away (the container goes on), or it ended
                     }
                 }
             });
@@ -142,13 +138,13 @@ impl Runtime for Service {
         let container = Arc::clone(&self.container);
         let mut input = request.into_inner();
         tokio::spawn(async move {
-            use pb::attach_request::Msg;
             // An error here is the attacher going away: the container goes on.
-            while let Ok(Some(req)) = input.message().await {
-                let result = match req.msg {
-                    Some(Msg::Stdin(data)) => container.write_stdin(&data).await,
-                    Some(Msg::Resize(r)) => container.resize("", r.rows, r.cols).await,
-                    Some(Msg::CloseStdin(_)) => container.close_stdin().await,
+            while let Ok(Some(frame)) = input.message().await {
+                let result = match frame.input {
+                    Some(Input::Stdin(data)) => container.write_stdin(&data).await,
+                    Some(Input::Resize(r)) => container.resize("", r.rows, r.cols).await,
+                    Some(Input::CloseStdin(_)) => container.close_stdin().await,
+                    Some(Input::Signal(signal)) => signal_process(&container, "", signal).await,
                     None => Ok(()),
                 };
                 if let Err(e) = result {
@@ -175,6 +171,7 @@ impl Runtime for Service {
                 "exec: the first message must be `start`",
             ));
         };
+        let size = start.size.unwrap_or_default();
         let (events_tx, mut events_rx) = mpsc::channel(64);
         let handle = self
             .container
@@ -186,8 +183,8 @@ impl Runtime for Service {
                     user: start.user,
                     terminal: start.terminal,
                     stdin: start.stdin,
-                    rows: start.rows,
-                    cols: start.cols,
+                    rows: size.rows,
+                    cols: size.cols,
                 },
                 events_tx,
             )
@@ -201,20 +198,15 @@ impl Runtime for Service {
                     ExecEvent::Started { exec_id, pid } => {
                         (Msg::Started(pb::ExecStarted { exec_id, pid }), false)
                     }
-                    ExecEvent::Stdout(d) => (Msg::Stdout(d), false),
-                    ExecEvent::Stderr(d) => (Msg::Stderr(d), false),
-                    ExecEvent::Exit(code) => (Msg::ExitCode(code), true),
-                };
-                if tx
-                    .send(Ok(pb::ExecResponse { msg: Some(msg) }))
-                    .await
-                    .is_err()
-                    || last
-                {
-                    // On a vanished client keep draining so the exec's output never blocks.
-                    if last {
-                        return;
+                    ExecEvent::Output(frame) => {
+                        let last = matches!(frame, Output::ExitCode(_));
+                        (Msg::Output(frame.into()), last)
                     }
+                };
+                // On a vanished client keep draining so the exec's output never blocks.
+                let _ = tx.send(Ok(pb::ExecResponse { msg: Some(msg) })).await;
+                if last {
+                    return;
                 }
             }
         });
@@ -224,23 +216,31 @@ impl Runtime for Service {
         tokio::spawn(async move {
             use pb::exec_request::Msg;
             while let Ok(Some(req)) = input.message().await {
-                match req.msg {
-                    Some(Msg::Stdin(data)) => {
+                let Some(Msg::Input(frame)) = req.msg else {
+                    continue;
+                };
+                match frame.input {
+                    Some(Input::Stdin(data)) => {
                         if let Some(w) = stdin.as_mut()
                             && (w.write_all(&data).await.is_err() || w.flush().await.is_err())
                         {
                             stdin = None;
                         }
                     }
-                    Some(Msg::Resize(r)) => {
+                    Some(Input::Resize(r)) => {
                         let _ = container.resize(&exec_id, r.rows, r.cols).await;
                     }
-                    Some(Msg::CloseStdin(_)) => {
+                    Some(Input::CloseStdin(_)) => {
                         if let Some(mut w) = stdin.take() {
                             let _ = w.shutdown().await;
                         }
                     }
-                    Some(Msg::Start(_)) | None => {}
+                    Some(Input::Signal(signal)) => {
+                        if let Err(e) = signal_process(&container, &exec_id, signal).await {
+                            tracing::debug!("exec input: {e}");
+                        }
+                    }
+                    None => {}
                 }
             }
         });
@@ -261,8 +261,9 @@ impl Runtime for Service {
         request: Request<pb::ResizeRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
         let r = request.into_inner();
+        let size = r.size.unwrap_or_default();
         self.container
-            .resize(&r.exec_id, r.rows, r.cols)
+            .resize(&r.exec_id, size.rows, size.cols)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::Empty {}))
@@ -302,32 +303,12 @@ impl Runtime for Service {
     async fn stats(
         &self,
         _: Request<pb::StatsRequest>,
-    ) -> Result<Response<pb::StatsResponse>, Status> {
-        let s = self.container.stats().await.map_err(to_status)?;
-        Ok(Response::new(pb::StatsResponse {
-            cpu_usage_usec: s.cpu_usage_usec,
-            memory_usage_bytes: s.memory_usage_bytes,
-            memory_limit_bytes: s.memory_limit_bytes,
-            pids: s.pids,
-            block_read_bytes: s.block_read_bytes,
-            block_write_bytes: s.block_write_bytes,
-            networks: s
-                .networks
-                .into_iter()
-                .map(|n| pb::NetworkStats {
-                    link: n.link,
-                    rx_bytes: n.rx_bytes,
-                    tx_bytes: n.tx_bytes,
-                    rx_packets: n.rx_packets,
-                    tx_packets: n.tx_packets,
-                })
-                .collect(),
-            online_cpus: s.online_cpus,
-            guest_memory_bytes: s.guest_memory_bytes,
-        }))
+    ) -> Result<Response<ContainerStats>, Status> {
+        let stats = self.container.stats().await.map_err(to_status)?;
+        Ok(Response::new(stats))
     }
 
-    type CopyOutStream = BoxStream<pb::DataChunk>;
+    type CopyOutStream = BoxStream<DataChunk>;
 
     async fn copy_out(
         &self,
@@ -405,28 +386,27 @@ impl Runtime for Service {
 pub(crate) async fn relay_copy_out(
     agent: &agent::client::AgentClient,
     request: agent::v1::CopyOutRequest,
-) -> Result<Response<BoxStream<pb::DataChunk>>, Status> {
-    let mut chunks = agent.copy_out(request).await.map_err(|e| {
+) -> Result<Response<BoxStream<DataChunk>>, Status> {
+    let chunks = agent.copy_out(request).await.map_err(|e| {
         to_status(ContainerError::Agent {
             step: "copy out".into(),
             source: e,
         })
     })?;
-    let (tx, rx) = mpsc::channel(8);
-    tokio::spawn(async move {
-        loop {
-            let item = match chunks.message().await {
-                Ok(Some(c)) => Ok(pb::DataChunk { data: c.data }),
-                Ok(None) => return,
-                Err(status) => Err(status),
-            };
-            let end = item.is_err();
-            if tx.send(item).await.is_err() || end {
-                return;
-            }
-        }
-    });
-    Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    // The guest frames the archive as every protocol does; the frames go up as they are.
+    Ok(Response::new(Box::pin(chunks)))
+}
+
+/// Delivers a signal an attached client forwarded to the init process (empty `exec_id`) or
+/// an exec. A number that is no signal is refused by the guest.
+async fn signal_process(
+    container: &Container,
+    exec_id: &str,
+    signal: i32,
+) -> Result<(), ContainerError> {
+    let signal = u32::try_from(signal)
+        .map_err(|_| ContainerError::InvalidArgument(format!("{signal} is not a signal number")))?;
+    container.kill(exec_id, signal, false).await
 }
 
 /// Binds `socket` (mode 0600, replacing a stale one, through crates/api's binder) and serves `container` until

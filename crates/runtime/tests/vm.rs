@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use runtime_api::client::{RuntimeClient, StdinEvent, StdioEvent};
+use runtime_api::client::{Output, RuntimeClient, StdioEvent, StdioInput};
 use runtime_api::config::{Dns, RuntimeConfig, WritableLayer};
 use runtime_api::pb::ExecStart;
 use runtime_api::state::{State, Status};
@@ -309,8 +309,8 @@ async fn echo_hi_lands_in_stdio_log_with_exit_code_zero() {
     let mut code = None;
     while let Some(e) = attach.next().await.unwrap() {
         match e {
-            StdioEvent::Stdout(d) => out.extend(d),
-            StdioEvent::Exit(c) => code = Some(c),
+            StdioEvent::Output(Output::Stdout(d)) => out.extend(d),
+            StdioEvent::Output(Output::ExitCode(c)) => code = Some(c),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -444,13 +444,13 @@ async fn attach_stdin_exec_and_a_killed_client() {
     // Stdin round-trips through cat.
     attach
         .input
-        .send(StdinEvent::Data(b"ping\n".to_vec()))
+        .send(StdioInput::stdin(b"ping\n"))
         .await
         .unwrap();
     let mut echoed = Vec::new();
     while echoed != b"ping\n" {
         match tokio::time::timeout(Duration::from_secs(20), attach.next()).await {
-            Ok(Ok(Some(StdioEvent::Stdout(d)))) => echoed.extend(d),
+            Ok(Ok(Some(StdioEvent::Output(Output::Stdout(d))))) => echoed.extend(d),
             other => panic!("waiting for the echo: {other:?} after {echoed:?}"),
         }
     }
@@ -546,8 +546,7 @@ async fn attach_stdin_exec_and_a_killed_client() {
                 "test -t 0 && echo is-a-tty; echo to-stderr >&2".into(),
             ],
             terminal: true,
-            rows: 24,
-            cols: 80,
+            size: Some(wire::v1::TerminalSize { rows: 24, cols: 80 }),
             ..Default::default()
         })
         .await
@@ -622,10 +621,10 @@ async fn attach_stdin_exec_and_a_killed_client() {
     assert!(stats.memory_usage_bytes > 0 && stats.pids >= 1, "{stats:?}");
 
     // Closing stdin ends cat with 0.
-    attach.input.send(StdinEvent::Close).await.unwrap();
+    attach.input.send(StdioInput::close_stdin()).await.unwrap();
     let mut code = None;
     while let Some(e) = attach.next().await.unwrap() {
-        if let StdioEvent::Exit(c) = e {
+        if let StdioEvent::Output(Output::ExitCode(c)) = e {
             code = Some(c);
         }
     }
@@ -863,22 +862,22 @@ async fn an_interactive_terminal_takes_input_and_resizes() {
     client.start().await.unwrap();
     attach
         .input
-        .send(StdinEvent::Resize(30, 100))
+        .send(StdioInput::resize(30, 100))
         .await
         .unwrap();
     // Let the resize land before the shell reads the command.
     tokio::time::sleep(Duration::from_millis(300)).await;
     attach
         .input
-        .send(StdinEvent::Data(b"stty size; exit 3\n".to_vec()))
+        .send(StdioInput::stdin(b"stty size; exit 3\n"))
         .await
         .unwrap();
     let mut out = Vec::new();
     let mut code = None;
     loop {
         match tokio::time::timeout(Duration::from_secs(30), attach.next()).await {
-            Ok(Ok(Some(StdioEvent::Stdout(d)))) => out.extend(d),
-            Ok(Ok(Some(StdioEvent::Exit(c)))) => code = Some(c),
+            Ok(Ok(Some(StdioEvent::Output(Output::Stdout(d))))) => out.extend(d),
+            Ok(Ok(Some(StdioEvent::Output(Output::ExitCode(c))))) => code = Some(c),
             Ok(Ok(None)) => break,
             other => panic!("{other:?} after {:?}", String::from_utf8_lossy(&out)),
         }

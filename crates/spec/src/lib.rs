@@ -6,6 +6,9 @@
 //! `cp` operands) into checked types whose `Display` writes them back, and reject anything
 //! else with one line naming what was wrong.
 //!
+//! Beside them, [`error_chain`]: the one-line form of an error that every message a user
+//! reads is written in.
+//!
 //! It must not do I/O of any kind: no files, no environment, no sockets. Callers hand in
 //! text and, where a value comes from the caller's environment (`-e KEY`), a lookup function.
 
@@ -19,6 +22,7 @@ pub mod name;
 pub mod network;
 pub mod platform;
 pub mod port;
+pub mod report;
 pub mod restart;
 pub mod sandbox;
 pub mod signal;
@@ -37,6 +41,7 @@ pub use name::{NameError, validate_container_name, validate_volume_name};
 pub use network::{CopyOperand, NetworkError, NetworkSpec};
 pub use platform::{Platform, PlatformError};
 pub use port::{HostAddr, MAX_PORT_SPECS, PortError, PortSpec, Protocol, parse_ports};
+pub use report::error_chain;
 pub use restart::{RestartError, RestartPolicy};
 pub use signal::{Signal, SignalError};
 pub use size::{ByteSize, SizeError, human_bytes};

@@ -249,8 +249,7 @@ async fn a_terminal_sees_its_size_follow_resizes() {
         t.agent
             .resize_process(ResizeProcessRequest {
                 id: "tty".into(),
-                rows,
-                cols,
+                size: Some(wire::v1::TerminalSize { rows, cols }),
             })
             .await
             .unwrap();

@@ -251,7 +251,7 @@ impl Drop for Maintenance {
 async fn stat_and_stream(
     client: &RuntimeClient,
     path: &str,
-) -> Result<(v1::PathStat, Vec<u8>, Streaming<runtime_api::pb::DataChunk>), ApiError> {
+) -> Result<(v1::PathStat, Vec<u8>, Streaming<wire::v1::DataChunk>), ApiError> {
     if !path.starts_with('/') {
         return Err(ApiError::invalid_argument(format!(
             "{path:?} is not an absolute path"

@@ -201,7 +201,7 @@ impl Containers for ContainersService {
     async fn export(
         &self,
         req: Request<v1::ExportContainerRequest>,
-    ) -> Res<BoxStream<v1::DataChunk>> {
+    ) -> Res<BoxStream<wire::v1::DataChunk>> {
         export::export(&self.0, req).await
     }
 

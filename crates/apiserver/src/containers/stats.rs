@@ -56,17 +56,10 @@ pub(super) async fn stats(
                     continue;
                 };
                 match client.stats().await {
-                    Ok(s) => stats.push(v1::ContainerStats {
+                    Ok(usage) => stats.push(v1::ContainerStats {
                         id: id.clone(),
-                        cpu_usage_usec: s.cpu_usage_usec,
-                        memory_usage_bytes: s.memory_usage_bytes,
-                        memory_limit_bytes: s.memory_limit_bytes,
-                        network_rx_bytes: s.networks.iter().map(|n| n.rx_bytes).sum(),
-                        network_tx_bytes: s.networks.iter().map(|n| n.tx_bytes).sum(),
-                        block_read_bytes: s.block_read_bytes,
-                        block_write_bytes: s.block_write_bytes,
-                        num_processes: s.pids,
                         timestamp_ms: crate::fsutil::now_ms(),
+                        usage: Some(usage),
                     }),
                     Err(e) => tracing::debug!(%id, "stats: {e}"),
                 }

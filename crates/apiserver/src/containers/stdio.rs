@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use api::ApiError;
 use api::v1;
-use runtime_api::client::{RuntimeClient, StdinEvent, StdioEvent};
+use runtime_api::client::{Output, RuntimeClient, StdioEvent, StdioInput, StdioSession};
 use tokio::sync::mpsc;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Status, Streaming};
@@ -62,7 +62,7 @@ pub(super) async fn attach(
         if let Some(size) = &open.size {
             let _ = session
                 .input
-                .send(StdinEvent::Resize(size.height, size.width))
+                .send(StdioInput::resize(size.rows, size.cols))
                 .await;
         }
         if let Err((e, code)) = daemon.start_init(&id, &client).await {
@@ -85,10 +85,9 @@ pub(super) async fn attach(
     let started = daemon.record(&id)?.started_ms;
     pump_stdio(
         client,
-        String::new(),
         open.stdin,
         input,
-        Session::Attach(session),
+        session,
         tx,
         Some((daemon, id, started)),
     );
@@ -113,7 +112,6 @@ pub(super) async fn exec(
     }
     let id = daemon.lookup(&open.id)?;
     let client = daemon.connect(&id).await?;
-    let size = open.size.unwrap_or_default();
     let mut session = client
         .exec(runtime_api::client::ExecSpec {
             args: open.args.clone(),
@@ -122,8 +120,7 @@ pub(super) async fn exec(
             user: open.user.clone(),
             terminal: open.tty,
             stdin: open.stdin && !open.detach,
-            rows: size.height,
-            cols: size.width,
+            size: open.size,
         })
         .await
         .map_err(runtime_error)?;
@@ -133,14 +130,10 @@ pub(super) async fn exec(
         Ok(Some(StdioEvent::Started { exec_id, .. })) => exec_id,
         Ok(other) => {
             let code = match other {
-                Some(StdioEvent::Exit(c)) => c,
+                Some(StdioEvent::Output(Output::ExitCode(c))) => c,
                 _ => 126,
             };
-            let _ = tx
-                .send(Ok(v1::StdioResponse {
-                    response: Some(v1::stdio_response::Response::Exit(v1::Exit { code })),
-                }))
-                .await;
+            let _ = tx.send(Ok(output(Output::ExitCode(code)))).await;
             return ok(boxed(rx));
         }
         Err(e) => {
@@ -153,18 +146,7 @@ pub(super) async fn exec(
                 runtime_api::client::ClientError::Rpc { status, .. } => status.message().to_owned(),
                 other => other.to_string(),
             };
-            let _ = tx
-                .send(Ok(v1::StdioResponse {
-                    response: Some(v1::stdio_response::Response::Stderr(
-                        format!("container: {}\n", one_line(&message)).into_bytes(),
-                    )),
-                }))
-                .await;
-            let _ = tx
-                .send(Ok(v1::StdioResponse {
-                    response: Some(v1::stdio_response::Response::Exit(v1::Exit { code })),
-                }))
-                .await;
+            send_failure(&tx, &message, code).await;
             return ok(boxed(rx));
         }
     };
@@ -180,15 +162,7 @@ pub(super) async fn exec(
         tokio::spawn(async move { while let Ok(Some(_)) = session.next().await {} });
         return ok(boxed(rx));
     }
-    pump_stdio(
-        client,
-        exec_id,
-        open.stdin,
-        input,
-        Session::Exec(session),
-        tx,
-        None,
-    );
+    pump_stdio(client, open.stdin, input, session, tx, None);
     ok(boxed(rx))
 }
 
@@ -201,10 +175,17 @@ pub(super) async fn resize(
     let client = daemon.connect(&id).await?;
     let size = r.size.unwrap_or_default();
     client
-        .resize(&r.exec_id, size.height, size.width)
+        .resize(&r.exec_id, size.rows, size.cols)
         .await
         .map_err(runtime_error)?;
     ok(v1::ResizeResponse {})
+}
+
+/// One frame of a process's output for a client.
+fn output(frame: Output) -> v1::StdioResponse {
+    v1::StdioResponse {
+        response: Some(v1::stdio_response::Response::Output(frame.into())),
+    }
 }
 
 /// Tells an attached client that its process could not run: the reason on stderr, then
@@ -214,109 +195,56 @@ async fn send_failure(
     message: &str,
     code: i32,
 ) {
-    use v1::stdio_response::Response as R;
     let line = format!("container: {}\n", one_line(message));
-    let _ = tx
-        .send(Ok(v1::StdioResponse {
-            response: Some(R::Stderr(line.into_bytes())),
-        }))
-        .await;
-    let _ = tx
-        .send(Ok(v1::StdioResponse {
-            response: Some(R::Exit(v1::Exit { code })),
-        }))
-        .await;
-}
-
-enum Session {
-    Attach(runtime_api::client::StdioSession),
-    Exec(runtime_api::client::ExecSession),
-}
-
-impl Session {
-    fn input(&self) -> mpsc::Sender<StdinEvent> {
-        match self {
-            Session::Attach(s) => s.input.clone(),
-            Session::Exec(s) => s.input.clone(),
-        }
-    }
-
-    async fn next(&mut self) -> Result<Option<StdioEvent>, runtime_api::client::ClientError> {
-        match self {
-            Session::Attach(s) => s.next().await,
-            Session::Exec(s) => s.next().await,
-        }
-    }
+    let _ = tx.send(Ok(output(Output::Stderr(line.into_bytes())))).await;
+    let _ = tx.send(Ok(output(Output::ExitCode(code)))).await;
 }
 
 /// Moves a client's stdin, resizes and signals to the runtime, and the runtime's output and
-/// exit code back to the client. With `settle` (the init process of a container: daemon,
-/// ID, start time), the exit is recorded before it is passed on, so a client that lists
-/// containers right after `run` sees it exited, as with Docker.
-#[allow(clippy::too_many_arguments)]
+/// exit code back to the client; the frames are the same at both hops (crates/wire). With
+/// `settle` (the init process of a container: daemon, ID, start time), the exit is recorded
+/// before it is passed on, so a client that lists containers right after `run` sees it
+/// exited, as with Docker.
 fn pump_stdio(
     client: RuntimeClient,
-    exec_id: String,
     forward_stdin: bool,
     mut input: Streaming<v1::StdioRequest>,
-    mut session: Session,
+    mut session: StdioSession,
     tx: mpsc::Sender<Result<v1::StdioResponse, Status>>,
     settle: Option<(Arc<Daemon>, String, i64)>,
 ) {
-    let up = session.input();
-    let up_client = client.clone();
-    let up_exec = exec_id.clone();
+    let up = session.input.clone();
     let upstream = tokio::spawn(async move {
-        use v1::stdio_request::Request as R;
+        use wire::v1::stdio_input::Input;
         while let Ok(Some(m)) = input.message().await {
-            match m.request {
-                Some(R::Stdin(d)) if forward_stdin => {
-                    let sent = up.send(StdinEvent::Data(d)).await;
-                    if sent.is_err() {
-                        return;
-                    }
-                }
-                Some(R::CloseStdin(_)) if forward_stdin => {
-                    let _ = up.send(StdinEvent::Close).await;
-                }
-                Some(R::Resize(s)) => {
-                    let _ = up.send(StdinEvent::Resize(s.height, s.width)).await;
-                }
-                Some(R::Signal(sig)) => {
-                    if let Ok(sig) = u32::try_from(sig) {
-                        let _ = up_client.kill(sig, false, &up_exec).await;
-                    }
-                }
-                _ => {}
+            let Some(v1::stdio_request::Request::Input(frame)) = m.request else {
+                continue;
+            };
+            let is_stdin = matches!(frame.input, Some(Input::Stdin(_) | Input::CloseStdin(_)));
+            if is_stdin && !forward_stdin {
+                continue;
+            }
+            if up.send(frame).await.is_err() {
+                return;
             }
         }
     });
     tokio::spawn(async move {
-        use v1::stdio_response::Response as R;
         loop {
-            let msg = match session.next().await {
-                Ok(Some(StdioEvent::Stdout(d))) => R::Stdout(d),
-                Ok(Some(StdioEvent::Stderr(d))) => R::Stderr(d),
-                Ok(Some(StdioEvent::Exit(code))) => {
+            let frame = match session.next().await {
+                Ok(Some(StdioEvent::Output(Output::ExitCode(code)))) => {
                     if let Some((daemon, id, started)) = &settle {
                         daemon.record_exit(id, *started, code);
                     }
-                    let _ = tx
-                        .send(Ok(v1::StdioResponse {
-                            response: Some(R::Exit(v1::Exit { code })),
-                        }))
-                        .await;
+                    let _ = tx.send(Ok(output(Output::ExitCode(code)))).await;
                     break;
                 }
+                Ok(Some(StdioEvent::Output(frame))) => frame,
                 Ok(Some(StdioEvent::Started { .. })) => continue,
                 Ok(None) => {
                     // The stream ended without an exit code: ask the runtime for it.
                     let code = client.wait().await.map(|w| w.exit_code).unwrap_or(255);
-                    let _ = tx
-                        .send(Ok(v1::StdioResponse {
-                            response: Some(R::Exit(v1::Exit { code })),
-                        }))
-                        .await;
+                    let _ = tx.send(Ok(output(Output::ExitCode(code)))).await;
                     break;
                 }
                 Err(e) => {
@@ -324,13 +252,7 @@ fn pump_stdio(
                     break;
                 }
             };
-            if tx
-                .send(Ok(v1::StdioResponse {
-                    response: Some(msg),
-                }))
-                .await
-                .is_err()
-            {
+            if tx.send(Ok(output(frame))).await.is_err() {
                 break;
             }
         }

@@ -76,7 +76,7 @@ pub(crate) trait AsyncNext {
     async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, CliError>;
 }
 
-impl AsyncNext for tonic::Streaming<v1::DataChunk> {
+impl AsyncNext for tonic::Streaming<wire::v1::DataChunk> {
     async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, CliError> {
         Ok(self.message().await?.map(|c| c.data))
     }

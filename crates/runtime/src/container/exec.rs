@@ -33,12 +33,8 @@ pub enum ExecEvent {
         /// Its pid in the guest.
         pid: u32,
     },
-    /// Output.
-    Stdout(Vec<u8>),
-    /// Output.
-    Stderr(Vec<u8>),
-    /// Its exit code; nothing follows.
-    Exit(i32),
+    /// Its output, then its exit code; nothing follows the exit code.
+    Output(Output),
 }
 
 /// A running exec's stdin.
@@ -89,7 +85,10 @@ impl Container {
     pub async fn resize(&self, exec_id: &str, rows: u32, cols: u32) -> Result<(), ContainerError> {
         let id = self.process_id(exec_id)?;
         self.agent
-            .resize_process(pb::ResizeProcessRequest { id, rows, cols })
+            .resize_process(pb::ResizeProcessRequest {
+                id,
+                size: Some(wire::v1::TerminalSize { rows, cols }),
+            })
             .await
             .map(|_| ())
             .map_err(agent_err("resizing the terminal"))
@@ -225,7 +224,7 @@ impl Container {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
             let _ = me.agent.delete_process(pb::ProcessRef { id }).await;
-            let _ = events.send(ExecEvent::Exit(code)).await;
+            let _ = events.send(ExecEvent::Output(Output::ExitCode(code))).await;
         });
         Ok(ExecHandle {
             exec_id,
@@ -245,11 +244,11 @@ pub(super) async fn pump_exec_output(
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 let data = buf[..n].to_vec();
-                let event = if stderr {
-                    ExecEvent::Stderr(data)
+                let event = ExecEvent::Output(if stderr {
+                    Output::Stderr(data)
                 } else {
-                    ExecEvent::Stdout(data)
-                };
+                    Output::Stdout(data)
+                });
                 if events.send(event).await.is_err() {
                     // The client went away; keep draining so the process never blocks.
                     continue;

@@ -75,16 +75,9 @@ fn io_err(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> ContainerErro
     move |source| ContainerError::Io { op, source }
 }
 
-/// What attachers of the init process receive.
-#[derive(Debug, Clone)]
-pub enum Output {
-    /// Bytes from stdout (with a terminal, everything).
-    Stdout(Vec<u8>),
-    /// Bytes from stderr.
-    Stderr(Vec<u8>),
-    /// The exit code; nothing follows.
-    Exit(i32),
-}
+/// What attachers of the init process (and an exec's client) receive: output, then the exit
+/// code, framed as every protocol frames it (crates/wire).
+pub use wire::v1::stdio_output::Output;
 
 /// How the container ended, once it has.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +104,7 @@ pub struct Container {
     stdin: tokio::sync::Mutex<Option<WriteHalf<VsockStream>>>,
     next_port: AtomicU32,
     next_exec: AtomicU64,
-    /// Set (before `Output::Exit` is broadcast) when the init process has exited.
+    /// Set (before `Output::ExitCode` is broadcast) when the init process has exited.
     exited: watch::Sender<Option<i32>>,
     /// Set once the VM is down too: the container's end.
     finished: watch::Sender<Option<Finished>>,
@@ -282,7 +275,7 @@ impl Container {
             tracing::error!("recording the exit: {e}");
         }
         self.exited.send_replace(Some(code));
-        let _ = self.output.send(Output::Exit(code));
+        let _ = self.output.send(Output::ExitCode(code));
     }
 
     fn mark_finished(&self) {
@@ -511,7 +504,7 @@ impl Container {
     }
 
     /// Resource usage from the guest.
-    pub async fn stats(&self) -> Result<pb::StatsResponse, ContainerError> {
+    pub async fn stats(&self) -> Result<wire::v1::ContainerStats, ContainerError> {
         self.agent
             .stats(pb::StatsRequest {
                 container_id: self.config.id.clone(),
