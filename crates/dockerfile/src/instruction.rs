@@ -736,3 +736,458 @@ fn levenshtein(a: &str, b: &str) -> usize {
     }
     prev[b.len()]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Dockerfile;
+    use crate::mount::MountType;
+
+    fn commands(text: &str) -> Vec<Command> {
+        Dockerfile::parse("Dockerfile", text)
+            .unwrap()
+            .instructions
+            .into_iter()
+            .map(|i| i.command)
+            .collect()
+    }
+
+    fn one(line: &str) -> Command {
+        commands(&format!("FROM a\n{line}\n")).remove(1)
+    }
+
+    fn error(text: &str) -> String {
+        Dockerfile::parse("Dockerfile", text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn from_forms() {
+        assert_eq!(
+            commands("from --platform=$BUILDPLATFORM golang:1.22 As Build\n")[0],
+            Command::From(From {
+                image: "golang:1.22".into(),
+                name: Some("build".into()),
+                platform: Some("$BUILDPLATFORM".into()),
+            })
+        );
+        assert_eq!(
+            error("FROM a b\n"),
+            "Dockerfile:1: FROM requires either one or three arguments"
+        );
+        assert_eq!(
+            error("FROM a AS 1x\n"),
+            "Dockerfile:1: invalid name for build stage: \"1x\", name can't start with a number or contain symbols"
+        );
+        assert_eq!(
+            error("FROM --plat=x a\n"),
+            "Dockerfile:1: unknown flag: --plat"
+        );
+    }
+
+    #[test]
+    fn keywords_are_case_insensitive_and_unknown_ones_fail() {
+        assert_eq!(one("wOrKdIr /app"), Command::Workdir("/app".into()));
+        assert_eq!(
+            error("FROM a\n\n\n\n\n\nFORM b\n"),
+            "Dockerfile:7: unknown instruction: FORM (did you mean FROM?)"
+        );
+        assert_eq!(
+            error("FROM a\nFOOBAR x\n"),
+            "Dockerfile:2: unknown instruction: FOOBAR"
+        );
+    }
+
+    #[test]
+    fn exec_and_shell_forms() {
+        assert_eq!(
+            one(r#"CMD ["echo", "hi there"]"#),
+            Command::Cmd(CommandLine::Exec(s(&["echo", "hi there"])))
+        );
+        assert_eq!(
+            one("CMD echo hi"),
+            Command::Cmd(CommandLine::Shell("echo hi".into()))
+        );
+        // Not valid JSON (single quotes): the shell form, as Docker does.
+        assert_eq!(
+            one("ENTRYPOINT ['top', '-b']"),
+            Command::Entrypoint(CommandLine::Shell("['top', '-b']".into()))
+        );
+        assert_eq!(one("CMD []"), Command::Cmd(CommandLine::Exec(vec![])));
+        assert_eq!(
+            error("FROM a\nRUN [\"a\", 1]\n"),
+            "Dockerfile:2: when using JSON array syntax, arrays must be comprised of strings only"
+        );
+        assert_eq!(
+            error("FROM a\nRUN\n"),
+            "Dockerfile:2: RUN requires at least one argument"
+        );
+        // The reference's example: backslashes in JSON must be escaped.
+        assert_eq!(
+            one(r#"RUN ["c:\\windows\\system32\\tasklist.exe"]"#),
+            Command::Run(Run {
+                command: CommandLine::Exec(s(&["c:\\windows\\system32\\tasklist.exe"])),
+                heredocs: vec![],
+                mounts: vec![],
+                network: None,
+                security: None,
+            })
+        );
+    }
+
+    #[test]
+    fn run_flags() {
+        let Command::Run(run) = one(
+            "RUN --mount=type=cache,target=/var/cache/apt --mount=type=secret,id=tok --network=none --security=insecure make",
+        ) else {
+            panic!("not a RUN");
+        };
+        assert_eq!(run.command, CommandLine::Shell("make".into()));
+        assert_eq!(
+            run.mounts.iter().map(|m| m.kind).collect::<Vec<_>>(),
+            [MountType::Cache, MountType::Secret]
+        );
+        assert_eq!(run.network, Some(NetworkMode::None));
+        assert_eq!(run.security, Some(Security::Insecure));
+        assert_eq!(
+            error("FROM a\nRUN --network=bridge x\n"),
+            "Dockerfile:2: unsupported network mode \"bridge\""
+        );
+        assert_eq!(
+            error("FROM a\nRUN --mount=type=nfs,target=/x x\n"),
+            "Dockerfile:2: unsupported mount type \"nfs\""
+        );
+        assert_eq!(
+            error("FROM a\nRUN --network x\n"),
+            "Dockerfile:2: missing a value on flag: --network"
+        );
+        assert_eq!(
+            error("FROM a\nRUN --network=none --network=host x\n"),
+            "Dockerfile:2: duplicate flag specified: --network"
+        );
+    }
+
+    #[test]
+    fn run_heredocs() {
+        let cmds = commands("FROM a\nRUN <<EOF\napt-get update\napt-get install -y vim\nEOF\n");
+        let Command::Run(run) = &cmds[1] else {
+            panic!("not a RUN");
+        };
+        assert_eq!(run.command, CommandLine::Shell("<<EOF".into()));
+        assert_eq!(run.heredocs.len(), 1);
+        assert_eq!(
+            run.heredocs[0].content,
+            "apt-get update\napt-get install -y vim\n"
+        );
+        assert!(run.heredocs[0].expand);
+    }
+
+    #[test]
+    fn copy_and_add() {
+        assert_eq!(
+            one(
+                "COPY --from=build --chown=55:mygroup --chmod=644 --link --parents --exclude=*.tmp --exclude=x a b /dst/"
+            ),
+            Command::Copy(Copy {
+                sources: vec![Source::Path("a".into()), Source::Path("b".into())],
+                dest: "/dst/".into(),
+                from: Some("build".into()),
+                chown: Some("55:mygroup".into()),
+                chmod: Some("644".into()),
+                link: true,
+                parents: true,
+                exclude: s(&["*.tmp", "x"]),
+                ..Copy::default()
+            })
+        );
+        assert_eq!(
+            one(r#"COPY ["hom* file", "/my dir/"]"#),
+            Command::Copy(Copy {
+                sources: vec![Source::Path("hom* file".into())],
+                dest: "/my dir/".into(),
+                ..Copy::default()
+            })
+        );
+        assert_eq!(
+            one(
+                "ADD --checksum=sha256:24454f83 --keep-git-dir=true --link=false https://x/y.tar /"
+            ),
+            Command::Add(Copy {
+                sources: vec![Source::Path("https://x/y.tar".into())],
+                dest: "/".into(),
+                checksum: Some("sha256:24454f83".into()),
+                keep_git_dir: true,
+                ..Copy::default()
+            })
+        );
+        assert_eq!(
+            error("FROM a\nCOPY --checksum=x a /\n"),
+            "Dockerfile:2: unknown flag: --checksum"
+        );
+        assert_eq!(
+            error("FROM a\nADD --from=x a /\n"),
+            "Dockerfile:2: unknown flag: --from"
+        );
+        assert_eq!(
+            error("FROM a\nCOPY --link=maybe a /\n"),
+            "Dockerfile:2: expecting boolean value for flag --link, not: maybe"
+        );
+        assert_eq!(
+            error("FROM a\nCOPY onlyone\n"),
+            "Dockerfile:2: COPY requires at least two arguments, but only one was provided. Destination could not be determined"
+        );
+    }
+
+    #[test]
+    fn copy_heredocs() {
+        let cmds = commands(
+            "FROM a\nCOPY <<EOF1 <<\"EOF2\" /dst/\nfirst $x\nEOF1\nsecond $x\nEOF2\nCOPY <<-EOT /script\n\t#!/bin/sh\n\techo hi\n\tEOT\n",
+        );
+        let Command::Copy(c) = &cmds[1] else {
+            panic!("not a COPY");
+        };
+        assert_eq!(c.dest, "/dst/");
+        let bodies: Vec<_> = c
+            .sources
+            .iter()
+            .map(|s| match s {
+                Source::Heredoc(h) => (h.name.as_str(), h.content.as_str(), h.expand),
+                Source::Path(_) => panic!("a path"),
+            })
+            .collect();
+        assert_eq!(
+            bodies,
+            [("EOF1", "first $x\n", true), ("EOF2", "second $x\n", false)]
+        );
+        let Command::Copy(c) = &cmds[2] else {
+            panic!("not a COPY");
+        };
+        assert_eq!(
+            c.sources,
+            [Source::Heredoc(Heredoc {
+                name: "EOT".into(),
+                content: "#!/bin/sh\necho hi\n".into(),
+                expand: true,
+                chomp: true,
+                fd: 0,
+            })]
+        );
+    }
+
+    #[test]
+    fn env_and_label_forms() {
+        let kv = |k: &str, v: &str| KeyValue {
+            key: k.into(),
+            value: v.into(),
+        };
+        assert_eq!(
+            one(r#"ENV MY_NAME="John Doe" MY_DOG=Rex\ The\ Dog MY_CAT=fluffy"#),
+            Command::Env(vec![
+                kv("MY_NAME", "\"John Doe\""),
+                kv("MY_DOG", "Rex\\ The\\ Dog"),
+                kv("MY_CAT", "fluffy"),
+            ])
+        );
+        assert_eq!(
+            one("ENV MY_VAR my-value is long"),
+            Command::Env(vec![kv("MY_VAR", "my-value is long")])
+        );
+        assert_eq!(
+            one(r#"LABEL "com.example.vendor"="ACME Incorporated" version=1.0"#),
+            Command::Label(vec![
+                kv("\"com.example.vendor\"", "\"ACME Incorporated\""),
+                kv("version", "1.0"),
+            ])
+        );
+        assert_eq!(
+            one("LABEL old style"),
+            Command::Label(vec![kv("old", "style")])
+        );
+        assert_eq!(
+            error("FROM a\nENV X\n"),
+            "Dockerfile:2: ENV must have two arguments"
+        );
+        assert_eq!(
+            error("FROM a\nENV =x\n"),
+            "Dockerfile:2: ENV names can not be blank"
+        );
+        assert_eq!(
+            error("FROM a\nENV a=b c\n"),
+            "Dockerfile:2: syntax error - can't find = in \"c\". Must be of the form: name=value"
+        );
+    }
+
+    #[test]
+    fn simple_instructions() {
+        assert_eq!(
+            one("EXPOSE 80/tcp 80/udp"),
+            Command::Expose(s(&["80/tcp", "80/udp"]))
+        );
+        assert_eq!(one("VOLUME [\"/data\"]"), Command::Volume(s(&["/data"])));
+        assert_eq!(
+            one("VOLUME /var/log /var/db"),
+            Command::Volume(s(&["/var/log", "/var/db"]))
+        );
+        assert_eq!(
+            one("USER patrick:staff"),
+            Command::User("patrick:staff".into())
+        );
+        assert_eq!(
+            one("STOPSIGNAL SIGKILL"),
+            Command::StopSignal("SIGKILL".into())
+        );
+        assert_eq!(
+            one("SHELL [\"powershell\", \"-command\"]"),
+            Command::Shell(s(&["powershell", "-command"]))
+        );
+        assert_eq!(
+            one("MAINTAINER Jane <jane@example.com>"),
+            Command::Maintainer("Jane <jane@example.com>".into())
+        );
+        assert_eq!(
+            one("ARG user1=someuser buildno"),
+            Command::Arg(vec![
+                ArgDecl {
+                    name: "user1".into(),
+                    default: Some("someuser".into())
+                },
+                ArgDecl {
+                    name: "buildno".into(),
+                    default: None
+                },
+            ])
+        );
+        assert_eq!(
+            error("FROM a\nSHELL /bin/bash -c\n"),
+            "Dockerfile:2: SHELL requires the arguments to be in JSON form"
+        );
+        assert_eq!(
+            error("FROM a\nEXPOSE\n"),
+            "Dockerfile:2: EXPOSE requires at least one argument"
+        );
+        assert_eq!(
+            error("FROM a\nSTOPSIGNAL a b\n"),
+            "Dockerfile:2: STOPSIGNAL requires exactly one argument"
+        );
+        assert_eq!(
+            error("FROM a\nWORKDIR --x=1 /a\n"),
+            "Dockerfile:2: unknown flag: --x"
+        );
+        assert_eq!(
+            error("FROM a\nVOLUME [\"\"]\n"),
+            "Dockerfile:2: VOLUME specified can not be an empty string"
+        );
+    }
+
+    #[test]
+    fn onbuild() {
+        assert_eq!(
+            one("ONBUILD ADD . /app/src"),
+            Command::Onbuild(OnBuild {
+                trigger: "ADD . /app/src".into(),
+                command: Box::new(Command::Add(Copy {
+                    sources: vec![Source::Path(".".into())],
+                    dest: "/app/src".into(),
+                    ..Copy::default()
+                })),
+            })
+        );
+        assert_eq!(
+            one("onbuild run --mount=type=cache,target=/c make"),
+            Command::Onbuild(OnBuild {
+                trigger: "run --mount=type=cache,target=/c make".into(),
+                command: Box::new(match one("RUN --mount=type=cache,target=/c make") {
+                    c @ Command::Run(_) => c,
+                    _ => unreachable!(),
+                }),
+            })
+        );
+        assert_eq!(
+            error("FROM a\nONBUILD ONBUILD RUN x\n"),
+            "Dockerfile:2: Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"
+        );
+        assert_eq!(
+            error("FROM a\nONBUILD from b\n"),
+            "Dockerfile:2: FROM isn't allowed as an ONBUILD trigger"
+        );
+        assert_eq!(
+            error("FROM a\nONBUILD MAINTAINER b\n"),
+            "Dockerfile:2: MAINTAINER isn't allowed as an ONBUILD trigger"
+        );
+        assert_eq!(
+            error("FROM a\nONBUILD FORM b\n"),
+            "Dockerfile:2: unknown instruction: FORM (did you mean FROM?)"
+        );
+    }
+
+    #[test]
+    fn healthcheck() {
+        assert_eq!(
+            one("HEALTHCHECK NONE"),
+            Command::Healthcheck(Healthcheck::None)
+        );
+        assert_eq!(
+            one(
+                "HEALTHCHECK --interval=5m --timeout=3s --start-period=1.5s --start-interval=500ms --retries=3 CMD curl -f http://localhost/ || exit 1"
+            ),
+            Command::Healthcheck(Healthcheck::Check {
+                test: CommandLine::Shell("curl -f http://localhost/ || exit 1".into()),
+                interval: Some(Duration::from_secs(300)),
+                timeout: Some(Duration::from_secs(3)),
+                start_period: Some(Duration::from_millis(1500)),
+                start_interval: Some(Duration::from_millis(500)),
+                retries: Some(3),
+            })
+        );
+        assert_eq!(
+            one("HEALTHCHECK cmd [\"/bin/check\", \"-q\"]"),
+            Command::Healthcheck(Healthcheck::Check {
+                test: CommandLine::Exec(s(&["/bin/check", "-q"])),
+                interval: None,
+                timeout: None,
+                start_period: None,
+                start_interval: None,
+                retries: None,
+            })
+        );
+        assert_eq!(
+            error("FROM a\nHEALTHCHECK NONE x\n"),
+            "Dockerfile:2: HEALTHCHECK NONE takes no arguments"
+        );
+        assert_eq!(
+            error("FROM a\nHEALTHCHECK CMD\n"),
+            "Dockerfile:2: Missing command after HEALTHCHECK CMD"
+        );
+        assert_eq!(
+            error("FROM a\nHEALTHCHECK TEST x\n"),
+            "Dockerfile:2: Unknown type \"TEST\" in HEALTHCHECK (try CMD)"
+        );
+        assert_eq!(
+            error("FROM a\nHEALTHCHECK --interval=10us CMD x\n"),
+            "Dockerfile:2: interval \"interval\" cannot be less than 1ms"
+        );
+        assert_eq!(
+            error("FROM a\nHEALTHCHECK --timeout=soon CMD x\n"),
+            "Dockerfile:2: time: invalid duration \"soon\""
+        );
+        assert_eq!(
+            error("FROM a\nHEALTHCHECK --retries=-1 CMD x\n"),
+            "Dockerfile:2: --retries cannot be negative"
+        );
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration("1h2m3s"), Some(Duration::from_secs(3723)));
+        assert_eq!(go_duration("0"), Some(Duration::ZERO));
+        assert_eq!(go_duration("2.5ms"), Some(Duration::from_micros(2500)));
+        assert_eq!(go_duration("10"), None);
+        assert_eq!(go_duration(""), None);
+        assert_eq!(go_duration("5x"), None);
+    }
+}

@@ -647,3 +647,459 @@ fn check_port(text: &str) -> Result<(), String> {
         Err(format!("invalid containerPort: {ports}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::instruction::{CommandLine, Healthcheck};
+    use crate::parse::Heredoc;
+
+    fn options(target: Option<&str>, args: &[(&str, &str)]) -> BuildOptions {
+        BuildOptions {
+            target: target.map(str::to_string),
+            build_args: args
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            build_platform: Platform::new("linux", "amd64", None),
+            target_platform: Platform::new("linux", "arm64", None),
+        }
+    }
+
+    fn plan(text: &str, target: Option<&str>, args: &[(&str, &str)]) -> Result<BuildPlan, Error> {
+        let file = Dockerfile::parse("Dockerfile", text)?;
+        BuildPlan::new(&file, &options(target, args))
+    }
+
+    /// The expanded commands of the last (target) stage.
+    fn target_commands(text: &str, args: &[(&str, &str)]) -> Vec<Command> {
+        let p = plan(text, None, args).unwrap();
+        let stage = p.stages.last().unwrap();
+        p.steps(stage, &[])
+            .unwrap()
+            .into_iter()
+            .map(|s| s.instruction.command)
+            .collect()
+    }
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: v.into(),
+        }
+    }
+
+    fn names(p: &BuildPlan) -> Vec<String> {
+        p.stages.iter().map(Stage::display_name).collect()
+    }
+
+    #[test]
+    fn env_expansion_reference_example() {
+        // The Dockerfile reference's "Environment replacement" example.
+        let cmds = target_commands(
+            "FROM busybox\nENV FOO=/bar\nWORKDIR ${FOO}\nADD . $FOO\nCOPY \\$FOO /quux\n",
+            &[],
+        );
+        assert_eq!(cmds[1], Command::Workdir("/bar".into()));
+        let Command::Add(add) = &cmds[2] else {
+            panic!()
+        };
+        assert_eq!(add.sources, [Source::Path(".".into())]);
+        assert_eq!(add.dest, "/bar");
+        let Command::Copy(copy) = &cmds[3] else {
+            panic!()
+        };
+        assert_eq!(copy.sources, [Source::Path("$FOO".into())]);
+        assert_eq!(copy.dest, "/quux");
+    }
+
+    #[test]
+    fn env_values_are_replaced_for_the_whole_instruction() {
+        // From the reference: `ENV abc=bye def=$abc` sees the previous `abc`.
+        let cmds = target_commands(
+            "FROM b\nENV abc=hello\nENV abc=bye def=$abc\nENV ghi=$abc\n",
+            &[],
+        );
+        assert_eq!(
+            cmds[1],
+            Command::Env(vec![kv("abc", "bye"), kv("def", "hello")])
+        );
+        assert_eq!(cmds[2], Command::Env(vec![kv("ghi", "bye")]));
+    }
+
+    #[test]
+    fn quotes_are_removed_from_env_and_label() {
+        let cmds = target_commands(
+            "FROM b\nENV MY_NAME=\"John Doe\" MY_DOG=Rex\\ The\\ Dog\nENV legacy \"quoted value\"\nLABEL \"com.example.vendor\"=\"ACME $X\" multi.label1=\"value1\"\n",
+            &[],
+        );
+        assert_eq!(
+            cmds[0],
+            Command::Env(vec![kv("MY_NAME", "John Doe"), kv("MY_DOG", "Rex The Dog")])
+        );
+        assert_eq!(cmds[1], Command::Env(vec![kv("legacy", "quoted value")]));
+        assert_eq!(
+            cmds[2],
+            Command::Label(vec![
+                kv("com.example.vendor", "ACME "),
+                kv("multi.label1", "value1")
+            ])
+        );
+    }
+
+    #[test]
+    fn arg_scoping_reference_examples() {
+        // ARG before FROM is usable in FROM, not after it unless re-declared.
+        let text = "ARG CODE_VERSION=latest\nFROM base:${CODE_VERSION}\nENV a=$CODE_VERSION\nARG CODE_VERSION\nENV b=$CODE_VERSION\n";
+        let p = plan(text, None, &[]).unwrap();
+        assert_eq!(p.stages[0].base, Base::Image("base:latest".into()));
+        let steps = p.steps(&p.stages[0], &[]).unwrap();
+        assert_eq!(
+            steps[0].instruction.command,
+            Command::Env(vec![kv("a", "")])
+        );
+        assert_eq!(
+            steps[2].instruction.command,
+            Command::Env(vec![kv("b", "latest")])
+        );
+        assert_eq!(
+            steps[2].args,
+            [("CODE_VERSION".to_string(), "latest".to_string())]
+        );
+
+        // --build-arg overrides both the global default and the stage's.
+        let p = plan(text, None, &[("CODE_VERSION", "1.2")]).unwrap();
+        assert_eq!(p.stages[0].base, Base::Image("base:1.2".into()));
+
+        // An ARG is in scope from its line on, to the end of its stage.
+        let cmds = target_commands(
+            "FROM busybox\nUSER ${username:-some_user}\nARG username\nUSER $username\n",
+            &[("username", "what_user")],
+        );
+        assert_eq!(cmds[0], Command::User("some_user".into()));
+        assert_eq!(cmds[2], Command::User("what_user".into()));
+        let p = plan("FROM a AS one\nARG X=1\nFROM a\nENV x=\"$X\"\n", None, &[]).unwrap();
+        let steps = p.steps(p.stages.last().unwrap(), &[]).unwrap();
+        assert_eq!(
+            steps[0].instruction.command,
+            Command::Env(vec![kv("x", "")])
+        );
+    }
+
+    #[test]
+    fn env_wins_over_arg() {
+        // The reference: ENV overrides an ARG of the same name, whatever the build arg.
+        let cmds = target_commands(
+            "FROM ubuntu\nARG CONT_IMG_VER\nENV CONT_IMG_VER=v1.0.0\nWORKDIR /$CONT_IMG_VER\n",
+            &[("CONT_IMG_VER", "v2.0.1")],
+        );
+        assert_eq!(cmds[2], Command::Workdir("/v1.0.0".into()));
+        // And `ENV CONT_IMG_VER=${CONT_IMG_VER:-v1.0.0}` takes the build arg.
+        let cmds = target_commands(
+            "FROM ubuntu\nARG CONT_IMG_VER\nENV CONT_IMG_VER=${CONT_IMG_VER:-v1.0.0}\n",
+            &[("CONT_IMG_VER", "v2.0.1")],
+        );
+        assert_eq!(cmds[1], Command::Env(vec![kv("CONT_IMG_VER", "v2.0.1")]));
+        let cmds = target_commands(
+            "FROM ubuntu\nARG CONT_IMG_VER\nENV CONT_IMG_VER=${CONT_IMG_VER:-v1.0.0}\n",
+            &[],
+        );
+        assert_eq!(cmds[1], Command::Env(vec![kv("CONT_IMG_VER", "v1.0.0")]));
+        // The base image's environment counts as ENV.
+        let p = plan(
+            "FROM golang\nARG GOPATH=/arg\nWORKDIR $GOPATH/src\n",
+            None,
+            &[],
+        )
+        .unwrap();
+        let steps = p
+            .steps(&p.stages[0], &[("GOPATH".to_string(), "/go".to_string())])
+            .unwrap();
+        assert_eq!(
+            steps[1].instruction.command,
+            Command::Workdir("/go/src".into())
+        );
+    }
+
+    #[test]
+    fn predefined_platform_args() {
+        let text = "FROM --platform=$BUILDPLATFORM golang AS build\nARG TARGETOS TARGETARCH\nENV GOOS=$TARGETOS GOARCH=$TARGETARCH\nENV unset=$TARGETVARIANT\nFROM alpine:$TARGETARCH\nENV x=$TARGETARCH\n";
+        let p = plan(text, Some("build"), &[]).unwrap();
+        assert_eq!(p.stages.len(), 1);
+        assert_eq!(
+            p.stages[0].platform,
+            Some(Platform::new("linux", "amd64", None))
+        );
+        assert_eq!(p.global_arg("TARGETPLATFORM"), Some("linux/arm64"));
+        assert_eq!(p.global_arg("BUILDOS"), Some("linux"));
+        let steps = p.steps(&p.stages[0], &[]).unwrap();
+        assert_eq!(
+            steps[1].instruction.command,
+            Command::Env(vec![kv("GOOS", "linux"), kv("GOARCH", "arm64")])
+        );
+        // Not declared in the stage: not visible.
+        assert_eq!(
+            steps[2].instruction.command,
+            Command::Env(vec![kv("unset", "")])
+        );
+        let p = plan(text, None, &[]).unwrap();
+        assert_eq!(p.stages[0].base, Base::Image("alpine:arm64".into()));
+        let steps = p.steps(&p.stages[0], &[]).unwrap();
+        assert_eq!(
+            steps[0].instruction.command,
+            Command::Env(vec![kv("x", "")])
+        );
+    }
+
+    #[test]
+    fn proxy_and_unused_build_args() {
+        let p = plan(
+            "ARG used_global\nFROM a AS x\nARG in_unused_stage\nFROM a\nARG used\nRUN env\n",
+            None,
+            &[
+                ("used", "1"),
+                ("used_global", "2"),
+                ("in_unused_stage", "3"),
+                ("nobody", "4"),
+                ("HTTP_PROXY", "http://proxy:3128"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(p.unused_build_args, ["in_unused_stage", "nobody"]);
+        assert_eq!(
+            p.proxy_args,
+            [("HTTP_PROXY".to_string(), "http://proxy:3128".to_string())]
+        );
+        let steps = p.steps(p.stages.last().unwrap(), &[]).unwrap();
+        assert_eq!(steps[1].args, [("used".to_string(), "1".to_string())]);
+    }
+
+    #[test]
+    fn stages_by_name_and_index_in_dependency_order() {
+        let text = "\
+FROM busybox AS tools
+RUN echo tools
+FROM alpine AS unused
+RUN echo never
+FROM tools AS build
+COPY --from=0 /x /y
+RUN --mount=type=bind,from=assets,target=/a cp /a/* /out
+FROM scratch AS assets
+COPY logo.png /
+FROM scratch
+COPY --from=build /out /
+COPY --from=docker.io/library/nginx:latest /etc/nginx/nginx.conf /
+";
+        let p = plan(text, None, &[]).unwrap();
+        assert_eq!(names(&p), ["tools", "assets", "build", "4"]);
+        let build = &p.stages[2];
+        assert_eq!(build.base, Base::Stage(0));
+        assert_eq!(build.dependencies, [0, 3]);
+        assert_eq!(p.stages[3].base, Base::Scratch);
+        assert_eq!(p.stages[3].dependencies, [2]);
+        assert_eq!(p.stage_for("BUILD"), Some(2));
+        assert_eq!(p.stage_for("docker.io/library/nginx:latest"), None);
+
+        let p = plan(text, Some("Assets"), &[]).unwrap();
+        assert_eq!(names(&p), ["assets"]);
+        assert_eq!(p.stages[0].instructions.len(), 1);
+    }
+
+    #[test]
+    fn copy_from_is_expanded() {
+        let p = plan(
+            "ARG SRC=one\nFROM a AS one\nFROM a AS two\nFROM b\nARG SRC\nCOPY --from=$SRC /x /x\n",
+            None,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(names(&p), ["one", "2"]);
+    }
+
+    #[test]
+    fn stage_errors() {
+        assert_eq!(
+            plan("FROM a AS x\nFROM b AS X\n", None, &[])
+                .unwrap_err()
+                .to_string(),
+            "Dockerfile:2: duplicate stage name \"x\""
+        );
+        assert_eq!(
+            plan("FROM a AS x\n", Some("y"), &[])
+                .unwrap_err()
+                .to_string(),
+            "target stage \"y\" could not be found"
+        );
+        assert_eq!(
+            plan(
+                "FROM a AS one\nCOPY --from=two / /\nFROM b AS two\nCOPY --from=one / /\n",
+                None,
+                &[]
+            )
+            .unwrap_err()
+            .to_string(),
+            "Dockerfile:2: circular dependency detected on stage: two"
+        );
+        assert_eq!(
+            plan("FROM a AS self\nCOPY --from=self / /\n", None, &[])
+                .unwrap_err()
+                .to_string(),
+            "Dockerfile:2: circular dependency detected on stage: self"
+        );
+        assert_eq!(
+            plan("FROM a\nCOPY --from=5 / /\n", None, &[])
+                .unwrap_err()
+                .to_string(),
+            "Dockerfile:2: invalid stage index 5: the Dockerfile has 1 stages"
+        );
+        assert_eq!(
+            plan("ARG x\nRUN echo\nFROM a\n", None, &[])
+                .unwrap_err()
+                .to_string(),
+            "Dockerfile:2: RUN instruction before any FROM: no build stage in current context"
+        );
+        assert_eq!(
+            plan("ARG x\n", None, &[]).unwrap_err().to_string(),
+            "Dockerfile:1: no build stage in current context: the Dockerfile has no FROM"
+        );
+        assert_eq!(
+            plan("ARG IMG\nFROM $IMG\n", None, &[])
+                .unwrap_err()
+                .to_string(),
+            "Dockerfile:2: base name ($IMG) should not be blank"
+        );
+        assert_eq!(
+            plan("FROM --platform=linux a\n", None, &[])
+                .unwrap_err()
+                .to_string()
+                .split(':')
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(":"),
+            "Dockerfile:1: failed to parse platform linux"
+        );
+        // A stage can only FROM an earlier stage; a later name is an image.
+        let p = plan("FROM later\nFROM a AS later\n", Some("later"), &[]).unwrap();
+        assert_eq!(names(&p), ["later"]);
+        // Errors in stages the target does not need do not matter.
+        assert!(plan("FROM a AS bad\nUSER ${x\nFROM b\n", None, &[]).is_ok());
+    }
+
+    #[test]
+    fn expansion_errors_name_the_line() {
+        assert_eq!(
+            plan("FROM a\nWORKDIR ${x\n", None, &[])
+                .and_then(|p| p.steps(&p.stages[0], &[]))
+                .unwrap_err()
+                .to_string(),
+            "Dockerfile:2: failed to process \"${x\": missing '}' in variable substitution"
+        );
+        assert_eq!(
+            plan("FROM a\nEXPOSE 80/xyz\n", None, &[])
+                .and_then(|p| p.steps(&p.stages[0], &[]))
+                .unwrap_err()
+                .to_string(),
+            "Dockerfile:2: invalid proto: xyz"
+        );
+        assert_eq!(
+            plan("FROM a\nSTOPSIGNAL $S\n", None, &[])
+                .and_then(|p| p.steps(&p.stages[0], &[]))
+                .unwrap_err()
+                .to_string()
+                .split(':')
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(":"),
+            "Dockerfile:2"
+        );
+    }
+
+    #[test]
+    fn what_expands_and_what_does_not() {
+        let cmds = target_commands(
+            "FROM a\nARG P=8080 V=/data U=app S=SIGTERM\nEXPOSE $P ${P}/udp\nVOLUME $V [\"x\"]\nVOLUME [\"$V\"]\nUSER $U\nSTOPSIGNAL $S\nRUN --mount=type=cache,target=$V echo $P\nCMD echo $P\nENTRYPOINT [\"echo\", \"$P\"]\nHEALTHCHECK CMD check $P\nONBUILD RUN echo $P\nCOPY --chown=$U:$U --chmod=755 <<EOF <<'RAW' $V/\n$P \"quoted\"\nEOF\n$P\nRAW\n",
+            &[],
+        );
+        assert_eq!(
+            cmds[1],
+            Command::Expose(vec!["8080".into(), "8080/udp".into()])
+        );
+        assert_eq!(cmds[2], Command::Volume(vec!["/data".into(), "[x]".into()]));
+        assert_eq!(cmds[3], Command::Volume(vec!["/data".into()]));
+        assert_eq!(cmds[4], Command::User("app".into()));
+        assert_eq!(cmds[5], Command::StopSignal("SIGTERM".into()));
+        let Command::Run(run) = &cmds[6] else {
+            panic!()
+        };
+        assert_eq!(run.command, CommandLine::Shell("echo $P".into()));
+        assert_eq!(run.mounts[0].target.as_deref(), Some("/data"));
+        assert_eq!(cmds[7], Command::Cmd(CommandLine::Shell("echo $P".into())));
+        assert_eq!(
+            cmds[8],
+            Command::Entrypoint(CommandLine::Exec(vec!["echo".into(), "$P".into()]))
+        );
+        let Command::Healthcheck(Healthcheck::Check { test, .. }) = &cmds[9] else {
+            panic!()
+        };
+        assert_eq!(*test, CommandLine::Shell("check $P".into()));
+        let Command::Onbuild(ob) = &cmds[10] else {
+            panic!()
+        };
+        assert_eq!(ob.trigger, "RUN echo $P");
+        let Command::Copy(c) = &cmds[11] else {
+            panic!()
+        };
+        assert_eq!(c.chown.as_deref(), Some("app:app"));
+        assert_eq!(c.dest, "/data/");
+        assert_eq!(
+            c.sources,
+            [
+                Source::Heredoc(Heredoc {
+                    name: "EOF".into(),
+                    content: "8080 \"quoted\"\n".into(),
+                    expand: true,
+                    chomp: false,
+                    fd: 0
+                }),
+                Source::Heredoc(Heredoc {
+                    name: "RAW".into(),
+                    content: "$P\n".into(),
+                    expand: false,
+                    chomp: false,
+                    fd: 0
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn escape_directive_applies_to_expansion() {
+        let cmds = target_commands(
+            "# escape=`\nFROM windows\nENV dir=C:\\data\nWORKDIR $dir\\sub\nCOPY `$dir c:\\\n",
+            &[],
+        );
+        assert_eq!(cmds[1], Command::Workdir("C:\\data\\sub".into()));
+        let Command::Copy(c) = &cmds[2] else { panic!() };
+        assert_eq!(c.sources, [Source::Path("$dir".into())]);
+        assert_eq!(c.dest, "c:\\");
+    }
+
+    #[test]
+    fn steps_report_used_variables() {
+        let p = plan(
+            "FROM a\nARG A B\nWORKDIR /$A\nRUN x\n",
+            None,
+            &[("A", "1"), ("B", "2")],
+        )
+        .unwrap();
+        let steps = p.steps(&p.stages[0], &[]).unwrap();
+        assert_eq!(steps[1].used.iter().collect::<Vec<_>>(), ["A"]);
+        assert_eq!(
+            steps[2].args,
+            [
+                ("A".to_string(), "1".to_string()),
+                ("B".to_string(), "2".to_string())
+            ]
+        );
+    }
+}
