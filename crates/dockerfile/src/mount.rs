@@ -230,11 +230,7 @@ pub fn parse_mount(text: &str) -> Result<Mount, MountError> {
                 _ => "tmpfs",
             }));
         }
-        MountType::Cache => {
-            if m.id.is_none() {
-                m.id.clone_from(&m.target);
-            }
-        }
+        MountType::Cache if m.id.is_none() => m.id.clone_from(&m.target),
         MountType::Secret => {
             if m.id.is_none() {
                 m.id = m.source.clone().or_else(|| {

@@ -495,10 +495,11 @@ impl BuildPlan {
                     Command::Run(r) => {
                         let mut r = r.clone();
                         for m in &mut r.mounts {
-                            for field in [&mut m.from, &mut m.source, &mut m.target, &mut m.id] {
-                                if let Some(v) = field {
-                                    *v = word(v)?;
-                                }
+                            for v in [&mut m.from, &mut m.source, &mut m.target, &mut m.id]
+                                .into_iter()
+                                .flatten()
+                            {
+                                *v = word(v)?;
                             }
                         }
                         Command::Run(r)
@@ -579,15 +580,14 @@ impl BuildPlan {
             }
         }
         out.dest = w(&c.dest)?;
-        for field in [
+        let fields = [
             &mut out.from,
             &mut out.chown,
             &mut out.chmod,
             &mut out.checksum,
-        ] {
-            if let Some(v) = field {
-                *v = w(v)?;
-            }
+        ];
+        for v in fields.into_iter().flatten() {
+            *v = w(v)?;
         }
         for e in &mut out.exclude {
             *e = w(e)?;
