@@ -3,7 +3,9 @@
 //! USER, VOLUME and WORKDIR.
 //!
 //! Supported forms: `$name`, `${name}`, `${name:-word}`, `${name-word}`, `${name:+word}`,
-//! `${name+word}`, `${name:?word}`, `${name?word}`. Single quotes keep everything literal;
+//! `${name+word}`, `${name:?word}`, `${name?word}`, and the pattern forms of recent
+//! Dockerfile syntax: `${name#pat}`, `${name##pat}`, `${name%pat}`, `${name%%pat}`,
+//! `${name/pat/repl}`, `${name//pat/repl}`. Single quotes keep everything literal;
 //! inside double quotes the escape character only escapes `"`, `$` and itself; outside
 //! quotes it makes the next character literal. RUN, CMD and ENTRYPOINT are not expanded
 //! here: their shell does it.
@@ -61,7 +63,7 @@ impl Lexer {
     ) -> Result<Expanded<String>, ExpandError> {
         let mut state = State::new(self.escape, text, env);
         let mut out = Out::single();
-        state.process(None, &mut out)?;
+        state.process(&[], &mut out)?;
         Ok(Expanded {
             value: out.into_single(),
             used: state.used,
@@ -77,7 +79,7 @@ impl Lexer {
     ) -> Result<Expanded<Vec<String>>, ExpandError> {
         let mut state = State::new(self.escape, text, env);
         let mut out = Out::words();
-        state.process(None, &mut out)?;
+        state.process(&[], &mut out)?;
         Ok(Expanded {
             value: out.into_words(),
             used: state.used,
@@ -203,12 +205,12 @@ impl<'a> State<'a> {
         (self.env)(name)
     }
 
-    /// Processes until `stop` (unquoted, unescaped) or the end; returns whether `stop` was
-    /// found.
-    fn process(&mut self, stop: Option<char>, out: &mut Out) -> Result<bool, ExpandError> {
+    /// Processes until one of `stops` (unquoted, unescaped) or the end; returns the stop
+    /// character found.
+    fn process(&mut self, stops: &[char], out: &mut Out) -> Result<Option<char>, ExpandError> {
         while let Some(ch) = self.next() {
-            if Some(ch) == stop {
-                return Ok(true);
+            if stops.contains(&ch) {
+                return Ok(Some(ch));
             }
             if ch == '\'' {
                 self.single_quoted(out)?;
@@ -227,7 +229,7 @@ impl<'a> State<'a> {
                 out.unquoted(ch);
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     fn single_quoted(&mut self, out: &mut Out) -> Result<(), ExpandError> {
@@ -325,14 +327,52 @@ impl<'a> State<'a> {
                 let value = self.lookup(&name);
                 Self::apply(&name, ch, value, word, false)
             }
-            '#' | '%' | '/' => Err(ExpandError::UnsupportedModifier(ch)),
+            '#' | '%' => {
+                let longest = self.peek() == Some(ch);
+                if longest {
+                    self.next();
+                }
+                let pattern: Vec<char> = self.modifier_word()?.chars().collect();
+                let value: Vec<char> = self.lookup(&name).unwrap_or_default().chars().collect();
+                let n = value.len();
+                let mut cuts: Vec<usize> = (0..=n).collect();
+                if longest {
+                    cuts.reverse();
+                }
+                let kept = if ch == '#' {
+                    cuts.iter()
+                        .find(|&&k| glob(&pattern, &value[..k]))
+                        .map(|&k| &value[k..])
+                } else {
+                    cuts.iter()
+                        .find(|&&k| glob(&pattern, &value[n - k..]))
+                        .map(|&k| &value[..n - k])
+                };
+                Ok(kept.unwrap_or(&value).iter().collect())
+            }
+            '/' => {
+                let all = self.peek() == Some('/');
+                if all {
+                    self.next();
+                }
+                let mut out = Out::single();
+                let stop = self.process(&['/', '}'], &mut out)?;
+                let pattern: Vec<char> = out.into_single().chars().collect();
+                let replacement = match stop {
+                    Some('/') => self.modifier_word()?,
+                    Some(_) => String::new(),
+                    None => return Err(ExpandError::MissingBrace),
+                };
+                let value = self.lookup(&name).unwrap_or_default();
+                Ok(replace(&value, &pattern, &replacement, all))
+            }
             other => Err(ExpandError::BadSubstitution(format!("${{{name}{other}"))),
         }
     }
 
     fn modifier_word(&mut self) -> Result<String, ExpandError> {
         let mut out = Out::single();
-        if !self.process(Some('}'), &mut out)? {
+        if self.process(&['}'], &mut out)?.is_none() {
             return Err(ExpandError::MissingBrace);
         }
         Ok(out.into_single())
@@ -363,6 +403,73 @@ impl<'a> State<'a> {
             },
         }
     }
+}
+
+/// A shell pattern over a whole string: `*` any run, `?` one character, `[…]` a class
+/// (`[!…]` or `[^…]` negated), `\\` escapes.
+fn glob(p: &[char], s: &[char]) -> bool {
+    let Some(&first) = p.first() else {
+        return s.is_empty();
+    };
+    match first {
+        '*' => (0..=s.len()).any(|k| glob(&p[1..], &s[k..])),
+        '?' => !s.is_empty() && glob(&p[1..], &s[1..]),
+        '[' => {
+            let Some(close) = p.iter().skip(2).position(|c| *c == ']').map(|i| i + 2) else {
+                return s.first() == Some(&'[') && glob(&p[1..], &s[1..]);
+            };
+            let Some(&c) = s.first() else {
+                return false;
+            };
+            let mut class = &p[1..close];
+            let negate = matches!(class.first(), Some('!' | '^'));
+            if negate {
+                class = &class[1..];
+            }
+            let mut found = false;
+            let mut i = 0;
+            while i < class.len() {
+                if i + 2 < class.len() && class[i + 1] == '-' {
+                    found |= class[i] <= c && c <= class[i + 2];
+                    i += 3;
+                } else {
+                    found |= class[i] == c;
+                    i += 1;
+                }
+            }
+            found != negate && glob(&p[close + 1..], &s[1..])
+        }
+        '\\' if p.len() > 1 => s.first() == Some(&p[1]) && glob(&p[2..], &s[1..]),
+        c => s.first() == Some(&c) && glob(&p[1..], &s[1..]),
+    }
+}
+
+/// `${v/pattern/replacement}` (first match) and `${v//pattern/replacement}` (every match),
+/// each match as long as possible.
+fn replace(value: &str, pattern: &[char], replacement: &str, all: bool) -> String {
+    let v: Vec<char> = value.chars().collect();
+    if pattern.is_empty() {
+        return value.to_string();
+    }
+    let mut out = String::new();
+    let mut i = 0;
+    let mut replaced = false;
+    while i < v.len() {
+        if !replaced || all {
+            let hit = (i + 1..=v.len())
+                .rev()
+                .find(|&end| glob(pattern, &v[i..end]));
+            if let Some(end) = hit {
+                out.push_str(replacement);
+                i = end;
+                replaced = true;
+                continue;
+            }
+        }
+        out.push(v[i]);
+        i += 1;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -431,6 +538,26 @@ mod tests {
     }
 
     #[test]
+    fn pattern_modifiers() {
+        let lex = Lexer::default();
+        let path = |name: &str| match name {
+            "p" => Some("/usr/local/bin/tool.tar.gz".to_string()),
+            _ => None,
+        };
+        let w = |t: &str| lex.word(t, &path).unwrap().value;
+        assert_eq!(w("${p#*/}"), "usr/local/bin/tool.tar.gz");
+        assert_eq!(w("${p##*/}"), "tool.tar.gz");
+        assert_eq!(w("${p%.*}"), "/usr/local/bin/tool.tar");
+        assert_eq!(w("${p%%.*}"), "/usr/local/bin/tool");
+        assert_eq!(w("${p#nomatch}"), "/usr/local/bin/tool.tar.gz");
+        assert_eq!(w("${p/local/opt}"), "/usr/opt/bin/tool.tar.gz");
+        assert_eq!(w("${p//\\//:}"), ":usr:local:bin:tool.tar.gz");
+        assert_eq!(w("${p/[lb]?[oc]/X}"), "/usr/Xal/bin/tool.tar.gz");
+        assert_eq!(w("${p/.t*/}"), "/usr/local/bin/tool");
+        assert_eq!(w("${unset##*/}"), "");
+    }
+
+    #[test]
     fn quotes_and_escapes() {
         assert_eq!(word("'$v'"), "$v");
         assert_eq!(word("\"$v\""), "val");
@@ -478,6 +605,10 @@ mod tests {
         );
         assert_eq!(
             lex.word("${v:-x", &env).unwrap_err(),
+            ExpandError::MissingBrace
+        );
+        assert_eq!(
+            lex.word("${v/x", &env).unwrap_err(),
             ExpandError::MissingBrace
         );
         assert_eq!(
