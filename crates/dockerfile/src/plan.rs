@@ -1085,6 +1085,22 @@ COPY --from=docker.io/library/nginx:latest /etc/nginx/nginx.conf /
     }
 
     #[test]
+    fn stopsignal_is_checked_after_expansion() {
+        for ok in ["SIGKILL", "KILL", "9", "sigrtmin+3"] {
+            let cmds = target_commands(&format!("FROM a\nARG S={ok}\nSTOPSIGNAL $S\n"), &[]);
+            assert_eq!(cmds[1], Command::StopSignal(ok.into()));
+        }
+        let err = plan("FROM a\nSTOPSIGNAL SIGNOPE\n", None, &[])
+            .and_then(|p| p.steps(&p.stages[0], &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("Dockerfile:2: invalid STOPSIGNAL \"SIGNOPE\": "),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn steps_report_used_variables() {
         let p = plan(
             "FROM a\nARG A B\nWORKDIR /$A\nRUN x\n",
