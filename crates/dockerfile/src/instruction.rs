@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::mount::{Mount, parse_mount};
-use crate::parse::{Heredoc, Node, heredoc_word, node_from_line, split_words};
+use crate::parse::{Heredoc, Node, heredoc_word, json_array, node_from_line, split_words};
 
 /// One instruction with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,27 +244,6 @@ impl Flags {
     }
 }
 
-/// JSON array of strings, or None when the text is not valid JSON (shell form then).
-fn json_array(rest: &str) -> Result<Option<Vec<String>>, String> {
-    if !rest.starts_with('[') {
-        return Ok(None);
-    }
-    let Ok(values) = serde_json::from_str::<Vec<serde_json::Value>>(rest) else {
-        return Ok(None);
-    };
-    values
-        .into_iter()
-        .map(|v| match v {
-            serde_json::Value::String(s) => Ok(s),
-            _ => Err(
-                "when using JSON array syntax, arrays must be comprised of strings only"
-                    .to_string(),
-            ),
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
-}
-
 fn command_line(rest: &str) -> Result<CommandLine, String> {
     Ok(match json_array(rest)? {
         Some(v) => CommandLine::Exec(v),
@@ -317,15 +296,15 @@ fn duration_flag(flags: &Flags, name: &str) -> Result<Option<Duration>, String> 
     let Some(text) = flags.text(name) else {
         return Ok(None);
     };
-    if text.starts_with('-') {
-        return Err(format!("interval {name:?} cannot be negative"));
+    let too_small = || format!("interval {name:?} cannot be less than 1ms");
+    if let Some(positive) = text.strip_prefix('-')
+        && go_duration(positive).is_some()
+    {
+        return Err(too_small());
     }
     let d = go_duration(&text).ok_or_else(|| format!("time: invalid duration {text:?}"))?;
-    if d.is_zero() {
-        return Ok(None);
-    }
     if d < Duration::from_millis(1) {
-        return Err(format!("interval {name:?} cannot be less than 1ms"));
+        return Err(too_small());
     }
     Ok(Some(d))
 }
@@ -527,6 +506,11 @@ fn command(node: &Node, escape: char) -> Result<Command, String> {
                 ));
             }
             let dest = words.pop().unwrap_or_default();
+            if !json && heredoc_word(&dest).is_some() {
+                return Err(format!(
+                    "{keyword} cannot accept a heredoc as a destination"
+                ));
+            }
             let sources = words
                 .into_iter()
                 .map(|w| {
@@ -618,8 +602,17 @@ fn command(node: &Node, escape: char) -> Result<Command, String> {
                 }
                 _ => {}
             }
+            let mut inner = inner;
+            inner.heredocs.clone_from(&node.heredocs);
+            // The trigger carries its heredoc bodies so the later build can parse it again.
+            let mut trigger = rest.to_string();
+            for h in &node.heredocs {
+                trigger.push('\n');
+                trigger.push_str(&h.content);
+                trigger.push_str(&h.name);
+            }
             Command::Onbuild(OnBuild {
-                trigger: rest.to_string(),
+                trigger,
                 command: Box::new(command(&inner, escape)?),
             })
         }
@@ -652,13 +645,11 @@ fn command(node: &Node, escape: char) -> Result<Command, String> {
                     }
                     let retries = match flags.text("retries") {
                         None => None,
-                        Some(r) => match r.parse::<i64>() {
-                            Ok(n) if n < 0 => return Err("--retries cannot be negative".into()),
-                            Ok(0) => None,
-                            Ok(n) => Some(
-                                u32::try_from(n)
-                                    .map_err(|_| format!("invalid value {r:?} for --retries"))?,
-                            ),
+                        Some(r) => match r.parse::<i32>() {
+                            Ok(n) if n < 1 => {
+                                return Err(format!("--retries must be at least 1 (not {n})"));
+                            }
+                            Ok(n) => Some(n.unsigned_abs()),
                             Err(_) => return Err(format!("invalid value {r:?} for --retries")),
                         },
                     };
@@ -938,6 +929,10 @@ mod tests {
             "Dockerfile:2: expecting boolean value for flag --link, not: maybe"
         );
         assert_eq!(
+            error("FROM a\nCOPY a <<EOF\nx\nEOF\n"),
+            "Dockerfile:2: COPY cannot accept a heredoc as a destination"
+        );
+        assert_eq!(
             error("FROM a\nCOPY onlyone\n"),
             "Dockerfile:2: COPY requires at least two arguments, but only one was provided. Destination could not be determined"
         );
@@ -1107,6 +1102,16 @@ mod tests {
                 }),
             })
         );
+        let cmds = commands("FROM a\nONBUILD RUN <<EOF\necho hi\nEOF\nCMD x\n");
+        assert_eq!(cmds.len(), 3);
+        let Command::Onbuild(ob) = &cmds[1] else {
+            panic!("not an ONBUILD");
+        };
+        assert_eq!(ob.trigger, "RUN <<EOF\necho hi\nEOF");
+        let Command::Run(run) = ob.command.as_ref() else {
+            panic!("not a RUN trigger");
+        };
+        assert_eq!(run.heredocs[0].content, "echo hi\n");
         assert_eq!(
             error("FROM a\nONBUILD ONBUILD RUN x\n"),
             "Dockerfile:2: Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"
@@ -1176,8 +1181,16 @@ mod tests {
             "Dockerfile:2: time: invalid duration \"soon\""
         );
         assert_eq!(
-            error("FROM a\nHEALTHCHECK --retries=-1 CMD x\n"),
-            "Dockerfile:2: --retries cannot be negative"
+            error("FROM a\nHEALTHCHECK --retries=0 CMD x\n"),
+            "Dockerfile:2: --retries must be at least 1 (not 0)"
+        );
+        assert_eq!(
+            error("FROM a\nHEALTHCHECK --interval=-5s CMD x\n"),
+            "Dockerfile:2: interval \"interval\" cannot be less than 1ms"
+        );
+        assert_eq!(
+            error("FROM a\nHEALTHCHECK --start-period=0s CMD x\n"),
+            "Dockerfile:2: interval \"start-period\" cannot be less than 1ms"
         );
     }
 

@@ -142,16 +142,50 @@ fn is_comment(raw: &str) -> bool {
 }
 
 /// Strips the escape character (and trailing blanks after it) that continues a line.
+/// An escape character that is itself escaped (`\\\\` at the end) does not continue the
+/// line, unless it is all the line holds.
 fn trim_continuation(line: &str, escape: char) -> (String, bool) {
     let trimmed = line.trim_end_matches([' ', '\t']);
     match trimmed.strip_suffix(escape) {
-        Some(s) => (s.to_string(), false),
-        None => (line.to_string(), true),
+        Some(s) if s.is_empty() || !s.ends_with(escape) => (s.to_string(), false),
+        _ => (line.to_string(), true),
     }
 }
 
-fn is_json_array(rest: &str) -> bool {
-    rest.starts_with('[') && serde_json::from_str::<Vec<serde_json::Value>>(rest).is_ok()
+/// The exec form: a JSON array of strings at the start of `rest` (text after the array is
+/// ignored, as Docker's decoder does). None when it is not JSON (then it is shell form);
+/// an error when it is an array holding something else than strings.
+pub(crate) fn json_array(rest: &str) -> Result<Option<Vec<String>>, String> {
+    if !rest.starts_with('[') {
+        return Ok(None);
+    }
+    let mut values = serde_json::Deserializer::from_str(rest).into_iter::<Vec<serde_json::Value>>();
+    let Some(Ok(values)) = values.next() else {
+        return Ok(None);
+    };
+    values
+        .into_iter()
+        .map(|v| match v {
+            serde_json::Value::String(s) => Ok(s),
+            _ => Err(
+                "when using JSON array syntax, arrays must be comprised of strings only"
+                    .to_string(),
+            ),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// RUN, COPY and ADD in shell form take heredocs, also as an ONBUILD trigger.
+fn takes_heredocs(node: &Node) -> bool {
+    let mut keyword = node.keyword.to_ascii_lowercase();
+    let mut rest = node.rest.clone();
+    if keyword == "onbuild" {
+        let inner = node_from_line(&node.rest, node.line);
+        keyword = inner.keyword.to_ascii_lowercase();
+        rest = inner.rest;
+    }
+    matches!(keyword.as_str(), "run" | "copy" | "add") && !matches!(json_array(&rest), Ok(Some(_)))
 }
 
 pub(crate) fn lines(text: &str) -> Result<Lines, LineError> {
@@ -212,11 +246,7 @@ pub(crate) fn lines(text: &str) -> Result<Lines, LineError> {
             });
         }
         let mut node = node_from_line(&line, start);
-        let keyword = node.keyword.to_ascii_lowercase();
-        if matches!(keyword.as_str(), "run" | "copy" | "add")
-            && !is_json_array(&node.rest)
-            && line.contains("<<")
-        {
+        if line.contains("<<") && takes_heredocs(&node) {
             for mut heredoc in heredoc_words(&line) {
                 let mut terminated = false;
                 while i < physical.len() {
@@ -354,10 +384,13 @@ pub(crate) fn split_words(rest: &str, escape: char) -> Vec<String> {
                 if ch == q {
                     quote = None;
                     word.push(ch);
-                } else if ch == escape && q != '\'' && i + 1 < chars.len() {
-                    word.push(ch);
-                    i += 1;
-                    word.push(chars[i]);
+                } else if ch == escape && q != '\'' {
+                    // An escape at the very end is dropped, as Docker does.
+                    if i + 1 < chars.len() {
+                        word.push(ch);
+                        i += 1;
+                        word.push(chars[i]);
+                    }
                 } else {
                     word.push(ch);
                 }
@@ -498,6 +531,31 @@ mod tests {
         );
         assert_eq!(l.warnings.len(), 1);
         assert_eq!(l.warnings[0].line, 5);
+    }
+
+    #[test]
+    fn an_escaped_escape_does_not_continue() {
+        assert_eq!(
+            originals("RUN echo a\\\\\nRUN b\n\\\nRUN c\n"),
+            [
+                (1, "RUN echo a\\\\".into()),
+                (2, "RUN b".into()),
+                (3, "RUN c".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn json_arrays() {
+        assert_eq!(
+            json_array("[\"a\", \"b\"]"),
+            Ok(Some(vec!["a".into(), "b".into()]))
+        );
+        assert_eq!(json_array("[\"a\"] trailing"), Ok(Some(vec!["a".into()])));
+        assert_eq!(json_array("['a']"), Ok(None));
+        assert_eq!(json_array("[\"a\""), Ok(None));
+        assert_eq!(json_array("echo [x]"), Ok(None));
+        assert!(json_array("[1]").is_err());
     }
 
     #[test]
