@@ -62,8 +62,12 @@ pub struct Stage {
     pub from: Instruction,
     /// The instructions after FROM, unexpanded.
     pub instructions: Vec<Instruction>,
-    /// Stages this one needs first (its base, `COPY --from`, `RUN --mount=from=`), by index.
+    /// Stages this one needs first (its base, `COPY --from`, `RUN --mount=from=`), by index,
+    /// in the order the file first names them.
     pub dependencies: Vec<usize>,
+    /// Images that `COPY --from` or `RUN --mount=from=` name (no stage has that name), with
+    /// the line naming each: the executor pulls them, and a failed pull names the line.
+    pub images: Vec<(usize, String)>,
 }
 
 impl Stage {
@@ -240,6 +244,7 @@ impl BuildPlan {
                 from: ins.clone(),
                 instructions: Vec::new(),
                 dependencies: Vec::new(),
+                images: Vec::new(),
             });
         }
         if stages.is_empty() {
@@ -315,8 +320,9 @@ impl BuildPlan {
         order: &mut Vec<usize>,
     ) -> Result<(), Error> {
         state[index] = Visit::Active;
-        let deps = self.dependencies(&stages[index], names, stages.len())?;
+        let (deps, images) = self.dependencies(&stages[index], names, stages.len())?;
         stages[index].dependencies = deps.iter().map(|(d, _)| *d).collect();
+        stages[index].images = images;
         for (dep, line) in deps {
             match state[dep] {
                 Visit::Done => {}
@@ -338,14 +344,16 @@ impl BuildPlan {
         Ok(())
     }
 
-    /// The stages `stage` needs, each with the line that needs it, sorted and unique.
+    /// The stages `stage` needs, each once with the first line that needs it, and the
+    /// images its `--from` values name.
     fn dependencies(
         &self,
         stage: &Stage,
         names: &BTreeMap<String, usize>,
         count: usize,
-    ) -> Result<Vec<(usize, usize)>, Error> {
+    ) -> Result<Needs, Error> {
         let mut deps: Vec<(usize, usize)> = Vec::new();
+        let mut images: Vec<(usize, String)> = Vec::new();
         if let Base::Stage(i) = stage.base {
             deps.push((i, stage.from.line));
         }
@@ -367,13 +375,13 @@ impl BuildPlan {
                             ),
                         });
                     }
-                    StageRef::Image => {}
+                    StageRef::Image => images.push((step.instruction.line, from.to_string())),
                 }
             }
         }
         let mut seen = BTreeSet::new();
         deps.retain(|(d, _)| seen.insert(*d));
-        Ok(deps)
+        Ok((deps, images))
     }
 
     /// What `--from` (or a mount's `from`) names, resolved among this plan's stages: the
@@ -602,6 +610,10 @@ fn inner_message(e: &Error) -> String {
         other => other.to_string(),
     }
 }
+
+/// What a stage needs: (stage index, line) for each stage and (line, reference) for each
+/// image its `--from` values name.
+type Needs = (Vec<(usize, usize)>, Vec<(usize, String)>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Visit {
@@ -897,6 +909,11 @@ COPY --from=docker.io/library/nginx:latest /etc/nginx/nginx.conf /
         assert_eq!(build.dependencies, [0, 3]);
         assert_eq!(p.stages[3].base, Base::Scratch);
         assert_eq!(p.stages[3].dependencies, [2]);
+        assert_eq!(
+            p.stages[3].images,
+            [(12, "docker.io/library/nginx:latest".to_string())]
+        );
+        assert!(p.stages[2].images.is_empty());
         assert_eq!(p.stage_for("BUILD"), Some(2));
         assert_eq!(p.stage_for("docker.io/library/nginx:latest"), None);
 
