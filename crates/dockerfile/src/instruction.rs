@@ -90,6 +90,10 @@ pub struct Run {
     /// is only `<<EOF` runs the body as its script; otherwise the shell reads the bodies.
     pub command: CommandLine,
     pub heredocs: Vec<Heredoc>,
+    /// The `--mount` values as written.
+    pub mount_specs: Vec<String>,
+    /// The mounts, parsed. In [`crate::Dockerfile::parse`]'s output this is empty when any
+    /// value holds a `$` (read after expansion); in a [`crate::Step`] it is always complete.
     pub mounts: Vec<Mount>,
     pub network: Option<NetworkMode>,
     pub security: Option<Security>,
@@ -221,11 +225,13 @@ impl Flags {
         Ok(Flags { values })
     }
 
+    /// The value of a text flag; `--from=` (empty) counts as not given, as in Docker.
     fn text(&self, name: &str) -> Option<String> {
         self.values
             .iter()
             .find(|(n, _)| n == name)
             .and_then(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
     }
 
     fn bool(&self, name: &str) -> Option<bool> {
@@ -405,12 +411,17 @@ fn command(node: &Node, escape: char) -> Result<Command, String> {
             if rest.is_empty() {
                 return Err(at_least_one());
             }
-            let mounts = flags
-                .list("mount")
-                .iter()
-                .map(|m| parse_mount(m))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| e.to_string())?;
+            let mount_specs = flags.list("mount");
+            // Options with substitutions are read once expanded (`BuildPlan::steps`).
+            let mounts = if mount_specs.iter().any(|m| m.contains('$')) {
+                Vec::new()
+            } else {
+                mount_specs
+                    .iter()
+                    .map(|m| parse_mount(m))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?
+            };
             let network = match flags.text("network").as_deref() {
                 None => None,
                 Some("default") => Some(NetworkMode::Default),
@@ -427,6 +438,7 @@ fn command(node: &Node, escape: char) -> Result<Command, String> {
             Command::Run(Run {
                 command: command_line(rest)?,
                 heredocs: node.heredocs.clone(),
+                mount_specs,
                 mounts,
                 network,
                 security,
@@ -824,6 +836,7 @@ mod tests {
             Command::Run(Run {
                 command: CommandLine::Exec(s(&["c:\\windows\\system32\\tasklist.exe"])),
                 heredocs: vec![],
+                mount_specs: vec![],
                 mounts: vec![],
                 network: None,
                 security: None,

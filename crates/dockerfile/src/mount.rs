@@ -59,6 +59,9 @@ pub enum MountError {
     MissingSecretId,
     #[error("unterminated quote in mount option")]
     UnterminatedQuote,
+    /// A substitution in an option's value failed.
+    #[error("{0}")]
+    Expand(String),
 }
 
 /// Splits on commas outside double quotes, as Go's CSV reader does for `--mount`.
@@ -115,8 +118,17 @@ fn parse_size(text: &str) -> Option<u64> {
     n.checked_mul(mul)
 }
 
-/// Parses one `--mount` value.
+/// Parses one `--mount` value as written.
 pub fn parse_mount(text: &str) -> Result<Mount, MountError> {
+    parse_mount_with(text, &mut |v| Ok(v.to_string()))
+}
+
+/// Parses one `--mount` value, passing each option's value through `expand` first (the
+/// build's ARG and ENV substitution), as Docker does before it reads the options.
+pub fn parse_mount_with(
+    text: &str,
+    expand: &mut dyn FnMut(&str) -> Result<String, String>,
+) -> Result<Mount, MountError> {
     let mut kind = MountType::Bind;
     let mut m = Mount {
         kind,
@@ -134,13 +146,30 @@ pub fn parse_mount(text: &str) -> Result<Mount, MountError> {
         env: None,
     };
     let mut readonly: Option<bool> = None;
-    let fields = fields(text)?;
+    let mut options: Vec<(String, String, Option<String>)> = Vec::new();
+    for field in fields(text)? {
+        let field = field.trim();
+        if field.is_empty() {
+            continue;
+        }
+        let (key, value) = match field.split_once('=') {
+            Some((k, v)) => (
+                k.trim().to_ascii_lowercase(),
+                Some(expand(v.trim()).map_err(MountError::Expand)?),
+            ),
+            None => (field.to_ascii_lowercase(), None),
+        };
+        options.push((field.to_string(), key, value));
+    }
     // The type decides the defaults, so read it first wherever it is written.
-    for field in &fields {
-        if let Some((k, v)) = field.split_once('=')
-            && k.trim().eq_ignore_ascii_case("type")
-        {
-            kind = match v.trim().to_ascii_lowercase().as_str() {
+    for (_, key, value) in &options {
+        if key == "type" {
+            kind = match value
+                .as_deref()
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+                .as_str()
+            {
                 "bind" => MountType::Bind,
                 "cache" => MountType::Cache,
                 "tmpfs" => MountType::Tmpfs,
@@ -151,15 +180,9 @@ pub fn parse_mount(text: &str) -> Result<Mount, MountError> {
         }
     }
     m.kind = kind;
-    for field in &fields {
-        let field = field.trim();
-        if field.is_empty() {
-            continue;
-        }
-        let (key, value) = match field.split_once('=') {
-            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim())),
-            None => (field.to_ascii_lowercase(), None),
-        };
+    for (field, key, value) in &options {
+        let key = key.clone();
+        let value = value.as_deref();
         let text_value = || {
             value
                 .map(str::to_string)
@@ -338,6 +361,20 @@ mod tests {
             "invalid value \"maybe\" for sharing in mount"
         );
         assert!(parse_mount("type=tmpfs,target=/x,size=lots").is_err());
+    }
+
+    #[test]
+    fn values_are_expanded_before_they_are_read() {
+        let mut expand = |v: &str| -> Result<String, String> {
+            Ok(v.replace("$T", "cache").replace("$UID", "1000"))
+        };
+        let m = parse_mount_with("type=$T,target=/c,uid=$UID", &mut expand).unwrap();
+        assert_eq!((m.kind, m.uid), (MountType::Cache, Some(1000)));
+        let mut failing = |_: &str| -> Result<String, String> { Err("bad".into()) };
+        assert_eq!(
+            parse_mount_with("target=/x", &mut failing).unwrap_err(),
+            MountError::Expand("bad".into())
+        );
     }
 
     #[test]

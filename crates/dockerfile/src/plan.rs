@@ -8,6 +8,7 @@ use spec::Platform;
 
 use crate::expand::{ExpandError, Lexer};
 use crate::instruction::{ArgDecl, Command, Copy, Instruction, KeyValue, Source};
+use crate::mount::parse_mount_with;
 use crate::{Dockerfile, Error};
 
 /// Build args that every RUN receives when given, without an ARG, and that Docker keeps
@@ -502,14 +503,16 @@ impl BuildPlan {
                     }
                     Command::Run(r) => {
                         let mut r = r.clone();
-                        for m in &mut r.mounts {
-                            for v in [&mut m.from, &mut m.source, &mut m.target, &mut m.id]
-                                .into_iter()
-                                .flatten()
-                            {
-                                *v = word(v)?;
-                            }
-                        }
+                        r.mounts = r
+                            .mount_specs
+                            .iter()
+                            .map(|spec| {
+                                parse_mount_with(spec, &mut |v| {
+                                    word(v).map_err(|e| inner_message(&e))
+                                })
+                            })
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(|e| at(e.to_string()))?;
                         Command::Run(r)
                     }
                     Command::Arg(decls) => {
@@ -1034,7 +1037,7 @@ COPY --from=docker.io/library/nginx:latest /etc/nginx/nginx.conf /
     #[test]
     fn what_expands_and_what_does_not() {
         let cmds = target_commands(
-            "FROM a\nARG P=8080 V=/data U=app S=SIGTERM\nEXPOSE $P ${P}/udp\nVOLUME $V [\"x\"]\nVOLUME [\"$V\"]\nUSER $U\nSTOPSIGNAL $S\nRUN --mount=type=cache,target=$V echo $P\nCMD echo $P\nENTRYPOINT [\"echo\", \"$P\"]\nHEALTHCHECK CMD check $P\nONBUILD RUN echo $P\nCOPY --chown=$U:$U --chmod=755 <<EOF <<'RAW' $V/\n$P \"quoted\"\nEOF\n$P\nRAW\n",
+            "FROM a\nARG P=8080 V=/data U=app S=SIGTERM\nEXPOSE $P ${P}/udp\nVOLUME $V [\"x\"]\nVOLUME [\"$V\"]\nUSER $U\nSTOPSIGNAL $S\nRUN --mount=type=cache,target=$V,uid=$P echo $P\nCMD echo $P\nENTRYPOINT [\"echo\", \"$P\"]\nHEALTHCHECK CMD check $P\nONBUILD RUN echo $P\nCOPY --chown=$U:$U --chmod=755 <<EOF <<'RAW' $V/\n$P \"quoted\"\nEOF\n$P\nRAW\n",
             &[],
         );
         assert_eq!(
@@ -1050,6 +1053,7 @@ COPY --from=docker.io/library/nginx:latest /etc/nginx/nginx.conf /
         };
         assert_eq!(run.command, CommandLine::Shell("echo $P".into()));
         assert_eq!(run.mounts[0].target.as_deref(), Some("/data"));
+        assert_eq!(run.mounts[0].uid, Some(8080));
         assert_eq!(cmds[7], Command::Cmd(CommandLine::Shell("echo $P".into())));
         assert_eq!(
             cmds[8],
