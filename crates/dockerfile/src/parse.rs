@@ -497,6 +497,37 @@ mod tests {
     }
 
     #[test]
+    fn reference_directive_examples() {
+        // Whitespace the reference allows.
+        for text in [
+            "#escape=`\nFROM a\n",
+            "# escape =`\nFROM a\n",
+            "#\tescape= `\nFROM a\n",
+            "# escape = `\nFROM a\n",
+            "#\t  eScApE=`\nFROM a\n",
+        ] {
+            assert_eq!(parse(text).directives.escape, '`', "{text:?}");
+        }
+        // The reference's escape example: without the directive, `c:\` continues the line.
+        let windows = "FROM microsoft/nanoserver\nCOPY testfile.txt c:\\\nRUN dir c:\\\n";
+        assert_eq!(
+            originals(windows),
+            [
+                (1, "FROM microsoft/nanoserver".into()),
+                (2, "COPY testfile.txt c:RUN dir c:".into())
+            ]
+        );
+        assert_eq!(
+            originals(&format!("# escape=`\n\n{windows}")),
+            [
+                (3, "FROM microsoft/nanoserver".into()),
+                (4, "COPY testfile.txt c:\\".into()),
+                (5, "RUN dir c:\\".into())
+            ]
+        );
+    }
+
+    #[test]
     fn directive_errors() {
         assert_eq!(
             lines("# escape=x\nFROM a").err().unwrap(),

@@ -1094,6 +1094,55 @@ COPY --from=docker.io/library/nginx:latest /etc/nginx/nginx.conf /
     }
 
     #[test]
+    fn reference_heredoc_examples() {
+        let text = "FROM debian\nARG FOO=bar\nRUN <<EOT bash\n  set -ex\n  apt-get update\nEOT\nRUN <<EOT\n#!/usr/bin/env python\nprint(\"hello world\")\nEOT\nRUN <<FILE1 cat > file1 && <<FILE2 cat > file2\nI am\nfirst\nFILE1\nI am\nsecond\nFILE2\nCOPY <<-EOT /script.sh\n\techo \"hello ${FOO}\"\n\tEOT\nCOPY <<-\"EOT\" /script.sh\n\techo \"hello ${FOO}\"\n\tEOT\n";
+        let cmds = target_commands(text, &[]);
+        let runs: Vec<(&CommandLine, Vec<(&str, &str)>)> = cmds
+            .iter()
+            .filter_map(|c| match c {
+                Command::Run(r) => Some((
+                    &r.command,
+                    r.heredocs
+                        .iter()
+                        .map(|h| (h.name.as_str(), h.content.as_str()))
+                        .collect(),
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                (
+                    &CommandLine::Shell("<<EOT bash".into()),
+                    vec![("EOT", "  set -ex\n  apt-get update\n")]
+                ),
+                (
+                    &CommandLine::Shell("<<EOT".into()),
+                    vec![("EOT", "#!/usr/bin/env python\nprint(\"hello world\")\n")]
+                ),
+                (
+                    &CommandLine::Shell("<<FILE1 cat > file1 && <<FILE2 cat > file2".into()),
+                    vec![("FILE1", "I am\nfirst\n"), ("FILE2", "I am\nsecond\n")]
+                ),
+            ]
+        );
+        let copies: Vec<&Source> = cmds
+            .iter()
+            .filter_map(|c| match c {
+                Command::Copy(c) => c.sources.first(),
+                _ => None,
+            })
+            .collect();
+        let body = |s: &Source| match s {
+            Source::Heredoc(h) => h.content.clone(),
+            Source::Path(p) => panic!("a path {p}"),
+        };
+        assert_eq!(body(copies[0]), "echo \"hello bar\"\n");
+        assert_eq!(body(copies[1]), "echo \"hello ${FOO}\"\n");
+    }
+
+    #[test]
     fn escape_directive_applies_to_expansion() {
         let cmds = target_commands(
             "# escape=`\nFROM windows\nENV dir=C:\\data\nWORKDIR $dir\\sub\nCOPY `$dir c:\\\n",
