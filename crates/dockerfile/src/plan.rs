@@ -389,7 +389,7 @@ impl BuildPlan {
     /// stage's index, or None for an image reference.
     pub fn stage_for(&self, from: &str) -> Option<usize> {
         if let Ok(n) = from.parse::<usize>() {
-            return Some(n);
+            return self.stages.iter().find(|s| s.index == n).map(|s| s.index);
         }
         self.stages
             .iter()
@@ -918,6 +918,8 @@ COPY --from=docker.io/library/nginx:latest /etc/nginx/nginx.conf /
         );
         assert!(p.stages[2].images.is_empty());
         assert_eq!(p.stage_for("BUILD"), Some(2));
+        assert_eq!(p.stage_for("0"), Some(0));
+        assert_eq!(p.stage_for("1"), None);
         assert_eq!(p.stage_for("docker.io/library/nginx:latest"), None);
 
         let p = plan(text, Some("Assets"), &[]).unwrap();
