@@ -130,7 +130,10 @@ fn udp_echo_dir() -> PathBuf {
     let bin = dir.join("udp_echo");
     if !bin.exists() {
         std::fs::create_dir_all(&dir).unwrap();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/udp_echo.rs");
+        let src = std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+        )
+        .join("fixtures/udp_echo.rs");
         let out = Command::new("rustc")
             .args(["-O", "--target", "x86_64-unknown-linux-gnu"])
             .args(["-C", "target-feature=+crt-static", "-o"])

@@ -301,7 +301,10 @@ fn anonymous_volumes_go_with_rm_and_stay_otherwise() {
 
 /// Compiles tests/helpers/unixcat.rs into a static binary in `dir`.
 fn unixcat(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/unixcat.rs");
+    let src = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    )
+    .join("helpers/unixcat.rs");
     let out = dir.join("unixcat");
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let status = Command::new(rustc)

@@ -4,8 +4,14 @@ use std::env;
 use std::path::{Path, PathBuf};
 
 /// The workspace root (the parent of `xtask/`).
+///
+/// Read from `CARGO_MANIFEST_DIR` as `cargo run` sets it for this run, not as it was baked in
+/// at build time: checkouts that share a target directory (CI's clone and a developer's tree
+/// share the cache's) share one xtask binary, built in whichever came first.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))

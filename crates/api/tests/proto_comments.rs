@@ -12,7 +12,10 @@ fn declares(line: &str) -> bool {
 
 #[test]
 fn every_rpc_message_enum_and_field_is_commented() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/container/api/v1");
+    let dir = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    )
+    .join("proto/container/api/v1");
     let mut bare = Vec::new();
     let mut files = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
