@@ -113,7 +113,7 @@ fn completion_scripts_for_three_shells() {
 
 #[test]
 fn command_reference_matches_the_cli() {
-    let path = std::path::PathBuf::from(
+    let path = PathBuf::from(
         std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
     )
     .join("../../docs/command-reference.md");
