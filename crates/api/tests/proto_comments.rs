@@ -1,7 +1,7 @@
 //! The contract's rule "every rpc and field commented", checked on the proto files
 //! themselves so that no later change slips one in bare.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 /// Whether a trimmed proto line declares something that needs a comment.
 fn declares(line: &str) -> bool {
@@ -12,7 +12,7 @@ fn declares(line: &str) -> bool {
 
 #[test]
 fn every_rpc_message_enum_and_field_is_commented() {
-    let dir = std::path::PathBuf::from(
+    let dir = PathBuf::from(
         std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
     )
     .join("proto/container/api/v1");
