@@ -66,7 +66,9 @@
 pub mod containers;
 pub mod daemon;
 pub mod errors;
+pub mod events;
 pub mod fsutil;
+pub mod health;
 pub mod images;
 pub mod kernel;
 pub mod names;

@@ -7,6 +7,24 @@ use api::v1;
 use crate::daemon::Daemon;
 use crate::networks::DEFAULT_NETWORK;
 
+impl Daemon {
+    /// Publishes a network event: Docker's attributes `name` and `type`, then `extra`
+    /// (`container` for connect and disconnect). Networks are named by their names.
+    pub(crate) fn network_event(&self, action: &str, name: &str, extra: &[(&str, &str)]) {
+        let mut attributes = vec![
+            ("name".to_owned(), name.to_owned()),
+            ("type".to_owned(), "bridge".to_owned()),
+        ];
+        attributes.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        self.emit(
+            crate::events::EventType::Network,
+            action,
+            name.to_owned(),
+            attributes,
+        );
+    }
+}
+
 /// The Networks service.
 #[derive(Debug)]
 pub struct NetworksService(pub Arc<Daemon>);
@@ -16,9 +34,9 @@ type Res<T> = Result<tonic::Response<T>, tonic::Status>;
 #[tonic::async_trait]
 impl v1::networks_server::Networks for NetworksService {
     async fn create(&self, req: tonic::Request<v1::NetworkCreateRequest>) -> Res<v1::Network> {
-        Ok(tonic::Response::new(
-            self.0.networks.create(req.into_inner()).await?,
-        ))
+        let network = self.0.networks.create(req.into_inner()).await?;
+        self.0.network_event("create", &network.name, &[]);
+        Ok(tonic::Response::new(network))
     }
 
     async fn list(
@@ -53,6 +71,9 @@ impl v1::networks_server::Networks for NetworksService {
             .networks
             .delete(&names, |n| self.0.network_user(n))
             .await?;
+        for name in &deleted {
+            self.0.network_event("destroy", name, &[]);
+        }
         Ok(tonic::Response::new(v1::NetworkDeleteResponse { deleted }))
     }
 
@@ -67,6 +88,9 @@ impl v1::networks_server::Networks for NetworksService {
             .networks
             .delete(&unused, |n| self.0.network_user(n))
             .await?;
+        for name in &deleted {
+            self.0.network_event("destroy", name, &[]);
+        }
         Ok(tonic::Response::new(v1::NetworkDeleteResponse { deleted }))
     }
 
