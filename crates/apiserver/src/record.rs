@@ -301,6 +301,8 @@ mod tests {
             stopped_by_user: false,
             restart_count: 0,
             anonymous_volumes: vec![],
+            healthcheck: None,
+            health: None,
         }
     }
 

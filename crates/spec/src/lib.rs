@@ -24,12 +24,14 @@ pub mod sandbox;
 pub mod signal;
 pub mod size;
 pub mod socket;
+pub mod timestamp;
 pub mod ulimit;
 pub mod user;
 
 pub use capability::{CapabilityError, parse_capability};
 pub use cpus::{Cpus, CpusError};
-pub use duration::{DurationError, Period};
+pub use duration::{DurationError, Period, parse_precise};
+pub use timestamp::{TimestampError, parse_time};
 pub use env::{EnvError, EnvVar, parse_env, parse_env_file};
 pub use label::{Label, LabelError};
 pub use mount::{Mount, MountError, parse_mount, parse_tmpfs, parse_volume};
