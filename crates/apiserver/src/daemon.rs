@@ -359,6 +359,47 @@ impl Daemon {
         );
     }
 
+    /// Publishes a volume event (Docker's attributes: the driver).
+    pub(crate) fn volume_event(&self, action: &str, name: &str) {
+        self.emit(
+            crate::events::EventType::Volume,
+            action,
+            name.to_owned(),
+            [("driver".to_owned(), "local".to_owned())],
+        );
+    }
+
+    /// Publishes an image event: `actor` is the reference (pull, push, load) or the image's
+    /// digest (tag, untag, delete), `name` the reference it is about.
+    pub(crate) fn image_event(&self, action: &str, actor: String, name: &str) {
+        self.emit(
+            crate::events::EventType::Image,
+            action,
+            actor,
+            [("name".to_owned(), name.to_owned())],
+        );
+    }
+
+    /// Publishes a network event: Docker's attributes `name` and `type`, then `extra`
+    /// (`container` for connect and disconnect). Networks are named by their names.
+    pub(crate) fn network_event(&self, action: &str, name: &str, extra: &[(&str, &str)]) {
+        let mut attributes = vec![
+            ("name".to_owned(), name.to_owned()),
+            ("type".to_owned(), "bridge".to_owned()),
+        ];
+        attributes.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        self.emit(
+            crate::events::EventType::Network,
+            action,
+            name.to_owned(),
+            attributes,
+        );
+    }
+
     pub(crate) fn notify(&self) {
         self.changes.send_modify(|n| *n += 1);
     }

@@ -318,7 +318,11 @@ mod tests {
         assert_eq!(window.len(), 1);
         assert_eq!(window[0].time_nano, 40);
         let (until_only, _) = bus.subscribe(None, Some(40));
-        assert_eq!(until_only.len(), 2, "until alone replays from the oldest kept");
+        assert_eq!(
+            until_only.len(),
+            2,
+            "until alone replays from the oldest kept"
+        );
         let (live_only, _) = bus.subscribe(None, None);
         assert!(live_only.is_empty(), "no since, no until: live events only");
     }
@@ -351,11 +355,7 @@ mod tests {
             EventType::Container,
             "health_status: healthy",
             "0123456789abcdef",
-            &[
-                ("name", "web"),
-                ("image", "busybox"),
-                ("tier", "front"),
-            ],
+            &[("name", "web"), ("image", "busybox"), ("tier", "front")],
             1,
         );
         assert!(filter(&[]).matches(&c));
@@ -364,7 +364,10 @@ mod tests {
         assert!(filter(&[("type", "image"), ("type", "container")]).matches(&c));
         assert!(filter(&[("event", "health_status")]).matches(&c));
         assert!(filter(&[("event", "health_status: healthy")]).matches(&c));
-        assert!(!filter(&[("event", "health")]).matches(&c), "not a bare prefix");
+        assert!(
+            !filter(&[("event", "health")]).matches(&c),
+            "not a bare prefix"
+        );
         assert!(filter(&[("container", "web")]).matches(&c));
         assert!(filter(&[("container", "0123")]).matches(&c));
         assert!(!filter(&[("container", "db")]).matches(&c));
@@ -383,7 +386,13 @@ mod tests {
         assert!(!filter(&[("container", "n1")]).matches(&n));
         let v = ev(EventType::Volume, "destroy", "data", &[], 1);
         assert!(filter(&[("volume", "data"), ("event", "destroy")]).matches(&v));
-        let i = ev(EventType::Image, "tag", "sha256:ab", &[("name", "app:1")], 1);
+        let i = ev(
+            EventType::Image,
+            "tag",
+            "sha256:ab",
+            &[("name", "app:1")],
+            1,
+        );
         assert!(filter(&[("image", "app:1")]).matches(&i));
     }
 
@@ -401,12 +410,21 @@ mod tests {
 
     #[test]
     fn wire_form_has_seconds_and_nanoseconds() {
-        let e = ev(EventType::Volume, "create", "v", &[("driver", "local")], 1_500_000_000_123);
+        let e = ev(
+            EventType::Volume,
+            "create",
+            "v",
+            &[("driver", "local")],
+            1_500_000_000_123,
+        );
         let w = e.to_wire();
         assert_eq!(w.r#type, "volume");
         assert_eq!(w.scope, "local");
         assert_eq!(w.time, 1500);
         assert_eq!(w.time_nano, 1_500_000_000_123);
-        assert_eq!(w.attributes.get("driver").map(String::as_str), Some("local"));
+        assert_eq!(
+            w.attributes.get("driver").map(String::as_str),
+            Some("local")
+        );
     }
 }

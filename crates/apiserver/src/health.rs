@@ -263,12 +263,19 @@ mod tests {
         let mut h = HealthState::starting();
         assert_eq!(h.record(result(10, 1), &c, 0), None);
         assert_eq!(h.failing_streak, 1);
-        assert_eq!(h.record(result(20, 1), &c, 0), Some(HealthStatus::Unhealthy));
+        assert_eq!(
+            h.record(result(20, 1), &c, 0),
+            Some(HealthStatus::Unhealthy)
+        );
         assert_eq!(h.record(result(30, 1), &c, 0), None, "no change, no event");
         assert_eq!(h.failing_streak, 3);
         assert_eq!(h.record(result(40, 0), &c, 0), Some(HealthStatus::Healthy));
         assert_eq!(h.failing_streak, 0);
-        assert_eq!(h.record(result(50, -1), &c, 0), None, "one failure is not enough");
+        assert_eq!(
+            h.record(result(50, -1), &c, 0),
+            None,
+            "one failure is not enough"
+        );
         assert_eq!(h.status, HealthStatus::Healthy);
     }
 
@@ -279,11 +286,17 @@ mod tests {
         assert_eq!(h.record(result(50, 1), &c, 0), None);
         assert_eq!(h.failing_streak, 0);
         assert_eq!(h.status, HealthStatus::Starting);
-        assert_eq!(h.record(result(150, 1), &c, 0), Some(HealthStatus::Unhealthy));
+        assert_eq!(
+            h.record(result(150, 1), &c, 0),
+            Some(HealthStatus::Unhealthy)
+        );
         // Once healthy, the start period no longer shields failures.
         let mut h = HealthState::starting();
         h.record(result(10, 0), &c, 0);
-        assert_eq!(h.record(result(20, 1), &c, 0), Some(HealthStatus::Unhealthy));
+        assert_eq!(
+            h.record(result(20, 1), &c, 0),
+            Some(HealthStatus::Unhealthy)
+        );
     }
 
     #[test]
@@ -339,7 +352,9 @@ mod tests {
             interval_ms: 700,
             ..Default::default()
         };
-        let c = resolve(Some(&image), Some(&only_interval)).unwrap().unwrap();
+        let c = resolve(Some(&image), Some(&only_interval))
+            .unwrap()
+            .unwrap();
         assert_eq!((c.argv(), c.interval_ms), (vec!["/bin/check".into()], 700));
         let none = v1::Healthcheck {
             test: vec!["NONE".into()],

@@ -416,17 +416,6 @@ impl Daemon {
     }
 
     /// Deletes one reference (and, through GC, content nobody names any more).
-    /// Publishes an image event: `actor` is the reference (pull, push, load) or the image's
-    /// digest (tag, untag, delete), `name` the reference it is about.
-    pub(crate) fn image_event(&self, action: &str, actor: String, name: &str) {
-        self.emit(
-            crate::events::EventType::Image,
-            action,
-            actor,
-            [("name".to_owned(), name.to_owned())],
-        );
-    }
-
     async fn delete_image(
         &self,
         text: &str,

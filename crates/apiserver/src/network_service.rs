@@ -7,24 +7,6 @@ use api::v1;
 use crate::daemon::Daemon;
 use crate::networks::DEFAULT_NETWORK;
 
-impl Daemon {
-    /// Publishes a network event: Docker's attributes `name` and `type`, then `extra`
-    /// (`container` for connect and disconnect). Networks are named by their names.
-    pub(crate) fn network_event(&self, action: &str, name: &str, extra: &[(&str, &str)]) {
-        let mut attributes = vec![
-            ("name".to_owned(), name.to_owned()),
-            ("type".to_owned(), "bridge".to_owned()),
-        ];
-        attributes.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        self.emit(
-            crate::events::EventType::Network,
-            action,
-            name.to_owned(),
-            attributes,
-        );
-    }
-}
-
 /// The Networks service.
 #[derive(Debug)]
 pub struct NetworksService(pub Arc<Daemon>);

@@ -175,16 +175,6 @@ impl Daemon {
         })
     }
 
-    /// Publishes a volume event (Docker's attributes: the driver).
-    pub(crate) fn volume_event(&self, action: &str, name: &str) {
-        self.emit(
-            crate::events::EventType::Volume,
-            action,
-            name.to_owned(),
-            [("driver".to_owned(), "local".to_owned())],
-        );
-    }
-
     /// Deletes a volume no container references; returns the bytes given back.
     async fn delete_volume(&self, name: &str) -> Result<u64, ApiError> {
         let _guard = self.volume_lock.lock().await;

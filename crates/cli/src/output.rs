@@ -685,7 +685,10 @@ mod tests {
             "2025-12-04T17:00:00.000000042Z container die abc (exitCode=3, image=busybox, name=web)"
         );
         let json = json_line(&event_json(&e));
-        assert!(json.contains(r#""Actor":{"Attributes":{"exitCode":"3""#), "{json}");
+        assert!(
+            json.contains(r#""Actor":{"Attributes":{"exitCode":"3""#),
+            "{json}"
+        );
         assert!(json.contains(r#""timeNano":1764867600000000042"#), "{json}");
     }
 

@@ -72,8 +72,7 @@ pub use digest::{Digest, DigestError};
 pub use layer::{LayerError, open_layer};
 pub use manifest::{
     Compression, Descriptor, ImageConfig, ImageHealthcheck, ImageIndex, ImageManifest, Manifest,
-    ManifestError,
-    media_type,
+    ManifestError, media_type,
 };
 pub use platform::{Platform, PlatformError};
 pub use progress::{NoProgress, Progress, ProgressEvent};

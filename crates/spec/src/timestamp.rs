@@ -23,14 +23,18 @@ pub fn parse_time(text: &str, now: i64) -> Result<i64, TimestampError> {
     if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
         let secs: i64 = secs.parse().map_err(|_| bad())?;
-        return Ok(secs.checked_mul(1_000_000_000).ok_or_else(bad)? + fraction(frac).ok_or_else(bad)?);
+        return Ok(
+            secs.checked_mul(1_000_000_000).ok_or_else(bad)? + fraction(frac).ok_or_else(bad)?
+        );
     }
     if let Ok(d) = crate::duration::parse_precise(text) {
         let back = i64::try_from(d.as_nanos()).map_err(|_| bad())?;
         return Ok(now - back);
     }
     if let Ok(p) = text.parse::<crate::Period>() {
-        let back = i64::try_from(p.0).ok().and_then(|s| s.checked_mul(1_000_000_000));
+        let back = i64::try_from(p.0)
+            .ok()
+            .and_then(|s| s.checked_mul(1_000_000_000));
         return back.map(|b| now - b).ok_or_else(bad);
     }
     date_time(text).ok_or_else(bad)
@@ -121,7 +125,13 @@ mod tests {
         assert_eq!(parse_time("10m", NOW).unwrap(), NOW - 600_000_000_000);
         assert_eq!(parse_time("1.5s", NOW).unwrap(), NOW - 1_500_000_000);
         assert_eq!(parse_time("1d", NOW).unwrap(), NOW - 86_400_000_000_000);
-        for bad in ["", "yesterday", "2025-13-01", "2025-12-04T25:00:00Z", "1.2.3"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2025-13-01",
+            "2025-12-04T25:00:00Z",
+            "1.2.3",
+        ] {
             assert!(parse_time(bad, NOW).is_err(), "{bad}");
         }
     }

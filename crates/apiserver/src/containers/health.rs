@@ -56,11 +56,7 @@ impl Daemon {
             };
             if let Some(status) = changed {
                 tracing::info!(%id, status = status.as_str(), "health changed");
-                self.container_event(
-                    &record,
-                    &format!("health_status: {}", status.as_str()),
-                    &[],
-                );
+                self.container_event(&record, &format!("health_status: {}", status.as_str()), &[]);
             }
         }
     }

@@ -422,7 +422,9 @@ pub async fn events(ctx: &Context, a: &EventsArgs) -> CliResult {
         .unwrap_or(0);
     let time = |flag: &str, v: &Option<String>| -> Result<Option<i64>, CliError> {
         v.as_deref()
-            .map(|t| spec::parse_time(t, now).map_err(|e| CliError::Usage(format!("--{flag}: {e}"))))
+            .map(|t| {
+                spec::parse_time(t, now).map_err(|e| CliError::Usage(format!("--{flag}: {e}")))
+            })
             .transpose()
     };
     let since_nanos = time("since", &a.since)?;
@@ -436,9 +438,7 @@ pub async fn events(ctx: &Context, a: &EventsArgs) -> CliResult {
                     key: k.trim().to_ascii_lowercase(),
                     value: v.to_owned(),
                 })
-                .ok_or_else(|| {
-                    CliError::Usage(format!("--filter {f:?}: expected KEY=VALUE"))
-                })
+                .ok_or_else(|| CliError::Usage(format!("--filter {f:?}: expected KEY=VALUE")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let client = ctx.client().await?;
