@@ -189,6 +189,8 @@ fn events_of_run_stop_rm_live_and_replayed_with_filters() {
         &t1,
         "-f",
         "event=create",
+        "-f",
+        "type=container",
         "--format",
         "json",
     ]);
