@@ -72,6 +72,9 @@ fn events_of_run_stop_rm_live_and_replayed_with_filters() {
     d.ok(&["rm", "ev1"]);
     d.ok(&["volume", "create", "evvol"]);
     d.ok(&["volume", "rm", "evvol"]);
+    d.ok(&["image", "pull", "busybox:1.36"]);
+    d.ok(&["image", "tag", "busybox:1.36", "evtag:1"]);
+    d.ok(&["image", "rm", "evtag:1"]);
 
     // Live: every step of ev1, in Docker's order, up to its destroy.
     let mut seen = Vec::new();
@@ -127,6 +130,32 @@ fn events_of_run_stop_rm_live_and_replayed_with_filters() {
         ["volume create", "volume destroy"],
         "{replay}"
     );
+    let images = d.ok(&["events", "--since", &t0, "--until", &t1, "-f", "type=image"]);
+    let image_actions: Vec<&str> = images
+        .lines()
+        .map(|l| l.split(' ').nth(2).unwrap_or_default())
+        .collect();
+    assert_eq!(image_actions, ["pull", "tag", "untag"], "{images}");
+    assert!(
+        images.contains("image pull docker.io/library/busybox:1.36"),
+        "{images}"
+    );
+    assert!(
+        images.lines().nth(1).is_some_and(
+            |l| l.contains(" sha256:") && l.ends_with("(name=docker.io/library/evtag:1)")
+        ),
+        "{images}"
+    );
+    let tagged = d.ok(&[
+        "events",
+        "--since",
+        &t0,
+        "--until",
+        &t1,
+        "-f",
+        "image=evtag:1",
+    ]);
+    assert_eq!(tagged.lines().count(), 2, "{tagged}");
     // Filters: one action; a type; labels; something that matches nothing.
     let dies = d.ok(&[
         "events",
@@ -308,6 +337,45 @@ fn healthcheck_goes_unhealthy_then_healthy_and_survives_a_daemon_restart() {
             .contains("health_status: healthy"),
         "{changes}"
     );
+
+    // A probe that outlives its timeout is killed and fails.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "slow",
+        "--health-cmd",
+        "sleep 30",
+        "--health-interval",
+        "1s",
+        "--health-timeout",
+        "500ms",
+        "--health-retries",
+        "1",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let h = wait_health(&d, "slow", "unhealthy");
+    let last = h["log"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["exitCode"], -1, "{h}");
+    assert!(
+        last["output"]
+            .as_str()
+            .unwrap()
+            .contains("exceeded timeout (500ms)"),
+        "{h}"
+    );
+    // Killed, not left behind: with three probes past, at most the current one runs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while health(&d, "slow")["log"].as_array().map_or(0, Vec::len) < 3 {
+        assert!(Instant::now() < deadline, "fewer than 3 probes in a minute");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let ps = d.ok(&["exec", "slow", "ps", "-o", "pid,args"]);
+    let probes = ps.lines().filter(|l| l.ends_with("sleep 30")).count();
+    assert!(probes <= 1, "timed-out probes still run: {ps}");
+    d.ok(&["rm", "-f", "slow"]);
 
     // A crashed daemon's successor keeps the health and probes again.
     let pid = d.apiserver_pid();
