@@ -115,10 +115,13 @@ impl Daemon {
                 if !exec.is_empty() {
                     let _ = client.kill(libc::SIGKILL as u32, false, &exec).await;
                 }
-                failed(format!(
-                    "Health check exceeded timeout ({}ms)",
-                    config.timeout_ms
-                ))
+                let limit = if config.timeout_ms.is_multiple_of(1000) {
+                    format!("{}s", config.timeout_ms / 1000)
+                } else {
+                    format!("{}ms", config.timeout_ms)
+                };
+                // Docker's words, so scripts that look for them find them.
+                failed(format!("Health check exceeded timeout ({limit})"))
             }
         }
     }
