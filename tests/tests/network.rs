@@ -369,6 +369,41 @@ fn user_networks_isolate_and_resolve() {
     assert_eq!(d.dns_listeners(), 2);
     let err = d.fails(&["network", "rm", "default"], 125);
     assert!(err.contains("built in"), "{err}");
+
+    // The events of `front`: its creation, each container joining and leaving (api and the
+    // two --rm runs), its removal.
+    let until = format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 1
+    );
+    let events = d.ok(&["events", "--until", &until, "-f", "network=front"]);
+    let actions: Vec<&str> = events
+        .lines()
+        .map(|l| l.split(' ').nth(2).unwrap_or_default())
+        .collect();
+    assert_eq!(actions.first(), Some(&"create"), "{events}");
+    assert_eq!(actions.last(), Some(&"destroy"), "{events}");
+    assert_eq!(
+        actions.iter().filter(|a| **a == "connect").count(),
+        3,
+        "{events}"
+    );
+    assert_eq!(
+        actions.iter().filter(|a| **a == "disconnect").count(),
+        3,
+        "{events}"
+    );
+    assert!(
+        events
+            .lines()
+            .filter(|l| l.contains(" connect "))
+            .all(|l| l.contains("container=") && l.contains("name=front")),
+        "{events}"
+    );
 }
 
 #[test]

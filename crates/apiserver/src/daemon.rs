@@ -62,6 +62,8 @@ pub struct Daemon {
     /// start).
     pub(crate) draining: std::sync::atomic::AtomicBool,
     pub(crate) networks: crate::networks::Networks,
+    /// The event stream (`container events`, Docker's `/events`).
+    pub(crate) events: crate::events::EventBus,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -182,6 +184,7 @@ impl Daemon {
             shutdown: watch::channel(false).0,
             draining: std::sync::atomic::AtomicBool::new(false),
             networks,
+            events: crate::events::EventBus::default(),
         });
         prune_bundle_aliases();
         daemon.reconcile().await?;
@@ -280,6 +283,8 @@ impl Daemon {
         }
         for id in adopt {
             tracing::info!(%id, "re-adopting a running container");
+            // Health goes on from where the record left it.
+            self.watch_health(&id);
             let me = Arc::clone(self);
             tokio::spawn(async move { me.monitor(id).await });
         }
@@ -314,6 +319,85 @@ impl Daemon {
     pub async fn shutdown_requested(&self) {
         let mut rx = self.shutdown.subscribe();
         let _ = rx.wait_for(|v| *v).await;
+    }
+
+    /// Publishes an event.
+    pub(crate) fn emit(
+        &self,
+        kind: crate::events::EventType,
+        action: impl Into<String>,
+        actor: impl Into<String>,
+        attributes: impl IntoIterator<Item = (String, String)>,
+    ) {
+        self.events.publish(crate::events::Event::now(
+            kind,
+            action,
+            actor,
+            attributes.into_iter().collect(),
+        ));
+    }
+
+    /// Publishes a container event with Docker's attributes: the container's labels, its
+    /// `name` and `image` (as the user wrote it), then `extra`.
+    pub(crate) fn container_event(
+        &self,
+        record: &ContainerRecord,
+        action: &str,
+        extra: &[(&str, String)],
+    ) {
+        let mut attributes = record.labels.clone();
+        attributes.insert("name".into(), record.name.clone());
+        attributes.insert("image".into(), record.image.clone());
+        for (k, v) in extra {
+            attributes.insert((*k).to_owned(), v.clone());
+        }
+        self.emit(
+            crate::events::EventType::Container,
+            action,
+            record.id.clone(),
+            attributes,
+        );
+    }
+
+    /// Publishes a volume event (Docker's attributes: the driver).
+    pub(crate) fn volume_event(&self, action: &str, name: &str) {
+        self.emit(
+            crate::events::EventType::Volume,
+            action,
+            name.to_owned(),
+            [("driver".to_owned(), "local".to_owned())],
+        );
+    }
+
+    /// Publishes an image event: `actor` is the reference (pull, push, load) or the image's
+    /// digest (tag, untag, delete), `name` the reference it is about.
+    pub(crate) fn image_event(&self, action: &str, actor: String, name: &str) {
+        self.emit(
+            crate::events::EventType::Image,
+            action,
+            actor,
+            [("name".to_owned(), name.to_owned())],
+        );
+    }
+
+    /// Publishes a network event: Docker's attributes `name` and `type`, then `extra`
+    /// (`container` for connect and disconnect). Networks are named by their names.
+    pub(crate) fn network_event(&self, action: &str, name: &str, extra: &[(&str, &str)]) {
+        let mut attributes = vec![
+            ("name".to_owned(), name.to_owned()),
+            ("type".to_owned(), "bridge".to_owned()),
+        ];
+        attributes.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        self.emit(
+            crate::events::EventType::Network,
+            action,
+            name.to_owned(),
+            attributes,
+        );
     }
 
     pub(crate) fn notify(&self) {
@@ -377,6 +461,14 @@ impl Daemon {
         if next != entry.record {
             next.save(&self.dirs.dir(id))
                 .map_err(|e| ApiError::internal(e.to_string()))?;
+            // Every start and every end of a run passes here, whoever saw it first.
+            let was = entry.record.phase;
+            if was != Phase::Running && next.phase == Phase::Running {
+                self.container_event(&next, "start", &[]);
+            } else if was == Phase::Running && next.phase == Phase::Stopped {
+                let code = next.exit_code.unwrap_or(255).to_string();
+                self.container_event(&next, "die", &[("exitCode", code)]);
+            }
             entry.record = next;
         }
         let out = entry.record.clone();
@@ -410,6 +502,9 @@ impl Daemon {
             let _ = std::fs::remove_file(bundle.dir());
         }
         let removed = map.remove(id);
+        if let Some(entry) = &removed {
+            self.container_event(&entry.record, "destroy", &[]);
+        }
         if volumes && let Some(entry) = removed {
             let vdir = crate::volumes::dir(&self.app_root);
             for name in &entry.record.anonymous_volumes {
@@ -420,8 +515,11 @@ impl Daemon {
                         })
                     })
                 });
-                if !used && let Err(e) = crate::volumes::remove(&vdir, name) {
-                    tracing::warn!("{e}");
+                if !used {
+                    match crate::volumes::remove(&vdir, name) {
+                        Ok(()) => self.volume_event("destroy", name),
+                        Err(e) => tracing::warn!("{e}"),
+                    }
                 }
             }
         }

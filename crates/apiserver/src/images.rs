@@ -215,6 +215,7 @@ impl Daemon {
             f(manifest, v1::blob_progress::Phase::Done);
         }
         tracing::info!(image = %result.name, digest = %result.target.digest, "image pulled");
+        self.image_event("pull", result.name.to_string(), &result.name.to_string());
         Ok(result)
     }
 
@@ -445,7 +446,9 @@ impl Daemon {
         }
         let store = Arc::clone(&self.store);
         let in_use = self.digests_in_use();
-        blocking(move || {
+        let shown = rec.display();
+        let digest = target.clone();
+        let response = blocking(move || {
             let untagged = match &rec.name {
                 Some(name) => {
                     store
@@ -471,7 +474,14 @@ impl Daemon {
                 reclaimed_bytes: report.reclaimed_bytes,
             })
         })
-        .await
+        .await?;
+        for name in &response.untagged {
+            self.image_event("untag", digest.clone(), name);
+        }
+        for digest in &response.deleted {
+            self.image_event("delete", digest.clone(), &shown);
+        }
+        Ok(response)
     }
 }
 
@@ -600,6 +610,7 @@ impl Images for ImagesService {
                 }))
                 .await;
             let store = Arc::clone(&daemon.store);
+            let shown = reference.to_string();
             let result = transfer(async move {
                 client
                     .push(
@@ -613,6 +624,9 @@ impl Images for ImagesService {
                     .map_err(|e| oci_error(e.kind(), e))
             })
             .await;
+            if result.is_ok() {
+                daemon.image_event("push", shown.clone(), &shown);
+            }
             let msg = result.map(|d| v1::PushImageResponse {
                 event: Some(Event::Digest(d.to_string())),
             });
@@ -659,12 +673,15 @@ impl Images for ImagesService {
         }
         let store = Arc::clone(&self.0.store);
         let t = target.clone();
+        let source_digest = source.target.digest.to_string();
         blocking(move || {
             store
                 .put_image(&t, &source.target)
                 .map_err(|e| oci_error(e.kind(), e))
         })
         .await?;
+        self.0
+            .image_event("tag", source_digest, &target.to_string());
         ok(v1::TagImageResponse {
             reference: target.to_string(),
         })
@@ -820,6 +837,12 @@ impl Images for ImagesService {
             })
         })
         .await?;
+        for name in &references.references {
+            self.0.image_event("load", name.clone(), name);
+        }
+        for u in &references.untagged {
+            self.0.image_event("load", u.digest.clone(), &u.digest);
+        }
         ok(references)
     }
 }

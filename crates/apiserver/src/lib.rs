@@ -29,7 +29,8 @@
 //!     ├── .gone-<id>/           a container being deleted; removed on start
 //!     └── <id>/                 one container, <id> is 64 hex digits
 //!         ├── container.json    our record (atomic): id, name, image reference and digest,
-//!         │                     created time, the user's options, labels, last state, all
+//!         │                     created time, the user's options, labels, last state,
+//!         │                     healthcheck and health (kept across restarts), all
 //!         │                     in the daemon's own strict types ([`record`], [`options`];
 //!         │                     a previous version's record is migrated when loaded)
 //!         ├── config.json       the runtime's strict config, rewritten at every start
@@ -66,7 +67,9 @@
 pub mod containers;
 pub mod daemon;
 pub mod errors;
+pub mod events;
 pub mod fsutil;
+pub mod health;
 pub mod images;
 pub mod kernel;
 pub mod names;

@@ -16,9 +16,9 @@ type Res<T> = Result<tonic::Response<T>, tonic::Status>;
 #[tonic::async_trait]
 impl v1::networks_server::Networks for NetworksService {
     async fn create(&self, req: tonic::Request<v1::NetworkCreateRequest>) -> Res<v1::Network> {
-        Ok(tonic::Response::new(
-            self.0.networks.create(req.into_inner()).await?,
-        ))
+        let network = self.0.networks.create(req.into_inner()).await?;
+        self.0.network_event("create", &network.name, &[]);
+        Ok(tonic::Response::new(network))
     }
 
     async fn list(
@@ -53,6 +53,9 @@ impl v1::networks_server::Networks for NetworksService {
             .networks
             .delete(&names, |n| self.0.network_user(n))
             .await?;
+        for name in &deleted {
+            self.0.network_event("destroy", name, &[]);
+        }
         Ok(tonic::Response::new(v1::NetworkDeleteResponse { deleted }))
     }
 
@@ -67,6 +70,9 @@ impl v1::networks_server::Networks for NetworksService {
             .networks
             .delete(&unused, |n| self.0.network_user(n))
             .await?;
+        for name in &deleted {
+            self.0.network_event("destroy", name, &[]);
+        }
         Ok(tonic::Response::new(v1::NetworkDeleteResponse { deleted }))
     }
 

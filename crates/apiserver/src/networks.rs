@@ -749,8 +749,10 @@ impl Networks {
     }
 
     /// Releases everything container `id` holds on every network: its addresses, DNS names
-    /// and TAP devices. Nothing to do for a container that holds nothing.
-    pub async fn detach(&self, id: &str) {
+    /// and TAP devices. Nothing to do for a container that holds nothing. Returns the
+    /// networks it left.
+    pub async fn detach(&self, id: &str) -> Vec<String> {
+        let mut released = Vec::new();
         let mut nets = self.nets.lock().await;
         self.shown
             .lock()
@@ -766,6 +768,7 @@ impl Networks {
                 continue;
             };
             n.ipam.release(id);
+            released.push(n.def.name.clone());
             let endpoint = n.endpoints.remove(id);
             self.remove_names(&n.records, &hostname);
             if let Err(e) = self.persist_ipam(n) {
@@ -777,6 +780,7 @@ impl Networks {
                 tracing::warn!(tap = %e.tap, "removing: {err}");
             }
         }
+        released
     }
 
     /// The address container `id` holds on `network`, if any.

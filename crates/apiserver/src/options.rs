@@ -52,6 +52,24 @@ pub struct ContainerOptions {
     pub hostname: String,
     /// `--publish-socket`.
     pub published_sockets: Vec<PublishedSocketOption>,
+    /// `--health-*`, `--no-healthcheck` (none: the image's).
+    pub healthcheck: Option<HealthcheckOption>,
+}
+
+/// The user's healthcheck fields (empty test and zero values inherit the image's).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthcheckOption {
+    /// `["CMD-SHELL", cmd]`, `["CMD", ...]`, `["NONE"]` or empty.
+    pub test: Vec<String>,
+    /// `--health-interval`, ms.
+    pub interval_ms: u64,
+    /// `--health-timeout`, ms.
+    pub timeout_ms: u64,
+    /// `--health-start-period`, ms.
+    pub start_period_ms: u64,
+    /// `--health-retries`.
+    pub retries: u32,
 }
 
 /// Overrides of the image's process.
@@ -359,6 +377,13 @@ impl From<&v1::ContainerConfig> for ContainerOptions {
                     container_path: s.container_path.clone(),
                 })
                 .collect(),
+            healthcheck: c.healthcheck.as_ref().map(|h| HealthcheckOption {
+                test: h.test.clone(),
+                interval_ms: h.interval_ms,
+                timeout_ms: h.timeout_ms,
+                start_period_ms: h.start_period_ms,
+                retries: h.retries,
+            }),
         }
     }
 }
@@ -485,6 +510,13 @@ impl From<&ContainerOptions> for v1::ContainerConfig {
                     container_path: s.container_path.clone(),
                 })
                 .collect(),
+            healthcheck: o.healthcheck.as_ref().map(|h| v1::Healthcheck {
+                test: h.test.clone(),
+                interval_ms: h.interval_ms,
+                timeout_ms: h.timeout_ms,
+                start_period_ms: h.start_period_ms,
+                retries: h.retries,
+            }),
         }
     }
 }
@@ -591,6 +623,13 @@ mod tests {
                 host_path: "/run/a.sock".into(),
                 container_path: "/run/b.sock".into(),
             }],
+            healthcheck: Some(v1::Healthcheck {
+                test: vec!["CMD-SHELL".into(), "test -f /tmp/ok".into()],
+                interval_ms: 1000,
+                timeout_ms: 2000,
+                start_period_ms: 3000,
+                retries: 2,
+            }),
         }
     }
 

@@ -106,6 +106,12 @@ pub struct ContainerRecord {
     /// Volumes created for this container alone (`-v /path`), removed with it on request.
     #[serde(default)]
     pub anonymous_volumes: Vec<String>,
+    /// The healthcheck in effect (the image's under the user's), fixed at create.
+    #[serde(default)]
+    pub healthcheck: Option<crate::health::HealthConfig>,
+    /// Its health while it has a healthcheck, kept across daemon restarts.
+    #[serde(default)]
+    pub health: Option<crate::health::HealthState>,
 }
 
 impl ContainerRecord {
@@ -295,6 +301,8 @@ mod tests {
             stopped_by_user: false,
             restart_count: 0,
             anonymous_volumes: vec![],
+            healthcheck: None,
+            health: None,
         }
     }
 

@@ -178,6 +178,58 @@ impl System for SystemService {
         ok(blocking(move || Ok(d.disk_usage())).await?)
     }
 
+    async fn events(&self, req: Request<v1::EventsRequest>) -> Res<BoxStream<v1::Event>> {
+        let r = req.into_inner();
+        let filter = crate::events::EventFilter::new(
+            r.filters.iter().map(|f| (f.key.as_str(), f.value.as_str())),
+        )
+        .map_err(|e| ApiError::invalid_argument(e.to_string()))?;
+        let (history, mut live) = self.0.events.subscribe(r.since_nanos, r.until_nanos);
+        let until = r.until_nanos;
+        let mut shutdown = self.0.shutdown.subscribe();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            for e in history.iter().filter(|e| filter.matches(e)) {
+                if tx.send(Ok(e.to_wire())).await.is_err() {
+                    return;
+                }
+            }
+            // A past `until` ends the stream after the replay; a future one when it comes.
+            let deadline = until.map(|u| {
+                let left = u.saturating_sub(crate::events::now_nanos()).max(0);
+                tokio::time::Instant::now() + Duration::from_nanos(left as u64)
+            });
+            loop {
+                let next = tokio::select! {
+                    e = live.recv() => e,
+                    _ = async {
+                        match deadline {
+                            Some(d) => tokio::time::sleep_until(d).await,
+                            None => std::future::pending().await,
+                        }
+                    } => return,
+                    _ = shutdown.wait_for(|v| *v) => return,
+                    _ = tx.closed() => return,
+                };
+                match next {
+                    Ok(e) => {
+                        if until.is_some_and(|u| e.time_nano > u) {
+                            return;
+                        }
+                        if filter.matches(&e) && tx.send(Ok(e.to_wire())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "an event subscriber fell behind");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
     async fn logs(&self, req: Request<v1::SystemLogsRequest>) -> Res<BoxStream<v1::SystemLogLine>> {
         let r = req.into_inner();
         let path = self.0.app_root.join(LOG_NAME);

@@ -136,6 +136,7 @@ impl Daemon {
         let size = self.properties.default_volume_size();
         blocking(move || {
             let mut warnings = Vec::new();
+            let mut created = Vec::new();
             for (name, anonymous) in named
                 .into_iter()
                 .map(|n| (n, false))
@@ -150,17 +151,28 @@ impl Daemon {
                     ..Default::default()
                 };
                 match create(&vdir, &name, &new) {
-                    Ok(_) if !anonymous => warnings.push(format!(
-                        "volume {name} did not exist and was created ({})",
-                        spec::human_bytes(size)
-                    )),
-                    Ok(_) | Err(VolumeError::Exists(_)) => {}
+                    Ok(_) => {
+                        created.push(name.clone());
+                        if !anonymous {
+                            warnings.push(format!(
+                                "volume {name} did not exist and was created ({})",
+                                spec::human_bytes(size)
+                            ));
+                        }
+                    }
+                    Err(VolumeError::Exists(_)) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
-            Ok(warnings)
+            Ok((warnings, created))
         })
         .await
+        .map(|(warnings, created)| {
+            for name in created {
+                self.volume_event("create", &name);
+            }
+            warnings
+        })
     }
 
     /// Deletes a volume no container references; returns the bytes given back.
@@ -175,8 +187,9 @@ impl Daemon {
             )));
         }
         let size = crate::fsutil::disk_usage(&vdir.join(name));
-        let name = name.to_owned();
-        blocking(move || remove(&vdir, &name).map_err(ApiError::from)).await?;
+        let gone = name.to_owned();
+        blocking(move || remove(&vdir, &gone).map_err(ApiError::from)).await?;
+        self.volume_event("destroy", name);
         Ok(size)
     }
 }
@@ -211,6 +224,7 @@ impl Volumes for VolumesService {
         let name = r.name.clone();
         let meta = blocking(move || create(&vdir, &name, &new).map_err(ApiError::from)).await?;
         tracing::info!(volume = %r.name, size = meta.size_bytes, "volume created");
+        self.0.volume_event("create", &r.name);
         Ok(Response::new(v1::CreateVolumeResponse {
             volume: Some(self.0.volume_info(meta)),
         }))

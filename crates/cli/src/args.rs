@@ -84,6 +84,8 @@ pub enum Command {
     Copy(CopyArgs),
     /// Delete every stopped container.
     Prune(PruneArgs),
+    /// Stream the daemon's events: containers, images, networks and volumes.
+    Events(EventsArgs),
     /// Manage images.
     #[command(visible_alias = "i", subcommand)]
     Image(ImageCommand),
@@ -233,6 +235,33 @@ pub struct ContainerFlags {
     /// Fetch (when the image is pulled first).
     #[command(flatten)]
     pub fetch: FetchFlags,
+    /// Healthcheck.
+    #[command(flatten)]
+    pub health: HealthFlags,
+}
+
+/// The healthcheck (run, create): each flag overrides that part of the image's HEALTHCHECK.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Health options")]
+pub struct HealthFlags {
+    /// The command that checks health, run with /bin/sh -c in the container (exit 0: healthy).
+    #[arg(long, value_name = "CMD")]
+    pub health_cmd: Option<String>,
+    /// Time between checks (ms|s|m|h) [default: the image's, else 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub health_interval: Option<String>,
+    /// Time one check may run before it is killed and counts as failed [default: the image's, else 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub health_timeout: Option<String>,
+    /// Consecutive failures that make the container unhealthy [default: the image's, else 3].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub health_retries: Option<u32>,
+    /// Time after the start during which failed checks do not count [default: the image's, else 0s].
+    #[arg(long, value_name = "DURATION")]
+    pub health_start_period: Option<String>,
+    /// Disable any healthcheck, the image's included.
+    #[arg(long, conflicts_with_all = ["health_cmd", "health_interval", "health_timeout", "health_retries", "health_start_period"])]
+    pub no_healthcheck: bool,
 }
 
 /// When `run` and `create` pull the image first.
@@ -336,6 +365,23 @@ pub struct ManagementFlags {
 
 // Positional arguments after a flattened flag group say `help_heading = None` so that
 // they are listed under "Arguments" instead of the group's heading.
+
+/// `container events`.
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    /// Show events from this time on: RFC 3339 (2026-12-04T17:00:00Z), Unix seconds, or a duration before now (10m).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Stop at this time (same forms as --since); without it the stream stays open.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Only events matching KEY=VALUE: type, event, container, image, network, volume, label (repeat: same key ORs, different keys AND).
+    #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// Output format: one line per event for people, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
 
 /// `container run`.
 #[derive(Debug, Clone, Args)]

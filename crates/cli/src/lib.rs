@@ -184,6 +184,7 @@ pub async fn dispatch(ctx: &Context, command: &Command) -> CliResult {
         Command::Export(a) => container::export_cmd(ctx, a).await,
         Command::Copy(a) => copy::copy_cmd(ctx, a).await,
         Command::Prune(a) => container::prune_cmd(ctx, a).await,
+        Command::Events(a) => system::events(ctx, a).await,
         Command::Image(c) => match c {
             ImageCommand::Pull(a) => image::pull(ctx, a).await,
             ImageCommand::Push(a) => image::push(ctx, a).await,

@@ -66,6 +66,49 @@ pub fn iso8601(ms: i64) -> String {
     )
 }
 
+/// An RFC 3339 UTC time with nanoseconds, as Docker prints event times.
+pub fn rfc3339_nanos(nanos: i64) -> String {
+    let secs = iso8601(nanos.div_euclid(1_000_000_000) * 1000);
+    let base = secs.trim_end_matches('Z');
+    format!("{base}.{:09}Z", nanos.rem_euclid(1_000_000_000))
+}
+
+/// One event as `docker events` prints it: time, type, action, actor, then the attributes
+/// sorted by key.
+pub fn event_line(e: &v1::Event) -> String {
+    let mut attrs: Vec<(&String, &String)> = e.attributes.iter().collect();
+    attrs.sort();
+    let attrs: Vec<String> = attrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut line = format!(
+        "{} {} {} {}",
+        rfc3339_nanos(e.time_nano),
+        e.r#type,
+        e.action,
+        e.actor_id
+    );
+    if !attrs.is_empty() {
+        line.push_str(&format!(" ({})", attrs.join(", ")));
+    }
+    line
+}
+
+/// One event in the Docker Engine API's JSON shape.
+pub fn event_json(e: &v1::Event) -> Value {
+    let attributes: serde_json::Map<String, Value> = e
+        .attributes
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    json!({
+        "Type": e.r#type,
+        "Action": e.action,
+        "Actor": {"ID": e.actor_id, "Attributes": attributes},
+        "scope": e.scope,
+        "time": e.time,
+        "timeNano": e.time_nano,
+    })
+}
+
 /// Compact JSON (keys are sorted: serde_json's map is ordered).
 pub fn json_line(value: &Value) -> String {
     value.to_string()
@@ -149,12 +192,45 @@ pub fn container_row(c: &v1::ContainerInfo) -> Vec<String> {
         image,
         os,
         arch,
-        c.state_enum().user_name().to_owned(),
+        state_text(c),
         first_ip(c),
         cpus_text(resources.cpus_millis),
         format!("{} MB", resources.memory_bytes >> 20),
         iso8601(c.started_ms),
     ]
+}
+
+/// The state as `list` shows it: with the health of a running container that has a
+/// healthcheck, as `docker ps` does (`running (healthy)`, `running (health: starting)`).
+pub fn state_text(c: &v1::ContainerInfo) -> String {
+    let state = c.state_enum().user_name();
+    match &c.health {
+        Some(h) if c.state_enum() == v1::ContainerState::Running => match h.status.as_str() {
+            "starting" => format!("{state} (health: starting)"),
+            other => format!("{state} ({other})"),
+        },
+        _ => state.to_owned(),
+    }
+}
+
+fn health_json(c: &v1::ContainerInfo) -> Value {
+    match &c.health {
+        None => Value::Null,
+        Some(h) => json!({
+            "status": h.status,
+            "failingStreak": h.failing_streak,
+            "log": h.log.iter().map(|p| json!({
+                "start": iso8601_ms(p.start_ms),
+                "end": iso8601_ms(p.end_ms),
+                "exitCode": p.exit_code,
+                "output": p.output,
+            })).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+fn iso8601_ms(ms: i64) -> String {
+    rfc3339_nanos(ms.saturating_mul(1_000_000))
 }
 
 fn mount_json(m: &v1::Mount) -> Value {
@@ -235,6 +311,13 @@ pub fn container_json(c: &v1::ContainerInfo) -> Value {
             "readOnly": config.read_only,
             "autoRemove": config.auto_remove,
             "kernelArgs": config.kernel_args,
+            "healthcheck": c.healthcheck.as_ref().map_or(Value::Null, |h| json!({
+                "test": h.test,
+                "intervalMs": h.interval_ms,
+                "timeoutMs": h.timeout_ms,
+                "startPeriodMs": h.start_period_ms,
+                "retries": h.retries,
+            })),
         },
         "status": {
             "state": c.state_enum().user_name(),
@@ -244,6 +327,7 @@ pub fn container_json(c: &v1::ContainerInfo) -> Value {
             "finishedDate": iso8601(c.finished_ms),
             "exitCode": c.exit_code,
             "error": c.error,
+            "health": health_json(c),
         },
     })
 }
@@ -598,6 +682,51 @@ mod tests {
         assert_eq!(iso8601(1_000), "1970-01-01T00:00:01Z");
         assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00Z");
         assert_eq!(iso8601(1_763_915_496_789), "2025-11-23T16:31:36Z");
+    }
+
+    #[test]
+    fn events_print_like_docker() {
+        let e = v1::Event {
+            r#type: "container".into(),
+            action: "die".into(),
+            actor_id: "abc".into(),
+            attributes: [("name", "web"), ("exitCode", "3"), ("image", "busybox")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            scope: "local".into(),
+            time: 1_764_867_600,
+            time_nano: 1_764_867_600_000_000_042,
+        };
+        assert_eq!(
+            event_line(&e),
+            "2025-12-04T17:00:00.000000042Z container die abc (exitCode=3, image=busybox, name=web)"
+        );
+        let json = json_line(&event_json(&e));
+        assert!(
+            json.contains(r#""Actor":{"Attributes":{"exitCode":"3""#),
+            "{json}"
+        );
+        assert!(json.contains(r#""timeNano":1764867600000000042"#), "{json}");
+    }
+
+    #[test]
+    fn list_shows_the_health_of_running_containers() {
+        let mut c = container("a", v1::ContainerState::Running, "");
+        assert_eq!(state_text(&c), "running");
+        for (status, shown) in [
+            ("starting", "running (health: starting)"),
+            ("healthy", "running (healthy)"),
+            ("unhealthy", "running (unhealthy)"),
+        ] {
+            c.health = Some(v1::ContainerHealth {
+                status: status.into(),
+                ..Default::default()
+            });
+            assert_eq!(state_text(&c), shown);
+        }
+        c.state = v1::ContainerState::Stopped as i32;
+        assert_eq!(state_text(&c), "stopped");
     }
 
     #[test]

@@ -71,8 +71,8 @@ pub use credentials::{
 pub use digest::{Digest, DigestError};
 pub use layer::{LayerError, open_layer};
 pub use manifest::{
-    Compression, Descriptor, ImageConfig, ImageIndex, ImageManifest, Manifest, ManifestError,
-    media_type,
+    Compression, Descriptor, ImageConfig, ImageHealthcheck, ImageIndex, ImageManifest, Manifest,
+    ManifestError, media_type,
 };
 pub use platform::{Platform, PlatformError};
 pub use progress::{NoProgress, Progress, ProgressEvent};

@@ -338,6 +338,45 @@ pub struct ImageConfig {
     pub labels: BTreeMap<String, String>,
     /// Digests of the uncompressed layers, bottom first.
     pub diff_ids: Vec<String>,
+    /// Docker's `HEALTHCHECK` (not part of the OCI spec; read from Docker's field).
+    pub healthcheck: Option<ImageHealthcheck>,
+}
+
+/// An image's `HEALTHCHECK`, as Docker records it in `config.Healthcheck`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImageHealthcheck {
+    /// `[]` (inherit), `["NONE"]`, `["CMD", args...]` or `["CMD-SHELL", command]`.
+    pub test: Vec<String>,
+    /// Nanoseconds between probes (0: the default).
+    pub interval_ns: u64,
+    /// Nanoseconds one probe may take (0: the default).
+    pub timeout_ns: u64,
+    /// Nanoseconds after start during which failures do not count (0: the default).
+    pub start_period_ns: u64,
+    /// Consecutive failures before unhealthy (0: the default).
+    pub retries: u32,
+}
+
+/// Reads `config.Healthcheck`, which oci-spec's types do not carry. Anything malformed in
+/// it reads as no healthcheck: an image's optional Docker extension never fails a pull.
+fn parse_healthcheck(bytes: &[u8]) -> Option<ImageHealthcheck> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let h = v.get("config")?.get("Healthcheck")?.as_object()?;
+    let num = |k: &str| h.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let test = match h.get("Test") {
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_owned))
+            .collect::<Option<Vec<String>>>()?,
+        _ => Vec::new(),
+    };
+    Some(ImageHealthcheck {
+        test,
+        interval_ns: num("Interval"),
+        timeout_ns: num("Timeout"),
+        start_period_ns: num("StartPeriod"),
+        retries: u32::try_from(num("Retries")).unwrap_or(u32::MAX),
+    })
 }
 
 impl ImageConfig {
@@ -379,6 +418,7 @@ pub fn parse_config(bytes: &[u8]) -> Result<ImageConfig, ManifestError> {
             .into_iter()
             .collect();
     }
+    out.healthcheck = parse_healthcheck(bytes);
     Ok(out)
 }
 
@@ -392,7 +432,9 @@ mod tests {
         "Entrypoint": ["/bin/app"], "Cmd": ["--serve"], "Env": ["PATH=/bin", "A=b"],
         "WorkingDir": "/srv", "User": "1000:1000", "StopSignal": "SIGQUIT",
         "ExposedPorts": {"80/tcp": {}, "53/udp": {}}, "Volumes": {"/data": {}},
-        "Labels": {"org.example": "yes"}, "Hostname": "", "Image": "sha256:abc"
+        "Labels": {"org.example": "yes"}, "Hostname": "", "Image": "sha256:abc",
+        "Healthcheck": {"Test": ["CMD-SHELL", "wget -q localhost"], "Interval": 5000000000,
+          "Timeout": 2000000000, "Retries": 4}
       },
       "rootfs": {"type": "layers", "diff_ids": ["sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"]},
       "history": [{"created_by": "x"}], "container_config": {"Cmd": null}
@@ -412,6 +454,12 @@ mod tests {
         assert_eq!(c.labels.get("org.example").map(String::as_str), Some("yes"));
         assert_eq!(c.platform().to_string(), "linux/amd64");
         assert_eq!(c.diff_ids.len(), 1);
+        let h = c.healthcheck.unwrap();
+        assert_eq!(h.test, ["CMD-SHELL", "wget -q localhost"]);
+        assert_eq!(
+            (h.interval_ns, h.timeout_ns, h.start_period_ns, h.retries),
+            (5_000_000_000, 2_000_000_000, 0, 4)
+        );
     }
 
     #[test]

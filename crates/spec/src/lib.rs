@@ -28,12 +28,13 @@ pub mod sandbox;
 pub mod signal;
 pub mod size;
 pub mod socket;
+pub mod timestamp;
 pub mod ulimit;
 pub mod user;
 
 pub use capability::{CapabilityError, parse_capability};
 pub use cpus::{Cpus, CpusError};
-pub use duration::{DurationError, Period};
+pub use duration::{DurationError, Period, parse_precise};
 pub use env::{EnvError, EnvVar, parse_env, parse_env_file};
 pub use label::{Label, LabelError};
 pub use mount::{Mount, MountError, parse_mount, parse_tmpfs, parse_volume};
@@ -46,6 +47,7 @@ pub use restart::{RestartError, RestartPolicy};
 pub use signal::{Signal, SignalError};
 pub use size::{ByteSize, SizeError, human_bytes};
 pub use socket::{PublishSocket, SocketError, check_volume_size, parse_volume_opts};
+pub use timestamp::{TimestampError, parse_time};
 pub use ulimit::{Limit, Ulimit, UlimitError};
 pub use user::{Id, User, UserError};
 

@@ -108,6 +108,15 @@ impl Daemon {
             args: r.args.clone(),
             error: r.error.clone(),
             config: Some(config),
+            health: r
+                .healthcheck
+                .as_ref()
+                .and(r.health.as_ref())
+                .map(crate::health::HealthState::to_wire),
+            healthcheck: r
+                .healthcheck
+                .as_ref()
+                .map(crate::health::HealthConfig::to_wire),
         }
     }
 
@@ -145,6 +154,11 @@ impl Daemon {
                 oci::Platform::host()
             ));
         }
+        let healthcheck = crate::health::resolve(
+            resolved.config.healthcheck.as_ref(),
+            config.healthcheck.as_ref(),
+        )
+        .map_err(|e| ApiError::invalid_argument(e.to_string()))?;
         let id = crate::names::new_id().map_err(|e| ApiError::internal(e.to_string()))?;
         let mut config = config;
         // Docker gives every VOLUME of the image that the user did not mount an anonymous
@@ -263,11 +277,14 @@ impl Daemon {
             stopped_by_user: false,
             restart_count: 0,
             anonymous_volumes,
+            healthcheck,
+            health: None,
         };
         self.dirs
             .create(&record)
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let image = record.image_ref.clone();
+        self.container_event(&record, "create", &[]);
         map.insert(
             id.clone(),
             Entry {
@@ -279,6 +296,13 @@ impl Daemon {
         self.notify();
         tracing::info!(%id, %image, "container created");
         Ok((id, warnings))
+    }
+
+    /// Releases what a container holds on its networks, with a `disconnect` event for each.
+    pub(crate) async fn disconnect(&self, id: &str) {
+        for network in self.networks.detach(id).await {
+            self.network_event("disconnect", &network, &[("container", id)]);
+        }
     }
 
     /// Connects to a running container's runtime.
@@ -378,7 +402,7 @@ impl Daemon {
         let rc = match self.runtime_config(id, network).await {
             Ok(rc) => rc,
             Err(e) => {
-                self.networks.detach(id).await;
+                self.disconnect(id).await;
                 return Err(e);
             }
         };
@@ -494,8 +518,11 @@ impl Daemon {
             options.networks.clone()
         };
         // A previous run that ended while nobody watched may still hold its addresses.
-        self.networks.detach(id).await;
+        self.disconnect(id).await;
         let attachments = self.networks.attach(id, name, &requests).await?;
+        for a in &attachments {
+            self.network_event("connect", &a.network, &[("container", id)]);
+        }
         Ok(crate::runspec::NetworkPlan::Bridge(attachments))
     }
 
@@ -516,8 +543,14 @@ impl Daemon {
                     r.exit_code = None;
                     r.error.clear();
                     r.stopped_by_user = false;
+                    // Each run starts its health afresh, as Docker's.
+                    r.health = r
+                        .healthcheck
+                        .as_ref()
+                        .map(|_| crate::health::HealthState::starting());
                 })
                 .map_err(|e| (e, 125))?;
+                self.watch_health(id);
                 let me = Arc::clone(self);
                 let id = id.to_owned();
                 tokio::spawn(async move { me.monitor(id).await });
@@ -555,7 +588,7 @@ impl Daemon {
         let client = match self.spawn_runtime(&id).await {
             Ok(c) => c,
             Err(e) => {
-                self.networks.detach(&id).await;
+                self.disconnect(&id).await;
                 if self.record(&id).is_ok_and(|r| r.phase == Phase::Stopped) {
                     self.after_exit(&id).await;
                 }
@@ -626,7 +659,7 @@ impl Daemon {
     /// What happens after a container's process ended: `--rm` removal, or a restart its
     /// policy asks for (with a doubling delay, as Docker's).
     pub(crate) async fn after_exit(self: &Arc<Self>, id: &str) {
-        self.networks.detach(id).await;
+        self.disconnect(id).await;
         let Ok(r) = self.record(id) else { return };
         let Ok(options) = r.options() else { return };
         if options.auto_remove {
@@ -717,6 +750,15 @@ impl Daemon {
         }
         match self.connect(&id).await {
             Ok(client) => {
+                // Docker's order: kill (the stop signal), die, stop.
+                let shown = Some(signal)
+                    .filter(|s| *s != 0)
+                    .or_else(|| {
+                        let o = r.options().ok()?;
+                        u32::try_from(o.stop_signal).ok().filter(|s| *s != 0)
+                    })
+                    .unwrap_or(libc::SIGTERM as u32);
+                self.container_event(&r, "kill", &[("signal", shown.to_string())]);
                 let code = client
                     .stop(
                         (signal != 0).then_some(signal),
@@ -725,6 +767,9 @@ impl Daemon {
                     .await
                     .map_err(runtime_error)?;
                 self.wait_stopped(&id, r.started_ms).await;
+                if let Ok(now) = self.record(&id) {
+                    self.container_event(&now, "stop", &[]);
+                }
                 Ok(code)
             }
             Err(_) => {
@@ -797,7 +842,15 @@ impl Daemon {
             .filter(|s| *s <= 64)
             .ok_or_else(|| ApiError::invalid_argument(format!("{signal} is not a signal")))?;
         let client = self.connect(&id).await?;
-        client.kill(signal, false, "").await.map_err(runtime_error)
+        client
+            .kill(signal, false, "")
+            .await
+            .map_err(runtime_error)?;
+        if let Ok(r) = self.record(&id) {
+            let shown = if signal == 0 { 9 } else { signal };
+            self.container_event(&r, "kill", &[("signal", shown.to_string())]);
+        }
+        Ok(())
     }
 
     /// Deletes a container; returns its ID.

@@ -4,6 +4,7 @@
 //! - [`logs`]: `logs` and `logs -f`;
 //! - [`copy`]: `cp` in and out, `stat` of a path;
 //! - [`export`]: a container's file system as a tar stream;
+//! - [`health`]: the healthcheck probe loop of each running container;
 //! - [`stats`]: resource usage.
 //!
 //! This module holds the service itself (thin: it parses requests and calls the modules)
@@ -13,6 +14,7 @@
 
 pub mod copy;
 pub mod export;
+pub mod health;
 pub mod lifecycle;
 pub mod logs;
 pub mod stats;

@@ -40,7 +40,7 @@ pub(super) async fn attach(
         let client = match daemon.spawn_runtime(&id).await {
             Ok(c) => c,
             Err(e) => {
-                daemon.networks.detach(&id).await;
+                daemon.disconnect(&id).await;
                 // A program that cannot run is the container's exit (126/127), reported
                 // like any other exit; anything else is the daemon's error.
                 let code = daemon
@@ -150,6 +150,16 @@ pub(super) async fn exec(
             return ok(boxed(rx));
         }
     };
+    if let Ok(r) = daemon.record(&id) {
+        let command = open.args.join(" ");
+        for action in ["exec_create", "exec_start"] {
+            daemon.container_event(
+                &r,
+                &format!("{action}: {command}"),
+                &[("execID", exec_id.clone())],
+            );
+        }
+    }
     let _ = tx
         .send(Ok(v1::StdioResponse {
             response: Some(v1::stdio_response::Response::Started(v1::Started {

@@ -216,7 +216,46 @@ pub fn build_config(
         stop_timeout_seconds: None,
         hostname: String::new(),
         published_sockets,
+        healthcheck: healthcheck(&flags.health)?,
     })
+}
+
+/// The user's healthcheck fields, or none when no `--health-*` flag was given (the image's
+/// then applies unchanged).
+fn healthcheck(h: &crate::args::HealthFlags) -> Result<Option<v1::Healthcheck>, CliError> {
+    if h.no_healthcheck {
+        return Ok(Some(v1::Healthcheck {
+            test: vec!["NONE".into()],
+            ..Default::default()
+        }));
+    }
+    let ms = |flag: &str, v: &Option<String>| -> Result<u64, CliError> {
+        match v {
+            None => Ok(0),
+            Some(text) => {
+                let d = spec::parse_precise(text)
+                    .map_err(|e| CliError::Usage(format!("--{flag}: {e}")))?;
+                if d.is_zero() {
+                    return Err(CliError::Usage(format!("--{flag}: must be more than 0")));
+                }
+                Ok(u64::try_from(d.as_millis().max(1)).unwrap_or(u64::MAX))
+            }
+        }
+    };
+    let out = v1::Healthcheck {
+        test: match &h.health_cmd {
+            Some(cmd) if cmd.trim().is_empty() => {
+                return Err(CliError::Usage("--health-cmd: no command given".into()));
+            }
+            Some(cmd) => vec!["CMD-SHELL".into(), cmd.clone()],
+            None => Vec::new(),
+        },
+        interval_ms: ms("health-interval", &h.health_interval)?,
+        timeout_ms: ms("health-timeout", &h.health_timeout)?,
+        start_period_ms: ms("health-start-period", &h.health_start_period)?,
+        retries: h.health_retries.unwrap_or(0),
+    };
+    Ok((out != v1::Healthcheck::default()).then_some(out))
 }
 
 /// Where `--ssh` puts the host's SSH agent socket in the container (as Apple's does).
@@ -1018,6 +1057,54 @@ mod tests {
         assert_eq!(c.labels[0].key, "tier");
         assert_eq!(c.restart_policy.unwrap().max_retries, 3);
         assert_eq!(c.dns.unwrap().nameservers, ["1.1.1.1"]);
+    }
+
+    #[test]
+    fn health_flags_become_the_healthcheck() {
+        assert_eq!(config(&["alpine"]).unwrap().healthcheck, None);
+        let h = config(&[
+            "--health-cmd",
+            "test -f /tmp/ok",
+            "--health-interval",
+            "1s",
+            "--health-timeout",
+            "500ms",
+            "--health-retries",
+            "2",
+            "--health-start-period",
+            "1.5s",
+            "alpine",
+        ])
+        .unwrap()
+        .healthcheck
+        .unwrap();
+        assert_eq!(h.test, ["CMD-SHELL", "test -f /tmp/ok"]);
+        assert_eq!(
+            (h.interval_ms, h.timeout_ms, h.start_period_ms, h.retries),
+            (1000, 500, 1500, 2)
+        );
+        let only = config(&["--health-interval", "2s", "alpine"])
+            .unwrap()
+            .healthcheck
+            .unwrap();
+        assert!(only.test.is_empty(), "the image's test is kept");
+        let none = config(&["--no-healthcheck", "alpine"])
+            .unwrap()
+            .healthcheck
+            .unwrap();
+        assert_eq!(none.test, ["NONE"]);
+        assert_eq!(
+            config(&["--health-interval", "1x", "alpine"])
+                .unwrap_err()
+                .to_string(),
+            r#"--health-interval: invalid duration "1x": expected e.g. 500ms, 1s, 1.5s or 1m30s"#
+        );
+        assert_eq!(
+            config(&["--health-cmd", " ", "alpine"])
+                .unwrap_err()
+                .to_string(),
+            "--health-cmd: no command given"
+        );
     }
 
     #[test]

@@ -413,6 +413,53 @@ pub async fn logs(ctx: &Context, a: &SystemLogsArgs) -> CliResult {
     Ok(0)
 }
 
+/// `container events`: the recorded events from `--since`, then live ones until `--until`
+/// (or until interrupted), one per line.
+pub async fn events(ctx: &Context, a: &EventsArgs) -> CliResult {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let time = |flag: &str, v: &Option<String>| -> Result<Option<i64>, CliError> {
+        v.as_deref()
+            .map(|t| {
+                spec::parse_time(t, now).map_err(|e| CliError::Usage(format!("--{flag}: {e}")))
+            })
+            .transpose()
+    };
+    let since_nanos = time("since", &a.since)?;
+    let until_nanos = time("until", &a.until)?;
+    let filters = a
+        .filter
+        .iter()
+        .map(|f| {
+            f.split_once('=')
+                .map(|(k, v)| v1::EventFilter {
+                    key: k.trim().to_ascii_lowercase(),
+                    value: v.to_owned(),
+                })
+                .ok_or_else(|| CliError::Usage(format!("--filter {f:?}: expected KEY=VALUE")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let client = ctx.client().await?;
+    let mut stream = client
+        .system()
+        .events(v1::EventsRequest {
+            since_nanos,
+            until_nanos,
+            filters,
+        })
+        .await?
+        .into_inner();
+    while let Some(e) = stream.message().await? {
+        match a.format {
+            Format::Json => outln!("{}", output::json_line(&output::event_json(&e))),
+            Format::Table => outln!("{}", output::event_line(&e)),
+        }
+    }
+    Ok(0)
+}
+
 /// `container system df`.
 pub async fn df(ctx: &Context, a: &SystemDfArgs) -> CliResult {
     let client = ctx.client().await?;
