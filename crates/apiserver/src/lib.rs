@@ -65,6 +65,7 @@
 
 pub mod containers;
 pub mod daemon;
+pub mod docker;
 pub mod errors;
 pub mod fsutil;
 pub mod images;
