@@ -1031,6 +1031,7 @@ pub async fn attach(
         stdout: q.flag("stdout"),
         stderr: q.flag("stderr"),
         stdin: q.flag("stdin") && process.stdin_open,
+        settle: super::stream::settle_time(req.headers()),
     };
     let upgrade = hyper::upgrade::on(&mut req);
     let p = PendingAttach { upgrade, mode };

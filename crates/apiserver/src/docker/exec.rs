@@ -134,6 +134,7 @@ pub async fn start(
         stdout: e.config.attach_stdout.unwrap_or(true),
         stderr: e.config.attach_stderr.unwrap_or(true),
         stdin: e.config.attach_stdin.unwrap_or(false) && !detach,
+        settle: super::stream::settle_time(req.headers()),
     };
     let (tx, rx) = mpsc::channel(16);
     let _ = tx

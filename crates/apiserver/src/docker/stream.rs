@@ -207,6 +207,24 @@ pub struct StdioMode {
     pub stderr: bool,
     /// Forward the client's input to the process (and close its stdin at the client's EOF).
     pub stdin: bool,
+    /// Hold the first output back this long after the upgrade (see [`settle_time`]).
+    pub settle: std::time::Duration,
+}
+
+/// How long to hold output back after a hijack. docker-py reads the 101 response through a
+/// buffered reader and only then takes the raw socket: output that arrives with the
+/// response head is read into that buffer and lost. Its requests carry the User-Agent
+/// `docker-sdk-python/...`; every other client gets its output at once.
+pub fn settle_time(headers: &HeaderMap) -> std::time::Duration {
+    let python = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with("docker-sdk-python"));
+    if python {
+        std::time::Duration::from_millis(200)
+    } else {
+        std::time::Duration::ZERO
+    }
 }
 
 /// What ended a stdio stream.
@@ -233,6 +251,9 @@ where
 {
     use v1::stdio_request::Request as Rq;
     use v1::stdio_response::Response as Rs;
+    if !mode.settle.is_zero() {
+        tokio::time::sleep(mode.settle).await;
+    }
     let (mut reader, mut writer) = tokio::io::split(io);
     let upstream = if mode.stdin {
         let input = input.clone();
