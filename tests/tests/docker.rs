@@ -111,6 +111,14 @@ fn docker_run_prints_and_exits_like_docker() {
     let Some(k) = Docker::start("dkrun") else {
         return;
     };
+    // The socket is the owner's alone, like the gRPC socket, and status names it.
+    use std::os::unix::fs::PermissionsExt;
+    let sock = k.d.root.join("docker.sock");
+    let mode = std::fs::metadata(&sock).expect("docker.sock").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let status: serde_json::Value =
+        serde_json::from_str(&k.d.ok(&["system", "status", "--format", "json"])).expect("json");
+    assert_eq!(status["dockerSocket"], sock.display().to_string());
     assert_eq!(k.ok(&["run", "--rm", "busybox", "echo", "hi"]), "hi\n");
     let out = k.run(&["run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3"]);
     assert_eq!(out.status.code(), Some(3));
