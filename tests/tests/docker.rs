@@ -114,13 +114,23 @@ fn docker_run_prints_and_exits_like_docker() {
     // The socket is the owner's alone, like the gRPC socket, and status names it.
     use std::os::unix::fs::PermissionsExt;
     let sock = k.d.root.join("docker.sock");
-    let mode = std::fs::metadata(&sock).expect("docker.sock").permissions().mode();
+    let mode = std::fs::metadata(&sock)
+        .expect("docker.sock")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     let status: serde_json::Value =
         serde_json::from_str(&k.d.ok(&["system", "status", "--format", "json"])).expect("json");
     assert_eq!(status["dockerSocket"], sock.display().to_string());
     assert_eq!(k.ok(&["run", "--rm", "busybox", "echo", "hi"]), "hi\n");
-    let out = k.run(&["run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    let out = k.run(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
@@ -141,12 +151,18 @@ fn docker_run_prints_and_exits_like_docker() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "piped data\n");
     // Docker's exit codes for the same failures.
     let e = k.fails(&["run", "--rm", "nosuchimage-dkapi:1", "true"], 125);
-    assert!(e.contains("Unable to find image 'nosuchimage-dkapi:1' locally"), "{e}");
+    assert!(
+        e.contains("Unable to find image 'nosuchimage-dkapi:1' locally"),
+        "{e}"
+    );
     let e = k.fails(&["run", "--rm", "busybox", "nosuchcmd"], 127);
     assert!(e.contains("executable file not found"), "{e}");
     let e = k.fails(&["run", "--rm", "--privileged", "busybox", "true"], 125);
     assert!(e.contains("HostConfig.Privileged is not supported"), "{e}");
-    let e = k.fails(&["run", "--rm", "--network", "host", "busybox", "true"], 125);
+    let e = k.fails(
+        &["run", "--rm", "--network", "host", "busybox", "true"],
+        125,
+    );
     assert!(e.contains("HostConfig.NetworkMode is not supported"), "{e}");
     // --rm left nothing behind.
     assert_eq!(k.ok(&["ps", "-a", "-q"]), "");
@@ -167,10 +183,20 @@ fn docker_detached_container_lifecycle() {
     assert_eq!(id.len(), 64, "{id}");
     assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
     // ps with filters and a format.
-    let ps = k.ok(&["ps", "--filter", "label=role=web", "--format", "{{.Names}} {{.State}} {{.Ports}}"]);
+    let ps = k.ok(&[
+        "ps",
+        "--filter",
+        "label=role=web",
+        "--format",
+        "{{.Names}} {{.State}} {{.Ports}}",
+    ]);
     assert_eq!(ps.trim(), format!("web running 127.0.0.1:{port}->80/tcp"));
     assert_eq!(k.ok(&["ps", "--filter", "label=role=db", "-q"]), "");
-    assert_eq!(k.ok(&["ps", "--filter", "name=we", "--format", "{{.ID}}"]).trim(), &id[..12]);
+    assert_eq!(
+        k.ok(&["ps", "--filter", "name=we", "--format", "{{.ID}}"])
+            .trim(),
+        &id[..12]
+    );
     // The published port serves what the container wrote.
     let page = http_get(port, "/");
     assert!(page.contains("hello-web"), "{page}");
@@ -181,7 +207,12 @@ fn docker_detached_container_lifecycle() {
     assert_eq!(k.ok(&["exec", "web", "sh", "-c", "echo $((6*7))"]), "42\n");
     let out = k.run(&["exec", "web", "sh", "-c", "exit 5"]);
     assert_eq!(out.status.code(), Some(5));
-    let inspect = k.ok(&["inspect", "-f", "{{.Name}} {{.State.Status}} {{.Config.Tty}} {{index .Config.Labels \"role\"}}", "web"]);
+    let inspect = k.ok(&[
+        "inspect",
+        "-f",
+        "{{.Name}} {{.State.Status}} {{.Config.Tty}} {{index .Config.Labels \"role\"}}",
+        "web",
+    ]);
     assert_eq!(inspect.trim(), "/web running false web");
     // docker cp both ways.
     let dir = k.d.root.join("cp");
@@ -190,14 +221,30 @@ fn docker_detached_container_lifecycle() {
     std::fs::write(&src, "copied in\n").expect("write");
     k.ok(&["cp", src.to_str().expect("utf-8"), "web:/tmp/"]);
     assert_eq!(k.ok(&["exec", "web", "cat", "/tmp/in.txt"]), "copied in\n");
-    k.ok(&["exec", "web", "sh", "-c", "echo from the container > /tmp/out.txt"]);
+    k.ok(&[
+        "exec",
+        "web",
+        "sh",
+        "-c",
+        "echo from the container > /tmp/out.txt",
+    ]);
     let dst = dir.join("out.txt");
     k.ok(&["cp", "web:/tmp/out.txt", dst.to_str().expect("utf-8")]);
-    assert_eq!(std::fs::read_to_string(&dst).expect("copied out"), "from the container\n");
+    assert_eq!(
+        std::fs::read_to_string(&dst).expect("copied out"),
+        "from the container\n"
+    );
     // httpd as PID 1 ignores SIGTERM: stop falls back to SIGKILL, and wait says so.
     k.ok(&["stop", "-t", "1", "web"]);
     assert_eq!(k.ok(&["wait", "web"]).trim(), "137");
-    let ps = k.ok(&["ps", "-a", "--filter", "status=exited", "--format", "{{.Names}} {{.Status}}"]);
+    let ps = k.ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        "status=exited",
+        "--format",
+        "{{.Names}} {{.Status}}",
+    ]);
     assert!(ps.starts_with("web Exited (137)"), "{ps}");
     let e = k.fails(&["start", "-a", "nosuch"], 1);
     assert!(e.contains("No such container: nosuch"), "{e}");
@@ -218,7 +265,10 @@ fn docker_images_through_the_local_registry() {
     let rmi = k.ok(&["rmi", &tagged]);
     assert!(rmi.contains(&format!("Untagged: {tagged}")), "{rmi}");
     let pull = k.ok(&["pull", &tagged]);
-    assert!(pull.contains(&format!("Status: Downloaded newer image for {tagged}")), "{pull}");
+    assert!(
+        pull.contains(&format!("Status: Downloaded newer image for {tagged}")),
+        "{pull}"
+    );
     assert_eq!(pull.lines().last(), Some(tagged.as_str()), "{pull}");
     let images = k.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     let mut names: Vec<&str> = images.lines().collect();
@@ -226,7 +276,10 @@ fn docker_images_through_the_local_registry() {
     let mut want = vec!["busybox:latest", tagged.as_str()];
     want.sort();
     assert_eq!(names, want);
-    assert_eq!(k.ok(&["run", "--rm", &tagged, "echo", "pulled"]), "pulled\n");
+    assert_eq!(
+        k.ok(&["run", "--rm", &tagged, "echo", "pulled"]),
+        "pulled\n"
+    );
     // save and load.
     let archive = k.d.root.join("saved.tar");
     k.ok(&["save", &tagged, "-o", archive.to_str().expect("utf-8")]);
@@ -244,12 +297,43 @@ fn docker_volumes_create_list_and_remove() {
     let Some(k) = Docker::start("dkvol") else {
         return;
     };
-    assert_eq!(k.ok(&["volume", "create", "--label", "k=v", "testvol"]).trim(), "testvol");
-    let ls = k.ok(&["volume", "ls", "--filter", "label=k=v", "--format", "{{.Driver}} {{.Name}}"]);
+    assert_eq!(
+        k.ok(&["volume", "create", "--label", "k=v", "testvol"])
+            .trim(),
+        "testvol"
+    );
+    let ls = k.ok(&[
+        "volume",
+        "ls",
+        "--filter",
+        "label=k=v",
+        "--format",
+        "{{.Driver}} {{.Name}}",
+    ]);
     assert_eq!(ls.trim(), "local testvol");
-    let out = k.ok(&["run", "--rm", "-v", "testvol:/data", "busybox", "sh", "-c", "echo kept > /data/f"]);
+    let out = k.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "testvol:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ]);
     assert_eq!(out, "");
-    assert_eq!(k.ok(&["run", "--rm", "-v", "testvol:/data", "busybox", "cat", "/data/f"]), "kept\n");
+    assert_eq!(
+        k.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "testvol:/data",
+            "busybox",
+            "cat",
+            "/data/f"
+        ]),
+        "kept\n"
+    );
     k.ok(&["volume", "rm", "testvol"]);
     assert_eq!(k.ok(&["volume", "ls", "-q"]), "");
     let e = k.fails(&["volume", "rm", "testvol"], 1);
@@ -273,14 +357,24 @@ fn docker_networks_create_list_and_remove() {
     let k = Docker { d, config };
     let id = k.ok(&["network", "create", "--label", "team=a", "testnet"]);
     assert_eq!(id.trim().len(), 64, "{id}");
-    let ls = k.ok(&["network", "ls", "--filter", "label=team=a", "--format", "{{.Name}} {{.Driver}}"]);
+    let ls = k.ok(&[
+        "network",
+        "ls",
+        "--filter",
+        "label=team=a",
+        "--format",
+        "{{.Name}} {{.Driver}}",
+    ]);
     assert_eq!(ls.trim(), "testnet bridge");
     let inspect = k.ok(&["network", "inspect", "-f", "{{.Name}} {{.Id}}", "testnet"]);
     assert_eq!(inspect.trim(), format!("testnet {}", id.trim()));
     let e = k.fails(&["network", "create", "testnet"], 1);
     assert!(e.contains("testnet"), "{e}");
     k.ok(&["network", "rm", "testnet"]);
-    assert!(!k.ok(&["network", "ls", "--format", "{{.Name}}"]).contains("testnet"));
+    assert!(
+        !k.ok(&["network", "ls", "--format", "{{.Name}}"])
+            .contains("testnet")
+    );
     drop(k);
     drop(ns);
 }

@@ -187,7 +187,9 @@ fn signal_number(text: &str, field: &str) -> DResult<i32> {
 fn mount_of(mnt: &m::Mount) -> DResult<v1::Mount> {
     let target = mnt.target.clone().unwrap_or_default();
     if target.is_empty() {
-        return Err(DockerError::bad_request("HostConfig.Mounts: a mount has no Target"));
+        return Err(DockerError::bad_request(
+            "HostConfig.Mounts: a mount has no Target",
+        ));
     }
     let readonly = mnt.read_only.unwrap_or(false);
     let kind = match mnt.typ {
@@ -272,10 +274,26 @@ pub fn translate(
 ) -> DResult<(v1::ContainerConfig, Vec<String>)> {
     let hc = body.host_config.clone().unwrap_or_default();
     let mut warnings = vec![];
-    refuse_if(hc.privileged == Some(true), "HostConfig.Privileged", "containers run in their own VM without host devices")?;
-    refuse_if(nonempty(&hc.devices), "HostConfig.Devices", "host devices cannot be passed into a container's VM")?;
-    refuse_if(nonempty(&hc.device_requests), "HostConfig.DeviceRequests", "host devices (GPUs) cannot be passed into a container's VM")?;
-    refuse_if(nonempty(&hc.device_cgroup_rules), "HostConfig.DeviceCgroupRules", "host devices cannot be passed into a container's VM")?;
+    refuse_if(
+        hc.privileged == Some(true),
+        "HostConfig.Privileged",
+        "containers run in their own VM without host devices",
+    )?;
+    refuse_if(
+        nonempty(&hc.devices),
+        "HostConfig.Devices",
+        "host devices cannot be passed into a container's VM",
+    )?;
+    refuse_if(
+        nonempty(&hc.device_requests),
+        "HostConfig.DeviceRequests",
+        "host devices (GPUs) cannot be passed into a container's VM",
+    )?;
+    refuse_if(
+        nonempty(&hc.device_cgroup_rules),
+        "HostConfig.DeviceCgroupRules",
+        "host devices cannot be passed into a container's VM",
+    )?;
     for (field, v) in [
         ("HostConfig.PidMode", &hc.pid_mode),
         ("HostConfig.IpcMode", &hc.ipc_mode),
@@ -286,28 +304,111 @@ pub fn translate(
         refuse_if(
             v == "host" || v.starts_with("container:"),
             field,
-            &format!("{v:?}: a container's VM shares no namespace with the host or another container"),
+            &format!(
+                "{v:?}: a container's VM shares no namespace with the host or another container"
+            ),
         )?;
     }
-    refuse_if(nonempty(&hc.volumes_from), "HostConfig.VolumesFrom", "name the volumes instead")?;
-    refuse_if(nonempty(&hc.links), "HostConfig.Links", "legacy links; use a user-defined network")?;
-    refuse_if(nonempty(&hc.extra_hosts), "HostConfig.ExtraHosts", "not implemented yet")?;
-    refuse_if(nonempty(&hc.group_add), "HostConfig.GroupAdd", "not implemented yet")?;
-    refuse_if(nonempty(&hc.security_opt), "HostConfig.SecurityOpt", "the seccomp profile and capabilities are fixed; use CapAdd/CapDrop")?;
-    refuse_if(hc.sysctls.as_ref().is_some_and(|s| !s.is_empty()), "HostConfig.Sysctls", "not implemented yet")?;
-    refuse_if(hc.storage_opt.as_ref().is_some_and(|s| !s.is_empty()), "HostConfig.StorageOpt", "the writable layer's size is fixed")?;
-    refuse_if(hc.runtime.as_deref().is_some_and(|r| !r.is_empty() && r != "runc"), "HostConfig.Runtime", "every container runs in its own VM")?;
-    refuse_if(nonzero(hc.cpu_shares) || nonzero(hc.cpu_quota) || nonzero(hc.cpu_period) || nonzero(hc.cpu_count) || nonzero(hc.cpu_percent), "HostConfig.CpuShares/CpuQuota/CpuPeriod/CpuCount", "a container's VM gets whole vCPUs: use NanoCpus")?;
-    refuse_if(hc.cpuset_cpus.as_deref().is_some_and(|s| !s.is_empty()) || hc.cpuset_mems.as_deref().is_some_and(|s| !s.is_empty()), "HostConfig.CpusetCpus", "vCPUs are not pinned")?;
-    refuse_if(nonzero(hc.memory_reservation) || nonzero(hc.memory_swap) && hc.memory_swap != hc.memory, "HostConfig.MemoryReservation/MemorySwap", "a container's VM has fixed memory and no swap")?;
-    refuse_if(nonzero(hc.pids_limit), "HostConfig.PidsLimit", "not implemented yet")?;
-    refuse_if(hc.oom_kill_disable == Some(true), "HostConfig.OomKillDisable", "not implemented yet")?;
-    refuse_if(hc.oom_score_adj.is_some_and(|v| v != 0), "HostConfig.OomScoreAdj", "not implemented yet")?;
-    refuse_if(hc.blkio_weight.is_some_and(|v| v != 0) || nonempty(&hc.blkio_weight_device) || nonempty(&hc.blkio_device_read_bps) || nonempty(&hc.blkio_device_write_bps) || nonempty(&hc.blkio_device_read_iops) || nonempty(&hc.blkio_device_write_iops), "HostConfig.Blkio*", "not implemented yet")?;
+    refuse_if(
+        nonempty(&hc.volumes_from),
+        "HostConfig.VolumesFrom",
+        "name the volumes instead",
+    )?;
+    refuse_if(
+        nonempty(&hc.links),
+        "HostConfig.Links",
+        "legacy links; use a user-defined network",
+    )?;
+    refuse_if(
+        nonempty(&hc.extra_hosts),
+        "HostConfig.ExtraHosts",
+        "not implemented yet",
+    )?;
+    refuse_if(
+        nonempty(&hc.group_add),
+        "HostConfig.GroupAdd",
+        "not implemented yet",
+    )?;
+    refuse_if(
+        nonempty(&hc.security_opt),
+        "HostConfig.SecurityOpt",
+        "the seccomp profile and capabilities are fixed; use CapAdd/CapDrop",
+    )?;
+    refuse_if(
+        hc.sysctls.as_ref().is_some_and(|s| !s.is_empty()),
+        "HostConfig.Sysctls",
+        "not implemented yet",
+    )?;
+    refuse_if(
+        hc.storage_opt.as_ref().is_some_and(|s| !s.is_empty()),
+        "HostConfig.StorageOpt",
+        "the writable layer's size is fixed",
+    )?;
+    refuse_if(
+        hc.runtime
+            .as_deref()
+            .is_some_and(|r| !r.is_empty() && r != "runc"),
+        "HostConfig.Runtime",
+        "every container runs in its own VM",
+    )?;
+    refuse_if(
+        nonzero(hc.cpu_shares)
+            || nonzero(hc.cpu_quota)
+            || nonzero(hc.cpu_period)
+            || nonzero(hc.cpu_count)
+            || nonzero(hc.cpu_percent),
+        "HostConfig.CpuShares/CpuQuota/CpuPeriod/CpuCount",
+        "a container's VM gets whole vCPUs: use NanoCpus",
+    )?;
+    refuse_if(
+        hc.cpuset_cpus.as_deref().is_some_and(|s| !s.is_empty())
+            || hc.cpuset_mems.as_deref().is_some_and(|s| !s.is_empty()),
+        "HostConfig.CpusetCpus",
+        "vCPUs are not pinned",
+    )?;
+    refuse_if(
+        nonzero(hc.memory_reservation) || nonzero(hc.memory_swap) && hc.memory_swap != hc.memory,
+        "HostConfig.MemoryReservation/MemorySwap",
+        "a container's VM has fixed memory and no swap",
+    )?;
+    refuse_if(
+        nonzero(hc.pids_limit),
+        "HostConfig.PidsLimit",
+        "not implemented yet",
+    )?;
+    refuse_if(
+        hc.oom_kill_disable == Some(true),
+        "HostConfig.OomKillDisable",
+        "not implemented yet",
+    )?;
+    refuse_if(
+        hc.oom_score_adj.is_some_and(|v| v != 0),
+        "HostConfig.OomScoreAdj",
+        "not implemented yet",
+    )?;
+    refuse_if(
+        hc.blkio_weight.is_some_and(|v| v != 0)
+            || nonempty(&hc.blkio_weight_device)
+            || nonempty(&hc.blkio_device_read_bps)
+            || nonempty(&hc.blkio_device_write_bps)
+            || nonempty(&hc.blkio_device_read_iops)
+            || nonempty(&hc.blkio_device_write_iops),
+        "HostConfig.Blkio*",
+        "not implemented yet",
+    )?;
     if let Some(t) = hc.log_config.as_ref().and_then(|l| l.typ.as_deref()) {
-        refuse_if(!matches!(t, "" | "json-file" | "local"), "HostConfig.LogConfig.Type", &format!("log driver {t} (output is kept as json-file)"))?;
+        refuse_if(
+            !matches!(t, "" | "json-file" | "local"),
+            "HostConfig.LogConfig.Type",
+            &format!("log driver {t} (output is kept as json-file)"),
+        )?;
     }
-    if body.healthcheck.as_ref().and_then(|h| h.test.as_ref()).is_some_and(|t| !t.is_empty() && t[0] != "NONE") {
+    if body
+        .healthcheck
+        .as_ref()
+        .and_then(|h| h.test.as_ref())
+        .is_some_and(|t| !t.is_empty() && t[0] != "NONE")
+    {
         warnings.push("Healthcheck is accepted but not run by this daemon yet".to_owned());
     }
 
@@ -316,12 +417,26 @@ pub fn translate(
     let mode = hc.network_mode.clone().unwrap_or_default();
     let is_default = |n: &str| matches!(n, "" | "default" | "bridge");
     if body.network_disabled == Some(true) || mode == "none" {
-        networks.push(v1::NetworkRequest { name: "none".into(), ..Default::default() });
+        networks.push(v1::NetworkRequest {
+            name: "none".into(),
+            ..Default::default()
+        });
     } else {
-        refuse_if(mode == "host", "HostConfig.NetworkMode", "\"host\": a container's VM has its own network stack")?;
-        refuse_if(mode.starts_with("container:"), "HostConfig.NetworkMode", "sharing another container's network stack")?;
+        refuse_if(
+            mode == "host",
+            "HostConfig.NetworkMode",
+            "\"host\": a container's VM has its own network stack",
+        )?;
+        refuse_if(
+            mode.starts_with("container:"),
+            "HostConfig.NetworkMode",
+            "sharing another container's network stack",
+        )?;
         if !is_default(&mode) {
-            networks.push(v1::NetworkRequest { name: mode.clone(), ..Default::default() });
+            networks.push(v1::NetworkRequest {
+                name: mode.clone(),
+                ..Default::default()
+            });
         }
         let mut extra: Vec<&String> = body
             .networking_config
@@ -332,7 +447,10 @@ pub fn translate(
         extra.sort();
         for n in extra {
             if !is_default(n) && !networks.iter().any(|x| &x.name == n) {
-                networks.push(v1::NetworkRequest { name: n.clone(), ..Default::default() });
+                networks.push(v1::NetworkRequest {
+                    name: n.clone(),
+                    ..Default::default()
+                });
             }
         }
     }
@@ -392,7 +510,9 @@ pub fn translate(
             mounts.push(v1::Mount {
                 target: target.clone(),
                 readonly: false,
-                kind: Some(v1::mount::Kind::Volume(v1::VolumeMount { name: String::new() })),
+                kind: Some(v1::mount::Kind::Volume(v1::VolumeMount {
+                    name: String::new(),
+                })),
             });
         }
     }
@@ -414,7 +534,10 @@ pub fn translate(
         .labels
         .iter()
         .flatten()
-        .map(|(k, v)| v1::Label { key: k.clone(), value: v.clone() })
+        .map(|(k, v)| v1::Label {
+            key: k.clone(),
+            value: v.clone(),
+        })
         .collect();
     labels.sort_by(|a, b| a.key.cmp(&b.key));
 
@@ -440,8 +563,14 @@ pub fn translate(
         .flatten()
         .map(|u| v1::Ulimit {
             name: u.name.clone().unwrap_or_default(),
-            soft: u.soft.map(|v| if v < 0 { u64::MAX } else { v as u64 }).unwrap_or(0),
-            hard: u.hard.map(|v| if v < 0 { u64::MAX } else { v as u64 }).unwrap_or(0),
+            soft: u
+                .soft
+                .map(|v| if v < 0 { u64::MAX } else { v as u64 })
+                .unwrap_or(0),
+            hard: u
+                .hard
+                .map(|v| if v < 0 { u64::MAX } else { v as u64 })
+                .unwrap_or(0),
         })
         .collect();
     let dns = v1::DnsConfig {
@@ -616,9 +745,7 @@ fn mount_points(config: &v1::ContainerConfig) -> Vec<m::MountPoint> {
         .iter()
         .map(|mt| {
             let (typ, name, source) = match &mt.kind {
-                Some(v1::mount::Kind::Bind(b)) => {
-                    ("bind".to_owned(), None, Some(b.source.clone()))
-                }
+                Some(v1::mount::Kind::Bind(b)) => ("bind".to_owned(), None, Some(b.source.clone())),
                 Some(v1::mount::Kind::Volume(v)) => {
                     ("volume".to_owned(), Some(v.name.clone()), None)
                 }
@@ -741,7 +868,11 @@ pub fn inspect_of(info: &v1::ContainerInfo) -> m::ContainerInspectResponse {
             ..Default::default()
         }),
         network_settings: Some(m::NetworkSettings {
-            ports: Some(if running { port_map(&config) } else { HashMap::new() }),
+            ports: Some(if running {
+                port_map(&config)
+            } else {
+                HashMap::new()
+            }),
             networks: Some(endpoints(info)),
             ..Default::default()
         }),
@@ -823,7 +954,10 @@ fn ancestor_matches(info: &v1::ContainerInfo, want: &str) -> bool {
     let image = info.config.as_ref().map(|c| c.image.as_str()).unwrap_or("");
     let norm = |s: &str| {
         let s = familiar(s);
-        if s.contains(':') && !s.ends_with(']') && s.rsplit('/').next().is_some_and(|l| l.contains(':')) {
+        if s.contains(':')
+            && !s.ends_with(']')
+            && s.rsplit('/').next().is_some_and(|l| l.contains(':'))
+        {
             s
         } else {
             format!("{s}:latest")
@@ -831,7 +965,10 @@ fn ancestor_matches(info: &v1::ContainerInfo, want: &str) -> bool {
     };
     norm(image) == norm(want)
         || info.image_digest == want
-        || info.image_digest.trim_start_matches("sha256:").starts_with(want.trim_start_matches("sha256:"))
+        || info
+            .image_digest
+            .trim_start_matches("sha256:")
+            .starts_with(want.trim_start_matches("sha256:"))
 }
 
 /// Whether a container passes list filters.
@@ -855,7 +992,9 @@ pub fn filter_matches(f: &Filters, info: &v1::ContainerInfo) -> bool {
 pub async fn list(State(ctx): State<Ctx>, uri: Uri) -> DResult<Response> {
     let q = Params::from_uri(&uri)?;
     let f = Filters::parse(q.get("filters"))?;
-    f.only(&["label", "name", "id", "status", "ancestor", "network", "exited"])?;
+    f.only(&[
+        "label", "name", "id", "status", "ancestor", "network", "exited",
+    ])?;
     // A status filter other than running sees stopped containers too, as in Docker.
     let all = q.flag("all") || f.get("status").iter().any(|s| s != "running");
     let mut infos = ctx
@@ -900,7 +1039,10 @@ fn start_failure(code: Option<i32>, message: &str) -> DockerError {
 pub async fn start(State(ctx): State<Ctx>, Path(id): Path<String>) -> DResult<Response> {
     let info = info_of(&ctx, &id).await?;
     if state_name(&info) == "running" {
-        return Err(DockerError::new(StatusCode::NOT_MODIFIED, "container already started"));
+        return Err(DockerError::new(
+            StatusCode::NOT_MODIFIED,
+            "container already started",
+        ));
     }
     let parked = ctx
         .pending_attaches
@@ -932,11 +1074,17 @@ pub async fn start(State(ctx): State<Ctx>, Path(id): Path<String>) -> DResult<Re
         let mut said = String::new();
         loop {
             match output.message().await {
-                Ok(Some(v1::StdioResponse { response: Some(R::Started(_)) })) => break,
-                Ok(Some(v1::StdioResponse { response: Some(R::Stderr(d)) })) => {
+                Ok(Some(v1::StdioResponse {
+                    response: Some(R::Started(_)),
+                })) => break,
+                Ok(Some(v1::StdioResponse {
+                    response: Some(R::Stderr(d)),
+                })) => {
                     said.push_str(&String::from_utf8_lossy(&d));
                 }
-                Ok(Some(v1::StdioResponse { response: Some(R::Exit(e)) })) => {
+                Ok(Some(v1::StdioResponse {
+                    response: Some(R::Exit(e)),
+                })) => {
                     return Err(start_failure(Some(e.code), &said));
                 }
                 Ok(Some(_)) => {}
@@ -961,7 +1109,9 @@ pub async fn start(State(ctx): State<Ctx>, Path(id): Path<String>) -> DResult<Re
     }
     if let Err(s) = client
         .containers()
-        .start(v1::StartContainerRequest { id: info.id.clone() })
+        .start(v1::StartContainerRequest {
+            id: info.id.clone(),
+        })
         .await
     {
         let code = s
@@ -980,7 +1130,9 @@ pub async fn start(State(ctx): State<Ctx>, Path(id): Path<String>) -> DResult<Re
 /// Attaches a hijacked connection to a running container.
 async fn attach_running(ctx: Ctx, id: String, p: PendingAttach) {
     let Ok(io) = p.upgrade.await else { return };
-    let Ok(client) = ctx.client().await else { return };
+    let Ok(client) = ctx.client().await else {
+        return;
+    };
     let (tx, rx) = mpsc::channel(16);
     let _ = tx
         .send(v1::StdioRequest {
@@ -1053,7 +1205,10 @@ pub async fn stop(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> D
     let q = Params::from_uri(&uri)?;
     let info = info_of(&ctx, &id).await?;
     if state_name(&info) != "running" {
-        return Err(DockerError::new(StatusCode::NOT_MODIFIED, "container already stopped"));
+        return Err(DockerError::new(
+            StatusCode::NOT_MODIFIED,
+            "container already stopped",
+        ));
     }
     stop_info(&ctx, &info, &q).await?;
     Ok(no_content())
@@ -1092,7 +1247,9 @@ pub async fn restart(
     ctx.client()
         .await?
         .containers()
-        .start(v1::StartContainerRequest { id: info.id.clone() })
+        .start(v1::StartContainerRequest {
+            id: info.id.clone(),
+        })
         .await
         .map_err(|s| container_error(&id, s))?;
     Ok(no_content())
@@ -1107,7 +1264,10 @@ pub async fn kill(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> D
     };
     let info = info_of(&ctx, &id).await?;
     if state_name(&info) != "running" {
-        return Err(DockerError::conflict(format!("Container {} is not running", info.id)));
+        return Err(DockerError::conflict(format!(
+            "Container {} is not running",
+            info.id
+        )));
     }
     ctx.client()
         .await?
@@ -1177,8 +1337,8 @@ async fn wait_for(
             tokio::time::sleep(Duration::from_millis(200)).await;
             match info_of(ctx, &id).await {
                 Ok(i) => {
-                    let exited = i.state() == v1::ContainerState::Stopped
-                        && i.finished_ms > finished_before;
+                    let exited =
+                        i.state() == v1::ContainerState::Stopped && i.finished_ms > finished_before;
                     if exited {
                         last_code = Some(i64::from(i.exit_code));
                         if condition == v1::WaitCondition::NextExit {
@@ -1208,11 +1368,7 @@ async fn wait_for(
 }
 
 /// `POST /containers/{id}/resize`.
-pub async fn resize(
-    State(ctx): State<Ctx>,
-    Path(id): Path<String>,
-    uri: Uri,
-) -> DResult<Response> {
+pub async fn resize(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> DResult<Response> {
     let q = Params::from_uri(&uri)?;
     let h = q.int("h")?.unwrap_or(0).clamp(0, u16::MAX.into()) as u32;
     let w = q.int("w")?.unwrap_or(0).clamp(0, u16::MAX.into()) as u32;
@@ -1222,7 +1378,10 @@ pub async fn resize(
         .resize(v1::ResizeRequest {
             id: key(&id).to_owned(),
             exec_id: String::new(),
-            size: Some(v1::TerminalSize { width: w, height: h }),
+            size: Some(v1::TerminalSize {
+                width: w,
+                height: h,
+            }),
         })
         .await
         .map_err(|s| container_error(&id, s))?;
@@ -1230,11 +1389,7 @@ pub async fn resize(
 }
 
 /// `DELETE /containers/{id}`.
-pub async fn delete(
-    State(ctx): State<Ctx>,
-    Path(id): Path<String>,
-    uri: Uri,
-) -> DResult<Response> {
+pub async fn delete(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> DResult<Response> {
     let q = Params::from_uri(&uri)?;
     let id = key(&id).to_owned();
     let resp = ctx
@@ -1276,7 +1431,9 @@ pub async fn prune(State(ctx): State<Ctx>, uri: Uri) -> DResult<Response> {
 
 /// `/containers/{id}/{op}` for what this daemon does not do.
 pub async fn unsupported(Path((_, op)): Path<(String, String)>) -> DockerError {
-    DockerError::not_implemented(format!("/containers/{{id}}/{op} is not supported by this daemon"))
+    DockerError::not_implemented(format!(
+        "/containers/{{id}}/{op} is not supported by this daemon"
+    ))
 }
 
 // ---- logs, export, archive -----------------------------------------------------------------
@@ -1287,7 +1444,9 @@ fn parse_time(text: Option<&str>, field: &str) -> DResult<Option<i64>> {
         Some(t) => t
             .parse::<f64>()
             .map(|s| Some((s * 1000.0) as i64))
-            .map_err(|_| DockerError::bad_request(format!("invalid {field}: {t:?} is not a unix time"))),
+            .map_err(|_| {
+                DockerError::bad_request(format!("invalid {field}: {t:?} is not a unix time"))
+            }),
     }
 }
 
@@ -1302,7 +1461,9 @@ pub async fn logs(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> D
         .is_some_and(|p| p.tty);
     let (out, err) = (q.flag("stdout"), q.flag("stderr"));
     if !out && !err {
-        return Err(DockerError::bad_request("you must choose at least one stream"));
+        return Err(DockerError::bad_request(
+            "you must choose at least one stream",
+        ));
     }
     let tail = match q.get("tail") {
         None | Some("") | Some("all") => None,
@@ -1342,7 +1503,11 @@ pub async fn logs(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> D
             if until.is_some_and(|u| chunk.timestamp_ms > u) {
                 break;
             }
-            let stream_no = if chunk.stream == v1::OutputStream::Stderr as i32 { 2 } else { 1 };
+            let stream_no = if chunk.stream == v1::OutputStream::Stderr as i32 {
+                2
+            } else {
+                1
+            };
             if (stream_no == 1 && !out) || (stream_no == 2 && !err) {
                 continue;
             }
@@ -1377,7 +1542,9 @@ pub async fn export(State(ctx): State<Ctx>, Path(id): Path<String>) -> DResult<R
         .client()
         .await?
         .containers()
-        .export(v1::ExportContainerRequest { id: key(&id).to_owned() })
+        .export(v1::ExportContainerRequest {
+            id: key(&id).to_owned(),
+        })
         .await
         .map_err(|s| container_error(&id, s))?
         .into_inner();
@@ -1459,7 +1626,10 @@ pub async fn archive_head(
         .client()
         .await?
         .containers()
-        .stat_path(v1::StatPathRequest { id: info.id, path: path.clone() })
+        .stat_path(v1::StatPathRequest {
+            id: info.id,
+            path: path.clone(),
+        })
         .await
         .map_err(|s| path_error(&path, s))?
         .into_inner()
@@ -1485,14 +1655,23 @@ pub async fn archive_get(
         .client()
         .await?
         .containers()
-        .copy_out(v1::CopyOutRequest { id: info.id, path: path.clone() })
+        .copy_out(v1::CopyOutRequest {
+            id: info.id,
+            path: path.clone(),
+        })
         .await
         .map_err(|s| path_error(&path, s))?
         .into_inner();
     use v1::copy_out_response::Part;
     let stat = match stream.message().await.map_err(|s| path_error(&path, s))? {
-        Some(v1::CopyOutResponse { part: Some(Part::Stat(s)) }) => s,
-        _ => return Err(DockerError::internal("the daemon sent no stat before the archive")),
+        Some(v1::CopyOutResponse {
+            part: Some(Part::Stat(s)),
+        }) => s,
+        _ => {
+            return Err(DockerError::internal(
+                "the daemon sent no stat before the archive",
+            ));
+        }
     };
     let (tx, mut resp) = streamed("application/x-tar");
     if let Ok(v) = stat_header(&stat).parse() {
@@ -1626,17 +1805,32 @@ mod tests {
         assert_eq!(p.entrypoint.as_deref(), Some("sh"));
         assert_eq!(p.command, ["-c", "echo hi"]);
         let b = body(json!({"Image": "x", "Entrypoint": []}));
-        assert_eq!(translate(&b, None, None).unwrap().0.process.unwrap().entrypoint.as_deref(), Some(""));
+        assert_eq!(
+            translate(&b, None, None)
+                .unwrap()
+                .0
+                .process
+                .unwrap()
+                .entrypoint
+                .as_deref(),
+            Some("")
+        );
     }
 
     #[test]
     fn fields_that_change_meaning_are_refused_by_name() {
         for (hc, field) in [
             (json!({"Privileged": true}), "HostConfig.Privileged"),
-            (json!({"Devices": [{"PathOnHost": "/dev/kvm"}]}), "HostConfig.Devices"),
+            (
+                json!({"Devices": [{"PathOnHost": "/dev/kvm"}]}),
+                "HostConfig.Devices",
+            ),
             (json!({"NetworkMode": "host"}), "HostConfig.NetworkMode"),
             (json!({"PidMode": "host"}), "HostConfig.PidMode"),
-            (json!({"SecurityOpt": ["seccomp=unconfined"]}), "HostConfig.SecurityOpt"),
+            (
+                json!({"SecurityOpt": ["seccomp=unconfined"]}),
+                "HostConfig.SecurityOpt",
+            ),
         ] {
             let b = body(json!({"Image": "x", "HostConfig": hc}));
             let e = translate(&b, None, None).unwrap_err();
@@ -1644,7 +1838,9 @@ mod tests {
             assert!(e.message.starts_with(field), "{}", e.message);
         }
         // Zero values, as compose sends them, are not a request.
-        let b = body(json!({"Image": "x", "HostConfig": {"Privileged": false, "Devices": [], "CpuShares": 0, "PidMode": ""}}));
+        let b = body(
+            json!({"Image": "x", "HostConfig": {"Privileged": false, "Devices": [], "CpuShares": 0, "PidMode": ""}}),
+        );
         assert!(translate(&b, None, None).is_ok());
     }
 

@@ -79,7 +79,10 @@ pub async fn create(
             exit_code: None,
         },
     );
-    Ok(json(StatusCode::CREATED, &serde_json::json!({ "Id": exec_id })))
+    Ok(json(
+        StatusCode::CREATED,
+        &serde_json::json!({ "Id": exec_id }),
+    ))
 }
 
 fn entry(ctx: &Ctx, id: &str) -> DResult<ExecEntry> {
@@ -166,14 +169,20 @@ pub async fn start(
     let mut first = vec![];
     loop {
         match output.message().await {
-            Ok(Some(v1::StdioResponse { response: Some(R::Started(s)) })) => {
+            Ok(Some(v1::StdioResponse {
+                response: Some(R::Started(s)),
+            })) => {
                 update(&ctx, &id, |x| {
                     x.runtime_id = Some(s.exec_id.clone());
                     x.running = true;
                 });
                 break;
             }
-            Ok(Some(msg @ v1::StdioResponse { response: Some(R::Exit(_)) })) => {
+            Ok(Some(
+                msg @ v1::StdioResponse {
+                    response: Some(R::Exit(_)),
+                },
+            )) => {
                 first.push(msg);
                 break;
             }
@@ -193,9 +202,7 @@ pub async fn start(
     tokio::spawn(async move {
         let end = match upgrade {
             Some(up) => match up.await {
-                Ok(io) => {
-                    pump(hyper_util::rt::TokioIo::new(io), output, first, tx, mode).await
-                }
+                Ok(io) => pump(hyper_util::rt::TokioIo::new(io), output, first, tx, mode).await,
                 Err(_) => drain(output, first).await,
             },
             None => drain(output, first).await,
@@ -228,7 +235,9 @@ async fn drain(
     }
     loop {
         match output.message().await {
-            Ok(Some(v1::StdioResponse { response: Some(R::Exit(e)) })) => {
+            Ok(Some(v1::StdioResponse {
+                response: Some(R::Exit(e)),
+            })) => {
                 return StdioEnd::Exit(e.code);
             }
             Ok(Some(_)) => {}
@@ -239,11 +248,7 @@ async fn drain(
 }
 
 /// `POST /exec/{id}/resize`.
-pub async fn resize(
-    State(ctx): State<Ctx>,
-    Path(id): Path<String>,
-    uri: Uri,
-) -> DResult<Response> {
+pub async fn resize(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> DResult<Response> {
     let q = Params::from_uri(&uri)?;
     let e = entry(&ctx, &id)?;
     let Some(runtime_id) = e.runtime_id.filter(|_| e.running) else {
@@ -257,7 +262,10 @@ pub async fn resize(
         .resize(v1::ResizeRequest {
             id: e.container.clone(),
             exec_id: runtime_id,
-            size: Some(v1::TerminalSize { width: w, height: h }),
+            size: Some(v1::TerminalSize {
+                width: w,
+                height: h,
+            }),
         })
         .await
         .map_err(|s| container_error(&e.container, s))?;

@@ -84,8 +84,8 @@ mod tests {
 
     #[test]
     fn both_shapes_parse_to_the_same_filters() {
-        let map = Filters::parse(Some(r#"{"label":{"a=b":true},"status":{"running":true}}"#))
-            .unwrap();
+        let map =
+            Filters::parse(Some(r#"{"label":{"a=b":true},"status":{"running":true}}"#)).unwrap();
         let list = Filters::parse(Some(r#"{"label":["a=b"],"status":["running"]}"#)).unwrap();
         assert_eq!(map, list);
         assert_eq!(map.get("label"), ["a=b"]);
@@ -109,6 +109,9 @@ mod tests {
         assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
         assert!(Filters::parse(Some("")).unwrap().0.is_empty());
         let f = Filters::parse(Some(r#"{"nope":["x"]}"#)).unwrap();
-        assert_eq!(f.only(&["label"]).unwrap_err().message, "invalid filter 'nope'");
+        assert_eq!(
+            f.only(&["label"]).unwrap_err().message,
+            "invalid filter 'nope'"
+        );
     }
 }

@@ -31,7 +31,11 @@ pub fn pull_reference(image: &str, tag: Option<&str>) -> String {
 }
 
 fn short(digest: &str) -> String {
-    digest.trim_start_matches("sha256:").chars().take(12).collect()
+    digest
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(12)
+        .collect()
 }
 
 fn image_error(name: &str, s: tonic::Status) -> DockerError {
@@ -90,7 +94,10 @@ pub async fn create(State(ctx): State<Ctx>, uri: Uri) -> DResult<Response> {
     let (tx, resp) = streamed("application/json");
     tokio::spawn(async move {
         use v1::pull_image_response::Event;
-        let tag = reference.rsplit_once(':').map(|(_, t)| t).filter(|t| !t.contains('/'));
+        let tag = reference
+            .rsplit_once(':')
+            .map(|(_, t)| t)
+            .filter(|t| !t.contains('/'));
         if let Some(t) = tag {
             tx.json(&json!({ "status": format!("Pulling from {}", familiar(reference.trim_end_matches(&format!(":{t}")))), "id": t }))
                 .await;
@@ -102,7 +109,8 @@ pub async fn create(State(ctx): State<Ctx>, uri: Uri) -> DResult<Response> {
                         Event::Progress(p) => progress_json(&p, false),
                         Event::Status(s) => json!({ "status": s }),
                         Event::Image(i) => {
-                            tx.json(&json!({ "status": format!("Digest: {}", i.digest) })).await;
+                            tx.json(&json!({ "status": format!("Digest: {}", i.digest) }))
+                                .await;
                             json!({ "status": format!("Status: Downloaded newer image for {}", familiar(&i.reference)) })
                         }
                     };
@@ -223,8 +231,9 @@ fn glob(pattern: &str, text: &str) -> bool {
         None => pattern == text,
         Some((pre, rest)) => {
             text.starts_with(pre)
-                && (0..=text.len() - pre.len())
-                    .any(|i| text.is_char_boundary(pre.len() + i) && glob(rest, &text[pre.len() + i..]))
+                && (0..=text.len() - pre.len()).any(|i| {
+                    text.is_char_boundary(pre.len() + i) && glob(rest, &text[pre.len() + i..])
+                })
         }
     }
 }
@@ -246,7 +255,8 @@ async fn inspect_image(ctx: &Ctx, name: &str) -> DResult<v1::ImageInfo> {
 /// Docker's inspect of an image, from its OCI config.
 fn inspect_of(info: &v1::ImageInfo, tags: Vec<String>) -> serde_json::Value {
     let variant = host_variant(info).cloned().unwrap_or_default();
-    let config: serde_json::Value = serde_json::from_slice(&variant.config_json).unwrap_or_default();
+    let config: serde_json::Value =
+        serde_json::from_slice(&variant.config_json).unwrap_or_default();
     let (os, arch) = variant
         .platform
         .split_once('/')
@@ -330,7 +340,9 @@ pub async fn by_name_get(
         return save_names(&ctx, vec![name.to_owned()]).await;
     }
     let _ = uri;
-    Err(DockerError::not_found(format!("page not found: GET /images/{rest}")))
+    Err(DockerError::not_found(format!(
+        "page not found: GET /images/{rest}"
+    )))
 }
 
 /// `POST /images/{name}/tag` and `POST /images/{name}/push`.
@@ -355,7 +367,9 @@ pub async fn by_name_post(
             })
             .await
             .map_err(|s| image_error(name, s))?;
-        return Ok(axum::response::IntoResponse::into_response(StatusCode::CREATED));
+        return Ok(axum::response::IntoResponse::into_response(
+            StatusCode::CREATED,
+        ));
     }
     if let Some(name) = rest.strip_suffix("/push") {
         let name = name.to_owned();
@@ -404,7 +418,9 @@ pub async fn by_name_post(
         });
         return Ok(resp);
     }
-    Err(DockerError::not_found(format!("page not found: POST /images/{rest}")))
+    Err(DockerError::not_found(format!(
+        "page not found: POST /images/{rest}"
+    )))
 }
 
 /// `DELETE /images/{name}`.
@@ -446,7 +462,10 @@ pub async fn prune(State(ctx): State<Ctx>, uri: Uri) -> DResult<Response> {
     let f = Filters::parse(q.get("filters"))?;
     f.only(&["dangling"])?;
     // Docker prunes only dangling images unless dangling=false.
-    let all = f.get("dangling").iter().any(|d| !super::stream::bool_value(d));
+    let all = f
+        .get("dangling")
+        .iter()
+        .any(|d| !super::stream::bool_value(d));
     let r = ctx
         .client()
         .await?
@@ -554,7 +573,10 @@ mod tests {
 
     #[test]
     fn pull_references_join_tags_and_digests() {
-        assert_eq!(pull_reference("docker.io/library/busybox", Some("latest")), "docker.io/library/busybox:latest");
+        assert_eq!(
+            pull_reference("docker.io/library/busybox", Some("latest")),
+            "docker.io/library/busybox:latest"
+        );
         assert_eq!(pull_reference("a", Some("sha256:ab")), "a@sha256:ab");
         assert_eq!(pull_reference("a:1", None), "a:1");
     }
@@ -563,7 +585,10 @@ mod tests {
     fn reference_filters_glob_names_and_tags() {
         assert!(reference_matches("busybox:latest", "busybox"));
         assert!(reference_matches("busybox:latest", "busy*"));
-        assert!(reference_matches("127.0.0.1:5000/busybox:1", "127.0.0.1:5000/busybox:1"));
+        assert!(reference_matches(
+            "127.0.0.1:5000/busybox:1",
+            "127.0.0.1:5000/busybox:1"
+        ));
         assert!(!reference_matches("busybox:latest", "busybox:1"));
         assert!(!reference_matches("alpine:latest", "busybox"));
     }

@@ -186,7 +186,11 @@ pub fn router(ctx: Ctx) -> Router {
 }
 
 async fn not_found(req: Request) -> DockerError {
-    DockerError::not_found(format!("page not found: {} {}", req.method(), req.uri().path()))
+    DockerError::not_found(format!(
+        "page not found: {} {}",
+        req.method(),
+        req.uri().path()
+    ))
 }
 
 /// Removes a `/v1.NN` prefix: every route answers with and without one, as moby's do.
@@ -197,14 +201,12 @@ pub fn strip_version(mut req: Request) -> Request {
     };
     let end = rest.find('/').unwrap_or(rest.len());
     let version = &rest[..end];
-    let is_version = version
-        .split_once('.')
-        .is_some_and(|(a, b)| {
-            !a.is_empty()
-                && !b.is_empty()
-                && a.bytes().all(|c| c.is_ascii_digit())
-                && b.bytes().all(|c| c.is_ascii_digit())
-        });
+    let is_version = version.split_once('.').is_some_and(|(a, b)| {
+        !a.is_empty()
+            && !b.is_empty()
+            && a.bytes().all(|c| c.is_ascii_digit())
+            && b.bytes().all(|c| c.is_ascii_digit())
+    });
     if !is_version {
         return req;
     }
@@ -228,9 +230,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     use tower::Layer;
     let app = tower::util::MapRequestLayer::new(strip_version).layer(router(ctx));
-    axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app))
-        .with_graceful_shutdown(stop)
-        .await
+    axum::serve(
+        listener,
+        axum::ServiceExt::<Request>::into_make_service(app),
+    )
+    .with_graceful_shutdown(stop)
+    .await
 }
 
 #[cfg(test)]
@@ -247,7 +252,10 @@ mod tests {
 
     #[test]
     fn version_prefixes_are_stripped_and_queries_kept() {
-        assert_eq!(path_of("/v1.43/containers/json?all=1"), "/containers/json?all=1");
+        assert_eq!(
+            path_of("/v1.43/containers/json?all=1"),
+            "/containers/json?all=1"
+        );
         assert_eq!(path_of("/v1.24/_ping"), "/_ping");
         assert_eq!(path_of("/v1.51/version"), "/version");
         assert_eq!(path_of("/containers/json"), "/containers/json");

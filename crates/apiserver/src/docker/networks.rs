@@ -21,7 +21,9 @@ use super::stream::{Params, json, json_body, no_content};
 
 /// The Docker ID of network `name`.
 pub fn network_id(name: &str) -> String {
-    hex::encode(sha2::Sha256::digest(format!("container-network:{name}").as_bytes()))
+    hex::encode(sha2::Sha256::digest(
+        format!("container-network:{name}").as_bytes(),
+    ))
 }
 
 /// The name Docker clients see.
@@ -119,7 +121,9 @@ pub async fn list(State(ctx): State<Ctx>, uri: Uri) -> DResult<Response> {
                 && f.labels_match(&n.labels)
                 && f.any("driver", |d| d == "bridge")
                 && f.any("scope", |s| s == "local")
-                && f.any("type", |t| t == if n.builtin { "builtin" } else { "custom" })
+                && f.any("type", |t| {
+                    t == if n.builtin { "builtin" } else { "custom" }
+                })
         })
         .map(to_docker)
         .collect();
@@ -138,7 +142,11 @@ pub async fn create(State(ctx): State<Ctx>, body: Bytes) -> DResult<Response> {
     if req.name.is_empty() {
         return Err(DockerError::bad_request("network Name is required"));
     }
-    if let Some(d) = req.driver.as_deref().filter(|d| !d.is_empty() && *d != "bridge") {
+    if let Some(d) = req
+        .driver
+        .as_deref()
+        .filter(|d| !d.is_empty() && *d != "bridge")
+    {
         return Err(DockerError::unsupported_field(
             "Driver",
             &format!("network driver {d} (only bridge)"),
@@ -162,7 +170,9 @@ pub async fn create(State(ctx): State<Ctx>, body: Bytes) -> DResult<Response> {
     let mut subnet_v6 = String::new();
     for c in &configs {
         if c.ip_range.as_deref().is_some_and(|r| !r.is_empty())
-            || c.auxiliary_addresses.as_ref().is_some_and(|a| !a.is_empty())
+            || c.auxiliary_addresses
+                .as_ref()
+                .is_some_and(|a| !a.is_empty())
         {
             return Err(DockerError::unsupported_field(
                 "IPAM.Config.IPRange/AuxiliaryAddresses",
@@ -202,7 +212,10 @@ pub async fn delete(State(ctx): State<Ctx>, Path(id): Path<String>) -> DResult<R
     if n.builtin {
         return Err(DockerError::new(
             StatusCode::FORBIDDEN,
-            format!("{} is a pre-defined network and cannot be removed", shown_name(&n.name)),
+            format!(
+                "{} is a pre-defined network and cannot be removed",
+                shown_name(&n.name)
+            ),
         ));
     }
     ctx.client()
@@ -227,7 +240,10 @@ pub async fn prune(State(ctx): State<Ctx>, uri: Uri) -> DResult<Response> {
         .prune(v1::NetworkPruneRequest {})
         .await?
         .into_inner();
-    Ok(json(StatusCode::OK, &json!({ "NetworksDeleted": r.deleted })))
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "NetworksDeleted": r.deleted }),
+    ))
 }
 
 /// `POST /networks/{id}/connect`: containers join their networks when created, so this

@@ -64,7 +64,9 @@ impl Params {
         match self.get(key) {
             None | Some("") => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|_| {
-                DockerError::bad_request(format!("invalid value for {key}: {v:?} is not an integer"))
+                DockerError::bad_request(format!(
+                    "invalid value for {key}: {v:?} is not an integer"
+                ))
             }),
         }
     }
@@ -96,9 +98,7 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(body))
             .unwrap_or_default(),
-        Err(e) => {
-            axum::response::IntoResponse::into_response(DockerError::internal(e.to_string()))
-        }
+        Err(e) => axum::response::IntoResponse::into_response(DockerError::internal(e.to_string())),
     }
 }
 
@@ -341,7 +341,9 @@ mod tests {
 
     #[test]
     fn params_keep_repeated_keys() {
-        let uri: axum::http::Uri = "/images/get?names=a&names=b%3A1&force=True".parse().unwrap();
+        let uri: axum::http::Uri = "/images/get?names=a&names=b%3A1&force=True"
+            .parse()
+            .unwrap();
         let p = Params::from_uri(&uri).unwrap();
         assert_eq!(p.all("names"), ["a", "b:1"]);
         assert!(p.flag("force"));

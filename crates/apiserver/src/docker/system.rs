@@ -1,10 +1,10 @@
 //! `/_ping`, `/version`, `/info`, `/system/df`, `/events`, `/plugins` and `/build`.
 
 use api::v1;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::Response;
-use axum::body::Body;
 use serde_json::json;
 
 use super::error::{DResult, DockerError};
@@ -44,7 +44,11 @@ pub async fn ping() -> Response {
 /// `GET /version`.
 pub async fn version(State(ctx): State<Ctx>) -> DResult<Response> {
     let v = ctx.client().await?.daemon_version().clone();
-    let os = if cfg!(target_os = "macos") { "darwin" } else { "linux" };
+    let os = if cfg!(target_os = "macos") {
+        "darwin"
+    } else {
+        "linux"
+    };
     Ok(json(
         StatusCode::OK,
         &json!({
@@ -97,7 +101,9 @@ pub async fn info(State(ctx): State<Ctx>) -> DResult<Response> {
         .images;
     let count = |s: v1::ContainerState| containers.iter().filter(|c| c.state() == s).count();
     let running = count(v1::ContainerState::Running);
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();

@@ -74,11 +74,16 @@ pub async fn list(State(ctx): State<Ctx>, uri: Uri) -> DResult<Response> {
             f.any("name", |n| v.name.contains(n))
                 && f.labels_match(&labels(v))
                 && f.any("driver", |d| d == "local")
-                && f.any("dangling", |d| super::stream::bool_value(d) == v.containers.is_empty())
+                && f.any("dangling", |d| {
+                    super::stream::bool_value(d) == v.containers.is_empty()
+                })
         })
         .map(to_docker)
         .collect();
-    Ok(json(StatusCode::OK, &json!({ "Volumes": out, "Warnings": [] })))
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "Volumes": out, "Warnings": [] }),
+    ))
 }
 
 /// `GET /volumes/{name}`.
@@ -97,7 +102,10 @@ pub async fn inspect(State(ctx): State<Ctx>, Path(name): Path<String>) -> DResul
 /// `POST /volumes/create`: an existing volume of that name is answered as Docker does.
 pub async fn create(State(ctx): State<Ctx>, body: Bytes) -> DResult<Response> {
     let req: serde_json::Value = json_body(&body)?;
-    if let Some(d) = req["Driver"].as_str().filter(|d| !d.is_empty() && *d != "local") {
+    if let Some(d) = req["Driver"]
+        .as_str()
+        .filter(|d| !d.is_empty() && *d != "local")
+    {
         return Err(DockerError::unsupported_field(
             "Driver",
             &format!("volume driver {d} (only local)"),
@@ -138,7 +146,9 @@ pub async fn create(State(ctx): State<Ctx>, body: Bytes) -> DResult<Response> {
     let name = req["Name"].as_str().unwrap_or_default().to_owned();
     let mut c = client(&ctx).await?;
     if !name.is_empty()
-        && let Ok(existing) = c.inspect(v1::InspectVolumeRequest { name: name.clone() }).await
+        && let Ok(existing) = c
+            .inspect(v1::InspectVolumeRequest { name: name.clone() })
+            .await
     {
         let v = existing.into_inner().volume.unwrap_or_default();
         return Ok(json(StatusCode::CREATED, &to_docker(&v)));

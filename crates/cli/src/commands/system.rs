@@ -172,10 +172,7 @@ async fn start_as_service(
         env: SERVICE_ENV
             .iter()
             .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
-            .chain(
-                docker_socket_setting(a)?
-                    .map(|p| (DOCKER_SOCKET_ENV.to_owned(), p)),
-            )
+            .chain(docker_socket_setting(a)?.map(|p| (DOCKER_SOCKET_ENV.to_owned(), p)))
             .collect(),
     };
     #[cfg(target_os = "macos")]
