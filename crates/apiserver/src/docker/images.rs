@@ -203,7 +203,7 @@ pub async fn list(State(ctx): State<Ctx>, uri: Uri) -> DResult<Response> {
             descriptor: None,
         });
     }
-    out.sort_by(|a, b| b.created.cmp(&a.created));
+    out.sort_by_key(|b| std::cmp::Reverse(b.created));
     Ok(json(StatusCode::OK, &out))
 }
 
