@@ -83,16 +83,16 @@ const DEFS: &[Def] = &[
         description: "memory of a container that does not ask for an amount",
     },
     Def {
-        key: "docker.socket",
-        kind: "string",
-        default: "",
-        description: "where the daemon serves the Docker Engine API (empty: docker.sock in the app root; none: not at all); read at daemon start, $CONTAINER_DOCKER_SOCKET (system start --docker-socket) overrides it",
-    },
-    Def {
         key: "dns.domain",
         kind: "domain",
         default: "",
         description: "the local DNS domain containers are named under",
+    },
+    Def {
+        key: "docker.socket",
+        kind: "string",
+        default: "",
+        description: "where the daemon serves the Docker Engine API (empty: docker.sock in the app root; none: not at all); read at daemon start, $CONTAINER_DOCKER_SOCKET (system start --docker-socket) overrides it",
     },
     Def {
         key: "network.mode",
