@@ -35,6 +35,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("nftables", "NAT rules for container networks"),
     ("curl", "registry health checks"),
     ("tmux", "driving interactive terminal sessions in tests"),
+    (
+        "python3-pytest",
+        "the docker-py suite of the Docker API tests",
+    ),
 ];
 
 /// Helpers built from crates.io: (crate, version, binary).

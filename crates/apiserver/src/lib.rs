@@ -66,6 +66,7 @@
 
 pub mod containers;
 pub mod daemon;
+pub mod docker;
 pub mod errors;
 pub mod events;
 pub mod fsutil;

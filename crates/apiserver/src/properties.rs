@@ -89,6 +89,12 @@ const DEFS: &[Def] = &[
         description: "the local DNS domain containers are named under",
     },
     Def {
+        key: "docker.socket",
+        kind: "string",
+        default: "",
+        description: "where the daemon serves the Docker Engine API (empty: docker.sock in the app root; none: not at all); read at daemon start, $CONTAINER_DOCKER_SOCKET (system start --docker-socket) overrides it",
+    },
+    Def {
         key: "network.mode",
         kind: "network mode",
         default: "auto",

@@ -122,8 +122,20 @@ pub async fn serve_on(
     stop: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let socket = api::socket_path(daemon.app_root());
+    // The Docker API beside the gRPC API, on the same services (it calls them through the
+    // gRPC socket, so both see one state).
+    let docker_socket = daemon.docker_socket();
+    let docker_listener = match &docker_socket {
+        Some(path) => Some(
+            api::server::bind_socket(path)
+                .await
+                .map_err(ServeError::Bind)?,
+        ),
+        None => None,
+    };
     let d = Arc::clone(&daemon);
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let mut stop_docker = stopping.clone();
     let signal = async move {
         tokio::select! {
             () = stop => {}
@@ -137,6 +149,18 @@ pub async fn serve_on(
         let _ = stopping.wait_for(|s| *s).await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
+    if let (Some(listener), Some(path)) = (docker_listener, docker_socket.clone()) {
+        let ctx = crate::docker::Docker::new(daemon.app_root(), socket.clone());
+        tokio::spawn(async move {
+            tracing::info!(socket = %path.display(), "serving the docker api");
+            let stop = async move {
+                let _ = stop_docker.wait_for(|s| *s).await;
+            };
+            if let Err(e) = crate::docker::serve(ctx, listener, stop).await {
+                tracing::error!("serving the docker api: {e}");
+            }
+        });
+    }
     let server = tonic::transport::Server::builder()
         .add_service(SystemServer::new(SystemService(Arc::clone(&daemon))))
         .add_service(ContainersServer::new(ContainersService(Arc::clone(
@@ -155,6 +179,9 @@ pub async fn serve_on(
         }
     };
     let _ = std::fs::remove_file(&socket);
+    if let Some(path) = docker_socket {
+        let _ = std::fs::remove_file(path);
+    }
     tracing::info!("stopped serving");
     result
 }

@@ -167,6 +167,11 @@ impl System for SystemService {
             }
             .into(),
             containers_running: running,
+            docker_socket: self
+                .0
+                .docker_socket()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             kernel: Some(crate::kernel::describe(&crate::kernel::GuestDirs::new(
                 &self.0.app_root,
             ))),

@@ -861,6 +861,10 @@ pub struct SystemStartArgs {
     /// (a user unit when not root). On macOS `system start` always registers a launchd agent.
     #[arg(long)]
     pub systemd: bool,
+    /// Serve the Docker Engine API at this socket path instead of <app root>/docker.sock
+    /// (`none`: serve none) [default: the daemon's docker.socket property].
+    #[arg(long, value_name = "PATH")]
+    pub docker_socket: Option<PathBuf>,
 }
 
 /// `container system stop`.

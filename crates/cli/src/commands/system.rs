@@ -46,6 +46,26 @@ fn find_apiserver(flag: Option<&Path>) -> Result<PathBuf, CliError> {
     })
 }
 
+/// The daemon's variable for where it serves the Docker API (its `docker.socket` property
+/// otherwise).
+const DOCKER_SOCKET_ENV: &str = "CONTAINER_DOCKER_SOCKET";
+
+/// `--docker-socket` as the daemon takes it: an absolute path, or `none`.
+fn docker_socket_setting(a: &SystemStartArgs) -> Result<Option<String>, CliError> {
+    let Some(path) = &a.docker_socket else {
+        return Ok(None);
+    };
+    if path.as_os_str() == "none" {
+        return Ok(Some("none".to_owned()));
+    }
+    let abs = std::path::absolute(path)
+        .map_err(|e| CliError::io(format!("resolving {}", path.display()), e))?;
+    abs.into_os_string()
+        .into_string()
+        .map(Some)
+        .map_err(|_| CliError::Usage("--docker-socket must be valid UTF-8".into()))
+}
+
 /// `container system start`: spawns the daemon in its own process group and waits until it
 /// answers on its socket.
 pub async fn start(ctx: &Context, a: &SystemStartArgs) -> CliResult {
@@ -95,6 +115,9 @@ pub async fn start(ctx: &Context, a: &SystemStartArgs) -> CliResult {
     std::os::unix::process::CommandExt::process_group(&mut child, 0);
     if ctx.debug {
         child.env("CONTAINER_DEBUG", "1");
+    }
+    if let Some(path) = docker_socket_setting(a)? {
+        child.env(DOCKER_SOCKET_ENV, path);
     }
     let mut child = child
         .spawn()
@@ -149,6 +172,7 @@ async fn start_as_service(
         env: SERVICE_ENV
             .iter()
             .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+            .chain(docker_socket_setting(a)?.map(|p| (DOCKER_SOCKET_ENV.to_owned(), p)))
             .collect(),
     };
     #[cfg(target_os = "macos")]
@@ -267,7 +291,8 @@ pub async fn status(ctx: &Context, a: &SystemStatusArgs) -> CliResult {
         outln!(
             "{}",
             output::json_line(&json!({
-                "status": s.status, "appRoot": s.app_root, "installRoot": s.install_root,
+                "status": s.status, "appRoot": s.app_root, "dockerSocket": s.docker_socket,
+                "installRoot": s.install_root,
                 "logRoot": s.log_root, "vmm": s.vmm, "containersRunning": s.containers_running,
                 "apiServerVersion": v.version, "apiServerCommit": v.commit,
                 "apiServerBuild": v.build, "apiServerAppName": v.app_name,
@@ -278,6 +303,7 @@ pub async fn status(ctx: &Context, a: &SystemStatusArgs) -> CliResult {
         let rows: Vec<Vec<String>> = [
             ("status", s.status.clone()),
             ("appRoot", s.app_root.clone()),
+            ("dockerSocket", s.docker_socket.clone()),
             ("installRoot", s.install_root.clone()),
             ("logRoot", s.log_root.clone()),
             ("vmm", s.vmm.clone()),

@@ -1,0 +1,1868 @@
+//! `/containers/...`: create (Docker's Config/HostConfig translated to our run spec, with a
+//! 400 naming every field we cannot honour), start, stop, restart, kill, wait, attach (a
+//! hijacked connection, parked until the container starts when it is not running yet, so
+//! no early output is lost), resize, logs, inspect, list with filters, delete, prune,
+//! export and the archive endpoints of `docker cp`.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use api::v1;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
+use bollard_stubs::models as m;
+use futures::StreamExt;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::Ctx;
+use super::error::{DResult, DockerError};
+use super::filters::Filters;
+use super::stream::{
+    Params, StdioEnd, StdioMode, json, json_body, no_content, pump, streamed, upgrade_response,
+    wants_upgrade,
+};
+
+/// An attach whose container has not started: its hijacked connection waits for `start`.
+pub struct PendingAttach {
+    upgrade: hyper::upgrade::OnUpgrade,
+    mode: StdioMode,
+}
+
+/// Docker's zero time, for a container never started or stopped.
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// RFC 3339 with nanoseconds, as Docker writes times; 0 is Docker's zero time.
+pub fn time_of_ms(ms: i64) -> String {
+    if ms <= 0 {
+        return ZERO_TIME.to_owned();
+    }
+    let t = UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs());
+    runtime_api::fsutil::rfc3339_nanos(t)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Go's `units.HumanDuration`, which `docker ps` shows in its STATUS column.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let (m, h) = (s / 60, s / 3600);
+    match s {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        _ if s < 60 => format!("{s} seconds"),
+        _ if m == 1 => "About a minute".into(),
+        _ if m < 60 => format!("{m} minutes"),
+        _ if h == 1 => "About an hour".into(),
+        _ if h < 48 => format!("{h} hours"),
+        _ if h < 24 * 7 * 2 => format!("{} days", h / 24),
+        _ if h < 24 * 30 * 2 => format!("{} weeks", h / 24 / 7),
+        _ if h < 24 * 365 * 2 => format!("{} months", h / 24 / 30),
+        _ => format!("{} years", h / 24 / 365),
+    }
+}
+
+fn since_ms(ms: i64) -> Duration {
+    Duration::from_millis((now_ms() - ms).max(0) as u64)
+}
+
+/// Our state in Docker's words.
+fn state_name(info: &v1::ContainerInfo) -> &'static str {
+    match info.state() {
+        v1::ContainerState::Running | v1::ContainerState::Stopping => "running",
+        v1::ContainerState::Created => "created",
+        v1::ContainerState::Stopped if info.started_ms == 0 => "created",
+        v1::ContainerState::Stopped => "exited",
+        v1::ContainerState::Unknown => "dead",
+    }
+}
+
+fn status_text(info: &v1::ContainerInfo) -> String {
+    match state_name(info) {
+        "running" => format!("Up {}", human_duration(since_ms(info.started_ms))),
+        "exited" => format!(
+            "Exited ({}) {} ago",
+            info.exit_code.max(0),
+            human_duration(since_ms(info.finished_ms))
+        ),
+        "created" => "Created".into(),
+        _ => "Dead".into(),
+    }
+}
+
+/// A client's container key, with the `/` Docker names carry stripped.
+fn key(id: &str) -> &str {
+    id.strip_prefix('/').unwrap_or(id)
+}
+
+/// Maps a gRPC error about container `id` to Docker's, with Docker's not-found wording.
+pub fn container_error(id: &str, s: tonic::Status) -> DockerError {
+    if s.code() == tonic::Code::NotFound && s.message().contains("container") {
+        DockerError::not_found(format!("No such container: {id}"))
+    } else {
+        s.into()
+    }
+}
+
+/// One container's info by ID, ID prefix or name.
+pub async fn info_of(ctx: &Ctx, id: &str) -> DResult<v1::ContainerInfo> {
+    let id = key(id);
+    ctx.client()
+        .await?
+        .containers()
+        .inspect(v1::InspectContainerRequest { id: id.to_owned() })
+        .await
+        .map_err(|s| container_error(id, s))?
+        .into_inner()
+        .container
+        .ok_or_else(|| DockerError::internal("the daemon answered inspect without a container"))
+}
+
+// ---- create --------------------------------------------------------------------------------
+
+fn refuse_if(cond: bool, field: &str, why: &str) -> DResult<()> {
+    if cond {
+        Err(DockerError::unsupported_field(field, why))
+    } else {
+        Ok(())
+    }
+}
+
+fn nonempty<T>(v: &Option<Vec<T>>) -> bool {
+    v.as_ref().is_some_and(|v| !v.is_empty())
+}
+
+fn nonzero(v: Option<i64>) -> bool {
+    v.is_some_and(|v| v > 0)
+}
+
+fn parse_port_key(key: &str) -> DResult<(u32, v1::Protocol)> {
+    let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+    let port: u32 = port
+        .parse()
+        .ok()
+        .filter(|p| (1..=65535).contains(p))
+        .ok_or_else(|| DockerError::bad_request(format!("invalid port {key:?}")))?;
+    let proto = match proto {
+        "tcp" | "" => v1::Protocol::Tcp,
+        "udp" => v1::Protocol::Udp,
+        other => {
+            return Err(DockerError::unsupported_field(
+                "HostConfig.PortBindings",
+                &format!("protocol {other} (only tcp and udp)"),
+            ));
+        }
+    };
+    Ok((port, proto))
+}
+
+fn host_port(text: &str) -> DResult<(u32, u32)> {
+    if text.is_empty() {
+        return Ok((0, 1));
+    }
+    let (a, b) = text.split_once('-').unwrap_or((text, text));
+    let bad = || DockerError::bad_request(format!("invalid host port {text:?}"));
+    let a: u32 = a.parse().map_err(|_| bad())?;
+    let b: u32 = b.parse().map_err(|_| bad())?;
+    if b < a {
+        return Err(bad());
+    }
+    Ok((a, 1))
+}
+
+fn signal_number(text: &str, field: &str) -> DResult<i32> {
+    text.parse::<spec::Signal>()
+        .map(|s| s.number())
+        .map_err(|e| DockerError::bad_request(format!("invalid {field}: {e}")))
+}
+
+fn mount_of(mnt: &m::Mount) -> DResult<v1::Mount> {
+    let target = mnt.target.clone().unwrap_or_default();
+    if target.is_empty() {
+        return Err(DockerError::bad_request(
+            "HostConfig.Mounts: a mount has no Target",
+        ));
+    }
+    let readonly = mnt.read_only.unwrap_or(false);
+    let kind = match mnt.typ {
+        Some(m::MountType::BIND) => v1::mount::Kind::Bind(v1::BindMount {
+            source: mnt.source.clone().unwrap_or_default(),
+        }),
+        Some(m::MountType::VOLUME) | None => {
+            if let Some(d) = mnt
+                .volume_options
+                .as_ref()
+                .and_then(|o| o.driver_config.as_ref())
+                .and_then(|c| c.name.as_deref())
+                .filter(|n| !n.is_empty() && *n != "local")
+            {
+                return Err(DockerError::unsupported_field(
+                    "HostConfig.Mounts.VolumeOptions.DriverConfig",
+                    &format!("volume driver {d} (only local)"),
+                ));
+            }
+            v1::mount::Kind::Volume(v1::VolumeMount {
+                name: mnt.source.clone().unwrap_or_default(),
+            })
+        }
+        Some(m::MountType::TMPFS) => {
+            let o = mnt.tmpfs_options.clone().unwrap_or_default();
+            v1::mount::Kind::Tmpfs(v1::TmpfsMount {
+                size_bytes: o.size_bytes.unwrap_or(0).max(0) as u64,
+                mode: o.mode.unwrap_or(0).max(0) as u32,
+                options: vec![],
+            })
+        }
+        Some(other) => {
+            return Err(DockerError::unsupported_field(
+                "HostConfig.Mounts.Type",
+                &format!("{other:?} mounts (only bind, volume and tmpfs)").to_lowercase(),
+            ));
+        }
+    };
+    Ok(v1::Mount {
+        target,
+        readonly,
+        kind: Some(kind),
+    })
+}
+
+fn tmpfs_of(target: &str, opts: &str) -> DResult<v1::Mount> {
+    let mut size = 0;
+    let mut mode = 0;
+    let mut options = vec![];
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        if let Some(s) = o.strip_prefix("size=") {
+            size = s
+                .parse::<spec::ByteSize>()
+                .map_err(|e| DockerError::bad_request(format!("HostConfig.Tmpfs {target}: {e}")))?
+                .bytes();
+        } else if let Some(md) = o.strip_prefix("mode=") {
+            mode = u32::from_str_radix(md, 8).map_err(|_| {
+                DockerError::bad_request(format!("HostConfig.Tmpfs {target}: bad mode {md}"))
+            })?;
+        } else {
+            options.push(o.to_owned());
+        }
+    }
+    Ok(v1::Mount {
+        target: target.to_owned(),
+        readonly: options.iter().any(|o| o == "ro"),
+        kind: Some(v1::mount::Kind::Tmpfs(v1::TmpfsMount {
+            size_bytes: size,
+            mode,
+            options,
+        })),
+    })
+}
+
+/// Translates Docker's create body into our container configuration, refusing with a 400
+/// naming the field whatever would change the container's meaning and we cannot do.
+/// Returns warnings for what is accepted but not applied.
+pub fn translate(
+    body: &m::ContainerCreateBody,
+    name: Option<&str>,
+    platform: Option<&str>,
+) -> DResult<(v1::ContainerConfig, Vec<String>)> {
+    let hc = body.host_config.clone().unwrap_or_default();
+    let mut warnings = vec![];
+    refuse_if(
+        hc.privileged == Some(true),
+        "HostConfig.Privileged",
+        "containers run in their own VM without host devices",
+    )?;
+    refuse_if(
+        nonempty(&hc.devices),
+        "HostConfig.Devices",
+        "host devices cannot be passed into a container's VM",
+    )?;
+    refuse_if(
+        nonempty(&hc.device_requests),
+        "HostConfig.DeviceRequests",
+        "host devices (GPUs) cannot be passed into a container's VM",
+    )?;
+    refuse_if(
+        nonempty(&hc.device_cgroup_rules),
+        "HostConfig.DeviceCgroupRules",
+        "host devices cannot be passed into a container's VM",
+    )?;
+    for (field, v) in [
+        ("HostConfig.PidMode", &hc.pid_mode),
+        ("HostConfig.IpcMode", &hc.ipc_mode),
+        ("HostConfig.UTSMode", &hc.uts_mode),
+        ("HostConfig.UsernsMode", &hc.userns_mode),
+    ] {
+        let v = v.as_deref().unwrap_or("");
+        refuse_if(
+            v == "host" || v.starts_with("container:"),
+            field,
+            &format!(
+                "{v:?}: a container's VM shares no namespace with the host or another container"
+            ),
+        )?;
+    }
+    refuse_if(
+        nonempty(&hc.volumes_from),
+        "HostConfig.VolumesFrom",
+        "name the volumes instead",
+    )?;
+    refuse_if(
+        nonempty(&hc.links),
+        "HostConfig.Links",
+        "legacy links; use a user-defined network",
+    )?;
+    refuse_if(
+        nonempty(&hc.extra_hosts),
+        "HostConfig.ExtraHosts",
+        "not implemented yet",
+    )?;
+    refuse_if(
+        nonempty(&hc.group_add),
+        "HostConfig.GroupAdd",
+        "not implemented yet",
+    )?;
+    refuse_if(
+        nonempty(&hc.security_opt),
+        "HostConfig.SecurityOpt",
+        "the seccomp profile and capabilities are fixed; use CapAdd/CapDrop",
+    )?;
+    refuse_if(
+        hc.sysctls.as_ref().is_some_and(|s| !s.is_empty()),
+        "HostConfig.Sysctls",
+        "not implemented yet",
+    )?;
+    refuse_if(
+        hc.storage_opt.as_ref().is_some_and(|s| !s.is_empty()),
+        "HostConfig.StorageOpt",
+        "the writable layer's size is fixed",
+    )?;
+    refuse_if(
+        hc.runtime
+            .as_deref()
+            .is_some_and(|r| !r.is_empty() && r != "runc"),
+        "HostConfig.Runtime",
+        "every container runs in its own VM",
+    )?;
+    refuse_if(
+        nonzero(hc.cpu_shares)
+            || nonzero(hc.cpu_quota)
+            || nonzero(hc.cpu_period)
+            || nonzero(hc.cpu_count)
+            || nonzero(hc.cpu_percent),
+        "HostConfig.CpuShares/CpuQuota/CpuPeriod/CpuCount",
+        "a container's VM gets whole vCPUs: use NanoCpus",
+    )?;
+    refuse_if(
+        hc.cpuset_cpus.as_deref().is_some_and(|s| !s.is_empty())
+            || hc.cpuset_mems.as_deref().is_some_and(|s| !s.is_empty()),
+        "HostConfig.CpusetCpus",
+        "vCPUs are not pinned",
+    )?;
+    refuse_if(
+        nonzero(hc.memory_reservation) || nonzero(hc.memory_swap) && hc.memory_swap != hc.memory,
+        "HostConfig.MemoryReservation/MemorySwap",
+        "a container's VM has fixed memory and no swap",
+    )?;
+    refuse_if(
+        nonzero(hc.pids_limit),
+        "HostConfig.PidsLimit",
+        "not implemented yet",
+    )?;
+    refuse_if(
+        hc.oom_kill_disable == Some(true),
+        "HostConfig.OomKillDisable",
+        "not implemented yet",
+    )?;
+    refuse_if(
+        hc.oom_score_adj.is_some_and(|v| v != 0),
+        "HostConfig.OomScoreAdj",
+        "not implemented yet",
+    )?;
+    refuse_if(
+        hc.blkio_weight.is_some_and(|v| v != 0)
+            || nonempty(&hc.blkio_weight_device)
+            || nonempty(&hc.blkio_device_read_bps)
+            || nonempty(&hc.blkio_device_write_bps)
+            || nonempty(&hc.blkio_device_read_iops)
+            || nonempty(&hc.blkio_device_write_iops),
+        "HostConfig.Blkio*",
+        "not implemented yet",
+    )?;
+    if let Some(t) = hc.log_config.as_ref().and_then(|l| l.typ.as_deref()) {
+        refuse_if(
+            !matches!(t, "" | "json-file" | "local"),
+            "HostConfig.LogConfig.Type",
+            &format!("log driver {t} (output is kept as json-file)"),
+        )?;
+    }
+    if body
+        .healthcheck
+        .as_ref()
+        .and_then(|h| h.test.as_ref())
+        .is_some_and(|t| !t.is_empty() && t[0] != "NONE")
+    {
+        warnings.push("Healthcheck is accepted but not run by this daemon yet".to_owned());
+    }
+
+    // Networks: the mode names the first network; endpoints add more.
+    let mut networks: Vec<v1::NetworkRequest> = vec![];
+    let mode = hc.network_mode.clone().unwrap_or_default();
+    let is_default = |n: &str| matches!(n, "" | "default" | "bridge");
+    if body.network_disabled == Some(true) || mode == "none" {
+        networks.push(v1::NetworkRequest {
+            name: "none".into(),
+            ..Default::default()
+        });
+    } else {
+        refuse_if(
+            mode == "host",
+            "HostConfig.NetworkMode",
+            "\"host\": a container's VM has its own network stack",
+        )?;
+        refuse_if(
+            mode.starts_with("container:"),
+            "HostConfig.NetworkMode",
+            "sharing another container's network stack",
+        )?;
+        if !is_default(&mode) {
+            networks.push(v1::NetworkRequest {
+                name: mode.clone(),
+                ..Default::default()
+            });
+        }
+        let mut extra: Vec<&String> = body
+            .networking_config
+            .as_ref()
+            .and_then(|n| n.endpoints_config.as_ref())
+            .map(|e| e.keys().collect())
+            .unwrap_or_default();
+        extra.sort();
+        for n in extra {
+            if !is_default(n) && !networks.iter().any(|x| &x.name == n) {
+                networks.push(v1::NetworkRequest {
+                    name: n.clone(),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+
+    // Ports: bindings, then -P's exposed ports on free host ports.
+    let mut ports = vec![];
+    let mut bound = vec![];
+    let mut keys: Vec<(&String, &Option<Vec<m::PortBinding>>)> =
+        hc.port_bindings.iter().flatten().collect();
+    keys.sort_by_key(|(k, _)| (*k).clone());
+    for (k, bindings) in keys {
+        let (container_port, protocol) = parse_port_key(k)?;
+        bound.push(k.clone());
+        for b in bindings.iter().flatten() {
+            let (hp, count) = host_port(b.host_port.as_deref().unwrap_or(""))?;
+            ports.push(v1::PortMapping {
+                host_ip: b.host_ip.clone().unwrap_or_default(),
+                host_port: hp,
+                container_port,
+                count,
+                protocol: protocol as i32,
+            });
+        }
+    }
+    if hc.publish_all_ports == Some(true) {
+        for k in body.exposed_ports.iter().flatten() {
+            if !bound.contains(k) {
+                let (container_port, protocol) = parse_port_key(k)?;
+                ports.push(v1::PortMapping {
+                    host_ip: String::new(),
+                    host_port: 0,
+                    container_port,
+                    count: 1,
+                    protocol: protocol as i32,
+                });
+            }
+        }
+    }
+
+    // Mounts: -v binds and volumes, --mount, --tmpfs, and the anonymous volumes of Volumes.
+    let mut mounts = vec![];
+    for b in hc.binds.iter().flatten() {
+        let spec = spec::mount::parse_volume(b)
+            .map_err(|e| DockerError::bad_request(format!("HostConfig.Binds: {e}")))?;
+        mounts.push(v1::Mount::from(&spec));
+    }
+    for mnt in hc.mounts.iter().flatten() {
+        mounts.push(mount_of(mnt)?);
+    }
+    let mut tmpfs: Vec<(&String, &String)> = hc.tmpfs.iter().flatten().collect();
+    tmpfs.sort();
+    for (target, opts) in tmpfs {
+        mounts.push(tmpfs_of(target, opts)?);
+    }
+    for target in body.volumes.iter().flatten() {
+        if !mounts.iter().any(|x: &v1::Mount| x.target == *target) {
+            mounts.push(v1::Mount {
+                target: target.clone(),
+                readonly: false,
+                kind: Some(v1::mount::Kind::Volume(v1::VolumeMount {
+                    name: String::new(),
+                })),
+            });
+        }
+    }
+
+    let restart_policy = hc.restart_policy.as_ref().map(|r| {
+        use v1::restart_policy::Kind;
+        let kind = match r.name {
+            Some(m::RestartPolicyNameEnum::ALWAYS) => Kind::Always,
+            Some(m::RestartPolicyNameEnum::UNLESS_STOPPED) => Kind::UnlessStopped,
+            Some(m::RestartPolicyNameEnum::ON_FAILURE) => Kind::OnFailure,
+            _ => Kind::No,
+        };
+        v1::RestartPolicy {
+            kind: kind as i32,
+            max_retries: r.maximum_retry_count.unwrap_or(0).max(0) as u32,
+        }
+    });
+    let mut labels: Vec<v1::Label> = body
+        .labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| v1::Label {
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect();
+    labels.sort_by(|a, b| a.key.cmp(&b.key));
+
+    // Docker's entrypoint is a list: its first word is ours, the rest go before the command.
+    let mut command = body.cmd.clone().unwrap_or_default();
+    let entrypoint = match &body.entrypoint {
+        None => None,
+        Some(e) if e.is_empty() => Some(String::new()),
+        Some(e) => {
+            let mut rest = e[1..].to_vec();
+            rest.append(&mut command);
+            command = rest;
+            Some(e[0].clone())
+        }
+    };
+    let stop_signal = match body.stop_signal.as_deref() {
+        None | Some("") => 0,
+        Some(s) => signal_number(s, "StopSignal")?,
+    };
+    let ulimits = hc
+        .ulimits
+        .iter()
+        .flatten()
+        .map(|u| v1::Ulimit {
+            name: u.name.clone().unwrap_or_default(),
+            soft: u
+                .soft
+                .map(|v| if v < 0 { u64::MAX } else { v as u64 })
+                .unwrap_or(0),
+            hard: u
+                .hard
+                .map(|v| if v < 0 { u64::MAX } else { v as u64 })
+                .unwrap_or(0),
+        })
+        .collect();
+    let dns = v1::DnsConfig {
+        disabled: false,
+        nameservers: hc.dns.clone().unwrap_or_default(),
+        domain: body.domainname.clone().unwrap_or_default(),
+        search: hc.dns_search.clone().unwrap_or_default(),
+        options: hc.dns_options.clone().unwrap_or_default(),
+    };
+    let config = v1::ContainerConfig {
+        id: name.unwrap_or_default().trim_start_matches('/').to_owned(),
+        image: body.image.clone().unwrap_or_default(),
+        platform: platform.unwrap_or_default().to_owned(),
+        process: Some(v1::ProcessConfig {
+            entrypoint,
+            command,
+            env: body.env.clone().unwrap_or_default(),
+            working_dir: body.working_dir.clone().unwrap_or_default(),
+            user: body.user.clone().unwrap_or_default(),
+            tty: body.tty.unwrap_or(false),
+            stdin_open: body.open_stdin.unwrap_or(false),
+            ulimits,
+            cap_add: hc.cap_add.clone().unwrap_or_default(),
+            cap_drop: hc.cap_drop.clone().unwrap_or_default(),
+        }),
+        resources: Some(v1::Resources {
+            cpus_millis: (hc.nano_cpus.unwrap_or(0).max(0) / 1_000_000) as u32,
+            memory_bytes: hc.memory.unwrap_or(0).max(0) as u64,
+            shm_size_bytes: hc.shm_size.unwrap_or(0).max(0) as u64,
+        }),
+        mounts,
+        ports,
+        networks,
+        dns: Some(dns),
+        labels,
+        read_only: hc.readonly_rootfs.unwrap_or(false),
+        init: hc.init.unwrap_or(false),
+        auto_remove: hc.auto_remove.unwrap_or(false),
+        restart_policy,
+        stop_signal,
+        stop_timeout_seconds: body.stop_timeout.filter(|t| *t >= 0).map(|t| t as u32),
+        hostname: body.hostname.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    if config.image.is_empty() {
+        return Err(DockerError::bad_request("config has no Image"));
+    }
+    Ok((config, warnings))
+}
+
+/// `POST /containers/create`.
+pub async fn create(State(ctx): State<Ctx>, uri: Uri, body: Bytes) -> DResult<Response> {
+    let q = Params::from_uri(&uri)?;
+    let body: m::ContainerCreateBody = json_body(&body)?;
+    let (config, mut warnings) = translate(&body, q.get("name"), q.get("platform"))?;
+    let image = config.image.clone();
+    let resp = ctx
+        .client()
+        .await?
+        .containers()
+        .create(v1::CreateContainerRequest {
+            config: Some(config),
+            pull: Some(v1::ImagePull {
+                // Docker's clients pull themselves on a 404, showing their own progress.
+                policy: v1::PullPolicy::Never as i32,
+                ..Default::default()
+            }),
+        })
+        .await
+        .map_err(|s| {
+            if s.code() == tonic::Code::NotFound && s.message().contains("image") {
+                DockerError::not_found(format!("No such image: {image}"))
+            } else {
+                s.into()
+            }
+        })?
+        .into_inner();
+    warnings.extend(resp.warnings);
+    Ok(json(
+        StatusCode::CREATED,
+        &m::ContainerCreateResponse {
+            id: resp.id,
+            warnings,
+        },
+    ))
+}
+
+// ---- inspect and list ----------------------------------------------------------------------
+
+fn port_key(p: &v1::PortMapping, i: u32) -> String {
+    let proto = if p.protocol == v1::Protocol::Udp as i32 {
+        "udp"
+    } else {
+        "tcp"
+    };
+    format!("{}/{proto}", p.container_port + i)
+}
+
+fn port_map(config: &v1::ContainerConfig) -> m::PortMap {
+    let mut map: m::PortMap = HashMap::new();
+    for p in &config.ports {
+        for i in 0..p.count.max(1) {
+            let binding = m::PortBinding {
+                host_ip: Some(if p.host_ip.is_empty() {
+                    "0.0.0.0".to_owned()
+                } else {
+                    p.host_ip.clone()
+                }),
+                host_port: Some(if p.host_port == 0 {
+                    String::new()
+                } else {
+                    (p.host_port + i).to_string()
+                }),
+            };
+            map.entry(port_key(p, i))
+                .or_insert_with(|| Some(vec![]))
+                .get_or_insert_with(Vec::new)
+                .push(binding);
+        }
+    }
+    map
+}
+
+fn labels_of(config: &v1::ContainerConfig) -> HashMap<String, String> {
+    config
+        .labels
+        .iter()
+        .map(|l| (l.key.clone(), l.value.clone()))
+        .collect()
+}
+
+fn network_mode(config: &v1::ContainerConfig) -> String {
+    match config.networks.first() {
+        None => "bridge".into(),
+        Some(n) => n.name.clone(),
+    }
+}
+
+fn endpoints(info: &v1::ContainerInfo) -> HashMap<String, m::EndpointSettings> {
+    info.networks
+        .iter()
+        .map(|n| {
+            let (ip, prefix) = n
+                .ipv4_address
+                .split_once('/')
+                .map(|(a, p)| (a.to_owned(), p.parse().ok()))
+                .unwrap_or((n.ipv4_address.clone(), None));
+            let name = if n.network == "default" {
+                "bridge".to_owned()
+            } else {
+                n.network.clone()
+            };
+            (
+                name,
+                m::EndpointSettings {
+                    ip_address: Some(ip),
+                    ip_prefix_len: prefix,
+                    gateway: Some(n.ipv4_gateway.clone()),
+                    mac_address: Some(n.mac_address.clone()),
+                    dns_names: Some(vec![n.hostname.clone()]),
+                    network_id: Some(super::networks::network_id(&n.network)),
+                    ..Default::default()
+                },
+            )
+        })
+        .collect()
+}
+
+fn mount_points(config: &v1::ContainerConfig) -> Vec<m::MountPoint> {
+    config
+        .mounts
+        .iter()
+        .map(|mt| {
+            let (typ, name, source) = match &mt.kind {
+                Some(v1::mount::Kind::Bind(b)) => ("bind".to_owned(), None, Some(b.source.clone())),
+                Some(v1::mount::Kind::Volume(v)) => {
+                    ("volume".to_owned(), Some(v.name.clone()), None)
+                }
+                _ => ("tmpfs".to_owned(), None, None),
+            };
+            m::MountPoint {
+                typ: Some(typ),
+                name,
+                source,
+                destination: Some(mt.target.clone()),
+                driver: None,
+                mode: Some(if mt.readonly { "ro" } else { "" }.to_owned()),
+                rw: Some(!mt.readonly),
+                propagation: None,
+            }
+        })
+        .collect()
+}
+
+/// Docker's inspect of a container.
+pub fn inspect_of(info: &v1::ContainerInfo) -> m::ContainerInspectResponse {
+    let config = info.config.clone().unwrap_or_default();
+    let process = config.process.clone().unwrap_or_default();
+    let res = info.resources.unwrap_or_default();
+    let running = state_name(info) == "running";
+    let status = match state_name(info) {
+        "running" => m::ContainerStateStatusEnum::RUNNING,
+        "created" => m::ContainerStateStatusEnum::CREATED,
+        "exited" => m::ContainerStateStatusEnum::EXITED,
+        _ => m::ContainerStateStatusEnum::DEAD,
+    };
+    let restart = config.restart_policy.as_ref().map(|r| m::RestartPolicy {
+        name: Some(match r.kind() {
+            v1::restart_policy::Kind::No => m::RestartPolicyNameEnum::NO,
+            v1::restart_policy::Kind::Always => m::RestartPolicyNameEnum::ALWAYS,
+            v1::restart_policy::Kind::OnFailure => m::RestartPolicyNameEnum::ON_FAILURE,
+            v1::restart_policy::Kind::UnlessStopped => m::RestartPolicyNameEnum::UNLESS_STOPPED,
+        }),
+        maximum_retry_count: Some(i64::from(r.max_retries)),
+    });
+    let binds: Vec<String> = config
+        .mounts
+        .iter()
+        .filter_map(|mt| match &mt.kind {
+            Some(v1::mount::Kind::Bind(b)) => Some(format!(
+                "{}:{}{}",
+                b.source,
+                mt.target,
+                if mt.readonly { ":ro" } else { "" }
+            )),
+            _ => None,
+        })
+        .collect();
+    let hostname = if config.hostname.is_empty() {
+        info.id.chars().take(12).collect()
+    } else {
+        config.hostname.clone()
+    };
+    m::ContainerInspectResponse {
+        id: Some(info.id.clone()),
+        created: Some(time_of_ms(info.created_ms)),
+        path: info.args.first().cloned(),
+        args: Some(info.args.iter().skip(1).cloned().collect()),
+        state: Some(m::ContainerState {
+            status: Some(status),
+            running: Some(running),
+            paused: Some(false),
+            restarting: Some(false),
+            oom_killed: Some(false),
+            dead: Some(false),
+            pid: Some(if running { 1 } else { 0 }),
+            exit_code: Some(i64::from(info.exit_code.max(0))),
+            error: Some(info.error.clone()),
+            started_at: Some(time_of_ms(info.started_ms)),
+            finished_at: Some(time_of_ms(info.finished_ms)),
+            health: None,
+        }),
+        image: Some(info.image_digest.clone()),
+        name: Some(format!("/{}", info.name)),
+        restart_count: Some(0),
+        driver: Some("ext4".into()),
+        platform: Some("linux".into()),
+        host_config: Some(m::HostConfig {
+            binds: Some(binds),
+            log_config: Some(m::HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::new()),
+            }),
+            network_mode: Some(network_mode(&config)),
+            port_bindings: Some(port_map(&config)),
+            restart_policy: restart,
+            auto_remove: Some(config.auto_remove),
+            memory: Some(res.memory_bytes as i64),
+            nano_cpus: Some(i64::from(res.cpus_millis) * 1_000_000),
+            shm_size: Some(res.shm_size_bytes as i64),
+            readonly_rootfs: Some(config.read_only),
+            init: Some(config.init),
+            cap_add: Some(process.cap_add.clone()),
+            cap_drop: Some(process.cap_drop.clone()),
+            privileged: Some(false),
+            ..Default::default()
+        }),
+        mounts: Some(mount_points(&config)),
+        config: Some(m::ContainerConfig {
+            hostname: Some(hostname),
+            user: Some(process.user.clone()),
+            tty: Some(process.tty),
+            open_stdin: Some(process.stdin_open),
+            stdin_once: Some(process.stdin_open),
+            attach_stdin: Some(false),
+            attach_stdout: Some(false),
+            attach_stderr: Some(false),
+            env: Some(process.env.clone()),
+            cmd: Some(process.command.clone()),
+            entrypoint: process.entrypoint.clone().map(|e| vec![e]),
+            image: Some(config.image.clone()),
+            working_dir: Some(process.working_dir.clone()),
+            labels: Some(labels_of(&config)),
+            exposed_ports: Some(config.ports.iter().map(|p| port_key(p, 0)).collect()),
+            ..Default::default()
+        }),
+        network_settings: Some(m::NetworkSettings {
+            ports: Some(if running {
+                port_map(&config)
+            } else {
+                HashMap::new()
+            }),
+            networks: Some(endpoints(info)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// `GET /containers/{id}/json`.
+pub async fn inspect(State(ctx): State<Ctx>, Path(id): Path<String>) -> DResult<Response> {
+    let info = info_of(&ctx, &id).await?;
+    Ok(json(StatusCode::OK, &inspect_of(&info)))
+}
+
+fn summary_of(info: &v1::ContainerInfo) -> m::ContainerSummary {
+    let config = info.config.clone().unwrap_or_default();
+    let running = state_name(info) == "running";
+    let ports = if running {
+        config
+            .ports
+            .iter()
+            .flat_map(|p| {
+                (0..p.count.max(1)).map(move |i| m::PortSummary {
+                    ip: Some(if p.host_ip.is_empty() {
+                        "0.0.0.0".to_owned()
+                    } else {
+                        p.host_ip.clone()
+                    }),
+                    private_port: (p.container_port + i) as u16,
+                    public_port: (p.host_port != 0).then(|| (p.host_port + i) as u16),
+                    typ: Some(if p.protocol == v1::Protocol::Udp as i32 {
+                        m::PortSummaryTypeEnum::UDP
+                    } else {
+                        m::PortSummaryTypeEnum::TCP
+                    }),
+                })
+            })
+            .collect()
+    } else {
+        vec![]
+    };
+    m::ContainerSummary {
+        id: Some(info.id.clone()),
+        names: Some(vec![format!("/{}", info.name)]),
+        image: Some(config.image.clone()),
+        image_id: Some(info.image_digest.clone()),
+        command: Some(info.args.join(" ")),
+        created: Some(info.created_ms / 1000),
+        ports: Some(ports),
+        labels: Some(labels_of(&config)),
+        state: Some(match state_name(info) {
+            "running" => m::ContainerSummaryStateEnum::RUNNING,
+            "created" => m::ContainerSummaryStateEnum::CREATED,
+            "exited" => m::ContainerSummaryStateEnum::EXITED,
+            _ => m::ContainerSummaryStateEnum::DEAD,
+        }),
+        status: Some(status_text(info)),
+        host_config: Some(m::ContainerSummaryHostConfig {
+            network_mode: Some(network_mode(&config)),
+            annotations: None,
+        }),
+        network_settings: Some(m::ContainerSummaryNetworkSettings {
+            networks: Some(endpoints(info)),
+        }),
+        mounts: Some(mount_points(&config)),
+        ..Default::default()
+    }
+}
+
+/// Image references as users write them: `docker.io/library/` and `docker.io/` dropped.
+pub fn familiar(reference: &str) -> String {
+    let r = reference
+        .strip_prefix("docker.io/library/")
+        .or_else(|| reference.strip_prefix("docker.io/"))
+        .unwrap_or(reference);
+    r.to_owned()
+}
+
+fn ancestor_matches(info: &v1::ContainerInfo, want: &str) -> bool {
+    let image = info.config.as_ref().map(|c| c.image.as_str()).unwrap_or("");
+    let norm = |s: &str| {
+        let s = familiar(s);
+        if s.contains(':')
+            && !s.ends_with(']')
+            && s.rsplit('/').next().is_some_and(|l| l.contains(':'))
+        {
+            s
+        } else {
+            format!("{s}:latest")
+        }
+    };
+    norm(image) == norm(want)
+        || info.image_digest == want
+        || info
+            .image_digest
+            .trim_start_matches("sha256:")
+            .starts_with(want.trim_start_matches("sha256:"))
+}
+
+/// Whether a container passes list filters.
+pub fn filter_matches(f: &Filters, info: &v1::ContainerInfo) -> bool {
+    let config = info.config.clone().unwrap_or_default();
+    f.labels_match(&labels_of(&config))
+        && f.any("name", |n| info.name.contains(n.trim_start_matches('/')))
+        && f.any("id", |p| info.id.starts_with(p))
+        && f.any("status", |s| s == state_name(info))
+        && f.any("ancestor", |a| ancestor_matches(info, a))
+        && f.any("network", |n| {
+            config.networks.iter().any(|x| x.name == n)
+                || (config.networks.is_empty() && matches!(n, "bridge" | "default"))
+        })
+        && f.any("exited", |c| {
+            state_name(info) == "exited" && c.parse::<i32>().is_ok_and(|c| c == info.exit_code)
+        })
+}
+
+/// `GET /containers/json`.
+pub async fn list(State(ctx): State<Ctx>, uri: Uri) -> DResult<Response> {
+    let q = Params::from_uri(&uri)?;
+    let f = Filters::parse(q.get("filters"))?;
+    f.only(&[
+        "label", "name", "id", "status", "ancestor", "network", "exited",
+    ])?;
+    // A status filter other than running sees stopped containers too, as in Docker.
+    let all = q.flag("all") || f.get("status").iter().any(|s| s != "running");
+    let mut infos = ctx
+        .client()
+        .await?
+        .containers()
+        .list(v1::ListContainersRequest { all })
+        .await?
+        .into_inner()
+        .containers;
+    infos.retain(|i| filter_matches(&f, i));
+    if let Some(limit) = q.int("limit")?.filter(|l| *l > 0) {
+        infos.truncate(limit as usize);
+    }
+    let out: Vec<m::ContainerSummary> = infos.iter().map(summary_of).collect();
+    Ok(json(StatusCode::OK, &out))
+}
+
+// ---- lifecycle -----------------------------------------------------------------------------
+
+/// What a failed start says, so the docker CLI exits as with Docker: 127 when the message
+/// says the program was not found, 126 when it could not be executed.
+fn start_failure(code: Option<i32>, message: &str) -> DockerError {
+    let message = message.trim().trim_start_matches("container: ").to_owned();
+    let message = match code {
+        Some(127)
+            if !message.contains("executable file not found")
+                && !message.contains("no such file or directory") =>
+        {
+            format!("{message}: executable file not found in $PATH")
+        }
+        Some(126) if !message.contains("permission denied") => {
+            format!("{message}: permission denied")
+        }
+        _ => message,
+    };
+    DockerError::new(StatusCode::BAD_REQUEST, message)
+}
+
+/// `POST /containers/{id}/start`: 304 when running. A parked attach starts the container
+/// through its stream, so it sees every byte.
+pub async fn start(State(ctx): State<Ctx>, Path(id): Path<String>) -> DResult<Response> {
+    let info = info_of(&ctx, &id).await?;
+    if state_name(&info) == "running" {
+        return Err(DockerError::new(
+            StatusCode::NOT_MODIFIED,
+            "container already started",
+        ));
+    }
+    let parked = ctx
+        .pending_attaches
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&info.id)
+        .unwrap_or_default();
+    let mut parked = parked.into_iter();
+    let client = ctx.client().await?;
+    if let Some(first) = parked.next() {
+        let (tx, rx) = mpsc::channel(16);
+        let _ = tx
+            .send(v1::StdioRequest {
+                request: Some(v1::stdio_request::Request::Attach(v1::AttachOpen {
+                    id: info.id.clone(),
+                    stdin: first.mode.stdin,
+                    start: true,
+                    size: None,
+                })),
+            })
+            .await;
+        let mut output = client
+            .containers()
+            .attach(ReceiverStream::new(rx))
+            .await
+            .map_err(|s| container_error(&id, s))?
+            .into_inner();
+        use v1::stdio_response::Response as R;
+        let mut said = String::new();
+        loop {
+            match output.message().await {
+                Ok(Some(v1::StdioResponse {
+                    response: Some(R::Started(_)),
+                })) => break,
+                Ok(Some(v1::StdioResponse {
+                    response: Some(R::Stderr(d)),
+                })) => {
+                    said.push_str(&String::from_utf8_lossy(&d));
+                }
+                Ok(Some(v1::StdioResponse {
+                    response: Some(R::Exit(e)),
+                })) => {
+                    return Err(start_failure(Some(e.code), &said));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(start_failure(None, "the daemon ended the attach stream")),
+                Err(s) => return Err(start_failure(None, s.message())),
+            }
+        }
+        let ctx2 = ctx.clone();
+        let cid = info.id.clone();
+        tokio::spawn(async move {
+            if let Ok(io) = first.upgrade.await {
+                let io = hyper_util::rt::TokioIo::new(io);
+                if let StdioEnd::Exit(code) = pump(io, output, vec![], tx, first.mode).await {
+                    ctx2.record_exit(&cid, code);
+                }
+            }
+        });
+        for other in parked {
+            tokio::spawn(attach_running(ctx.clone(), info.id.clone(), other));
+        }
+        return Ok(no_content());
+    }
+    if let Err(s) = client
+        .containers()
+        .start(v1::StartContainerRequest {
+            id: info.id.clone(),
+        })
+        .await
+    {
+        let code = s
+            .metadata()
+            .get(crate::containers::EXIT_CODE_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        if s.code() == tonic::Code::NotFound && code.is_none() {
+            return Err(container_error(&id, s));
+        }
+        return Err(start_failure(code, s.message()));
+    }
+    Ok(no_content())
+}
+
+/// Attaches a hijacked connection to a running container.
+async fn attach_running(ctx: Ctx, id: String, p: PendingAttach) {
+    let Ok(io) = p.upgrade.await else { return };
+    let Ok(client) = ctx.client().await else {
+        return;
+    };
+    let (tx, rx) = mpsc::channel(16);
+    let _ = tx
+        .send(v1::StdioRequest {
+            request: Some(v1::stdio_request::Request::Attach(v1::AttachOpen {
+                id: id.clone(),
+                stdin: p.mode.stdin,
+                start: false,
+                size: None,
+            })),
+        })
+        .await;
+    let Ok(output) = client.containers().attach(ReceiverStream::new(rx)).await else {
+        return;
+    };
+    let io = hyper_util::rt::TokioIo::new(io);
+    if let StdioEnd::Exit(code) = pump(io, output.into_inner(), vec![], tx, p.mode).await {
+        ctx.record_exit(&id, code);
+    }
+}
+
+/// `POST /containers/{id}/attach`: answers 101 at once; the stream is joined now when the
+/// container runs, else when it starts.
+pub async fn attach(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    mut req: Request,
+) -> DResult<Response> {
+    let q = Params::from_uri(req.uri())?;
+    let info = info_of(&ctx, &id).await?;
+    let process = info
+        .config
+        .as_ref()
+        .and_then(|c| c.process.clone())
+        .unwrap_or_default();
+    if !wants_upgrade(req.headers()) {
+        return Err(DockerError::bad_request(
+            "attach needs a hijacked connection: send Connection: Upgrade and Upgrade: tcp",
+        ));
+    }
+    if q.flag("logs") {
+        return Err(DockerError::unsupported_field(
+            "logs",
+            "attach does not replay output; use /containers/{id}/logs",
+        ));
+    }
+    let mode = StdioMode {
+        tty: process.tty,
+        stdout: q.flag("stdout"),
+        stderr: q.flag("stderr"),
+        stdin: q.flag("stdin") && process.stdin_open,
+        settle: super::stream::settle_time(req.headers()),
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    let p = PendingAttach { upgrade, mode };
+    if state_name(&info) == "running" {
+        tokio::spawn(attach_running(ctx.clone(), info.id.clone(), p));
+    } else {
+        ctx.pending_attaches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(info.id.clone())
+            .or_default()
+            .push(p);
+    }
+    Ok(upgrade_response(process.tty))
+}
+
+/// `POST /containers/{id}/stop`: 304 when not running.
+pub async fn stop(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> DResult<Response> {
+    let q = Params::from_uri(&uri)?;
+    let info = info_of(&ctx, &id).await?;
+    if state_name(&info) != "running" {
+        return Err(DockerError::new(
+            StatusCode::NOT_MODIFIED,
+            "container already stopped",
+        ));
+    }
+    stop_info(&ctx, &info, &q).await?;
+    Ok(no_content())
+}
+
+async fn stop_info(ctx: &Ctx, info: &v1::ContainerInfo, q: &Params) -> DResult<()> {
+    let signal = match q.get("signal") {
+        None | Some("") => 0,
+        Some(s) => signal_number(s, "signal")?,
+    };
+    let timeout = q.int("t")?.map(|t| if t < 0 { u32::MAX } else { t as u32 });
+    ctx.client()
+        .await?
+        .containers()
+        .stop(v1::StopContainerRequest {
+            id: info.id.clone(),
+            signal,
+            timeout_seconds: timeout,
+        })
+        .await
+        .map_err(|s| container_error(&info.id, s))?;
+    Ok(())
+}
+
+/// `POST /containers/{id}/restart`.
+pub async fn restart(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> DResult<Response> {
+    let q = Params::from_uri(&uri)?;
+    let info = info_of(&ctx, &id).await?;
+    if state_name(&info) == "running" {
+        stop_info(&ctx, &info, &q).await?;
+    }
+    ctx.client()
+        .await?
+        .containers()
+        .start(v1::StartContainerRequest {
+            id: info.id.clone(),
+        })
+        .await
+        .map_err(|s| container_error(&id, s))?;
+    Ok(no_content())
+}
+
+/// `POST /containers/{id}/kill`.
+pub async fn kill(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> DResult<Response> {
+    let q = Params::from_uri(&uri)?;
+    let signal = match q.get("signal") {
+        None | Some("") => 9,
+        Some(s) => signal_number(s, "signal")?,
+    };
+    let info = info_of(&ctx, &id).await?;
+    if state_name(&info) != "running" {
+        return Err(DockerError::conflict(format!(
+            "Container {} is not running",
+            info.id
+        )));
+    }
+    ctx.client()
+        .await?
+        .containers()
+        .kill(v1::KillContainerRequest {
+            id: info.id.clone(),
+            signal,
+        })
+        .await
+        .map_err(|s| container_error(&id, s))?;
+    Ok(no_content())
+}
+
+/// `POST /containers/{id}/wait`: the headers go out at once (the docker CLI sends `start`
+/// only once it has them), the body `{"StatusCode":N}` when the condition is met.
+pub async fn wait(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> DResult<Response> {
+    let q = Params::from_uri(&uri)?;
+    let condition = match q.get("condition").unwrap_or("not-running") {
+        "" | "not-running" => v1::WaitCondition::NotRunning,
+        "next-exit" => v1::WaitCondition::NextExit,
+        "removed" => v1::WaitCondition::Removed,
+        other => {
+            return Err(DockerError::bad_request(format!(
+                "invalid condition {other:?}: not-running, next-exit or removed"
+            )));
+        }
+    };
+    let info = info_of(&ctx, &id).await?;
+    let (tx, resp) = streamed("application/json");
+    tokio::spawn(async move {
+        let result = wait_for(&ctx, &info, condition).await;
+        let body = match result {
+            Ok(code) => json!({ "StatusCode": code, "Error": null }),
+            Err(e) => json!({ "StatusCode": -1, "Error": { "Message": e.message } }),
+        };
+        tx.json(&body).await;
+    });
+    Ok(resp)
+}
+
+/// Waits for `condition`. The daemon's wait is registered only once its call arrives, so a
+/// container that exits before then is caught by watching its state from the request on.
+async fn wait_for(
+    ctx: &Ctx,
+    info: &v1::ContainerInfo,
+    condition: v1::WaitCondition,
+) -> DResult<i64> {
+    let client = ctx.client().await?.clone();
+    let id = info.id.clone();
+    let grpc = async {
+        client
+            .containers()
+            .wait(v1::WaitContainerRequest {
+                id: id.clone(),
+                condition: condition as i32,
+            })
+            .await
+            .map(|r| i64::from(r.into_inner().exit_code))
+    };
+    if condition == v1::WaitCondition::NotRunning {
+        return grpc.await.map_err(|s| container_error(&id, s));
+    }
+    let finished_before = info.finished_ms;
+    let watch = async {
+        let mut last_code = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            match info_of(ctx, &id).await {
+                Ok(i) => {
+                    let exited =
+                        i.state() == v1::ContainerState::Stopped && i.finished_ms > finished_before;
+                    if exited {
+                        last_code = Some(i64::from(i.exit_code));
+                        if condition == v1::WaitCondition::NextExit {
+                            return Ok(i64::from(i.exit_code));
+                        }
+                    }
+                }
+                Err(e) if e.status == StatusCode::NOT_FOUND => {
+                    let code = last_code.or_else(|| ctx.last_exit(&id).map(i64::from));
+                    return Ok(code.unwrap_or(0));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    tokio::select! {
+        r = grpc => match r {
+            Ok(code) => Ok(code),
+            // Removed before the daemon's wait arrived.
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                Ok(ctx.last_exit(&id).map(i64::from).unwrap_or(0))
+            }
+            Err(s) => Err(container_error(&id, s)),
+        },
+        r = watch => r,
+    }
+}
+
+/// `POST /containers/{id}/resize`.
+pub async fn resize(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> DResult<Response> {
+    let q = Params::from_uri(&uri)?;
+    let h = q.int("h")?.unwrap_or(0).clamp(0, u16::MAX.into()) as u32;
+    let w = q.int("w")?.unwrap_or(0).clamp(0, u16::MAX.into()) as u32;
+    ctx.client()
+        .await?
+        .containers()
+        .resize(v1::ResizeRequest {
+            id: key(&id).to_owned(),
+            exec_id: String::new(),
+            size: Some(v1::TerminalSize {
+                width: w,
+                height: h,
+            }),
+        })
+        .await
+        .map_err(|s| container_error(&id, s))?;
+    Ok(axum::response::IntoResponse::into_response(StatusCode::OK))
+}
+
+/// `DELETE /containers/{id}`.
+pub async fn delete(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> DResult<Response> {
+    let q = Params::from_uri(&uri)?;
+    let id = key(&id).to_owned();
+    let resp = ctx
+        .client()
+        .await?
+        .containers()
+        .delete(v1::DeleteContainerRequest {
+            id: id.clone(),
+            force: q.flag("force"),
+            remove_volumes: q.flag("v"),
+        })
+        .await
+        .map_err(|s| container_error(&id, s))?
+        .into_inner();
+    ctx.pending_attaches
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&resp.id);
+    Ok(no_content())
+}
+
+/// `POST /containers/prune`.
+pub async fn prune(State(ctx): State<Ctx>, uri: Uri) -> DResult<Response> {
+    let q = Params::from_uri(&uri)?;
+    let f = Filters::parse(q.get("filters"))?;
+    f.only(&[])?;
+    let r = ctx
+        .client()
+        .await?
+        .containers()
+        .prune(v1::PruneContainersRequest {})
+        .await?
+        .into_inner();
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "ContainersDeleted": r.deleted, "SpaceReclaimed": r.reclaimed_bytes }),
+    ))
+}
+
+/// `/containers/{id}/{op}` for what this daemon does not do.
+pub async fn unsupported(Path((_, op)): Path<(String, String)>) -> DockerError {
+    DockerError::not_implemented(format!(
+        "/containers/{{id}}/{op} is not supported by this daemon"
+    ))
+}
+
+// ---- logs, export, archive -----------------------------------------------------------------
+
+fn parse_time(text: Option<&str>, field: &str) -> DResult<Option<i64>> {
+    match text {
+        None | Some("") | Some("0") => Ok(None),
+        Some(t) => t
+            .parse::<f64>()
+            .map(|s| Some((s * 1000.0) as i64))
+            .map_err(|_| {
+                DockerError::bad_request(format!("invalid {field}: {t:?} is not a unix time"))
+            }),
+    }
+}
+
+/// `GET /containers/{id}/logs`.
+pub async fn logs(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> DResult<Response> {
+    let q = Params::from_uri(&uri)?;
+    let info = info_of(&ctx, &id).await?;
+    let tty = info
+        .config
+        .as_ref()
+        .and_then(|c| c.process.as_ref())
+        .is_some_and(|p| p.tty);
+    let (out, err) = (q.flag("stdout"), q.flag("stderr"));
+    if !out && !err {
+        return Err(DockerError::bad_request(
+            "you must choose at least one stream",
+        ));
+    }
+    let tail = match q.get("tail") {
+        None | Some("") | Some("all") => None,
+        Some(t) => Some(t.parse::<i64>().map_err(|_| {
+            DockerError::bad_request(format!("invalid tail {t:?}: a number or all"))
+        })?),
+    }
+    .filter(|t| *t >= 0)
+    .map(|t| t as u32);
+    let since = parse_time(q.get("since"), "since")?;
+    let until = parse_time(q.get("until"), "until")?;
+    let timestamps = q.flag("timestamps");
+    let follow = q.flag("follow");
+    let mut stream = ctx
+        .client()
+        .await?
+        .containers()
+        .logs(v1::LogsRequest {
+            id: info.id.clone(),
+            follow,
+            tail,
+            boot: false,
+        })
+        .await
+        .map_err(|s| container_error(&id, s))?
+        .into_inner();
+    let (tx, resp) = streamed(super::stream::stdio_media_type(tty));
+    tokio::spawn(async move {
+        loop {
+            let chunk = tokio::select! {
+                m = stream.message() => match m { Ok(Some(c)) => c, _ => break },
+                () = tx.closed() => break,
+            };
+            if since.is_some_and(|s| chunk.timestamp_ms < s) {
+                continue;
+            }
+            if until.is_some_and(|u| chunk.timestamp_ms > u) {
+                break;
+            }
+            let stream_no = if chunk.stream == v1::OutputStream::Stderr as i32 {
+                2
+            } else {
+                1
+            };
+            if (stream_no == 1 && !out) || (stream_no == 2 && !err) {
+                continue;
+            }
+            let data = if timestamps {
+                let ts = time_of_ms(chunk.timestamp_ms);
+                let mut d = Vec::with_capacity(chunk.data.len() + 32);
+                for line in chunk.data.split_inclusive(|b| *b == b'\n') {
+                    d.extend_from_slice(ts.as_bytes());
+                    d.push(b' ');
+                    d.extend_from_slice(line);
+                }
+                d
+            } else {
+                chunk.data
+            };
+            let bytes = if tty {
+                Bytes::from(data)
+            } else {
+                super::stream::frame(stream_no, &data)
+            };
+            if !tx.bytes(bytes).await {
+                break;
+            }
+        }
+    });
+    Ok(resp)
+}
+
+/// `GET /containers/{id}/export`.
+pub async fn export(State(ctx): State<Ctx>, Path(id): Path<String>) -> DResult<Response> {
+    let mut stream = ctx
+        .client()
+        .await?
+        .containers()
+        .export(v1::ExportContainerRequest {
+            id: key(&id).to_owned(),
+        })
+        .await
+        .map_err(|s| container_error(&id, s))?
+        .into_inner();
+    let (tx, resp) = streamed("application/x-tar");
+    tokio::spawn(async move {
+        while let Ok(Some(c)) = stream.message().await {
+            if !tx.bytes(Bytes::from(c.data)).await {
+                break;
+            }
+        }
+    });
+    Ok(resp)
+}
+
+/// Go's `os.FileMode` bits for a Unix mode: `docker cp` decides directory or file by them.
+pub fn go_file_mode(unix: u32) -> u32 {
+    let perm = unix & 0o777;
+    let kind = match unix & 0o170000 {
+        0o040000 => 1 << 31,
+        0o120000 => 1 << 27,
+        0o010000 => 1 << 25,
+        0o140000 => 1 << 24,
+        0o060000 => 1 << 26,
+        0o020000 => (1 << 26) | (1 << 21),
+        _ => 0,
+    };
+    let mut extra = 0;
+    if unix & 0o4000 != 0 {
+        extra |= 1 << 23;
+    }
+    if unix & 0o2000 != 0 {
+        extra |= 1 << 22;
+    }
+    if unix & 0o1000 != 0 {
+        extra |= 1 << 20;
+    }
+    perm | kind | extra
+}
+
+fn stat_header(s: &v1::PathStat) -> String {
+    use base64::Engine;
+    let j = json!({
+        "name": s.name,
+        "size": s.size,
+        "mode": go_file_mode(s.mode),
+        "mtime": time_of_ms(s.mtime_ms),
+        "linkTarget": s.link_target,
+    });
+    base64::engine::general_purpose::URL_SAFE.encode(j.to_string())
+}
+
+const STAT_HEADER: &str = "X-Docker-Container-Path-Stat";
+
+fn archive_path(q: &Params) -> DResult<String> {
+    q.get("path")
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| DockerError::bad_request("path is required"))
+}
+
+fn path_error(path: &str, s: tonic::Status) -> DockerError {
+    if s.code() == tonic::Code::NotFound && !s.message().contains("container") {
+        DockerError::not_found(format!("Could not find the file {path} in container"))
+    } else {
+        s.into()
+    }
+}
+
+/// `HEAD /containers/{id}/archive`: the path's stat in a header.
+pub async fn archive_head(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> DResult<Response> {
+    let q = Params::from_uri(&uri)?;
+    let path = archive_path(&q)?;
+    let info = info_of(&ctx, &id).await?;
+    let stat = ctx
+        .client()
+        .await?
+        .containers()
+        .stat_path(v1::StatPathRequest {
+            id: info.id,
+            path: path.clone(),
+        })
+        .await
+        .map_err(|s| path_error(&path, s))?
+        .into_inner()
+        .stat
+        .unwrap_or_default();
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(STAT_HEADER, stat_header(&stat))
+        .body(Body::empty())
+        .unwrap_or_default())
+}
+
+/// `GET /containers/{id}/archive`: a tar of the path, its stat in a header.
+pub async fn archive_get(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> DResult<Response> {
+    let q = Params::from_uri(&uri)?;
+    let path = archive_path(&q)?;
+    let info = info_of(&ctx, &id).await?;
+    let mut stream = ctx
+        .client()
+        .await?
+        .containers()
+        .copy_out(v1::CopyOutRequest {
+            id: info.id,
+            path: path.clone(),
+        })
+        .await
+        .map_err(|s| path_error(&path, s))?
+        .into_inner();
+    use v1::copy_out_response::Part;
+    let stat = match stream.message().await.map_err(|s| path_error(&path, s))? {
+        Some(v1::CopyOutResponse {
+            part: Some(Part::Stat(s)),
+        }) => s,
+        _ => {
+            return Err(DockerError::internal(
+                "the daemon sent no stat before the archive",
+            ));
+        }
+    };
+    let (tx, mut resp) = streamed("application/x-tar");
+    if let Ok(v) = stat_header(&stat).parse() {
+        resp.headers_mut().insert(STAT_HEADER, v);
+    }
+    tokio::spawn(async move {
+        while let Ok(Some(m)) = stream.message().await {
+            if let Some(Part::Data(d)) = m.part
+                && !tx.bytes(Bytes::from(d)).await
+            {
+                break;
+            }
+        }
+    });
+    Ok(resp)
+}
+
+/// `PUT /containers/{id}/archive`: unpacks the tar body into the directory `path`.
+pub async fn archive_put(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    req: Request,
+) -> DResult<Response> {
+    let q = Params::from_uri(req.uri())?;
+    let path = archive_path(&q)?;
+    let info = info_of(&ctx, &id).await?;
+    let (tx, rx) = mpsc::channel(8);
+    let _ = tx
+        .send(v1::CopyInRequest {
+            part: Some(v1::copy_in_request::Part::Header(v1::CopyInHeader {
+                id: info.id,
+                path: path.clone(),
+            })),
+        })
+        .await;
+    let mut body = req.into_body().into_data_stream();
+    tokio::spawn(async move {
+        while let Some(Ok(chunk)) = body.next().await {
+            let msg = v1::CopyInRequest {
+                part: Some(v1::copy_in_request::Part::Data(chunk.to_vec())),
+            };
+            if tx.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    ctx.client()
+        .await?
+        .containers()
+        .copy_in(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| path_error(&path, s))?;
+    Ok(axum::response::IntoResponse::into_response(StatusCode::OK))
+}
+
+impl super::Docker {
+    /// Remembers the exit code an attach saw, for a `wait` whose container was removed
+    /// before the daemon's wait arrived.
+    pub fn record_exit(&self, id: &str, code: i32) {
+        let mut e = self.exits.lock().unwrap_or_else(|p| p.into_inner());
+        if e.len() > 1024 {
+            e.clear();
+        }
+        e.insert(id.to_owned(), code);
+    }
+
+    /// The exit code an attach saw last.
+    pub fn last_exit(&self, id: &str) -> Option<i32> {
+        self.exits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(j: serde_json::Value) -> m::ContainerCreateBody {
+        serde_json::from_value(j).expect("body parses")
+    }
+
+    #[test]
+    fn the_clis_create_body_becomes_our_config() {
+        let b = body(json!({
+            "Image": "busybox",
+            "Cmd": ["httpd", "-f"],
+            "Env": ["A=1"],
+            "Labels": {"k": "v"},
+            "Tty": true,
+            "OpenStdin": true,
+            "ExposedPorts": {"80/tcp": {}},
+            "HostConfig": {
+                "PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]},
+                "Binds": ["/tmp:/data:ro", "vol:/v"],
+                "AutoRemove": true,
+                "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 3},
+                "Memory": 536870912,
+                "NanoCpus": 2000000000,
+                "NetworkMode": "default",
+                "LogConfig": {"Type": "", "Config": {}}
+            }
+        }));
+        let (c, w) = translate(&b, Some("web"), None).unwrap();
+        assert!(w.is_empty());
+        assert_eq!(c.id, "web");
+        let p = c.process.clone().unwrap();
+        assert_eq!(p.command, ["httpd", "-f"]);
+        assert!(p.tty && p.stdin_open);
+        assert_eq!(c.ports.len(), 1);
+        assert_eq!(c.ports[0].host_port, 8080);
+        assert_eq!(c.ports[0].host_ip, "127.0.0.1");
+        assert_eq!(c.ports[0].container_port, 80);
+        assert_eq!(c.mounts.len(), 2);
+        assert!(c.mounts[0].readonly);
+        assert!(matches!(&c.mounts[1].kind, Some(v1::mount::Kind::Volume(v)) if v.name == "vol"));
+        assert!(c.auto_remove);
+        assert_eq!(c.resources.unwrap().memory_bytes, 512 << 20);
+        assert_eq!(c.resources.unwrap().cpus_millis, 2000);
+        assert!(c.networks.is_empty());
+        assert_eq!(c.labels[0].key, "k");
+    }
+
+    #[test]
+    fn an_entrypoint_list_puts_its_tail_before_the_command() {
+        let b = body(json!({"Image": "x", "Entrypoint": ["sh", "-c"], "Cmd": ["echo hi"]}));
+        let (c, _) = translate(&b, None, None).unwrap();
+        let p = c.process.unwrap();
+        assert_eq!(p.entrypoint.as_deref(), Some("sh"));
+        assert_eq!(p.command, ["-c", "echo hi"]);
+        let b = body(json!({"Image": "x", "Entrypoint": []}));
+        assert_eq!(
+            translate(&b, None, None)
+                .unwrap()
+                .0
+                .process
+                .unwrap()
+                .entrypoint
+                .as_deref(),
+            Some("")
+        );
+    }
+
+    #[test]
+    fn fields_that_change_meaning_are_refused_by_name() {
+        for (hc, field) in [
+            (json!({"Privileged": true}), "HostConfig.Privileged"),
+            (
+                json!({"Devices": [{"PathOnHost": "/dev/kvm"}]}),
+                "HostConfig.Devices",
+            ),
+            (json!({"NetworkMode": "host"}), "HostConfig.NetworkMode"),
+            (json!({"PidMode": "host"}), "HostConfig.PidMode"),
+            (
+                json!({"SecurityOpt": ["seccomp=unconfined"]}),
+                "HostConfig.SecurityOpt",
+            ),
+        ] {
+            let b = body(json!({"Image": "x", "HostConfig": hc}));
+            let e = translate(&b, None, None).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.message.starts_with(field), "{}", e.message);
+        }
+        // Zero values, as compose sends them, are not a request.
+        let b = body(
+            json!({"Image": "x", "HostConfig": {"Privileged": false, "Devices": [], "CpuShares": 0, "PidMode": ""}}),
+        );
+        assert!(translate(&b, None, None).is_ok());
+    }
+
+    #[test]
+    fn file_modes_become_gos() {
+        assert_eq!(go_file_mode(0o040755), (1 << 31) | 0o755);
+        assert_eq!(go_file_mode(0o100644), 0o644);
+        assert_eq!(go_file_mode(0o120777), (1 << 27) | 0o777);
+    }
+
+    #[test]
+    fn durations_read_like_docker_ps() {
+        assert_eq!(human_duration(Duration::from_secs(0)), "Less than a second");
+        assert_eq!(human_duration(Duration::from_secs(5)), "5 seconds");
+        assert_eq!(human_duration(Duration::from_secs(90)), "About a minute");
+        assert_eq!(human_duration(Duration::from_secs(600)), "10 minutes");
+        assert_eq!(human_duration(Duration::from_secs(7200)), "2 hours");
+    }
+
+    #[test]
+    fn times_are_rfc3339_and_zero_is_dockers_zero() {
+        assert_eq!(time_of_ms(0), ZERO_TIME);
+        assert_eq!(time_of_ms(1000), "1970-01-01T00:00:01.000000000Z");
+    }
+}

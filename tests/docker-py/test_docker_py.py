@@ -1,0 +1,129 @@
+"""docker-py 7 against the daemon's Docker socket (DOCKER_HOST), run by tests/tests/docker.rs.
+
+Every test asserts what a docker-py user gets back: output, exit codes, names and labels.
+"""
+
+import os
+import uuid
+
+import docker
+import pytest
+
+
+@pytest.fixture(scope="module")
+def client():
+    c = docker.from_env()
+    yield c
+    for x in c.containers.list(all=True):
+        x.remove(force=True)
+    c.close()
+
+
+def unique(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_version_is_negotiated(client):
+    assert client.version()["ApiVersion"] == "1.43"
+    assert client.ping() is True
+
+
+def test_run_returns_output_and_removes(client):
+    out = client.containers.run("busybox", ["echo", "hi"], remove=True)
+    assert out == b"hi\n"
+    assert client.containers.list(all=True) == []
+
+
+def test_run_failure_raises_with_exit_status(client):
+    with pytest.raises(docker.errors.ContainerError) as e:
+        client.containers.run("busybox", ["sh", "-c", "echo bad >&2; exit 2"], remove=True)
+    assert e.value.exit_status == 2
+    assert b"bad" in e.value.stderr
+
+
+def test_detached_list_filters_logs_exec_wait_remove(client):
+    name = unique("box")
+    c = client.containers.run(
+        "busybox",
+        ["sh", "-c", "echo line1; echo line2; sleep 60"],
+        detach=True,
+        name=name,
+        labels={"suite": "dockerpy"},
+    )
+    try:
+        assert [x.name for x in client.containers.list(filters={"label": "suite=dockerpy"})] == [name]
+        assert client.containers.list(filters={"label": "suite=other"}) == []
+        assert client.containers.get(name).id == c.id
+        c.reload()
+        assert c.status == "running"
+        assert c.labels["suite"] == "dockerpy"
+        lines = []
+        for chunk in c.logs(stream=True, follow=True):
+            lines.append(chunk)
+            if b"line2" in b"".join(lines):
+                break
+        assert b"".join(lines).startswith(b"line1\n")
+        r = c.exec_run(["sh", "-c", "echo from-exec; exit 4"])
+        assert r.exit_code == 4
+        assert r.output == b"from-exec\n"
+        c.kill()
+        assert c.wait()["StatusCode"] == 137
+    finally:
+        c.remove(force=True)
+    with pytest.raises(docker.errors.NotFound):
+        client.containers.get(name)
+
+
+def test_low_level_attach_socket_gets_multiplexed_frames(client):
+    api = client.api
+    c = api.create_container("busybox", ["sh", "-c", "echo one; echo two >&2"])
+    try:
+        sock = api.attach_socket(c["Id"], params={"stdout": 1, "stderr": 1, "stream": 1})
+        raw = getattr(sock, "_sock", sock)
+        api.start(c["Id"])
+        data = b""
+        while True:
+            d = raw.recv(4096)
+            if not d:
+                break
+            data += d
+        assert b"\x01\x00\x00\x00\x00\x00\x00\x04one\n" in data
+        assert b"\x02\x00\x00\x00\x00\x00\x00\x04two\n" in data
+        assert api.wait(c["Id"])["StatusCode"] == 0
+    finally:
+        api.remove_container(c["Id"], force=True)
+
+
+def test_images_pull_list_tag_remove(client):
+    registry = os.environ["TEST_REGISTRY"]
+    repo = f"{registry}/{unique('dockerpy')}/busybox"
+    assert client.images.get("busybox").tag(repo, "v1") is True
+    for line in client.images.push(repo, tag="v1", stream=True, decode=True):
+        assert "error" not in line, line
+    client.images.remove(f"{repo}:v1")
+    img = client.images.pull(repo, tag="v1")
+    assert f"{repo}:v1" in img.tags
+    tags = [t for i in client.images.list() for t in i.tags]
+    assert f"{repo}:v1" in tags
+    assert "busybox:latest" in tags
+    client.images.remove(f"{repo}:v1")
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.images.get(f"{repo}:v1")
+
+
+def test_volumes(client):
+    name = unique("vol")
+    v = client.volumes.create(name, labels={"suite": "dockerpy"})
+    assert v.name == name
+    assert [x.name for x in client.volumes.list(filters={"label": "suite=dockerpy"})] == [name]
+    out = client.containers.run("busybox", ["sh", "-c", "echo x > /v/f; cat /v/f"], volumes={name: {"bind": "/v", "mode": "rw"}}, remove=True)
+    assert out == b"x\n"
+    v.remove()
+    with pytest.raises(docker.errors.NotFound):
+        client.volumes.get(name)
+
+
+def test_networks_list_shows_the_default_bridge(client):
+    names = [n.name for n in client.networks.list()]
+    assert names == ["bridge"]
+    assert client.networks.get("bridge").attrs["Driver"] == "bridge"

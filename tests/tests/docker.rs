@@ -1,0 +1,425 @@
+//! End to end, the Docker Engine API: the real `docker` CLI (28.2, on the PATH) with
+//! `DOCKER_HOST=unix://<app root>/docker.sock` against a real daemon whose containers run in
+//! real VMs. Asserts what a Docker user sees: output, exit codes and error messages.
+
+use container_tests::daemon::Daemon;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// A daemon and the docker CLI pointed at its Docker socket.
+struct Docker {
+    d: Daemon,
+    config: PathBuf,
+}
+
+impl Docker {
+    fn start(test: &str) -> Option<Docker> {
+        let docker = find_docker()?;
+        let d = Daemon::start(test)?;
+        let config = d.root.join("docker-config");
+        std::fs::create_dir_all(&config).expect("docker config dir");
+        assert!(
+            d.root.join("docker.sock").exists(),
+            "the daemon serves no docker.sock"
+        );
+        let _ = docker;
+        Some(Docker { d, config })
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("docker");
+        c.args(args)
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", self.d.root.join("docker.sock").display()),
+            )
+            .env("DOCKER_CONFIG", &self.config)
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_API_VERSION")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("docker runs")
+    }
+
+    /// Runs and requires success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs and requires exit `code`; returns stderr.
+    fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "docker {args:?}: {stderr}");
+        stderr
+    }
+}
+
+/// The docker CLI, or None (skip) when it is not installed outside `cargo xtask test`.
+fn find_docker() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("docker"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        test_support::skip("the docker CLI is not on the PATH");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+            let mut body = String::new();
+            if s.read_to_string(&mut body).is_ok() && !body.is_empty() {
+                return body;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing answered on 127.0.0.1:{port}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn docker_run_prints_and_exits_like_docker() {
+    let Some(k) = Docker::start("dkrun") else {
+        return;
+    };
+    // The socket is the owner's alone, like the gRPC socket, and status names it.
+    use std::os::unix::fs::PermissionsExt;
+    let sock = k.d.root.join("docker.sock");
+    let mode = std::fs::metadata(&sock)
+        .expect("docker.sock")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let status: serde_json::Value =
+        serde_json::from_str(&k.d.ok(&["system", "status", "--format", "json"])).expect("json");
+    assert_eq!(status["dockerSocket"], sock.display().to_string());
+    assert_eq!(k.ok(&["run", "--rm", "busybox", "echo", "hi"]), "hi\n");
+    let out = k.run(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    // stdin reaches the container and its end closes the container's stdin.
+    let mut child = k
+        .cmd(&["run", "-i", "--rm", "busybox", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("docker run -i");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"piped data\n")
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("docker run -i ends");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped data\n");
+    // Docker's exit codes for the same failures.
+    let e = k.fails(&["run", "--rm", "nosuchimage-dkapi:1", "true"], 125);
+    assert!(
+        e.contains("Unable to find image 'nosuchimage-dkapi:1' locally"),
+        "{e}"
+    );
+    let e = k.fails(&["run", "--rm", "busybox", "nosuchcmd"], 127);
+    assert!(e.contains("executable file not found"), "{e}");
+    let e = k.fails(&["run", "--rm", "--privileged", "busybox", "true"], 125);
+    assert!(e.contains("HostConfig.Privileged is not supported"), "{e}");
+    let e = k.fails(
+        &["run", "--rm", "--network", "host", "busybox", "true"],
+        125,
+    );
+    assert!(e.contains("HostConfig.NetworkMode is not supported"), "{e}");
+    // --rm left nothing behind.
+    assert_eq!(k.ok(&["ps", "-a", "-q"]), "");
+}
+
+#[test]
+fn docker_detached_container_lifecycle() {
+    let Some(k) = Docker::start("dkweb") else {
+        return;
+    };
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:80");
+    let id = k.ok(&[
+        "run", "-d", "--name", "web", "-p", &publish, "--label", "role=web", "busybox", "sh",
+        "-c", "echo started; echo hello-web > /www; mkdir -p /srv; mv /www /srv/index.html; exec httpd -f -p 80 -h /srv",
+    ]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "{id}");
+    assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+    // ps with filters and a format.
+    let ps = k.ok(&[
+        "ps",
+        "--filter",
+        "label=role=web",
+        "--format",
+        "{{.Names}} {{.State}} {{.Ports}}",
+    ]);
+    assert_eq!(ps.trim(), format!("web running 127.0.0.1:{port}->80/tcp"));
+    assert_eq!(k.ok(&["ps", "--filter", "label=role=db", "-q"]), "");
+    assert_eq!(
+        k.ok(&["ps", "--filter", "name=we", "--format", "{{.ID}}"])
+            .trim(),
+        &id[..12]
+    );
+    // The published port serves what the container wrote.
+    let page = http_get(port, "/");
+    assert!(page.contains("hello-web"), "{page}");
+    // A second container of that name is a conflict.
+    let e = k.fails(&["run", "-d", "--name", "web", "busybox", "true"], 125);
+    assert!(e.contains("already in use"), "{e}");
+    assert!(k.ok(&["logs", "web"]).contains("started"));
+    assert_eq!(k.ok(&["exec", "web", "sh", "-c", "echo $((6*7))"]), "42\n");
+    let out = k.run(&["exec", "web", "sh", "-c", "exit 5"]);
+    assert_eq!(out.status.code(), Some(5));
+    let inspect = k.ok(&[
+        "inspect",
+        "-f",
+        "{{.Name}} {{.State.Status}} {{.Config.Tty}} {{index .Config.Labels \"role\"}}",
+        "web",
+    ]);
+    assert_eq!(inspect.trim(), "/web running false web");
+    // docker cp both ways.
+    let dir = k.d.root.join("cp");
+    std::fs::create_dir_all(&dir).expect("cp dir");
+    let src = dir.join("in.txt");
+    std::fs::write(&src, "copied in\n").expect("write");
+    k.ok(&["cp", src.to_str().expect("utf-8"), "web:/tmp/"]);
+    assert_eq!(k.ok(&["exec", "web", "cat", "/tmp/in.txt"]), "copied in\n");
+    k.ok(&[
+        "exec",
+        "web",
+        "sh",
+        "-c",
+        "echo from the container > /tmp/out.txt",
+    ]);
+    let dst = dir.join("out.txt");
+    k.ok(&["cp", "web:/tmp/out.txt", dst.to_str().expect("utf-8")]);
+    assert_eq!(
+        std::fs::read_to_string(&dst).expect("copied out"),
+        "from the container\n"
+    );
+    // httpd as PID 1 ignores SIGTERM: stop falls back to SIGKILL, and wait says so.
+    k.ok(&["stop", "-t", "1", "web"]);
+    assert_eq!(k.ok(&["wait", "web"]).trim(), "137");
+    let ps = k.ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        "status=exited",
+        "--format",
+        "{{.Names}} {{.Status}}",
+    ]);
+    assert!(ps.starts_with("web Exited (137)"), "{ps}");
+    let e = k.fails(&["start", "-a", "nosuch"], 1);
+    assert!(e.contains("No such container: nosuch"), "{e}");
+    k.ok(&["rm", "-f", "web"]);
+    assert_eq!(k.ok(&["ps", "-a", "-q"]), "");
+}
+
+#[test]
+fn docker_images_through_the_local_registry() {
+    let Some(k) = Docker::start("dkimg") else {
+        return;
+    };
+    let repo = format!("{}/dockerapi-{}/busybox", k.d.mirror, std::process::id());
+    let tagged = format!("{repo}:t1");
+    k.ok(&["tag", "busybox", &tagged]);
+    let push = k.ok(&["push", &tagged]);
+    assert!(push.contains("t1: digest: sha256:"), "{push}");
+    let rmi = k.ok(&["rmi", &tagged]);
+    assert!(rmi.contains(&format!("Untagged: {tagged}")), "{rmi}");
+    let pull = k.ok(&["pull", &tagged]);
+    assert!(
+        pull.contains(&format!("Status: Downloaded newer image for {tagged}")),
+        "{pull}"
+    );
+    assert_eq!(pull.lines().last(), Some(tagged.as_str()), "{pull}");
+    let images = k.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let mut names: Vec<&str> = images.lines().collect();
+    names.sort();
+    let mut want = vec!["busybox:latest", tagged.as_str()];
+    want.sort();
+    assert_eq!(names, want);
+    assert_eq!(
+        k.ok(&["run", "--rm", &tagged, "echo", "pulled"]),
+        "pulled\n"
+    );
+    // save and load.
+    let archive = k.d.root.join("saved.tar");
+    k.ok(&["save", &tagged, "-o", archive.to_str().expect("utf-8")]);
+    assert!(std::fs::metadata(&archive).expect("saved").len() > 100_000);
+    k.ok(&["rmi", &tagged]);
+    let load = k.ok(&["load", "-i", archive.to_str().expect("utf-8")]);
+    assert!(load.contains(&format!("Loaded image: {tagged}")), "{load}");
+    k.ok(&["rmi", &tagged]);
+    let e = k.fails(&["rmi", &tagged], 1);
+    assert!(e.contains("No such image"), "{e}");
+}
+
+#[test]
+fn docker_volumes_create_list_and_remove() {
+    let Some(k) = Docker::start("dkvol") else {
+        return;
+    };
+    assert_eq!(
+        k.ok(&["volume", "create", "--label", "k=v", "testvol"])
+            .trim(),
+        "testvol"
+    );
+    let ls = k.ok(&[
+        "volume",
+        "ls",
+        "--filter",
+        "label=k=v",
+        "--format",
+        "{{.Driver}} {{.Name}}",
+    ]);
+    assert_eq!(ls.trim(), "local testvol");
+    let out = k.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "testvol:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ]);
+    assert_eq!(out, "");
+    assert_eq!(
+        k.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "testvol:/data",
+            "busybox",
+            "cat",
+            "/data/f"
+        ]),
+        "kept\n"
+    );
+    k.ok(&["volume", "rm", "testvol"]);
+    assert_eq!(k.ok(&["volume", "ls", "-q"]), "");
+    let e = k.fails(&["volume", "rm", "testvol"], 1);
+    assert!(e.contains("no such volume"), "{e}");
+}
+
+/// The daemon in bridge mode inside a namespace of the test's own, for user networks.
+#[test]
+fn docker_networks_create_list_and_remove() {
+    let Some(_docker) = find_docker() else {
+        return;
+    };
+    let Some(ns) = net::TestNetns::new_or_skip("dknet", "dknet") else {
+        return;
+    };
+    let Some(d) = Daemon::start_in("dknet", Some(ns.name())) else {
+        return;
+    };
+    let config = d.root.join("docker-config");
+    std::fs::create_dir_all(&config).expect("docker config dir");
+    let k = Docker { d, config };
+    let id = k.ok(&["network", "create", "--label", "team=a", "testnet"]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    let ls = k.ok(&[
+        "network",
+        "ls",
+        "--filter",
+        "label=team=a",
+        "--format",
+        "{{.Name}} {{.Driver}}",
+    ]);
+    assert_eq!(ls.trim(), "testnet bridge");
+    let inspect = k.ok(&["network", "inspect", "-f", "{{.Name}} {{.Id}}", "testnet"]);
+    assert_eq!(inspect.trim(), format!("testnet {}", id.trim()));
+    let e = k.fails(&["network", "create", "testnet"], 1);
+    assert!(e.contains("testnet"), "{e}");
+    k.ok(&["network", "rm", "testnet"]);
+    assert!(
+        !k.ok(&["network", "ls", "--format", "{{.Name}}"])
+            .contains("testnet")
+    );
+    drop(k);
+    drop(ns);
+}
+
+/// docker-py's own pytest suite under tests/docker-py, against a real daemon.
+#[test]
+fn docker_py_suite() {
+    let Some(k) = Docker::start("dkpy") else {
+        return;
+    };
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker-py");
+    // pytest comes from apt (python3-pytest, `cargo xtask deps`); docker-py 7 from the
+    // machine's python3. Debian's dist-packages go after the interpreter's own packages.
+    let runner = "import sys; sys.path.append('/usr/lib/python3/dist-packages'); \
+                  import pytest; sys.exit(pytest.main(sys.argv[1:]))";
+    let check = Command::new("python3")
+        .args(["-c", "import sys; sys.path.append('/usr/lib/python3/dist-packages'); import pytest, docker; print(docker.__version__)"])
+        .output();
+    match check {
+        Ok(o) if o.status.success() => {
+            let v = String::from_utf8_lossy(&o.stdout);
+            assert!(v.starts_with('7'), "docker-py 7 expected, found {v}");
+        }
+        _ => {
+            test_support::skip("python3 with pytest and docker-py 7 is missing (cargo xtask deps)");
+            return;
+        }
+    }
+    let out = Command::new("python3")
+        .args(["-c", runner, "-q", "-p", "no:cacheprovider"])
+        .arg(&suite)
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}", k.d.root.join("docker.sock").display()),
+        )
+        .env("DOCKER_CONFIG", &k.config)
+        .env("TEST_REGISTRY", &k.d.mirror)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pytest failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(" passed"), "{stdout}");
+    assert!(!stdout.contains("skipped"), "{stdout}");
+}
