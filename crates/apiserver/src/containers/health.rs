@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use runtime_api::client::{ExecSpec, StdioEvent};
+use runtime_api::client::{ExecSpec, Output, StdioEvent};
 
 use super::CONNECT_TIMEOUT;
 use crate::daemon::Daemon;
@@ -90,11 +90,11 @@ impl Daemon {
                     Some(StdioEvent::Started { exec_id, .. }) => {
                         *seen.lock().unwrap_or_else(|p| p.into_inner()) = exec_id;
                     }
-                    Some(StdioEvent::Stdout(d) | StdioEvent::Stderr(d)) => {
+                    Some(StdioEvent::Output(Output::Stdout(d) | Output::Stderr(d))) => {
                         let room = crate::health::MAX_OUTPUT.saturating_sub(output.len());
                         output.extend_from_slice(&d[..d.len().min(room)]);
                     }
-                    Some(StdioEvent::Exit(code)) => {
+                    Some(StdioEvent::Output(Output::ExitCode(code))) => {
                         return Ok::<_, runtime_api::client::ClientError>((code, output));
                     }
                     None => return Ok((-1, output)),

@@ -17,6 +17,8 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use wire::v1::StdioOutput;
+use wire::v1::stdio_output::Output;
 
 use super::Ctx;
 use super::error::{DResult, DockerError};
@@ -1078,14 +1080,20 @@ pub async fn start(State(ctx): State<Ctx>, Path(id): Path<String>) -> DResult<Re
                     response: Some(R::Started(_)),
                 })) => break,
                 Ok(Some(v1::StdioResponse {
-                    response: Some(R::Stderr(d)),
+                    response:
+                        Some(R::Output(StdioOutput {
+                            output: Some(Output::Stderr(d)),
+                        })),
                 })) => {
                     said.push_str(&String::from_utf8_lossy(&d));
                 }
                 Ok(Some(v1::StdioResponse {
-                    response: Some(R::Exit(e)),
+                    response:
+                        Some(R::Output(StdioOutput {
+                            output: Some(Output::ExitCode(code)),
+                        })),
                 })) => {
-                    return Err(start_failure(Some(e.code), &said));
+                    return Err(start_failure(Some(code), &said));
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => return Err(start_failure(None, "the daemon ended the attach stream")),
@@ -1378,10 +1386,7 @@ pub async fn resize(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) ->
         .resize(v1::ResizeRequest {
             id: key(&id).to_owned(),
             exec_id: String::new(),
-            size: Some(v1::TerminalSize {
-                width: w,
-                height: h,
-            }),
+            size: Some(wire::v1::TerminalSize { rows: h, cols: w }),
         })
         .await
         .map_err(|s| container_error(&id, s))?;

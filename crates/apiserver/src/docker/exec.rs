@@ -10,6 +10,8 @@ use axum::response::Response;
 use bollard_stubs::models as m;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use wire::v1::StdioOutput;
+use wire::v1::stdio_output::Output;
 
 use super::Ctx;
 use super::containers::{container_error, info_of};
@@ -128,9 +130,9 @@ pub async fn start(
         .as_ref()
         .or(e.config.console_size.as_ref())
         .filter(|s| s.len() == 2)
-        .map(|s| v1::TerminalSize {
-            height: s[0] as u32,
-            width: s[1] as u32,
+        .map(|s| wire::v1::TerminalSize {
+            rows: s[0] as u32,
+            cols: s[1] as u32,
         });
     let mode = StdioMode {
         tty,
@@ -180,7 +182,10 @@ pub async fn start(
             }
             Ok(Some(
                 msg @ v1::StdioResponse {
-                    response: Some(R::Exit(_)),
+                    response:
+                        Some(R::Output(StdioOutput {
+                            output: Some(Output::ExitCode(_)),
+                        })),
                 },
             )) => {
                 first.push(msg);
@@ -229,16 +234,22 @@ async fn drain(
 ) -> StdioEnd {
     use v1::stdio_response::Response as R;
     for m in first {
-        if let Some(R::Exit(e)) = m.response {
-            return StdioEnd::Exit(e.code);
+        if let Some(R::Output(StdioOutput {
+            output: Some(Output::ExitCode(code)),
+        })) = m.response
+        {
+            return StdioEnd::Exit(code);
         }
     }
     loop {
         match output.message().await {
             Ok(Some(v1::StdioResponse {
-                response: Some(R::Exit(e)),
+                response:
+                    Some(R::Output(StdioOutput {
+                        output: Some(Output::ExitCode(code)),
+                    })),
             })) => {
-                return StdioEnd::Exit(e.code);
+                return StdioEnd::Exit(code);
             }
             Ok(Some(_)) => {}
             Ok(None) => return StdioEnd::Lost("stream ended".into()),
@@ -262,10 +273,7 @@ pub async fn resize(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) ->
         .resize(v1::ResizeRequest {
             id: e.container.clone(),
             exec_id: runtime_id,
-            size: Some(v1::TerminalSize {
-                width: w,
-                height: h,
-            }),
+            size: Some(wire::v1::TerminalSize { rows: h, cols: w }),
         })
         .await
         .map_err(|s| container_error(&e.container, s))?;

@@ -13,6 +13,9 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use wire::v1::StdioInput;
+use wire::v1::StdioOutput;
+use wire::v1::stdio_output::Output;
 
 use super::error::{DResult, DockerError};
 
@@ -264,14 +267,14 @@ where
                     Ok(0) | Err(_) => {
                         let _ = input
                             .send(v1::StdioRequest {
-                                request: Some(Rq::CloseStdin(true)),
+                                request: Some(Rq::Input(StdioInput::close_stdin())),
                             })
                             .await;
                         break;
                     }
                     Ok(n) => {
                         let msg = v1::StdioRequest {
-                            request: Some(Rq::Stdin(buf[..n].to_vec())),
+                            request: Some(Rq::Input(StdioInput::stdin(&buf[..n]))),
                         };
                         if input.send(msg).await.is_err() {
                             break;
@@ -294,9 +297,15 @@ where
             },
         };
         let (stream, data) = match msg.response {
-            Some(Rs::Stdout(d)) => (1u8, d),
-            Some(Rs::Stderr(d)) => (2u8, d),
-            Some(Rs::Exit(e)) => break StdioEnd::Exit(e.code),
+            Some(Rs::Output(StdioOutput {
+                output: Some(Output::Stdout(d)),
+            })) => (1u8, d),
+            Some(Rs::Output(StdioOutput {
+                output: Some(Output::Stderr(d)),
+            })) => (2u8, d),
+            Some(Rs::Output(StdioOutput {
+                output: Some(Output::ExitCode(code)),
+            })) => break StdioEnd::Exit(code),
             _ => continue,
         };
         if (stream == 1 && !mode.stdout) || (stream == 2 && !mode.stderr) || data.is_empty() {
