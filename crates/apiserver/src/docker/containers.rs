@@ -733,7 +733,7 @@ fn endpoints(info: &v1::ContainerInfo) -> HashMap<String, m::EndpointSettings> {
                     gateway: Some(n.ipv4_gateway.clone()),
                     mac_address: Some(n.mac_address.clone()),
                     dns_names: Some(vec![n.hostname.clone()]),
-                    network_id: Some(super::networks::network_id(&n.network)),
+                    network_id: Some(super::ids::network_id(&n.network)),
                     ..Default::default()
                 },
             )

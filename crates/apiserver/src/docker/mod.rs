@@ -17,6 +17,7 @@ pub mod containers;
 pub mod error;
 pub mod exec;
 pub mod filters;
+pub mod ids;
 pub mod images;
 pub mod networks;
 pub mod stream;
