@@ -39,8 +39,8 @@ impl Guest {
     }
 }
 
-pub fn build() -> Result<Guest> {
-    crate::kernel::build()?;
+pub fn build(arch: crate::arch::Arch) -> Result<Guest> {
+    crate::kernel::build(arch)?;
     step("building static vminitd");
     run(Command::new(env!("CARGO"))
         .current_dir(repo_root())

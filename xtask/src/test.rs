@@ -12,7 +12,7 @@ const TEST_FEATURES: &str = "vmm-qemu/testing,net/testing";
 
 pub fn run_all(nextest_args: &[String]) -> Result<()> {
     deps::install()?;
-    let guest = guest::build()?;
+    let guest = guest::build(crate::arch::Arch::host())?;
     let started = registry::start()?;
     let result = checks_and_tests(&guest, nextest_args);
     if started {
