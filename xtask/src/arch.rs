@@ -47,6 +47,14 @@ impl Arch {
         }
     }
 
+    /// QEMU's name for it (`qemu-<name>-static`, `qemu-system-<name>`).
+    pub fn qemu_user_name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Arm64 => "aarch64",
+        }
+    }
+
     /// Debian's name for it (`dpkg --print-architecture`, `apt-get install pkg:<arch>`).
     pub fn debian_name(self) -> &'static str {
         match self {

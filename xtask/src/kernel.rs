@@ -79,7 +79,20 @@ pub fn build(arch: Arch) -> Result<PathBuf> {
     let out = cache_dir().join("kernel").join(key);
     let vmlinux = out.join("vmlinux");
     if !vmlinux.exists() || !out.join(INFO_FILE).exists() {
-        compile(arch, &recipe, &fragment_path, &source, &out)?;
+        // Two runs at once (two worktrees sharing the cache) must not build into the same
+        // tree: the second waits for the first, then finds its result.
+        fs::create_dir_all(cache_dir().join("kernel"))?;
+        let lock_path = cache_dir().join("kernel").join(format!("{key}.lock"));
+        let lock = fs::File::create(&lock_path)
+            .with_context(|| format!("cannot create {}", lock_path.display()))?;
+        if lock.try_lock().is_err() {
+            step("waiting for another build of this kernel to finish");
+            lock.lock()
+                .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+        }
+        if !vmlinux.exists() || !out.join(INFO_FILE).exists() {
+            compile(arch, &recipe, &fragment_path, &source, &out)?;
+        }
     }
     let published = arch.guest_out_dir();
     for (_, name) in recipe.outputs {

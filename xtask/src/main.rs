@@ -16,6 +16,7 @@ mod quickstart;
 mod registry;
 mod run;
 mod test;
+mod toolchain;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -108,6 +108,7 @@ async fn full_stack(
 ) -> Result<Duration, Error> {
     let dir = work.join(format!("vm{i}"));
     let config = VmConfig {
+        arch: vmm::Arch::host(),
         kernel: artifacts.kernel.clone(),
         initrd: Some(artifacts.initrd.clone()),
         // Diagnostics: e.g. BOOT_BENCH_CMDLINE="loglevel=7 printk.time=1" and a look at the
@@ -217,7 +218,7 @@ async fn full_stack(
 
 /// (b): bare QEMU from spawn to exit, the guest powering off from a trivial init.
 fn bare_qemu(qemu: &Path, kernel: &Path, initrd: &Path) -> Result<Duration, Error> {
-    let mut append = cmdline::BASE_CMDLINE.join(" ");
+    let mut append = cmdline::base_cmdline(&vmm_qemu::machine::X86_64).join(" ");
     if let Some(khz) = host_tsc_khz() {
         append.push_str(&format!(" tsc_early_khz={khz}"));
     }
