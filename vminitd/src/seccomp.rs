@@ -68,7 +68,6 @@ const AF_VSOCK: u32 = 40;
 
 const CAP_DAC_READ_SEARCH: u32 = 2;
 const CAP_SYS_MODULE: u32 = 16;
-const CAP_SYS_RAWIO: u32 = 17;
 const CAP_SYS_CHROOT: u32 = 18;
 const CAP_SYS_PACCT: u32 = 20;
 const CAP_SYS_ADMIN: u32 = 21;

@@ -59,5 +59,8 @@ pub const ALWAYS: &[c_long] = &[
     SYS_modify_ldt,
 ];
 
+/// The capability for port I/O, which only x86 has.
+const CAP_SYS_RAWIO: u32 = 17;
+
 /// Allowed when the capability is in the container's set, x86_64 only.
-pub const BY_CAPABILITY: &[(u32, &[c_long])] = &[(super::CAP_SYS_RAWIO, &[SYS_iopl, SYS_ioperm])];
+pub const BY_CAPABILITY: &[(u32, &[c_long])] = &[(CAP_SYS_RAWIO, &[SYS_iopl, SYS_ioperm])];
