@@ -82,12 +82,14 @@ const CAP_BPF: u32 = 39;
 /// The architecture's own part of the profile. Each of these modules defines `AUDIT_ARCH`,
 /// `FOREIGN_NR_MIN`, `NR_IO_PGETEVENTS`, `ALWAYS` and `BY_CAPABILITY`; an architecture
 /// without one gets `SeccompError::UnsupportedArch` rather than an unfiltered process.
-#[cfg(target_arch = "x86_64")]
-#[path = "seccomp/x86_64.rs"]
-mod arch;
 #[cfg(target_arch = "aarch64")]
-#[path = "seccomp/aarch64.rs"]
-mod arch;
+mod aarch64;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+#[cfg(target_arch = "aarch64")]
+use aarch64 as arch;
+#[cfg(target_arch = "x86_64")]
+use x86_64 as arch;
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod table;
