@@ -202,7 +202,7 @@ fn dir_size(dir: &Path) -> Result<u64> {
 }
 
 fn boot() -> Result<()> {
-    let guest = crate::guest::build()?;
+    let guest = crate::guest::build(crate::arch::Arch::host())?;
     step("boot benchmark (crates/vmm-qemu/examples/boot_bench.rs)");
     run(Command::new(env!("CARGO"))
         .current_dir(repo_root())
@@ -225,7 +225,7 @@ fn boot() -> Result<()> {
 /// busybox true` against a bare boot of the same kernel (from boot_bench's bare mode), each
 /// on a daemon of its own in a temporary app root.
 fn daemon(runs: u32) -> Result<()> {
-    let guest = crate::guest::build()?;
+    let guest = crate::guest::build(crate::arch::Arch::host())?;
     let images = crate::images::build()?;
     let bin = crate::quickstart::build_product()?;
     let root = cache_dir().join("bench/daemon-root");

@@ -12,6 +12,19 @@ use std::process::Command;
 /// Debian packages and why each is needed.
 const APT_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "the Linux VMM backend"),
+    ("qemu-system-arm", "qemu-system-aarch64: arm64 guests"),
+    (
+        "gcc-aarch64-linux-gnu",
+        "cross-building the arm64 guest kernel",
+    ),
+    (
+        "mmdebstrap",
+        "the Debian sid chroot whose rustc builds the arm64 vminitd",
+    ),
+    (
+        "qemu-user-static",
+        "running arm64 test binaries of the sid chroot on this host",
+    ),
     (crate::kernel::SOURCE_PACKAGE, "guest kernel source"),
     ("bc", "kernel build"),
     ("bison", "kernel build"),

@@ -1,24 +1,30 @@
 //! `cargo xtask guest`: the static `vminitd` and the initramfs that boots it as `/init`.
 //!
 //! vminitd is built for `x86_64-unknown-linux-gnu` with `+crt-static` (the musl target cannot
-//! be installed here); `--target` keeps build scripts and proc-macros dynamic. The initramfs
+//! be installed here); `--target` keeps build scripts and proc-macros dynamic. `--arch arm64`
+//! builds it the same way for `aarch64-unknown-linux-gnu` in a Debian sid chroot
+//! (`toolchain.rs`), since the host's rustup has no aarch64 std. The initramfs
 //! is a newc cpio holding only `/init`, written here directly so no `cpio` run is needed and
 //! the archive is byte-for-byte reproducible.
 //!
 //! The kernel, its build info and the initramfs are published twice: in `target/guest/` for
 //! the VM test harnesses, and in `target/share/container/` (links), where the daemons of
 //! `target/debug/` and `target/release/` look for their guest as an installed daemon looks
-//! in `<prefix>/share/container/`.
+//! in `<prefix>/share/container/`. Other architectures than x86_64 go into a subdirectory
+//! named after the kernel arch of each: `target/guest/arm64/`, `target/share/container/arm64/`.
 
-use crate::paths::{self, guest_out_dir, repo_root, target_dir};
+use crate::arch::Arch;
+use crate::paths::{self, repo_root, target_dir};
 use crate::run::{run, step};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 
-const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
+/// The cargo profile of the guest binary (workspace Cargo.toml: small, LTO, abort on panic).
+const GUEST_PROFILE: &str = "guest";
+pub const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static";
 
 /// The guest artifacts, as the VM test harnesses find them in `target/guest/`; the daemon
 /// finds the same files in `share`.
@@ -39,29 +45,44 @@ impl Guest {
     }
 }
 
-pub fn build() -> Result<Guest> {
-    crate::kernel::build()?;
-    step("building static vminitd");
-    run(Command::new(env!("CARGO"))
-        .current_dir(repo_root())
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args([
-            "build",
-            "--quiet",
-            "--profile",
-            "guest",
-            "-p",
+pub fn build(arch: Arch) -> Result<Guest> {
+    let vminitd = if arch == Arch::host() {
+        step("building static vminitd");
+        run(Command::new(env!("CARGO"))
+            .current_dir(repo_root())
+            .env("RUSTFLAGS", STATIC_RUSTFLAGS)
+            .args(["build", "--quiet", "--profile", GUEST_PROFILE])
+            .args(["-p", "vminitd", "--target", arch.rust_target()]))?;
+        target_dir()
+            .join(arch.rust_target())
+            .join(GUEST_PROFILE)
+            .join("vminitd")
+    } else {
+        let chroot = crate::toolchain::ensure(arch)?;
+        step(&format!(
+            "building static vminitd for {} in the sid chroot ({})",
+            arch.rust_target(),
+            chroot
+                .packages
+                .lines()
+                .find(|l| l.starts_with("rustc:"))
+                .unwrap_or("rustc")
+                .trim()
+        ));
+        chroot.cargo_build(
+            &repo_root(),
+            &chroot_target_dir(arch),
+            GUEST_PROFILE,
             "vminitd",
-            "--target",
-            GUEST_TARGET,
-        ]))?;
-    let vminitd = target_dir()
-        .join(GUEST_TARGET)
-        .join("guest")
-        .join("vminitd");
+            STATIC_RUSTFLAGS,
+        )?
+    };
     let binary =
         fs::read(&vminitd).with_context(|| format!("cannot read {}", vminitd.display()))?;
-    let out = guest_out_dir();
+    check_static_elf(&binary, arch)
+        .with_context(|| format!("{} is not a usable /init", vminitd.display()))?;
+    crate::kernel::build(arch)?;
+    let out = arch.guest_out_dir();
     fs::create_dir_all(&out)?;
     let initramfs = out.join("initramfs.cpio");
     let tmp = out.join("initramfs.cpio.tmp");
@@ -69,7 +90,7 @@ pub fn build() -> Result<Guest> {
     file.write_all(&newc_archive(&[("init", 0o100_755, &binary)]))?;
     file.sync_all()?;
     fs::rename(&tmp, &initramfs)?;
-    let share = paths::share_dir();
+    let share = arch.share_dir();
     for name in ["vmlinux", crate::kernel::INFO_FILE, "initramfs.cpio"] {
         let src = out.join(name);
         // Link to what target/guest/ links to, not to the link: one hop less to go stale.
@@ -82,6 +103,56 @@ pub fn build() -> Result<Guest> {
         initramfs,
         share,
     })
+}
+
+/// The cargo target dir of builds in `arch`'s sid chroot: one of its own, since sid's rustc
+/// and the host's must not share artifacts.
+pub fn chroot_target_dir(arch: Arch) -> PathBuf {
+    target_dir().join(format!("chroot-{}", arch.kernel_name()))
+}
+
+/// The guest's `/init` must be a static executable of the guest's architecture: the
+/// initramfs holds nothing else, so a dynamic or foreign binary would only fail at boot.
+fn check_static_elf(binary: &[u8], arch: Arch) -> Result<()> {
+    // ELF64 little-endian header: e_machine at 18, e_phoff at 32, e_phentsize at 54,
+    // e_phnum at 56; each program header starts with its u32 p_type.
+    const PT_INTERP: u32 = 3;
+    let u16_at = |at: usize| {
+        binary
+            .get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    if binary.get(..6) != Some(b"\x7fELF\x02\x01".as_slice()) {
+        bail!("not a little-endian 64-bit ELF file");
+    }
+    let machine = u16_at(18).unwrap_or(0);
+    let wanted = match arch {
+        Arch::X86_64 => 62, // EM_X86_64
+        Arch::Arm64 => 183, // EM_AARCH64
+    };
+    if machine != wanted {
+        bail!(
+            "its ELF machine is {machine}, not {wanted} ({})",
+            arch.kernel_name()
+        );
+    }
+    let phoff = binary
+        .get(32..40)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0) as usize;
+    let phentsize = usize::from(u16_at(54).unwrap_or(0));
+    let phnum = usize::from(u16_at(56).unwrap_or(0));
+    for i in 0..phnum {
+        let at = phoff + i * phentsize;
+        let Some(kind) = binary.get(at..at + 4) else {
+            bail!("its program headers are cut short");
+        };
+        if u32::from_le_bytes([kind[0], kind[1], kind[2], kind[3]]) == PT_INTERP {
+            bail!("it is dynamically linked (it names an interpreter)");
+        }
+    }
+    Ok(())
 }
 
 /// A cpio archive in the "newc" format the kernel unpacks into its initial rootfs.
@@ -128,7 +199,26 @@ fn newc_archive(entries: &[(&str, u32, &[u8])]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::newc_archive;
+    use super::{check_static_elf, newc_archive};
+    use crate::arch::Arch;
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn only_a_static_binary_of_the_guest_arch_passes() {
+        // The host's busybox-static is a static x86_64 binary; this xtask itself is dynamic.
+        let busybox = std::fs::read("/bin/busybox").unwrap();
+        check_static_elf(&busybox, Arch::X86_64).unwrap();
+        let err = check_static_elf(&busybox, Arch::Arm64).unwrap_err();
+        assert_eq!(err.to_string(), "its ELF machine is 62, not 183 (arm64)");
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let err = check_static_elf(&me, Arch::X86_64).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "it is dynamically linked (it names an interpreter)"
+        );
+        let err = check_static_elf(b"#!/bin/sh\n", Arch::X86_64).unwrap_err();
+        assert_eq!(err.to_string(), "not a little-endian 64-bit ELF file");
+    }
 
     #[test]
     fn newc_archive_is_read_back_by_cpio() {

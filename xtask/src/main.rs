@@ -4,6 +4,7 @@
 //! Everything it builds is cached outside the repository (see [`paths::cache_dir`]) and keyed
 //! by its inputs, so a warm machine skips work whose inputs did not change.
 
+mod arch;
 mod bench;
 mod deps;
 mod guest;
@@ -15,6 +16,7 @@ mod quickstart;
 mod registry;
 mod run;
 mod test;
+mod toolchain;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -31,9 +33,17 @@ enum Command {
     /// Install every host dependency (apt packages, cargo-installed helpers), idempotently.
     Deps,
     /// Build the guest kernel from Debian's linux-source into the cache.
-    Kernel,
+    Kernel {
+        /// The guest architecture (arm64 is cross-built with gcc-aarch64-linux-gnu).
+        #[arg(long, value_enum, default_value_t = arch::Arch::host())]
+        arch: arch::Arch,
+    },
     /// Build the static vminitd and the guest initramfs; also ensures the kernel.
-    Guest,
+    Guest {
+        /// The guest architecture (arm64's vminitd is built in a cached Debian sid chroot).
+        #[arg(long, value_enum, default_value_t = arch::Arch::host())]
+        arch: arch::Arch,
+    },
     /// Build the offline test images (OCI layouts and docker-save archives) into the cache.
     Images,
     /// Run or stop the local registries (plain and basic-auth) holding the test images.
@@ -64,8 +74,8 @@ enum Command {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Deps => deps::install(),
-        Command::Kernel => kernel::build().map(|k| println!("{}", k.display())),
-        Command::Guest => guest::build().map(|g| g.print()),
+        Command::Kernel { arch } => kernel::build(arch).map(|k| println!("{}", k.display())),
+        Command::Guest { arch } => guest::build(arch).map(|g| g.print()),
         Command::Images => images::build().map(|dir| println!("{}", dir.display())),
         Command::Registry { action } => registry::command(action),
         Command::Modules => modules::check(),

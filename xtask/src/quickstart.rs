@@ -19,7 +19,7 @@ const PRODUCT: &[(&str, &str)] = &[
 
 pub fn run_quickstart() -> Result<()> {
     deps::install()?;
-    guest::build()?.print();
+    guest::build(crate::arch::Arch::host())?.print();
     let images = images::build()?;
     let bin = build_product()?;
     let container = || {

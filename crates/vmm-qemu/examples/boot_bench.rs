@@ -12,6 +12,10 @@
 //! (guest artifacts as for the VM tests: $CONTAINER_KERNEL / $CONTAINER_INITRD or
 //! target/guest/).
 //!
+//! `boot_bench --agent-boot ARCH [N]` (ARCH `x86_64` or `aarch64`) measures only the boot of
+//! that architecture's guest to its agent's first answer (no disk, no process) and prints
+//! `agent_boot_median_seconds=X`: the figure docs/multiarch.md compares across architectures.
+//!
 //! Diagnostics: `BOOT_BENCH_PHASES=1` prints where (a) spends its time (QEMU up, vminitd's
 //! "serving" console line, agent connected, mount, create, start + wait) and keeps each
 //! console log in $TMPDIR/boot_bench-consoles/; `BOOT_BENCH_DIAL=1` also times a bare vsock
@@ -36,6 +40,9 @@ async fn main() -> Result<(), Error> {
     // prints `bare_median_seconds=X` for `cargo xtask bench daemon`, which compares it with
     // a whole `container run`.
     let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--agent-boot") {
+        return agent_boot(&args[1..]).await;
+    }
     let bare_only = args.first().is_some_and(|a| a == "--bare");
     if bare_only {
         args.remove(0);
@@ -93,6 +100,49 @@ async fn main() -> Result<(), Error> {
     Ok(())
 }
 
+/// Boot to the agent's first answer, for the guest of the architecture in `args[0]`.
+async fn agent_boot(args: &[String]) -> Result<(), Error> {
+    let arch = match args.first().map(String::as_str) {
+        Some("x86_64") => vmm::Arch::X86_64,
+        Some("aarch64") => vmm::Arch::Aarch64,
+        other => return Err(format!("--agent-boot wants x86_64 or aarch64, not {other:?}").into()),
+    };
+    let iterations: usize = match args.get(1) {
+        Some(n) => n
+            .parse()
+            .map_err(|_| format!("iterations {n:?} is not a number"))?,
+        None => 5,
+    };
+    let artifacts =
+        testing::guest_artifacts_for(arch).map_err(|why| format!("guest artifacts: {why}"))?;
+    let mut samples = Vec::new();
+    // One untimed boot warms the page cache.
+    for i in 0..=iterations {
+        let start = Instant::now();
+        let t = testing::TestVm::boot_in(
+            testing::new_temp_dir(),
+            &artifacts,
+            testing::TestVmOptions {
+                memory_mib: MEMORY_MIB,
+                ..Default::default()
+            },
+        )
+        .await;
+        let elapsed = start.elapsed();
+        t.vm.kill().await;
+        if i > 0 {
+            println!("{i:>4}  {:.3} s", elapsed.as_secs_f64());
+            samples.push(elapsed);
+        }
+    }
+    println!(
+        "agent_boot_median_seconds={:.4} ({arch}, {})",
+        median(&mut samples).as_secs_f64(),
+        artifacts.kernel.display()
+    );
+    Ok(())
+}
+
 fn median(samples: &mut [Duration]) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -108,6 +158,7 @@ async fn full_stack(
 ) -> Result<Duration, Error> {
     let dir = work.join(format!("vm{i}"));
     let config = VmConfig {
+        arch: vmm::Arch::host(),
         kernel: artifacts.kernel.clone(),
         initrd: Some(artifacts.initrd.clone()),
         // Diagnostics: e.g. BOOT_BENCH_CMDLINE="loglevel=7 printk.time=1" and a look at the
@@ -217,7 +268,7 @@ async fn full_stack(
 
 /// (b): bare QEMU from spawn to exit, the guest powering off from a trivial init.
 fn bare_qemu(qemu: &Path, kernel: &Path, initrd: &Path) -> Result<Duration, Error> {
-    let mut append = cmdline::BASE_CMDLINE.join(" ");
+    let mut append = cmdline::base_cmdline(&vmm_qemu::machine::X86_64).join(" ");
     if let Some(khz) = host_tsc_khz() {
         append.push_str(&format!(" tsc_early_khz={khz}"));
     }

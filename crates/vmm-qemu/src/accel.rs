@@ -1,8 +1,9 @@
 //! Choosing the accelerator: KVM only when it really works, TCG otherwise.
 //!
-//! `/dev/kvm` existing is not enough: on some hosts (nested virtualisation without the CPU
-//! flags, for one) a KVM guest hangs. So KVM is chosen only when the CPU advertises vmx or svm,
-//! `/dev/kvm` opens, and a probe boot of the real guest kernel under KVM (no initrd, so it
+//! KVM runs only guests of the host's own architecture: another architecture's guest always
+//! gets TCG. For the host's own, `/dev/kvm` existing is not enough: on some hosts (nested
+//! virtualisation without the CPU flags, for one) a KVM guest hangs. So KVM is chosen only
+//! when the CPU advertises vmx or svm (x86; arm64 has no such flag), `/dev/kvm` opens, and a probe boot of the real guest kernel under KVM (no initrd, so it
 //! panics at once and `panic=-1` plus `-no-reboot` ends QEMU) finishes within a few seconds.
 //! The verdict is cached per kernel and QEMU binary, in memory and in the user's cache
 //! directory, keyed also by the host's boot id so a host change is re-probed.
@@ -13,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::machine::Machine;
 
 /// How long a probe boot may take before KVM is declared broken. A working KVM boots this
 /// kernel to its panic in well under a second.
@@ -58,17 +61,26 @@ fn tcg(reason: impl Into<String>) -> AccelChoice {
 
 static MEMORY_CACHE: Mutex<Option<HashMap<String, Accel>>> = Mutex::new(None);
 
-/// Chooses the accelerator for booting `kernel` with `qemu`. Never fails: any doubt means TCG.
-pub async fn detect(qemu: &Path, kernel: &Path) -> AccelChoice {
-    detect_with_cache(qemu, kernel, default_cache_dir().as_deref()).await
+/// Chooses the accelerator for booting `kernel` on `machine` with `qemu`. Never fails: any
+/// doubt means TCG.
+pub async fn detect(machine: &Machine, qemu: &Path, kernel: &Path) -> AccelChoice {
+    detect_with_cache(machine, qemu, kernel, default_cache_dir().as_deref()).await
 }
 
 /// [`detect`] with an explicit on-disk cache directory (`None`: memory only).
 pub async fn detect_with_cache(
+    machine: &Machine,
     qemu: &Path,
     kernel: &Path,
     cache_dir: Option<&Path>,
 ) -> AccelChoice {
+    if !machine.native() {
+        return tcg(format!(
+            "the guest is {} and the host {}: only tcg runs another architecture",
+            machine.arch,
+            vmm::Arch::host()
+        ));
+    }
     match std::env::var(ACCEL_ENV).as_deref() {
         Ok("kvm") => {
             return AccelChoice {
@@ -80,8 +92,11 @@ pub async fn detect_with_cache(
         _ => {}
     }
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    if !cpu_has_virtualization(&cpuinfo) {
-        return tcg("the cpu advertises neither vmx nor svm");
+    if !machine.kvm_cpu_flags.is_empty() && !cpu_has_virtualization(&cpuinfo, machine) {
+        return tcg(format!(
+            "the cpu advertises none of {}",
+            machine.kvm_cpu_flags.join(", ")
+        ));
     }
     if let Err(e) = std::fs::OpenOptions::new()
         .read(true)
@@ -102,7 +117,7 @@ pub async fn detect_with_cache(
             reason: "cached result of an earlier probe boot".into(),
         };
     }
-    let probe = probe_kvm(qemu, kernel, PROBE_TIMEOUT).await;
+    let probe = probe_kvm(machine, qemu, kernel, PROBE_TIMEOUT).await;
     let accel = if probe.works { Accel::Kvm } else { Accel::Tcg };
     if let Ok(mut cache) = MEMORY_CACHE.lock() {
         cache
@@ -118,13 +133,14 @@ pub async fn detect_with_cache(
     }
 }
 
-/// Whether the cpu flags in `/proc/cpuinfo` text include hardware virtualisation.
-pub fn cpu_has_virtualization(cpuinfo: &str) -> bool {
+/// Whether the cpu flags in `/proc/cpuinfo` text include one of `machine`'s hardware
+/// virtualisation flags.
+pub fn cpu_has_virtualization(cpuinfo: &str, machine: &Machine) -> bool {
     cpuinfo
         .lines()
         .filter(|l| l.starts_with("flags"))
         .flat_map(|l| l.split_whitespace())
-        .any(|f| f == "vmx" || f == "svm")
+        .any(|f| machine.kvm_cpu_flags.contains(&f))
 }
 
 /// The outcome of one KVM probe boot.
@@ -136,9 +152,9 @@ pub struct Probe {
     pub detail: String,
 }
 
-/// Boots `kernel` under KVM with no initrd and `panic=-1`; KVM works if QEMU exits cleanly
-/// within `timeout`. The probe QEMU is killed and reaped whatever happens.
-pub async fn probe_kvm(qemu: &Path, kernel: &Path, timeout: Duration) -> Probe {
+/// Boots `kernel` on `machine` under KVM with no initrd and `panic=-1`; KVM works if QEMU
+/// exits cleanly within `timeout`. The probe QEMU is killed and reaped whatever happens.
+pub async fn probe_kvm(machine: &Machine, qemu: &Path, kernel: &Path, timeout: Duration) -> Probe {
     let start = Instant::now();
     let mut cmd = tokio::process::Command::new(qemu);
     cmd.args([
@@ -149,11 +165,21 @@ pub async fn probe_kvm(qemu: &Path, kernel: &Path, timeout: Duration) -> Probe {
         "-no-reboot",
     ])
     .args([
-        "-M", "microvm", "-accel", "kvm", "-cpu", "max", "-m", "128M",
+        "-M",
+        machine.board,
+        "-accel",
+        "kvm",
+        "-cpu",
+        "max",
+        "-m",
+        "128M",
     ])
     .args(["-serial", "null", "-kernel"])
     .arg(kernel)
-    .args(["-append", "console=ttyS0 quiet panic=-1 reboot=t"])
+    .args([
+        "-append",
+        &format!("console={} quiet panic=-1 reboot=t", machine.console),
+    ])
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::null())
@@ -246,13 +272,38 @@ mod tests {
 
     #[test]
     fn cpu_flags_are_read_from_flags_lines_only() {
+        use crate::machine::X86_64;
         assert!(cpu_has_virtualization(
-            "processor : 0\nflags\t\t: fpu vme vmx sse\n"
+            "processor : 0\nflags\t\t: fpu vme vmx sse\n",
+            &X86_64
         ));
-        assert!(cpu_has_virtualization("flags : fpu svm\n"));
+        assert!(cpu_has_virtualization("flags : fpu svm\n", &X86_64));
         assert!(!cpu_has_virtualization(
-            "flags : fpu vme sse vmxe\nmodel name : vmx\n"
+            "flags : fpu vme sse vmxe\nmodel name : vmx\n",
+            &X86_64
         ));
+    }
+
+    #[tokio::test]
+    async fn another_architectures_guest_gets_tcg_whatever_is_asked() {
+        let foreign = if cfg!(target_arch = "aarch64") {
+            &crate::machine::X86_64
+        } else {
+            &crate::machine::AARCH64
+        };
+        let choice = detect_with_cache(
+            foreign,
+            Path::new("/nonexistent/qemu"),
+            Path::new("/k"),
+            None,
+        )
+        .await;
+        assert_eq!(choice.accel, Accel::Tcg);
+        assert!(
+            choice.reason.contains("only tcg runs another architecture"),
+            "{}",
+            choice.reason
+        );
     }
 
     #[test]

@@ -6,20 +6,23 @@ use std::path::{Path, PathBuf};
 use vmm::{ConfigError, NicAttachment, Protocol, VmConfig};
 
 use crate::accel::Accel;
+use crate::machine::{self, Machine};
 
-/// The kernel command line words every VM gets, before the caller's own.
+/// The kernel command line words every VM gets after `console=` and before the machine's own.
 ///
 /// `reboot=t` and `panic=-1` make any guest reboot or panic end QEMU (with `-no-reboot`), so a
-/// crashed guest never lingers; the timer words cut about 0.2 s of boot under TCG.
-pub const BASE_CMDLINE: &[&str] = &[
-    "console=ttyS0",
-    "quiet",
-    "reboot=t",
-    "panic=-1",
-    "tsc=reliable",
-    "no_timer_check",
-    "mitigations=off",
-];
+/// crashed guest never lingers.
+pub const COMMON_CMDLINE: &[&str] = &["quiet", "reboot=t", "panic=-1"];
+
+/// The kernel command line words of `machine`, before the caller's own: the console, the
+/// common words, the machine's timer words.
+pub fn base_cmdline(machine: &Machine) -> Vec<String> {
+    let mut words = vec![format!("console={}", machine.console)];
+    words.extend(COMMON_CMDLINE.iter().map(|w| (*w).to_owned()));
+    words.extend(machine.cmdline.iter().map(|w| (*w).to_owned()));
+    words.push("mitigations=off".to_owned());
+    words
+}
 
 /// Everything besides the config that the command line names.
 #[derive(Debug, Clone)]
@@ -57,16 +60,19 @@ fn host_addr(addr: IpAddr) -> String {
 
 /// The kernel command line for `config` under `launch`.
 pub fn kernel_cmdline(config: &VmConfig, launch: &Launch) -> String {
-    let mut words: Vec<String> = BASE_CMDLINE.iter().map(|w| (*w).to_owned()).collect();
-    if let (Accel::Tcg, Some(khz)) = (launch.accel, launch.tsc_khz) {
+    let machine = machine::for_arch(config.arch);
+    let mut words = base_cmdline(machine);
+    if let (Accel::Tcg, Some(khz), true) = (launch.accel, launch.tsc_khz, machine.tsc_rate) {
         words.push(format!("tsc_early_khz={khz}"));
     }
     words.extend(config.cmdline.iter().cloned());
     words.join(" ")
 }
 
-/// The arguments (without the program) that boot `config` as a `microvm`.
+/// The arguments (without the program) that boot `config` on its architecture's machine
+/// ([`machine::for_arch`]: `microvm` for x86_64, `virt` for aarch64).
 pub fn qemu_args(config: &VmConfig, launch: &Launch) -> Result<Vec<String>, ConfigError> {
+    let machine = machine::for_arch(config.arch);
     let mut args: Vec<String> = Vec::new();
     let mut push = |a: &[&str]| args.extend(a.iter().map(|s| (*s).to_owned()));
     let mem = format!("{}M", config.memory_mib);
@@ -79,7 +85,7 @@ pub fn qemu_args(config: &VmConfig, launch: &Launch) -> Result<Vec<String>, Conf
         "-no-reboot",
     ]);
     // vhost-user devices need guest memory QEMU can share with the helpers: a memfd.
-    push(&["-M", "microvm,memory-backend=mem"]);
+    push(&["-M", &format!("{},memory-backend=mem", machine.board)]);
     push(&[
         "-object",
         &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
@@ -186,6 +192,7 @@ mod tests {
 
     fn config() -> VmConfig {
         VmConfig {
+            arch: vmm::Arch::X86_64,
             kernel: "/guest/vmlinux".into(),
             initrd: Some("/guest/initramfs.cpio".into()),
             cmdline: vec!["vminitd.debug=1".into()],
@@ -268,6 +275,34 @@ mod tests {
         c.console_log = None;
         let args = qemu_args(&c, &launch(Accel::Kvm)).unwrap();
         insta::assert_snapshot!(args.join("\n"));
+    }
+
+    #[test]
+    fn aarch64_command_line() {
+        let mut c = config();
+        c.arch = vmm::Arch::Aarch64;
+        c.kernel = "/guest/arm64/vmlinux".into();
+        c.initrd = Some("/guest/arm64/initramfs.cpio".into());
+        c.nics.truncate(1);
+        let args = qemu_args(&c, &launch(Accel::Tcg)).unwrap();
+        insta::assert_snapshot!(args.join("\n"));
+    }
+
+    #[test]
+    fn only_x86_64_gets_the_tsc_rate_and_timer_words() {
+        let mut c = config();
+        c.cmdline.clear();
+        let x86 = kernel_cmdline(&c, &launch(Accel::Tcg));
+        assert_eq!(
+            x86,
+            "console=ttyS0 quiet reboot=t panic=-1 tsc=reliable no_timer_check mitigations=off tsc_early_khz=2300000"
+        );
+        c.arch = vmm::Arch::Aarch64;
+        let arm = kernel_cmdline(&c, &launch(Accel::Tcg));
+        assert_eq!(
+            arm,
+            "console=ttyAMA0 quiet reboot=t panic=-1 mitigations=off"
+        );
     }
 
     #[test]

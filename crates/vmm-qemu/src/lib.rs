@@ -1,5 +1,7 @@
-//! The QEMU backend of the `vmm` traits, for Linux hosts: one `qemu-system-*` `microvm` per
-//! VM, with vhost-device-vsock for vsock (hybrid Unix-socket mode) and one virtiofsd per
+//! The QEMU backend of the `vmm` traits, for Linux hosts: one QEMU per VM, on the machine of
+//! the guest's architecture ([`machine`]: `qemu-system-x86_64 -M microvm`,
+//! `qemu-system-aarch64 -M virt`; KVM only for a guest of the host's own architecture), with
+//! vhost-device-vsock for vsock (hybrid Unix-socket mode) and one virtiofsd per
 //! shared directory.
 //!
 //! Its one job is to turn a [`vmm::VmConfig`] into running processes and to make sure none of
@@ -30,6 +32,7 @@
 pub mod accel;
 pub mod cmdline;
 pub mod hybrid_vsock;
+pub mod machine;
 pub mod qmp;
 mod spawn;
 #[cfg(feature = "testing")]
@@ -100,9 +103,19 @@ impl Qemu {
         })
     }
 
-    /// The QEMU binary this backend runs.
+    /// The QEMU binary this backend runs for guests of the host's architecture.
     pub fn qemu_path(&self) -> &Path {
         &self.qemu
+    }
+
+    /// The QEMU binary for a guest of `arch`: the host's, found at construction, or the
+    /// other architecture's emulator, looked up when such a guest boots.
+    pub fn qemu_for(&self, arch: vmm::Arch) -> Result<PathBuf, VmError> {
+        if arch == vmm::Arch::host() {
+            Ok(self.qemu.clone())
+        } else {
+            tools::find(machine::for_arch(arch).qemu)
+        }
     }
 
     /// Validates `config`, starts the helpers and QEMU, and returns once QEMU has come up
@@ -129,19 +142,30 @@ impl Qemu {
             }
             Some(tools::find(tools::VIRTIOFSD)?)
         };
+        let machine = machine::for_arch(config.arch);
+        let qemu = self.qemu_for(config.arch)?;
         let accel = match self.options.accel {
+            // KVM cannot run another architecture's guest, whatever the caller asked.
+            Some(_) if !machine.native() => accel::detect(machine, &qemu, &config.kernel).await,
             Some(accel) => AccelChoice {
                 accel,
                 reason: "chosen by the caller".into(),
             },
-            None => accel::detect(&self.qemu, &config.kernel).await,
+            None => accel::detect(machine, &qemu, &config.kernel).await,
         };
         let paths = RuntimePaths::new(&dir, config.shares.len());
         paths.remove_sockets();
 
         let mut started: Vec<Helper> = Vec::new();
         match self
-            .start_all(&config, &paths, &accel, virtiofsd.as_deref(), &mut started)
+            .start_all(
+                &config,
+                &qemu,
+                &paths,
+                &accel,
+                virtiofsd.as_deref(),
+                &mut started,
+            )
             .await
         {
             Ok(qemu) => {
@@ -189,6 +213,7 @@ impl Qemu {
     async fn start_all(
         &self,
         config: &VmConfig,
+        qemu: &Path,
         paths: &RuntimePaths,
         accel: &AccelChoice,
         virtiofsd: Option<&Path>,
@@ -244,7 +269,7 @@ impl Qemu {
             qmp_socket: paths.qmp.clone(),
         };
         let args = cmdline::qemu_args(config, &launch)?;
-        let mut qemu = Command::new(&self.qemu);
+        let mut qemu = Command::new(qemu);
         qemu.args(&args);
         let mut qemu = Helper::spawn("qemu", qemu, &paths.log("qemu")).await?;
         if let Err(e) = wait_for_qmp(&mut qemu, &paths.qmp, timeout, &paths.log("qemu")).await {

@@ -3,7 +3,9 @@
 //!
 //! Artifacts: `$CONTAINER_KERNEL` and `$CONTAINER_INITRD`, else `target/guest/vmlinux` and
 //! `target/guest/initramfs.cpio` of the workspace (built by `cargo xtask kernel` and
-//! `cargo xtask guest`). When they are missing a VM test prints why and skips, unless
+//! `cargo xtask guest`); for an aarch64 guest `$CONTAINER_KERNEL_ARM64` and
+//! `$CONTAINER_INITRD_ARM64`, else the same names in `target/guest/arm64/` (built by
+//! `cargo xtask guest --arch arm64`). When they are missing a VM test prints why and skips, unless
 //! `CONTAINER_REQUIRE_VM=1` (CI), where it fails. Meant for tests: failures panic with the
 //! guest console's last lines in the message.
 
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use agent::client::{AgentClient, ConnectOptions};
 use agent::v1::ShutdownRequest;
-use vmm::{DiskConfig, NicConfig, ShareConfig, Stopped, VirtualMachine, VmConfig};
+use vmm::{Arch, DiskConfig, NicConfig, ShareConfig, Stopped, VirtualMachine, VmConfig};
 
 use crate::{Qemu, QemuOptions, QemuVm};
 
@@ -22,6 +24,8 @@ pub const REQUIRE_VM_ENV: &str = "CONTAINER_REQUIRE_VM";
 /// The guest kernel and initramfs to boot.
 #[derive(Debug, Clone)]
 pub struct GuestArtifacts {
+    /// The architecture they are built for.
+    pub arch: Arch,
     /// The kernel (`vmlinux` or `bzImage`).
     pub kernel: PathBuf,
     /// The initramfs holding vminitd as `/init`.
@@ -33,12 +37,38 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Finds the guest artifacts, or says why they are missing.
+/// Finds the guest artifacts of the host's architecture, or says why they are missing.
 pub fn guest_artifacts() -> Result<GuestArtifacts, String> {
+    guest_artifacts_for(Arch::host())
+}
+
+/// Where `cargo xtask guest` publishes a guest of `arch`, and the variables that override it:
+/// (subdirectory of `target/guest/`, kernel variable, initrd variable, the xtask command).
+fn artifact_lookup(arch: Arch) -> (&'static str, &'static str, &'static str, &'static str) {
+    match arch {
+        Arch::X86_64 => (
+            "",
+            "CONTAINER_KERNEL",
+            "CONTAINER_INITRD",
+            "`cargo xtask guest`",
+        ),
+        Arch::Aarch64 => (
+            "arm64",
+            "CONTAINER_KERNEL_ARM64",
+            "CONTAINER_INITRD_ARM64",
+            "`cargo xtask guest --arch arm64`",
+        ),
+    }
+}
+
+/// Finds the guest artifacts of `arch`, or says why they are missing.
+pub fn guest_artifacts_for(arch: Arch) -> Result<GuestArtifacts, String> {
+    let (subdir, kernel_env, initrd_env, xtask) = artifact_lookup(arch);
     let guest_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
-        .join("guest");
+        .join("guest")
+        .join(subdir);
     let pick = |env: &str, default: &str| -> Result<PathBuf, String> {
         let path = std::env::var_os(env)
             .filter(|v| !v.is_empty())
@@ -48,21 +78,27 @@ pub fn guest_artifacts() -> Result<GuestArtifacts, String> {
             Ok(path)
         } else {
             Err(format!(
-                "{} not found (set ${env}, or run `cargo xtask kernel` and `cargo xtask guest`)",
+                "the {arch} guest's {} not found (set ${env}, or run {xtask})",
                 path.display()
             ))
         }
     };
     Ok(GuestArtifacts {
-        kernel: pick("CONTAINER_KERNEL", "vmlinux")?,
-        initrd: pick("CONTAINER_INITRD", "initramfs.cpio")?,
+        arch,
+        kernel: pick(kernel_env, "vmlinux")?,
+        initrd: pick(initrd_env, "initramfs.cpio")?,
     })
 }
 
 /// The guest artifacts, or `None` after printing why `test` skips. Panics instead when
 /// `CONTAINER_REQUIRE_VM=1`.
 pub fn guest_artifacts_or_skip(test: &str) -> Option<GuestArtifacts> {
-    match guest_artifacts() {
+    guest_artifacts_or_skip_for(Arch::host(), test)
+}
+
+/// [`guest_artifacts_or_skip`] for a guest of `arch`.
+pub fn guest_artifacts_or_skip_for(arch: Arch, test: &str) -> Option<GuestArtifacts> {
+    match guest_artifacts_for(arch) {
         Ok(artifacts) => Some(artifacts),
         Err(why) if std::env::var(REQUIRE_VM_ENV).as_deref() == Ok("1") => {
             panic!("{test}: {why}, and {REQUIRE_VM_ENV}=1 forbids skipping")
@@ -153,6 +189,7 @@ impl TestVm {
     ) -> TestVm {
         let console_log = dir.path().join("console.log");
         let config = VmConfig {
+            arch: artifacts.arch,
             kernel: artifacts.kernel.clone(),
             initrd: Some(artifacts.initrd.clone()),
             cmdline: options.cmdline,

@@ -13,14 +13,30 @@ pub struct Tool {
     pub env: &'static str,
 }
 
-/// The QEMU system emulator for the host's architecture.
-pub const QEMU: Tool = Tool {
-    program: if cfg!(target_arch = "aarch64") {
-        "qemu-system-aarch64"
+/// The QEMU system emulator for x86_64 guests. `$CONTAINER_QEMU` names the host
+/// architecture's emulator; the other one has its own variable.
+pub const QEMU_X86_64: Tool = Tool {
+    program: "qemu-system-x86_64",
+    env: if cfg!(target_arch = "x86_64") {
+        "CONTAINER_QEMU"
     } else {
-        "qemu-system-x86_64"
+        "CONTAINER_QEMU_X86_64"
     },
-    env: "CONTAINER_QEMU",
+};
+/// The QEMU system emulator for aarch64 guests (Debian's `qemu-system-arm` package).
+pub const QEMU_AARCH64: Tool = Tool {
+    program: "qemu-system-aarch64",
+    env: if cfg!(target_arch = "aarch64") {
+        "CONTAINER_QEMU"
+    } else {
+        "CONTAINER_QEMU_AARCH64"
+    },
+};
+/// The QEMU system emulator for the host's architecture.
+pub const QEMU: Tool = if cfg!(target_arch = "aarch64") {
+    QEMU_AARCH64
+} else {
+    QEMU_X86_64
 };
 /// The vhost-user vsock device (rust-vmm's vhost-device-vsock), in hybrid Unix-socket mode.
 pub const VHOST_VSOCK: Tool = Tool {

@@ -243,6 +243,7 @@ async fn a_taken_forward_port_fails_boot_with_qemus_reason_and_leaves_nothing() 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let config = vmm::VmConfig {
+        arch: vmm::Arch::host(),
         kernel: artifacts.kernel,
         initrd: Some(artifacts.initrd),
         cmdline: vec![],
@@ -300,13 +301,15 @@ async fn kvm_detection_falls_back_to_tcg_here_without_leaking_the_probe() {
     std::fs::copy(&artifacts.kernel, &kernel).unwrap();
     let qemu = vmm_qemu::tools::find(vmm_qemu::tools::QEMU).unwrap();
 
-    let choice = accel::detect_with_cache(&qemu, &kernel, Some(&dir.path().join("cache"))).await;
+    let machine = vmm_qemu::machine::for_arch(vmm::Arch::host());
+    let choice =
+        accel::detect_with_cache(machine, &qemu, &kernel, Some(&dir.path().join("cache"))).await;
     assert_eq!(choice.accel, Accel::Tcg, "{choice:?}");
 
     // The probe boot itself, forced: KVM guests do not work here, so it must time out or
     // fail, and its QEMU must be gone when it returns.
     let start = Instant::now();
-    let probe = accel::probe_kvm(&qemu, &kernel, Duration::from_secs(3)).await;
+    let probe = accel::probe_kvm(machine, &qemu, &kernel, Duration::from_secs(3)).await;
     assert!(!probe.works, "{probe:?}");
     assert!(start.elapsed() < Duration::from_secs(5), "{probe:?}");
     assert_eq!(

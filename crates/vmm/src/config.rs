@@ -40,11 +40,53 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The architecture of a guest: its kernel, its vminitd and the machine a backend emulates or
+/// virtualises for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Arch {
+    /// x86-64 (amd64).
+    #[serde(rename = "x86_64")]
+    X86_64,
+    /// AArch64 (arm64).
+    #[serde(rename = "aarch64")]
+    Aarch64,
+}
+
+impl Arch {
+    /// The architecture of this process: a guest of it can use hardware virtualisation.
+    pub fn host() -> Arch {
+        if cfg!(target_arch = "aarch64") {
+            Arch::Aarch64
+        } else {
+            Arch::X86_64
+        }
+    }
+
+    /// The name `uname -m` prints in such a guest.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One virtual machine: how to boot it and which devices it has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VmConfig {
-    /// The guest kernel (an uncompressed ELF `vmlinux` or a `bzImage` on x86_64).
+    /// The guest's architecture; the kernel and initrd must be built for it. Defaults to the
+    /// host's.
+    #[serde(default = "Arch::host")]
+    pub arch: Arch,
+    /// The guest kernel: on x86_64 an uncompressed ELF `vmlinux` or a `bzImage`, on aarch64
+    /// the boot `Image`.
     pub kernel: PathBuf,
     /// The initial ramdisk (a cpio archive holding `/init`).
     pub initrd: Option<PathBuf>,
@@ -337,6 +379,7 @@ mod tests {
         let kernel = dir.join("kernel");
         std::fs::write(&kernel, b"k").unwrap();
         VmConfig {
+            arch: Arch::host(),
             kernel,
             initrd: None,
             cmdline: vec![],
@@ -445,6 +488,19 @@ mod tests {
         let json = r#"{"id":"a","path":"/x","read_only":true,"cache":"unsafe"}"#;
         let err = serde_json::from_str::<DiskConfig>(json).unwrap_err();
         assert!(err.to_string().contains("unknown field `cache`"), "{err}");
+    }
+
+    #[test]
+    fn the_arch_defaults_to_the_hosts_and_is_named_as_uname_names_it() {
+        let json = r#"{"kernel":"/k","initrd":null,"cpus":1,"memory_mib":64,"console_log":null,"runtime_dir":"/r"}"#;
+        let config: VmConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(config.arch, Arch::host());
+        let json = json.replace('{', r#"{"arch":"aarch64","#);
+        let config: VmConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(config.arch, Arch::Aarch64);
+        assert_eq!(serde_json::to_string(&Arch::X86_64).unwrap(), r#""x86_64""#);
+        let err = serde_json::from_str::<Arch>(r#""arm64""#).unwrap_err();
+        assert!(err.to_string().contains("unknown variant `arm64`"), "{err}");
     }
 
     #[test]

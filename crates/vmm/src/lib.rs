@@ -18,7 +18,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub use config::{
-    ConfigError, DiskConfig, NicAttachment, NicConfig, PortForward, Protocol, ShareConfig, VmConfig,
+    Arch, ConfigError, DiskConfig, NicAttachment, NicConfig, PortForward, Protocol, ShareConfig,
+    VmConfig,
 };
 pub use vsock::{VsockConnector, VsockListener, VsockStream};
 

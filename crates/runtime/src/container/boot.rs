@@ -107,6 +107,8 @@ impl MaintenanceVm {
             })??;
         let (runtime_dir, tmp_dir) = vm_runtime_dir(bundle)?;
         let vm_config = VmConfig {
+            // The guest of another architecture (by the image's platform) is not chosen yet.
+            arch: vmm::Arch::host(),
             kernel: config.kernel.clone(),
             initrd: Some(config.initramfs.clone()),
             cmdline: config.kernel_args.clone(),
@@ -239,6 +241,8 @@ impl Container {
             }
         }
         let vm_config = VmConfig {
+            // The guest of another architecture (by the image's platform) is not chosen yet.
+            arch: vmm::Arch::host(),
             kernel: config.kernel.clone(),
             initrd: Some(config.initramfs.clone()),
             cmdline: config.kernel_args.clone(),
