@@ -1298,7 +1298,11 @@ pub async fn wait(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> D
     let info = info_of(&ctx, &id).await?;
     let (tx, resp) = streamed("application/json");
     tokio::spawn(async move {
-        let result = wait_for(&ctx, &info, condition).await;
+        // A client that goes away (`docker run -d` after its start) ends the wait.
+        let result = tokio::select! {
+            r = wait_for(&ctx, &info, condition) => r,
+            () = tx.closed() => return,
+        };
         let body = match result {
             Ok(code) => json!({ "StatusCode": code, "Error": null }),
             Err(e) => json!({ "StatusCode": -1, "Error": { "Message": e.message } }),
