@@ -214,6 +214,18 @@ fn docker_detached_container_lifecycle() {
         "web",
     ]);
     assert_eq!(inspect.trim(), "/web running false web");
+    // One stats sample, named as Docker names it, counting httpd.
+    let stats = k.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.PIDs}} {{.MemUsage}}",
+        "web",
+    ]);
+    let fields: Vec<&str> = stats.split_whitespace().collect();
+    assert_eq!(fields[0], "web", "{stats}");
+    assert!(fields[1].parse::<u32>().is_ok_and(|n| n >= 1), "{stats}");
+    assert!(stats.contains("MiB /"), "{stats}");
     // docker cp both ways.
     let dir = k.d.root.join("cp");
     std::fs::create_dir_all(&dir).expect("cp dir");

@@ -1097,9 +1097,12 @@ pub async fn start(State(ctx): State<Ctx>, Path(id): Path<String>) -> DResult<Re
         tokio::spawn(async move {
             if let Ok(io) = first.upgrade.await {
                 let io = hyper_util::rt::TokioIo::new(io);
-                if let StdioEnd::Exit(code) = pump(io, output, vec![], tx, first.mode).await {
-                    ctx2.record_exit(&cid, code);
-                }
+                pump(io, output, vec![], tx, first.mode, |end| {
+                    if let StdioEnd::Exit(code) = end {
+                        ctx2.record_exit(&cid, *code);
+                    }
+                })
+                .await;
             }
         });
         for other in parked {
@@ -1148,9 +1151,12 @@ async fn attach_running(ctx: Ctx, id: String, p: PendingAttach) {
         return;
     };
     let io = hyper_util::rt::TokioIo::new(io);
-    if let StdioEnd::Exit(code) = pump(io, output.into_inner(), vec![], tx, p.mode).await {
-        ctx.record_exit(&id, code);
-    }
+    pump(io, output.into_inner(), vec![], tx, p.mode, |end| {
+        if let StdioEnd::Exit(code) = end {
+            ctx.record_exit(&id, *code);
+        }
+    })
+    .await;
 }
 
 /// `POST /containers/{id}/attach`: answers 101 at once; the stream is joined now when the
@@ -1869,4 +1875,113 @@ mod tests {
         assert_eq!(time_of_ms(0), ZERO_TIME);
         assert_eq!(time_of_ms(1000), "1970-01-01T00:00:01.000000000Z");
     }
+}
+
+// ---- stats ---------------------------------------------------------------------------------
+
+/// One sample as Docker's stats JSON. A VM's vCPUs are all the container's, so the "system"
+/// CPU time is wall time times the vCPUs: the CLI's CPU % is then the container's share.
+fn stats_json(
+    info: &v1::ContainerInfo,
+    cur: &v1::ContainerStats,
+    pre: Option<&v1::ContainerStats>,
+) -> serde_json::Value {
+    let cpus = info
+        .resources
+        .map(|r| r.cpus_millis.div_ceil(1000).max(1))
+        .unwrap_or(1);
+    let cpu = |s: Option<&v1::ContainerStats>| match s {
+        Some(s) => json!({
+            "cpu_usage": {
+                "total_usage": s.cpu_usage_usec * 1000,
+                "usage_in_kernelmode": 0,
+                "usage_in_usermode": 0,
+            },
+            "system_cpu_usage": (s.timestamp_ms.max(0) as u64) * 1_000_000 * u64::from(cpus),
+            "online_cpus": cpus,
+            "throttling_data": { "periods": 0, "throttled_periods": 0, "throttled_time": 0 },
+        }),
+        None => json!({
+            "cpu_usage": { "total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0 },
+            "throttling_data": { "periods": 0, "throttled_periods": 0, "throttled_time": 0 },
+        }),
+    };
+    json!({
+        "read": time_of_ms(cur.timestamp_ms),
+        "preread": pre.map(|p| time_of_ms(p.timestamp_ms)).unwrap_or_else(|| ZERO_TIME.to_owned()),
+        "pids_stats": { "current": cur.num_processes },
+        "num_procs": 0,
+        "cpu_stats": cpu(Some(cur)),
+        "precpu_stats": cpu(pre),
+        "memory_stats": {
+            "usage": cur.memory_usage_bytes,
+            "limit": cur.memory_limit_bytes,
+            "stats": {},
+        },
+        "networks": {
+            "eth0": {
+                "rx_bytes": cur.network_rx_bytes, "rx_packets": 0, "rx_errors": 0, "rx_dropped": 0,
+                "tx_bytes": cur.network_tx_bytes, "tx_packets": 0, "tx_errors": 0, "tx_dropped": 0,
+            }
+        },
+        "blkio_stats": {
+            "io_service_bytes_recursive": [
+                { "major": 0, "minor": 0, "op": "read", "value": cur.block_read_bytes },
+                { "major": 0, "minor": 0, "op": "write", "value": cur.block_write_bytes },
+            ],
+        },
+        "storage_stats": {},
+        "name": format!("/{}", info.name),
+        "id": info.id,
+    })
+}
+
+/// `GET /containers/{id}/stats`: a sample a second (`stream`, the default), or one sample
+/// with the previous one a second before it (`stream=0`); `one-shot` skips that second.
+pub async fn stats(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> DResult<Response> {
+    let q = Params::from_uri(&uri)?;
+    let stream = q.flag_or("stream", true);
+    let one_shot = q.flag("one-shot") && !stream;
+    let info = info_of(&ctx, &id).await?;
+    let (tx, resp) = streamed("application/json");
+    if state_name(&info) != "running" {
+        // Docker answers a stopped container with one empty sample.
+        let empty = v1::ContainerStats::default();
+        tx.json(&stats_json(&info, &empty, None)).await;
+        return Ok(resp);
+    }
+    let mut samples = ctx
+        .client()
+        .await?
+        .containers()
+        .stats(v1::StatsRequest {
+            ids: vec![info.id.clone()],
+            stream: !one_shot,
+            interval_ms: 1000,
+        })
+        .await
+        .map_err(|s| container_error(&id, s))?
+        .into_inner();
+    tokio::spawn(async move {
+        let mut pre: Option<v1::ContainerStats> = None;
+        loop {
+            let next = tokio::select! {
+                m = samples.message() => m,
+                () = tx.closed() => break,
+            };
+            let Ok(Some(r)) = next else { break };
+            let Some(cur) = r.stats.into_iter().find(|s| s.id == info.id) else {
+                continue;
+            };
+            if !stream && !one_shot && pre.is_none() {
+                pre = Some(cur);
+                continue;
+            }
+            if !tx.json(&stats_json(&info, &cur, pre.as_ref())).await || !stream {
+                break;
+            }
+            pre = Some(cur);
+        }
+    });
+    Ok(resp)
 }
