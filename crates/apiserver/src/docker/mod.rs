@@ -9,14 +9,17 @@
 //! their container's start). It never touches container state on disk itself.
 //!
 //! Split by concern: [`error`] (Docker's error JSON and status codes), [`stream`] (hijacked
-//! connections, stdcopy frames, JSON-message streams, Docker's booleans), [`filters`],
-//! [`containers`], [`exec`], [`images`], [`networks`], [`volumes`], [`system`]. This module
-//! holds the router, the `/vX.Y` prefix stripping and the server.
+//! connections, stdcopy frames, JSON-message streams, Docker's booleans), [`filters`], [`ids`],
+//! [`create`] (the create body's translation), [`containers`], [`exec`], [`images`],
+//! [`networks`], [`volumes`], [`system`]. This module holds the router, the `/vX.Y` prefix
+//! stripping and the server.
 
 pub mod containers;
+pub mod create;
 pub mod error;
 pub mod exec;
 pub mod filters;
+pub mod ids;
 pub mod images;
 pub mod networks;
 pub mod stream;

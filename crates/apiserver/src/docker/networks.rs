@@ -11,20 +11,12 @@ use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use bollard_stubs::models as m;
 use serde_json::json;
-use sha2::Digest;
 
 use super::Ctx;
-use super::containers::time_of_ms;
 use super::error::{DResult, DockerError};
 use super::filters::Filters;
+use super::ids::{network_id, time_of_ms};
 use super::stream::{Params, json, json_body, no_content};
-
-/// The Docker ID of network `name`.
-pub fn network_id(name: &str) -> String {
-    hex::encode(sha2::Sha256::digest(
-        format!("container-network:{name}").as_bytes(),
-    ))
-}
 
 /// The name Docker clients see.
 fn shown_name(name: &str) -> &str {
