@@ -203,6 +203,15 @@ fn docker_detached_container_lifecycle() {
     // A second container of that name is a conflict.
     let e = k.fails(&["run", "-d", "--name", "web", "busybox", "true"], 125);
     assert!(e.contains("already in use"), "{e}");
+    // So is a second container on the same host port, failing at its start as in Docker.
+    let e = k.fails(
+        &[
+            "run", "-d", "--name", "web2", "-p", &publish, "busybox", "true",
+        ],
+        125,
+    );
+    assert!(e.contains(&port.to_string()), "{e}");
+    k.ok(&["rm", "web2"]);
     assert!(k.ok(&["logs", "web"]).contains("started"));
     assert_eq!(k.ok(&["exec", "web", "sh", "-c", "echo $((6*7))"]), "42\n");
     let out = k.run(&["exec", "web", "sh", "-c", "exit 5"]);
