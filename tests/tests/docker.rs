@@ -223,6 +223,14 @@ fn docker_detached_container_lifecycle() {
         "web",
     ]);
     assert_eq!(inspect.trim(), "/web running false web");
+    // top lists the container's processes (through its own ps), not ours.
+    let top = k.ok(&["top", "web"]);
+    assert!(top.starts_with("PID"), "{top}");
+    assert!(
+        top.lines().any(|l| l.contains("httpd -f -p 80 -h /srv")),
+        "{top}"
+    );
+    assert!(!top.contains("ps -o"), "{top}");
     // One stats sample, named as Docker names it, counting httpd.
     let stats = k.ok(&[
         "stats",

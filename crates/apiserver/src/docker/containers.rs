@@ -1353,9 +1353,113 @@ pub async fn stats(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> 
     Ok(resp)
 }
 
+// ---- top -----------------------------------------------------------------------------------
+
+/// `ps` output as Docker's top: the titles, then each row with the last column whole.
+pub fn parse_ps(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let titles: Vec<String> = lines
+        .next()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let n = titles.len().max(1);
+    let rows = lines
+        .map(|l| {
+            let mut row: Vec<String> = Vec::with_capacity(n);
+            let mut rest = l.trim_start();
+            while row.len() + 1 < n {
+                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                row.push(rest[..end].to_owned());
+                rest = rest[end..].trim_start();
+            }
+            row.push(rest.trim_end().to_owned());
+            row
+        })
+        .collect();
+    (titles, rows)
+}
+
+/// `GET /containers/{id}/top`: the container's processes, listed by its own `ps` (run as an
+/// exec: the processes live in the VM, out of the host's sight), so the image needs a `ps`.
+pub async fn top(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> DResult<Response> {
+    let q = Params::from_uri(&uri)?;
+    let info = info_of(&ctx, &id).await?;
+    if state_name(&info) != "running" {
+        return Err(DockerError::conflict(format!(
+            "container {} is not running",
+            info.id
+        )));
+    }
+    let mut args = vec!["ps".to_owned()];
+    match q.get("ps_args").filter(|a| !a.trim().is_empty()) {
+        Some(a) => args.extend(a.split_whitespace().map(str::to_owned)),
+        None => args.extend(["-o", "pid,ppid,user,args"].map(str::to_owned)),
+    }
+    let (tx, rx) = mpsc::channel(4);
+    let _ = tx
+        .send(v1::StdioRequest {
+            request: Some(v1::stdio_request::Request::Exec(v1::ExecOpen {
+                id: info.id.clone(),
+                args: args.clone(),
+                ..Default::default()
+            })),
+        })
+        .await;
+    let mut output = ctx
+        .client()
+        .await?
+        .containers()
+        .exec(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| container_error(&id, s))?
+        .into_inner();
+    use v1::stdio_response::Response as R;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = loop {
+        match output.message().await {
+            Ok(Some(v1::StdioResponse {
+                response: Some(R::Stdout(d)),
+            })) => out.extend(d),
+            Ok(Some(v1::StdioResponse {
+                response: Some(R::Stderr(d)),
+            })) => err.extend(d),
+            Ok(Some(v1::StdioResponse {
+                response: Some(R::Exit(e)),
+            })) => break e.code,
+            Ok(Some(_)) => {}
+            Ok(None) => break -1,
+            Err(s) => return Err(container_error(&id, s)),
+        }
+    };
+    drop(tx);
+    if code != 0 {
+        return Err(DockerError::internal(format!(
+            "running ps in container {}: exit code {code}: {}",
+            info.name,
+            String::from_utf8_lossy(&err).trim()
+        )));
+    }
+    let (titles, mut processes) = parse_ps(&String::from_utf8_lossy(&out));
+    // Our own ps is not one of the container's processes.
+    let ours = args.join(" ");
+    processes.retain(|row| row.last() != Some(&ours));
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "Titles": titles, "Processes": processes }),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn ps_output_keeps_the_command_whole() {
+        let (t, rows) =
+            parse_ps("PID   USER     TIME  COMMAND\n    1 root      0:00 httpd -f -p 80\n");
+        assert_eq!(t, ["PID", "USER", "TIME", "COMMAND"]);
+        assert_eq!(rows, [["1", "root", "0:00", "httpd -f -p 80"]]);
+    }
+
     #[test]
     fn file_modes_become_gos() {
         assert_eq!(go_file_mode(0o040755), (1 << 31) | 0o755);

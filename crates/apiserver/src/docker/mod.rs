@@ -146,6 +146,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/containers/{id}/logs", get(containers::logs))
         .route("/containers/{id}/export", get(containers::export))
         .route("/containers/{id}/stats", get(containers::stats))
+        .route("/containers/{id}/top", get(containers::top))
         .route(
             "/containers/{id}/archive",
             get(containers::archive_get)
