@@ -203,6 +203,15 @@ fn docker_detached_container_lifecycle() {
     // A second container of that name is a conflict.
     let e = k.fails(&["run", "-d", "--name", "web", "busybox", "true"], 125);
     assert!(e.contains("already in use"), "{e}");
+    // So is a second container on the same host port, failing at its start as in Docker.
+    let e = k.fails(
+        &[
+            "run", "-d", "--name", "web2", "-p", &publish, "busybox", "true",
+        ],
+        125,
+    );
+    assert!(e.contains(&port.to_string()), "{e}");
+    k.ok(&["rm", "web2"]);
     assert!(k.ok(&["logs", "web"]).contains("started"));
     assert_eq!(k.ok(&["exec", "web", "sh", "-c", "echo $((6*7))"]), "42\n");
     let out = k.run(&["exec", "web", "sh", "-c", "exit 5"]);
@@ -214,6 +223,26 @@ fn docker_detached_container_lifecycle() {
         "web",
     ]);
     assert_eq!(inspect.trim(), "/web running false web");
+    // top lists the container's processes (through its own ps), not ours.
+    let top = k.ok(&["top", "web"]);
+    assert!(top.starts_with("PID"), "{top}");
+    assert!(
+        top.lines().any(|l| l.contains("httpd -f -p 80 -h /srv")),
+        "{top}"
+    );
+    assert!(!top.contains("ps -o"), "{top}");
+    // One stats sample, named as Docker names it, counting httpd.
+    let stats = k.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.PIDs}} {{.MemUsage}}",
+        "web",
+    ]);
+    let fields: Vec<&str> = stats.split_whitespace().collect();
+    assert_eq!(fields[0], "web", "{stats}");
+    assert!(fields[1].parse::<u32>().is_ok_and(|n| n >= 1), "{stats}");
+    assert!(stats.contains("MiB /"), "{stats}");
     // docker cp both ways.
     let dir = k.d.root.join("cp");
     std::fs::create_dir_all(&dir).expect("cp dir");

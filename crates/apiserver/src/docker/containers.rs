@@ -21,8 +21,10 @@ use wire::v1::StdioOutput;
 use wire::v1::stdio_output::Output;
 
 use super::Ctx;
+use super::create::{signal_number, translate};
 use super::error::{DResult, DockerError};
 use super::filters::Filters;
+use super::ids::{ZERO_TIME, familiar, time_of_ms};
 use super::stream::{
     Params, StdioEnd, StdioMode, json, json_body, no_content, pump, streamed, upgrade_response,
     wants_upgrade,
@@ -32,18 +34,6 @@ use super::stream::{
 pub struct PendingAttach {
     upgrade: hyper::upgrade::OnUpgrade,
     mode: StdioMode,
-}
-
-/// Docker's zero time, for a container never started or stopped.
-const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
-
-/// RFC 3339 with nanoseconds, as Docker writes times; 0 is Docker's zero time.
-pub fn time_of_ms(ms: i64) -> String {
-    if ms <= 0 {
-        return ZERO_TIME.to_owned();
-    }
-    let t = UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs());
-    runtime_api::fsutil::rfc3339_nanos(t)
 }
 
 fn now_ms() -> i64 {
@@ -126,501 +116,6 @@ pub async fn info_of(ctx: &Ctx, id: &str) -> DResult<v1::ContainerInfo> {
         .into_inner()
         .container
         .ok_or_else(|| DockerError::internal("the daemon answered inspect without a container"))
-}
-
-// ---- create --------------------------------------------------------------------------------
-
-fn refuse_if(cond: bool, field: &str, why: &str) -> DResult<()> {
-    if cond {
-        Err(DockerError::unsupported_field(field, why))
-    } else {
-        Ok(())
-    }
-}
-
-fn nonempty<T>(v: &Option<Vec<T>>) -> bool {
-    v.as_ref().is_some_and(|v| !v.is_empty())
-}
-
-fn nonzero(v: Option<i64>) -> bool {
-    v.is_some_and(|v| v > 0)
-}
-
-fn parse_port_key(key: &str) -> DResult<(u32, v1::Protocol)> {
-    let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
-    let port: u32 = port
-        .parse()
-        .ok()
-        .filter(|p| (1..=65535).contains(p))
-        .ok_or_else(|| DockerError::bad_request(format!("invalid port {key:?}")))?;
-    let proto = match proto {
-        "tcp" | "" => v1::Protocol::Tcp,
-        "udp" => v1::Protocol::Udp,
-        other => {
-            return Err(DockerError::unsupported_field(
-                "HostConfig.PortBindings",
-                &format!("protocol {other} (only tcp and udp)"),
-            ));
-        }
-    };
-    Ok((port, proto))
-}
-
-fn host_port(text: &str) -> DResult<(u32, u32)> {
-    if text.is_empty() {
-        return Ok((0, 1));
-    }
-    let (a, b) = text.split_once('-').unwrap_or((text, text));
-    let bad = || DockerError::bad_request(format!("invalid host port {text:?}"));
-    let a: u32 = a.parse().map_err(|_| bad())?;
-    let b: u32 = b.parse().map_err(|_| bad())?;
-    if b < a {
-        return Err(bad());
-    }
-    Ok((a, 1))
-}
-
-fn signal_number(text: &str, field: &str) -> DResult<i32> {
-    text.parse::<spec::Signal>()
-        .map(|s| s.number())
-        .map_err(|e| DockerError::bad_request(format!("invalid {field}: {e}")))
-}
-
-fn mount_of(mnt: &m::Mount) -> DResult<v1::Mount> {
-    let target = mnt.target.clone().unwrap_or_default();
-    if target.is_empty() {
-        return Err(DockerError::bad_request(
-            "HostConfig.Mounts: a mount has no Target",
-        ));
-    }
-    let readonly = mnt.read_only.unwrap_or(false);
-    let kind = match mnt.typ {
-        Some(m::MountType::BIND) => v1::mount::Kind::Bind(v1::BindMount {
-            source: mnt.source.clone().unwrap_or_default(),
-        }),
-        Some(m::MountType::VOLUME) | None => {
-            if let Some(d) = mnt
-                .volume_options
-                .as_ref()
-                .and_then(|o| o.driver_config.as_ref())
-                .and_then(|c| c.name.as_deref())
-                .filter(|n| !n.is_empty() && *n != "local")
-            {
-                return Err(DockerError::unsupported_field(
-                    "HostConfig.Mounts.VolumeOptions.DriverConfig",
-                    &format!("volume driver {d} (only local)"),
-                ));
-            }
-            v1::mount::Kind::Volume(v1::VolumeMount {
-                name: mnt.source.clone().unwrap_or_default(),
-            })
-        }
-        Some(m::MountType::TMPFS) => {
-            let o = mnt.tmpfs_options.clone().unwrap_or_default();
-            v1::mount::Kind::Tmpfs(v1::TmpfsMount {
-                size_bytes: o.size_bytes.unwrap_or(0).max(0) as u64,
-                mode: o.mode.unwrap_or(0).max(0) as u32,
-                options: vec![],
-            })
-        }
-        Some(other) => {
-            return Err(DockerError::unsupported_field(
-                "HostConfig.Mounts.Type",
-                &format!("{other:?} mounts (only bind, volume and tmpfs)").to_lowercase(),
-            ));
-        }
-    };
-    Ok(v1::Mount {
-        target,
-        readonly,
-        kind: Some(kind),
-    })
-}
-
-fn tmpfs_of(target: &str, opts: &str) -> DResult<v1::Mount> {
-    let mut size = 0;
-    let mut mode = 0;
-    let mut options = vec![];
-    for o in opts.split(',').filter(|o| !o.is_empty()) {
-        if let Some(s) = o.strip_prefix("size=") {
-            size = s
-                .parse::<spec::ByteSize>()
-                .map_err(|e| DockerError::bad_request(format!("HostConfig.Tmpfs {target}: {e}")))?
-                .bytes();
-        } else if let Some(md) = o.strip_prefix("mode=") {
-            mode = u32::from_str_radix(md, 8).map_err(|_| {
-                DockerError::bad_request(format!("HostConfig.Tmpfs {target}: bad mode {md}"))
-            })?;
-        } else {
-            options.push(o.to_owned());
-        }
-    }
-    Ok(v1::Mount {
-        target: target.to_owned(),
-        readonly: options.iter().any(|o| o == "ro"),
-        kind: Some(v1::mount::Kind::Tmpfs(v1::TmpfsMount {
-            size_bytes: size,
-            mode,
-            options,
-        })),
-    })
-}
-
-/// Translates Docker's create body into our container configuration, refusing with a 400
-/// naming the field whatever would change the container's meaning and we cannot do.
-/// Returns warnings for what is accepted but not applied.
-pub fn translate(
-    body: &m::ContainerCreateBody,
-    name: Option<&str>,
-    platform: Option<&str>,
-) -> DResult<(v1::ContainerConfig, Vec<String>)> {
-    let hc = body.host_config.clone().unwrap_or_default();
-    let mut warnings = vec![];
-    refuse_if(
-        hc.privileged == Some(true),
-        "HostConfig.Privileged",
-        "containers run in their own VM without host devices",
-    )?;
-    refuse_if(
-        nonempty(&hc.devices),
-        "HostConfig.Devices",
-        "host devices cannot be passed into a container's VM",
-    )?;
-    refuse_if(
-        nonempty(&hc.device_requests),
-        "HostConfig.DeviceRequests",
-        "host devices (GPUs) cannot be passed into a container's VM",
-    )?;
-    refuse_if(
-        nonempty(&hc.device_cgroup_rules),
-        "HostConfig.DeviceCgroupRules",
-        "host devices cannot be passed into a container's VM",
-    )?;
-    for (field, v) in [
-        ("HostConfig.PidMode", &hc.pid_mode),
-        ("HostConfig.IpcMode", &hc.ipc_mode),
-        ("HostConfig.UTSMode", &hc.uts_mode),
-        ("HostConfig.UsernsMode", &hc.userns_mode),
-    ] {
-        let v = v.as_deref().unwrap_or("");
-        refuse_if(
-            v == "host" || v.starts_with("container:"),
-            field,
-            &format!(
-                "{v:?}: a container's VM shares no namespace with the host or another container"
-            ),
-        )?;
-    }
-    refuse_if(
-        nonempty(&hc.volumes_from),
-        "HostConfig.VolumesFrom",
-        "name the volumes instead",
-    )?;
-    refuse_if(
-        nonempty(&hc.links),
-        "HostConfig.Links",
-        "legacy links; use a user-defined network",
-    )?;
-    refuse_if(
-        nonempty(&hc.extra_hosts),
-        "HostConfig.ExtraHosts",
-        "not implemented yet",
-    )?;
-    refuse_if(
-        nonempty(&hc.group_add),
-        "HostConfig.GroupAdd",
-        "not implemented yet",
-    )?;
-    refuse_if(
-        nonempty(&hc.security_opt),
-        "HostConfig.SecurityOpt",
-        "the seccomp profile and capabilities are fixed; use CapAdd/CapDrop",
-    )?;
-    refuse_if(
-        hc.sysctls.as_ref().is_some_and(|s| !s.is_empty()),
-        "HostConfig.Sysctls",
-        "not implemented yet",
-    )?;
-    refuse_if(
-        hc.storage_opt.as_ref().is_some_and(|s| !s.is_empty()),
-        "HostConfig.StorageOpt",
-        "the writable layer's size is fixed",
-    )?;
-    refuse_if(
-        hc.runtime
-            .as_deref()
-            .is_some_and(|r| !r.is_empty() && r != "runc"),
-        "HostConfig.Runtime",
-        "every container runs in its own VM",
-    )?;
-    refuse_if(
-        nonzero(hc.cpu_shares)
-            || nonzero(hc.cpu_quota)
-            || nonzero(hc.cpu_period)
-            || nonzero(hc.cpu_count)
-            || nonzero(hc.cpu_percent),
-        "HostConfig.CpuShares/CpuQuota/CpuPeriod/CpuCount",
-        "a container's VM gets whole vCPUs: use NanoCpus",
-    )?;
-    refuse_if(
-        hc.cpuset_cpus.as_deref().is_some_and(|s| !s.is_empty())
-            || hc.cpuset_mems.as_deref().is_some_and(|s| !s.is_empty()),
-        "HostConfig.CpusetCpus",
-        "vCPUs are not pinned",
-    )?;
-    refuse_if(
-        nonzero(hc.memory_reservation) || nonzero(hc.memory_swap) && hc.memory_swap != hc.memory,
-        "HostConfig.MemoryReservation/MemorySwap",
-        "a container's VM has fixed memory and no swap",
-    )?;
-    refuse_if(
-        nonzero(hc.pids_limit),
-        "HostConfig.PidsLimit",
-        "not implemented yet",
-    )?;
-    refuse_if(
-        hc.oom_kill_disable == Some(true),
-        "HostConfig.OomKillDisable",
-        "not implemented yet",
-    )?;
-    refuse_if(
-        hc.oom_score_adj.is_some_and(|v| v != 0),
-        "HostConfig.OomScoreAdj",
-        "not implemented yet",
-    )?;
-    refuse_if(
-        hc.blkio_weight.is_some_and(|v| v != 0)
-            || nonempty(&hc.blkio_weight_device)
-            || nonempty(&hc.blkio_device_read_bps)
-            || nonempty(&hc.blkio_device_write_bps)
-            || nonempty(&hc.blkio_device_read_iops)
-            || nonempty(&hc.blkio_device_write_iops),
-        "HostConfig.Blkio*",
-        "not implemented yet",
-    )?;
-    if let Some(t) = hc.log_config.as_ref().and_then(|l| l.typ.as_deref()) {
-        refuse_if(
-            !matches!(t, "" | "json-file" | "local"),
-            "HostConfig.LogConfig.Type",
-            &format!("log driver {t} (output is kept as json-file)"),
-        )?;
-    }
-    if body
-        .healthcheck
-        .as_ref()
-        .and_then(|h| h.test.as_ref())
-        .is_some_and(|t| !t.is_empty() && t[0] != "NONE")
-    {
-        warnings.push("Healthcheck is accepted but not run by this daemon yet".to_owned());
-    }
-
-    // Networks: the mode names the first network; endpoints add more.
-    let mut networks: Vec<v1::NetworkRequest> = vec![];
-    let mode = hc.network_mode.clone().unwrap_or_default();
-    let is_default = |n: &str| matches!(n, "" | "default" | "bridge");
-    if body.network_disabled == Some(true) || mode == "none" {
-        networks.push(v1::NetworkRequest {
-            name: "none".into(),
-            ..Default::default()
-        });
-    } else {
-        refuse_if(
-            mode == "host",
-            "HostConfig.NetworkMode",
-            "\"host\": a container's VM has its own network stack",
-        )?;
-        refuse_if(
-            mode.starts_with("container:"),
-            "HostConfig.NetworkMode",
-            "sharing another container's network stack",
-        )?;
-        if !is_default(&mode) {
-            networks.push(v1::NetworkRequest {
-                name: mode.clone(),
-                ..Default::default()
-            });
-        }
-        let mut extra: Vec<&String> = body
-            .networking_config
-            .as_ref()
-            .and_then(|n| n.endpoints_config.as_ref())
-            .map(|e| e.keys().collect())
-            .unwrap_or_default();
-        extra.sort();
-        for n in extra {
-            if !is_default(n) && !networks.iter().any(|x| &x.name == n) {
-                networks.push(v1::NetworkRequest {
-                    name: n.clone(),
-                    ..Default::default()
-                });
-            }
-        }
-    }
-
-    // Ports: bindings, then -P's exposed ports on free host ports.
-    let mut ports = vec![];
-    let mut bound = vec![];
-    let mut keys: Vec<(&String, &Option<Vec<m::PortBinding>>)> =
-        hc.port_bindings.iter().flatten().collect();
-    keys.sort_by_key(|(k, _)| (*k).clone());
-    for (k, bindings) in keys {
-        let (container_port, protocol) = parse_port_key(k)?;
-        bound.push(k.clone());
-        for b in bindings.iter().flatten() {
-            let (hp, count) = host_port(b.host_port.as_deref().unwrap_or(""))?;
-            ports.push(v1::PortMapping {
-                host_ip: b.host_ip.clone().unwrap_or_default(),
-                host_port: hp,
-                container_port,
-                count,
-                protocol: protocol as i32,
-            });
-        }
-    }
-    if hc.publish_all_ports == Some(true) {
-        for k in body.exposed_ports.iter().flatten() {
-            if !bound.contains(k) {
-                let (container_port, protocol) = parse_port_key(k)?;
-                ports.push(v1::PortMapping {
-                    host_ip: String::new(),
-                    host_port: 0,
-                    container_port,
-                    count: 1,
-                    protocol: protocol as i32,
-                });
-            }
-        }
-    }
-
-    // Mounts: -v binds and volumes, --mount, --tmpfs, and the anonymous volumes of Volumes.
-    let mut mounts = vec![];
-    for b in hc.binds.iter().flatten() {
-        let spec = spec::mount::parse_volume(b)
-            .map_err(|e| DockerError::bad_request(format!("HostConfig.Binds: {e}")))?;
-        mounts.push(v1::Mount::from(&spec));
-    }
-    for mnt in hc.mounts.iter().flatten() {
-        mounts.push(mount_of(mnt)?);
-    }
-    let mut tmpfs: Vec<(&String, &String)> = hc.tmpfs.iter().flatten().collect();
-    tmpfs.sort();
-    for (target, opts) in tmpfs {
-        mounts.push(tmpfs_of(target, opts)?);
-    }
-    for target in body.volumes.iter().flatten() {
-        if !mounts.iter().any(|x: &v1::Mount| x.target == *target) {
-            mounts.push(v1::Mount {
-                target: target.clone(),
-                readonly: false,
-                kind: Some(v1::mount::Kind::Volume(v1::VolumeMount {
-                    name: String::new(),
-                })),
-            });
-        }
-    }
-
-    let restart_policy = hc.restart_policy.as_ref().map(|r| {
-        use v1::restart_policy::Kind;
-        let kind = match r.name {
-            Some(m::RestartPolicyNameEnum::ALWAYS) => Kind::Always,
-            Some(m::RestartPolicyNameEnum::UNLESS_STOPPED) => Kind::UnlessStopped,
-            Some(m::RestartPolicyNameEnum::ON_FAILURE) => Kind::OnFailure,
-            _ => Kind::No,
-        };
-        v1::RestartPolicy {
-            kind: kind as i32,
-            max_retries: r.maximum_retry_count.unwrap_or(0).max(0) as u32,
-        }
-    });
-    let mut labels: Vec<v1::Label> = body
-        .labels
-        .iter()
-        .flatten()
-        .map(|(k, v)| v1::Label {
-            key: k.clone(),
-            value: v.clone(),
-        })
-        .collect();
-    labels.sort_by(|a, b| a.key.cmp(&b.key));
-
-    // Docker's entrypoint is a list: its first word is ours, the rest go before the command.
-    let mut command = body.cmd.clone().unwrap_or_default();
-    let entrypoint = match &body.entrypoint {
-        None => None,
-        Some(e) if e.is_empty() => Some(String::new()),
-        Some(e) => {
-            let mut rest = e[1..].to_vec();
-            rest.append(&mut command);
-            command = rest;
-            Some(e[0].clone())
-        }
-    };
-    let stop_signal = match body.stop_signal.as_deref() {
-        None | Some("") => 0,
-        Some(s) => signal_number(s, "StopSignal")?,
-    };
-    let ulimits = hc
-        .ulimits
-        .iter()
-        .flatten()
-        .map(|u| v1::Ulimit {
-            name: u.name.clone().unwrap_or_default(),
-            soft: u
-                .soft
-                .map(|v| if v < 0 { u64::MAX } else { v as u64 })
-                .unwrap_or(0),
-            hard: u
-                .hard
-                .map(|v| if v < 0 { u64::MAX } else { v as u64 })
-                .unwrap_or(0),
-        })
-        .collect();
-    let dns = v1::DnsConfig {
-        disabled: false,
-        nameservers: hc.dns.clone().unwrap_or_default(),
-        domain: body.domainname.clone().unwrap_or_default(),
-        search: hc.dns_search.clone().unwrap_or_default(),
-        options: hc.dns_options.clone().unwrap_or_default(),
-    };
-    let config = v1::ContainerConfig {
-        id: name.unwrap_or_default().trim_start_matches('/').to_owned(),
-        image: body.image.clone().unwrap_or_default(),
-        platform: platform.unwrap_or_default().to_owned(),
-        process: Some(v1::ProcessConfig {
-            entrypoint,
-            command,
-            env: body.env.clone().unwrap_or_default(),
-            working_dir: body.working_dir.clone().unwrap_or_default(),
-            user: body.user.clone().unwrap_or_default(),
-            tty: body.tty.unwrap_or(false),
-            stdin_open: body.open_stdin.unwrap_or(false),
-            ulimits,
-            cap_add: hc.cap_add.clone().unwrap_or_default(),
-            cap_drop: hc.cap_drop.clone().unwrap_or_default(),
-        }),
-        resources: Some(v1::Resources {
-            cpus_millis: (hc.nano_cpus.unwrap_or(0).max(0) / 1_000_000) as u32,
-            memory_bytes: hc.memory.unwrap_or(0).max(0) as u64,
-            shm_size_bytes: hc.shm_size.unwrap_or(0).max(0) as u64,
-        }),
-        mounts,
-        ports,
-        networks,
-        dns: Some(dns),
-        labels,
-        read_only: hc.readonly_rootfs.unwrap_or(false),
-        init: hc.init.unwrap_or(false),
-        auto_remove: hc.auto_remove.unwrap_or(false),
-        restart_policy,
-        stop_signal,
-        stop_timeout_seconds: body.stop_timeout.filter(|t| *t >= 0).map(|t| t as u32),
-        hostname: body.hostname.clone().unwrap_or_default(),
-        ..Default::default()
-    };
-    if config.image.is_empty() {
-        return Err(DockerError::bad_request("config has no Image"));
-    }
-    Ok((config, warnings))
 }
 
 /// `POST /containers/create`.
@@ -943,15 +438,6 @@ fn summary_of(info: &v1::ContainerInfo) -> m::ContainerSummary {
     }
 }
 
-/// Image references as users write them: `docker.io/library/` and `docker.io/` dropped.
-pub fn familiar(reference: &str) -> String {
-    let r = reference
-        .strip_prefix("docker.io/library/")
-        .or_else(|| reference.strip_prefix("docker.io/"))
-        .unwrap_or(reference);
-    r.to_owned()
-}
-
 fn ancestor_matches(info: &v1::ContainerInfo, want: &str) -> bool {
     let image = info.config.as_ref().map(|c| c.image.as_str()).unwrap_or("");
     let norm = |s: &str| {
@@ -1105,9 +591,12 @@ pub async fn start(State(ctx): State<Ctx>, Path(id): Path<String>) -> DResult<Re
         tokio::spawn(async move {
             if let Ok(io) = first.upgrade.await {
                 let io = hyper_util::rt::TokioIo::new(io);
-                if let StdioEnd::Exit(code) = pump(io, output, vec![], tx, first.mode).await {
-                    ctx2.record_exit(&cid, code);
-                }
+                pump(io, output, vec![], tx, first.mode, |end| {
+                    if let StdioEnd::Exit(code) = end {
+                        ctx2.record_exit(&cid, *code);
+                    }
+                })
+                .await;
             }
         });
         for other in parked {
@@ -1156,9 +645,12 @@ async fn attach_running(ctx: Ctx, id: String, p: PendingAttach) {
         return;
     };
     let io = hyper_util::rt::TokioIo::new(io);
-    if let StdioEnd::Exit(code) = pump(io, output.into_inner(), vec![], tx, p.mode).await {
-        ctx.record_exit(&id, code);
-    }
+    pump(io, output.into_inner(), vec![], tx, p.mode, |end| {
+        if let StdioEnd::Exit(code) = end {
+            ctx.record_exit(&id, *code);
+        }
+    })
+    .await;
 }
 
 /// `POST /containers/{id}/attach`: answers 101 at once; the stream is joined now when the
@@ -1306,7 +798,11 @@ pub async fn wait(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> D
     let info = info_of(&ctx, &id).await?;
     let (tx, resp) = streamed("application/json");
     tokio::spawn(async move {
-        let result = wait_for(&ctx, &info, condition).await;
+        // A client that goes away (`docker run -d` after its start) ends the wait.
+        let result = tokio::select! {
+            r = wait_for(&ctx, &info, condition) => r,
+            () = tx.closed() => return,
+        };
         let body = match result {
             Ok(code) => json!({ "StatusCode": code, "Error": null }),
             Err(e) => json!({ "StatusCode": -1, "Error": { "Message": e.message } }),
@@ -1753,100 +1249,220 @@ impl super::Docker {
     }
 }
 
+// ---- stats ---------------------------------------------------------------------------------
+
+/// One sample as Docker's stats JSON. A VM's vCPUs are all the container's, so the "system"
+/// CPU time is wall time times the vCPUs: the CLI's CPU % is then the container's share.
+fn stats_json(
+    info: &v1::ContainerInfo,
+    cur: &v1::ContainerStats,
+    pre: Option<&v1::ContainerStats>,
+) -> serde_json::Value {
+    let cpus = info
+        .resources
+        .map(|r| r.cpus_millis.div_ceil(1000).max(1))
+        .unwrap_or(1);
+    let cpu = |s: Option<&v1::ContainerStats>| match s {
+        Some(s) => json!({
+            "cpu_usage": {
+                "total_usage": s.cpu_usage_usec * 1000,
+                "usage_in_kernelmode": 0,
+                "usage_in_usermode": 0,
+            },
+            "system_cpu_usage": (s.timestamp_ms.max(0) as u64) * 1_000_000 * u64::from(cpus),
+            "online_cpus": cpus,
+            "throttling_data": { "periods": 0, "throttled_periods": 0, "throttled_time": 0 },
+        }),
+        None => json!({
+            "cpu_usage": { "total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0 },
+            "throttling_data": { "periods": 0, "throttled_periods": 0, "throttled_time": 0 },
+        }),
+    };
+    json!({
+        "read": time_of_ms(cur.timestamp_ms),
+        "preread": pre.map(|p| time_of_ms(p.timestamp_ms)).unwrap_or_else(|| ZERO_TIME.to_owned()),
+        "pids_stats": { "current": cur.num_processes },
+        "num_procs": 0,
+        "cpu_stats": cpu(Some(cur)),
+        "precpu_stats": cpu(pre),
+        "memory_stats": {
+            "usage": cur.memory_usage_bytes,
+            "limit": cur.memory_limit_bytes,
+            "stats": {},
+        },
+        "networks": {
+            "eth0": {
+                "rx_bytes": cur.network_rx_bytes, "rx_packets": 0, "rx_errors": 0, "rx_dropped": 0,
+                "tx_bytes": cur.network_tx_bytes, "tx_packets": 0, "tx_errors": 0, "tx_dropped": 0,
+            }
+        },
+        "blkio_stats": {
+            "io_service_bytes_recursive": [
+                { "major": 0, "minor": 0, "op": "read", "value": cur.block_read_bytes },
+                { "major": 0, "minor": 0, "op": "write", "value": cur.block_write_bytes },
+            ],
+        },
+        "storage_stats": {},
+        "name": format!("/{}", info.name),
+        "id": info.id,
+    })
+}
+
+/// `GET /containers/{id}/stats`: a sample a second (`stream`, the default), or one sample
+/// with the previous one a second before it (`stream=0`); `one-shot` skips that second.
+pub async fn stats(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> DResult<Response> {
+    let q = Params::from_uri(&uri)?;
+    let stream = q.flag_or("stream", true);
+    let one_shot = q.flag("one-shot") && !stream;
+    let info = info_of(&ctx, &id).await?;
+    let (tx, resp) = streamed("application/json");
+    if state_name(&info) != "running" {
+        // Docker answers a stopped container with one empty sample.
+        let empty = v1::ContainerStats::default();
+        tx.json(&stats_json(&info, &empty, None)).await;
+        return Ok(resp);
+    }
+    let mut samples = ctx
+        .client()
+        .await?
+        .containers()
+        .stats(v1::StatsRequest {
+            ids: vec![info.id.clone()],
+            stream: !one_shot,
+            interval_ms: 1000,
+        })
+        .await
+        .map_err(|s| container_error(&id, s))?
+        .into_inner();
+    tokio::spawn(async move {
+        let mut pre: Option<v1::ContainerStats> = None;
+        loop {
+            let next = tokio::select! {
+                m = samples.message() => m,
+                () = tx.closed() => break,
+            };
+            let Ok(Some(r)) = next else { break };
+            let Some(cur) = r.stats.into_iter().find(|s| s.id == info.id) else {
+                continue;
+            };
+            if !stream && !one_shot && pre.is_none() {
+                pre = Some(cur);
+                continue;
+            }
+            if !tx.json(&stats_json(&info, &cur, pre.as_ref())).await || !stream {
+                break;
+            }
+            pre = Some(cur);
+        }
+    });
+    Ok(resp)
+}
+
+// ---- top -----------------------------------------------------------------------------------
+
+/// `ps` output as Docker's top: the titles, then each row with the last column whole.
+pub fn parse_ps(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let titles: Vec<String> = lines
+        .next()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let n = titles.len().max(1);
+    let rows = lines
+        .map(|l| {
+            let mut row: Vec<String> = Vec::with_capacity(n);
+            let mut rest = l.trim_start();
+            while row.len() + 1 < n {
+                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                row.push(rest[..end].to_owned());
+                rest = rest[end..].trim_start();
+            }
+            row.push(rest.trim_end().to_owned());
+            row
+        })
+        .collect();
+    (titles, rows)
+}
+
+/// `GET /containers/{id}/top`: the container's processes, listed by its own `ps` (run as an
+/// exec: the processes live in the VM, out of the host's sight), so the image needs a `ps`.
+pub async fn top(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> DResult<Response> {
+    let q = Params::from_uri(&uri)?;
+    let info = info_of(&ctx, &id).await?;
+    if state_name(&info) != "running" {
+        return Err(DockerError::conflict(format!(
+            "container {} is not running",
+            info.id
+        )));
+    }
+    let mut args = vec!["ps".to_owned()];
+    match q.get("ps_args").filter(|a| !a.trim().is_empty()) {
+        Some(a) => args.extend(a.split_whitespace().map(str::to_owned)),
+        None => args.extend(["-o", "pid,ppid,user,args"].map(str::to_owned)),
+    }
+    let (tx, rx) = mpsc::channel(4);
+    let _ = tx
+        .send(v1::StdioRequest {
+            request: Some(v1::stdio_request::Request::Exec(v1::ExecOpen {
+                id: info.id.clone(),
+                args: args.clone(),
+                ..Default::default()
+            })),
+        })
+        .await;
+    let mut output = ctx
+        .client()
+        .await?
+        .containers()
+        .exec(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| container_error(&id, s))?
+        .into_inner();
+    use v1::stdio_response::Response as R;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = loop {
+        match output.message().await {
+            Ok(Some(v1::StdioResponse {
+                response: Some(R::Stdout(d)),
+            })) => out.extend(d),
+            Ok(Some(v1::StdioResponse {
+                response: Some(R::Stderr(d)),
+            })) => err.extend(d),
+            Ok(Some(v1::StdioResponse {
+                response: Some(R::Exit(e)),
+            })) => break e.code,
+            Ok(Some(_)) => {}
+            Ok(None) => break -1,
+            Err(s) => return Err(container_error(&id, s)),
+        }
+    };
+    drop(tx);
+    if code != 0 {
+        return Err(DockerError::internal(format!(
+            "running ps in container {}: exit code {code}: {}",
+            info.name,
+            String::from_utf8_lossy(&err).trim()
+        )));
+    }
+    let (titles, mut processes) = parse_ps(&String::from_utf8_lossy(&out));
+    // Our own ps is not one of the container's processes.
+    let ours = args.join(" ");
+    processes.retain(|row| row.last() != Some(&ours));
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "Titles": titles, "Processes": processes }),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn body(j: serde_json::Value) -> m::ContainerCreateBody {
-        serde_json::from_value(j).expect("body parses")
-    }
-
     #[test]
-    fn the_clis_create_body_becomes_our_config() {
-        let b = body(json!({
-            "Image": "busybox",
-            "Cmd": ["httpd", "-f"],
-            "Env": ["A=1"],
-            "Labels": {"k": "v"},
-            "Tty": true,
-            "OpenStdin": true,
-            "ExposedPorts": {"80/tcp": {}},
-            "HostConfig": {
-                "PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]},
-                "Binds": ["/tmp:/data:ro", "vol:/v"],
-                "AutoRemove": true,
-                "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 3},
-                "Memory": 536870912,
-                "NanoCpus": 2000000000,
-                "NetworkMode": "default",
-                "LogConfig": {"Type": "", "Config": {}}
-            }
-        }));
-        let (c, w) = translate(&b, Some("web"), None).unwrap();
-        assert!(w.is_empty());
-        assert_eq!(c.id, "web");
-        let p = c.process.clone().unwrap();
-        assert_eq!(p.command, ["httpd", "-f"]);
-        assert!(p.tty && p.stdin_open);
-        assert_eq!(c.ports.len(), 1);
-        assert_eq!(c.ports[0].host_port, 8080);
-        assert_eq!(c.ports[0].host_ip, "127.0.0.1");
-        assert_eq!(c.ports[0].container_port, 80);
-        assert_eq!(c.mounts.len(), 2);
-        assert!(c.mounts[0].readonly);
-        assert!(matches!(&c.mounts[1].kind, Some(v1::mount::Kind::Volume(v)) if v.name == "vol"));
-        assert!(c.auto_remove);
-        assert_eq!(c.resources.unwrap().memory_bytes, 512 << 20);
-        assert_eq!(c.resources.unwrap().cpus_millis, 2000);
-        assert!(c.networks.is_empty());
-        assert_eq!(c.labels[0].key, "k");
-    }
-
-    #[test]
-    fn an_entrypoint_list_puts_its_tail_before_the_command() {
-        let b = body(json!({"Image": "x", "Entrypoint": ["sh", "-c"], "Cmd": ["echo hi"]}));
-        let (c, _) = translate(&b, None, None).unwrap();
-        let p = c.process.unwrap();
-        assert_eq!(p.entrypoint.as_deref(), Some("sh"));
-        assert_eq!(p.command, ["-c", "echo hi"]);
-        let b = body(json!({"Image": "x", "Entrypoint": []}));
-        assert_eq!(
-            translate(&b, None, None)
-                .unwrap()
-                .0
-                .process
-                .unwrap()
-                .entrypoint
-                .as_deref(),
-            Some("")
-        );
-    }
-
-    #[test]
-    fn fields_that_change_meaning_are_refused_by_name() {
-        for (hc, field) in [
-            (json!({"Privileged": true}), "HostConfig.Privileged"),
-            (
-                json!({"Devices": [{"PathOnHost": "/dev/kvm"}]}),
-                "HostConfig.Devices",
-            ),
-            (json!({"NetworkMode": "host"}), "HostConfig.NetworkMode"),
-            (json!({"PidMode": "host"}), "HostConfig.PidMode"),
-            (
-                json!({"SecurityOpt": ["seccomp=unconfined"]}),
-                "HostConfig.SecurityOpt",
-            ),
-        ] {
-            let b = body(json!({"Image": "x", "HostConfig": hc}));
-            let e = translate(&b, None, None).unwrap_err();
-            assert_eq!(e.status, StatusCode::BAD_REQUEST);
-            assert!(e.message.starts_with(field), "{}", e.message);
-        }
-        // Zero values, as compose sends them, are not a request.
-        let b = body(
-            json!({"Image": "x", "HostConfig": {"Privileged": false, "Devices": [], "CpuShares": 0, "PidMode": ""}}),
-        );
-        assert!(translate(&b, None, None).is_ok());
+    fn ps_output_keeps_the_command_whole() {
+        let (t, rows) =
+            parse_ps("PID   USER     TIME  COMMAND\n    1 root      0:00 httpd -f -p 80\n");
+        assert_eq!(t, ["PID", "USER", "TIME", "COMMAND"]);
+        assert_eq!(rows, [["1", "root", "0:00", "httpd -f -p 80"]]);
     }
 
     #[test]

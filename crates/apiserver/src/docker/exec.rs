@@ -205,21 +205,26 @@ pub async fn start(
     let ctx2 = ctx.clone();
     let exec_id = id.clone();
     tokio::spawn(async move {
-        let end = match upgrade {
+        let finish = |end: &StdioEnd| {
+            let code = match end {
+                StdioEnd::Exit(c) => *c,
+                StdioEnd::Lost(_) => 255,
+            };
+            update(&ctx2, &exec_id, |x| {
+                x.running = false;
+                x.exit_code = Some(code);
+            });
+        };
+        match upgrade {
             Some(up) => match up.await {
-                Ok(io) => pump(hyper_util::rt::TokioIo::new(io), output, first, tx, mode).await,
-                Err(_) => drain(output, first).await,
+                Ok(io) => {
+                    let io = hyper_util::rt::TokioIo::new(io);
+                    pump(io, output, first, tx, mode, finish).await;
+                }
+                Err(_) => finish(&drain(output, first).await),
             },
-            None => drain(output, first).await,
-        };
-        let code = match end {
-            StdioEnd::Exit(c) => c,
-            StdioEnd::Lost(_) => 255,
-        };
-        update(&ctx2, &exec_id, |x| {
-            x.running = false;
-            x.exit_code = Some(code);
-        });
+            None => finish(&drain(output, first).await),
+        }
     });
     if detach {
         return Ok(axum::response::IntoResponse::into_response(StatusCode::OK));

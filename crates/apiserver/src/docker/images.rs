@@ -16,9 +16,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::Ctx;
-use super::containers::{familiar, time_of_ms};
 use super::error::{DResult, DockerError};
 use super::filters::Filters;
+use super::ids::{familiar, time_of_ms};
 use super::stream::{Params, json, streamed};
 
 /// `fromImage` and `tag` as one reference (`tag` may be a digest).

@@ -9,11 +9,13 @@
 //! their container's start). It never touches container state on disk itself.
 //!
 //! Split by concern: [`error`] (Docker's error JSON and status codes), [`stream`] (hijacked
-//! connections, stdcopy frames, JSON-message streams, Docker's booleans), [`filters`],
-//! [`containers`], [`exec`], [`images`], [`networks`], [`volumes`], [`system`]. This module
-//! holds the router, the `/vX.Y` prefix stripping and the server.
+//! connections, stdcopy frames, JSON-message streams, Docker's booleans), [`filters`], [`ids`],
+//! [`create`] (the create body's translation), [`containers`], [`exec`], [`images`],
+//! [`networks`], [`volumes`], [`system`]. This module holds the router, the `/vX.Y` prefix
+//! stripping and the server.
 
 pub mod containers;
+pub mod create;
 pub mod error;
 pub mod exec;
 pub mod filters;
@@ -143,6 +145,8 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/containers/{id}/resize", post(containers::resize))
         .route("/containers/{id}/logs", get(containers::logs))
         .route("/containers/{id}/export", get(containers::export))
+        .route("/containers/{id}/stats", get(containers::stats))
+        .route("/containers/{id}/top", get(containers::top))
         .route(
             "/containers/{id}/archive",
             get(containers::archive_get)

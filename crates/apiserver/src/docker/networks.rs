@@ -13,10 +13,9 @@ use bollard_stubs::models as m;
 use serde_json::json;
 
 use super::Ctx;
-use super::containers::time_of_ms;
 use super::error::{DResult, DockerError};
 use super::filters::Filters;
-use super::ids::network_id;
+use super::ids::{network_id, time_of_ms};
 use super::stream::{Params, json, json_body, no_content};
 
 /// The name Docker clients see.

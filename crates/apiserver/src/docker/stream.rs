@@ -241,16 +241,20 @@ pub enum StdioEnd {
 
 /// Moves a gRPC stdio stream's output to `io` (framed unless tty) and `io`'s input to the
 /// stream, until the process exits; then shuts `io`'s write side so the client sees the end.
-/// `first` is output already read from the stream (sent before the rest).
-pub async fn pump<IO>(
+/// `first` is output already read from the stream (sent before the rest). `on_end` runs
+/// before the client sees the end, so what it records (an exec's exit code) is there when
+/// the client asks right after.
+pub async fn pump<IO, F>(
     io: IO,
     mut output: tonic::Streaming<v1::StdioResponse>,
     first: Vec<v1::StdioResponse>,
     input: mpsc::Sender<v1::StdioRequest>,
     mode: StdioMode,
+    on_end: F,
 ) -> StdioEnd
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
+    F: FnOnce(&StdioEnd),
 {
     use v1::stdio_request::Request as Rq;
     use v1::stdio_response::Response as Rs;
@@ -319,6 +323,7 @@ where
         // A client that went away must not stop the process: keep draining to the exit.
         let _ = writer.write_all(&bytes).await;
     };
+    on_end(&end);
     let _ = writer.flush().await;
     let _ = writer.shutdown().await;
     if let Some(t) = upstream {

@@ -129,7 +129,7 @@ pub async fn info(State(ctx): State<Ctx>) -> DResult<Response> {
             "Debug": false,
             "NFd": 0,
             "NGoroutines": 0,
-            "SystemTime": super::containers::time_of_ms(
+            "SystemTime": super::ids::time_of_ms(
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_millis() as i64)
@@ -201,7 +201,7 @@ pub async fn df(State(ctx): State<Ctx>) -> DResult<Response> {
             json!({
                 "Id": i.digest,
                 "ParentId": "",
-                "RepoTags": [super::containers::familiar(&i.reference)],
+                "RepoTags": [super::ids::familiar(&i.reference)],
                 "RepoDigests": [],
                 "Created": v.created_ms / 1000,
                 "Size": v.size,

@@ -12,9 +12,9 @@ use axum::response::Response;
 use serde_json::json;
 
 use super::Ctx;
-use super::containers::time_of_ms;
 use super::error::{DResult, DockerError};
 use super::filters::Filters;
+use super::ids::time_of_ms;
 use super::stream::{Params, json, json_body, no_content};
 
 async fn client(ctx: &Ctx) -> DResult<VolumesClient<tonic::transport::Channel>> {
