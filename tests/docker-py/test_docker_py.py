@@ -127,3 +127,67 @@ def test_networks_list_shows_the_default_bridge(client):
     names = [n.name for n in client.networks.list()]
     assert names == ["bridge"]
     assert client.networks.get("bridge").attrs["Driver"] == "bridge"
+
+
+def test_events_replay_a_window_with_filters(client):
+    import time
+
+    name = unique("ev")
+    since = int(time.time())
+    out = client.containers.run("busybox", ["true"], name=name, labels={"suite": "events"})
+    assert out == b""
+    c = client.containers.get(name)
+    c.remove()
+    until = int(time.time()) + 1
+    got = list(client.events(decode=True, since=since, until=until, filters={"container": name}))
+    actions = [e["Action"] for e in got]
+    for want in ["create", "start", "die", "destroy"]:
+        assert want in actions, actions
+    assert actions.index("create") < actions.index("start") < actions.index("die") < actions.index("destroy")
+    for e in got:
+        assert e["Type"] == "container"
+        assert e["Actor"]["ID"] == c.id
+        assert e["Actor"]["Attributes"]["name"] == name
+        assert e["Actor"]["Attributes"]["suite"] == "events"
+        assert e["scope"] == "local"
+        assert e["status"] == e["Action"]
+        assert e["id"] == c.id
+        assert e["from"] == e["Actor"]["Attributes"]["image"]
+        assert since <= e["time"] <= until
+        assert e["timeNano"] // 1_000_000_000 == e["time"]
+    die = [e for e in got if e["Action"] == "die"][0]
+    assert die["Actor"]["Attributes"]["exitCode"] == "0"
+    only_die = list(
+        client.events(decode=True, since=since, until=until, filters={"container": name, "event": "die"})
+    )
+    assert [e["Action"] for e in only_die] == ["die"]
+    assert list(client.events(decode=True, since=since, until=until, filters={"type": "volume", "container": name})) == []
+
+
+def test_healthcheck_reaches_healthy(client):
+    import time
+
+    name = unique("hc")
+    c = client.containers.run(
+        "busybox",
+        ["sleep", "600"],
+        detach=True,
+        name=name,
+        healthcheck={"test": ["CMD-SHELL", "echo probe-ran"], "interval": 1_000_000_000, "retries": 2},
+    )
+    try:
+        deadline = time.time() + 120
+        health = {}
+        while time.time() < deadline:
+            health = client.api.inspect_container(c.id)["State"].get("Health") or {}
+            if health.get("Status") == "healthy":
+                break
+            time.sleep(0.5)
+        assert health.get("Status") == "healthy", health
+        assert health["FailingStreak"] == 0
+        assert health["Log"][-1]["ExitCode"] == 0
+        assert health["Log"][-1]["Output"].startswith("probe-ran")
+        assert [x.name for x in client.containers.list(filters={"health": "healthy"})] == [name]
+        assert client.containers.list(filters={"health": "unhealthy"}) == []
+    finally:
+        c.remove(force=True)

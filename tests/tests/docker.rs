@@ -408,6 +408,261 @@ fn docker_networks_create_list_and_remove() {
     drop(ns);
 }
 
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after the epoch")
+        .as_secs_f64()
+}
+
+/// `docker events` from the daemon's event bus: a replayed window with filters, Docker's
+/// message fields, and a live stream that ends at `--until`.
+#[test]
+fn docker_events_replay_filter_and_stream() {
+    let Some(k) = Docker::start("dkevents") else {
+        return;
+    };
+    let since = format!("{:.3}", unix_now() - 1.0);
+    k.ok(&[
+        "run", "--name", "evbox", "--label", "tier=x", "busybox", "true",
+    ]);
+    k.ok(&["rm", "evbox"]);
+    let until = format!("{:.3}", unix_now() + 1.0);
+    let lines = k.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "container=evbox",
+        "--format",
+        "{{json .}}",
+    ]);
+    let events: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON message a line"))
+        .collect();
+    let actions: Vec<&str> = events
+        .iter()
+        .map(|e| e["Action"].as_str().unwrap_or(""))
+        .collect();
+    let at = |a: &str| actions.iter().position(|x| *x == a);
+    assert!(
+        at("create") < at("start") && at("start") < at("die") && at("die") < at("destroy"),
+        "create, start, die, destroy in order: {actions:?}"
+    );
+    assert!(at("create").is_some(), "{actions:?}");
+    for e in &events {
+        assert_eq!(e["Type"], "container", "{e}");
+        assert_eq!(e["Actor"]["Attributes"]["name"], "evbox", "{e}");
+        assert_eq!(e["Actor"]["Attributes"]["tier"], "x", "{e}");
+        assert_eq!(e["status"], e["Action"], "{e}");
+        assert_eq!(e["id"], e["Actor"]["ID"], "{e}");
+        assert_eq!(e["Actor"]["ID"].as_str().map(str::len), Some(64), "{e}");
+        assert_eq!(e["scope"], "local", "{e}");
+    }
+    // Keys must all match; values of one key are alternatives.
+    let dies = k.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "container=evbox",
+        "--filter",
+        "event=die",
+        "--filter",
+        "event=destroy",
+        "--format",
+        "{{.Action}}",
+    ]);
+    assert_eq!(dies, "die\ndestroy\n");
+    let labelled = k.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "label=tier=y",
+    ]);
+    assert_eq!(labelled, "", "no event has tier=y");
+    // The default format: Docker's one line a message.
+    let plain = k.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "container=evbox",
+        "--filter",
+        "event=start",
+    ]);
+    assert!(
+        plain.contains(" container start ") && plain.contains("name=evbox"),
+        "{plain}"
+    );
+    // Live: a stream with a future `--until` carries what happens meanwhile, then ends.
+    let live_until = format!("{:.3}", unix_now() + 25.0);
+    let child = k
+        .cmd(&[
+            "events",
+            "--until",
+            &live_until,
+            "--filter",
+            "type=volume",
+            "--format",
+            "{{.Action}} {{.Actor.ID}}",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("docker events starts");
+    std::thread::sleep(Duration::from_secs(2));
+    k.ok(&["volume", "create", "evvol"]);
+    k.ok(&["volume", "rm", "evvol"]);
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().expect("docker events ends");
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "the stream outlived --until"
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "create evvol\ndestroy evvol\n"
+    );
+    // A bad filter is Docker's 400, one line.
+    let err = k.fails(&["events", "--until", &until, "--filter", "colour=red"], 1);
+    assert!(err.contains("invalid filter"), "{err}");
+}
+
+/// Healthchecks through the Engine API: `--health-*` flags reach the daemon's prober, and
+/// inspect, ps and events show what it found.
+#[test]
+fn docker_healthcheck_inspect_ps_and_events() {
+    let Some(k) = Docker::start("dkhealth") else {
+        return;
+    };
+    let since = format!("{:.3}", unix_now() - 1.0);
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hc",
+        "--health-cmd",
+        "test -f /tmp/ready && echo ready",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "2",
+        "--health-timeout",
+        "5s",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 4; touch /tmp/ready; sleep 600",
+    ]);
+    let status = || {
+        k.ok(&["inspect", "--format", "{{.State.Health.Status}}", "hc"])
+            .trim()
+            .to_owned()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut seen = vec![];
+    loop {
+        let s = status();
+        if seen.last() != Some(&s) {
+            seen.push(s.clone());
+        }
+        if s == "healthy" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never healthy: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let health: serde_json::Value =
+        serde_json::from_str(&k.ok(&["inspect", "--format", "{{json .State.Health}}", "hc"]))
+            .expect("health json");
+    assert_eq!(health["FailingStreak"], 0, "{health}");
+    let log = health["Log"].as_array().expect("a log");
+    let last = log.last().expect("a probe");
+    assert_eq!(last["ExitCode"], 0, "{health}");
+    assert_eq!(
+        last["Output"].as_str().map(str::trim),
+        Some("ready"),
+        "{health}"
+    );
+    assert!(
+        last["Start"].as_str().is_some_and(|t| t.starts_with("20")),
+        "{health}"
+    );
+    let ps = k.ok(&[
+        "ps",
+        "--filter",
+        "health=healthy",
+        "--format",
+        "{{.Names}} {{.Status}}",
+    ]);
+    assert!(
+        ps.starts_with("hc Up ") && ps.trim_end().ends_with("(healthy)"),
+        "{ps}"
+    );
+    assert_eq!(
+        k.ok(&[
+            "ps",
+            "--filter",
+            "health=unhealthy",
+            "--format",
+            "{{.Names}}"
+        ]),
+        ""
+    );
+    let until = format!("{:.3}", unix_now() + 1.0);
+    let events = k.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "event=health_status",
+        "--format",
+        "{{.Action}}",
+    ]);
+    assert!(
+        events.lines().any(|l| l == "health_status: healthy"),
+        "{events}"
+    );
+    // --no-healthcheck: no Health at all.
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "nohc",
+        "--no-healthcheck",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(
+        k.ok(&["inspect", "--format", "{{json .State.Health}}", "nohc"])
+            .trim(),
+        "null"
+    );
+    k.ok(&["rm", "-f", "hc", "nohc"]);
+}
+
 /// docker-py's own pytest suite under tests/docker-py, against a real daemon.
 #[test]
 fn docker_py_suite() {

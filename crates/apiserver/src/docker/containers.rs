@@ -77,9 +77,49 @@ fn state_name(info: &v1::ContainerInfo) -> &'static str {
     }
 }
 
+/// Docker's `State.Health` of our health.
+fn health_of(h: &v1::ContainerHealth) -> m::Health {
+    let status = match h.status.as_str() {
+        "starting" => m::HealthStatusEnum::STARTING,
+        "healthy" => m::HealthStatusEnum::HEALTHY,
+        "unhealthy" => m::HealthStatusEnum::UNHEALTHY,
+        _ => m::HealthStatusEnum::NONE,
+    };
+    m::Health {
+        status: Some(status),
+        failing_streak: Some(i64::from(h.failing_streak)),
+        log: Some(
+            h.log
+                .iter()
+                .map(|p| m::HealthcheckResult {
+                    start: Some(time_of_ms(p.start_ms)),
+                    end: Some(time_of_ms(p.end_ms)),
+                    exit_code: Some(i64::from(p.exit_code)),
+                    output: Some(p.output.clone()),
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// A container's health word for the `health` list filter: `none` without a healthcheck.
+fn health_word(info: &v1::ContainerInfo) -> &str {
+    match info.health.as_ref().map(|h| h.status.as_str()) {
+        Some(s) if !s.is_empty() => s,
+        _ => "none",
+    }
+}
+
 fn status_text(info: &v1::ContainerInfo) -> String {
     match state_name(info) {
-        "running" => format!("Up {}", human_duration(since_ms(info.started_ms))),
+        "running" => {
+            let up = format!("Up {}", human_duration(since_ms(info.started_ms)));
+            match info.health.as_ref().map(|h| h.status.as_str()) {
+                Some("starting") => format!("{up} (health: starting)"),
+                Some(s) if !s.is_empty() => format!("{up} ({s})"),
+                _ => up,
+            }
+        }
         "exited" => format!(
             "Exited ({}) {} ago",
             info.exit_code.max(0),
@@ -318,7 +358,7 @@ pub fn inspect_of(info: &v1::ContainerInfo) -> m::ContainerInspectResponse {
             error: Some(info.error.clone()),
             started_at: Some(time_of_ms(info.started_ms)),
             finished_at: Some(time_of_ms(info.finished_ms)),
-            health: None,
+            health: info.health.as_ref().map(health_of),
         }),
         image: Some(info.image_digest.clone()),
         name: Some(format!("/{}", info.name)),
@@ -466,6 +506,7 @@ pub fn filter_matches(f: &Filters, info: &v1::ContainerInfo) -> bool {
         && f.any("name", |n| info.name.contains(n.trim_start_matches('/')))
         && f.any("id", |p| info.id.starts_with(p))
         && f.any("status", |s| s == state_name(info))
+        && f.any("health", |h| h == health_word(info))
         && f.any("ancestor", |a| ancestor_matches(info, a))
         && f.any("network", |n| {
             config.networks.iter().any(|x| x.name == n)
@@ -481,7 +522,7 @@ pub async fn list(State(ctx): State<Ctx>, uri: Uri) -> DResult<Response> {
     let q = Params::from_uri(&uri)?;
     let f = Filters::parse(q.get("filters"))?;
     f.only(&[
-        "label", "name", "id", "status", "ancestor", "network", "exited",
+        "label", "name", "id", "status", "ancestor", "network", "exited", "health",
     ])?;
     // A status filter other than running sees stopped containers too, as in Docker.
     let all = q.flag("all") || f.get("status").iter().any(|s| s != "running");
@@ -1258,14 +1299,19 @@ fn stats_json(
     cur: &v1::ContainerStats,
     pre: Option<&v1::ContainerStats>,
 ) -> serde_json::Value {
-    let cpus = info
-        .resources
-        .map(|r| r.cpus_millis.div_ceil(1000).max(1))
-        .unwrap_or(1);
+    let usage = |s: &v1::ContainerStats| s.usage.clone().unwrap_or_default();
+    let now = usage(cur);
+    let cpus = if now.online_cpus > 0 {
+        now.online_cpus
+    } else {
+        info.resources
+            .map(|r| r.cpus_millis.div_ceil(1000).max(1))
+            .unwrap_or(1)
+    };
     let cpu = |s: Option<&v1::ContainerStats>| match s {
         Some(s) => json!({
             "cpu_usage": {
-                "total_usage": s.cpu_usage_usec * 1000,
+                "total_usage": usage(s).cpu_usage_usec * 1000,
                 "usage_in_kernelmode": 0,
                 "usage_in_usermode": 0,
             },
@@ -1278,28 +1324,43 @@ fn stats_json(
             "throttling_data": { "periods": 0, "throttled_periods": 0, "throttled_time": 0 },
         }),
     };
+    // Without a limit the guest's memory is the ceiling.
+    let limit = if now.memory_limit_bytes > 0 {
+        now.memory_limit_bytes
+    } else {
+        now.guest_memory_bytes
+    };
+    let networks: serde_json::Map<String, serde_json::Value> = now
+        .networks
+        .iter()
+        .filter(|n| n.link != "lo")
+        .map(|n| {
+            (
+                n.link.clone(),
+                json!({
+                    "rx_bytes": n.rx_bytes, "rx_packets": n.rx_packets, "rx_errors": 0, "rx_dropped": 0,
+                    "tx_bytes": n.tx_bytes, "tx_packets": n.tx_packets, "tx_errors": 0, "tx_dropped": 0,
+                }),
+            )
+        })
+        .collect();
     json!({
         "read": time_of_ms(cur.timestamp_ms),
         "preread": pre.map(|p| time_of_ms(p.timestamp_ms)).unwrap_or_else(|| ZERO_TIME.to_owned()),
-        "pids_stats": { "current": cur.num_processes },
+        "pids_stats": { "current": now.pids },
         "num_procs": 0,
         "cpu_stats": cpu(Some(cur)),
         "precpu_stats": cpu(pre),
         "memory_stats": {
-            "usage": cur.memory_usage_bytes,
-            "limit": cur.memory_limit_bytes,
+            "usage": now.memory_usage_bytes,
+            "limit": limit,
             "stats": {},
         },
-        "networks": {
-            "eth0": {
-                "rx_bytes": cur.network_rx_bytes, "rx_packets": 0, "rx_errors": 0, "rx_dropped": 0,
-                "tx_bytes": cur.network_tx_bytes, "tx_packets": 0, "tx_errors": 0, "tx_dropped": 0,
-            }
-        },
+        "networks": networks,
         "blkio_stats": {
             "io_service_bytes_recursive": [
-                { "major": 0, "minor": 0, "op": "read", "value": cur.block_read_bytes },
-                { "major": 0, "minor": 0, "op": "write", "value": cur.block_write_bytes },
+                { "major": 0, "minor": 0, "op": "read", "value": now.block_read_bytes },
+                { "major": 0, "minor": 0, "op": "write", "value": now.block_write_bytes },
             ],
         },
         "storage_stats": {},
@@ -1423,14 +1484,12 @@ pub async fn top(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> DR
     let code = loop {
         match output.message().await {
             Ok(Some(v1::StdioResponse {
-                response: Some(R::Stdout(d)),
-            })) => out.extend(d),
-            Ok(Some(v1::StdioResponse {
-                response: Some(R::Stderr(d)),
-            })) => err.extend(d),
-            Ok(Some(v1::StdioResponse {
-                response: Some(R::Exit(e)),
-            })) => break e.code,
+                response: Some(R::Output(StdioOutput { output: Some(o) })),
+            })) => match o {
+                Output::Stdout(d) => out.extend(d),
+                Output::Stderr(d) => err.extend(d),
+                Output::ExitCode(code) => break code,
+            },
             Ok(Some(_)) => {}
             Ok(None) => break -1,
             Err(s) => return Err(container_error(&id, s)),

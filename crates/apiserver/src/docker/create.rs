@@ -283,13 +283,14 @@ pub fn translate(
             &format!("log driver {t} (output is kept as json-file)"),
         )?;
     }
+    let healthcheck = body.healthcheck.as_ref().map(healthcheck_of).transpose()?;
     if body
         .healthcheck
         .as_ref()
-        .and_then(|h| h.test.as_ref())
-        .is_some_and(|t| !t.is_empty() && t[0] != "NONE")
+        .and_then(|h| h.start_interval)
+        .is_some_and(|i| i != 0)
     {
-        warnings.push("Healthcheck is accepted but not run by this daemon yet".to_owned());
+        warnings.push("Healthcheck.StartInterval is ignored: probes run every Interval".to_owned());
     }
 
     // Networks: the mode names the first network; endpoints add more.
@@ -493,12 +494,57 @@ pub fn translate(
         stop_signal,
         stop_timeout_seconds: body.stop_timeout.filter(|t| *t >= 0).map(|t| t as u32),
         hostname: body.hostname.clone().unwrap_or_default(),
+        healthcheck,
         ..Default::default()
     };
     if config.image.is_empty() {
         return Err(DockerError::bad_request("config has no Image"));
     }
     Ok((config, warnings))
+}
+
+/// Docker's `Config.Healthcheck` as ours: durations from nanoseconds to milliseconds,
+/// Docker's checks (a duration under a millisecond, negative retries, an unknown test kind)
+/// refused with 400.
+pub fn healthcheck_of(h: &m::HealthConfig) -> DResult<v1::Healthcheck> {
+    let test = h.test.clone().unwrap_or_default();
+    match test.first().map(String::as_str) {
+        None | Some("NONE") => {}
+        Some("CMD" | "CMD-SHELL") if test.len() >= 2 => {}
+        Some("CMD" | "CMD-SHELL") => {
+            return Err(DockerError::bad_request(format!(
+                "invalid healthcheck test {test:?}: {} needs a command",
+                test[0]
+            )));
+        }
+        Some(other) => {
+            return Err(DockerError::bad_request(format!(
+                "invalid healthcheck test kind {other:?}: expected NONE, CMD or CMD-SHELL"
+            )));
+        }
+    }
+    let ms = |field: &str, ns: Option<i64>| -> DResult<u64> {
+        match ns.unwrap_or(0) {
+            0 => Ok(0),
+            n if n < 1_000_000 => Err(DockerError::bad_request(format!(
+                "Healthcheck.{field} in ns must be 0 or at least 1000000 (1ms)"
+            ))),
+            n => Ok((n / 1_000_000) as u64),
+        }
+    };
+    let retries = h.retries.unwrap_or(0);
+    if retries < 0 {
+        return Err(DockerError::bad_request(
+            "Healthcheck.Retries must not be negative",
+        ));
+    }
+    Ok(v1::Healthcheck {
+        test,
+        interval_ms: ms("Interval", h.interval)?,
+        timeout_ms: ms("Timeout", h.timeout)?,
+        start_period_ms: ms("StartPeriod", h.start_period)?,
+        retries: u32::try_from(retries).unwrap_or(u32::MAX),
+    })
 }
 
 #[cfg(test)]
@@ -509,6 +555,36 @@ mod tests {
 
     fn body(j: serde_json::Value) -> m::ContainerCreateBody {
         serde_json::from_value(j).expect("body parses")
+    }
+
+    #[test]
+    fn a_docker_healthcheck_becomes_ours() {
+        let h: m::HealthConfig = serde_json::from_value(json!({
+            "Test": ["CMD-SHELL", "wget -q -O- localhost"],
+            "Interval": 1_000_000_000i64,
+            "Timeout": 2_500_000_000i64,
+            "StartPeriod": 0,
+            "Retries": 4
+        }))
+        .expect("parses");
+        let ours = healthcheck_of(&h).expect("valid");
+        assert_eq!(ours.test, ["CMD-SHELL", "wget -q -O- localhost"]);
+        assert_eq!(ours.interval_ms, 1000);
+        assert_eq!(ours.timeout_ms, 2500);
+        assert_eq!(ours.start_period_ms, 0);
+        assert_eq!(ours.retries, 4);
+        let none: m::HealthConfig =
+            serde_json::from_value(json!({"Test": ["NONE"]})).expect("parses");
+        assert_eq!(healthcheck_of(&none).expect("valid").test, ["NONE"]);
+        let bad: m::HealthConfig =
+            serde_json::from_value(json!({"Test": ["SHELL", "x"]})).expect("parses");
+        let e = healthcheck_of(&bad).expect_err("unknown kind");
+        assert!(e.message.contains("\"SHELL\""), "{}", e.message);
+        let tiny: m::HealthConfig =
+            serde_json::from_value(json!({"Test": ["CMD", "true"], "Interval": 5}))
+                .expect("parses");
+        let e = healthcheck_of(&tiny).expect_err("under a millisecond");
+        assert!(e.message.contains("Interval"), "{}", e.message);
     }
 
     #[test]

@@ -246,37 +246,96 @@ fn usage_bytes(u: &v1::UsageSummary) -> u64 {
     u.size_bytes
 }
 
-/// `GET /events`: the daemon has no event stream yet; the stream stays open (or ends at
-/// `until`) so `compose up` and `docker events` work, carrying no events.
-pub async fn events(uri: Uri) -> DResult<Response> {
+/// `GET /events`: the daemon's event bus through its own `System.Events` rpc, one Docker
+/// `events.Message` per line. `since`/`until` take Docker's time forms (Unix seconds with an
+/// optional fraction, as the docker CLI and docker-py send them, RFC 3339, or a duration
+/// before now); `filters` the map or list form. The stream ends when the client goes away
+/// or `until` passes.
+pub async fn events(State(ctx): State<Ctx>, uri: Uri) -> DResult<Response> {
     let q = Params::from_uri(&uri)?;
-    let until = q
-        .get("until")
-        .filter(|u| !u.is_empty())
-        .map(|u| {
-            u.parse::<f64>()
-                .map_err(|_| DockerError::bad_request(format!("invalid until {u:?}")))
+    let now = crate::events::now_nanos();
+    let time = |key: &str| -> DResult<Option<i64>> {
+        q.get(key)
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                spec::parse_time(t, now)
+                    .map_err(|e| DockerError::bad_request(format!("invalid {key}: {e}")))
+            })
+            .transpose()
+    };
+    let since_nanos = time("since")?;
+    let until_nanos = time("until")?;
+    let filters = super::filters::Filters::parse(q.get("filters"))?;
+    let filters: Vec<v1::EventFilter> = filters
+        .0
+        .iter()
+        .flat_map(|(k, vs)| {
+            vs.iter().map(move |v| v1::EventFilter {
+                key: k.clone(),
+                value: v.clone(),
+            })
         })
-        .transpose()?;
+        .collect();
+    let client = ctx.client().await?;
+    let mut stream = client
+        .system()
+        .events(v1::EventsRequest {
+            since_nanos,
+            until_nanos,
+            filters,
+        })
+        .await?
+        .into_inner();
     let (tx, resp) = super::stream::streamed("application/json");
     tokio::spawn(async move {
-        match until {
-            Some(t) => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs_f64())
-                    .unwrap_or(0.0);
-                let wait = (t - now).max(0.0);
-                tokio::select! {
-                    () = tokio::time::sleep(std::time::Duration::from_secs_f64(wait)) => {}
-                    () = tx.closed() => {}
+        loop {
+            let next = tokio::select! {
+                m = stream.message() => m,
+                () = tx.closed() => return,
+            };
+            match next {
+                Ok(Some(e)) => {
+                    if !tx.json(&event_message(&e)).await {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(s) => {
+                    tx.error(s.message()).await;
+                    return;
                 }
             }
-            None => tx.closed().await,
         }
-        drop(tx);
     });
     Ok(resp)
+}
+
+/// Docker's `events.Message` of one event: `Type`, `Action`, `Actor`, `scope`, `time`,
+/// `timeNano`, and for containers the legacy `status`, `id` and `from`.
+pub fn event_message(e: &v1::Event) -> serde_json::Value {
+    let attributes: std::collections::BTreeMap<&str, &str> = e
+        .attributes
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut m = json!({
+        "Type": e.r#type,
+        "Action": e.action,
+        "Actor": {"ID": e.actor_id, "Attributes": attributes},
+        "scope": if e.scope.is_empty() { "local" } else { e.scope.as_str() },
+        "time": e.time,
+        "timeNano": e.time_nano,
+    });
+    if e.r#type == "container"
+        && let Some(obj) = m.as_object_mut()
+    {
+        obj.insert("status".into(), json!(e.action));
+        obj.insert("id".into(), json!(e.actor_id));
+        if let Some(image) = e.attributes.get("image") {
+            obj.insert("from".into(), json!(image));
+        }
+    }
+    m
 }
 
 /// `GET /plugins`: none (the moby test harness needs the empty list).
@@ -289,4 +348,47 @@ pub async fn build() -> DockerError {
     DockerError::not_implemented(
         "building images through the Docker API is not supported yet by this daemon",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_event_carries_dockers_fields_and_the_legacy_ones() {
+        let e = v1::Event {
+            r#type: "container".into(),
+            action: "die".into(),
+            actor_id: "ab".repeat(32),
+            attributes: [("name", "web"), ("image", "busybox"), ("exitCode", "3")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            scope: "local".into(),
+            time: 1_700_000_000,
+            time_nano: 1_700_000_000_123_456_789,
+        };
+        let m = event_message(&e);
+        assert_eq!(m["Type"], "container");
+        assert_eq!(m["Action"], "die");
+        assert_eq!(m["Actor"]["ID"], "ab".repeat(32));
+        assert_eq!(m["Actor"]["Attributes"]["exitCode"], "3");
+        assert_eq!(m["scope"], "local");
+        assert_eq!(m["time"], 1_700_000_000i64);
+        assert_eq!(m["timeNano"], 1_700_000_000_123_456_789i64);
+        assert_eq!(m["status"], "die");
+        assert_eq!(m["id"], "ab".repeat(32));
+        assert_eq!(m["from"], "busybox");
+        let v = event_message(&v1::Event {
+            r#type: "volume".into(),
+            action: "create".into(),
+            actor_id: "data".into(),
+            ..e
+        });
+        assert_eq!(v["Actor"]["ID"], "data");
+        assert!(
+            v.get("status").is_none() && v.get("from").is_none(),
+            "legacy fields are for containers only: {v}"
+        );
+    }
 }
