@@ -12,7 +12,8 @@ import pytest
 
 @pytest.fixture(scope="module")
 def client():
-    c = docker.from_env()
+    # VMs boot under TCG on shared cores: a start can outlast docker-py's 60 s default.
+    c = docker.from_env(timeout=180)
     yield c
     for x in c.containers.list(all=True):
         x.remove(force=True)

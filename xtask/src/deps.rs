@@ -66,7 +66,127 @@ pub fn install() -> Result<()> {
     }
     install_apt()?;
     install_cargo_tools()?;
+    install_compose()?;
     install_nextest()
+}
+
+/// Compose v2 for the compose tests: Debian's `docker-compose` package of this release.
+const COMPOSE_PACKAGE: (&str, &str) = ("docker-compose", "2.26.1-4");
+/// The Debian suite that has it (this host's release may be older).
+const COMPOSE_SUITE: &str = "trixie";
+
+/// Installs `docker-compose` (a Go binary, needing only libc) into `<cache>/tools/bin`:
+/// fetched with `apt-get download` through a private apt state under the cache (its own
+/// sources list, lists and archives), whose source takes the archive URI from the host's own
+/// apt sources, then unpacked with `dpkg -x`. The host's apt configuration is never touched.
+/// Idempotent: a binary of the wanted version is kept.
+fn install_compose() -> Result<()> {
+    let (package, version) = COMPOSE_PACKAGE;
+    let bin = tools_bin().join(package);
+    let want = version.split('-').next().unwrap_or(version);
+    if let Ok(v) = output(Command::new(&bin).arg("version").arg("--short"))
+        && v.trim().starts_with(want)
+    {
+        return Ok(());
+    }
+    step(&format!(
+        "fetching {package} {version} from Debian {COMPOSE_SUITE} (once)"
+    ));
+    let state = crate::paths::cache_dir().join("apt-compose");
+    let lists = state.join("lists");
+    let cache = state.join("cache");
+    let work = state.join("pkg");
+    for d in [
+        lists.join("partial"),
+        cache.join("archives").join("partial"),
+        work.clone(),
+    ] {
+        std::fs::create_dir_all(&d)?;
+    }
+    let uri = host_archive_uri()?;
+    let sources = state.join("sources.list");
+    std::fs::write(
+        &sources,
+        format!(
+            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {uri} {COMPOSE_SUITE} main\n"
+        ),
+    )?;
+    let apt = |cmd: &str| {
+        let mut c = Command::new(cmd);
+        for (k, v) in [
+            ("Dir::Etc::SourceList", sources.display().to_string()),
+            (
+                "Dir::Etc::SourceParts",
+                state.join("none").display().to_string(),
+            ),
+            ("Dir::State::Lists", lists.display().to_string()),
+            ("Dir::Cache", cache.display().to_string()),
+            ("APT::Sandbox::User", "root".to_owned()),
+        ] {
+            c.arg("-o").arg(format!("{k}={v}"));
+        }
+        c
+    };
+    run(apt("apt-get").args(["update", "-qq"]))?;
+    for old in std::fs::read_dir(&work)?.flatten() {
+        let p = old.path();
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p)?;
+        } else {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    run(apt("apt-get").current_dir(&work).args([
+        "download",
+        "-qq",
+        &format!("{package}={version}"),
+    ]))?;
+    let deb = std::fs::read_dir(&work)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or_else(|| anyhow::anyhow!("apt-get download left no {package} .deb"))?;
+    let root = work.join("root");
+    run(Command::new("dpkg").arg("-x").arg(&deb).arg(&root))?;
+    let plugin = root.join("usr/libexec/docker/cli-plugins").join(package);
+    if !plugin.is_file() {
+        bail!("{} has no {}", deb.display(), plugin.display());
+    }
+    std::fs::create_dir_all(tools_bin())?;
+    let tmp = bin.with_extension("tmp");
+    std::fs::copy(&plugin, &tmp)?;
+    std::fs::rename(&tmp, &bin)?;
+    std::fs::remove_dir_all(&root)?;
+    Ok(())
+}
+
+/// The Debian archive URI of the host's own apt sources (deb822 `.sources` or one-line
+/// `sources.list`), skipping the security archive.
+fn host_archive_uri() -> Result<String> {
+    let mut files = vec![std::path::PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        let mut more: Vec<_> = dir.flatten().map(|e| e.path()).collect();
+        more.sort();
+        files.extend(more);
+    }
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        for line in text.lines().map(str::trim) {
+            let uri = if let Some(rest) = line.strip_prefix("URIs:") {
+                rest.split_whitespace().next()
+            } else if let Some(rest) = line.strip_prefix("deb ") {
+                rest.split_whitespace().find(|w| w.contains("://"))
+            } else {
+                None
+            };
+            if let Some(uri) = uri.filter(|u| u.contains("debian") && !u.contains("security")) {
+                return Ok(uri.trim_end_matches('/').to_owned());
+            }
+        }
+    }
+    bail!("no Debian archive URI in the host's apt sources (/etc/apt/sources.list*)")
 }
 
 /// The test runner: preinstalled on this project's machines, installed here otherwise.
