@@ -46,31 +46,12 @@ pub fn iso8601(ms: i64) -> String {
     if ms <= 0 {
         return String::new();
     }
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    spec::format_time(ms.saturating_mul(1_000_000), true)
 }
 
 /// An RFC 3339 UTC time with nanoseconds, as Docker prints event times.
 pub fn rfc3339_nanos(nanos: i64) -> String {
-    let secs = iso8601(nanos.div_euclid(1_000_000_000) * 1000);
-    let base = secs.trim_end_matches('Z');
-    format!("{base}.{:09}Z", nanos.rem_euclid(1_000_000_000))
+    spec::format_time(nanos, false)
 }
 
 /// One event as `docker events` prints it: time, type, action, actor, then the attributes

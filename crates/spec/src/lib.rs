@@ -47,7 +47,7 @@ pub use restart::{RestartError, RestartPolicy};
 pub use signal::{Signal, SignalError};
 pub use size::{ByteSize, SizeError, human_bytes};
 pub use socket::{PublishSocket, SocketError, check_volume_size, parse_volume_opts};
-pub use timestamp::{TimestampError, parse_time};
+pub use timestamp::{TimestampError, format_time, parse_time};
 pub use ulimit::{Limit, Ulimit, UlimitError};
 pub use user::{Id, User, UserError};
 

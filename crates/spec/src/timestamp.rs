@@ -101,10 +101,53 @@ fn date_time(text: &str) -> Option<i64> {
     Some((days * 86_400 + secs - offset) * 1_000_000_000 + nanos)
 }
 
+/// `nanos` since the epoch as RFC 3339 in UTC: with nine fraction digits
+/// (`2026-12-04T17:00:00.000000042Z`, Docker's event times and our state records) or, with
+/// `whole_seconds`, without a fraction (`2026-12-04T17:00:00Z`). The inverse of [`parse_time`]
+/// for these forms.
+pub fn format_time(nanos: i64, whole_seconds: bool) -> String {
+    let secs = nanos.div_euclid(1_000_000_000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, mi, sec) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    if whole_seconds {
+        format!("{year:04}-{month:02}-{day:02}T{h:02}:{mi:02}:{sec:02}Z")
+    } else {
+        let frac = nanos.rem_euclid(1_000_000_000);
+        format!("{year:04}-{month:02}-{day:02}T{h:02}:{mi:02}:{sec:02}.{frac:09}Z")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(format_time(0, false), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            format_time(951_782_400_000_000_005, false),
+            "2000-02-29T00:00:00.000000005Z"
+        );
+        assert_eq!(
+            format_time(1_795_452_421_123_456_789, false),
+            "2026-11-23T16:47:01.123456789Z"
+        );
+        assert_eq!(
+            format_time(4_107_542_399_000_000_000, true),
+            "2100-02-28T23:59:59Z"
+        );
+    }
 
     const NOW: i64 = 1_764_867_600_000_000_000; // 2025-12-04T17:00:00Z
 
@@ -138,25 +181,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn unix_seconds_and_their_date_agree(secs in 0i64..4_000_000_000) {
-            let days = secs.div_euclid(86_400);
-            let rem = secs.rem_euclid(86_400);
-            // Back to a civil date (Hinnant's civil_from_days), then parse it.
-            let z = days + 719_468;
-            let era = z.div_euclid(146_097);
-            let doe = z - era * 146_097;
-            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-            let mp = (5 * doy + 2) / 153;
-            let day = doy - (153 * mp + 2) / 5 + 1;
-            let month = if mp < 10 { mp + 3 } else { mp - 9 };
-            let year = yoe + era * 400 + i64::from(month <= 2);
-            let text = format!(
-                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-                rem / 3600, rem % 3600 / 60, rem % 60
-            );
+        fn unix_seconds_and_their_date_agree(secs in 0i64..4_000_000_000, frac in 0i64..1_000_000_000) {
+            let text = format_time(secs * 1_000_000_000, true);
             prop_assert_eq!(parse_time(&text, 0).unwrap(), secs * 1_000_000_000);
             prop_assert_eq!(parse_time(&secs.to_string(), 0).unwrap(), secs * 1_000_000_000);
+            let nanos = secs * 1_000_000_000 + frac;
+            prop_assert_eq!(parse_time(&format_time(nanos, false), 0).unwrap(), nanos);
         }
     }
 }
