@@ -26,8 +26,8 @@ use super::error::{DResult, DockerError};
 use super::filters::Filters;
 use super::ids::{ZERO_TIME, familiar, time_of_ms};
 use super::stream::{
-    Params, StdioEnd, StdioMode, json, json_body, no_content, pump, streamed, upgrade_response,
-    wants_upgrade,
+    Params, StdioEnd, StdioMode, json, json_body, no_content, pump, streamed, tar_body,
+    upgrade_response, wants_upgrade,
 };
 
 /// An attach whose container has not started: its hijacked connection waits for `start`.
@@ -1080,7 +1080,7 @@ pub async fn logs(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> D
 
 /// `GET /containers/{id}/export`.
 pub async fn export(State(ctx): State<Ctx>, Path(id): Path<String>) -> DResult<Response> {
-    let mut stream = ctx
+    let stream = ctx
         .client()
         .await?
         .containers()
@@ -1090,15 +1090,7 @@ pub async fn export(State(ctx): State<Ctx>, Path(id): Path<String>) -> DResult<R
         .await
         .map_err(|s| container_error(&id, s))?
         .into_inner();
-    let (tx, resp) = streamed("application/x-tar");
-    tokio::spawn(async move {
-        while let Ok(Some(c)) = stream.message().await {
-            if !tx.bytes(Bytes::from(c.data)).await {
-                break;
-            }
-        }
-    });
-    Ok(resp)
+    Ok(tar_body(stream))
 }
 
 /// Go's `os.FileMode` bits for a Unix mode: `docker cp` decides directory or file by them.

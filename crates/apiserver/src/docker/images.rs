@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use api::v1;
-use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
@@ -19,7 +18,7 @@ use super::Ctx;
 use super::error::{DResult, DockerError};
 use super::filters::Filters;
 use super::ids::{familiar, time_of_ms};
-use super::stream::{Params, json, streamed};
+use super::stream::{Params, json, streamed, tar_body};
 
 /// `fromImage` and `tag` as one reference (`tag` may be a digest).
 pub fn pull_reference(image: &str, tag: Option<&str>) -> String {
@@ -491,7 +490,7 @@ async fn save_names(ctx: &Ctx, names: Vec<String>) -> DResult<Response> {
     if names.is_empty() {
         return Err(DockerError::bad_request("names is required"));
     }
-    let mut stream = ctx
+    let stream = ctx
         .client()
         .await?
         .images()
@@ -502,15 +501,7 @@ async fn save_names(ctx: &Ctx, names: Vec<String>) -> DResult<Response> {
         .await
         .map_err(|s| image_error(&names.join(", "), s))?
         .into_inner();
-    let (tx, resp) = streamed("application/x-tar");
-    tokio::spawn(async move {
-        while let Ok(Some(c)) = stream.message().await {
-            if !tx.bytes(Bytes::from(c.data)).await {
-                break;
-            }
-        }
-    });
-    Ok(resp)
+    Ok(tar_body(stream))
 }
 
 /// `GET /images/get?names=...`: a `docker save` archive.

@@ -168,6 +168,20 @@ pub fn streamed(content_type: &str) -> (BodyTx, Response) {
     (BodyTx(tx), resp)
 }
 
+/// A tar archive the daemon streams (`export`, `save`) as an `application/x-tar` body,
+/// chunk by chunk as the chunks arrive.
+pub fn tar_body(mut chunks: tonic::Streaming<wire::v1::DataChunk>) -> Response {
+    let (tx, resp) = streamed("application/x-tar");
+    tokio::spawn(async move {
+        while let Ok(Some(c)) = chunks.message().await {
+            if !tx.bytes(Bytes::from(c.data)).await {
+                break;
+            }
+        }
+    });
+    resp
+}
+
 /// Whether the client asked to hijack the connection (`Upgrade: tcp`).
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers
