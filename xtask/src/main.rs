@@ -72,7 +72,14 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    if matches!(
+        command,
+        Command::Guest { .. } | Command::Quickstart | Command::Bench { .. } | Command::Test { .. }
+    ) {
+        paths::claim_target_dir()?;
+    }
+    match command {
         Command::Deps => deps::install(),
         Command::Kernel { arch } => kernel::build(arch).map(|k| println!("{}", k.display())),
         Command::Guest { arch } => guest::build(arch).map(|g| g.print()),

@@ -91,3 +91,57 @@ pub fn symlink_force(src: &Path, dst: &Path) -> anyhow::Result<()> {
     std::os::unix::fs::symlink(src, dst)?;
     Ok(())
 }
+
+/// Makes cargo rebuild the workspace's own crates when the target directory was last used by
+/// another checkout.
+///
+/// Checkouts that share a target directory (CI's clone and a developer's tree share the
+/// cache's) share artifacts: cargo names a workspace crate's artifacts by its path relative
+/// to the workspace root and judges them fresh by mtime, so a checkout whose sources are
+/// older than another checkout's build reuses that build, compile-time paths (insta
+/// snapshots, test fixtures) and all. A marker in the target directory names the checkout
+/// that built last; when it names another one, every tracked file here gets the current
+/// time, which makes each workspace crate (and build script) dirty, and nothing else.
+pub fn claim_target_dir() -> anyhow::Result<()> {
+    let root = repo_root();
+    let target = target_dir();
+    let marker = target.join(".container-checkout");
+    let here = root.to_string_lossy().into_owned();
+    match std::fs::read_to_string(&marker) {
+        Ok(last) if last == here => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !target.join("debug").exists() => {}
+        _ => touch_tracked_files(&root)?,
+    }
+    std::fs::create_dir_all(&target)?;
+    std::fs::write(&marker, here)?;
+    Ok(())
+}
+
+fn touch_tracked_files(root: &Path) -> anyhow::Result<()> {
+    let out = std::process::Command::new("git")
+        .args(["ls-files", "-z"])
+        .current_dir(root)
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run git ls-files in {}: {e}", root.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "git ls-files failed in {}: {}",
+        root.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let now = std::time::SystemTime::now();
+    let mut touched = 0usize;
+    for name in out.stdout.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let path = root.join(std::str::from_utf8(name)?);
+        // Files deleted in the work tree but still in the index are skipped.
+        if let Ok(file) = std::fs::File::options().append(true).open(&path) {
+            file.set_modified(now)?;
+            touched += 1;
+        }
+    }
+    eprintln!(
+        "xtask: the target directory was last built by another checkout; marked {touched} files of {} for rebuild",
+        root.display()
+    );
+    Ok(())
+}
