@@ -558,10 +558,7 @@ impl Agent for Service {
 
     async fn freeze(&self, r: Request<pb::FreezeRequest>) -> Result<Response<pb::Empty>, Status> {
         let r = r.into_inner();
-        let dir = self
-            .procs
-            .cgroup_of(&r.container_id)
-            .map_err(proc_status)?;
+        let dir = self.procs.cgroup_of(&r.container_id).map_err(proc_status)?;
         blocking(move || {
             cgroup::freeze(&dir, r.frozen, FREEZE_TIMEOUT).map_err(|e| match e {
                 cgroup::CgroupError::FreezeTimeout { .. } => Status::deadline_exceeded(chain(&e)),

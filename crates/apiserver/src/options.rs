@@ -643,7 +643,10 @@ mod tests {
                 start_period_ms: 3000,
                 retries: 2,
             }),
-            extra_hosts: vec!["db:10.0.0.5".into(), "host.docker.internal:host-gateway".into()],
+            extra_hosts: vec![
+                "db:10.0.0.5".into(),
+                "host.docker.internal:host-gateway".into(),
+            ],
             publish_all: true,
             expose: vec!["8080/tcp".into()],
         }

@@ -669,7 +669,12 @@ pub struct RestartArgs {
     #[arg(short = 's', long, value_name = "SIGNAL")]
     pub signal: Option<String>,
     /// Seconds to wait before sending SIGKILL [default: the container's stop timeout].
-    #[arg(short = 't', long = "time", visible_alias = "timeout", value_name = "SECONDS")]
+    #[arg(
+        short = 't',
+        long = "time",
+        visible_alias = "timeout",
+        value_name = "SECONDS"
+    )]
     pub time: Option<u32>,
     /// The containers.
     #[arg(value_name = "CONTAINER", required = true)]

@@ -23,7 +23,9 @@ pub enum HostsError {
         ip: String,
     },
     /// `--hostname` that is not an RFC 1123 host name.
-    #[error("invalid hostname {0:?}: dot-separated labels of letters, digits and '-' (at most 63 each, 253 in all)")]
+    #[error(
+        "invalid hostname {0:?}: dot-separated labels of letters, digits and '-' (at most 63 each, 253 in all)"
+    )]
     BadHostname(String),
     /// `--expose` that is not a port or range.
     #[error("invalid exposed port {0:?}: expected PORT[-END][/tcp|udp] with ports 1-65535")]
@@ -161,7 +163,10 @@ mod tests {
     fn exposed_ports_and_ranges() {
         assert_eq!(parse_expose("80").unwrap(), (80, 80, Protocol::Tcp));
         assert_eq!(parse_expose("53/udp").unwrap(), (53, 53, Protocol::Udp));
-        assert_eq!(parse_expose("8000-8002/tcp").unwrap(), (8000, 8002, Protocol::Tcp));
+        assert_eq!(
+            parse_expose("8000-8002/tcp").unwrap(),
+            (8000, 8002, Protocol::Tcp)
+        );
         for bad in ["0", "80/sctp", "9-8", "x", "70000", ""] {
             assert!(parse_expose(bad).is_err(), "{bad}");
         }

@@ -37,11 +37,7 @@ pub async fn unpause(State(ctx): State<Ctx>, Path(id): Path<String>) -> DResult<
 }
 
 /// `POST /containers/{id}/rename?name=NEW`.
-pub async fn rename(
-    State(ctx): State<Ctx>,
-    Path(id): Path<String>,
-    uri: Uri,
-) -> DResult<Response> {
+pub async fn rename(State(ctx): State<Ctx>, Path(id): Path<String>, uri: Uri) -> DResult<Response> {
     let q = Params::from_uri(&uri)?;
     let name = q
         .get("name")

@@ -231,9 +231,7 @@ pub fn build_config(
         stop_signal: m
             .stop_signal
             .as_deref()
-            .map(|s| {
-                signal_number(s).map_err(|e| CliError::Usage(format!("--stop-signal: {e}")))
-            })
+            .map(|s| signal_number(s).map_err(|e| CliError::Usage(format!("--stop-signal: {e}"))))
             .transpose()?
             .unwrap_or(0),
         stop_timeout_seconds: m.stop_timeout,
@@ -564,7 +562,10 @@ pub async fn start_cmd(ctx: &Context, a: &StartArgs) -> CliResult {
     .await
 }
 
-pub(crate) async fn inspect_one(client: &api::Client, id: &str) -> Result<v1::ContainerInfo, CliError> {
+pub(crate) async fn inspect_one(
+    client: &api::Client,
+    id: &str,
+) -> Result<v1::ContainerInfo, CliError> {
     client
         .containers()
         .inspect(v1::InspectContainerRequest { id: id.to_owned() })
@@ -1083,10 +1084,16 @@ mod tests {
         assert!(c.publish_all);
         assert_eq!(c.expose, ["8080/udp"]);
         for (bad, says) in [
-            (&["--hostname", "a_b", "busybox"][..], "--hostname: invalid hostname"),
+            (
+                &["--hostname", "a_b", "busybox"][..],
+                "--hostname: invalid hostname",
+            ),
             (&["--add-host", "db", "busybox"][..], "invalid extra host"),
             (&["--stop-signal", "NOPE", "busybox"][..], "--stop-signal:"),
-            (&["--expose", "80/sctp", "busybox"][..], "invalid exposed port"),
+            (
+                &["--expose", "80/sctp", "busybox"][..],
+                "invalid exposed port",
+            ),
         ] {
             let e = config(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad:?}: {e}");
