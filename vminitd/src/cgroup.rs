@@ -16,6 +16,13 @@ pub enum CgroupError {
         #[source]
         source: io::Error,
     },
+    /// cgroup.events did not reach the asked freezer state in time.
+    #[error("cgroup {path} did not become {state} within {millis} ms")]
+    FreezeTimeout {
+        path: String,
+        state: &'static str,
+        millis: u128,
+    },
 }
 
 /// The cgroup v2 mount point of the guest.
@@ -143,6 +150,39 @@ pub fn pids(dir: &Path) -> Vec<i32> {
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect()
+}
+
+/// Freezes (or thaws) every process of the cgroup through cgroup v2's freezer, and waits
+/// until `cgroup.events` reports `frozen 1` (or `frozen 0`): writing `cgroup.freeze` only asks,
+/// the kernel settles each task at its next return to user space.
+pub fn freeze(dir: &Path, frozen: bool, timeout: std::time::Duration) -> Result<(), CgroupError> {
+    let want = if frozen { "1" } else { "0" };
+    let file = dir.join("cgroup.freeze");
+    fs::write(&file, want).map_err(io_err("writing", &file))?;
+    let events = dir.join("cgroup.events");
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let content = fs::read_to_string(&events).map_err(io_err("reading", &events))?;
+        if events_frozen(&content) == Some(frozen) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(CgroupError::FreezeTimeout {
+                path: dir.display().to_string(),
+                state: if frozen { "frozen" } else { "thawed" },
+                millis: timeout.as_millis(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// The `frozen` key of a `cgroup.events` file.
+pub fn events_frozen(content: &str) -> Option<bool> {
+    content
+        .lines()
+        .find_map(|l| l.strip_prefix("frozen "))
+        .map(|v| v.trim() == "1")
 }
 
 /// Kills everything in the cgroup (cgroup.kill when the kernel has it) and removes it.

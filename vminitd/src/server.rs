@@ -76,6 +76,9 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Status::internal(format!("worker failed: {e}")))?
 }
 
+/// How long the kernel may take to settle a container's freezer state.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The Agent service.
 pub struct Service {
     procs: Manager,
@@ -550,6 +553,19 @@ impl Agent for Service {
         relay::dial_socket(&self.procs, &r.container_id, &r.path, r.port)
             .await
             .map_err(relay_status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn freeze(&self, r: Request<pb::FreezeRequest>) -> Result<Response<pb::Empty>, Status> {
+        let r = r.into_inner();
+        let dir = self.procs.cgroup_of(&r.container_id).map_err(proc_status)?;
+        blocking(move || {
+            cgroup::freeze(&dir, r.frozen, FREEZE_TIMEOUT).map_err(|e| match e {
+                cgroup::CgroupError::FreezeTimeout { .. } => Status::deadline_exceeded(chain(&e)),
+                cgroup::CgroupError::Io { .. } => Status::internal(chain(&e)),
+            })
+        })
+        .await?;
         Ok(Response::new(pb::Empty {}))
     }
 

@@ -285,6 +285,8 @@ unary! {
     serve_socket(ServeSocketRequest) -> Empty, "ServeSocket";
     /// Connects to a container's Unix socket and relays it to a host vsock port.
     dial_socket(DialSocketRequest) -> Empty, "DialSocket";
+    /// Freezes or thaws every process of a container (cgroup v2 freezer).
+    freeze(FreezeRequest) -> Empty, "Freeze";
 }
 
 impl AgentClient {

@@ -458,6 +458,10 @@ impl Daemon {
             .ok_or_else(|| ApiError::not_found(format!("container {id} not found")))?;
         let mut next = entry.record.clone();
         f(&mut next);
+        // Only a running container can be paused; every stop or start thaws it.
+        if next.phase != Phase::Running || next.started_ms != entry.record.started_ms {
+            next.paused = false;
+        }
         if next != entry.record {
             next.save(&self.dirs.dir(id))
                 .map_err(|e| ApiError::internal(e.to_string()))?;

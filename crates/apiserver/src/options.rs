@@ -54,6 +54,13 @@ pub struct ContainerOptions {
     pub published_sockets: Vec<PublishedSocketOption>,
     /// `--health-*`, `--no-healthcheck` (none: the image's).
     pub healthcheck: Option<HealthcheckOption>,
+    /// `--add-host` entries as NAME:IP (IP may be `host-gateway`).
+    pub extra_hosts: Vec<String>,
+    /// `-P`: publish every exposed port on a free host port (already resolved into `ports`
+    /// at create).
+    pub publish_all: bool,
+    /// `--expose` entries.
+    pub expose: Vec<String>,
 }
 
 /// The user's healthcheck fields (empty test and zero values inherit the image's).
@@ -384,6 +391,9 @@ impl From<&v1::ContainerConfig> for ContainerOptions {
                 start_period_ms: h.start_period_ms,
                 retries: h.retries,
             }),
+            extra_hosts: c.extra_hosts.clone(),
+            publish_all: c.publish_all,
+            expose: c.expose.clone(),
         }
     }
 }
@@ -517,6 +527,9 @@ impl From<&ContainerOptions> for v1::ContainerConfig {
                 start_period_ms: h.start_period_ms,
                 retries: h.retries,
             }),
+            extra_hosts: o.extra_hosts.clone(),
+            publish_all: o.publish_all,
+            expose: o.expose.clone(),
         }
     }
 }
@@ -630,6 +643,12 @@ mod tests {
                 start_period_ms: 3000,
                 retries: 2,
             }),
+            extra_hosts: vec![
+                "db:10.0.0.5".into(),
+                "host.docker.internal:host-gateway".into(),
+            ],
+            publish_all: true,
+            expose: vec!["8080/tcp".into()],
         }
     }
 

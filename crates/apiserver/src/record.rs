@@ -112,6 +112,9 @@ pub struct ContainerRecord {
     /// Its health while it has a healthcheck, kept across daemon restarts.
     #[serde(default)]
     pub health: Option<crate::health::HealthState>,
+    /// Its processes are frozen (`pause`); only while it runs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 impl ContainerRecord {
@@ -303,6 +306,7 @@ mod tests {
             anonymous_volumes: vec![],
             healthcheck: None,
             health: None,
+            paused: false,
         }
     }
 

@@ -484,7 +484,7 @@ pub fn runtime_config(
             .stop_timeout_seconds
             .unwrap_or(runtime_api::config::DEFAULT_STOP_TIMEOUT_SECS),
         dns,
-        extra_hosts: vec![],
+        extra_hosts: extra_hosts(config, &networks, no_network)?,
         networks,
         published_ports: published,
         discard_on_exit: config.auto_remove && volumes.is_empty(),
@@ -496,6 +496,42 @@ pub fn runtime_config(
             .collect(),
         published_sockets: published_sockets(config)?,
     })
+}
+
+/// The `--add-host` entries, `host-gateway` resolved to the first network's gateway: the
+/// host's address on a bridge, QEMU's alias of the host (10.0.2.2) on user-mode networking.
+/// While create checks a bridge-mode configuration no network is attached yet, and the
+/// entry waits for the start.
+fn extra_hosts(
+    config: &v1::ContainerConfig,
+    networks: &[runtime_api::config::NetworkAttachment],
+    no_network: bool,
+) -> Result<Vec<runtime_api::config::HostEntry>, RunSpecError> {
+    let gateway = networks.first().and_then(|n| n.gateway.clone());
+    let mut entries = Vec::new();
+    for text in &config.extra_hosts {
+        let host = text
+            .parse::<spec::ExtraHost>()
+            .map_err(|e| invalid("extra host", e.to_string()))?;
+        let ip = match host.ip {
+            spec::HostIp::Ip(ip) => ip.to_string(),
+            spec::HostIp::HostGateway => match &gateway {
+                Some(g) => g.clone(),
+                None if no_network => {
+                    return Err(invalid(
+                        "extra host",
+                        format!("{text}: host-gateway needs a network, and the container has none"),
+                    ));
+                }
+                None => continue,
+            },
+        };
+        entries.push(runtime_api::config::HostEntry {
+            ip,
+            names: vec![host.name],
+        });
+    }
+    Ok(entries)
 }
 
 /// The interfaces of a container on QEMU user-mode networking (`default` or `none` only),

@@ -67,7 +67,7 @@ pub enum Command {
     #[command(visible_alias = "rm")]
     Delete(DeleteArgs),
     /// List containers.
-    #[command(visible_alias = "ls")]
+    #[command(visible_aliases = ["ls", "ps"])]
     List(ListArgs),
     /// Show containers' configuration and state as JSON.
     Inspect(InspectArgs),
@@ -86,6 +86,22 @@ pub enum Command {
     Prune(PruneArgs),
     /// Stream the daemon's events: containers, images, networks and volumes.
     Events(EventsArgs),
+    /// Restart containers: stop (the stop signal, then SIGKILL after a timeout), then start.
+    Restart(RestartArgs),
+    /// Attach the terminal to a running container's stdio.
+    Attach(AttachArgs),
+    /// Wait until containers stop and print their exit codes.
+    Wait(WaitArgs),
+    /// List a container's published ports, or the host address of one container port.
+    Port(PortArgs),
+    /// Show the processes running in a container.
+    Top(TopArgs),
+    /// Give a container a new name.
+    Rename(RenameArgs),
+    /// Freeze every process of running containers.
+    Pause(PauseArgs),
+    /// Thaw the processes of paused containers.
+    Unpause(UnpauseArgs),
     /// Manage images.
     #[command(visible_alias = "i", subcommand)]
     Image(ImageCommand),
@@ -353,6 +369,24 @@ pub struct ManagementFlags {
     /// Do not configure DNS in the container.
     #[arg(long, conflicts_with_all = ["dns", "dns_domain", "dns_option", "dns_search"])]
     pub no_dns: bool,
+    /// The container's hostname [default: its name, else its short ID].
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// Add a line to /etc/hosts: NAME:IP (IP may be host-gateway, the host's address as the container reaches it).
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_host: Vec<String>,
+    /// The signal `stop` sends first [default: the image's STOPSIGNAL, else TERM].
+    #[arg(long, value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
+    /// Seconds `stop` waits before SIGKILL [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub stop_timeout: Option<u32>,
+    /// Publish every exposed port (the image's and --expose's) on a free host port.
+    #[arg(short = 'P', long)]
+    pub publish_all: bool,
+    /// Expose a container port or range without publishing it: PORT[-END][/tcp|udp].
+    #[arg(long, value_name = "PORT")]
+    pub expose: Vec<String>,
     /// Boot this kernel instead of the default one.
     #[arg(short = 'k', long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
@@ -520,6 +554,15 @@ pub struct LogsArgs {
     /// Show the VM's boot log (kernel and init) instead of the container's output.
     #[arg(long)]
     pub boot: bool,
+    /// Show output written from this time on: RFC 3339 (2026-12-04T17:00:00Z), Unix seconds, or a duration before now (10m).
+    #[arg(long, value_name = "TIME", conflicts_with = "boot")]
+    pub since: Option<String>,
+    /// Show output written before this time (same forms as --since).
+    #[arg(long, value_name = "TIME", conflicts_with = "boot")]
+    pub until: Option<String>,
+    /// Start each line with the time it was written (RFC 3339 with nanoseconds).
+    #[arg(short = 't', long, conflicts_with = "boot")]
+    pub timestamps: bool,
     /// The container.
     #[arg(value_name = "CONTAINER")]
     pub id: String,
@@ -618,6 +661,103 @@ pub struct CopyArgs {
 /// `container prune`.
 #[derive(Debug, Clone, Args)]
 pub struct PruneArgs {}
+
+/// `container restart`.
+#[derive(Debug, Clone, Args)]
+pub struct RestartArgs {
+    /// The first signal to send [default: the container's stop signal].
+    #[arg(short = 's', long, value_name = "SIGNAL")]
+    pub signal: Option<String>,
+    /// Seconds to wait before sending SIGKILL [default: the container's stop timeout].
+    #[arg(
+        short = 't',
+        long = "time",
+        visible_alias = "timeout",
+        value_name = "SECONDS"
+    )]
+    pub time: Option<u32>,
+    /// The containers.
+    #[arg(value_name = "CONTAINER", required = true)]
+    pub ids: Vec<String>,
+}
+
+/// `container attach`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Output written before the attach is not replayed (use `logs`). Without a \
+    terminal, Ctrl-C is forwarded to the container; pressing it three times leaves the \
+    container running and ends the attach. With a terminal, every key \
+    goes to the container."
+)]
+pub struct AttachArgs {
+    /// Do not forward stdin.
+    #[arg(long)]
+    pub no_stdin: bool,
+    /// The running container.
+    #[arg(value_name = "CONTAINER")]
+    pub id: String,
+}
+
+/// `container wait`.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// The containers.
+    #[arg(value_name = "CONTAINER", required = true)]
+    pub ids: Vec<String>,
+}
+
+/// `container port`.
+#[derive(Debug, Clone, Args)]
+pub struct PortArgs {
+    /// The container.
+    #[arg(value_name = "CONTAINER")]
+    pub id: String,
+    /// Only this container port: PORT[/tcp|udp].
+    #[arg(value_name = "PRIVATE_PORT")]
+    pub port: Option<String>,
+}
+
+/// `container top`.
+#[derive(Debug, Clone, Args)]
+pub struct TopArgs {
+    /// The running container.
+    #[arg(value_name = "CONTAINER")]
+    pub id: String,
+    /// Options for the container's `ps` [default: -o pid,ppid,user,args].
+    #[arg(
+        value_name = "PS_OPTIONS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub ps_args: Vec<String>,
+}
+
+/// `container rename`.
+#[derive(Debug, Clone, Args)]
+pub struct RenameArgs {
+    /// The container.
+    #[arg(value_name = "CONTAINER")]
+    pub id: String,
+    /// Its new name.
+    #[arg(value_name = "NEW_NAME")]
+    pub name: String,
+}
+
+/// `container pause`.
+#[derive(Debug, Clone, Args)]
+pub struct PauseArgs {
+    /// The running containers.
+    #[arg(value_name = "CONTAINER", required = true)]
+    pub ids: Vec<String>,
+}
+
+/// `container unpause`.
+#[derive(Debug, Clone, Args)]
+pub struct UnpauseArgs {
+    /// The paused containers.
+    #[arg(value_name = "CONTAINER", required = true)]
+    pub ids: Vec<String>,
+}
 
 // ---- images ------------------------------------------------------------------------------
 

@@ -52,7 +52,7 @@ use crate::args::{
     Cli, Command, ImageCommand, KernelCommand, NetworkCommand, RegistryCommand, Shell,
     SystemCommand, VolumeCommand,
 };
-use crate::commands::{container, copy, image, network, system, volume};
+use crate::commands::{container, copy, image, network, system, verbs, volume};
 use crate::error::{CliError, CliResult, EXIT_FAILURE};
 
 /// What every command shares: where the daemon is, and how chatty to be.
@@ -185,6 +185,14 @@ pub async fn dispatch(ctx: &Context, command: &Command) -> CliResult {
         Command::Copy(a) => copy::copy_cmd(ctx, a).await,
         Command::Prune(a) => container::prune_cmd(ctx, a).await,
         Command::Events(a) => system::events(ctx, a).await,
+        Command::Restart(a) => verbs::restart_cmd(ctx, a).await,
+        Command::Attach(a) => verbs::attach_cmd(ctx, a).await,
+        Command::Wait(a) => verbs::wait_cmd(ctx, a).await,
+        Command::Port(a) => verbs::port_cmd(ctx, a).await,
+        Command::Top(a) => verbs::top_cmd(ctx, a).await,
+        Command::Rename(a) => verbs::rename_cmd(ctx, a).await,
+        Command::Pause(a) => verbs::pause_cmd(ctx, a).await,
+        Command::Unpause(a) => verbs::unpause_cmd(ctx, a).await,
         Command::Image(c) => match c {
             ImageCommand::Pull(a) => image::pull(ctx, a).await,
             ImageCommand::Push(a) => image::push(ctx, a).await,

@@ -184,13 +184,22 @@ pub fn container_row(c: &v1::ContainerInfo) -> Vec<String> {
 /// The state as `list` shows it: with the health of a running container that has a
 /// healthcheck, as `docker ps` does (`running (healthy)`, `running (health: starting)`).
 pub fn state_text(c: &v1::ContainerInfo) -> String {
-    let state = c.state_enum().user_name();
+    let state = state_word(c);
     match &c.health {
         Some(h) if c.state_enum() == v1::ContainerState::Running => match h.status.as_str() {
             "starting" => format!("{state} (health: starting)"),
             other => format!("{state} ({other})"),
         },
         _ => state.to_owned(),
+    }
+}
+
+/// The state's one word: `paused` for a running container whose processes are frozen.
+pub fn state_word(c: &v1::ContainerInfo) -> &'static str {
+    if c.paused && c.state_enum() == v1::ContainerState::Running {
+        "paused"
+    } else {
+        c.state_enum().user_name()
     }
 }
 
@@ -272,6 +281,9 @@ pub fn container_json(c: &v1::ContainerInfo) -> Value {
             "image": {"reference": config.image, "digest": c.image_digest},
             "platform": c.platform,
             "hostname": if config.hostname.is_empty() { c.id.clone() } else { config.hostname.clone() },
+            "extraHosts": config.extra_hosts,
+            "stopSignal": config.stop_signal,
+            "stopTimeoutSeconds": config.stop_timeout_seconds,
             "labels": labels(&config.labels),
             "mounts": config.mounts.iter().map(mount_json).collect::<Vec<_>>(),
             "publishedPorts": config.ports.iter().map(port_json).collect::<Vec<_>>(),
@@ -301,7 +313,8 @@ pub fn container_json(c: &v1::ContainerInfo) -> Value {
             })),
         },
         "status": {
-            "state": c.state_enum().user_name(),
+            "state": state_word(c),
+            "paused": c.paused,
             "networks": networks,
             "createdDate": iso8601(c.created_ms),
             "startedDate": iso8601(c.started_ms),

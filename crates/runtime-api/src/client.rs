@@ -320,6 +320,15 @@ impl RuntimeClient {
             .into_inner())
     }
 
+    /// Freezes (`true`) or thaws (`false`) every process of the container.
+    pub async fn freeze(&self, frozen: bool) -> Result<(), ClientError> {
+        let mut raw = self.raw.clone();
+        raw.freeze(pb::FreezeRequest { frozen })
+            .await
+            .map_err(rpc("Freeze"))?;
+        Ok(())
+    }
+
     /// Streams `path` of the container out as a tar archive.
     pub async fn copy_out(&self, path: &str) -> Result<tonic::Streaming<DataChunk>, ClientError> {
         let mut raw = self.raw.clone();

@@ -93,6 +93,10 @@ impl Runtime for Service {
         Err(stopped())
     }
 
+    async fn freeze(&self, _: Request<pb::FreezeRequest>) -> Result<Response<pb::Empty>, Status> {
+        Err(stopped())
+    }
+
     async fn wait(
         &self,
         _: Request<pb::WaitRequest>,

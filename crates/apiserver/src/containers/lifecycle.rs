@@ -54,6 +54,60 @@ fn oci_err(kind: oci::ErrorKind, e: impl std::fmt::Display) -> ApiError {
     crate::errors::oci_error(kind, e)
 }
 
+/// `-P`: publishes every exposed port (the image's and `--expose`'s) that no `-p` publishes
+/// yet on a free host port, chosen now and recorded in the container's ports so `port` and
+/// inspect show it and every start binds the same one. Without `-P` the exposed ports are
+/// only checked.
+fn publish_exposed(config: &mut v1::ContainerConfig, image: &[String]) -> Result<(), ApiError> {
+    let mut exposed = Vec::new();
+    for text in image.iter().chain(&config.expose) {
+        let (first, last, proto) =
+            spec::parse_expose(text).map_err(|e| ApiError::invalid_argument(e.to_string()))?;
+        for port in first..=last {
+            if !exposed.contains(&(port, proto)) {
+                exposed.push((port, proto));
+            }
+        }
+    }
+    if !config.publish_all {
+        return Ok(());
+    }
+    let wire = |p: spec::Protocol| match p {
+        spec::Protocol::Tcp => v1::Protocol::Tcp as i32,
+        spec::Protocol::Udp => v1::Protocol::Udp as i32,
+    };
+    for (port, proto) in exposed {
+        let published = config.ports.iter().any(|m| {
+            m.protocol == wire(proto)
+                && (m.container_port..m.container_port + m.count.max(1)).contains(&u32::from(port))
+        });
+        if published {
+            continue;
+        }
+        let host_port = free_port(proto).map_err(|e| {
+            ApiError::unavailable(format!("finding a free host port for {port}/{proto}: {e}"))
+        })?;
+        config.ports.push(v1::PortMapping {
+            host_ip: String::new(),
+            host_port: u32::from(host_port),
+            container_port: u32::from(port),
+            count: 1,
+            protocol: wire(proto),
+        });
+    }
+    Ok(())
+}
+
+/// A host port free right now, from the kernel's ephemeral range (as Docker's `-P`).
+fn free_port(proto: spec::Protocol) -> std::io::Result<u16> {
+    let any = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    match proto {
+        spec::Protocol::Tcp => std::net::TcpListener::bind(any)?.local_addr(),
+        spec::Protocol::Udp => std::net::UdpSocket::bind(any)?.local_addr(),
+    }
+    .map(|a| a.port())
+}
+
 impl Daemon {
     /// The wire description of a container.
     pub(crate) fn info(&self, r: &ContainerRecord) -> v1::ContainerInfo {
@@ -117,6 +171,7 @@ impl Daemon {
                 .healthcheck
                 .as_ref()
                 .map(crate::health::HealthConfig::to_wire),
+            paused: r.paused && r.phase == Phase::Running,
         }
     }
 
@@ -179,6 +234,7 @@ impl Daemon {
                 });
             }
         }
+        publish_exposed(&mut config, &resolved.config.exposed_ports)?;
         for n in &config.networks {
             if n.name != "none" && !self.networks.exists(&n.name).await {
                 return Err(ApiError::not_found(format!("network {} not found", n.name)));
@@ -279,6 +335,7 @@ impl Daemon {
             anonymous_volumes,
             healthcheck,
             health: None,
+            paused: false,
         };
         self.dirs
             .create(&record)
@@ -846,6 +903,8 @@ impl Daemon {
             .kill(signal, false, "")
             .await
             .map_err(runtime_error)?;
+        // The runtime thaws a paused container before it signals it.
+        let _ = self.update(&id, |r| r.paused = false);
         if let Ok(r) = self.record(&id) {
             let shown = if signal == 0 { 9 } else { signal };
             self.container_event(&r, "kill", &[("signal", shown.to_string())]);

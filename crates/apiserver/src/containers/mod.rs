@@ -5,7 +5,9 @@
 //! - [`copy`]: `cp` in and out, `stat` of a path;
 //! - [`export`]: a container's file system as a tar stream;
 //! - [`health`]: the healthcheck probe loop of each running container;
-//! - [`stats`]: resource usage.
+//! - [`stats`]: resource usage;
+//! - [`pause`]: pause and unpause (the guest's cgroup freezer);
+//! - [`rename`]: a new name.
 //!
 //! This module holds the service itself (thin: it parses requests and calls the modules)
 //! and the helpers they share. No module names another: they meet only in the daemon's
@@ -17,6 +19,8 @@ pub mod export;
 pub mod health;
 pub mod lifecycle;
 pub mod logs;
+pub mod pause;
+pub mod rename;
 pub mod stats;
 pub mod stdio;
 
@@ -247,5 +251,30 @@ impl Containers for ContainersService {
             v1::WaitCondition::try_from(r.condition).unwrap_or(v1::WaitCondition::NotRunning);
         let exit_code = self.0.wait_container(&r.id, condition).await?;
         ok(v1::WaitContainerResponse { exit_code })
+    }
+
+    async fn rename(
+        &self,
+        req: Request<v1::RenameContainerRequest>,
+    ) -> Res<v1::RenameContainerResponse> {
+        let r = req.into_inner();
+        self.0.rename_container(&r.id, &r.name)?;
+        ok(v1::RenameContainerResponse {})
+    }
+
+    async fn pause(
+        &self,
+        req: Request<v1::PauseContainerRequest>,
+    ) -> Res<v1::PauseContainerResponse> {
+        self.0.set_paused(&req.into_inner().id, true).await?;
+        ok(v1::PauseContainerResponse {})
+    }
+
+    async fn unpause(
+        &self,
+        req: Request<v1::UnpauseContainerRequest>,
+    ) -> Res<v1::UnpauseContainerResponse> {
+        self.0.set_paused(&req.into_inner().id, false).await?;
+        ok(v1::UnpauseContainerResponse {})
     }
 }

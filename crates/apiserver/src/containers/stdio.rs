@@ -111,6 +111,16 @@ pub(super) async fn exec(
         return Err(ApiError::invalid_argument("exec: no command given").into());
     }
     let id = daemon.lookup(&open.id)?;
+    // A new process in a frozen cgroup would freeze before it printed anything.
+    if let Ok(r) = daemon.record(&id)
+        && r.paused
+    {
+        return Err(ApiError::failed_precondition(format!(
+            "container {} is paused: unpause it before exec",
+            r.name
+        ))
+        .into());
+    }
     let client = daemon.connect(&id).await?;
     let mut session = client
         .exec(runtime_api::client::ExecSpec {

@@ -77,6 +77,15 @@ fn state_name(info: &v1::ContainerInfo) -> &'static str {
     }
 }
 
+/// Docker's state word, which says `paused` for a paused running container (where
+/// [`state_name`] still says `running`, as `State.Running` does).
+fn docker_state(info: &v1::ContainerInfo) -> &'static str {
+    match state_name(info) {
+        "running" if info.paused => "paused",
+        s => s,
+    }
+}
+
 /// Docker's `State.Health` of our health.
 fn health_of(h: &v1::ContainerHealth) -> m::Health {
     let status = match h.status.as_str() {
@@ -114,6 +123,9 @@ fn status_text(info: &v1::ContainerInfo) -> String {
     match state_name(info) {
         "running" => {
             let up = format!("Up {}", human_duration(since_ms(info.started_ms)));
+            if info.paused {
+                return format!("{up} (Paused)");
+            }
             match info.health.as_ref().map(|h| h.status.as_str()) {
                 Some("starting") => format!("{up} (health: starting)"),
                 Some(s) if !s.is_empty() => format!("{up} ({s})"),
@@ -308,7 +320,8 @@ pub fn inspect_of(info: &v1::ContainerInfo) -> m::ContainerInspectResponse {
     let process = config.process.clone().unwrap_or_default();
     let res = info.resources.unwrap_or_default();
     let running = state_name(info) == "running";
-    let status = match state_name(info) {
+    let status = match docker_state(info) {
+        "paused" => m::ContainerStateStatusEnum::PAUSED,
         "running" => m::ContainerStateStatusEnum::RUNNING,
         "created" => m::ContainerStateStatusEnum::CREATED,
         "exited" => m::ContainerStateStatusEnum::EXITED,
@@ -349,7 +362,7 @@ pub fn inspect_of(info: &v1::ContainerInfo) -> m::ContainerInspectResponse {
         state: Some(m::ContainerState {
             status: Some(status),
             running: Some(running),
-            paused: Some(false),
+            paused: Some(info.paused),
             restarting: Some(false),
             oom_killed: Some(false),
             dead: Some(false),
@@ -459,7 +472,8 @@ fn summary_of(info: &v1::ContainerInfo) -> m::ContainerSummary {
         created: Some(info.created_ms / 1000),
         ports: Some(ports),
         labels: Some(labels_of(&config)),
-        state: Some(match state_name(info) {
+        state: Some(match docker_state(info) {
+            "paused" => m::ContainerSummaryStateEnum::PAUSED,
             "running" => m::ContainerSummaryStateEnum::RUNNING,
             "created" => m::ContainerSummaryStateEnum::CREATED,
             "exited" => m::ContainerSummaryStateEnum::EXITED,
@@ -505,7 +519,7 @@ pub fn filter_matches(f: &Filters, info: &v1::ContainerInfo) -> bool {
     f.labels_match(&labels_of(&config))
         && f.any("name", |n| info.name.contains(n.trim_start_matches('/')))
         && f.any("id", |p| info.id.starts_with(p))
-        && f.any("status", |s| s == state_name(info))
+        && f.any("status", |s| s == docker_state(info))
         && f.any("health", |h| h == health_word(info))
         && f.any("ancestor", |a| ancestor_matches(info, a))
         && f.any("network", |n| {

@@ -199,11 +199,16 @@ pub fn translate(
         "HostConfig.Links",
         "legacy links; use a user-defined network",
     )?;
-    refuse_if(
-        nonempty(&hc.extra_hosts),
-        "HostConfig.ExtraHosts",
-        "not implemented yet",
-    )?;
+    let mut extra_hosts = Vec::new();
+    for text in hc.extra_hosts.iter().flatten() {
+        let host = text
+            .parse::<spec::ExtraHost>()
+            .map_err(|e| DockerError::bad_request(e.to_string()))?;
+        extra_hosts.push(match host.ip {
+            spec::HostIp::Ip(ip) => format!("{}:{ip}", host.name),
+            spec::HostIp::HostGateway => format!("{}:{}", host.name, spec::HOST_GATEWAY),
+        });
+    }
     refuse_if(
         nonempty(&hc.group_add),
         "HostConfig.GroupAdd",
@@ -338,13 +343,11 @@ pub fn translate(
 
     // Ports: bindings, then -P's exposed ports on free host ports.
     let mut ports = vec![];
-    let mut bound = vec![];
     let mut keys: Vec<(&String, &Option<Vec<m::PortBinding>>)> =
         hc.port_bindings.iter().flatten().collect();
     keys.sort_by_key(|(k, _)| (*k).clone());
     for (k, bindings) in keys {
         let (container_port, protocol) = parse_port_key(k)?;
-        bound.push(k.clone());
         for b in bindings.iter().flatten() {
             let (hp, count) = host_port(b.host_port.as_deref().unwrap_or(""))?;
             ports.push(v1::PortMapping {
@@ -356,19 +359,11 @@ pub fn translate(
             });
         }
     }
-    if hc.publish_all_ports == Some(true) {
-        for k in body.exposed_ports.iter().flatten() {
-            if !bound.contains(k) {
-                let (container_port, protocol) = parse_port_key(k)?;
-                ports.push(v1::PortMapping {
-                    host_ip: String::new(),
-                    host_port: 0,
-                    container_port,
-                    count: 1,
-                    protocol: protocol as i32,
-                });
-            }
-        }
+    // -P: the daemon publishes the image's exposed ports and these on free host ports.
+    let mut expose: Vec<String> = body.exposed_ports.iter().flatten().cloned().collect();
+    expose.sort();
+    for k in &expose {
+        parse_port_key(k)?;
     }
 
     // Mounts: -v binds and volumes, --mount, --tmpfs, and the anonymous volumes of Volumes.
@@ -495,6 +490,9 @@ pub fn translate(
         stop_timeout_seconds: body.stop_timeout.filter(|t| *t >= 0).map(|t| t as u32),
         hostname: body.hostname.clone().unwrap_or_default(),
         healthcheck,
+        extra_hosts,
+        publish_all: hc.publish_all_ports == Some(true),
+        expose,
         ..Default::default()
     };
     if config.image.is_empty() {

@@ -24,6 +24,7 @@ pub mod images;
 pub mod networks;
 pub mod stream;
 pub mod system;
+pub mod verbs;
 pub mod volumes;
 
 use std::collections::HashMap;
@@ -154,6 +155,9 @@ pub fn router(ctx: Ctx) -> Router {
                 .put(containers::archive_put),
         )
         .route("/containers/{id}/exec", post(exec::create))
+        .route("/containers/{id}/pause", post(verbs::pause))
+        .route("/containers/{id}/unpause", post(verbs::unpause))
+        .route("/containers/{id}/rename", post(verbs::rename))
         .route("/containers/{id}/{op}", any(containers::unsupported))
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/resize", post(exec::resize))

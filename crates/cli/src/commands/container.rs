@@ -1,5 +1,5 @@
 //! Container commands: run, create, start, stop, kill, delete, list, inspect, logs, exec,
-//! stats, export, copy, prune.
+//! stats, export, copy, prune (the other Docker verbs are in [`super::verbs`]).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -165,6 +165,22 @@ pub fn build_config(
             "--rm and --restart cannot be combined".into(),
         ));
     }
+    if let Some(h) = &m.hostname {
+        spec::validate_hostname(h).map_err(|e| CliError::Usage(format!("--hostname: {e}")))?;
+    }
+    let mut extra_hosts = Vec::new();
+    for text in &m.add_host {
+        let host = text.parse::<spec::ExtraHost>().map_err(CliError::usage)?;
+        // Stored as NAME:IP whichever separator was typed; IPv6 without brackets (the daemon
+        // splits at the first colon).
+        extra_hosts.push(match host.ip {
+            spec::HostIp::Ip(ip) => format!("{}:{ip}", host.name),
+            spec::HostIp::HostGateway => format!("{}:{}", host.name, spec::HOST_GATEWAY),
+        });
+    }
+    for text in &m.expose {
+        spec::parse_expose(text).map_err(CliError::usage)?;
+    }
     let pf = &flags.platform;
     let platform =
         spec::Platform::from_flags(pf.platform.as_deref(), pf.os.as_deref(), pf.arch.as_deref())
@@ -212,11 +228,19 @@ pub fn build_config(
         kernel_args: m.kernel_arg.clone(),
         auto_remove: m.rm,
         restart_policy: Some(restart.into()),
-        stop_signal: 0,
-        stop_timeout_seconds: None,
-        hostname: String::new(),
+        stop_signal: m
+            .stop_signal
+            .as_deref()
+            .map(|s| signal_number(s).map_err(|e| CliError::Usage(format!("--stop-signal: {e}"))))
+            .transpose()?
+            .unwrap_or(0),
+        stop_timeout_seconds: m.stop_timeout,
+        hostname: m.hostname.clone().unwrap_or_default(),
         published_sockets,
         healthcheck: healthcheck(&flags.health)?,
+        extra_hosts,
+        publish_all: m.publish_all,
+        expose: m.expose.clone(),
     })
 }
 
@@ -538,7 +562,10 @@ pub async fn start_cmd(ctx: &Context, a: &StartArgs) -> CliResult {
     .await
 }
 
-async fn inspect_one(client: &api::Client, id: &str) -> Result<v1::ContainerInfo, CliError> {
+pub(crate) async fn inspect_one(
+    client: &api::Client,
+    id: &str,
+) -> Result<v1::ContainerInfo, CliError> {
     client
         .containers()
         .inspect(v1::InspectContainerRequest { id: id.to_owned() })
@@ -550,7 +577,7 @@ async fn inspect_one(client: &api::Client, id: &str) -> Result<v1::ContainerInfo
 
 /// Runs `f` for every ID, reporting each failure on its own line; fails at the end when any
 /// did (Docker's habit for multi-container commands).
-async fn each<F, Fut>(ids: &[String], mut f: F) -> CliResult
+pub(crate) async fn each<F, Fut>(ids: &[String], mut f: F) -> CliResult
 where
     F: FnMut(String) -> Fut,
     Fut: std::future::Future<Output = Result<(), CliError>>,
@@ -610,7 +637,7 @@ async fn ids_or_all(
     Ok(list.containers.into_iter().map(|c| c.id).collect())
 }
 
-fn signal_number(text: &str) -> Result<i32, CliError> {
+pub(crate) fn signal_number(text: &str) -> Result<i32, CliError> {
     text.parse::<spec::Signal>()
         .map(spec::Signal::number)
         .map_err(CliError::usage)
@@ -754,8 +781,22 @@ pub async fn inspect_cmd(ctx: &Context, a: &InspectArgs) -> CliResult {
     }
 }
 
-/// `container logs`.
+/// `container logs`. `--since` and `--until` select by the time each chunk was written
+/// (the runtime's stdio log records it); `--timestamps` prefixes every line with it.
 pub async fn logs_cmd(ctx: &Context, a: &LogsArgs) -> CliResult {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let time = |flag: &str, v: &Option<String>| -> Result<Option<i64>, CliError> {
+        v.as_deref()
+            .map(|t| {
+                spec::parse_time(t, now).map_err(|e| CliError::Usage(format!("--{flag}: {e}")))
+            })
+            .transpose()
+    };
+    let since = time("since", &a.since)?;
+    let until = time("until", &a.until)?;
     let client = ctx.client().await?;
     let mut stream = client
         .containers()
@@ -769,11 +810,26 @@ pub async fn logs_cmd(ctx: &Context, a: &LogsArgs) -> CliResult {
         .into_inner();
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
+    // Whether the last chunk of each stream ended its line, so a timestamp starts the next.
+    let mut at_line_start = [true, true];
     while let Some(chunk) = stream.message().await? {
-        let result = if chunk.stream == v1::OutputStream::Stderr as i32 {
-            stderr.write_all(&chunk.data).await
+        let nanos = chunk.timestamp_ms.saturating_mul(1_000_000);
+        if since.is_some_and(|s| nanos < s) {
+            continue;
+        }
+        if until.is_some_and(|u| nanos > u) {
+            break;
+        }
+        let which = usize::from(chunk.stream == v1::OutputStream::Stderr as i32);
+        let data = if a.timestamps {
+            stamp_lines(&chunk.data, nanos, &mut at_line_start[which])
         } else {
-            stdout.write_all(&chunk.data).await
+            chunk.data
+        };
+        let result = if which == 1 {
+            stderr.write_all(&data).await
+        } else {
+            stdout.write_all(&data).await
         };
         result.map_err(|e| CliError::io("writing logs", e))?;
     }
@@ -782,6 +838,22 @@ pub async fn logs_cmd(ctx: &Context, a: &LogsArgs) -> CliResult {
         .await
         .map_err(|e| CliError::io("writing logs", e))?;
     Ok(0)
+}
+
+/// `data` with `time` (RFC 3339, nanoseconds) and a space before every line that starts in
+/// it, as `docker logs -t` prints; `at_line_start` carries over between chunks.
+pub fn stamp_lines(data: &[u8], nanos: i64, at_line_start: &mut bool) -> Vec<u8> {
+    let stamp = spec::format_time(nanos, false);
+    let mut out = Vec::with_capacity(data.len() + 32);
+    for piece in data.split_inclusive(|b| *b == b'\n') {
+        if *at_line_start {
+            out.extend_from_slice(stamp.as_bytes());
+            out.push(b' ');
+        }
+        out.extend_from_slice(piece);
+        *at_line_start = piece.ends_with(b"\n");
+    }
+    out
 }
 
 /// `container exec`.
@@ -984,6 +1056,62 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("is not absolute"), "{e}");
+    }
+
+    #[test]
+    fn docker_verbs_flags_reach_the_config() {
+        let c = config(&[
+            "--hostname",
+            "box-1",
+            "--add-host",
+            "db=10.0.0.5",
+            "--add-host",
+            "gw:host-gateway",
+            "--stop-signal",
+            "SIGQUIT",
+            "--stop-timeout",
+            "3",
+            "-P",
+            "--expose",
+            "8080/udp",
+            "busybox",
+        ])
+        .unwrap();
+        assert_eq!(c.hostname, "box-1");
+        assert_eq!(c.extra_hosts, ["db:10.0.0.5", "gw:host-gateway"]);
+        assert_eq!(c.stop_signal, 3);
+        assert_eq!(c.stop_timeout_seconds, Some(3));
+        assert!(c.publish_all);
+        assert_eq!(c.expose, ["8080/udp"]);
+        for (bad, says) in [
+            (
+                &["--hostname", "a_b", "busybox"][..],
+                "--hostname: invalid hostname",
+            ),
+            (&["--add-host", "db", "busybox"][..], "invalid extra host"),
+            (&["--stop-signal", "NOPE", "busybox"][..], "--stop-signal:"),
+            (
+                &["--expose", "80/sctp", "busybox"][..],
+                "invalid exposed port",
+            ),
+        ] {
+            let e = config(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn timestamps_start_every_line_across_chunks() {
+        let mut start = true;
+        let t = 1_764_867_600_000_000_000;
+        let a = stamp_lines(b"one\ntw", t, &mut start);
+        let b = stamp_lines(b"o\nthree\n", t, &mut start);
+        let text = String::from_utf8(a.into_iter().chain(b).collect()).unwrap();
+        assert_eq!(
+            text,
+            "2025-12-04T17:00:00.000000000Z one\n2025-12-04T17:00:00.000000000Z two\n2025-12-04T17:00:00.000000000Z three\n"
+        );
+        assert!(start);
     }
 
     #[test]

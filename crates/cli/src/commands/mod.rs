@@ -10,4 +10,5 @@ pub mod progress;
 pub mod stream;
 pub mod system;
 pub mod unpack;
+pub mod verbs;
 pub mod volume;

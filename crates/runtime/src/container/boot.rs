@@ -316,6 +316,7 @@ impl Container {
             stdin: tokio::sync::Mutex::new(None),
             next_port: AtomicU32::new(FIRST_STDIO_PORT),
             next_exec: AtomicU64::new(1),
+            frozen: std::sync::atomic::AtomicBool::new(false),
             exited: watch::channel(None).0,
             finished: watch::channel(None).0,
             execs: Mutex::new(Default::default()),

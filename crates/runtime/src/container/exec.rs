@@ -74,6 +74,9 @@ impl Container {
         } else {
             signal
         };
+        if exec_id.is_empty() {
+            self.thaw_if_frozen().await;
+        }
         self.agent
             .kill_process(pb::KillProcessRequest { id, signal, all })
             .await

@@ -116,6 +116,8 @@ pub struct Container {
     pumps: Mutex<Option<Vec<tokio::task::JoinHandle<()>>>>,
     /// The socket relays; taken (stopped) when the container has finished.
     relays: Mutex<Option<crate::relay::Relays>>,
+    /// Its processes are frozen (`pause`); kill and stop thaw them first.
+    frozen: std::sync::atomic::AtomicBool,
     /// The VM's runtime dir when it had to live outside the bundle; removed with the
     /// container (declared after `vm`, so the VM is gone first).
     _vm_tmp_dir: Option<tempfile::TempDir>,
@@ -511,6 +513,38 @@ impl Container {
             })
             .await
             .map_err(agent_err("reading stats"))
+    }
+
+    /// Freezes or thaws every process of the running container through the guest's cgroup
+    /// freezer.
+    pub async fn freeze(&self, frozen: bool) -> Result<(), ContainerError> {
+        if self.exited.borrow().is_some() || self.state().status != Status::Running {
+            return Err(ContainerError::FailedPrecondition(format!(
+                "container {} is not running",
+                self.config.id
+            )));
+        }
+        self.agent
+            .freeze(pb::FreezeRequest {
+                container_id: self.config.id.clone(),
+                frozen,
+            })
+            .await
+            .map_err(agent_err(if frozen { "freezing" } else { "thawing" }))?;
+        self.frozen
+            .store(frozen, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(frozen, "freezer changed");
+        Ok(())
+    }
+
+    /// Thaws a frozen container, so a signal reaches its processes (stop and kill of a paused
+    /// container, as Docker does).
+    pub(crate) async fn thaw_if_frozen(&self) {
+        if self.frozen.load(std::sync::atomic::Ordering::SeqCst)
+            && let Err(e) = self.freeze(false).await
+        {
+            tracing::warn!("thawing before a signal: {e}");
+        }
     }
 
     /// The guest agent (for streaming calls the server relays).
