@@ -54,6 +54,8 @@ pub struct ContainerOptions {
     pub published_sockets: Vec<PublishedSocketOption>,
     /// `--health-*`, `--no-healthcheck` (none: the image's).
     pub healthcheck: Option<HealthcheckOption>,
+    /// `--rosetta`.
+    pub rosetta: bool,
 }
 
 /// The user's healthcheck fields (empty test and zero values inherit the image's).
@@ -384,6 +386,7 @@ impl From<&v1::ContainerConfig> for ContainerOptions {
                 start_period_ms: h.start_period_ms,
                 retries: h.retries,
             }),
+            rosetta: c.rosetta,
         }
     }
 }
@@ -517,6 +520,7 @@ impl From<&ContainerOptions> for v1::ContainerConfig {
                 start_period_ms: h.start_period_ms,
                 retries: h.retries,
             }),
+            rosetta: o.rosetta,
         }
     }
 }
@@ -630,6 +634,7 @@ mod tests {
                 start_period_ms: 3000,
                 retries: 2,
             }),
+            rosetta: true,
         }
     }
 

@@ -217,6 +217,7 @@ pub fn build_config(
         hostname: String::new(),
         published_sockets,
         healthcheck: healthcheck(&flags.health)?,
+        rosetta: m.rosetta,
     })
 }
 
