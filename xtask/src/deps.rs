@@ -6,7 +6,8 @@
 
 use crate::paths::tools_bin;
 use crate::run::{output, run, step};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// Debian packages and why each is needed.
@@ -92,7 +93,37 @@ fn install_compose() -> Result<()> {
     step(&format!(
         "fetching {package} {version} from Debian {COMPOSE_SUITE} (once)"
     ));
-    let state = crate::paths::cache_dir().join("apt-compose");
+    let deb = apt_download(
+        "apt-compose",
+        COMPOSE_SUITE,
+        &[],
+        &format!("{package}={version}"),
+    )?;
+    let work = deb
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .context("a downloaded package has no directory")?;
+    let root = work.join("root");
+    run(Command::new("dpkg").arg("-x").arg(&deb).arg(&root))?;
+    let plugin = root.join("usr/libexec/docker/cli-plugins").join(package);
+    if !plugin.is_file() {
+        bail!("{} has no {}", deb.display(), plugin.display());
+    }
+    std::fs::create_dir_all(tools_bin())?;
+    let tmp = bin.with_extension("tmp");
+    std::fs::copy(&plugin, &tmp)?;
+    std::fs::rename(&tmp, &bin)?;
+    std::fs::remove_dir_all(&root)?;
+    Ok(())
+}
+
+/// Downloads one package (`name[:arch][=version]`) of `suite` with `apt-get download`
+/// through a private apt state `<cache>/<state>/` (its own sources list, lists and
+/// archives; `archs` are added to `APT::Architectures` there only), whose source takes the
+/// archive URI from the host's own apt sources. The host's apt configuration and dpkg's
+/// architectures are never touched. Returns the `.deb`, alone in `<cache>/<state>/pkg/`.
+pub fn apt_download(state: &str, suite: &str, archs: &[&str], spec: &str) -> Result<PathBuf> {
+    let state = crate::paths::cache_dir().join(state);
     let lists = state.join("lists");
     let cache = state.join("cache");
     let work = state.join("pkg");
@@ -108,7 +139,7 @@ fn install_compose() -> Result<()> {
     std::fs::write(
         &sources,
         format!(
-            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {uri} {COMPOSE_SUITE} main\n"
+            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {uri} {suite} main\n"
         ),
     )?;
     let apt = |cmd: &str| {
@@ -125,9 +156,17 @@ fn install_compose() -> Result<()> {
         ] {
             c.arg("-o").arg(format!("{k}={v}"));
         }
-        c
+        if !archs.is_empty() {
+            // The list must name the host's own too, or apt stops knowing it.
+            c.arg("-o")
+                .arg(format!("APT::Architectures::={}", host_debian_arch()?));
+        }
+        for a in archs {
+            c.arg("-o").arg(format!("APT::Architectures::={a}"));
+        }
+        Ok::<_, anyhow::Error>(c)
     };
-    run(apt("apt-get").args(["update", "-qq"]))?;
+    run(apt("apt-get")?.args(["update", "-qq"]))?;
     for old in std::fs::read_dir(&work)?.flatten() {
         let p = old.path();
         if p.is_dir() {
@@ -136,28 +175,68 @@ fn install_compose() -> Result<()> {
             std::fs::remove_file(&p)?;
         }
     }
-    run(apt("apt-get").current_dir(&work).args([
-        "download",
-        "-qq",
-        &format!("{package}={version}"),
-    ]))?;
-    let deb = std::fs::read_dir(&work)?
+    run(apt("apt-get")?
+        .current_dir(&work)
+        .args(["download", "-qq", spec]))?;
+    std::fs::read_dir(&work)?
         .flatten()
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .ok_or_else(|| anyhow::anyhow!("apt-get download left no {package} .deb"))?;
-    let root = work.join("root");
-    run(Command::new("dpkg").arg("-x").arg(&deb).arg(&root))?;
-    let plugin = root.join("usr/libexec/docker/cli-plugins").join(package);
-    if !plugin.is_file() {
-        bail!("{} has no {}", deb.display(), plugin.display());
+        .ok_or_else(|| anyhow::anyhow!("apt-get download left no .deb for {spec}"))
+}
+
+/// dpkg's name for the host's architecture.
+fn host_debian_arch() -> Result<String> {
+    Ok(output(Command::new("dpkg").arg("--print-architecture"))?
+        .trim()
+        .to_owned())
+}
+
+/// Debian's `busybox-static` for `arch` (a Debian architecture name), the same version as
+/// the host's: the host's own `/bin/busybox` for the host's architecture, else the binary of
+/// `busybox-static:<arch>` fetched once with [`apt_download`] and unpacked with `dpkg -x`
+/// into `<cache>/tools/busybox-<arch>-<version>/busybox`.
+pub fn busybox_static(arch: &str) -> Result<PathBuf> {
+    let host = PathBuf::from("/bin/busybox");
+    if arch == host_debian_arch()? {
+        return Ok(host);
     }
-    std::fs::create_dir_all(tools_bin())?;
-    let tmp = bin.with_extension("tmp");
-    std::fs::copy(&plugin, &tmp)?;
-    std::fs::rename(&tmp, &bin)?;
+    let version =
+        output(Command::new("dpkg-query").args(["-W", "-f=${Version}", "busybox-static"]))
+            .context("busybox-static is not installed: run `cargo xtask deps`")?;
+    let version = version.trim();
+    let dir = crate::paths::cache_dir().join("tools").join(format!(
+        "busybox-{arch}-{}",
+        version.replace([':', '+', '~'], "_")
+    ));
+    let binary = dir.join("busybox");
+    if binary.is_file() {
+        return Ok(binary);
+    }
+    step(&format!(
+        "fetching busybox-static:{arch} {version} from Debian (once)"
+    ));
+    let suite =
+        output(Command::new("sh").args(["-c", ". /etc/os-release && echo $VERSION_CODENAME"]))?;
+    let deb = apt_download(
+        "apt-busybox",
+        suite.trim(),
+        &[arch],
+        &format!("busybox-static:{arch}={version}"),
+    )?;
+    let root = deb.with_extension("root");
+    let _ = std::fs::remove_dir_all(&root);
+    run(Command::new("dpkg").arg("-x").arg(&deb).arg(&root))?;
+    let unpacked = root.join("bin/busybox");
+    if !unpacked.is_file() {
+        bail!("{} has no bin/busybox", deb.display());
+    }
+    std::fs::create_dir_all(&dir)?;
+    let tmp = dir.join("busybox.tmp");
+    std::fs::copy(&unpacked, &tmp)?;
+    std::fs::rename(&tmp, &binary)?;
     std::fs::remove_dir_all(&root)?;
-    Ok(())
+    Ok(binary)
 }
 
 /// The Debian archive URI of the host's own apt sources (deb822 `.sources` or one-line

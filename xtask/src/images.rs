@@ -1,8 +1,12 @@
 //! `cargo xtask images`: the offline test images, deterministic to the byte.
 //!
-//! Three images, never pulled from the internet:
+//! Five images, never pulled from the internet:
 //! - `busybox`: one layer from Debian's busybox-static, every applet hard-linked at its real
 //!   path (`busybox --list-full`), /etc/passwd and /etc/group.
+//! - `busybox-arm64`: the same from Debian's `busybox-static:arm64` of the same version
+//!   (fetched once through a private apt state, `deps::busybox_static`), for linux/arm64/v8.
+//! - `busybox-multi`: an image index holding both busybox manifests (linux/amd64 and
+//!   linux/arm64/v8), as multi-platform images on Docker Hub are.
 //! - `multilayer`: three layers whose upper ones delete and replace what lower ones hold:
 //!   whiteouts, an opaque directory, a file replacing a directory and the reverse, hard links,
 //!   fast and slow symlinks, a fifo, a device node, xattrs, setuid and owned files.
@@ -12,7 +16,8 @@
 //! Output, under `<cache>/images/<key>/` (`<cache>/images/current` links to the newest):
 //! `oci/<name>/` an OCI image layout tagged `latest`; `<name>.docker.tar` a classic
 //! `docker save` archive (busybox and multilayer only: manyfiles would double 400 MB for no
-//! test that needs it). Every timestamp is fixed and gzip headers carry no time, so digests
+//! test that needs it). `bin/busybox-<arch>` are the two busybox binaries themselves, for
+//! VM tests that make a rootfs of their own. Every timestamp is fixed and gzip headers carry no time, so digests
 //! are stable across runs and machines with the same busybox binary.
 
 use crate::paths::{self, cache_dir};
@@ -28,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Bump when any generator below changes its output.
-const GENERATOR_VERSION: &str = "1";
+const GENERATOR_VERSION: &str = "2";
 /// Every entry's mtime and the config's `created`: 2026-01-01T00:00:00Z.
 const EPOCH: u64 = 1_767_225_600;
 const CREATED: &str = "2026-01-01T00:00:00Z";
@@ -37,7 +42,13 @@ const BUSYBOX: &str = "/bin/busybox";
 pub fn build() -> Result<PathBuf> {
     let busybox_sum = paths::sha256_file(Path::new(BUSYBOX))
         .context("busybox-static is missing: run `cargo xtask deps`")?;
-    let key = &paths::sha256_bytes(&[GENERATOR_VERSION.as_bytes(), busybox_sum.as_bytes()])[..16];
+    let busybox_arm64 = crate::deps::busybox_static("arm64")?;
+    let arm64_sum = paths::sha256_file(&busybox_arm64)?;
+    let key = &paths::sha256_bytes(&[
+        GENERATOR_VERSION.as_bytes(),
+        busybox_sum.as_bytes(),
+        arm64_sum.as_bytes(),
+    ])[..16];
     let root = cache_dir().join("images");
     let dir = root.join(key);
     if !dir.join(".complete").exists() {
@@ -45,18 +56,39 @@ pub fn build() -> Result<PathBuf> {
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(tmp.join("oci"))?;
         step("building test image busybox");
-        let busybox = write_image(&tmp, "busybox", &[busybox_layer], &["sh"])?;
+        let amd64 = Path::new(BUSYBOX);
+        let busybox = write_image(&tmp, "busybox", &[&|b| busybox_layer(b, amd64)], &["sh"])?;
         docker_archive(&tmp, "busybox", &busybox)?;
+        step("building test images busybox-arm64 and busybox-multi");
+        let arm64: &Path = &busybox_arm64;
+        write_platform_image(
+            &tmp,
+            "busybox-arm64",
+            &[(ARM64, &[&|b| busybox_layer(b, arm64)])],
+            &["sh"],
+        )?;
+        write_platform_image(
+            &tmp,
+            "busybox-multi",
+            &[
+                (AMD64, &[&|b| busybox_layer(b, amd64)]),
+                (ARM64, &[&|b| busybox_layer(b, arm64)]),
+            ],
+            &["sh"],
+        )?;
+        fs::create_dir_all(tmp.join("bin"))?;
+        fs::copy(amd64, tmp.join("bin/busybox-amd64"))?;
+        fs::copy(arm64, tmp.join("bin/busybox-arm64"))?;
         step("building test image multilayer");
         let multi = write_image(
             &tmp,
             "multilayer",
-            &[multilayer_base, multilayer_middle, multilayer_top],
+            &[&multilayer_base, &multilayer_middle, &multilayer_top],
             &["/bin/sh"],
         )?;
         docker_archive(&tmp, "multilayer", &multi)?;
         step("building test image manyfiles (~410 MB, about a minute)");
-        write_image(&tmp, "manyfiles", &[manyfiles_layer], &["/bin/sh"])?;
+        write_image(&tmp, "manyfiles", &[&manyfiles_layer], &["/bin/sh"])?;
         File::create(tmp.join(".complete"))?;
         let _ = fs::remove_dir_all(&dir);
         fs::rename(&tmp, &dir)?;
@@ -66,7 +98,13 @@ pub fn build() -> Result<PathBuf> {
 }
 
 /// The names of the images `build` makes, for the registry to push.
-pub const NAMES: &[&str] = &["busybox", "multilayer", "manyfiles"];
+pub const NAMES: &[&str] = &[
+    "busybox",
+    "busybox-arm64",
+    "busybox-multi",
+    "multilayer",
+    "manyfiles",
+];
 
 /// A written blob: its digest (`sha256:...`), size, and for layers the uncompressed digest.
 #[derive(Clone)]
@@ -82,19 +120,96 @@ struct Image {
     layers: Vec<Blob>,
 }
 
-type LayerFn = fn(&mut tar::Builder<&mut dyn Write>) -> Result<()>;
+type LayerFn<'a> = &'a dyn Fn(&mut tar::Builder<&mut dyn Write>) -> Result<()>;
 
+/// An image's platform: (OCI architecture, variant).
+type PlatformSpec = (&'static str, Option<&'static str>);
+const AMD64: PlatformSpec = ("amd64", None);
+const ARM64: PlatformSpec = ("arm64", Some("v8"));
+
+/// A single-platform linux/amd64 image, its manifest tagged `latest` in the layout.
 fn write_image(out: &Path, name: &str, layers: &[LayerFn], cmd: &[&str]) -> Result<Image> {
+    let (image, _) = write_platform_image(out, name, &[(AMD64, layers)], cmd)?;
+    Ok(image)
+}
+
+/// An image of one platform (its manifest tagged `latest`) or several (an image index tagged
+/// `latest`, one manifest per platform). Returns the first platform's image and the tagged
+/// descriptor's digest.
+fn write_platform_image(
+    out: &Path,
+    name: &str,
+    platforms: &[(PlatformSpec, &[LayerFn])],
+    cmd: &[&str],
+) -> Result<(Image, String)> {
     let layout = out.join("oci").join(name);
     let blobs = layout.join("blobs/sha256");
     fs::create_dir_all(&blobs)?;
+    let mut entries = Vec::new();
+    let mut first = None;
+    for ((arch, variant), layers) in platforms {
+        let (image, manifest) = write_manifest(&blobs, name, (arch, *variant), layers, cmd)?;
+        let mut platform = json!({"architecture": arch, "os": "linux"});
+        if let Some(v) = variant {
+            platform["variant"] = json!(v);
+        }
+        entries.push(json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest.digest,
+            "size": manifest.size,
+            "platform": platform,
+        }));
+        first.get_or_insert(image);
+    }
+    let first = first.context("an image needs a platform")?;
+    let tagged = if entries.len() == 1 {
+        entries.remove(0)
+    } else {
+        let index = write_json_blob(
+            &blobs,
+            &json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": entries,
+            }),
+        )?;
+        json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": index.digest,
+            "size": index.size,
+        })
+    };
+    let mut tagged = tagged;
+    tagged["annotations"] = json!({"org.opencontainers.image.ref.name": "latest"});
+    let digest = tagged["digest"].as_str().unwrap_or_default().to_owned();
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [tagged],
+    });
+    fs::write(layout.join("index.json"), serde_json::to_vec(&index)?)?;
+    fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    Ok((first, digest))
+}
+
+/// One platform's layers, config and manifest as blobs; returns the image and the manifest.
+fn write_manifest(
+    blobs: &Path,
+    name: &str,
+    (arch, variant): (&str, Option<&str>),
+    layers: &[LayerFn],
+    cmd: &[&str],
+) -> Result<(Image, Blob)> {
     let mut written = Vec::new();
     for layer in layers {
-        written.push(write_layer(&blobs, *layer)?);
+        written.push(write_layer(blobs, *layer)?);
     }
-    let config = json!({
+    let mut config = json!({
         "created": CREATED,
-        "architecture": "amd64",
+        "architecture": arch,
         "os": "linux",
         "config": {
             "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
@@ -109,7 +224,10 @@ fn write_image(out: &Path, name: &str, layers: &[LayerFn], cmd: &[&str]) -> Resu
             "created_by": format!("cargo xtask images: {name} layer {i}"),
         })).collect::<Vec<_>>(),
     });
-    let config = write_json_blob(&blobs, &config)?;
+    if let Some(v) = variant {
+        config["variant"] = json!(v);
+    }
+    let config = write_json_blob(blobs, &config)?;
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -124,27 +242,14 @@ fn write_image(out: &Path, name: &str, layers: &[LayerFn], cmd: &[&str]) -> Resu
             "size": b.size,
         })).collect::<Vec<_>>(),
     });
-    let manifest = write_json_blob(&blobs, &manifest)?;
-    let index = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest.digest,
-            "size": manifest.size,
-            "platform": {"architecture": "amd64", "os": "linux"},
-            "annotations": {"org.opencontainers.image.ref.name": "latest"},
-        }],
-    });
-    fs::write(layout.join("index.json"), serde_json::to_vec(&index)?)?;
-    fs::write(
-        layout.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )?;
-    Ok(Image {
-        config,
-        layers: written,
-    })
+    let manifest = write_json_blob(blobs, &manifest)?;
+    Ok((
+        Image {
+            config,
+            layers: written,
+        },
+        manifest,
+    ))
 }
 
 /// A writer that hashes and counts what passes through it.
@@ -363,7 +468,10 @@ fn append_with_xattrs(
 
 // ---- busybox ------------------------------------------------------------------------------
 
-fn busybox_layer(b: &mut tar::Builder<&mut dyn Write>) -> Result<()> {
+/// The busybox rootfs around `binary` (a busybox-static of any architecture). The applet
+/// list comes from the host's busybox: the other architecture's binary is the same Debian
+/// version and configuration, and cannot run here without an emulator.
+fn busybox_layer(b: &mut tar::Builder<&mut dyn Write>, binary: &Path) -> Result<()> {
     for dir in [
         "bin", "dev", "etc", "home", "proc", "root", "sys", "usr", "usr/bin", "usr/sbin", "sbin",
         "var", "var/www",
@@ -371,7 +479,7 @@ fn busybox_layer(b: &mut tar::Builder<&mut dyn Write>) -> Result<()> {
         append_dir(b, dir, if dir == "root" { 0o700 } else { 0o755 })?;
     }
     append_dir(b, "tmp", 0o1777)?;
-    let binary = fs::read(BUSYBOX).with_context(|| format!("cannot read {BUSYBOX}"))?;
+    let binary = fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
     append_bytes(b, "bin/busybox", &binary, 0o755)?;
     let list = output(Command::new(BUSYBOX).arg("--list-full"))?;
     let mut applets: Vec<&str> = list
@@ -612,7 +720,7 @@ mod tests {
             write_image(
                 dir,
                 "multilayer",
-                &[multilayer_base, multilayer_middle, multilayer_top],
+                &[&multilayer_base, &multilayer_middle, &multilayer_top],
                 &["/bin/sh"],
             )
             .unwrap();
@@ -631,6 +739,58 @@ mod tests {
         assert_eq!(listing(&a).len(), 5, "3 layers + config + manifest");
         fs::remove_dir_all(a).unwrap();
         fs::remove_dir_all(b).unwrap();
+    }
+
+    /// A multi-platform image is an index tagged `latest` whose two manifests name their
+    /// platforms, and each config says the same architecture as its index entry.
+    #[test]
+    fn multi_platform_image_is_an_index_of_both_platforms() {
+        let dir = temp("multi");
+        let (_, digest) = write_platform_image(
+            &dir,
+            "multi",
+            &[(AMD64, &[&multilayer_top]), (ARM64, &[&multilayer_middle])],
+            &["sh"],
+        )
+        .unwrap();
+        let layout = dir.join("oci/multi");
+        let top: serde_json::Value =
+            serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+        assert_eq!(top["manifests"][0]["digest"], json!(digest));
+        assert_eq!(
+            top["manifests"][0]["mediaType"],
+            "application/vnd.oci.image.index.v1+json"
+        );
+        let blob = |d: &str| -> serde_json::Value {
+            serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(&d[7..])).unwrap())
+                .unwrap()
+        };
+        let index = blob(&digest);
+        let platforms: Vec<(String, String)> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let config = blob(
+                    blob(m["digest"].as_str().unwrap())["config"]["digest"]
+                        .as_str()
+                        .unwrap(),
+                );
+                assert_eq!(config["architecture"], m["platform"]["architecture"]);
+                (
+                    m["platform"]["architecture"].as_str().unwrap().to_owned(),
+                    m["platform"]["variant"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            platforms,
+            [
+                ("amd64".to_owned(), String::new()),
+                ("arm64".to_owned(), "v8".to_owned())
+            ]
+        );
+        fs::remove_dir_all(dir).unwrap();
     }
 
     /// The generator's random stream is pinned: a change would silently change manyfiles.

@@ -216,7 +216,8 @@ fn push_images(instance: &Instance, images: &Path) -> Result<()> {
                 instance.name
             ));
             let mut cmd = Command::new("skopeo");
-            cmd.args(["copy", "-q", "--dest-tls-verify=false"]);
+            // `--all`: an index goes up with every platform's manifest, not the host's only.
+            cmd.args(["copy", "-q", "--all", "--dest-tls-verify=false"]);
             if instance.auth {
                 cmd.arg(format!("--dest-creds={USER}:{PASSWORD}"));
             }

@@ -9,6 +9,11 @@
 //!    `/usr/local/share/container/`, and a development build in `<target>/debug/` finds
 //!    `<target>/share/container/`, where `cargo xtask guest` publishes the guest.
 //!
+//! Each architecture has its own guest, chosen by the image's platform ([`guest_arch`]): the
+//! host's as above; another one's as `kernels/vmlinux-<arch>` and
+//! `kernels/initramfs-<arch>.cpio`, or in the share directory's `<arch>/` subdirectory
+//! (`share/container/arm64/vmlinux`), where `cargo xtask guest --arch arm64` publishes it.
+//!
 //! Nothing else: no environment variable (the daemon is often started by a service manager,
 //! whose environment nobody reads) and no directories above the executable (from
 //! `/home/alice/bin/` a scan upwards reaches `/home/guest/`).
@@ -124,17 +129,79 @@ impl GuestDirs {
         })
     }
 
-    /// The kernel and initramfs a new container boots.
+    /// The kernel and initramfs a new container of the host's architecture boots.
     pub fn guest_files(&self) -> Result<(PathBuf, PathBuf), KernelError> {
-        let kernel = self.pick(&kernel_name(host_arch()), SHARE_KERNEL_NAME, "kernel")?;
-        let initramfs = self.pick(INITRAMFS_NAME, INITRAMFS_NAME, "initramfs")?;
+        self.guest_files_for(vmm::Arch::host())
+    }
+
+    /// The kernel and initramfs of the guest for `arch`.
+    pub fn guest_files_for(&self, arch: vmm::Arch) -> Result<(PathBuf, PathBuf), KernelError> {
+        let name = arch_name(arch);
+        if arch == vmm::Arch::host() {
+            let kernel = self.pick(&kernel_name(name), SHARE_KERNEL_NAME, "kernel")?;
+            let initramfs = self.pick(INITRAMFS_NAME, INITRAMFS_NAME, "initramfs")?;
+            return Ok((kernel, initramfs));
+        }
+        let foreign = |what: &'static str, own: String, shared: String| {
+            self.pick(&own, &shared, what).map_err(|_| {
+                let share = self
+                    .share
+                    .as_ref()
+                    .map(|d| format!(" or put one at {}", d.join(&shared).display()))
+                    .unwrap_or_default();
+                KernelError::Missing {
+                    what,
+                    hint: format!(
+                        "this image is {name} and needs the {name} guest: build it with \
+                         `cargo xtask guest --arch {name}`, install one with \
+                         `container system kernel set --arch {name} --binary PATH`{share}"
+                    ),
+                }
+            })
+        };
+        let kernel = foreign(
+            "kernel",
+            kernel_name(name),
+            format!("{name}/{SHARE_KERNEL_NAME}"),
+        )?;
+        let initramfs = foreign(
+            "initramfs",
+            format!("initramfs-{name}.cpio"),
+            format!("{name}/{INITRAMFS_NAME}"),
+        )?;
         Ok((kernel, initramfs))
     }
 }
 
-/// The kernel and initramfs a new container boots (see the module doc for where from).
-pub fn guest_files(app_root: &Path) -> Result<(PathBuf, PathBuf), KernelError> {
-    GuestDirs::new(app_root).guest_files()
+/// The kernel and initramfs a new container of `arch` boots (see the module doc).
+pub fn guest_files(app_root: &Path, arch: vmm::Arch) -> Result<(PathBuf, PathBuf), KernelError> {
+    GuestDirs::new(app_root).guest_files_for(arch)
+}
+
+/// An architecture as kernels and images name it (`amd64`, `arm64`).
+pub fn arch_name(arch: vmm::Arch) -> &'static str {
+    match arch {
+        vmm::Arch::X86_64 => "amd64",
+        vmm::Arch::Aarch64 => "arm64",
+    }
+}
+
+/// The guest architecture that runs an image of `platform`: each architecture runs in a VM
+/// of its own (docs/multiarch.md says why, with the figures). Anything but linux on amd64
+/// or arm64 has no guest.
+pub fn guest_arch(platform: &oci::Platform) -> Result<vmm::Arch, KernelError> {
+    if platform.os != "linux" {
+        return Err(KernelError::Invalid(format!(
+            "images for {platform} cannot run: only linux images run in the guest"
+        )));
+    }
+    match platform.architecture.as_str() {
+        "amd64" => Ok(vmm::Arch::X86_64),
+        "arm64" => Ok(vmm::Arch::Aarch64),
+        other => Err(KernelError::Invalid(format!(
+            "images for {platform} cannot run: there is no {other} guest (amd64 and arm64 have one)"
+        ))),
+    }
 }
 
 /// What a kernel was built from: `<kernel>.info.json`, as `cargo xtask kernel` writes it.
@@ -323,6 +390,57 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("kernel build info "), "{err}");
+    }
+
+    #[test]
+    fn another_architectures_guest_lives_beside_and_its_absence_names_what_to_build() {
+        let t = tempfile::tempdir().unwrap();
+        let share = t.path().join("share/container");
+        let dirs = GuestDirs {
+            kernels: t.path().join("kernels"),
+            share: Some(share.clone()),
+        };
+        let foreign = match vmm::Arch::host() {
+            vmm::Arch::X86_64 => vmm::Arch::Aarch64,
+            vmm::Arch::Aarch64 => vmm::Arch::X86_64,
+        };
+        let name = arch_name(foreign);
+        // The host's guest does not stand in for another architecture's.
+        std::fs::create_dir_all(&share).unwrap();
+        std::fs::write(share.join("vmlinux"), b"k").unwrap();
+        std::fs::write(share.join("initramfs.cpio"), b"i").unwrap();
+        let err = dirs.guest_files_for(foreign).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "no guest kernel found: this image is {name} and needs the {name} guest: build it with \
+                 `cargo xtask guest --arch {name}`, install one with \
+                 `container system kernel set --arch {name} --binary PATH` or put one at {}",
+                share.join(name).join("vmlinux").display()
+            )
+        );
+        std::fs::create_dir_all(share.join(name)).unwrap();
+        std::fs::write(share.join(name).join("vmlinux"), b"k").unwrap();
+        std::fs::write(share.join(name).join("initramfs.cpio"), b"i").unwrap();
+        assert_eq!(
+            dirs.guest_files_for(foreign).unwrap(),
+            (
+                share.join(name).join("vmlinux"),
+                share.join(name).join("initramfs.cpio")
+            )
+        );
+        // What `system kernel set --arch` installed wins, with its own initramfs.
+        std::fs::create_dir_all(&dirs.kernels).unwrap();
+        std::fs::write(dirs.kernels.join(kernel_name(name)), b"own").unwrap();
+        std::fs::write(dirs.kernels.join(format!("initramfs-{name}.cpio")), b"own").unwrap();
+        assert_eq!(
+            dirs.guest_files_for(foreign).unwrap(),
+            (
+                dirs.kernels.join(kernel_name(name)),
+                dirs.kernels.join(format!("initramfs-{name}.cpio"))
+            )
+        );
+        assert_eq!(dirs.guest_files().unwrap().0, share.join("vmlinux"));
     }
 
     #[test]

@@ -70,6 +70,7 @@ pub mod docker;
 pub mod errors;
 pub mod events;
 pub mod fsutil;
+pub mod guest;
 pub mod health;
 pub mod images;
 pub mod kernel;

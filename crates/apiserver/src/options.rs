@@ -61,6 +61,8 @@ pub struct ContainerOptions {
     pub publish_all: bool,
     /// `--expose` entries.
     pub expose: Vec<String>,
+    /// `--rosetta`.
+    pub rosetta: bool,
 }
 
 /// The user's healthcheck fields (empty test and zero values inherit the image's).
@@ -394,6 +396,7 @@ impl From<&v1::ContainerConfig> for ContainerOptions {
             extra_hosts: c.extra_hosts.clone(),
             publish_all: c.publish_all,
             expose: c.expose.clone(),
+            rosetta: c.rosetta,
         }
     }
 }
@@ -530,6 +533,7 @@ impl From<&ContainerOptions> for v1::ContainerConfig {
             extra_hosts: o.extra_hosts.clone(),
             publish_all: o.publish_all,
             expose: o.expose.clone(),
+            rosetta: o.rosetta,
         }
     }
 }
@@ -649,6 +653,7 @@ mod tests {
             ],
             publish_all: true,
             expose: vec!["8080/tcp".into()],
+            rosetta: true,
         }
     }
 

@@ -68,7 +68,7 @@ const DEFS: &[Def] = &[
         key: "build.rosetta",
         kind: "bool",
         default: "true",
-        description: "reserved: Rosetta for amd64 build steps on Apple silicon; builds and Rosetta do not exist here yet, so it cannot be set",
+        description: "on Apple silicon with Rosetta, amd64 images (build steps included) run in the arm64 guest through Rosetta; false runs them in an emulated x86_64 VM instead (QEMU only). No effect on other hosts",
     },
     Def {
         key: "container.cpus",
@@ -142,10 +142,7 @@ fn def(key: &str) -> Result<&'static Def, PropertyError> {
 }
 
 /// Properties that exist (Apple's config has them) but have no meaning here yet.
-const NOT_SETTABLE: &[(&str, &str)] = &[(
-    "build.rosetta",
-    "there is no image build and no Rosetta on this platform yet, so it would change nothing",
-)];
+const NOT_SETTABLE: &[(&str, &str)] = &[];
 
 /// Whether `v` is a registry `host[:port]` as an image reference would name it.
 fn is_registry_host(v: &str) -> bool {
@@ -412,6 +409,12 @@ impl Properties {
             .unwrap_or(64 << 30)
     }
 
+    /// `build.rosetta`: amd64 images run through Rosetta where the host has it
+    /// ([`crate::guest::choose`]).
+    pub fn build_rosetta(&self) -> bool {
+        self.value("build.rosetta") != "false"
+    }
+
     /// The default memory of a container, bytes.
     pub fn default_memory(&self) -> u64 {
         self.value("container.memory")
@@ -494,14 +497,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("\"a b\" is not a registry host"), "{err}");
-        // build.rosetta means nothing yet: setting it is refused, saying why.
-        let err = p.set("build.rosetta", "false").unwrap_err();
-        assert!(matches!(err, PropertyError::NotSettable { .. }));
-        assert_eq!(
-            err.to_string(),
-            "build.rosetta cannot be set: there is no image build and no Rosetta on this platform yet, so it would change nothing"
-        );
-        assert!(!p.get("build.rosetta").unwrap().is_set);
+        // build.rosetta is a bool, on by default; off sends amd64 images to the x86_64 VM.
+        assert!(p.build_rosetta());
+        p.set("build.rosetta", "false").unwrap();
+        assert!(!p.build_rosetta());
+        assert!(!Properties::open(dir.path()).unwrap().build_rosetta());
+        assert!(p.set("build.rosetta", "maybe").is_err());
+        p.clear("build.rosetta").unwrap();
+        assert!(p.build_rosetta());
 
         let keys: Vec<String> = p.list().into_iter().map(|p| p.key).collect();
         let mut sorted = keys.clone();

@@ -294,6 +294,10 @@ pub struct Host {
     pub kernel: PathBuf,
     /// The initramfs.
     pub initramfs: PathBuf,
+    /// The guest's architecture: the image's ([`crate::kernel::guest_arch`]).
+    pub arch: vmm::Arch,
+    /// Run x86_64 programs through Rosetta (`--rosetta`; Apple silicon only).
+    pub rosetta: bool,
     /// Default vCPUs.
     pub default_cpus: u32,
     /// Default memory, bytes.
@@ -475,6 +479,8 @@ pub fn runtime_config(
             PathBuf::from(&config.kernel)
         },
         initramfs: host.initramfs.clone(),
+        arch: host.arch,
+        rosetta: host.rosetta,
         kernel_args: config.kernel_args.clone(),
         read_only: config.read_only,
         tmpfs,
@@ -862,6 +868,8 @@ mod tests {
             rootfs: dir.path().join("rootfs.ext4"),
             kernel: dir.path().join("vmlinux"),
             initramfs: dir.path().join("initramfs.cpio"),
+            arch: vmm::Arch::host(),
+            rosetta: false,
             default_cpus: 2,
             default_memory: 512 << 20,
             volumes: dir.path().join("volumes"),
@@ -971,6 +979,8 @@ mod tests {
             rootfs: dir.path().join("rootfs.ext4"),
             kernel: dir.path().join("vmlinux"),
             initramfs: dir.path().join("initramfs.cpio"),
+            arch: vmm::Arch::host(),
+            rosetta: false,
             default_cpus: 1,
             default_memory: 512 << 20,
             volumes: dir.path().join("volumes"),

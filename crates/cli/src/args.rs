@@ -393,6 +393,9 @@ pub struct ManagementFlags {
     /// Add a kernel command-line argument.
     #[arg(long, value_name = "ARG")]
     pub kernel_arg: Vec<String>,
+    /// Run x86_64 programs through Rosetta in an arm64 VM (Apple silicon only).
+    #[arg(long)]
+    pub rosetta: bool,
 }
 
 // ---- containers --------------------------------------------------------------------------

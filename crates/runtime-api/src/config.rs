@@ -93,6 +93,14 @@ pub struct RuntimeConfig {
     pub kernel: PathBuf,
     /// The initramfs holding vminitd.
     pub initramfs: PathBuf,
+    /// The guest's architecture, that of the image (`kernel` and `initramfs` are built for
+    /// it); the host's when absent.
+    #[serde(default = "vmm::Arch::host")]
+    pub arch: vmm::Arch,
+    /// Run the image's x86_64 programs through Rosetta in an aarch64 guest (`--rosetta`,
+    /// `build.rosetta`; Virtualization.framework on Apple silicon only).
+    #[serde(default)]
+    pub rosetta: bool,
     /// Extra kernel command line words (`--kernel-arg`).
     #[serde(default)]
     pub kernel_args: Vec<String>,
@@ -504,6 +512,8 @@ pub mod testing {
             memory_bytes: 256 << 20,
             kernel: dir.join("vmlinux"),
             initramfs: dir.join("initramfs.cpio"),
+            arch: vmm::Arch::host(),
+            rosetta: false,
             kernel_args: vec![],
             read_only: false,
             tmpfs: vec![],

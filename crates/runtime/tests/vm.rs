@@ -103,6 +103,8 @@ impl Fixture {
             memory_bytes: 256 << 20,
             kernel: artifacts.kernel,
             initramfs: artifacts.initrd,
+            arch: artifacts.arch,
+            rosetta: false,
             kernel_args: vec![],
             read_only: false,
             tmpfs: vec![],

@@ -177,6 +177,7 @@ async fn full_stack(
         shares: vec![],
         console_log: Some(dir.join("console.log")),
         runtime_dir: dir.join("run"),
+        rosetta: false,
     };
     let start = Instant::now();
     // Diagnostics: when vminitd announces on the console that it serves.

@@ -245,6 +245,7 @@ mod tests {
             }],
             console_log: Some("/c/1/console.log".into()),
             runtime_dir: "/run/c/1".into(),
+            rosetta: false,
         }
     }
 

@@ -122,6 +122,15 @@ impl Qemu {
     /// (the guest then boots on its own). Nothing is left running when this fails.
     pub async fn boot_vm(&self, config: VmConfig) -> Result<QemuVm, VmError> {
         config.validate()?;
+        if config.rosetta {
+            return Err(ConfigError::Invalid {
+                field: "rosetta".into(),
+                reason:
+                    "rosetta is only available through Virtualization.framework on Apple silicon"
+                        .into(),
+            }
+            .into());
+        }
         let dir = config.runtime_dir.clone();
         if dir.as_os_str().len() > MAX_RUNTIME_DIR_LEN {
             return Err(ConfigError::Invalid {

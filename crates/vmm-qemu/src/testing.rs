@@ -200,6 +200,7 @@ impl TestVm {
             shares: options.shares,
             console_log: Some(console_log.clone()),
             runtime_dir: dir.path().join("run"),
+            rosetta: false,
         };
         let qemu = match Qemu::new(QemuOptions::default()) {
             Ok(qemu) => qemu,

@@ -1,7 +1,9 @@
 //! vminitd's container processes in a real VM (QEMU): a busybox rootfs on a virtio disk found
 //! by its serial, stdio over host vsock ports the guest dials, terminals, signals, users and
-//! the default sandbox (capabilities, seccomp, masked paths, hostname). Skips (saying why)
-//! without guest artifacts unless CONTAINER_REQUIRE_VM=1.
+//! the default sandbox (capabilities, seccomp, masked paths, hostname). Every test runs on
+//! both guests, x86_64 and arm64 (`<test>::x86_64`, `<test>::aarch64`; the foreign one
+//! under TCG), each with Debian's busybox-static of its architecture. Skips (saying why)
+//! without guest artifacts or the foreign busybox unless CONTAINER_REQUIRE_VM=1.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,24 +14,57 @@ use agent::v1::{
     StdioPorts,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use vmm::{DiskConfig, VirtualMachine, VmExit};
+use vmm::{Arch, DiskConfig, VirtualMachine, VmExit};
 use vmm_qemu::testing::{self, TestVm, TestVmOptions};
 
 const ROOTFS: &str = "/run/container/rootfs";
 const T: Duration = Duration::from_secs(60);
 const APPLETS: &[&str] = &[
-    "sh", "echo", "cat", "id", "hostname", "stty", "sleep", "grep", "wc", "stat", "true",
+    "sh", "echo", "cat", "id", "hostname", "stty", "sleep", "grep", "wc", "stat", "true", "unshare",
 ];
 
-/// An ext4 image of a small busybox rootfs with a passwd and group file.
-fn busybox_rootfs(dir: &Path) -> PathBuf {
+/// Debian's busybox-static for `arch`: the host's own `/bin/busybox`, or the other
+/// architecture's from the test images (`$CONTAINER_TEST_IMAGES/bin/busybox-<arch>`, made by
+/// `cargo xtask images`, else the image cache's `current`). `None` when the test must skip.
+fn busybox_for(arch: Arch, test: &str) -> Option<PathBuf> {
+    if arch == Arch::host() {
+        return Some(PathBuf::from("/bin/busybox"));
+    }
+    let name = match arch {
+        Arch::X86_64 => "busybox-amd64",
+        Arch::Aarch64 => "busybox-arm64",
+    };
+    let images = std::env::var_os("CONTAINER_TEST_IMAGES")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/container-dev/images/current"))
+        })?;
+    let path = images.join("bin").join(name);
+    if path.is_file() {
+        return Some(path);
+    }
+    let why = format!(
+        "{} is missing (`cargo xtask images` makes it)",
+        path.display()
+    );
+    if std::env::var("CONTAINER_REQUIRE_VM").as_deref() == Ok("1") {
+        panic!("{test}: {why}, and CONTAINER_REQUIRE_VM=1 forbids skipping");
+    }
+    eprintln!("skipping {test}: {why}");
+    None
+}
+
+/// An ext4 image of a small busybox rootfs (`busybox`, of the guest's architecture) with a
+/// passwd and group file.
+fn busybox_rootfs(dir: &Path, busybox: &Path) -> PathBuf {
     let root = dir.join("rootfs");
     for d in [
         "bin", "etc", "proc", "sys", "dev", "tmp", "root", "home/app",
     ] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
     for a in APPLETS {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
     }
@@ -55,11 +90,13 @@ fn busybox_rootfs(dir: &Path) -> PathBuf {
     image
 }
 
-/// Boots a VM with the busybox rootfs mounted at ROOTFS; `None` when the test must skip.
-async fn boot(test: &str) -> Option<TestVm> {
-    let artifacts = testing::guest_artifacts_or_skip(test)?;
+/// Boots a VM of `arch` with the busybox rootfs mounted at ROOTFS; `None` when the test
+/// must skip.
+async fn boot(arch: Arch, test: &str) -> Option<TestVm> {
+    let artifacts = testing::guest_artifacts_or_skip_for(arch, test)?;
+    let busybox = busybox_for(arch, test)?;
     let dir = testing::new_temp_dir();
-    let image = busybox_rootfs(dir.path());
+    let image = busybox_rootfs(dir.path(), &busybox);
     let options = TestVmOptions {
         disks: vec![DiskConfig {
             id: "rootfs".into(),
@@ -177,9 +214,8 @@ async fn finish(t: TestVm) {
     assert_eq!(stopped.exit, VmExit::PoweredOff, "console: {}", t.console());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streams_stay_separate_exit_codes_return_and_stdin_is_byte_exact() {
-    let Some(t) = boot("streams_stay_separate").await else {
+async fn streams_stay_separate_exit_codes_return_and_stdin_is_byte_exact(arch: Arch) {
+    let Some(t) = boot(arch, "streams_stay_separate").await else {
         return;
     };
     let spec = docker_spec(&["sh", "-c", "echo hello; echo oops >&2; exit 3"], "c");
@@ -221,9 +257,8 @@ async fn streams_stay_separate_exit_codes_return_and_stdin_is_byte_exact() {
     finish(t).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_terminal_sees_its_size_follow_resizes() {
-    let Some(t) = boot("a_terminal_sees_its_size_follow_resizes").await else {
+async fn a_terminal_sees_its_size_follow_resizes(arch: Arch) {
+    let Some(t) = boot(arch, "a_terminal_sees_its_size_follow_resizes").await else {
         return;
     };
     let (in_port, out_port) = (0x1000_0020, 0x1000_0021);
@@ -271,9 +306,8 @@ async fn a_terminal_sees_its_size_follow_resizes() {
     finish(t).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_reaches_the_process_and_sigkill_reports_137() {
-    let Some(t) = boot("sigterm_reaches_the_process").await else {
+async fn sigterm_reaches_the_process_and_sigkill_reports_137(arch: Arch) {
+    let Some(t) = boot(arch, "sigterm_reaches_the_process").await else {
         return;
     };
     let out_port = 0x1000_0030;
@@ -339,9 +373,8 @@ async fn sigterm_reaches_the_process_and_sigkill_reports_137() {
     finish(t).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn user_capabilities_seccomp_masked_paths_and_hostname() {
-    let Some(t) = boot("user_capabilities_seccomp_masked_paths_and_hostname").await else {
+async fn user_capabilities_seccomp_masked_paths_and_hostname(arch: Arch) {
+    let Some(t) = boot(arch, "user_capabilities_seccomp_masked_paths_and_hostname").await else {
         return;
     };
     let mut req = create(
@@ -376,6 +409,26 @@ async fn user_capabilities_seccomp_masked_paths_and_hostname() {
         out,
         "CapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nSeccomp:\t2\n"
     );
+    // The filter refuses what Docker's profile refuses: a new user namespace needs no
+    // capability in the kernel (both guests have CONFIG_USER_NS), so only the filter's EPERM
+    // for a caller without CAP_SYS_ADMIN stops it, on either architecture's syscall table.
+    let (code, out, err) = run(
+        &t,
+        create(
+            "userns",
+            docker_spec(&["unshare", "-U", "true"], "c"),
+            StdioPorts::default(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (code, out.as_str(), err.trim_end()),
+        (
+            1,
+            "",
+            "unshare: unshare(0x10000000): Operation not permitted"
+        )
+    );
 
     // The guest kernel has no /proc/kcore at all (CONFIG_PROC_KCORE is off); /proc/keys and
     // /proc/timer_list are on Docker's masked list too and do exist.
@@ -405,14 +458,13 @@ async fn user_capabilities_seccomp_masked_paths_and_hostname() {
     finish(t).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exec_init_stats_files_time_and_network() {
+async fn exec_init_stats_files_time_and_network(arch: Arch) {
     use agent::v1::{
         AddressAddRequest, ConfigureDnsRequest, ConfigureHostsRequest, CopyOutRequest, Empty,
         HostsEntry, LinkSetRequest, RouteAddRequest, SetTimeRequest, StatRequest, StatsRequest,
         WriteFileRequest,
     };
-    let Some(t) = boot("exec_init_stats_files_time_and_network").await else {
+    let Some(t) = boot(arch, "exec_init_stats_files_time_and_network").await else {
         return;
     };
     // A long-running container with limits, and an exec inside it.
@@ -656,10 +708,9 @@ fn tar_extract(dir: &Path, archive: &[u8]) -> bool {
     child.wait().unwrap().success()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_stops_running_containers_and_powers_off() {
+async fn shutdown_stops_running_containers_and_powers_off(arch: Arch) {
     use agent::v1::ShutdownRequest;
-    let Some(t) = boot("shutdown_stops_running_containers_and_powers_off").await else {
+    let Some(t) = boot(arch, "shutdown_stops_running_containers_and_powers_off").await else {
         return;
     };
     // `sleep` as a container's pid 1 ignores SIGTERM: only the SIGKILL after the grace period
@@ -688,3 +739,28 @@ async fn shutdown_stops_running_containers_and_powers_off() {
         "shutdown took {took:?}"
     );
 }
+
+/// Each test above, once per guest architecture: `<test>::x86_64` and `<test>::aarch64`.
+macro_rules! on_every_arch {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn x86_64() {
+                super::$name(vmm::Arch::X86_64).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn aarch64() {
+                super::$name(vmm::Arch::Aarch64).await
+            }
+        }
+    )*};
+}
+
+on_every_arch!(
+    streams_stay_separate_exit_codes_return_and_stdin_is_byte_exact,
+    a_terminal_sees_its_size_follow_resizes,
+    sigterm_reaches_the_process_and_sigkill_reports_137,
+    user_capabilities_seccomp_masked_paths_and_hostname,
+    exec_init_stats_files_time_and_network,
+    shutdown_stops_running_containers_and_powers_off,
+);

@@ -265,6 +265,7 @@ async fn a_taken_forward_port_fails_boot_with_qemus_reason_and_leaves_nothing() 
         shares: vec![],
         console_log: None,
         runtime_dir: dir.path().join("run"),
+        rosetta: false,
     };
     let qemu = vmm_qemu::Qemu::new(Default::default()).unwrap();
     let err = qemu.boot_vm(config).await.unwrap_err().to_string();

@@ -111,7 +111,16 @@ pub struct VmConfig {
     /// A directory the backend owns for the VM's lifetime: sockets, helper logs. Created if
     /// missing. Keep it short: Unix socket paths are limited to 107 bytes.
     pub runtime_dir: PathBuf,
+    /// Share Apple's Rosetta translator into an aarch64 guest (tag [`ROSETTA_SHARE_TAG`]) so
+    /// that vminitd registers it as the binfmt_misc handler of x86_64 programs: amd64 images
+    /// on Apple silicon. Only the Virtualization.framework backend has it; others refuse it.
+    #[serde(default)]
+    pub rosetta: bool,
 }
+
+/// The virtio-fs tag of the Rosetta share; vminitd mounts it at `/run/rosetta` (the agent
+/// proto's `EnableRosetta`).
+pub const ROSETTA_SHARE_TAG: &str = "rosetta";
 
 /// A block device backed by a host file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,6 +252,15 @@ impl VmConfig {
                     format!("{word:?} must be one non-empty word without whitespace"),
                 ));
             }
+        }
+        if self.rosetta && self.arch != Arch::Aarch64 {
+            return Err(invalid(
+                "rosetta",
+                format!(
+                    "rosetta translates x86_64 programs in an aarch64 guest, not an {} one",
+                    self.arch
+                ),
+            ));
         }
         if self.cpus == 0 || self.cpus > MAX_CPUS {
             return Err(invalid(
@@ -390,6 +408,7 @@ mod tests {
             shares: vec![],
             console_log: None,
             runtime_dir: dir.join("run"),
+            rosetta: false,
         }
     }
 

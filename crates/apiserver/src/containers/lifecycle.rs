@@ -175,6 +175,20 @@ impl Daemon {
         }
     }
 
+    /// The guest for an image of `platform` (`--rosetta` as given), by this host and the
+    /// `build.rosetta` property.
+    fn choose_guest(
+        &self,
+        platform: &oci::Platform,
+        rosetta: bool,
+    ) -> Result<crate::guest::GuestChoice, ApiError> {
+        let host = crate::guest::HostGuests::this_host(self.properties.build_rosetta());
+        crate::guest::choose(platform, rosetta, &host).map_err(|e| match e {
+            crate::kernel::KernelError::Invalid(_) => ApiError::failed_precondition(e.to_string()),
+            e => e.into(),
+        })
+    }
+
     /// Creates a container (pulling its image when missing); returns its ID and warnings.
     pub async fn create_container(
         self: &Arc<Self>,
@@ -203,12 +217,9 @@ impl Daemon {
             .await?;
         let mut warnings = Vec::new();
         let image_platform = resolved.config.platform();
-        if !oci::Platform::host().matches(&image_platform) {
-            warnings.push(format!(
-                "the image's platform ({image_platform}) does not match the host's ({})",
-                oci::Platform::host()
-            ));
-        }
+        // An image of another architecture runs in a guest of its own architecture; refuse
+        // now what no guest can run, rather than at start.
+        self.choose_guest(&image_platform, config.rosetta)?;
         let healthcheck = crate::health::resolve(
             resolved.config.healthcheck.as_ref(),
             config.healthcheck.as_ref(),
@@ -262,6 +273,8 @@ impl Daemon {
             rootfs: PathBuf::new(),
             kernel: PathBuf::new(),
             initramfs: PathBuf::new(),
+            arch: vmm::Arch::host(),
+            rosetta: false,
             default_cpus: self.properties.default_cpus(),
             default_memory: self.properties.default_memory(),
             volumes: crate::volumes::dir(&self.app_root),
@@ -422,12 +435,15 @@ impl Daemon {
             ))
         })?;
         let rootfs = self.unpack(&digest).await?;
-        let (kernel, initramfs) = crate::kernel::guest_files(&self.app_root)?;
+        let guest = self.choose_guest(&image_config.platform(), options.rosetta)?;
+        let (kernel, initramfs) = crate::kernel::guest_files(&self.app_root, guest.arch)?;
         let host = crate::runspec::Host {
             bundle: dir.clone(),
             rootfs,
             kernel,
             initramfs,
+            arch: guest.arch,
+            rosetta: guest.rosetta,
             default_cpus: self.properties.default_cpus(),
             default_memory: self.properties.default_memory(),
             volumes: crate::volumes::dir(&self.app_root),

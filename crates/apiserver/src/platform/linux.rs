@@ -14,3 +14,8 @@ pub fn host_network() -> Result<Arc<dyn net::HostNetwork>, String> {
     let bridge = net::host::LinuxBridge::new().map_err(|e| e.to_string())?;
     Ok(Arc::new(bridge))
 }
+
+/// Rosetta exists only on Apple silicon Macs.
+pub fn rosetta_available() -> bool {
+    false
+}

@@ -17,3 +17,12 @@ pub fn bridge_unavailable() -> Option<String> {
 pub fn host_network() -> Result<Arc<dyn net::HostNetwork>, String> {
     Err(REASON.to_owned())
 }
+
+/// Where macOS installs Rosetta's Linux runtime (`softwareupdate --install-rosetta`).
+const ROSETTA_RUNTIME: &str = "/Library/Apple/usr/libexec/oah/libRosettaRuntime";
+
+/// Rosetta can translate for an arm64 guest: an Apple silicon Mac with Rosetta installed.
+pub fn rosetta_available() -> bool {
+    cfg!(all(target_os = "macos", target_arch = "aarch64"))
+        && std::path::Path::new(ROSETTA_RUNTIME).exists()
+}

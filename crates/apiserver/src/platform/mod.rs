@@ -11,7 +11,8 @@
 //! What is chosen here:
 //! - whether this process may manage host networking (bridge mode), and the
 //!   [`net::HostNetwork`] that does it (`net::host::LinuxBridge`: bridges, TAP devices,
-//!   nftables).
+//!   nftables);
+//! - whether Rosetta can translate x86_64 programs in an arm64 guest (Apple silicon only).
 
 #[cfg(all(target_os = "linux", feature = "linux-host"))]
 mod linux;
@@ -23,4 +24,4 @@ mod macos;
 #[cfg(not(all(target_os = "linux", feature = "linux-host")))]
 use macos as imp;
 
-pub use imp::{bridge_unavailable, host_network};
+pub use imp::{bridge_unavailable, host_network, rosetta_available};

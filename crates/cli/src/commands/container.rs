@@ -241,6 +241,7 @@ pub fn build_config(
         extra_hosts,
         publish_all: m.publish_all,
         expose: m.expose.clone(),
+        rosetta: m.rosetta,
     })
 }
 

@@ -107,8 +107,8 @@ impl MaintenanceVm {
             })??;
         let (runtime_dir, tmp_dir) = vm_runtime_dir(bundle)?;
         let vm_config = VmConfig {
-            // The guest of another architecture (by the image's platform) is not chosen yet.
-            arch: vmm::Arch::host(),
+            // The image's architecture, as the daemon chose the guest by it.
+            arch: config.arch,
             kernel: config.kernel.clone(),
             initrd: Some(config.initramfs.clone()),
             cmdline: config.kernel_args.clone(),
@@ -119,6 +119,7 @@ impl MaintenanceVm {
             shares: Vec::new(),
             console_log: Some(bundle.boot_log()),
             runtime_dir,
+            rosetta: config.rosetta,
         };
         let (vm, _) = boot_vm(vm_config).await?;
         let mounted = async {
@@ -241,8 +242,8 @@ impl Container {
             }
         }
         let vm_config = VmConfig {
-            // The guest of another architecture (by the image's platform) is not chosen yet.
-            arch: vmm::Arch::host(),
+            // The image's architecture, as the daemon chose the guest by it.
+            arch: config.arch,
             kernel: config.kernel.clone(),
             initrd: Some(config.initramfs.clone()),
             cmdline: config.kernel_args.clone(),
@@ -260,6 +261,7 @@ impl Container {
             shares,
             console_log: Some(bundle.boot_log()),
             runtime_dir,
+            rosetta: config.rosetta,
         };
         let (vm, vm_pids) = boot_vm(vm_config).await?;
         let boot_log = bundle.boot_log();
