@@ -406,6 +406,7 @@ async fn ensure_image(
         all_platforms: false,
         scheme: crate::commands::progress::scheme(flags.registry.scheme),
         max_concurrent_downloads: flags.fetch.max_concurrent_downloads,
+        credentials: None,
     };
     crate::commands::progress::pull_with_progress(client, request)
         .await

@@ -35,6 +35,7 @@ pub async fn pull(ctx: &Context, a: &ImagePullArgs) -> CliResult {
             all_platforms: a.all_platforms,
             scheme: scheme(a.registry.scheme),
             max_concurrent_downloads: a.fetch.max_concurrent_downloads,
+            credentials: None,
         },
     )
     .await?;
@@ -53,6 +54,7 @@ pub async fn push(ctx: &Context, a: &ImagePushArgs) -> CliResult {
             platform,
             scheme: scheme(a.registry.scheme),
             max_concurrent_uploads: a.fetch.max_concurrent_downloads,
+            credentials: None,
         })
         .await?
         .into_inner();
