@@ -17,6 +17,7 @@ pub mod export;
 pub mod health;
 pub mod lifecycle;
 pub mod logs;
+pub mod networking;
 pub mod stats;
 pub mod stdio;
 
@@ -220,6 +221,13 @@ impl Containers for ContainersService {
 
     async fn stat_path(&self, req: Request<v1::StatPathRequest>) -> Res<v1::StatPathResponse> {
         copy::stat_path(&self.0, req).await
+    }
+
+    async fn disconnect_network(
+        &self,
+        req: Request<v1::DisconnectNetworkRequest>,
+    ) -> Res<v1::DisconnectNetworkResponse> {
+        networking::disconnect(&self.0, req).await
     }
 
     async fn prune(&self, _: Request<v1::PruneContainersRequest>) -> Res<v1::PruneResponse> {
