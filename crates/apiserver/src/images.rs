@@ -147,6 +147,17 @@ impl Daemon {
         scheme: oci::Scheme,
         concurrency: u32,
     ) -> Result<oci::RegistryClient, ApiError> {
+        self.registry_client_with(scheme, concurrency, None)
+    }
+
+    /// A registry client as [`Self::registry_client`], whose credentials come from
+    /// `credentials` instead of the stored logins when given (one request's own).
+    pub(crate) fn registry_client_with(
+        &self,
+        scheme: oci::Scheme,
+        concurrency: u32,
+        credentials: Option<Arc<dyn oci::CredentialStore>>,
+    ) -> Result<oci::RegistryClient, ApiError> {
         let mut config = oci::RegistryConfig {
             scheme,
             ..Default::default()
@@ -159,8 +170,8 @@ impl Daemon {
             config.mirrors.insert("docker.io".into(), mirror);
         }
         config.insecure_registries = self.properties.insecure_registries();
-        oci::RegistryClient::new(config, Arc::clone(&self.credentials))
-            .map_err(|e| oci_error(e.kind(), e))
+        let credentials = credentials.unwrap_or_else(|| Arc::clone(&self.credentials));
+        oci::RegistryClient::new(config, credentials).map_err(|e| oci_error(e.kind(), e))
     }
 
     /// Resolves a stored image to one platform's manifest and config.
@@ -190,8 +201,9 @@ impl Daemon {
         concurrency: u32,
         progress: Arc<dyn oci::Progress>,
         on_unpack: Option<UnpackNotice>,
+        credentials: Option<Arc<dyn oci::CredentialStore>>,
     ) -> Result<oci::PullResult, ApiError> {
-        let client = self.registry_client(scheme, concurrency)?;
+        let client = self.registry_client_with(scheme, concurrency, credentials)?;
         let options = oci::PullOptions {
             platform: platform.clone(),
             all_platforms,
@@ -264,6 +276,7 @@ impl Daemon {
                 scheme(pull.scheme),
                 pull.max_concurrent_downloads,
                 Arc::new(oci::NoProgress),
+                None,
                 None,
             )
             .await
@@ -512,6 +525,22 @@ fn gc_keeping(store: &oci::Store, in_use: &BTreeSet<String>) -> Result<oci::GcRe
 }
 
 /// The Images service.
+/// The credentials a request carries for its image's registry, used instead of the stored
+/// logins (an empty user name and password means none were given).
+fn request_credentials(
+    reference: &oci::ImageRef,
+    given: Option<&v1::RequestCredentials>,
+) -> Option<Arc<dyn oci::CredentialStore>> {
+    let given = given.filter(|c| !c.username.is_empty() || !c.password.is_empty())?;
+    Some(Arc::new(oci::RequestCredentials::new(
+        reference.registry(),
+        oci::Credential {
+            username: given.username.clone(),
+            secret: given.password.clone(),
+        },
+    )))
+}
+
 #[derive(Debug, Clone)]
 pub struct ImagesService(pub Arc<Daemon>);
 
@@ -524,6 +553,7 @@ impl Images for ImagesService {
         let r = req.into_inner();
         let reference = self.0.parse_reference(&r.reference)?;
         let platform = parse_platform(&r.platform)?;
+        let credentials = request_credentials(&reference, r.credentials.as_ref());
         let (tx, rx) = mpsc::channel(256);
         let daemon = Arc::clone(&self.0);
         tokio::spawn(async move {
@@ -559,6 +589,7 @@ impl Images for ImagesService {
                             })),
                         }));
                     })),
+                    credentials,
                 )
                 .await;
             match result {
@@ -591,9 +622,11 @@ impl Images for ImagesService {
         let r = req.into_inner();
         let reference = self.0.parse_reference(&r.reference)?;
         let platform = parse_platform(&r.platform)?;
-        let client = self
-            .0
-            .registry_client(scheme(r.scheme), r.max_concurrent_uploads)?;
+        let client = self.0.registry_client_with(
+            scheme(r.scheme),
+            r.max_concurrent_uploads,
+            request_credentials(&reference, r.credentials.as_ref()),
+        )?;
         let (tx, rx) = mpsc::channel(256);
         let daemon = Arc::clone(&self.0);
         tokio::spawn(async move {

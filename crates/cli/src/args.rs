@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use crate::listing::ListFormat;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Run Linux containers, each in its own lightweight virtual machine.
@@ -532,9 +533,17 @@ pub struct ListArgs {
     /// Print only IDs.
     #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    /// Output format: `table`, `json`, or a Go template (`{{.Names}}`, `{{json .}}`,
+    /// `table {{.ID}}\t{{.Status}}`) over Docker's field names.
+    #[arg(long, default_value = "table")]
+    pub format: ListFormat,
+    /// Show only what passes a filter, `key=value` (repeatable; values of one key are
+    /// alternatives, different keys must all hold). Keys: id, name, label, status, ancestor, network, exited, health.
+    #[arg(short = 'f', long = "filter", value_name = "FILTER")]
+    pub filters: Vec<String>,
+    /// Do not shorten IDs and commands.
+    #[arg(long)]
+    pub no_trunc: bool,
 }
 
 /// `container inspect`.
@@ -839,9 +848,17 @@ pub struct ImageListArgs {
     /// archives that name none, are always listed by digest).
     #[arg(short = 'a', long)]
     pub all: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    /// Output format: `table`, `json`, or a Go template (`{{.Names}}`, `{{json .}}`,
+    /// `table {{.ID}}\t{{.Status}}`) over Docker's field names.
+    #[arg(long, default_value = "table")]
+    pub format: ListFormat,
+    /// Show only what passes a filter, `key=value` (repeatable; values of one key are
+    /// alternatives, different keys must all hold). Keys: reference, label, dangling.
+    #[arg(short = 'f', long = "filter", value_name = "FILTER")]
+    pub filters: Vec<String>,
+    /// Do not shorten IDs and commands.
+    #[arg(long)]
+    pub no_trunc: bool,
 }
 
 /// `container image inspect`.
@@ -1176,9 +1193,17 @@ pub struct NetworkListArgs {
     /// Print only names.
     #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    /// Output format: `table`, `json`, or a Go template (`{{.Names}}`, `{{json .}}`,
+    /// `table {{.ID}}\t{{.Status}}`) over Docker's field names.
+    #[arg(long, default_value = "table")]
+    pub format: ListFormat,
+    /// Show only what passes a filter, `key=value` (repeatable; values of one key are
+    /// alternatives, different keys must all hold). Keys: name, id, label, driver.
+    #[arg(short = 'f', long = "filter", value_name = "FILTER")]
+    pub filters: Vec<String>,
+    /// Do not shorten IDs and commands.
+    #[arg(long)]
+    pub no_trunc: bool,
 }
 
 /// `container network inspect`.
@@ -1264,9 +1289,17 @@ pub struct VolumeListArgs {
     /// Print only names.
     #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    /// Output format: `table`, `json`, or a Go template (`{{.Names}}`, `{{json .}}`,
+    /// `table {{.ID}}\t{{.Status}}`) over Docker's field names.
+    #[arg(long, default_value = "table")]
+    pub format: ListFormat,
+    /// Show only what passes a filter, `key=value` (repeatable; values of one key are
+    /// alternatives, different keys must all hold). Keys: name, label, dangling, driver.
+    #[arg(short = 'f', long = "filter", value_name = "FILTER")]
+    pub filters: Vec<String>,
+    /// Do not shorten IDs and commands.
+    #[arg(long)]
+    pub no_trunc: bool,
 }
 
 /// `container volume inspect`.

@@ -36,10 +36,12 @@ macro_rules! out {
 pub mod args;
 pub mod commands;
 pub mod error;
+pub mod listing;
 pub mod output;
 pub mod reference;
 pub mod service;
 pub mod stdio;
+pub mod template;
 pub mod terminal;
 
 use std::ffi::OsString;

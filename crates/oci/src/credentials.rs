@@ -455,9 +455,65 @@ impl CredentialStore for CredentialChain {
     }
 }
 
+/// Credentials given with one request for one registry (Docker's `X-Registry-Auth`): used
+/// instead of any stored login for that request, never written anywhere. Other registries
+/// get none.
+pub struct RequestCredentials {
+    registry: String,
+    credential: Credential,
+}
+
+impl RequestCredentials {
+    /// `credential` for `registry` (any spelling [`normalise_registry`] accepts).
+    pub fn new(registry: &str, credential: Credential) -> RequestCredentials {
+        RequestCredentials {
+            registry: normalise_registry(registry),
+            credential,
+        }
+    }
+}
+
+impl CredentialStore for RequestCredentials {
+    fn get(&self, registry: &str) -> Result<Option<Credential>> {
+        Ok((normalise_registry(registry) == self.registry).then(|| self.credential.clone()))
+    }
+
+    fn store(&self, _registry: &str, _credential: &Credential) -> Result<()> {
+        Err(CredentialError::ReadOnly(
+            "credentials given with a request".into(),
+        ))
+    }
+
+    fn erase(&self, _registry: &str) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn list(&self) -> Result<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_credentials_answer_only_their_registry_and_store_nothing() {
+        let c = RequestCredentials::new(
+            "https://127.0.0.1:5001/v2/",
+            Credential {
+                username: "u".into(),
+                secret: "p".into(),
+            },
+        );
+        assert_eq!(c.get("127.0.0.1:5001").unwrap().unwrap().secret, "p");
+        assert!(c.get("docker.io").unwrap().is_none());
+        assert!(
+            c.store("127.0.0.1:5001", &c.get("127.0.0.1:5001").unwrap().unwrap())
+                .is_err()
+        );
+        assert!(c.list().unwrap().is_empty());
+    }
     use std::os::unix::fs::PermissionsExt;
 
     fn cred(u: &str, p: &str) -> Credential {

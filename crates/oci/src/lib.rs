@@ -66,7 +66,7 @@ pub mod store;
 pub use archive::{ArchiveError, Loaded, UntaggedImage, load, save};
 pub use credentials::{
     Credential, CredentialChain, CredentialError, CredentialStore, DockerConfigStore,
-    FileCredentialStore,
+    FileCredentialStore, RequestCredentials,
 };
 pub use digest::{Digest, DigestError};
 pub use layer::{LayerError, open_layer};

@@ -6,6 +6,26 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// Go's `units.HumanDuration`: how `docker ps` words an age in its STATUS and CREATED
+/// columns (`Up 5 seconds`, `About an hour ago`).
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let (m, h) = (s / 60, s / 3600);
+    match s {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        _ if s < 60 => format!("{s} seconds"),
+        _ if m == 1 => "About a minute".into(),
+        _ if m < 60 => format!("{m} minutes"),
+        _ if h == 1 => "About an hour".into(),
+        _ if h < 48 => format!("{h} hours"),
+        _ if h < 24 * 7 * 2 => format!("{} days", h / 24),
+        _ if h < 24 * 30 * 2 => format!("{} weeks", h / 24 / 7),
+        _ if h < 24 * 365 * 2 => format!("{} months", h / 24 / 30),
+        _ => format!("{} years", h / 24 / 365),
+    }
+}
+
 /// Why a period was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {

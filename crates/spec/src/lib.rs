@@ -35,7 +35,7 @@ pub mod user;
 
 pub use capability::{CapabilityError, parse_capability};
 pub use cpus::{Cpus, CpusError};
-pub use duration::{DurationError, Period, parse_precise};
+pub use duration::{DurationError, Period, human_duration, parse_precise};
 pub use env::{EnvError, EnvVar, parse_env, parse_env_file};
 pub use hosts::{ExtraHost, HOST_GATEWAY, HostIp, HostsError, parse_expose, validate_hostname};
 pub use label::{Label, LabelError};

@@ -35,6 +35,18 @@ pub(super) async fn copy_in(
         .into());
     }
     let id = daemon.lookup(&h.id)?;
+    // Into a stopped container: refused, see docs/docker-api.md. The maintenance VM that
+    // serves copies out has no volumes or binds attached, so a path under one would land in
+    // the writable layer beneath the mount point; and the host never writes a layer the
+    // guest formatted and filled.
+    let record = daemon.record(&id)?;
+    if record.phase != Phase::Running {
+        return Err(ApiError::failed_precondition(format!(
+            "copying into container {}: it is not running, and files can be copied into a running container only (its volumes are attached only then); start it first",
+            record.name
+        ))
+        .into());
+    }
     let client = daemon.connect(&id).await?;
     let (tx, rx) = mpsc::channel(8);
     let feeder = tokio::spawn(async move {

@@ -21,6 +21,7 @@ pub mod lifecycle;
 pub mod logs;
 pub mod pause;
 pub mod rename;
+pub mod networking;
 pub mod stats;
 pub mod stdio;
 
@@ -224,6 +225,13 @@ impl Containers for ContainersService {
 
     async fn stat_path(&self, req: Request<v1::StatPathRequest>) -> Res<v1::StatPathResponse> {
         copy::stat_path(&self.0, req).await
+    }
+
+    async fn disconnect_network(
+        &self,
+        req: Request<v1::DisconnectNetworkRequest>,
+    ) -> Res<v1::DisconnectNetworkResponse> {
+        networking::disconnect(&self.0, req).await
     }
 
     async fn prune(&self, _: Request<v1::PruneContainersRequest>) -> Res<v1::PruneResponse> {

@@ -43,24 +43,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Go's `units.HumanDuration`, which `docker ps` shows in its STATUS column.
-pub fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    let (m, h) = (s / 60, s / 3600);
-    match s {
-        0 => "Less than a second".into(),
-        1 => "1 second".into(),
-        _ if s < 60 => format!("{s} seconds"),
-        _ if m == 1 => "About a minute".into(),
-        _ if m < 60 => format!("{m} minutes"),
-        _ if h == 1 => "About an hour".into(),
-        _ if h < 48 => format!("{h} hours"),
-        _ if h < 24 * 7 * 2 => format!("{} days", h / 24),
-        _ if h < 24 * 30 * 2 => format!("{} weeks", h / 24 / 7),
-        _ if h < 24 * 365 * 2 => format!("{} months", h / 24 / 30),
-        _ => format!("{} years", h / 24 / 365),
-    }
-}
+pub use spec::human_duration;
 
 fn since_ms(ms: i64) -> Duration {
     Duration::from_millis((now_ms() - ms).max(0) as u64)

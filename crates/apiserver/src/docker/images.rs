@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use api::v1;
 use axum::extract::{Path, Request, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use bollard_stubs::models as m;
 use futures::StreamExt;
@@ -65,9 +65,68 @@ fn progress_json(p: &v1::BlobProgress, pushing: bool) -> serde_json::Value {
     v
 }
 
+/// Docker's `X-Registry-Auth`: base64url of a JSON `AuthConfig`. Its `username` and
+/// `password` (or `auth`, base64 of `user:password`) are used for this request instead of
+/// the stored login; an empty object (the docker CLI sends `e30=` when it has no login)
+/// means the stored login. A header that does not decode is a 400, never ignored.
+pub fn registry_auth(headers: &HeaderMap) -> DResult<Option<v1::RequestCredentials>> {
+    use base64::Engine as _;
+    let Some(value) = headers.get("x-registry-auth") else {
+        return Ok(None);
+    };
+    let bad =
+        |why: &str| DockerError::bad_request(format!("invalid X-Registry-Auth header: {why}"));
+    let text = value.to_str().map_err(|_| bad("not ASCII"))?.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let engines = [
+        base64::engine::general_purpose::URL_SAFE,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        base64::engine::general_purpose::STANDARD,
+        base64::engine::general_purpose::STANDARD_NO_PAD,
+    ];
+    let bytes = engines
+        .iter()
+        .find_map(|e| e.decode(text).ok())
+        .ok_or_else(|| bad("not base64"))?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|_| bad("not a JSON object"))?;
+    let field = |k: &str| {
+        config
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (mut username, mut password) = (field("username"), field("password"));
+    let auth = field("auth");
+    if username.is_empty() && password.is_empty() && !auth.is_empty() {
+        let pair = base64::engine::general_purpose::STANDARD
+            .decode(&auth)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| bad("its auth is not base64 of user:password"))?;
+        let (u, p) = pair
+            .split_once(':')
+            .ok_or_else(|| bad("its auth is not base64 of user:password"))?;
+        (username, password) = (u.to_owned(), p.to_owned());
+    }
+    if username.is_empty() && password.is_empty() {
+        if !field("identitytoken").is_empty() || !field("registrytoken").is_empty() {
+            return Err(bad(
+                "identity and registry tokens are not supported: send a username and password",
+            ));
+        }
+        return Ok(None);
+    }
+    Ok(Some(v1::RequestCredentials { username, password }))
+}
+
 /// `POST /images/create`: pull `fromImage`; importing (`fromSrc`) is not supported.
-pub async fn create(State(ctx): State<Ctx>, uri: Uri) -> DResult<Response> {
+pub async fn create(State(ctx): State<Ctx>, headers: HeaderMap, uri: Uri) -> DResult<Response> {
     let q = Params::from_uri(&uri)?;
+    let credentials = registry_auth(&headers)?;
     if q.get("fromSrc").is_some() {
         return Err(DockerError::not_implemented(
             "importing a root filesystem (fromSrc) is not supported by this daemon",
@@ -85,6 +144,7 @@ pub async fn create(State(ctx): State<Ctx>, uri: Uri) -> DResult<Response> {
         .pull(v1::PullImageRequest {
             reference: reference.clone(),
             platform: q.get("platform").unwrap_or_default().to_owned(),
+            credentials,
             ..Default::default()
         })
         .await
@@ -348,6 +408,7 @@ pub async fn by_name_get(
 pub async fn by_name_post(
     State(ctx): State<Ctx>,
     Path(rest): Path<String>,
+    headers: HeaderMap,
     uri: Uri,
 ) -> DResult<Response> {
     let q = Params::from_uri(&uri)?;
@@ -379,6 +440,7 @@ pub async fn by_name_post(
             .images()
             .push(v1::PushImageRequest {
                 reference: reference.clone(),
+                credentials: registry_auth(&headers)?,
                 ..Default::default()
             })
             .await
@@ -561,6 +623,40 @@ pub async fn load(State(ctx): State<Ctx>, req: Request) -> DResult<Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_auth_header_decodes_docker_shapes() {
+        use base64::Engine as _;
+        let header = |json: &str| {
+            let mut h = HeaderMap::new();
+            let v = base64::engine::general_purpose::URL_SAFE.encode(json);
+            h.insert("x-registry-auth", v.parse().unwrap());
+            h
+        };
+        assert_eq!(registry_auth(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(registry_auth(&header("{}")).unwrap(), None);
+        let c = registry_auth(&header(
+            r#"{"username":"u","password":"p?>","serveraddress":"127.0.0.1:5001"}"#,
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("u", "p?>"));
+        let auth = base64::engine::general_purpose::STANDARD.encode("bob:s3cret");
+        let c = registry_auth(&header(&format!(r#"{{"auth":"{auth}"}}"#)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("bob", "s3cret")
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-registry-auth", "%%%".parse().unwrap());
+        assert_eq!(
+            registry_auth(&h).unwrap_err().message,
+            "invalid X-Registry-Auth header: not base64"
+        );
+        assert!(registry_auth(&header(r#"{"identitytoken":"t"}"#)).is_err());
+    }
 
     #[test]
     fn pull_references_join_tags_and_digests() {

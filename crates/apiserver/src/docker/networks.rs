@@ -144,9 +144,12 @@ pub async fn create(State(ctx): State<Ctx>, body: Bytes) -> DResult<Response> {
             &format!("network driver {d} (only bridge)"),
         ));
     }
-    if req.attachable == Some(true) || req.ingress == Some(true) || req.config_only == Some(true) {
+    // `Attachable` only matters for swarm's overlay networks: any container can join a
+    // local bridge network, so Docker accepts it there and so do we (compose v1 sets it on
+    // every project network).
+    if req.ingress == Some(true) || req.config_only == Some(true) {
         return Err(DockerError::unsupported_field(
-            "Attachable/Ingress/ConfigOnly",
+            "Ingress/ConfigOnly",
             "swarm networks do not exist here",
         ));
     }
@@ -263,9 +266,30 @@ pub async fn connect(
     )))
 }
 
-/// `POST /networks/{id}/disconnect`.
-pub async fn disconnect(Path(id): Path<String>) -> DockerError {
-    DockerError::not_implemented(format!(
-        "disconnecting from network {id}: a container keeps the networks it was created with"
-    ))
+/// `POST /networks/{id}/disconnect`: a container that is not running leaves the network
+/// (it joins the rest at its next start); a running one gets a 409 saying to stop it first,
+/// as its VM keeps its network devices (crates/apiserver/src/containers/networking.rs).
+/// `Force` changes nothing: nothing is left to force.
+pub async fn disconnect(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> DResult<Response> {
+    let req: serde_json::Value = json_body(&body)?;
+    let container = req["Container"]
+        .as_str()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| DockerError::bad_request("Container is required"))?;
+    let n = resolve(&ctx, &id).await?;
+    let key = container.strip_prefix('/').unwrap_or(container);
+    ctx.client()
+        .await?
+        .containers()
+        .disconnect_network(v1::DisconnectNetworkRequest {
+            id: key.to_owned(),
+            network: n.name.clone(),
+        })
+        .await
+        .map_err(|s| super::containers::container_error(key, s))?;
+    Ok(axum::response::IntoResponse::into_response(StatusCode::OK))
 }

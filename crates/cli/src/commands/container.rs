@@ -12,6 +12,7 @@ use crate::Context;
 use crate::args::*;
 use crate::commands::stream::write_stream;
 use crate::error::{CliError, CliResult};
+use crate::listing::{self, Filters, ListFormat};
 use crate::output;
 use crate::stdio::{self, Rpc, StdioOptions};
 
@@ -431,6 +432,7 @@ async fn ensure_image(
         all_platforms: false,
         scheme: crate::commands::progress::scheme(flags.registry.scheme),
         max_concurrent_downloads: flags.fetch.max_concurrent_downloads,
+        credentials: None,
     };
     crate::commands::progress::pull_with_progress(client, request)
         .await
@@ -736,21 +738,52 @@ pub async fn delete_cmd(ctx: &Context, a: &DeleteArgs) -> CliResult {
 
 /// `container list`.
 pub async fn list_cmd(ctx: &Context, a: &ListArgs) -> CliResult {
+    let filters = Filters::parse(&a.filters, "containers", listing::CONTAINER_FILTERS)
+        .map_err(CliError::usage)?;
+    let template = a
+        .format
+        .template::<listing::ContainerFields>()
+        .map_err(CliError::usage)?;
     let client = ctx.client().await?;
     let list = client
         .containers()
-        .list(v1::ListContainersRequest { all: a.all })
+        .list(v1::ListContainersRequest {
+            // A filter on a stopped state sees stopped containers, as in Docker.
+            all: a.all || listing::wants_stopped(&filters),
+        })
         .await?
         .into_inner();
+    let containers =
+        listing::filter_containers(&filters, list.containers).map_err(CliError::usage)?;
     if a.quiet {
-        for c in &list.containers {
-            outln!("{}", output::short_id(&c.id));
+        for c in &containers {
+            if a.no_trunc {
+                outln!("{}", c.id);
+            } else {
+                outln!("{}", output::short_id(&c.id));
+            }
         }
-    } else if a.format == Format::Json {
-        let all: Vec<_> = list.containers.iter().map(output::container_json).collect();
+    } else if let Some(t) = template {
+        let fields: Vec<_> = containers
+            .iter()
+            .map(|c| listing::ContainerFields {
+                c,
+                no_trunc: a.no_trunc,
+            })
+            .collect();
+        out!("{}", t.render(&fields));
+    } else if a.format == ListFormat::Json {
+        let all: Vec<_> = containers.iter().map(output::container_json).collect();
         outln!("{}", output::json_line(&serde_json::Value::Array(all)));
     } else {
-        let rows: Vec<_> = list.containers.iter().map(output::container_row).collect();
+        let mut rows: Vec<_> = containers.iter().map(output::container_row).collect();
+        if a.no_trunc {
+            for (row, c) in rows.iter_mut().zip(&containers) {
+                if c.name.is_empty() {
+                    row[0] = c.id.clone();
+                }
+            }
+        }
         out!("{}", output::table(&output::CONTAINER_HEADERS, &rows));
     }
     Ok(0)

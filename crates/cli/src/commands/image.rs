@@ -11,6 +11,7 @@ use crate::args::*;
 use crate::commands::progress::{print_progress, pull_with_progress, scheme};
 use crate::commands::stream::write_stream;
 use crate::error::{CliError, CliResult};
+use crate::listing::{self, Filters, ListFormat};
 use crate::output;
 
 fn platform(flags: &PlatformFlags) -> Result<String, CliError> {
@@ -35,6 +36,7 @@ pub async fn pull(ctx: &Context, a: &ImagePullArgs) -> CliResult {
             all_platforms: a.all_platforms,
             scheme: scheme(a.registry.scheme),
             max_concurrent_downloads: a.fetch.max_concurrent_downloads,
+            credentials: None,
         },
     )
     .await?;
@@ -53,6 +55,7 @@ pub async fn push(ctx: &Context, a: &ImagePushArgs) -> CliResult {
             platform,
             scheme: scheme(a.registry.scheme),
             max_concurrent_uploads: a.fetch.max_concurrent_downloads,
+            credentials: None,
         })
         .await?
         .into_inner();
@@ -75,6 +78,12 @@ pub async fn push(ctx: &Context, a: &ImagePushArgs) -> CliResult {
 
 /// `container image list`.
 pub async fn list(ctx: &Context, a: &ImageListArgs) -> CliResult {
+    let filters =
+        Filters::parse(&a.filters, "images", listing::IMAGE_FILTERS).map_err(CliError::usage)?;
+    let template = a
+        .format
+        .template::<listing::ImageFields>()
+        .map_err(CliError::usage)?;
     let client = ctx.client().await?;
     let images = client
         .images()
@@ -82,18 +91,33 @@ pub async fn list(ctx: &Context, a: &ImageListArgs) -> CliResult {
         .await?
         .into_inner()
         .images;
+    let images = listing::filter_images(&filters, images).map_err(CliError::usage)?;
     if a.quiet {
         for i in &images {
             outln!("{}", output::image_handle(i));
         }
-    } else if a.format == Format::Json {
+    } else if let Some(t) = template {
+        let fields: Vec<_> = images
+            .iter()
+            .map(|i| listing::ImageFields {
+                i,
+                no_trunc: a.no_trunc,
+            })
+            .collect();
+        out!("{}", t.render(&fields));
+    } else if a.format == ListFormat::Json {
         let all: Vec<_> = images.iter().map(output::image_json).collect();
         outln!("{}", output::json_line(&serde_json::Value::Array(all)));
     } else if a.verbose {
         let rows: Vec<_> = images.iter().flat_map(output::image_verbose_rows).collect();
         out!("{}", output::table(&output::IMAGE_VERBOSE_HEADERS, &rows));
     } else {
-        let rows: Vec<_> = images.iter().map(output::image_row).collect();
+        let mut rows: Vec<_> = images.iter().map(output::image_row).collect();
+        if a.no_trunc {
+            for (row, i) in rows.iter_mut().zip(&images) {
+                row[2] = i.digest.clone();
+            }
+        }
         out!("{}", output::table(&output::IMAGE_HEADERS, &rows));
     }
     Ok(0)

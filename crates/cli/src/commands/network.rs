@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use crate::Context;
 use crate::args::*;
 use crate::error::{CliError, CliResult};
+use crate::listing::{self, Filters, ListFormat};
 use crate::output;
 
 /// A network as JSON (inspect, `list --format json`).
@@ -75,6 +76,12 @@ pub async fn delete(ctx: &Context, a: &NetworkDeleteArgs) -> CliResult {
 
 /// `container network list`.
 pub async fn list(ctx: &Context, a: &NetworkListArgs) -> CliResult {
+    let filters = Filters::parse(&a.filters, "networks", listing::NETWORK_FILTERS)
+        .map_err(CliError::usage)?;
+    let template = a
+        .format
+        .template::<listing::NetworkFields>()
+        .map_err(CliError::usage)?;
     let client = ctx.client().await?;
     let networks = client
         .networks()
@@ -82,11 +89,18 @@ pub async fn list(ctx: &Context, a: &NetworkListArgs) -> CliResult {
         .await?
         .into_inner()
         .networks;
+    let networks = listing::filter_networks(&filters, networks);
     if a.quiet {
         for n in &networks {
             outln!("{}", n.name);
         }
-    } else if a.format == Format::Json {
+    } else if let Some(t) = template {
+        let fields: Vec<_> = networks
+            .iter()
+            .map(|n| listing::NetworkFields { n })
+            .collect();
+        out!("{}", t.render(&fields));
+    } else if a.format == ListFormat::Json {
         let all: Vec<Value> = networks.iter().map(network_json).collect();
         outln!("{}", output::json_line(&Value::Array(all)));
     } else {

@@ -8,6 +8,7 @@ use tonic::transport::Channel;
 use crate::Context;
 use crate::args::*;
 use crate::error::{CliError, CliResult};
+use crate::listing::{self, Filters, ListFormat};
 use crate::output;
 
 fn volumes(client: &api::Client) -> VolumesClient<Channel> {
@@ -100,17 +101,27 @@ pub async fn create(ctx: &Context, a: &VolumeCreateArgs) -> CliResult {
 
 /// `container volume list`.
 pub async fn list(ctx: &Context, a: &VolumeListArgs) -> CliResult {
+    let filters =
+        Filters::parse(&a.filters, "volumes", listing::VOLUME_FILTERS).map_err(CliError::usage)?;
+    let template = a
+        .format
+        .template::<listing::VolumeFields>()
+        .map_err(CliError::usage)?;
     let client = ctx.client().await?;
     let list = volumes(&client)
         .list(v1::ListVolumesRequest {})
         .await?
         .into_inner()
         .volumes;
+    let list = listing::filter_volumes(&filters, list).map_err(CliError::usage)?;
     if a.quiet {
         for v in &list {
             outln!("{}", v.name);
         }
-    } else if a.format == Format::Json {
+    } else if let Some(t) = template {
+        let fields: Vec<_> = list.iter().map(|v| listing::VolumeFields { v }).collect();
+        out!("{}", t.render(&fields));
+    } else if a.format == ListFormat::Json {
         let all: Vec<Value> = list.iter().map(volume_json).collect();
         outln!("{}", output::json_line(&Value::Array(all)));
     } else {
