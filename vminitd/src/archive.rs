@@ -283,7 +283,7 @@ fn bytes(p: &Path) -> &[u8] {
 }
 
 /// A GNU long-name (`L`) or long-link (`K`) pseudo-entry carrying `value`.
-fn long_entry(kind: u8, value: &[u8]) -> (tar::Header, Vec<u8>) {
+pub(crate) fn long_entry(kind: u8, value: &[u8]) -> (tar::Header, Vec<u8>) {
     let mut h = tar::Header::new_gnu();
     let name = b"././@LongLink";
     if let Some(g) = h.as_gnu_mut() {

@@ -20,6 +20,7 @@ pub mod boot;
 pub mod caps;
 pub mod cgroup;
 pub mod fsops;
+pub mod layer;
 pub mod mountopt;
 pub mod net;
 pub mod process;

@@ -569,6 +569,42 @@ impl Agent for Service {
         Ok(Response::new(pb::Empty {}))
     }
 
+    type CaptureLayerStream = DataStream;
+
+    async fn capture_layer(
+        &self,
+        r: Request<pb::CaptureLayerRequest>,
+    ) -> Result<Response<Self::CaptureLayerStream>, Status> {
+        let r = r.into_inner();
+        let upper = PathBuf::from(fsops::absolute(&r.upper_dir).map_err(fs_status)?);
+        let epoch = r.source_date_epoch;
+        {
+            let u = upper.clone();
+            let found = blocking(move || Ok(u.is_dir())).await?;
+            if !found {
+                return Err(Status::not_found(format!(
+                    "upper directory {} does not exist",
+                    upper.display()
+                )));
+            }
+        }
+        let (tx, rx) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let mut w = ChunkWriter::new(tx.clone(), CHUNK);
+            let res = crate::layer::capture(&upper, epoch, &mut w).and_then(|()| {
+                w.flush().map_err(|source| FsError::Io {
+                    what: "sending",
+                    path: upper.display().to_string(),
+                    source,
+                })
+            });
+            if let Err(e) = res {
+                let _ = tx.blocking_send(Err(fs_status(e)));
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
     async fn shutdown(
         &self,
         r: Request<pb::ShutdownRequest>,

@@ -316,6 +316,15 @@ impl AgentClient {
         self.timed("CopyOut", raw.copy_out(request)).await
     }
 
+    /// Streams an overlay upper directory as an uncompressed OCI layer tar.
+    pub async fn capture_layer(
+        &self,
+        request: CaptureLayerRequest,
+    ) -> Result<tonic::Streaming<DataChunk>, ClientError> {
+        let mut raw = self.raw.clone();
+        self.timed("CaptureLayer", raw.capture_layer(request)).await
+    }
+
     /// Unpacks a tar stream into a guest directory: `parts` yields the header first, then data.
     /// Not timed: the stream lasts as long as the caller feeds it.
     pub async fn copy_in(

@@ -52,6 +52,7 @@
 //! the store must be testable against an explicit path.
 
 pub mod archive;
+pub mod capture;
 pub mod credentials;
 pub mod digest;
 pub mod layer;

@@ -342,6 +342,19 @@ impl RuntimeClient {
             .into_inner())
     }
 
+    /// Streams the container's changes as an uncompressed OCI layer tar (`commit`, `diff`).
+    pub async fn capture_layer(
+        &self,
+        source_date_epoch: Option<i64>,
+    ) -> Result<tonic::Streaming<DataChunk>, ClientError> {
+        let mut raw = self.raw.clone();
+        Ok(raw
+            .capture_layer(pb::CaptureLayerRequest { source_date_epoch })
+            .await
+            .map_err(rpc("CaptureLayer"))?
+            .into_inner())
+    }
+
     /// Streams the container's whole root filesystem out as a tar archive (`export`).
     pub async fn export(&self) -> Result<tonic::Streaming<DataChunk>, ClientError> {
         let mut raw = self.raw.clone();

@@ -120,6 +120,15 @@ impl Runtime for Service {
 
     type CopyOutStream = BoxStream<wire::v1::DataChunk>;
 
+    type CaptureLayerStream = BoxStream<wire::v1::DataChunk>;
+
+    async fn capture_layer(
+        &self,
+        request: Request<pb::CaptureLayerRequest>,
+    ) -> Result<Response<Self::CaptureLayerStream>, Status> {
+        crate::server::relay_capture_layer(&self.vm.agent, request.into_inner()).await
+    }
+
     async fn copy_out(
         &self,
         request: Request<pb::CopyOutRequest>,

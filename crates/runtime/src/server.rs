@@ -344,6 +344,15 @@ impl Runtime for Service {
         .await
     }
 
+    type CaptureLayerStream = BoxStream<DataChunk>;
+
+    async fn capture_layer(
+        &self,
+        request: Request<pb::CaptureLayerRequest>,
+    ) -> Result<Response<Self::CaptureLayerStream>, Status> {
+        relay_capture_layer(self.container.agent(), request.into_inner()).await
+    }
+
     async fn copy_in(
         &self,
         request: Request<Streaming<pb::CopyInRequest>>,
@@ -405,6 +414,27 @@ pub(crate) async fn relay_copy_out(
         })
     })?;
     // The guest frames the archive as every protocol does; the frames go up as they are.
+    Ok(Response::new(Box::pin(chunks)))
+}
+
+/// Streams the writable layer's upper directory (the same path in a running container's VM
+/// and in a maintenance VM) as the guest's layer tar, frames unchanged.
+pub(crate) async fn relay_capture_layer(
+    agent: &agent::client::AgentClient,
+    request: pb::CaptureLayerRequest,
+) -> Result<Response<BoxStream<DataChunk>>, Status> {
+    let chunks = agent
+        .capture_layer(agent::v1::CaptureLayerRequest {
+            upper_dir: crate::container::GUEST_UPPER.into(),
+            source_date_epoch: request.source_date_epoch,
+        })
+        .await
+        .map_err(|e| {
+            to_status(ContainerError::Agent {
+                step: "capturing the layer".into(),
+                source: e,
+            })
+        })?;
     Ok(Response::new(Box::pin(chunks)))
 }
 

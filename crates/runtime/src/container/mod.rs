@@ -39,7 +39,7 @@ use runtime_api::state::{
 use runtime_api::stdio_log::{StdioLog, Stream, Utf8Carry};
 
 pub use crate::error::ContainerError;
-pub use crate::guest_layout::{GUEST_DIR, GUEST_ROOTFS};
+pub use crate::guest_layout::{GUEST_DIR, GUEST_ROOTFS, GUEST_UPPER};
 
 mod boot;
 mod copy;
