@@ -49,10 +49,10 @@ use std::path::PathBuf;
 use clap::{CommandFactory, Parser};
 
 use crate::args::{
-    Cli, Command, ImageCommand, KernelCommand, NetworkCommand, RegistryCommand, Shell,
-    SystemCommand, VolumeCommand,
+    BuilderCommand, Cli, Command, ImageCommand, KernelCommand, NetworkCommand, RegistryCommand,
+    Shell, SystemCommand, VolumeCommand,
 };
-use crate::commands::{container, copy, image, network, system, volume};
+use crate::commands::{build, container, copy, image, network, system, volume};
 use crate::error::{CliError, CliResult, EXIT_FAILURE};
 
 /// What every command shares: where the daemon is, and how chatty to be.
@@ -185,6 +185,10 @@ pub async fn dispatch(ctx: &Context, command: &Command) -> CliResult {
         Command::Copy(a) => copy::copy_cmd(ctx, a).await,
         Command::Prune(a) => container::prune_cmd(ctx, a).await,
         Command::Events(a) => system::events(ctx, a).await,
+        Command::Build(a) => build::build(ctx, a).await,
+        Command::Builder(c) => match c {
+            BuilderCommand::Prune(_) => build::prune(ctx).await,
+        },
         Command::Image(c) => match c {
             ImageCommand::Pull(a) => image::pull(ctx, a).await,
             ImageCommand::Push(a) => image::push(ctx, a).await,
