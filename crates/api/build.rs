@@ -2,6 +2,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
+        "proto/container/api/v1/builds.proto",
         "proto/container/api/v1/common.proto",
         "proto/container/api/v1/containers.proto",
         "proto/container/api/v1/images.proto",

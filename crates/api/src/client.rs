@@ -145,6 +145,11 @@ impl Client {
         self.channel.clone()
     }
 
+    /// The Builds service.
+    pub fn builds(&self) -> crate::v1::builds_client::BuildsClient<Channel> {
+        crate::v1::builds_client::BuildsClient::new(self.channel.clone())
+    }
+
     /// The Containers service.
     pub fn containers(&self) -> ContainersClient<Channel> {
         ContainersClient::new(self.channel.clone())

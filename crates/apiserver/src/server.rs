@@ -170,6 +170,9 @@ pub async fn serve_on(
         .add_service(RegistryServer::new(RegistryService(Arc::clone(&daemon))))
         .add_service(NetworksServer::new(NetworksService(Arc::clone(&daemon))))
         .add_service(VolumesServer::new(VolumesService(Arc::clone(&daemon))))
+        .add_service(api::v1::builds_server::BuildsServer::new(
+            crate::builds::BuildsService(Arc::clone(&daemon)),
+        ))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal);
     let result = tokio::select! {
         r = server => r.map_err(|e| ServeError::Transport(e.to_string())),

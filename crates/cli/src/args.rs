@@ -103,6 +103,11 @@ pub enum Command {
     Pause(PauseArgs),
     /// Thaw the processes of paused containers.
     Unpause(UnpauseArgs),
+    /// Build an image from a Dockerfile (or Containerfile) and a context directory.
+    Build(BuildArgs),
+    /// Manage the image builder and its cache.
+    #[command(subcommand)]
+    Builder(BuilderCommand),
     /// Manage images.
     #[command(visible_alias = "i", subcommand)]
     Image(ImageCommand),
@@ -926,6 +931,71 @@ pub struct ImageLoadArgs {
     #[arg(short = 'f', long)]
     pub force: bool,
 }
+
+// ---- build -------------------------------------------------------------------------------
+
+/// How `container build` shows progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BuildProgress {
+    /// Plain lines (the only renderer so far).
+    Auto,
+    /// One line per event.
+    Plain,
+    /// For a terminal (plain lines for now).
+    Tty,
+}
+
+/// `container build`.
+#[derive(Debug, Clone, Args)]
+pub struct BuildArgs {
+    /// Name the image (repeatable): name[:tag].
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    pub tags: Vec<String>,
+    /// The Dockerfile ("-" reads stdin); default CONTEXT/Dockerfile, else CONTEXT/Containerfile.
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<String>,
+    /// Set a build argument: KEY=VALUE, or KEY to pass the host's value.
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
+    /// Build this stage instead of the last.
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+    /// Add a label to the image: KEY=VALUE.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Do not use the build cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Pull base images even when they are present.
+    #[arg(long)]
+    pub pull: bool,
+    /// Also write the image out: type=oci,dest=PATH (an OCI layout tar).
+    #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
+    pub output: Option<String>,
+    /// The image's platform, os/arch[/variant].
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value_t = BuildProgress::Auto)]
+    pub progress: BuildProgress,
+    /// Print only the image ID.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// The context directory.
+    #[arg(help_heading = None::<&str>, value_name = "CONTEXT", default_value = ".")]
+    pub context: PathBuf,
+}
+
+/// `container builder ...`.
+#[derive(Debug, Subcommand)]
+pub enum BuilderCommand {
+    /// Remove every entry of the build cache.
+    Prune(BuilderPruneArgs),
+}
+
+/// `container builder prune`.
+#[derive(Debug, Clone, Args)]
+pub struct BuilderPruneArgs {}
 
 // ---- registry ----------------------------------------------------------------------------
 

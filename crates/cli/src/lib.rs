@@ -51,10 +51,10 @@ use std::path::PathBuf;
 use clap::{CommandFactory, Parser};
 
 use crate::args::{
-    Cli, Command, ImageCommand, KernelCommand, NetworkCommand, RegistryCommand, Shell,
-    SystemCommand, VolumeCommand,
+    BuilderCommand, Cli, Command, ImageCommand, KernelCommand, NetworkCommand, RegistryCommand,
+    Shell, SystemCommand, VolumeCommand,
 };
-use crate::commands::{container, copy, image, network, system, verbs, volume};
+use crate::commands::{build, container, copy, image, network, system, verbs, volume};
 use crate::error::{CliError, CliResult, EXIT_FAILURE};
 
 /// What every command shares: where the daemon is, and how chatty to be.
@@ -195,6 +195,10 @@ pub async fn dispatch(ctx: &Context, command: &Command) -> CliResult {
         Command::Rename(a) => verbs::rename_cmd(ctx, a).await,
         Command::Pause(a) => verbs::pause_cmd(ctx, a).await,
         Command::Unpause(a) => verbs::unpause_cmd(ctx, a).await,
+        Command::Build(a) => build::build(ctx, a).await,
+        Command::Builder(c) => match c {
+            BuilderCommand::Prune(_) => build::prune(ctx).await,
+        },
         Command::Image(c) => match c {
             ImageCommand::Pull(a) => image::pull(ctx, a).await,
             ImageCommand::Push(a) => image::push(ctx, a).await,

@@ -2,6 +2,7 @@
 //! parsed arguments and returns the exit code. What several families share sits below them in a
 //! module of its own (`progress`, `stream`), so no family calls another.
 
+pub mod build;
 pub mod container;
 pub mod copy;
 pub mod image;

@@ -1,0 +1,290 @@
+//! `container build`: the `Builds` service over crates/build.
+//!
+//! The client streams a header and the context (a tar it filtered through
+//! `.dockerignore`); the daemon unpacks the context into a private work directory under
+//! `<app root>/builder/work/`, runs the build in a blocking task with base images pulled
+//! through the same path `run` uses, names the result and streams progress back. The cache
+//! lives in `<app root>/builder/cache/` (crates/build's layout) and survives restarts;
+//! `PruneCache` empties it. A failed build names nothing and leaves no work directory.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use api::ApiError;
+use api::v1;
+use api::v1::builds_server::Builds;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::daemon::{Daemon, blocking};
+use crate::errors::oci_error;
+
+type Res<T> = Result<Response<T>, Status>;
+
+/// Where the builder keeps its state under the app root.
+const BUILDER_DIR: &str = "builder";
+
+impl Daemon {
+    /// The build cache.
+    pub(crate) fn build_cache(&self) -> Result<build::Cache, ApiError> {
+        build::Cache::open(self.app_root.join(BUILDER_DIR).join("cache"))
+            .map_err(|e| oci_error(e.kind(), e))
+    }
+}
+
+/// Base images for a build, pulled as `run` pulls them.
+struct DaemonImages {
+    daemon: Arc<Daemon>,
+    handle: tokio::runtime::Handle,
+    pull: bool,
+    /// References already pulled by this build (`--pull` pulls each once).
+    pulled: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl build::BaseImages for DaemonImages {
+    fn get(&self, reference: &str, platform: &spec::Platform) -> build::Result<oci::ResolvedImage> {
+        let first = self
+            .pulled
+            .lock()
+            .map(|mut p| p.insert(reference.to_string()))
+            .unwrap_or(true);
+        let policy = if self.pull && first {
+            v1::PullPolicy::Always
+        } else {
+            v1::PullPolicy::Missing
+        };
+        let pull = v1::ImagePull {
+            policy: policy as i32,
+            ..Default::default()
+        };
+        self.handle
+            .block_on(
+                self.daemon
+                    .image_for_container(reference, Some(platform.clone()), &pull),
+            )
+            .map(|(_, image)| image)
+            .map_err(|e| build::BuildError::Image {
+                kind: match e.kind {
+                    api::ErrorKind::NotFound => oci::ErrorKind::NotFound,
+                    api::ErrorKind::InvalidArgument => oci::ErrorKind::InvalidArgument,
+                    api::ErrorKind::Unavailable => oci::ErrorKind::Unavailable,
+                    api::ErrorKind::FailedPrecondition => oci::ErrorKind::FailedPrecondition,
+                    _ => oci::ErrorKind::Internal,
+                },
+                message: format!("base image {reference}: {}", e.message),
+            })
+    }
+}
+
+fn event_message(e: build::Event) -> v1::BuildResponse {
+    use v1::build_response::Event as E;
+    let event = match e {
+        build::Event::Step {
+            number,
+            stage,
+            index,
+            count,
+            instruction,
+        } => E::Step(v1::BuildStep {
+            number,
+            stage,
+            index,
+            count,
+            instruction,
+        }),
+        build::Event::Done {
+            number,
+            cached,
+            duration,
+        } => E::Done(v1::BuildStepDone {
+            number,
+            cached,
+            duration_ms: duration.as_millis() as u64,
+        }),
+        build::Event::Log { number, text } => E::Log(v1::BuildLog { number, text }),
+        build::Event::Warning(w) => E::Warning(w),
+    };
+    v1::BuildResponse { event: Some(event) }
+}
+
+/// The Builds service.
+pub struct BuildsService(pub Arc<Daemon>);
+
+#[tonic::async_trait]
+impl Builds for BuildsService {
+    async fn build(
+        &self,
+        req: Request<Streaming<v1::BuildRequest>>,
+    ) -> Res<BoxStream<v1::BuildResponse>> {
+        use v1::build_request::Part;
+        let mut input = req.into_inner();
+        let Some(Part::Header(header)) = input.message().await?.and_then(|m| m.part) else {
+            return Err(
+                ApiError::invalid_argument("build: the first message must be the header").into(),
+            );
+        };
+        let daemon = Arc::clone(&self.0);
+        let platform = if header.platform.is_empty() {
+            spec::Platform::host()
+        } else {
+            header
+                .platform
+                .parse::<spec::Platform>()
+                .map_err(|e| ApiError::invalid_argument(e.to_string()))?
+        };
+        let tags = header
+            .tags
+            .iter()
+            .map(|t| daemon.parse_reference(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let builder_dir = daemon.app_root.join(BUILDER_DIR);
+        let work_root = builder_dir.join("work");
+        for d in [&builder_dir, &work_root] {
+            statefs::create_private_dir(d)
+                .map_err(|e| ApiError::internal(format!("creating {}: {e}", d.display())))?;
+        }
+        let work = tempfile::Builder::new()
+            .prefix("build-")
+            .tempdir_in(&work_root)
+            .map_err(|e| ApiError::internal(format!("creating a build directory: {e}")))?;
+        let context = work.path().join("context");
+        let roots = work.path().join("roots");
+        // The context arrives as a tar: spool it, then unpack it in a blocking task.
+        let spool = work.path().join("context.tar");
+        {
+            use tokio::io::AsyncWriteExt;
+            let mut f = tokio::fs::File::create(&spool)
+                .await
+                .map_err(|e| ApiError::internal(format!("build context: {e}")))?;
+            while let Some(m) = input.message().await? {
+                if let Some(Part::Context(d)) = m.part {
+                    f.write_all(&d)
+                        .await
+                        .map_err(|e| ApiError::internal(format!("build context: {e}")))?;
+                }
+            }
+            f.flush()
+                .await
+                .map_err(|e| ApiError::internal(format!("build context: {e}")))?;
+        }
+        let (tx, rx) = mpsc::channel::<Result<v1::BuildResponse, Status>>(64);
+        let handle = tokio::runtime::Handle::current();
+        tokio::spawn(async move {
+            let events_tx = tx.clone();
+            let d = Arc::clone(&daemon);
+            let names = tags.clone();
+            let result = blocking(move || {
+                let unpack = || -> std::io::Result<()> {
+                    std::fs::create_dir_all(&context)?;
+                    std::fs::create_dir_all(&roots)?;
+                    let f = std::fs::File::open(&spool)?;
+                    let mut archive = tar::Archive::new(std::io::BufReader::new(f));
+                    archive.set_preserve_permissions(true);
+                    archive.set_preserve_mtime(true);
+                    archive.unpack(&context)?;
+                    std::fs::remove_file(&spool)
+                };
+                unpack().map_err(|e| {
+                    ApiError::invalid_argument(format!("the build context is not a valid tar: {e}"))
+                })?;
+                let cache = d.build_cache()?;
+                // Keeps GC from removing new layers before the image is named.
+                let _lease = d.store.lease().map_err(|e| oci_error(e.kind(), e))?;
+                let images = DaemonImages {
+                    daemon: Arc::clone(&d),
+                    handle,
+                    pull: header.pull,
+                    pulled: Default::default(),
+                };
+                let mut events = |e: build::Event| {
+                    let _ = events_tx.blocking_send(Ok(event_message(e)));
+                };
+                let options = build::BuildOptions {
+                    dockerfile: header.dockerfile.clone(),
+                    dockerfile_name: if header.dockerfile_name.is_empty() {
+                        "Dockerfile".into()
+                    } else {
+                        header.dockerfile_name.clone()
+                    },
+                    context,
+                    build_args: header.build_args.clone().into_iter().collect(),
+                    target: Some(header.target.clone()).filter(|t| !t.is_empty()),
+                    labels: header
+                        .labels
+                        .clone()
+                        .into_iter()
+                        .collect::<BTreeMap<_, _>>(),
+                    no_cache: header.no_cache,
+                    platform,
+                };
+                let built = build::Build {
+                    store: &d.store,
+                    cache: &cache,
+                    images: &images,
+                    work: roots,
+                    events: &mut events,
+                }
+                .run(&options)
+                .map_err(|e| oci_error(e.kind(), e))?;
+                if names.is_empty() {
+                    d.store
+                        .put_untagged(&built.manifest)
+                        .map_err(|e| oci_error(e.kind(), e))?;
+                }
+                for t in &names {
+                    d.store
+                        .put_image(t, &built.manifest)
+                        .map_err(|e| oci_error(e.kind(), e))?;
+                }
+                Ok(built)
+            })
+            .await;
+            // The work directory goes whatever happened.
+            let _ = tokio::task::spawn_blocking(move || drop(work)).await;
+            let built = match result {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            // Unpacked now so the first `run` does not wait for it.
+            if let Err(e) = daemon.unpack(&built.manifest.digest).await {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+            let references: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+            for r in &references {
+                daemon.image_event("build", r.clone(), r);
+            }
+            let _ = tx
+                .send(Ok(v1::BuildResponse {
+                    event: Some(v1::build_response::Event::Result(v1::BuildResult {
+                        digest: built.manifest.digest.to_string(),
+                        references,
+                    })),
+                }))
+                .await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn prune_cache(
+        &self,
+        _req: Request<v1::PruneBuildCacheRequest>,
+    ) -> Res<v1::PruneResponse> {
+        let daemon = Arc::clone(&self.0);
+        let resp = blocking(move || {
+            let cache = daemon.build_cache()?;
+            let (deleted, reclaimed_bytes) = cache.prune().map_err(|e| oci_error(e.kind(), e))?;
+            Ok(v1::PruneResponse {
+                deleted,
+                reclaimed_bytes,
+            })
+        })
+        .await?;
+        Ok(Response::new(resp))
+    }
+}
