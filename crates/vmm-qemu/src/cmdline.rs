@@ -8,20 +8,12 @@ use vmm::{ConfigError, NicAttachment, Protocol, VmConfig};
 use crate::accel::Accel;
 use crate::machine::{self, Machine};
 
-/// The kernel command line words every VM gets after `console=` and before the machine's own.
-///
-/// `reboot=t` and `panic=-1` make any guest reboot or panic end QEMU (with `-no-reboot`), so a
-/// crashed guest never lingers.
-pub const COMMON_CMDLINE: &[&str] = &["quiet", "reboot=t", "panic=-1"];
+pub use vmm::cmdline::COMMON_CMDLINE;
 
 /// The kernel command line words of `machine`, before the caller's own: the console, the
-/// common words, the machine's timer words.
+/// common words, the machine's timer words (the shared rule in [`vmm::cmdline`]).
 pub fn base_cmdline(machine: &Machine) -> Vec<String> {
-    let mut words = vec![format!("console={}", machine.console)];
-    words.extend(COMMON_CMDLINE.iter().map(|w| (*w).to_owned()));
-    words.extend(machine.cmdline.iter().map(|w| (*w).to_owned()));
-    words.push("mitigations=off".to_owned());
-    words
+    vmm::cmdline::base_cmdline(machine.console, machine.cmdline)
 }
 
 /// Everything besides the config that the command line names.

@@ -7,6 +7,7 @@
 //! processes, name a hypervisor's options or know about containers, images or the guest
 //! agent's protocol: QEMU lives in `vmm-qemu`, Virtualization.framework in `vmm-vz`.
 
+pub mod cmdline;
 pub mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
