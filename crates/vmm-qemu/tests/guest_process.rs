@@ -543,6 +543,7 @@ async fn exec_init_stats_files_time_and_network() {
             up: true,
             mtu: 32768,
             rename_to: String::new(),
+            set_mac: String::new(),
         })
         .await
         .unwrap();
@@ -557,6 +558,7 @@ async fn exec_init_stats_files_time_and_network() {
             up: true,
             mtu: 0,
             rename_to: String::new(),
+            set_mac: String::new(),
         })
         .await
         .unwrap_err();
