@@ -16,6 +16,9 @@ pub struct Daemon {
     pub bin: PathBuf,
     /// The local registry, the daemon's Docker Hub mirror: no test reaches the internet.
     pub mirror: String,
+    /// `$CONTAINER_POOL_SIZE` of the daemon: 0 (no warm pool) unless a test asks, so no
+    /// other test pays for pooled guests booting beside it.
+    pub pool_size: u32,
 }
 
 /// `target/debug`: the test executable lives in `target/debug/deps`.
@@ -44,6 +47,15 @@ impl Daemon {
     /// namespace `netns` in bridge mode when one is given. The CLI stays outside: it only
     /// needs the daemon's socket.
     pub fn start_in(test: &str, netns: Option<&str>) -> Option<Daemon> {
+        Daemon::start_with(test, netns, 0)
+    }
+
+    /// [`Daemon::start`] with a warm pool of `pool_size` guests.
+    pub fn start_with_pool(test: &str, pool_size: u32) -> Option<Daemon> {
+        Daemon::start_with(test, None, pool_size)
+    }
+
+    fn start_with(test: &str, netns: Option<&str>, pool_size: u32) -> Option<Daemon> {
         let env = TestEnv::get()?;
         let bin = bin_dir();
         for name in ["container", "container-apiserver", "container-runtime"] {
@@ -70,6 +82,7 @@ impl Daemon {
             root,
             bin,
             mirror: env.registry.clone(),
+            pool_size,
         };
         match netns {
             None => {
@@ -83,6 +96,7 @@ impl Daemon {
                     .args(["system", "start"])
                     .env("CONTAINER_APP_ROOT", &daemon.root)
                     .env("CONTAINER_NETWORK_MODE", "bridge")
+                    .env("CONTAINER_POOL_SIZE", daemon.pool_size.to_string())
                     .env("CONTAINER_REGISTRY_MIRROR", &daemon.mirror)
                     .stdin(Stdio::null());
                 check_ok(
@@ -104,6 +118,7 @@ impl Daemon {
         cmd.args(args)
             .env("CONTAINER_APP_ROOT", &self.root)
             .env("CONTAINER_NETWORK_MODE", "user")
+            .env("CONTAINER_POOL_SIZE", self.pool_size.to_string())
             .env("CONTAINER_REGISTRY_MIRROR", &self.mirror);
         cmd
     }

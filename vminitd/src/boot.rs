@@ -130,7 +130,7 @@ pub fn boot() -> Result<(), BootError> {
     )?;
     let _ = std::os::unix::fs::symlink("pts/ptmx", "/dev/ptmx");
     enable_controllers(Path::new(crate::cgroup::ROOT));
-    if let Err(e) = crate::net::link_set("lo", "", true, 0, "") {
+    if let Err(e) = crate::net::link_set("lo", "", true, 0, "", "") {
         crate::warn!("bringing up lo: {}", spec::error_chain(&e));
     }
     Ok(())

@@ -151,8 +151,17 @@ fn find_link(name: &str, mac: &str) -> Result<Link, NetError> {
         })
 }
 
-fn set_link(index: u32, up: Option<bool>, mtu: u32, rename: &str) -> Result<(), NetError> {
+fn set_link(
+    index: u32,
+    up: Option<bool>,
+    mtu: u32,
+    rename: &str,
+    mac: Option<[u8; 6]>,
+) -> Result<(), NetError> {
     let mut msg = LinkMessage::default();
+    if let Some(mac) = mac {
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+    }
     msg.header.index = index;
     if let Some(up) = up {
         msg.header.change_mask = LinkFlags::Up;
@@ -170,14 +179,42 @@ fn set_link(index: u32, up: Option<bool>, mtu: u32, rename: &str) -> Result<(), 
     request("set link", RouteNetlinkMessage::SetLink(msg), NLM_F_ACK).map(|_| ())
 }
 
-/// Sets a link's state, MTU and name. The link is found by name, or by MAC when name is empty.
+/// Parses "02:42:ac:11:00:02".
+pub fn parse_mac(text: &str) -> Result<[u8; 6], NetError> {
+    let bad = || NetError::Invalid {
+        what: "mac address",
+        value: text.to_string(),
+    };
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next().ok_or_else(bad)?;
+        if part.len() != 2 {
+            return Err(bad());
+        }
+        *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(mac)
+}
+
+/// Sets a link's state, MTU, name and MAC. The link is found by name, or by MAC when name is
+/// empty.
 pub fn link_set(
     name: &str,
     mac: &str,
     up: bool,
     mtu: u32,
     rename_to: &str,
+    set_mac: &str,
 ) -> Result<(), NetError> {
+    let new_mac = if set_mac.is_empty() {
+        None
+    } else {
+        Some(parse_mac(set_mac)?)
+    };
     if !rename_to.is_empty() && (rename_to.len() > 15 || rename_to.contains(['/', ' ', ':'])) {
         return Err(NetError::Invalid {
             what: "link name",
@@ -187,10 +224,14 @@ pub fn link_set(
     let link = find_link(name, mac)?;
     if !rename_to.is_empty() && rename_to != link.name {
         // The kernel refuses to rename a link that is up.
-        set_link(link.index, Some(false), 0, "")?;
-        set_link(link.index, None, 0, rename_to)?;
+        set_link(link.index, Some(false), 0, "", None)?;
+        set_link(link.index, None, 0, rename_to, None)?;
     }
-    set_link(link.index, Some(up), mtu, "")
+    if new_mac.is_some() {
+        // A down link takes a new address whatever its driver supports live.
+        set_link(link.index, Some(false), 0, "", new_mac)?;
+    }
+    set_link(link.index, Some(up), mtu, "", None)
 }
 
 /// Parses "addr/prefix".

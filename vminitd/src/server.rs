@@ -320,7 +320,8 @@ impl Agent for Service {
     ) -> Result<Response<pb::Empty>, Status> {
         let r = r.into_inner();
         blocking(move || {
-            net::link_set(&r.name, &r.mac, r.up, r.mtu, &r.rename_to).map_err(net_status)
+            net::link_set(&r.name, &r.mac, r.up, r.mtu, &r.rename_to, &r.set_mac)
+                .map_err(net_status)
         })
         .await?;
         Ok(Response::new(pb::Empty {}))

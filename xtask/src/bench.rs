@@ -23,6 +23,8 @@ pub enum Which {
     Unpack,
     Boot,
     Daemon,
+    /// Issue 16: cold and pooled runs, memory per idle container, fifty at once.
+    Pool,
 }
 
 pub fn run_bench(which: Which, runs: u32) -> Result<()> {
@@ -34,6 +36,9 @@ pub fn run_bench(which: Which, runs: u32) -> Result<()> {
     }
     if matches!(which, Which::All | Which::Daemon) {
         daemon(runs)?;
+    }
+    if matches!(which, Which::All | Which::Pool) {
+        crate::bench_pool::pool(runs)?;
     }
     Ok(())
 }
@@ -276,7 +281,7 @@ fn daemon(runs: u32) -> Result<()> {
     let _ = std::fs::remove_dir_all(&root);
     let (mut ls, mut runs_taken, mut one_cpu) = result?;
     step("bare boots of the same kernel (boot_bench --bare)");
-    let bare = bare_boot_median(&guest, runs)?;
+    let bare = bare_boot_median(&guest, runs, true)?;
     ls.sort();
     runs_taken.sort();
     one_cpu.sort();
@@ -312,15 +317,19 @@ fn daemon(runs: u32) -> Result<()> {
     Ok(())
 }
 
-/// The median bare boot, as boot_bench measures it (`--bare N` prints `bare_median_seconds=X`).
-fn bare_boot_median(guest: &crate::guest::Guest, runs: u32) -> Result<f64> {
+/// The median bare boot, as boot_bench measures it (`--bare N` prints `bare_median_seconds=X`),
+/// built in release mode or not.
+pub(crate) fn bare_boot_median(
+    guest: &crate::guest::Guest,
+    runs: u32,
+    release: bool,
+) -> Result<f64> {
     let out = crate::run::output(
         Command::new(env!("CARGO"))
             .current_dir(repo_root())
+            .args(["run", "--quiet"])
+            .args(release.then_some("--release"))
             .args([
-                "run",
-                "--quiet",
-                "--release",
                 "-p",
                 "vmm-qemu",
                 "--features",

@@ -6,6 +6,7 @@
 
 mod arch;
 mod bench;
+mod bench_pool;
 mod deps;
 mod guest;
 mod images;

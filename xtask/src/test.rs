@@ -120,6 +120,9 @@ fn checks_and_tests(
         // Every daemon a test starts stays off the host's network unless the test asks for
         // bridge mode itself, inside a namespace of its own (tests/tests/network.rs).
         .env("CONTAINER_NETWORK_MODE", "user")
+        // No daemon boots pooled guests beside the tests unless its test asks for a pool
+        // (tests/tests/pool.rs): they would only add load.
+        .env("CONTAINER_POOL_SIZE", "0")
         // For the VM harnesses (crates/vmm-qemu's testing, the runtime's tests); daemons
         // ignore these and boot what `guest::build` published in target/share/container/.
         .env("CONTAINER_KERNEL", &guest.kernel)

@@ -64,6 +64,8 @@ pub struct Daemon {
     pub(crate) networks: crate::networks::Networks,
     /// The event stream (`container events`, Docker's `/events`).
     pub(crate) events: crate::events::EventBus,
+    /// Pre-booted guests for container starts (crate::pool).
+    pub(crate) pool: Arc<crate::pool::Pool>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -170,6 +172,8 @@ impl Daemon {
         if let Some(docker) = oci::DockerConfigStore::from_env() {
             stores.push(Arc::new(docker));
         }
+        let runtime_binary = options.runtime_binary.unwrap_or_else(find_runtime_binary);
+        let pool = crate::pool::Pool::new(&root, runtime_binary.clone(), properties.pool_size());
         let daemon = Arc::new(Daemon {
             app_root: root,
             store: Arc::new(store),
@@ -177,7 +181,7 @@ impl Daemon {
             dirs,
             containers: Mutex::new(BTreeMap::new()),
             credentials: Arc::new(oci::CredentialChain::new(stores)),
-            runtime_binary: options.runtime_binary.unwrap_or_else(find_runtime_binary),
+            runtime_binary,
             starting: Mutex::new(Default::default()),
             volume_lock: tokio::sync::Mutex::new(()),
             changes: watch::channel(0).0,
@@ -185,9 +189,11 @@ impl Daemon {
             draining: std::sync::atomic::AtomicBool::new(false),
             networks,
             events: crate::events::EventBus::default(),
+            pool,
         });
         prune_bundle_aliases();
         daemon.reconcile().await?;
+        daemon.pool.start();
         Ok(daemon)
     }
 

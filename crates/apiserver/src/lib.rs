@@ -80,6 +80,7 @@ pub mod network_service;
 pub mod networks;
 pub mod options;
 pub mod platform;
+pub mod pool;
 pub mod properties;
 pub mod record;
 pub mod runspec;

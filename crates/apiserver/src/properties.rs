@@ -83,6 +83,12 @@ const DEFS: &[Def] = &[
         description: "memory of a container that does not ask for an amount",
     },
     Def {
+        key: "container.pool.size",
+        kind: "count",
+        default: "1",
+        description: "pre-booted guests the daemon keeps ready for containers shaped like the last one started (cpus, memory, user-mode network, no volumes); each holds its VM's memory, see system status; 0 disables the pool; $CONTAINER_POOL_SIZE overrides it at daemon start",
+    },
+    Def {
         key: "dns.domain",
         kind: "domain",
         default: "",
@@ -169,6 +175,10 @@ fn check(d: &Def, value: &str) -> Result<String, PropertyError> {
             "true" | "1" | "yes" | "on" => Ok("true".into()),
             "false" | "0" | "no" | "off" => Ok("false".into()),
             _ => Err(bad("expected true or false")),
+        },
+        "count" => match v.parse::<u32>() {
+            Ok(n) if n <= 64 => Ok(n.to_string()),
+            _ => Err(bad("expected a whole number from 0 to 64")),
         },
         "integer" => match v.parse::<u32>() {
             Ok(n) if n >= 1 => Ok(n.to_string()),
@@ -399,6 +409,15 @@ impl Properties {
             let host = std::thread::available_parallelism().map_or(1, |n| n.get());
             u32::try_from(host.min(4)).unwrap_or(4)
         })
+    }
+
+    /// How many pre-booted guests the pool keeps: `$CONTAINER_POOL_SIZE` when set, else the
+    /// property.
+    pub fn pool_size(&self) -> u32 {
+        std::env::var("CONTAINER_POOL_SIZE")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| self.value("container.pool.size").parse().unwrap_or(1))
     }
 
     /// The size of a volume created without one, bytes.

@@ -167,6 +167,16 @@ impl System for SystemService {
             }
             .into(),
             containers_running: running,
+            pool: Some({
+                let p = self.0.pool.status();
+                v1::WarmPool {
+                    size: p.size,
+                    ready: p.ready,
+                    booting: p.booting,
+                    memory_mib: p.memory_mib,
+                    resident_bytes: p.resident_bytes,
+                }
+            }),
             docker_socket: self
                 .0
                 .docker_socket()
@@ -294,19 +304,24 @@ impl System for SystemService {
 
     async fn property_set(&self, req: Request<v1::PropertySetRequest>) -> Res<v1::Property> {
         let r = req.into_inner();
-        ok(self
+        let property = self
             .0
             .properties
             .set(&r.key, &r.value)
-            .map_err(ApiError::from)?)
+            .map_err(ApiError::from)?;
+        if r.key == "container.pool.size" {
+            self.0.pool.set_size(self.0.properties.pool_size());
+        }
+        ok(property)
     }
 
     async fn property_clear(&self, req: Request<v1::PropertyClearRequest>) -> Res<v1::Property> {
-        ok(self
-            .0
-            .properties
-            .clear(&req.into_inner().key)
-            .map_err(ApiError::from)?)
+        let key = req.into_inner().key;
+        let property = self.0.properties.clear(&key).map_err(ApiError::from)?;
+        if key == "container.pool.size" {
+            self.0.pool.set_size(self.0.properties.pool_size());
+        }
+        ok(property)
     }
 
     async fn kernel_set(&self, req: Request<v1::KernelSetRequest>) -> Res<v1::KernelSetResponse> {
@@ -334,7 +349,12 @@ impl System for SystemService {
     async fn shutdown(&self, _: Request<v1::ShutdownRequest>) -> Res<v1::ShutdownResponse> {
         tracing::info!("shutdown requested: stopping running containers");
         let stopped = self.0.stop_all().await;
-        tracing::info!(stopped, "containers stopped; shutting down");
+        let drained = self.0.pool.drain().await;
+        tracing::info!(
+            stopped,
+            drained,
+            "containers stopped, pool drained; shutting down"
+        );
         self.0.shutdown();
         ok(v1::ShutdownResponse {})
     }

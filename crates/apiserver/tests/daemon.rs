@@ -80,6 +80,7 @@ impl Daemon {
             .arg("--app-root")
             .arg(root)
             .env("CONTAINER_NETWORK_MODE", "user")
+            .env("CONTAINER_POOL_SIZE", "0")
             .env_remove("CONTAINER_REGISTRY_MIRROR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -11,6 +11,7 @@ pub mod bundle;
 pub mod client;
 pub mod config;
 pub mod fsutil;
+pub mod pool;
 pub mod state;
 pub mod stdio_log;
 

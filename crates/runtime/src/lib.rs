@@ -22,6 +22,7 @@ mod container;
 mod error;
 mod guest_layout;
 pub mod maintenance;
+pub mod pool;
 mod relay;
 pub mod run;
 mod server;

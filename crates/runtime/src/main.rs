@@ -15,8 +15,16 @@ use clap::Parser;
 #[command(name = "container-runtime", version)]
 struct Args {
     /// The container's bundle directory (holding config.json).
-    #[arg(long)]
-    bundle: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "pool_slot",
+        conflicts_with = "pool_slot"
+    )]
+    bundle: Option<PathBuf>,
+    /// Boot a pooled VM from <DIR>/pool.json and wait to be claimed for a container (see
+    /// runtime_api::pool); powers off when stdin closes before a claim.
+    #[arg(long, value_name = "DIR")]
+    pool_slot: Option<PathBuf>,
     /// Serve the stopped container's files read-only (for export and cp) from
     /// <bundle>/maintenance.json until stdin closes, instead of running it.
     #[arg(long)]
@@ -26,11 +34,33 @@ struct Args {
     linger_secs: f64,
 }
 
+/// The log file, behind a lock so a claimed pool runtime can move it to the bundle.
+#[derive(Clone)]
+struct SwitchableLog(std::sync::Arc<std::sync::Mutex<std::fs::File>>);
+
+impl std::io::Write for SwitchableLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // A poisoned lock still holds a usable file.
+        let mut file = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let mut file = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        file.flush()
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bundle = runtime_api::Bundle::new(&args.bundle);
-    if !args.bundle.is_dir() {
-        anyhow::bail!("bundle {} is not a directory", args.bundle.display());
+    // A pool slot is laid out like a bundle: its own lock, log and VM dir.
+    let dir = match (&args.bundle, &args.pool_slot) {
+        (Some(dir), _) | (None, Some(dir)) => dir.clone(),
+        (None, None) => anyhow::bail!("--bundle or --pool-slot is required"),
+    };
+    let bundle = runtime_api::Bundle::new(&dir);
+    if !dir.is_dir() {
+        anyhow::bail!("bundle {} is not a directory", dir.display());
     }
     // The daemon's only liveness test is this lock: take it before writing anything, and
     // hold it until the process ends (the kernel drops it even on SIGKILL). A maintenance
@@ -45,22 +75,46 @@ fn main() -> anyhow::Result<()> {
     unsafe { libc::umask(0o077) };
     let log = runtime_api::fsutil::open_private_append(&bundle.runtime_log())
         .with_context(|| format!("opening {}", bundle.runtime_log().display()))?;
+    // Behind a lock the pool mode can swap: a claimed runtime logs into its container's
+    // bundle from then on.
+    let log = SwitchableLog(std::sync::Arc::new(std::sync::Mutex::new(log)));
+    let redirect = std::sync::Arc::clone(&log.0);
     tracing_subscriber::fmt()
-        .with_writer(std::sync::Mutex::new(log))
+        .with_writer(move || log.clone())
         .with_ansi(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CONTAINER_RUNTIME_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    tracing::info!(pid = std::process::id(), bundle = %args.bundle.display(), "container-runtime starting");
+    tracing::info!(pid = std::process::id(), bundle = %dir.display(), "container-runtime starting");
     let linger = Duration::try_from_secs_f64(args.linger_secs).context("--linger-secs")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result: anyhow::Result<()> = if args.maintenance {
+    let result: anyhow::Result<()> = if args.pool_slot.is_some() {
+        let redirect_log: runtime::pool::RedirectLog =
+            Box::new(
+                move |path| match runtime_api::fsutil::open_private_append(path) {
+                    Ok(file) => {
+                        if let Ok(mut current) = redirect.lock() {
+                            *current = file;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("opening {}: {e}; logging stays in the slot", path.display())
+                    }
+                },
+            );
+        rt.block_on(runtime::pool::run(
+            runtime_api::pool::PoolSlot::new(&dir),
+            runtime::run::RunOptions { linger },
+            redirect_log,
+        ))
+        .map_err(Into::into)
+    } else if args.maintenance {
         rt.block_on(runtime::maintenance::run(bundle))
             .map_err(Into::into)
     } else {

@@ -55,6 +55,19 @@ pub async fn run(bundle: Bundle, options: RunOptions) -> Result<(), RunError> {
             return Err(e.into());
         }
     };
+    let create = Container::create(bundle.clone(), config.clone());
+    run_with(bundle, config, options, create, None).await
+}
+
+/// Runs the container of `bundle` whose VM `create` boots (or takes from the pool), serves
+/// it and waits for its end. `on_created` runs once the container serves.
+pub(crate) async fn run_with(
+    bundle: Bundle,
+    config: RuntimeConfig,
+    options: RunOptions,
+    create: impl std::future::Future<Output = Result<Arc<Container>, ContainerError>>,
+    on_created: Option<Box<dyn FnOnce() + Send>>,
+) -> Result<(), RunError> {
     let id = config.id.clone();
     // sun_path holds 107 bytes and a NUL; refuse before booting anything.
     if bundle.socket().as_os_str().len() > 107 {
@@ -72,7 +85,7 @@ pub async fn run(bundle: Bundle, options: RunOptions) -> Result<(), RunError> {
     let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
     let container = tokio::select! {
-        c = Container::create(bundle.clone(), config) => c,
+        c = create => c,
         _ = term.recv() => Err(ContainerError::FailedPrecondition("terminated while booting".into())),
         _ = int.recv() => Err(ContainerError::FailedPrecondition("interrupted while booting".into())),
     };
@@ -85,6 +98,9 @@ pub async fn run(bundle: Bundle, options: RunOptions) -> Result<(), RunError> {
         }
     };
     tracing::info!("container created; serving {}", bundle.socket().display());
+    if let Some(f) = on_created {
+        f();
+    }
     let on_signal = Arc::clone(&container);
     // A signal, or a Stop rpc once the container has finished, cuts the linger short: the
     // daemon stops a finished runtime once it has recorded the end and wants it gone

@@ -50,6 +50,11 @@ fn host_addr(addr: IpAddr) -> String {
     }
 }
 
+/// The node name of disk `index`'s raw format node (its `-drive ...,node-name=`).
+pub fn format_node(index: usize) -> String {
+    format!("fmt{index}")
+}
+
 /// The kernel command line for `config` under `launch`.
 pub fn kernel_cmdline(config: &VmConfig, launch: &Launch) -> String {
     let machine = machine::for_arch(config.arch);
@@ -126,7 +131,11 @@ pub fn qemu_args(config: &VmConfig, launch: &Launch) -> Result<Vec<String>, Conf
         };
         push(&[
             "-drive",
-            &format!("file={path},if=none,id=disk{i},format=raw,cache=writeback,{mode}"),
+            // The format node's fixed name lets `QemuVm::replace_disk` swap its file later.
+            &format!(
+                "file={path},if=none,id=disk{i},node-name={},format=raw,cache=writeback,{mode}",
+                format_node(i)
+            ),
         ]);
         push(&[
             "-device",

@@ -40,6 +40,7 @@ pub mod testing;
 pub mod tools;
 
 use std::collections::HashSet;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -193,6 +194,15 @@ impl Qemu {
                     kill_requested: AtomicBool::new(false),
                     listening: Mutex::new(HashSet::new()),
                 });
+                let disks = config
+                    .disks
+                    .iter()
+                    .map(|d| BootDisk {
+                        id: d.id.clone(),
+                        size: std::fs::metadata(&d.path).map(|m| m.len()).unwrap_or(0),
+                    })
+                    .collect();
+                let qmp_path = paths.qmp.clone();
                 let mut pids = vec![(qemu.name.clone(), qemu.pid)];
                 pids.extend(started.iter().map(|h| (h.name.clone(), h.pid)));
                 tokio::spawn(supervise(
@@ -206,6 +216,9 @@ impl Qemu {
                 Ok(QemuVm {
                     shared,
                     pids,
+                    qmp: qmp_path,
+                    disks,
+                    replaced: std::sync::atomic::AtomicU32::new(0),
                     accel,
                 })
             }
@@ -697,6 +710,12 @@ async fn run_helper(
 pub struct QemuVm {
     shared: Arc<Shared>,
     pids: Vec<(String, u32)>,
+    /// QEMU's monitor socket, for [`VirtualMachine::replace_disk`].
+    qmp: PathBuf,
+    /// The disks the VM booted with, in command-line order.
+    disks: Vec<BootDisk>,
+    /// How many disk images have been swapped in (names each new node uniquely).
+    replaced: std::sync::atomic::AtomicU32,
     accel: AccelChoice,
 }
 
@@ -710,6 +729,51 @@ impl QemuVm {
     pub fn accel(&self) -> &AccelChoice {
         &self.accel
     }
+}
+
+/// A disk as the VM booted with it: its serial and the size the guest probed.
+#[derive(Debug)]
+struct BootDisk {
+    id: String,
+    size: u64,
+}
+
+/// `value` as a JSON string literal.
+fn json_string(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The QMP commands that open `path` as a new file node `node` and make it the file of the
+/// raw format node `format`: `blockdev-reopen` swaps the child under the device, so the
+/// guest reads the new image from its next request on.
+fn replace_disk_commands(format: &str, node: &str, path: &str, read_only: bool) -> [String; 2] {
+    let (ro, discard) = if read_only {
+        ("true", "ignore")
+    } else {
+        ("false", "unmap")
+    };
+    // Writeback caching with flushes honoured, as the command line opens every disk.
+    let cache = r#"{"direct":false,"no-flush":false}"#;
+    [
+        format!(
+            r#"{{"execute":"blockdev-add","arguments":{{"driver":"file","node-name":"{node}","filename":{},"read-only":{ro},"discard":"{discard}","cache":{cache}}}}}"#,
+            json_string(path)
+        ),
+        format!(
+            r#"{{"execute":"blockdev-reopen","arguments":{{"options":[{{"driver":"raw","node-name":"{format}","file":"{node}","read-only":{ro},"discard":"{discard}","cache":{cache}}}]}}}}"#
+        ),
+    ]
 }
 
 impl Drop for QemuVm {
@@ -743,6 +807,59 @@ impl VirtualMachine for QemuVm {
 
     fn exit(&self) -> Option<VmExit> {
         self.shared.exit()
+    }
+
+    fn replace_disk<'a>(
+        &'a self,
+        id: &'a str,
+        path: &'a Path,
+        read_only: bool,
+    ) -> BoxFuture<'a, Result<(), VmError>> {
+        Box::pin(async move {
+            let op = format!("replacing disk {id} with {}", path.display());
+            let fail = |source: io::Error| VmError::Io {
+                op: op.clone(),
+                source,
+            };
+            let invalid =
+                |reason: String| fail(io::Error::new(io::ErrorKind::InvalidInput, reason));
+            let (index, disk) = self
+                .disks
+                .iter()
+                .enumerate()
+                .find(|(_, d)| d.id == id)
+                .ok_or_else(|| invalid("the vm has no such disk".into()))?;
+            let size = std::fs::metadata(path).map_err(fail)?.len();
+            if size > disk.size {
+                return Err(invalid(format!(
+                    "the image ({size} bytes) is larger than the disk the guest probed ({} bytes)",
+                    disk.size
+                )));
+            }
+            let path = path
+                .to_str()
+                .ok_or_else(|| invalid("the path is not valid UTF-8".into()))?;
+            let n = self
+                .replaced
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let node = format!("swap{n}");
+            let commands =
+                replace_disk_commands(&cmdline::format_node(index), &node, path, read_only);
+            let swap = async {
+                let mut qmp = qmp::Qmp::connect(&self.qmp).await?;
+                for command in &commands {
+                    qmp.execute(command).await?;
+                }
+                Ok::<_, io::Error>(())
+            };
+            match tokio::time::timeout(Duration::from_secs(10), swap).await {
+                Ok(result) => result.map_err(fail),
+                Err(_) => Err(fail(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "qemu's monitor did not answer within 10s",
+                ))),
+            }
+        })
     }
 
     fn kill(&self) -> BoxFuture<'_, VmExit> {
@@ -862,5 +979,31 @@ mod tests {
         std::fs::write(&log, "a\nb\n\nc\nd\n").unwrap();
         assert_eq!(log_tail(&log), "b | c | d");
         assert!(log_tail(&dir.path().join("none.log")).starts_with("no output in"));
+    }
+}
+
+#[cfg(test)]
+mod replace_disk_tests {
+    use super::*;
+
+    #[test]
+    fn json_string_escapes_what_json_requires() {
+        assert_eq!(json_string(r#"/a "b"\c"#), r#""/a \"b\"\\c""#);
+        assert_eq!(json_string("x\ny"), r#""x\u000ay""#);
+    }
+
+    #[test]
+    fn replace_disk_reopens_the_format_node_onto_a_new_file_node() {
+        let [add, reopen] = replace_disk_commands("fmt1", "swap0", "/c/rw.ext4", false);
+        assert_eq!(
+            add,
+            r#"{"execute":"blockdev-add","arguments":{"driver":"file","node-name":"swap0","filename":"/c/rw.ext4","read-only":false,"discard":"unmap","cache":{"direct":false,"no-flush":false}}}"#
+        );
+        assert_eq!(
+            reopen,
+            r#"{"execute":"blockdev-reopen","arguments":{"options":[{"driver":"raw","node-name":"fmt1","file":"swap0","read-only":false,"discard":"unmap","cache":{"direct":false,"no-flush":false}}]}}"#
+        );
+        let [add, _] = replace_disk_commands("fmt0", "swap1", "/i/rootfs.ext4", true);
+        assert!(add.contains(r#""read-only":true"#), "{add}");
     }
 }

@@ -595,6 +595,7 @@ async fn exec_init_stats_files_time_and_network(arch: Arch) {
             up: true,
             mtu: 32768,
             rename_to: String::new(),
+            set_mac: String::new(),
         })
         .await
         .unwrap();
@@ -609,6 +610,7 @@ async fn exec_init_stats_files_time_and_network(arch: Arch) {
             up: true,
             mtu: 0,
             rename_to: String::new(),
+            set_mac: String::new(),
         })
         .await
         .unwrap_err();

@@ -174,6 +174,29 @@ pub trait VirtualMachine: Send + Sync {
     /// Kills the VM at once (no guest cooperation) and waits until every helper is reaped.
     fn kill(&self) -> BoxFuture<'_, VmExit>;
 
+    /// Points the disk `id` (a [`DiskConfig::id`] the VM booted with) at the image `path`
+    /// while the guest runs, before the guest has mounted it: how a pre-booted guest takes a
+    /// container's disks (the guest finds disks by serial, so it sees the same device with
+    /// new contents). The guest keeps the capacity it probed at boot, so the image must not
+    /// be larger than the disk it replaces. Backends that cannot do this say so.
+    fn replace_disk<'a>(
+        &'a self,
+        id: &'a str,
+        path: &'a std::path::Path,
+        read_only: bool,
+    ) -> BoxFuture<'a, Result<(), VmError>> {
+        let _ = (path, read_only);
+        Box::pin(async move {
+            Err(VmError::Io {
+                op: format!("replacing disk {id}"),
+                source: io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "this backend cannot replace a disk of a running vm",
+                ),
+            })
+        })
+    }
+
     /// Stops the VM: runs `graceful` (typically the guest agent's Shutdown call) and waits for
     /// the VM to end; if that takes longer than `timeout`, kills it.
     fn stop<'a>(

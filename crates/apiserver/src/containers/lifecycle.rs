@@ -488,38 +488,11 @@ impl Daemon {
         rc.save(&bundle.config())
             .map_err(|e| ApiError::internal(format!("writing the runtime config: {e}")))?;
 
-        let mut cmd = tokio::process::Command::new(&self.runtime_binary);
-        cmd.arg("--bundle")
-            .arg(bundle.dir())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(false);
-        // SAFETY: setsid is async-signal-safe and touches no memory of the parent; it makes
-        // the runtime its own session leader so it outlives the daemon and its terminal.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().map_err(|e| {
-            ApiError::failed_precondition(format!(
-                "cannot run the container runtime {}: {e}",
-                self.runtime_binary.display()
-            ))
-        })?;
-        let pid = child.id().unwrap_or(0);
-        tracing::info!(%id, pid, "container runtime spawned");
-        let (exited_tx, mut exited_rx) = tokio::sync::watch::channel(false);
-        // Reap the child when it exits; if the daemon dies first, init adopts it.
-        tokio::spawn(async move {
-            let _ = child.wait().await;
-            let _ = exited_tx.send(true);
-        });
-
+        // A pre-booted guest of the right shape skips the boot; anything else boots cold.
+        let (pid, mut exited_rx) = match self.pool.claim(&rc, &bundle).await {
+            Some(claimed) => claimed,
+            None => self.spawn_cold_runtime(id, &bundle)?,
+        };
         let deadline = Instant::now() + BOOT_TIMEOUT;
         loop {
             if bundle.socket().exists()
@@ -567,6 +540,47 @@ impl Daemon {
                 _ = exited_rx.changed() => {}
             }
         }
+    }
+
+    /// Spawns `container-runtime --bundle DIR` for container `id`; returns its pid and a
+    /// watch that turns true when it exits.
+    fn spawn_cold_runtime(
+        &self,
+        id: &str,
+        bundle: &runtime_api::Bundle,
+    ) -> Result<(u32, tokio::sync::watch::Receiver<bool>), ApiError> {
+        let mut cmd = tokio::process::Command::new(&self.runtime_binary);
+        cmd.arg("--bundle")
+            .arg(bundle.dir())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(false);
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent; it makes
+        // the runtime its own session leader so it outlives the daemon and its terminal.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            ApiError::failed_precondition(format!(
+                "cannot run the container runtime {}: {e}",
+                self.runtime_binary.display()
+            ))
+        })?;
+        let pid = child.id().unwrap_or(0);
+        tracing::info!(%id, pid, "container runtime spawned");
+        let (exited_tx, exited_rx) = tokio::sync::watch::channel(false);
+        // Reap the child when it exits; if the daemon dies first, init adopts it.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+            let _ = exited_tx.send(true);
+        });
+        Ok((pid, exited_rx))
     }
 
     /// Gives a container that is about to start its interfaces: TAP devices and addresses on

@@ -24,4 +24,4 @@ mod macos;
 #[cfg(not(all(target_os = "linux", feature = "linux-host")))]
 use macos as imp;
 
-pub use imp::{bridge_unavailable, host_network, rosetta_available};
+pub use imp::{bridge_unavailable, host_network, process_tree_rss, rosetta_available};

@@ -297,6 +297,10 @@ pub async fn status(ctx: &Context, a: &SystemStatusArgs) -> CliResult {
                 "apiServerVersion": v.version, "apiServerCommit": v.commit,
                 "apiServerBuild": v.build, "apiServerAppName": v.app_name,
                 "kernel": kernel_summary(s.kernel.as_ref()),
+                "pool": s.pool.as_ref().map(|p| json!({
+                    "size": p.size, "ready": p.ready, "booting": p.booting,
+                    "memoryMiB": p.memory_mib, "residentBytes": p.resident_bytes,
+                })),
             }))
         );
     } else {
@@ -313,6 +317,7 @@ pub async fn status(ctx: &Context, a: &SystemStatusArgs) -> CliResult {
             ("apiserver.build", v.build.clone()),
             ("apiserver.appName", v.app_name.clone()),
             ("kernel", kernel_summary(s.kernel.as_ref())),
+            ("pool", pool_summary(s.pool.as_ref())),
         ]
         .into_iter()
         .map(|(k, v)| vec![k.to_owned(), v])
@@ -320,6 +325,24 @@ pub async fn status(ctx: &Context, a: &SystemStatusArgs) -> CliResult {
         out!("{}", output::table(&["FIELD", "VALUE"], &rows));
     }
     Ok(0)
+}
+
+/// One line for the warm pool: how full it is and what it holds in memory.
+fn pool_summary(p: Option<&v1::WarmPool>) -> String {
+    match p {
+        None => "unknown".to_owned(),
+        Some(p) if p.size == 0 && p.ready + p.booting == 0 => {
+            "off (container.pool.size 0)".to_owned()
+        }
+        Some(p) => format!(
+            "{} ready, {} booting of {}; {} MiB guest memory each, {} MiB resident in all",
+            p.ready,
+            p.booting,
+            p.size,
+            p.memory_mib,
+            p.resident_bytes >> 20
+        ),
+    }
 }
 
 /// One line for the guest kernel: its path and what it was built from, or why there is none.

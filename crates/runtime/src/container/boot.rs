@@ -265,7 +265,7 @@ impl Container {
         };
         let (vm, vm_pids) = boot_vm(vm_config).await?;
         let boot_log = bundle.boot_log();
-        let result = Self::set_up(bundle, config, Arc::clone(&vm), vm_pids, tmp_dir).await;
+        let result = Self::set_up(bundle, config, Arc::clone(&vm), vm_pids, tmp_dir, None).await;
         if let Err(e) = &result {
             vm.kill().await;
             tracing::error!(
@@ -283,8 +283,12 @@ impl Container {
         vm: Arc<dyn VirtualMachine>,
         vm_pids: Vec<u32>,
         vm_tmp_dir: Option<tempfile::TempDir>,
+        agent: Option<AgentClient>,
     ) -> Result<Arc<Container>, ContainerError> {
-        let agent = connect_agent(vm.as_ref()).await?;
+        let agent = match agent {
+            Some(agent) => agent,
+            None => connect_agent(vm.as_ref()).await?,
+        };
         tracing::info!(version = ?agent.guest_version(), "guest agent connected");
         // Independent steps go out together: each is a round trip through the VMM's vsock,
         // and the guest serves them in parallel.
@@ -420,7 +424,7 @@ impl Container {
 
 /// Dials the guest agent on its vsock port, waiting up to [`BOOT_TIMEOUT`] for the guest to
 /// boot: the container's VM and a maintenance VM connect the same way.
-async fn connect_agent(vm: &dyn VirtualMachine) -> Result<AgentClient, ContainerError> {
+pub(super) async fn connect_agent(vm: &dyn VirtualMachine) -> Result<AgentClient, ContainerError> {
     let connector = vm.connector(agent::AGENT_VSOCK_PORT, Duration::from_secs(2));
     AgentClient::connect(
         move || {

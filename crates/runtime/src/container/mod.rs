@@ -46,12 +46,14 @@ mod copy;
 mod exec;
 mod network;
 mod oci;
+mod pool;
 mod stdio;
 
 pub use boot::MaintenanceVm;
 pub(crate) use copy::check_container_path;
 pub use exec::{ExecEvent, ExecRequest};
 use oci::build_spec;
+pub use pool::PooledVm;
 use stdio::pump_init_output;
 
 /// The first host vsock port handed out for stdio (as Apple's runtime does).

@@ -72,6 +72,7 @@ impl Container {
                     up: true,
                     mtu: net.mtu.unwrap_or(0),
                     rename_to: String::new(),
+                    set_mac: String::new(),
                 })
                 .await
                 .map_err(agent_err(format!("bringing up {name}")))?;

@@ -1,0 +1,362 @@
+//! `cargo xtask bench pool`: issue 16's figures, each against a baseline from the same run.
+//!
+//! - `run --rm busybox true` cold (pool off) and from the warm pool, against a bare boot of
+//!   the same kernel (boot_bench --bare);
+//! - memory of an idle container: PSS and RSS of its runtime, QEMU and vsock helper (from
+//!   `/proc/<pid>/smaps_rollup`, so QEMU's shared text counts once in PSS), against what the
+//!   guest itself uses (MemTotal - MemAvailable inside it);
+//! - 50 idle containers with `--memory 256m`: all start, `ls` with 50 running, `stop --all`,
+//!   total host memory; `run` latency with 1, 10 and 50 running against the first one;
+//! - 10 concurrent `run`s against one alone.
+//!
+//! `$CONTAINER_BENCH_BIN` points at already built binaries (a debug build: the guest is
+//! then the one `cargo xtask guest` published beside them), otherwise release binaries are
+//! built. `$CONTAINER_BENCH_FIFTY=0` skips the 50-container part.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::paths::cache_dir;
+use crate::run::{run, step};
+
+/// One daemon on a temporary app root.
+struct Bench {
+    bin: PathBuf,
+    root: PathBuf,
+    pool: u32,
+}
+
+impl Bench {
+    fn start(bin: &Path, name: &str, pool: u32, images: &Path) -> Result<Bench> {
+        let root = cache_dir().join("bench").join(name);
+        let _ = std::fs::remove_dir_all(&root);
+        let b = Bench {
+            bin: bin.to_path_buf(),
+            root,
+            pool,
+        };
+        run(&mut b.cmd(&["system", "start"]))?;
+        run(&mut b
+            .cmd(&["image", "load", "-i"])
+            .arg(images.join("busybox.docker.tar")))?;
+        Ok(b)
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(self.bin.join("container"));
+        // User-mode networking: a benchmark must not add bridges to this host.
+        cmd.args(args)
+            .env("CONTAINER_APP_ROOT", &self.root)
+            .env("CONTAINER_NETWORK_MODE", "user")
+            .env("CONTAINER_POOL_SIZE", self.pool.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        cmd
+    }
+
+    fn output(&self, args: &[&str]) -> Result<String> {
+        crate::run::output(&mut self.cmd(args))
+    }
+
+    fn timed(&self, args: &[&str]) -> Result<Duration> {
+        let start = Instant::now();
+        run(&mut self.cmd(args))?;
+        Ok(start.elapsed())
+    }
+
+    /// Waits until the pool has `n` ready guests (and nothing booting).
+    fn wait_pool(&self, n: u32) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let status = self.output(&["system", "status", "--format", "json"])?;
+            let v: serde_json::Value = serde_json::from_str(status.trim())?;
+            let ready = v["pool"]["ready"].as_u64().unwrap_or(0);
+            let booting = v["pool"]["booting"].as_u64().unwrap_or(0);
+            if ready >= u64::from(n) && booting == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the pool did not fill: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn stop(&self) {
+        let _ = run(&mut self.cmd(&["rm", "--all", "--force"]));
+        let _ = run(&mut self.cmd(&["system", "stop"]));
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn median(v: &mut [Duration]) -> f64 {
+    v.sort();
+    v[v.len() / 2].as_secs_f64()
+}
+
+/// PSS and RSS in bytes of `pid` and every process below it.
+fn tree_memory(pid: u32) -> (u64, u64) {
+    let mut parents = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        if let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|f| f.parse::<u32>().ok())
+        {
+            parents.push((p, ppid));
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    let mut pss = 0;
+    let mut rss = 0;
+    for p in tree {
+        let Ok(rollup) = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")) else {
+            continue;
+        };
+        for line in rollup.lines() {
+            let kb = |prefix: &str| {
+                line.strip_prefix(prefix)
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            };
+            if let Some(v) = kb("Pss:") {
+                pss += v * 1024;
+            }
+            if let Some(v) = kb("Rss:") {
+                rss += v * 1024;
+            }
+        }
+    }
+    (pss, rss)
+}
+
+/// The runtime pid of container `name` (from `inspect`).
+fn runtime_pid(b: &Bench, name: &str) -> Result<u32> {
+    let id = b.output(&["inspect", "--format", "{{.Id}}", name])?;
+    let state =
+        std::fs::read_to_string(b.root.join("containers").join(id.trim()).join("state.json"))?;
+    let v: serde_json::Value = serde_json::from_str(&state)?;
+    v["runtime_pid"]
+        .as_u64()
+        .map(|p| p as u32)
+        .context("state.json has no pid")
+}
+
+/// What the guest of `name` uses: MemTotal - MemAvailable, bytes.
+fn guest_used(b: &Bench, name: &str) -> Result<u64> {
+    let meminfo = b.output(&["exec", name, "cat", "/proc/meminfo"])?;
+    let field = |key: &str| {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    Ok(field("MemTotal:").saturating_sub(field("MemAvailable:")))
+}
+
+const MIB: f64 = 1048576.0;
+
+pub fn pool(runs: u32) -> Result<()> {
+    let guest = crate::guest::build(crate::arch::Arch::host())?;
+    let images = crate::images::build()?;
+    let (bin, release) = match std::env::var_os("CONTAINER_BENCH_BIN") {
+        Some(dir) => (PathBuf::from(dir), false),
+        None => (crate::quickstart::build_product()?, true),
+    };
+    let runs = runs.max(1);
+    let small = ["--cpus", "1", "--memory", "256m"];
+    fn run_true<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let mut a = vec!["run", "--rm"];
+        a.extend(extra);
+        a.extend(["busybox", "true"]);
+        a
+    }
+
+    step("cold and pooled runs, interleaved");
+    let cold = Bench::start(&bin, "pool-cold", 0, &images)?;
+    let warm = Bench::start(&bin, "pool-warm", 1, &images)?;
+    let result = (|| -> Result<(Vec<Duration>, Vec<Duration>)> {
+        // Warm-ups: the pool learns the shape from its first start.
+        run(&mut cold.cmd(&run_true(&small)))?;
+        run(&mut warm.cmd(&run_true(&small)))?;
+        let (mut c, mut w) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            warm.wait_pool(1)?;
+            c.push(cold.timed(&run_true(&small))?);
+            warm.wait_pool(1)?;
+            w.push(warm.timed(&run_true(&small))?);
+        }
+        Ok((c, w))
+    })();
+    cold.stop();
+    let (mut c, mut w) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            warm.stop();
+            return Err(e);
+        }
+    };
+    step("bare boots of the same kernel (boot_bench --bare)");
+    let bare = crate::bench::bare_boot_median(&guest, runs, release)?;
+    let (cold_s, warm_s) = (median(&mut c), median(&mut w));
+    println!();
+    println!("pool, {runs} runs of each, 1 vCPU and 256 MiB (the bare boot's shape):");
+    println!("  bare QEMU boot to power-off          {bare:>7.2} s");
+    println!(
+        "  run --rm busybox true, cold          {cold_s:>7.2} s   ratio {:>5.2}",
+        cold_s / bare
+    );
+    println!(
+        "  run --rm busybox true, from the pool {warm_s:>7.2} s   ratio {:>5.2}   (goal <= 1.00)",
+        warm_s / bare
+    );
+
+    step("memory of an idle container");
+    let memory = (|| -> Result<()> {
+        warm.wait_pool(1)?;
+        let mut args = vec!["run", "-d", "--name", "idle"];
+        args.extend(small);
+        args.extend(["busybox", "sleep", "3600"]);
+        run(&mut warm.cmd(&args))?;
+        std::thread::sleep(Duration::from_secs(10));
+        let pid = runtime_pid(&warm, "idle")?;
+        let (pss, rss) = tree_memory(pid);
+        let used = guest_used(&warm, "idle")?;
+        println!(
+            "  guest's own use (MemTotal - MemAvailable) {:>7.1} MiB",
+            used as f64 / MIB
+        );
+        println!(
+            "  host PSS {:>7.1} MiB (above guest use {:>6.1} MiB; goal <= 64), RSS {:>7.1} MiB (above {:>6.1} MiB)",
+            pss as f64 / MIB,
+            (pss as f64 - used as f64) / MIB,
+            rss as f64 / MIB,
+            (rss as f64 - used as f64) / MIB
+        );
+        run(&mut warm.cmd(&["rm", "-f", "idle"]))?;
+        Ok(())
+    })();
+    warm.stop();
+    memory?;
+
+    if std::env::var("CONTAINER_BENCH_FIFTY").as_deref() == Ok("0") {
+        return Ok(());
+    }
+    step("50 idle containers with --memory 256m");
+    let fifty = Bench::start(&bin, "pool-fifty", 0, &images)?;
+    let result = fifty_idle(&fifty, &small, runs);
+    fifty.stop();
+    result
+}
+
+fn fifty_idle(b: &Bench, small: &[&str], runs: u32) -> Result<()> {
+    let run_true = {
+        let mut a = vec!["run", "--rm"];
+        a.extend(small);
+        a.extend(["busybox", "true"]);
+        a
+    };
+    let latency = |b: &Bench| -> Result<f64> {
+        let mut v = Vec::new();
+        for _ in 0..runs {
+            v.push(b.timed(&run_true)?);
+        }
+        Ok(median(&mut v))
+    };
+    let alone = latency(b)?;
+    let start = Instant::now();
+    let mut at = Vec::new();
+    for i in 1..=50 {
+        let name = format!("idle{i}");
+        let mut args = vec!["run", "-d", "--name", name.as_str()];
+        args.extend(small);
+        args.extend(["busybox", "sleep", "36000"]);
+        run(&mut b.cmd(&args))?;
+        if i == 1 || i == 10 || i == 50 {
+            at.push((i, latency(b)?));
+        }
+    }
+    let started = start.elapsed();
+    let mut ls = Vec::new();
+    for _ in 0..30 {
+        ls.push(b.timed(&["ls"])?);
+    }
+    let listed = b.output(&["ls", "-q"])?;
+    let running = listed.lines().count();
+    let mut total = (0, 0);
+    for i in 1..=50 {
+        let pid = runtime_pid(b, &format!("idle{i}"))?;
+        let (pss, rss) = tree_memory(pid);
+        total.0 += pss;
+        total.1 += rss;
+    }
+    let stop = b.timed(&["stop", "--all"])?;
+    let concurrent = {
+        let start = Instant::now();
+        let children: Vec<_> = (0..10)
+            .map(|_| b.cmd(&run_true).spawn())
+            .collect::<Result<_, _>>()?;
+        for mut c in children {
+            if !c.wait()?.success() {
+                bail!("a concurrent run failed");
+            }
+        }
+        start.elapsed().as_secs_f64()
+    };
+    println!();
+    println!("fifty idle containers (1 vCPU, 256 MiB each):");
+    println!("  run alone (baseline)                  {alone:>7.2} s");
+    for (n, s) in &at {
+        println!(
+            "  run with {n:>2} running                  {s:>7.2} s   ratio {:>5.2}",
+            s / alone
+        );
+    }
+    println!(
+        "  50 started in {:.1} s; {running} listed running",
+        started.as_secs_f64()
+    );
+    println!(
+        "  container ls, 50 running: median {:.1} ms   (goal <= 30 ms)",
+        median(&mut ls) * 1e3
+    );
+    println!(
+        "  host memory of all 50: PSS {:.0} MiB, RSS {:.0} MiB ({:.1} / {:.1} MiB each)",
+        total.0 as f64 / MIB,
+        total.1 as f64 / MIB,
+        total.0 as f64 / MIB / 50.0,
+        total.1 as f64 / MIB / 50.0
+    );
+    println!("  stop --all of 50: {:.1} s", stop.as_secs_f64());
+    println!(
+        "  10 concurrent runs: {concurrent:.2} s   ratio {:>5.2} against one alone, {:>5.2} against 10 in a row",
+        concurrent / alone,
+        concurrent / (alone * 10.0)
+    );
+    Ok(())
+}
