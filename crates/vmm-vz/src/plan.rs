@@ -190,6 +190,7 @@ mod tests {
                 }],
                 console_log: Some(p("console.log")),
                 runtime_dir: p("run"),
+                rosetta: false,
             }
         }
     }

@@ -66,6 +66,9 @@ impl PooledVm {
             shares: Vec::new(),
             console_log: Some(bundle.boot_log()),
             runtime_dir,
+            // A pooled guest is a native one: a container that asks for Rosetta never
+            // matches the pool's shape.
+            rosetta: false,
         };
         let (vm, pids) = boot_vm(vm_config).await?;
         match connect_agent(vm.as_ref()).await {
