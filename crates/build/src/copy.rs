@@ -39,6 +39,9 @@ pub struct Item {
     pub content: Content,
     pub mode: u32,
     pub mtime: u64,
+    /// A parent directory the COPY creates on the way to its destination: `--chmod` does
+    /// not apply to it.
+    pub implied: bool,
 }
 
 /// Where sources come from and how they land.
@@ -200,6 +203,7 @@ pub fn plan(spec: &CopySpec) -> Result<Vec<Item>, CopyError> {
                     content: Content::Dir,
                     mode: 0o755,
                     mtime: 0,
+                    implied: true,
                 });
             }
         }
@@ -233,6 +237,7 @@ pub fn plan(spec: &CopySpec) -> Result<Vec<Item>, CopyError> {
                     content: Content::Archive(path),
                     mode: 0,
                     mtime: 0,
+                    implied: false,
                 });
                 continue;
             }
@@ -242,6 +247,7 @@ pub fn plan(spec: &CopySpec) -> Result<Vec<Item>, CopyError> {
                 content: Content::File(path),
                 mode: meta.mode() & 0o7777,
                 mtime: meta.mtime().max(0) as u64,
+                implied: false,
             });
         }
     }
@@ -257,11 +263,12 @@ pub fn plan(spec: &CopySpec) -> Result<Vec<Item>, CopyError> {
             content: Content::Data(body.clone()),
             mode: 0o644,
             mtime: 0,
+            implied: false,
         });
     }
     if let Some(mode) = spec.chmod {
         for i in &mut items {
-            if !matches!(i.content, Content::Symlink(_) | Content::Archive(_)) {
+            if !i.implied && !matches!(i.content, Content::Symlink(_) | Content::Archive(_)) {
                 i.mode = mode;
             }
         }
@@ -302,6 +309,7 @@ fn walk(
                 content: Content::Dir,
                 mode,
                 mtime,
+                implied: false,
             });
             walk(&path, dest, &rel, excludes, items)?;
         } else if ft.is_symlink() {
@@ -312,6 +320,7 @@ fn walk(
                 content: Content::Symlink(link),
                 mode: 0o777,
                 mtime,
+                implied: false,
             });
         } else if ft.is_file() {
             items.push(Item {
@@ -319,6 +328,7 @@ fn walk(
                 content: Content::File(path),
                 mode,
                 mtime,
+                implied: false,
             });
         }
         // Sockets, fifos and devices are not copied, as Docker skips them.
@@ -534,6 +544,7 @@ mod tests {
         let items = plan(&s).unwrap();
         assert_eq!(dests(&items), ["e", "e/a.txt"]);
         assert_eq!(items[1].mode, 0o640);
+        assert_eq!(items[0].mode, 0o755, "--chmod leaves created parents alone");
     }
 
     #[test]
