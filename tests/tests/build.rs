@@ -241,6 +241,45 @@ fn multi_stage_build_runs_and_caches() {
     };
     let first_id = image_id("built:1");
 
+    // The built image's rootfs snapshot is a sound ext4, and the image pushes to the local
+    // registry, where skopeo reads it back.
+    let inspect: Value = serde_json::from_str(&d.ok(&["image", "inspect", "built:1"])).unwrap();
+    let manifest = inspect[0]["variants"][0]["manifestDigest"]
+        .as_str()
+        .unwrap();
+    let rootfs = d
+        .root
+        .join("snapshots")
+        .join(&manifest[7..])
+        .join("rootfs.ext4");
+    let fsck = std::process::Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&rootfs)
+        .output()
+        .expect("e2fsck runs");
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    let pushed = format!("{}/build-{}/built:1", d.mirror, std::process::id());
+    d.ok(&["image", "tag", "built:1", &pushed]);
+    d.ok(&["image", "push", &pushed]);
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{pushed}"))
+        .output()
+        .expect("skopeo must be installed");
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let remote: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(remote["Layers"].as_array().unwrap().len(), 2, "{remote}");
+    assert_eq!(remote["Labels"]["extra"], "yes", "{remote}");
+    assert_eq!(remote["Digest"], manifest, "{remote}");
+
     // A rebuild without change: every layer step CACHED.
     let started = Instant::now();
     let (_, stderr) = build(&d, &["-t", "built:1", "--label", "extra=yes", ctx_s]);
