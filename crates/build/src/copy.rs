@@ -53,6 +53,9 @@ pub struct CopySpec {
     pub sources: Vec<String>,
     /// Literal sources (heredocs): name and body.
     pub literals: Vec<(String, Vec<u8>)>,
+    /// Downloaded `ADD` URLs: the file's name and where the download is. They are 0600, as
+    /// Docker makes them, and never unpacked.
+    pub urls: Vec<(String, PathBuf)>,
     /// The destination, absolute (WORKDIR already applied).
     pub dest: String,
     /// `--chmod`, parsed.
@@ -186,7 +189,7 @@ pub fn plan(spec: &CopySpec) -> Result<Vec<Item>, CopyError> {
             matches.push((source.clone(), clean_relative(source)));
         }
     }
-    let count = matches.len() + spec.literals.len();
+    let count = matches.len() + spec.literals.len() + spec.urls.len();
     let dest_rel = clean_relative(&spec.dest);
     let dest_is_dir = spec.dest.ends_with('/')
         || spec.dest.ends_with("/.")
@@ -262,6 +265,21 @@ pub fn plan(spec: &CopySpec) -> Result<Vec<Item>, CopyError> {
             dest: target,
             content: Content::Data(body.clone()),
             mode: 0o644,
+            mtime: 0,
+            implied: false,
+        });
+    }
+    for (name, file) in &spec.urls {
+        let target = if dest_is_dir {
+            dest_rel.join(name)
+        } else {
+            dest_rel.clone()
+        };
+        push_parents(&mut items, &target);
+        items.push(Item {
+            dest: target,
+            content: Content::File(file.clone()),
+            mode: 0o600,
             mtime: 0,
             implied: false,
         });
@@ -498,6 +516,7 @@ mod tests {
             root: root.to_path_buf(),
             sources: sources.iter().map(|s| s.to_string()).collect(),
             literals: Vec::new(),
+            urls: Vec::new(),
             dest: dest.into(),
             chmod: None,
             exclude: Vec::new(),
