@@ -241,6 +241,45 @@ fn multi_stage_build_runs_and_caches() {
     };
     let first_id = image_id("built:1");
 
+    // The built image's rootfs snapshot is a sound ext4, and the image pushes to the local
+    // registry, where skopeo reads it back.
+    let inspect: Value = serde_json::from_str(&d.ok(&["image", "inspect", "built:1"])).unwrap();
+    let manifest = inspect[0]["variants"][0]["manifestDigest"]
+        .as_str()
+        .unwrap();
+    let rootfs = d
+        .root
+        .join("snapshots")
+        .join(&manifest[7..])
+        .join("rootfs.ext4");
+    let fsck = std::process::Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&rootfs)
+        .output()
+        .expect("e2fsck runs");
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    let pushed = format!("{}/build-{}/built:1", d.mirror, std::process::id());
+    d.ok(&["image", "tag", "built:1", &pushed]);
+    d.ok(&["image", "push", &pushed]);
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{pushed}"))
+        .output()
+        .expect("skopeo must be installed");
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let remote: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(remote["Layers"].as_array().unwrap().len(), 2, "{remote}");
+    assert_eq!(remote["Labels"]["extra"], "yes", "{remote}");
+    assert_eq!(remote["Digest"], manifest, "{remote}");
+
     // A rebuild without change: every layer step CACHED.
     let started = Instant::now();
     let (_, stderr) = build(&d, &["-t", "built:1", "--label", "extra=yes", ctx_s]);
@@ -323,19 +362,104 @@ fn dockerignore_exceptions_decide_the_context() {
         listing,
         [
             "ctx",
-            "ctx/.dockerignore",
-            "ctx/Containerfile",
-            "ctx/a.txt",
+            "ctx/.dockerignore 644 *.log\nsecret\nlogs\n!logs/keep.log\n**/*.tmp\n",
+            "ctx/Containerfile 644 FROM scratch\nCOPY . /ctx/\nCMD [\"x\"]\n",
+            "ctx/a.txt 644 a",
             "ctx/logs",
-            "ctx/logs/keep.log",
+            "ctx/logs/keep.log 644 k",
             "ctx/src",
             "ctx/src/deep",
-            "ctx/src/main.rs",
+            "ctx/src/main.rs 644 m",
         ]
     );
 }
 
-/// The entries of the one layer in an OCI-layout image archive.
+#[test]
+fn add_unpacks_local_tars_and_checks_downloads() {
+    let Some(d) = Daemon::start("badd") else {
+        return;
+    };
+    // A URL served from 127.0.0.1 by the test itself.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let body = "downloaded\n";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let sum = std::process::Command::new("sh")
+        .args(["-c", "printf 'downloaded\\n' | sha256sum"])
+        .output()
+        .unwrap();
+    let sum = String::from_utf8_lossy(&sum.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let ctx = d.root.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    // A local tar that ADD unpacks.
+    let mut t = tar::Builder::new(std::fs::File::create(ctx.join("files.tar")).unwrap());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o640);
+    h.set_entry_type(tar::EntryType::Regular);
+    t.append_data(&mut h, "pkg/a.txt", &b"A"[..]).unwrap();
+    t.finish().unwrap();
+    drop(t);
+    let url = format!("http://127.0.0.1:{port}/dl/hello.txt?x=1");
+    write(
+        &ctx,
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM scratch\nADD files.tar /opt/\nADD --checksum=sha256:{sum} {url} /web/\nCMD [\"x\"]\n"
+            ),
+        )],
+    );
+    build(&d, &["-t", "added", ctx.to_str().unwrap()]);
+    let out = d.root.join("added.tar");
+    d.ok(&["image", "save", "-o", out.to_str().unwrap(), "added"]);
+    assert_eq!(
+        layer_files(&out),
+        [
+            "opt",
+            "opt/pkg/a.txt 640 A",
+            "web",
+            "web/hello.txt 600 downloaded\n"
+        ]
+    );
+    // A wrong checksum fails the build and names both digests.
+    let bad = "0".repeat(64);
+    write(
+        &ctx,
+        &[(
+            "Dockerfile",
+            &format!("FROM scratch\nADD --checksum=sha256:{bad} {url} /web/\n"),
+        )],
+    );
+    let err = d.fails(&["build", "-t", "bad", ctx.to_str().unwrap()], 1);
+    assert_eq!(
+        err,
+        format!(
+            "container: Dockerfile:2: digest mismatch for {url}: expected sha256:{bad}, got sha256:{sum}"
+        )
+    );
+}
+
+/// The entries of the layers in an OCI-layout image archive.
 fn layer_files(archive: &Path) -> Vec<String> {
     let mut blobs = std::collections::BTreeMap::new();
     let mut a = tar::Archive::new(std::fs::File::open(archive).unwrap());
@@ -350,16 +474,24 @@ fn layer_files(archive: &Path) -> Vec<String> {
     let blob = |d: &str| &blobs[&format!("blobs/sha256/{}", &d[7..])];
     let manifest: Value =
         serde_json::from_slice(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
-    let layers = manifest["layers"].as_array().unwrap();
-    assert_eq!(layers.len(), 1, "{manifest}");
-    let gz = blob(layers[0]["digest"].as_str().unwrap());
-    let mut tar = tar::Archive::new(flate2_reader(gz));
-    let mut names: Vec<String> = tar
-        .entries()
-        .unwrap()
-        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
-        .map(|p| p.trim_start_matches("./").trim_end_matches('/').to_string())
-        .collect();
+    let mut names = Vec::new();
+    for layer in manifest["layers"].as_array().unwrap() {
+        let gz = blob(layer["digest"].as_str().unwrap());
+        let mut tar = tar::Archive::new(flate2_reader(gz));
+        for e in tar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let p = e.path().unwrap().to_string_lossy().into_owned();
+            let p = p.trim_start_matches("./").trim_end_matches('/').to_string();
+            let mode = e.header().mode().unwrap();
+            let mut body = String::new();
+            std::io::Read::read_to_string(&mut e, &mut body).unwrap();
+            names.push(if body.is_empty() {
+                p
+            } else {
+                format!("{p} {mode:o} {body}")
+            });
+        }
+    }
     names.sort();
     names
 }

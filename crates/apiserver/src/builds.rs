@@ -19,7 +19,7 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::daemon::{Daemon, blocking};
-use crate::errors::oci_error;
+use crate::errors::{oci_error, one_line};
 
 type Res<T> = Result<Response<T>, Status>;
 
@@ -75,6 +75,42 @@ impl build::BaseImages for DaemonImages {
                 },
                 message: format!("base image {reference}: {}", e.message),
             })
+    }
+
+    fn fetch(&self, url: &str, dest: &std::path::Path) -> build::Result<()> {
+        self.handle
+            .block_on(self.fetch_async(url, dest))
+            .map_err(|message| build::BuildError::Image {
+                kind: oci::ErrorKind::Unavailable,
+                message: one_line(&message),
+            })
+    }
+}
+
+/// How long an `ADD <url>` download may take.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl DaemonImages {
+    async fn fetch_async(&self, url: &str, dest: &std::path::Path) -> Result<(), String> {
+        use tokio::io::AsyncWriteExt;
+        // reqwest is built without a bundled TLS provider (as in crates/oci): install ring
+        // once per process; an error only means one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut resp = client.get(url).send().await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("the server answered {}", resp.status()));
+        }
+        let mut f = tokio::fs::File::create(dest)
+            .await
+            .map_err(|e| e.to_string())?;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+            f.write_all(&chunk).await.map_err(|e| e.to_string())?;
+        }
+        f.flush().await.map_err(|e| e.to_string())
     }
 }
 

@@ -39,6 +39,9 @@ pub struct Item {
     pub content: Content,
     pub mode: u32,
     pub mtime: u64,
+    /// A parent directory the COPY creates on the way to its destination: `--chmod` does
+    /// not apply to it.
+    pub implied: bool,
 }
 
 /// Where sources come from and how they land.
@@ -50,6 +53,9 @@ pub struct CopySpec {
     pub sources: Vec<String>,
     /// Literal sources (heredocs): name and body.
     pub literals: Vec<(String, Vec<u8>)>,
+    /// Downloaded `ADD` URLs: the file's name and where the download is. They are 0600, as
+    /// Docker makes them, and never unpacked.
+    pub urls: Vec<(String, PathBuf)>,
     /// The destination, absolute (WORKDIR already applied).
     pub dest: String,
     /// `--chmod`, parsed.
@@ -183,7 +189,7 @@ pub fn plan(spec: &CopySpec) -> Result<Vec<Item>, CopyError> {
             matches.push((source.clone(), clean_relative(source)));
         }
     }
-    let count = matches.len() + spec.literals.len();
+    let count = matches.len() + spec.literals.len() + spec.urls.len();
     let dest_rel = clean_relative(&spec.dest);
     let dest_is_dir = spec.dest.ends_with('/')
         || spec.dest.ends_with("/.")
@@ -200,6 +206,7 @@ pub fn plan(spec: &CopySpec) -> Result<Vec<Item>, CopyError> {
                     content: Content::Dir,
                     mode: 0o755,
                     mtime: 0,
+                    implied: true,
                 });
             }
         }
@@ -233,6 +240,7 @@ pub fn plan(spec: &CopySpec) -> Result<Vec<Item>, CopyError> {
                     content: Content::Archive(path),
                     mode: 0,
                     mtime: 0,
+                    implied: false,
                 });
                 continue;
             }
@@ -242,6 +250,7 @@ pub fn plan(spec: &CopySpec) -> Result<Vec<Item>, CopyError> {
                 content: Content::File(path),
                 mode: meta.mode() & 0o7777,
                 mtime: meta.mtime().max(0) as u64,
+                implied: false,
             });
         }
     }
@@ -257,11 +266,27 @@ pub fn plan(spec: &CopySpec) -> Result<Vec<Item>, CopyError> {
             content: Content::Data(body.clone()),
             mode: 0o644,
             mtime: 0,
+            implied: false,
+        });
+    }
+    for (name, file) in &spec.urls {
+        let target = if dest_is_dir {
+            dest_rel.join(name)
+        } else {
+            dest_rel.clone()
+        };
+        push_parents(&mut items, &target);
+        items.push(Item {
+            dest: target,
+            content: Content::File(file.clone()),
+            mode: 0o600,
+            mtime: 0,
+            implied: false,
         });
     }
     if let Some(mode) = spec.chmod {
         for i in &mut items {
-            if !matches!(i.content, Content::Symlink(_) | Content::Archive(_)) {
+            if !i.implied && !matches!(i.content, Content::Symlink(_) | Content::Archive(_)) {
                 i.mode = mode;
             }
         }
@@ -302,6 +327,7 @@ fn walk(
                 content: Content::Dir,
                 mode,
                 mtime,
+                implied: false,
             });
             walk(&path, dest, &rel, excludes, items)?;
         } else if ft.is_symlink() {
@@ -312,6 +338,7 @@ fn walk(
                 content: Content::Symlink(link),
                 mode: 0o777,
                 mtime,
+                implied: false,
             });
         } else if ft.is_file() {
             items.push(Item {
@@ -319,6 +346,7 @@ fn walk(
                 content: Content::File(path),
                 mode,
                 mtime,
+                implied: false,
             });
         }
         // Sockets, fifos and devices are not copied, as Docker skips them.
@@ -488,6 +516,7 @@ mod tests {
             root: root.to_path_buf(),
             sources: sources.iter().map(|s| s.to_string()).collect(),
             literals: Vec::new(),
+            urls: Vec::new(),
             dest: dest.into(),
             chmod: None,
             exclude: Vec::new(),
@@ -534,6 +563,7 @@ mod tests {
         let items = plan(&s).unwrap();
         assert_eq!(dests(&items), ["e", "e/a.txt"]);
         assert_eq!(items[1].mode, 0o640);
+        assert_eq!(items[0].mode, 0o755, "--chmod leaves created parents alone");
     }
 
     #[test]

@@ -21,6 +21,9 @@ use crate::{BuildError, ErrorKind, Result};
 pub trait BaseImages {
     /// The image `reference` (as the Dockerfile writes it, ARGs expanded) for `platform`.
     fn get(&self, reference: &str, platform: &spec::Platform) -> Result<oci::ResolvedImage>;
+
+    /// Downloads `url` (an `ADD` source) into the new file `dest`.
+    fn fetch(&self, url: &str, dest: &std::path::Path) -> Result<()>;
 }
 
 /// What the build reports as it goes; the daemon turns these into progress messages.
@@ -465,14 +468,24 @@ impl Build<'_> {
         };
         let mut sources = Vec::new();
         let mut literals = Vec::new();
+        let mut urls = Vec::new();
+        if c.checksum.is_some()
+            && !c
+                .sources
+                .iter()
+                .any(|s| matches!(s, Source::Path(p) if p.starts_with("http://") || p.starts_with("https://")))
+        {
+            return Err(fail(
+                ErrorKind::InvalidArgument,
+                "--checksum can only be used with an HTTP(S) source".into(),
+            ));
+        }
         for s in &c.sources {
             match s {
                 Source::Path(p) => {
                     if is_add && (p.starts_with("http://") || p.starts_with("https://")) {
-                        return Err(fail(
-                            ErrorKind::InvalidArgument,
-                            format!("ADD from a URL ({p}) is not supported yet"),
-                        ));
+                        urls.push(self.download(p, c.checksum.as_deref(), urls.len())?);
+                        continue;
                     }
                     if is_add && p.starts_with("git@") {
                         return Err(fail(
@@ -513,6 +526,7 @@ impl Build<'_> {
             root,
             sources,
             literals,
+            urls,
             dest,
             chmod,
             exclude: c.exclude.clone(),
@@ -534,6 +548,57 @@ impl Build<'_> {
         };
         self.cache.put(&key, &entry)?;
         Ok(((entry, key), false))
+    }
+
+    /// Downloads an `ADD` URL into the work directory and checks `--checksum`; returns the
+    /// file's name in the image (the URL's last path segment) and where it is.
+    fn download(
+        &mut self,
+        url: &str,
+        checksum: Option<&str>,
+        n: usize,
+    ) -> Result<(String, PathBuf), CopyError> {
+        let fail = |kind: ErrorKind, message: String| {
+            CopyError::Build(BuildError::Step {
+                file: String::new(),
+                line: 0,
+                kind,
+                message,
+            })
+        };
+        let path_part = url
+            .split_once("://")
+            .map_or(url, |(_, rest)| rest)
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default();
+        let name = path_part
+            .split_once('/')
+            .map(|(_, p)| p.rsplit('/').next().unwrap_or_default())
+            .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+            .unwrap_or("__unnamed__")
+            .to_string();
+        let dir = self.work.join(format!("url-{n}"));
+        std::fs::create_dir_all(&dir)
+            .map_err(BuildError::io(format!("creating {}", dir.display())))?;
+        let file = dir.join("download");
+        self.images
+            .fetch(url, &file)
+            .map_err(|e| fail(e.kind(), format!("ADD {url}: {e}")))?;
+        if let Some(want) = checksum {
+            let got = oci::Digest::of(
+                &std::fs::read(&file)
+                    .map_err(BuildError::io(format!("reading {}", file.display())))?,
+            )
+            .to_string();
+            if got != want {
+                return Err(fail(
+                    ErrorKind::InvalidArgument,
+                    format!("digest mismatch for {url}: expected {want}, got {got}"),
+                ));
+            }
+        }
+        Ok((name, file))
     }
 
     /// `--chown=user[:group]`: numbers, or names from the stage's `/etc/passwd` and

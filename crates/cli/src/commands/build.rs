@@ -231,31 +231,27 @@ pub async fn build(ctx: &Context, a: &BuildArgs) -> CliResult {
         };
         use v1::build_response::Event as E;
         match msg.event {
+            Some(E::Result(r)) => result = Some(r),
+            Some(E::Warning(w)) => eprintln!("WARNING: {w}"),
             Some(E::Step(s)) => {
                 if !a.quiet {
                     eprintln!("{}", step_line(&s));
                 }
                 steps.insert(s.number, s);
             }
-            Some(E::Done(d)) => {
-                if !a.quiet {
-                    if d.cached {
-                        eprintln!("#{} CACHED", d.number);
-                    } else {
-                        eprintln!("#{} DONE {:.1}s", d.number, d.duration_ms as f64 / 1000.0);
-                    }
+            Some(E::Done(d)) if !a.quiet => {
+                if d.cached {
+                    eprintln!("#{} CACHED", d.number);
+                } else {
+                    eprintln!("#{} DONE {:.1}s", d.number, d.duration_ms as f64 / 1000.0);
                 }
             }
-            Some(E::Log(l)) => {
-                if !a.quiet {
-                    for line in l.text.lines() {
-                        eprintln!("#{} {line}", l.number);
-                    }
+            Some(E::Log(l)) if !a.quiet => {
+                for line in l.text.lines() {
+                    eprintln!("#{} {line}", l.number);
                 }
             }
-            Some(E::Warning(w)) => eprintln!("WARNING: {w}"),
-            Some(E::Result(r)) => result = Some(r),
-            None => {}
+            _ => {}
         }
     }
     // The context went out whole, or the daemon stopped reading it (it failed first).
