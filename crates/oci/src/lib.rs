@@ -54,6 +54,10 @@
 pub mod archive;
 pub mod credentials;
 pub mod digest;
+// Not under `check_macos`: security-framework compiles its API only for Apple targets, so
+// this module cannot be type-checked on Linux (docs/macos.md).
+#[cfg(target_os = "macos")]
+pub mod keychain;
 pub mod layer;
 pub mod manifest;
 pub mod platform;
@@ -69,6 +73,22 @@ pub use credentials::{
     FileCredentialStore,
 };
 pub use digest::{Digest, DigestError};
+
+/// The store `registry login` writes to on this platform: the macOS Keychain, or on Linux
+/// `<app root>/credentials.json` (0600). The one place this crate picks a platform's part.
+pub fn platform_credential_store(
+    app_root: &std::path::Path,
+) -> std::sync::Arc<dyn CredentialStore> {
+    #[cfg(target_os = "macos")]
+    {
+        let _ = app_root;
+        std::sync::Arc::new(keychain::KeychainCredentialStore::new())
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        std::sync::Arc::new(FileCredentialStore::new(app_root.join("credentials.json")))
+    }
+}
 pub use layer::{LayerError, open_layer};
 pub use manifest::{
     Compression, Descriptor, ImageConfig, ImageHealthcheck, ImageIndex, ImageManifest, Manifest,

@@ -13,14 +13,15 @@
 //!   [`net::HostNetwork`] that does it (`net::host::LinuxBridge`: bridges, TAP devices,
 //!   nftables).
 
-#[cfg(all(target_os = "linux", feature = "linux-host"))]
+#[cfg(all(target_os = "linux", feature = "linux-host", not(check_macos)))]
 mod linux;
-#[cfg(all(target_os = "linux", feature = "linux-host"))]
+#[cfg(all(target_os = "linux", feature = "linux-host", not(check_macos)))]
 use linux as imp;
 
-#[cfg(not(all(target_os = "linux", feature = "linux-host")))]
+// Also under `--cfg check_macos`: `cargo xtask check-macos` builds the daemon as macOS would.
+#[cfg(not(all(target_os = "linux", feature = "linux-host", not(check_macos))))]
 mod macos;
-#[cfg(not(all(target_os = "linux", feature = "linux-host")))]
+#[cfg(not(all(target_os = "linux", feature = "linux-host", not(check_macos))))]
 use macos as imp;
 
 pub use imp::{bridge_unavailable, host_network};
