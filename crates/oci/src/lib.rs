@@ -120,3 +120,30 @@ pub enum ErrorKind {
     /// Local I/O failures and bugs.
     Internal,
 }
+
+#[cfg(all(test, not(target_os = "macos")))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn off_macos_logins_go_to_the_app_roots_credentials_file() {
+        let root = tempfile::tempdir().unwrap();
+        let store = platform_credential_store(root.path());
+        let login = Credential {
+            username: "alice".into(),
+            secret: "s3cret".into(),
+        };
+        store.store("https://index.docker.io/v1/", &login).unwrap();
+        let file = root.path().join("credentials.json");
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .contains("\"alice\"")
+        );
+        assert_eq!(store.get("docker.io").unwrap(), Some(login));
+    }
+}
