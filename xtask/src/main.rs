@@ -7,6 +7,7 @@
 mod arch;
 mod bench;
 mod bench_pool;
+mod check_macos;
 mod deps;
 mod guest;
 mod images;
@@ -64,6 +65,8 @@ enum Command {
     Modules,
     /// Set everything up and run a container from the bundled busybox image, offline.
     Quickstart,
+    /// Type-check the macOS code (vmm-vz and the host crates' macOS modules) on Linux.
+    CheckMacos,
     /// Everything CI runs: deps, guest, images, registry, fmt, clippy, the test suite.
     Test {
         /// Extra arguments for `cargo nextest run` (e.g. a test name filter).
@@ -84,6 +87,7 @@ fn main() -> Result<()> {
         Command::Deps => deps::install(),
         Command::Kernel { arch } => kernel::build(arch).map(|k| println!("{}", k.display())),
         Command::Guest { arch } => guest::build(arch).map(|g| g.print()),
+        Command::CheckMacos => check_macos::run(),
         Command::Images => images::build().map(|dir| println!("{}", dir.display())),
         Command::Registry { action } => registry::command(action),
         Command::Modules => modules::check(),

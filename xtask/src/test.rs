@@ -109,6 +109,9 @@ fn checks_and_tests(
         "-D",
         "warnings",
     ]))?;
+    // The macOS code (crates/vmm-vz and the macOS side of every platform gate), type-checked
+    // against the real objc2 bindings, plus the proof that a wrong call fails that check.
+    crate::check_macos::run()?;
     step("cargo nextest run");
     let mut nextest = cargo();
     nextest

@@ -166,9 +166,8 @@ impl Daemon {
         if cleaned > 0 {
             tracing::info!(cleaned, "removed half-created or half-deleted volumes");
         }
-        let mut stores: Vec<Arc<dyn oci::CredentialStore>> = vec![Arc::new(
-            oci::FileCredentialStore::new(root.join("credentials.json")),
-        )];
+        let mut stores: Vec<Arc<dyn oci::CredentialStore>> =
+            vec![oci::platform_credential_store(&root)];
         if let Some(docker) = oci::DockerConfigStore::from_env() {
             stores.push(Arc::new(docker));
         }

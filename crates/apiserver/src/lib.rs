@@ -16,7 +16,7 @@
 //! ├── apiserver.log             the daemon's own log (`system logs`)
 //! ├── properties.json           properties the user set (atomic writes); defaults apply
 //! │                             to every key not in it
-//! ├── credentials.json          registry logins (mode 0600, crates/oci's file store)
+//! ├── credentials.json          registry logins (mode 0600, crates/oci's file store; the Keychain on macOS)
 //! ├── images.json, content/,    the image store (crates/oci: index, verified blobs,
 //! │   snapshots/<hex>/          resumable ingests, one rootfs.ext4 per manifest)
 //! ├── kernels/                  kernels installed by `system kernel set` (vmlinux-<arch>,

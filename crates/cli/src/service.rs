@@ -174,8 +174,9 @@ pub fn install_systemd(service: &DaemonService) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// Writes the agent plist and loads it with launchctl (macOS).
-#[cfg(target_os = "macos")]
+/// Writes the agent plist and loads it with launchctl (macOS; also compiled under
+/// `check_macos` so `cargo xtask check-macos` type-checks it on Linux).
+#[cfg(any(target_os = "macos", check_macos))]
 pub fn install_launchd(service: &DaemonService) -> Result<PathBuf, String> {
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
@@ -186,20 +187,22 @@ pub fn install_launchd(service: &DaemonService) -> Result<PathBuf, String> {
     }
     std::fs::write(&path, service.launchd_plist())
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
-    // Replace an older registration, if any, then load this one.
+    // The user's GUI domain, where login agents live: replace an older registration of the
+    // label, if any, then bootstrap this one (RunAtLoad starts the daemon).
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let domain = format!("gui/{}", unsafe { libc::getuid() });
     let _ = std::process::Command::new("launchctl")
-        .arg("unload")
-        .arg(&path)
+        .args(["bootout", &format!("{domain}/{LAUNCHD_LABEL}")])
         .output();
     let out = std::process::Command::new("launchctl")
-        .args(["load", "-w"])
+        .args(["bootstrap", &domain])
         .arg(&path)
         .output()
         .map_err(|e| format!("running launchctl: {e}"))?;
     if !out.status.success() {
         let _ = std::fs::remove_file(&path);
         return Err(format!(
-            "launchctl load failed: {}",
+            "launchctl bootstrap {domain} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }

@@ -2,8 +2,8 @@
 //! `registry login/logout/list`, and a read-only view of Docker's `~/.docker/config.json`
 //! (`auths`, `credHelpers`, `credsStore`) so users logged in with Docker are logged in here.
 //!
-//! The macOS Keychain is a later implementation of the same trait; [`CredentialChain`]
-//! puts it (or the file store) in front of Docker's config.
+//! On macOS the Keychain implements the same trait (`crate::keychain`) where Linux uses the
+//! file; [`CredentialChain`] puts it (or the file store) in front of Docker's config.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -46,6 +46,9 @@ pub enum CredentialError {
     Helper { helper: String, detail: String },
     #[error("{0} is read-only; log in with `container registry login` instead")]
     ReadOnly(String),
+    /// The macOS Keychain refused (macOS only).
+    #[error("keychain: {op} failed: {detail}")]
+    Keychain { op: String, detail: String },
 }
 
 impl CredentialError {
@@ -58,6 +61,7 @@ impl CredentialError {
                 K::FailedPrecondition
             }
             CredentialError::Read { .. } | CredentialError::Write(_) => K::Internal,
+            CredentialError::Keychain { .. } => K::Unavailable,
         }
     }
 }

@@ -55,6 +55,10 @@ pub mod archive;
 pub mod capture;
 pub mod credentials;
 pub mod digest;
+// Not under `check_macos`: security-framework compiles its API only for Apple targets, so
+// this module cannot be type-checked on Linux (docs/macos.md).
+#[cfg(target_os = "macos")]
+pub mod keychain;
 pub mod layer;
 pub mod manifest;
 pub mod platform;
@@ -70,6 +74,22 @@ pub use credentials::{
     FileCredentialStore, RequestCredentials,
 };
 pub use digest::{Digest, DigestError};
+
+/// The store `registry login` writes to on this platform: the macOS Keychain, or on Linux
+/// `<app root>/credentials.json` (0600). The one place this crate picks a platform's part.
+pub fn platform_credential_store(
+    app_root: &std::path::Path,
+) -> std::sync::Arc<dyn CredentialStore> {
+    #[cfg(target_os = "macos")]
+    {
+        let _ = app_root;
+        std::sync::Arc::new(keychain::KeychainCredentialStore::new())
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        std::sync::Arc::new(FileCredentialStore::new(app_root.join("credentials.json")))
+    }
+}
 pub use layer::{LayerError, open_layer};
 pub use manifest::{
     Compression, Descriptor, ImageConfig, ImageHealthcheck, ImageIndex, ImageManifest, Manifest,
@@ -100,4 +120,31 @@ pub enum ErrorKind {
     Unavailable,
     /// Local I/O failures and bugs.
     Internal,
+}
+
+#[cfg(all(test, not(target_os = "macos")))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn off_macos_logins_go_to_the_app_roots_credentials_file() {
+        let root = tempfile::tempdir().unwrap();
+        let store = platform_credential_store(root.path());
+        let login = Credential {
+            username: "alice".into(),
+            secret: "s3cret".into(),
+        };
+        store.store("https://index.docker.io/v1/", &login).unwrap();
+        let file = root.path().join("credentials.json");
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .contains("\"alice\"")
+        );
+        assert_eq!(store.get("docker.io").unwrap(), Some(login));
+    }
 }

@@ -44,7 +44,7 @@ use vmm::{
 
 use crate::plan::{self, DiskCaching, VzPlan};
 
-/// How long one connection attempt to a guest port may take before it counts as failed.
+/// The pause between two connection attempts to a guest port.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// How many connections the guest may open to one host port before the host accepts them.
 const ACCEPT_BACKLOG: usize = 64;
@@ -645,11 +645,14 @@ async fn dial_until(
         if let Some(how) = exit.borrow().clone() {
             return Err(VmError::Exited(how));
         }
-        let last_error =
-            match connect_once(queue.clone(), Arc::clone(&machine), port, runtime.clone()).await {
-                Ok(stream) => return Ok(stream),
-                Err(e) => e,
-            };
+        // The framework answers every connect; the deadline still bounds one that does not.
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let attempt = connect_once(queue.clone(), Arc::clone(&machine), port, runtime.clone());
+        let last_error = match tokio::time::timeout(remaining, attempt).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => e,
+            Err(_) => "the framework did not answer the connect in time".to_owned(),
+        };
         if Instant::now() + RETRY_PAUSE >= deadline {
             return Err(VmError::DialTimeout {
                 port,

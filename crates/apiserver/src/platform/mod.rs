@@ -14,14 +14,15 @@
 //!   nftables);
 //! - whether Rosetta can translate x86_64 programs in an arm64 guest (Apple silicon only).
 
-#[cfg(all(target_os = "linux", feature = "linux-host"))]
+#[cfg(all(target_os = "linux", feature = "linux-host", not(check_macos)))]
 mod linux;
-#[cfg(all(target_os = "linux", feature = "linux-host"))]
+#[cfg(all(target_os = "linux", feature = "linux-host", not(check_macos)))]
 use linux as imp;
 
-#[cfg(not(all(target_os = "linux", feature = "linux-host")))]
+// Also under `--cfg check_macos`: `cargo xtask check-macos` builds the daemon as macOS would.
+#[cfg(not(all(target_os = "linux", feature = "linux-host", not(check_macos))))]
 mod macos;
-#[cfg(not(all(target_os = "linux", feature = "linux-host")))]
+#[cfg(not(all(target_os = "linux", feature = "linux-host", not(check_macos))))]
 use macos as imp;
 
 pub use imp::{bridge_unavailable, host_network, process_tree_rss, rosetta_available};
