@@ -276,6 +276,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_freezer_state_is_read_from_cgroup_events() {
+        assert_eq!(events_frozen("populated 1\nfrozen 1\n"), Some(true));
+        assert_eq!(events_frozen("populated 1\nfrozen 0\n"), Some(false));
+        assert_eq!(events_frozen("populated 1\n"), None);
+    }
+
+    #[test]
     fn limits_from_docker_style_resources() {
         let res: LinuxResources = serde_json::from_str(
             r#"{"cpu":{"quota":150000,"period":100000,"shares":1024},"memory":{"limit":268435456,"swap":536870912},"pids":{"limit":100}}"#,

@@ -79,6 +79,9 @@ mod tests {
                 parse_tmpfs(&text).err().map(|e| e.to_string()),
                 parse_env(&text, |_| None).err().map(|e| e.to_string()),
                 parse_capability(&text).err().map(|e| e.to_string()),
+                text.parse::<ExtraHost>().err().map(|e| e.to_string()),
+                parse_expose(&text).err().map(|e| e.to_string()),
+                validate_hostname(&text).err().map(|e| e.to_string()),
             ]
             .into_iter()
             .flatten()

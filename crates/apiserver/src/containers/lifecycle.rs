@@ -60,17 +60,27 @@ fn oci_err(kind: oci::ErrorKind, e: impl std::fmt::Display) -> ApiError {
 /// only checked.
 fn publish_exposed(config: &mut v1::ContainerConfig, image: &[String]) -> Result<(), ApiError> {
     let mut exposed = Vec::new();
-    for text in image.iter().chain(&config.expose) {
-        let (first, last, proto) =
-            spec::parse_expose(text).map_err(|e| ApiError::invalid_argument(e.to_string()))?;
+    let mut add = |first: u16, last: u16, proto| {
         for port in first..=last {
             if !exposed.contains(&(port, proto)) {
                 exposed.push((port, proto));
             }
         }
+    };
+    for text in &config.expose {
+        let (first, last, proto) =
+            spec::parse_expose(text).map_err(|e| ApiError::invalid_argument(e.to_string()))?;
+        add(first, last, proto);
     }
     if !config.publish_all {
         return Ok(());
+    }
+    // The image's own list is not the user's to fix: a protocol we cannot publish (sctp)
+    // is skipped, as Docker's -P skips what it cannot bind.
+    for text in image {
+        if let Ok((first, last, proto)) = spec::parse_expose(text) {
+            add(first, last, proto);
+        }
     }
     let wire = |p: spec::Protocol| match p {
         spec::Protocol::Tcp => v1::Protocol::Tcp as i32,
@@ -1005,5 +1015,64 @@ impl Daemon {
                 return Err(ApiError::unavailable("the daemon is shutting down"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(container_port: u32, host_port: u32) -> v1::PortMapping {
+        v1::PortMapping {
+            host_ip: String::new(),
+            host_port,
+            container_port,
+            count: 1,
+            protocol: v1::Protocol::Tcp as i32,
+        }
+    }
+
+    #[test]
+    fn publish_all_gives_each_unpublished_exposed_port_a_free_host_port() {
+        let mut c = v1::ContainerConfig {
+            publish_all: true,
+            expose: vec!["8080".into(), "53/udp".into()],
+            ports: vec![tcp(80, 8000)],
+            ..Default::default()
+        };
+        publish_exposed(
+            &mut c,
+            &["80/tcp".into(), "443/tcp".into(), "132/sctp".into()],
+        )
+        .unwrap();
+        let mut got: Vec<(u32, i32)> = c
+            .ports
+            .iter()
+            .map(|p| (p.container_port, p.protocol))
+            .collect();
+        got.sort();
+        let udp = v1::Protocol::Udp as i32;
+        let tcp_ = v1::Protocol::Tcp as i32;
+        assert_eq!(got, [(53, udp), (80, tcp_), (443, tcp_), (8080, tcp_)]);
+        // -p 80 kept its host port; the rest got real, distinct ones.
+        assert_eq!(c.ports[0].host_port, 8000);
+        assert!(c.ports[1..].iter().all(|p| p.host_port != 0));
+    }
+
+    #[test]
+    fn exposed_ports_are_checked_but_not_published_without_publish_all() {
+        let mut c = v1::ContainerConfig {
+            expose: vec!["8080".into()],
+            ..Default::default()
+        };
+        publish_exposed(&mut c, &[]).unwrap();
+        assert!(c.ports.is_empty());
+        c.expose = vec!["80/sctp".into()];
+        let e = publish_exposed(&mut c, &[]).unwrap_err();
+        assert!(
+            e.message.contains("invalid exposed port \"80/sctp\""),
+            "{}",
+            e.message
+        );
     }
 }

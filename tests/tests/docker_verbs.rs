@@ -1,0 +1,218 @@
+//! End to end, the Docker verbs through the Engine API: the real `docker` CLI against a real
+//! daemon's docker.sock pauses, unpauses and renames containers, and creates them with
+//! `--add-host`, `--hostname` and `-P --expose`, each in a real VM. Asserts what a Docker user
+//! sees: `inspect` templates, `ps` filters, `port`, events and error exits.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use container_tests::daemon::Daemon;
+
+/// A daemon and the docker CLI pointed at its Docker socket.
+struct Docker {
+    d: Daemon,
+    config: PathBuf,
+}
+
+impl Docker {
+    fn start(test: &str) -> Option<Docker> {
+        let on_path = std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("docker").is_file()));
+        if !on_path {
+            test_support::skip("the docker CLI is not on the PATH");
+            return None;
+        }
+        let d = Daemon::start(test)?;
+        let config = d.root.join("docker-config");
+        std::fs::create_dir_all(&config).expect("docker config dir");
+        Some(Docker { d, config })
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .args(args)
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", self.d.root.join("docker.sock").display()),
+            )
+            .env("DOCKER_CONFIG", &self.config)
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_API_VERSION")
+            .stdin(Stdio::null())
+            .output()
+            .expect("docker runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "docker {args:?}: {stderr}");
+        stderr
+    }
+
+    fn ticks(&self, name: &str) -> usize {
+        self.ok(&["logs", name])
+            .lines()
+            .filter(|l| l.starts_with("tick "))
+            .count()
+    }
+}
+
+fn unix_now() -> String {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn docker_pause_unpause_and_rename() {
+    let Some(dk) = Docker::start("dkverbs") else {
+        return;
+    };
+    let t0 = unix_now();
+    dk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "p1",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done",
+    ]);
+    wait_until("the counter", || dk.ticks("p1") >= 3);
+
+    assert_eq!(dk.ok(&["pause", "p1"]).trim(), "p1");
+    let state = dk.ok(&[
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{.State.Paused}} {{.State.Running}}",
+        "p1",
+    ]);
+    assert_eq!(state.trim(), "paused true true");
+    let ps = dk.ok(&[
+        "ps",
+        "--filter",
+        "status=paused",
+        "--format",
+        "{{.Names}} {{.Status}}",
+    ]);
+    assert!(
+        ps.starts_with("p1 Up ") && ps.trim_end().ends_with("(Paused)"),
+        "{ps}"
+    );
+    let frozen = dk.ticks("p1");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(dk.ticks("p1"), frozen, "a paused container's counter moved");
+    let err = dk.fails(&["pause", "p1"], 1);
+    assert!(err.contains("already paused"), "{err}");
+
+    assert_eq!(dk.ok(&["unpause", "p1"]).trim(), "p1");
+    wait_until("the counter to move again", || dk.ticks("p1") >= frozen + 3);
+    assert_eq!(
+        dk.ok(&["inspect", "-f", "{{.State.Status}} {{.State.Paused}}", "p1"])
+            .trim(),
+        "running false"
+    );
+
+    // rename: the new name is the container's, a taken one is Docker's conflict.
+    dk.ok(&["create", "--name", "taken", "busybox", "true"]);
+    dk.ok(&["rename", "p1", "p2"]);
+    assert_eq!(dk.ok(&["inspect", "-f", "{{.Name}}", "p2"]).trim(), "/p2");
+    let err = dk.fails(&["inspect", "p1"], 1);
+    assert!(err.contains("No such"), "{err}");
+    let err = dk.fails(&["rename", "p2", "taken"], 1);
+    assert!(err.contains("already in use"), "{err}");
+    // Pausing a container that does not run is a conflict too.
+    let err = dk.fails(&["pause", "taken"], 1);
+    assert!(err.contains("is not running"), "{err}");
+
+    let events = dk.ok(&[
+        "events",
+        "--since",
+        &t0,
+        "--until",
+        &unix_now(),
+        "--filter",
+        "type=container",
+        "--filter",
+        "event=pause",
+        "--filter",
+        "event=unpause",
+        "--filter",
+        "event=rename",
+        "--format",
+        "{{.Action}} {{.Actor.Attributes.name}}",
+    ]);
+    assert_eq!(
+        events.lines().collect::<Vec<_>>(),
+        ["pause p1", "unpause p1", "rename p2"],
+        "{events}"
+    );
+    dk.ok(&["rm", "-f", "p2", "taken"]);
+}
+
+#[test]
+fn docker_run_add_host_hostname_and_publish_all() {
+    let Some(dk) = Docker::start("dkflags") else {
+        return;
+    };
+    let out = dk.ok(&[
+        "run",
+        "--rm",
+        "--hostname",
+        "hx",
+        "--add-host",
+        "db:10.9.8.7",
+        "--add-host",
+        "gw:host-gateway",
+        "busybox",
+        "sh",
+        "-c",
+        "hostname; grep -E 'db|gw' /etc/hosts",
+    ]);
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["hx"], "{out}");
+    assert!(lines.contains(&vec!["10.9.8.7", "db"]), "{out}");
+    assert!(lines.contains(&vec!["10.0.2.2", "gw"]), "{out}");
+
+    dk.ok(&[
+        "run", "-d", "--name", "pp", "-P", "--expose", "8080", "busybox", "httpd", "-f", "-p",
+        "8080",
+    ]);
+    let port = dk.ok(&["port", "pp", "8080/tcp"]);
+    let host_port: u16 = port
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("0.0.0.0:"))
+        .unwrap_or_else(|| panic!("docker port: {port:?}"))
+        .parse()
+        .expect("a port");
+    assert_ne!(host_port, 0);
+    wait_until("the published port to answer", || {
+        std::net::TcpStream::connect(("127.0.0.1", host_port)).is_ok()
+    });
+    dk.ok(&["rm", "-f", "pp"]);
+}
