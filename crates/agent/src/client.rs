@@ -287,6 +287,11 @@ unary! {
     dial_socket(DialSocketRequest) -> Empty, "DialSocket";
 }
 
+unary! {
+    /// Registers a binfmt_misc handler for another architecture's executables (Rosetta).
+    register_binfmt(RegisterBinfmtRequest) -> Empty, "RegisterBinfmt";
+}
+
 impl AgentClient {
     /// Waits until a started process exits. No timeout: a process may run for ever; cancel by
     /// dropping the future.
