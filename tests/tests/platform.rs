@@ -94,8 +94,7 @@ fn arm64_images_run_in_the_arm64_guest_by_their_platform() {
     );
     // A created container keeps the image's platform, so its start boots the same guest.
     d.ok(&["create", "--name", "a64", &arm64, "uname", "-m"]);
-    d.ok(&["start", "a64"]);
-    assert_eq!(d.ok(&["wait", "a64"]), "0\n");
+    assert_eq!(d.ok(&["start", "-a", "a64"]), "aarch64\n");
     assert_eq!(d.ok(&["logs", "a64"]), "aarch64\n");
     d.ok(&["rm", "a64"]);
 

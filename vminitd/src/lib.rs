@@ -16,6 +16,7 @@
 #[macro_use]
 pub mod log;
 pub mod archive;
+pub mod binfmt;
 pub mod boot;
 pub mod caps;
 pub mod cgroup;

@@ -68,6 +68,16 @@ fn relay_status(e: relay::RelayError) -> Status {
     }
 }
 
+fn binfmt_status(e: crate::binfmt::BinfmtError) -> Status {
+    use crate::binfmt::BinfmtError as B;
+    let msg = chain(&e);
+    match e {
+        B::Invalid(_) => Status::invalid_argument(msg),
+        B::NotFound(_) => Status::not_found(msg),
+        B::Io { .. } => Status::internal(msg),
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
@@ -565,6 +575,18 @@ impl Agent for Service {
                 cgroup::CgroupError::FreezeTimeout { .. } => Status::deadline_exceeded(chain(&e)),
                 cgroup::CgroupError::Io { .. } => Status::internal(chain(&e)),
             })
+        })
+        .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn register_binfmt(
+        &self,
+        r: Request<pb::RegisterBinfmtRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = r.into_inner();
+        blocking(move || {
+            crate::binfmt::register(&r.name, &r.arch, &r.interpreter).map_err(binfmt_status)
         })
         .await?;
         Ok(Response::new(pb::Empty {}))

@@ -289,6 +289,11 @@ unary! {
     freeze(FreezeRequest) -> Empty, "Freeze";
 }
 
+unary! {
+    /// Registers a binfmt_misc handler for another architecture's executables (Rosetta).
+    register_binfmt(RegisterBinfmtRequest) -> Empty, "RegisterBinfmt";
+}
+
 impl AgentClient {
     /// Waits until a started process exits. No timeout: a process may run for ever; cancel by
     /// dropping the future.

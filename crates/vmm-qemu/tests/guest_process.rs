@@ -742,6 +742,140 @@ async fn shutdown_stops_running_containers_and_powers_off(arch: Arch) {
     );
 }
 
+/// The Rosetta mechanism, with the translator this host has: an interpreter on a virtio-fs
+/// share, registered by vminitd as the binfmt_misc handler of the other architecture's ELF
+/// files (flag F), runs that architecture's programs in every container, although the
+/// containers' root filesystems do not hold it. Rosetta on Apple silicon is this with
+/// Apple's translator for x86_64; here Debian's `qemu-<other>-static` stands in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binfmt_handler_on_a_share_runs_the_other_architectures_programs() {
+    let test = "a_binfmt_handler_on_a_share";
+    let other = match Arch::host() {
+        Arch::X86_64 => Arch::Aarch64,
+        Arch::Aarch64 => Arch::X86_64,
+    };
+    let Some(artifacts) = testing::guest_artifacts_or_skip(test) else {
+        return;
+    };
+    let Some(busybox) = busybox_for(other, test) else {
+        return;
+    };
+    let translator = PathBuf::from(format!("/usr/bin/qemu-{}-static", other.name()));
+    assert!(
+        translator.is_file(),
+        "{} is missing (qemu-user-static, from `cargo xtask deps`)",
+        translator.display()
+    );
+    let dir = testing::new_temp_dir();
+    let image = busybox_rootfs(dir.path(), &busybox);
+    let share = dir.path().join("translator");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::copy(&translator, share.join("rosetta")).unwrap();
+    let options = TestVmOptions {
+        disks: vec![DiskConfig {
+            id: "rootfs".into(),
+            path: image,
+            read_only: false,
+        }],
+        shares: vec![vmm::ShareConfig {
+            tag: vmm::ROSETTA_SHARE_TAG.into(),
+            host_path: share,
+            read_only: true,
+        }],
+        ..TestVmOptions::default()
+    };
+    let t = TestVm::boot_in(dir, &artifacts, options).await;
+    for (source, target, fstype) in [
+        ("block-serial:rootfs", ROOTFS, "ext4"),
+        (vmm::ROSETTA_SHARE_TAG, "/run/rosetta", "virtiofs"),
+    ] {
+        t.agent
+            .mount(MountRequest {
+                source: source.into(),
+                target: target.into(),
+                fstype: fstype.into(),
+                options: vec![],
+                create_target: true,
+            })
+            .await
+            .unwrap();
+    }
+    // Before registration the kernel cannot run the other architecture's busybox.
+    t.agent
+        .create_process(create(
+            "before",
+            docker_spec(&["true"], "c"),
+            StdioPorts::default(),
+        ))
+        .await
+        .unwrap();
+    let refused = t.agent.start_process(pref("before")).await.unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .to_lowercase()
+            .contains("exec format error"),
+        "{refused}"
+    );
+    let _ = t.agent.delete_process(pref("before")).await;
+    // The guest's own architecture, bad names and missing interpreters are refused.
+    for (name, arch, interpreter, code) in [
+        (
+            "rosetta",
+            Arch::host().name(),
+            "/run/rosetta/rosetta",
+            "InvalidArgument",
+        ),
+        (
+            "bad/name",
+            other.name(),
+            "/run/rosetta/rosetta",
+            "InvalidArgument",
+        ),
+        ("rosetta", other.name(), "/run/rosetta/missing", "NotFound"),
+    ] {
+        let refused = t
+            .agent
+            .register_binfmt(agent::v1::RegisterBinfmtRequest {
+                name: name.into(),
+                arch: arch.into(),
+                interpreter: interpreter.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            format!("{:?}", refused.code()),
+            format!("Some({code})"),
+            "{refused}"
+        );
+    }
+    // Registered twice: the second replaces the first.
+    for _ in 0..2 {
+        t.agent
+            .register_binfmt(agent::v1::RegisterBinfmtRequest {
+                name: "rosetta".into(),
+                arch: other.name().into(),
+                interpreter: "/run/rosetta/rosetta".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let script =
+        "uname -m; echo $((6 * 7)); test -e /run/rosetta/rosetta || echo not in the rootfs";
+    let (code, out, err) = run(
+        &t,
+        create(
+            "after",
+            docker_spec(&["sh", "-c", script], "c"),
+            StdioPorts::default(),
+        ),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("{}\n42\nnot in the rootfs\n", other.name()));
+    finish(t).await;
+}
+
 /// Each test above, once per guest architecture: `<test>::x86_64` and `<test>::aarch64`.
 macro_rules! on_every_arch {
     ($($name:ident),* $(,)?) => {$(

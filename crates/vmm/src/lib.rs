@@ -19,8 +19,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub use config::{
-    Arch, ConfigError, DiskConfig, NicAttachment, NicConfig, PortForward, Protocol, ShareConfig,
-    VmConfig,
+    Arch, ConfigError, DiskConfig, NicAttachment, NicConfig, PortForward, Protocol,
+    ROSETTA_SHARE_TAG, ShareConfig, VmConfig,
 };
 pub use vsock::{VsockConnector, VsockListener, VsockStream};
 

@@ -319,6 +319,9 @@ impl Container {
             Self::configure_network(&agent, &config),
             Self::write_etc(&agent, &config, write_resolv),
         )?;
+        if config.rosetta {
+            enable_rosetta(&agent).await?;
+        }
         let spec = build_spec(&config, write_resolv)?;
         let proxies = publish_ports(&config).await?;
         let relays = crate::relay::start(&config, &vm, &agent).await?;
@@ -456,6 +459,33 @@ pub(super) async fn connect_agent(vm: &dyn VirtualMachine) -> Result<AgentClient
 }
 
 /// Mounts `source` at `target` in the guest, creating the target.
+/// Where vminitd mounts the Rosetta share (the VMM attaches it under
+/// [`vmm::ROSETTA_SHARE_TAG`] when the VM config asks for Rosetta).
+const GUEST_ROSETTA_DIR: &str = "/run/rosetta";
+
+/// Mounts the Rosetta share and registers its translator for x86_64 programs, before the
+/// container's first process: from then on every x86_64 executable in the guest runs
+/// through it.
+async fn enable_rosetta(agent: &AgentClient) -> Result<(), ContainerError> {
+    guest_mount(
+        agent,
+        vmm::ROSETTA_SHARE_TAG.to_owned(),
+        GUEST_ROSETTA_DIR.to_owned(),
+        "virtiofs",
+        vec!["ro".to_owned()],
+    )
+    .await?;
+    agent
+        .register_binfmt(pb::RegisterBinfmtRequest {
+            name: "rosetta".into(),
+            arch: vmm::Arch::X86_64.name().into(),
+            interpreter: format!("{GUEST_ROSETTA_DIR}/rosetta"),
+        })
+        .await
+        .map(|_| ())
+        .map_err(agent_err("registering rosetta for x86_64 programs"))
+}
+
 async fn guest_mount(
     agent: &AgentClient,
     source: String,
