@@ -58,7 +58,9 @@ impl Bench {
     }
 
     fn output(&self, args: &[&str]) -> Result<String> {
-        crate::run::output(&mut self.cmd(args))
+        let mut cmd = self.cmd(args);
+        cmd.stdout(Stdio::piped());
+        crate::run::output(&mut cmd)
     }
 
     fn timed(&self, args: &[&str]) -> Result<Duration> {
