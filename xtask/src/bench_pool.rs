@@ -39,7 +39,7 @@ impl Bench {
             pool,
         };
         run(&mut b.cmd(&["system", "start"]))?;
-        run(&mut b
+        run(b
             .cmd(&["image", "load", "-i"])
             .arg(images.join("busybox.docker.tar")))?;
         Ok(b)
@@ -58,7 +58,9 @@ impl Bench {
     }
 
     fn output(&self, args: &[&str]) -> Result<String> {
-        crate::run::output(&mut self.cmd(args))
+        let mut cmd = self.cmd(args);
+        cmd.stdout(Stdio::piped());
+        crate::run::output(&mut cmd)
     }
 
     fn timed(&self, args: &[&str]) -> Result<Duration> {
@@ -155,9 +157,9 @@ fn tree_memory(pid: u32) -> (u64, u64) {
 
 /// The runtime pid of container `name` (from `inspect`).
 fn runtime_pid(b: &Bench, name: &str) -> Result<u32> {
-    let id = b.output(&["inspect", "--format", "{{.Id}}", name])?;
-    let state =
-        std::fs::read_to_string(b.root.join("containers").join(id.trim()).join("state.json"))?;
+    let inspect: serde_json::Value = serde_json::from_str(&b.output(&["inspect", name])?)?;
+    let id = inspect[0]["id"].as_str().context("inspect shows no id")?;
+    let state = std::fs::read_to_string(b.root.join("containers").join(id).join("state.json"))?;
     let v: serde_json::Value = serde_json::from_str(&state)?;
     v["runtime_pid"]
         .as_u64()

@@ -8,9 +8,10 @@
 //! Anything that goes wrong before the runtime accepts the claim sends the start down the
 //! cold path (a runtime spawned for the container), so a pool failure never loses a start.
 //!
-//! The shape is learned: the pool boots guests shaped like the last container that was
-//! started with a poolable config, so the first start after the daemon starts (or after the
-//! shape changes) is cold. At most one slot boots at a time, so a refill never takes more
+//! The shape is learned: the pool boots guests shaped like the containers being started
+//! with a poolable config. The first start after the daemon starts sets it; three starts in
+//! a row of another shape switch it (one odd start does not drain the pool). So the first
+//! start, and the first ones after the shape changes, are cold. At most one slot boots at a time, so a refill never takes more
 //! than one core from running containers. `container.pool.size` (0 disables) sets how many
 //! ready guests are kept; `$CONTAINER_POOL_SIZE` overrides it at daemon start. Each slot holds
 //! a pipe to its runtime's stdin: when the daemon stops (or dies), the pipes close and every
@@ -27,6 +28,8 @@ use tokio::sync::{Notify, watch};
 
 /// How long a drained slot's runtime may take to power its VM off before it is killed.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many starts in a row of another shape make the pool switch to it.
+const SHAPE_SWITCH_AFTER: u32 = 3;
 /// How often the pool looks at itself even when nothing woke it.
 const TICK: Duration = Duration::from_secs(2);
 
@@ -50,6 +53,8 @@ impl Slot {
 #[derive(Default)]
 struct Inner {
     shape: Option<PoolShape>,
+    /// Another shape and how many starts in a row asked for it.
+    misses: Option<(PoolShape, u32)>,
     slots: Vec<Slot>,
     draining: bool,
 }
@@ -276,9 +281,20 @@ impl Pool {
             if inner.draining {
                 return None;
             }
-            if inner.shape.as_ref() != Some(&shape) {
-                tracing::info!("pool: learning a new vm shape");
-                inner.shape = Some(shape.clone());
+            if inner.shape.as_ref() == Some(&shape) {
+                inner.misses = None;
+            } else {
+                let missed = match inner.misses.take() {
+                    Some((other, n)) if other == shape => n + 1,
+                    _ => 1,
+                };
+                // One start of another shape does not drain the pool; a run of them does.
+                if inner.shape.is_none() || missed >= SHAPE_SWITCH_AFTER {
+                    tracing::info!("pool: learning a new vm shape");
+                    inner.shape = Some(shape.clone());
+                } else {
+                    inner.misses = Some((shape.clone(), missed));
+                }
             }
             let found = inner
                 .slots

@@ -50,6 +50,9 @@ fn host_addr(addr: IpAddr) -> String {
     }
 }
 
+/// TCG's translation cache, MiB.
+pub const TCG_TB_SIZE_MIB: u32 = 32;
+
 /// The node name of disk `index`'s raw format node (its `-drive ...,node-name=`).
 pub fn format_node(index: usize) -> String {
     format!("fmt{index}")
@@ -88,7 +91,13 @@ pub fn qemu_args(config: &VmConfig, launch: &Launch) -> Result<Vec<String>, Conf
         &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
     ]);
     push(&["-m", &mem]);
-    push(&["-accel", launch.accel.qemu_name()]);
+    // TCG's translation cache defaults to 1 GiB and fills to ~64 MiB of anonymous memory
+    // per idle guest; 32 MiB halves what QEMU holds beside the guest (docs/benchmarks.md).
+    let accel = match launch.accel {
+        Accel::Tcg => format!("tcg,tb-size={TCG_TB_SIZE_MIB}"),
+        Accel::Kvm => launch.accel.qemu_name().to_owned(),
+    };
+    push(&["-accel", &accel]);
     push(&["-cpu", "max"]);
     push(&["-smp", &config.cpus.to_string()]);
 
