@@ -1,7 +1,9 @@
-//! End to end, compose v2 (Debian's `docker-compose`, installed by `cargo xtask deps` into
-//! `<cache>/tools/bin`) against the daemon's Docker socket, with the daemon inside a network
+//! End to end, compose against the daemon's Docker socket, with the daemon inside a network
 //! namespace the test creates: a three-service project with a healthcheck gate, a published
-//! port, logs, exec, and a `down -v` that leaves nothing behind.
+//! port, logs, exec, and a `down -v` that leaves nothing behind. Run twice: with compose v2
+//! (Debian's Go `docker-compose` 2.x, which `cargo xtask deps` unpacks into
+//! `<cache>/tools/bin`) and with compose v1 (Debian bookworm's python `docker-compose` 1.29,
+//! the apt package, in /usr/bin), which speaks older API versions and calls.
 
 use container_tests::daemon::Daemon;
 use std::io::{Read, Write};
@@ -9,24 +11,45 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-/// `docker-compose` from the PATH or the dev cache's tools, or None (skip) outside
-/// `cargo xtask test`.
-fn find_compose() -> Option<PathBuf> {
+/// The major version `docker-compose` at `path` reports, if it runs.
+fn compose_major(path: &Path) -> Option<u32> {
+    let out = Command::new(path)
+        .arg("version")
+        .arg("--short")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A `docker-compose` of major version `major`: v2 from the dev cache's tools first (the
+/// PATH may hold v1 at /usr/bin), v1 from the PATH; None (skip) outside `cargo xtask test`.
+fn find_compose(major: u32) -> Option<PathBuf> {
     let cache = std::env::var_os("CONTAINER_DEV_CACHE")
         .map(PathBuf::from)
         .or_else(|| {
             std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/container-dev"))
         });
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(cache.map(|c| c.join("tools/bin")));
+    let mut dirs: Vec<PathBuf> = cache.map(|c| c.join("tools/bin")).into_iter().collect();
+    dirs.extend(
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .unwrap_or_default(),
+    );
     let found = dirs
         .into_iter()
         .map(|d| d.join("docker-compose"))
-        .find(|p| p.is_file());
+        .find(|p| p.is_file() && compose_major(p) == Some(major));
     if found.is_none() {
-        test_support::skip("docker-compose is not installed (cargo xtask deps)");
+        test_support::skip(&format!(
+            "docker-compose v{major} is not installed (cargo xtask deps)"
+        ));
     }
     found
 }
@@ -112,14 +135,26 @@ fn http_get(port: u16) -> String {
 }
 
 #[test]
-fn compose_up_healthy_gate_logs_exec_down() {
-    let Some(compose) = find_compose() else {
+fn compose_v2_up_healthy_gate_logs_exec_down() {
+    if let Some(compose) = find_compose(2) {
+        project_lifecycle(compose, 2);
+    }
+}
+
+#[test]
+fn compose_v1_up_healthy_gate_logs_exec_down() {
+    if let Some(compose) = find_compose(1) {
+        project_lifecycle(compose, 1);
+    }
+}
+
+/// The three-service project through compose of major version `major`.
+fn project_lifecycle(compose: PathBuf, major: u32) {
+    let test = format!("compose-v{major}");
+    let Some(ns) = net::TestNetns::new_or_skip(&test, &format!("cv{major}")) else {
         return;
     };
-    let Some(ns) = net::TestNetns::new_or_skip("compose", "cmp") else {
-        return;
-    };
-    let Some(d) = Daemon::start_in("compose", Some(ns.name())) else {
+    let Some(d) = Daemon::start_in(&test, Some(ns.name())) else {
         return;
     };
     let dir = d.root.join("project");
@@ -163,17 +198,27 @@ volumes:
         config,
     };
     p.compose(&["up", "-d", "--quiet-pull"]);
+    // v2 names containers `ctest-web-1`, v1 `ctest_web_1`.
+    let sep = if major == 1 { "_" } else { "-" };
     // The gate held: the worker started only once web was healthy.
     let health = p.docker(&[
         "inspect",
         "--format",
         "{{.State.Health.Status}}",
-        "ctest-web-1",
+        &format!("ctest{sep}web{sep}1"),
     ]);
     assert_eq!(health.trim(), "healthy");
     let body = ns.run(move || http_get(port)).expect("in the namespace");
     assert!(body.contains("compose-web"), "{body}");
-    let ps = p.compose(&["ps", "--all", "--format", "{{.Service}} {{.State}}"]);
+    // compose v1's `ps` has no --format: the docker CLI reads compose's labels instead.
+    let ps = p.docker(&[
+        "ps",
+        "--all",
+        "--filter",
+        "label=com.docker.compose.project=ctest",
+        "--format",
+        "{{.Label \"com.docker.compose.service\"}} {{.State}}",
+    ]);
     let mut rows: Vec<&str> = ps.lines().collect();
     rows.sort();
     assert_eq!(

@@ -707,3 +707,92 @@ fn docker_py_suite() {
     assert!(stdout.contains(" passed"), "{stdout}");
     assert!(!stdout.contains("skipped"), "{stdout}");
 }
+
+/// `X-Registry-Auth`: the docker CLI's login (its config.json, never the daemon's store)
+/// reaches the basic-auth registry on pull and push; without it both are refused.
+#[test]
+fn docker_registry_auth_header_for_pull_and_push() {
+    let Some(k) = Docker::start("dkauth") else {
+        return;
+    };
+    let env = container_tests::TestEnv::get().expect("the test environment");
+    let registry = env.auth_registry.clone();
+    let image = format!("{registry}/library/busybox:1.36");
+    let pushed = format!("{registry}/s5compat-{}/busybox:auth", std::process::id());
+    // No login anywhere: the registry refuses, so nothing below can pass on stored logins.
+    let e = k.fails(&["pull", &image], 1);
+    assert!(
+        e.contains(&format!("registry {registry} requires authentication")),
+        "{e}"
+    );
+    k.ok(&["tag", "busybox", &pushed]);
+    let out = k.run(&["push", &pushed]);
+    assert!(!out.status.success(), "a push without credentials passed");
+    // The docker CLI's own login: it sends it as X-Registry-Auth.
+    let auth = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", env.auth_user, env.auth_password))
+    };
+    std::fs::write(
+        k.config.join("config.json"),
+        format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .expect("config.json");
+    let pull = k.ok(&["pull", &image]);
+    assert_eq!(pull.lines().last(), Some(image.as_str()), "{pull}");
+    let images = k.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(
+        images.lines().any(|l| l == image),
+        "{image} not listed: {images}"
+    );
+    let push = k.ok(&["push", &pushed]);
+    assert!(push.contains("auth: digest: sha256:"), "{push}");
+    // The daemon stored nothing: our CLI still has no login for that registry.
+    let logins = k.d.ok(&["registry", "list", "--format", "json"]);
+    assert!(!logins.contains(&registry), "{logins}");
+}
+
+/// A stopped container: `docker cp` out of it works (a read-only maintenance VM), into it
+/// is refused with the reason; it leaves a network (a running one is refused with 409).
+#[test]
+fn docker_stopped_container_cp_and_network_disconnect() {
+    let Some(k) = Docker::start("dkstop") else {
+        return;
+    };
+    k.ok(&[
+        "run",
+        "--name",
+        "st",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept-in-layer > /f",
+    ]);
+    let out_dir = k.d.root.join("cp-out");
+    std::fs::create_dir_all(&out_dir).expect("cp-out dir");
+    let dest = out_dir.join("f");
+    k.ok(&["cp", "st:/f", dest.to_str().expect("utf-8")]);
+    assert_eq!(
+        std::fs::read_to_string(&dest).expect("copied out"),
+        "kept-in-layer\n"
+    );
+    let e = k.fails(&["cp", dest.to_str().expect("utf-8"), "st:/g"], 1);
+    assert!(
+        e.contains("copying into container st: it is not running"),
+        "{e}"
+    );
+    // Leaving its only network leaves it with none; a second time it is not connected.
+    k.ok(&["network", "disconnect", "bridge", "st"]);
+    let inspect = k.ok(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", "st"]);
+    assert_eq!(inspect.trim(), "none");
+    let e = k.fails(&["network", "disconnect", "bridge", "st"], 1);
+    assert!(e.contains("is not connected to network"), "{e}");
+    k.ok(&["run", "-d", "--name", "up", "busybox", "sleep", "600"]);
+    let e = k.fails(&["network", "disconnect", "bridge", "up"], 1);
+    assert!(
+        e.contains("container up is running: its VM keeps its network devices"),
+        "{e}"
+    );
+    k.ok(&["rm", "-f", "up", "st"]);
+}

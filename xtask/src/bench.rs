@@ -6,6 +6,9 @@
 //! - `boot`: delegated to `crates/vmm-qemu/examples/boot_bench.rs`, which boots real VMs.
 //! - `daemon`: `container ls -a` with 50 containers (goal <= 30 ms), and `container run --rm
 //!   busybox true` end to end against a bare boot of the same kernel (goal <= 1.25x).
+//! - `docker`: the Docker API's cost on the same daemon: `docker run --rm busybox true`
+//!   through the daemon's Docker socket against `container run --rm busybox true` (goal
+//!   <= 1.05x), and `docker ps` with 50 containers (goal <= 30 ms).
 //!
 //! Each figure is the best of `--runs` runs (default 3), so a noisy neighbour inflates no
 //! ratio. Record results in docs/benchmarks.md.
@@ -25,9 +28,22 @@ pub enum Which {
     Daemon,
     /// Issue 16: cold and pooled runs, memory per idle container, fifty at once.
     Pool,
+    Docker,
 }
 
-pub fn run_bench(which: Which, runs: u32) -> Result<()> {
+/// Where the product binaries come from: a release build, or a directory given with
+/// `--bin-dir` (for a machine where a release build is not wanted; say so with the figures).
+pub fn run_bench(which: Which, runs: u32, bin_dir: Option<PathBuf>) -> Result<()> {
+    let binaries = || -> Result<PathBuf> {
+        match &bin_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => {
+                // A daemon boots the guest published beside its binaries' target dir.
+                crate::guest::build(crate::arch::Arch::host())?;
+                crate::quickstart::build_product()
+            }
+        }
+    };
     if matches!(which, Which::All | Which::Unpack) {
         unpack(runs)?;
     }
@@ -35,7 +51,10 @@ pub fn run_bench(which: Which, runs: u32) -> Result<()> {
         boot()?;
     }
     if matches!(which, Which::All | Which::Daemon) {
-        daemon(runs)?;
+        daemon(runs, &binaries()?)?;
+    }
+    if matches!(which, Which::All | Which::Docker) {
+        docker(runs, &binaries()?)?;
     }
     if matches!(which, Which::All | Which::Pool) {
         crate::bench_pool::pool(runs)?;
@@ -226,72 +245,128 @@ fn boot() -> Result<()> {
         .env("CONTAINER_INITRD", &guest.initramfs))
 }
 
-/// The daemon's figures: `container ls -a` with 50 containers, and `container run --rm
-/// busybox true` against a bare boot of the same kernel (from boot_bench's bare mode), each
-/// on a daemon of its own in a temporary app root.
-fn daemon(runs: u32) -> Result<()> {
-    let guest = crate::guest::build(crate::arch::Arch::host())?;
-    let images = crate::images::build()?;
-    let bin = crate::quickstart::build_product()?;
-    let root = cache_dir().join("bench/daemon-root");
-    let _ = std::fs::remove_dir_all(&root);
-    let container = || {
-        let mut cmd = Command::new(bin.join("container"));
-        // User-mode networking: a benchmark must not add bridges to this host.
-        cmd.env("CONTAINER_APP_ROOT", &root)
+/// A daemon of its own on a temporary app root (user-mode networking: a benchmark must not
+/// add bridges to this host) with the offline busybox image loaded and `containers`
+/// containers created; stopped and removed on drop.
+struct BenchDaemon {
+    bin: PathBuf,
+    root: PathBuf,
+}
+
+impl BenchDaemon {
+    fn start(name: &str, bin: &Path, containers: u32) -> Result<BenchDaemon> {
+        let images = crate::images::build()?;
+        let root = cache_dir().join("bench").join(name);
+        let _ = std::fs::remove_dir_all(&root);
+        let d = BenchDaemon {
+            bin: bin.to_path_buf(),
+            root,
+        };
+        run(d.container().args(["system", "start"]))?;
+        run(d
+            .container()
+            .args(["image", "load", "-i"])
+            .arg(images.join("busybox.docker.tar")))?;
+        step(&format!("creating {containers} containers"));
+        for _ in 0..containers {
+            run(d.container().args(["create", "busybox", "true"]))?;
+        }
+        Ok(d)
+    }
+
+    /// `container …` against this daemon, output discarded.
+    fn container(&self) -> Command {
+        let mut cmd = Command::new(self.bin.join("container"));
+        cmd.env("CONTAINER_APP_ROOT", &self.root)
             .env("CONTAINER_NETWORK_MODE", "user")
             .stdout(std::process::Stdio::null());
         cmd
-    };
-    run(container().args(["system", "start"]))?;
+    }
+
+    /// The docker CLI against this daemon's Docker socket, output discarded.
+    fn docker(&self) -> Command {
+        let mut cmd = Command::new("docker");
+        cmd.env(
+            "DOCKER_HOST",
+            format!("unix://{}", self.root.join("docker.sock").display()),
+        )
+        .env("DOCKER_CONFIG", self.root.join("docker-config"))
+        .env_remove("DOCKER_CONTEXT")
+        .stdout(std::process::Stdio::null());
+        cmd
+    }
+}
+
+impl Drop for BenchDaemon {
+    fn drop(&mut self) {
+        let _ = run(self.container().args(["system", "stop"]));
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Wall times of `n` runs of `cmd()`.
+fn timed(n: u32, mut cmd: impl FnMut() -> Command) -> Result<Vec<Duration>> {
+    let mut times = Vec::new();
+    for _ in 0..n.max(1) {
+        let start = Instant::now();
+        run(&mut cmd())?;
+        times.push(start.elapsed());
+    }
+    times.sort();
+    Ok(times)
+}
+
+fn median(v: &[Duration]) -> f64 {
+    v[v.len() / 2].as_secs_f64()
+}
+
+fn p90(v: &[Duration]) -> f64 {
+    v[v.len() * 9 / 10].as_secs_f64()
+}
+
+/// The daemon's figures: `container ls -a` with 50 containers, and `container run --rm
+/// busybox true` against a bare boot of the same kernel (from boot_bench's bare mode).
+fn daemon(runs: u32, bin: &Path) -> Result<()> {
+    let guest = crate::guest::build(crate::arch::Arch::host())?;
     type Timings = (Vec<Duration>, Vec<Duration>, Vec<Duration>);
     let result = (|| -> Result<Timings> {
-        run(container()
-            .args(["image", "load", "-i"])
-            .arg(images.join("busybox.docker.tar")))?;
-        step("creating 50 containers");
-        for _ in 0..50 {
-            run(container().args(["create", "busybox", "true"]))?;
-        }
-        let mut ls = Vec::new();
-        for _ in 0..30 {
-            let start = Instant::now();
-            run(container().args(["ls", "-a"]))?;
-            ls.push(start.elapsed());
-        }
+        let d = BenchDaemon::start("daemon-root", bin, 50)?;
+        let ls = timed(30, || {
+            let mut c = d.container();
+            c.args(["ls", "-a"]);
+            c
+        })?;
         step(&format!(
             "container run --rm busybox true, {runs} runs after a warm-up"
         ));
-        run(container().args(["run", "--rm", "busybox", "true"]))?;
+        run(d.container().args(["run", "--rm", "busybox", "true"]))?;
         // Interleaved: the default VM (4 vCPUs, or the host's count if lower) and one of the
         // bare boot's shape (1 vCPU).
         let mut runs_taken = Vec::new();
         let mut one_cpu = Vec::new();
         for _ in 0..runs.max(1) {
             let start = Instant::now();
-            run(container().args(["run", "--rm", "busybox", "true"]))?;
+            run(d.container().args(["run", "--rm", "busybox", "true"]))?;
             runs_taken.push(start.elapsed());
             let start = Instant::now();
-            run(container().args(["run", "--rm", "--cpus", "1", "busybox", "true"]))?;
+            run(d
+                .container()
+                .args(["run", "--rm", "--cpus", "1", "busybox", "true"]))?;
             one_cpu.push(start.elapsed());
         }
+        runs_taken.sort();
+        one_cpu.sort();
         Ok((ls, runs_taken, one_cpu))
     })();
-    let _ = run(container().args(["system", "stop"]));
-    let _ = std::fs::remove_dir_all(&root);
-    let (mut ls, mut runs_taken, mut one_cpu) = result?;
+    let (ls, runs_taken, one_cpu) = result?;
     step("bare boots of the same kernel (boot_bench --bare)");
     let bare = bare_boot_median(&guest, runs, true)?;
-    ls.sort();
-    runs_taken.sort();
-    one_cpu.sort();
-    let median = |v: &[Duration]| v[v.len() / 2].as_secs_f64();
     println!();
     println!("daemon, {} runs of each:", runs.max(1));
     println!(
         "  container ls -a, 50 containers: median {:>6.1} ms, p90 {:>6.1} ms   (goal <= 30 ms)",
         median(&ls) * 1e3,
-        ls[ls.len() * 9 / 10].as_secs_f64() * 1e3
+        p90(&ls) * 1e3
     );
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     println!(
@@ -313,6 +388,68 @@ fn daemon(runs: u32) -> Result<()> {
     println!(
         "  ratio run --cpus 1 / bare boot      {:>7.2}   (same VM shape)",
         median(&one_cpu) / bare
+    );
+    Ok(())
+}
+
+/// The Docker API's figures on one daemon: `docker run --rm busybox true` against `container
+/// run --rm busybox true`, interleaved, and `docker ps -a` with 50 containers.
+fn docker(runs: u32, bin: &Path) -> Result<()> {
+    if !crate::run::have("docker") {
+        bail!("the docker CLI is not on the PATH: the Docker benchmark drives it");
+    }
+    let d = BenchDaemon::start("docker-root", bin, 50)?;
+    let ps = timed(30, || {
+        let mut c = d.docker();
+        c.args(["ps", "-a"]);
+        c
+    })?;
+    // The same list through our CLI and gRPC: what the Docker layer and the docker CLI add.
+    let ls = timed(30, || {
+        let mut c = d.container();
+        c.args(["ls", "-a"]);
+        c
+    })?;
+    step(&format!(
+        "docker run --rm busybox true against container run --rm busybox true, {runs} runs each after a warm-up"
+    ));
+    run(d.docker().args(["run", "--rm", "busybox", "true"]))?;
+    run(d.container().args(["run", "--rm", "busybox", "true"]))?;
+    let (mut via_docker, mut via_container) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        run(d.docker().args(["run", "--rm", "busybox", "true"]))?;
+        via_docker.push(start.elapsed());
+        let start = Instant::now();
+        run(d.container().args(["run", "--rm", "busybox", "true"]))?;
+        via_container.push(start.elapsed());
+    }
+    drop(d);
+    via_docker.sort();
+    via_container.sort();
+    println!();
+    println!("docker API, {} runs of each:", runs.max(1));
+    println!(
+        "  docker ps -a, 50 containers:    median {:>6.1} ms, p90 {:>6.1} ms   (goal <= 30 ms)",
+        median(&ps) * 1e3,
+        p90(&ps) * 1e3
+    );
+    println!(
+        "  container ls -a, same daemon:    median {:>6.1} ms, p90 {:>6.1} ms",
+        median(&ls) * 1e3,
+        p90(&ls) * 1e3
+    );
+    println!(
+        "  docker run --rm busybox true      {:>7.2} s (median)",
+        median(&via_docker)
+    );
+    println!(
+        "  container run --rm busybox true   {:>7.2} s (median)",
+        median(&via_container)
+    );
+    println!(
+        "  ratio docker / container          {:>7.3}   (goal <= 1.05)",
+        median(&via_docker) / median(&via_container)
     );
     Ok(())
 }

@@ -53,6 +53,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "python3-pytest",
         "the docker-py suite of the Docker API tests",
     ),
+    (
+        "docker-compose",
+        "compose v1 (python, 1.29 on bookworm) for the compose tests; v2 lives in <cache>/tools/bin",
+    ),
 ];
 
 /// Helpers built from crates.io: (crate, version, binary).

@@ -60,6 +60,10 @@ enum Command {
         /// Runs per measurement; the best is reported.
         #[arg(long, default_value_t = 3)]
         runs: u32,
+        /// Use the container, container-apiserver and container-runtime in this directory
+        /// instead of a release build (the figures then say which build they measured).
+        #[arg(long)]
+        bin_dir: Option<std::path::PathBuf>,
     },
     /// The module-level import graph of every crate: fail on a cycle.
     Modules,
@@ -92,7 +96,11 @@ fn main() -> Result<()> {
         Command::Registry { action } => registry::command(action),
         Command::Modules => modules::check(),
         Command::Quickstart => quickstart::run_quickstart(),
-        Command::Bench { which, runs } => bench::run_bench(which, runs),
+        Command::Bench {
+            which,
+            runs,
+            bin_dir,
+        } => bench::run_bench(which, runs, bin_dir),
         Command::Test { nextest_args } => test::run_all(&nextest_args),
     }
 }
