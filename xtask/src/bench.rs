@@ -360,7 +360,7 @@ fn daemon(runs: u32, bin: &Path) -> Result<()> {
     })();
     let (ls, runs_taken, one_cpu) = result?;
     step("bare boots of the same kernel (boot_bench --bare)");
-    let bare = bare_boot_median(&guest, runs, true)?;
+    let bare = crate::bare_boot::bare_boot_median(&guest, runs, true)?;
     println!();
     println!("daemon, {} runs of each:", runs.max(1));
     println!(
@@ -452,36 +452,4 @@ fn docker(runs: u32, bin: &Path) -> Result<()> {
         median(&via_docker) / median(&via_container)
     );
     Ok(())
-}
-
-/// The median bare boot, as boot_bench measures it (`--bare N` prints `bare_median_seconds=X`),
-/// built in release mode or not.
-pub(crate) fn bare_boot_median(
-    guest: &crate::guest::Guest,
-    runs: u32,
-    release: bool,
-) -> Result<f64> {
-    let out = crate::run::output(
-        Command::new(env!("CARGO"))
-            .current_dir(repo_root())
-            .args(["run", "--quiet"])
-            .args(release.then_some("--release"))
-            .args([
-                "-p",
-                "vmm-qemu",
-                "--features",
-                "testing",
-                "--example",
-                "boot_bench",
-                "--",
-                "--bare",
-            ])
-            .arg(runs.max(1).to_string())
-            .env("CONTAINER_KERNEL", &guest.kernel)
-            .env("CONTAINER_INITRD", &guest.initramfs),
-    )?;
-    out.lines()
-        .find_map(|l| l.strip_prefix("bare_median_seconds="))
-        .and_then(|v| v.trim().parse().ok())
-        .context("boot_bench --bare printed no bare_median_seconds line")
 }

@@ -224,7 +224,7 @@ pub fn pool(runs: u32) -> Result<()> {
         }
     };
     step("bare boots of the same kernel (boot_bench --bare)");
-    let bare = crate::bench::bare_boot_median(&guest, runs, release)?;
+    let bare = crate::bare_boot::bare_boot_median(&guest, runs, release)?;
     let (cold_s, warm_s) = (median(&mut c), median(&mut w));
     println!();
     println!("pool, {runs} runs of each, 1 vCPU and 256 MiB (the bare boot's shape):");

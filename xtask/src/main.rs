@@ -5,6 +5,7 @@
 //! by its inputs, so a warm machine skips work whose inputs did not change.
 
 mod arch;
+mod bare_boot;
 mod bench;
 mod bench_pool;
 mod check_macos;

@@ -16,7 +16,7 @@ pub mod state;
 pub mod stdio_log;
 
 /// The API version of `runtime.proto`. Clients refuse a runtime reporting another.
-pub const RUNTIME_API_VERSION: u32 = 3;
+pub const RUNTIME_API_VERSION: u32 = 4;
 
 /// Generated messages, client (`runtime_client`) and server (`runtime_server`).
 #[allow(clippy::all, missing_docs)]

@@ -39,6 +39,8 @@ pub const PLACEHOLDER_DISK_BYTES: u64 = 64 << 30;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolShape {
+    /// The guest's architecture (a foreign-architecture image needs its own guest).
+    pub arch: vmm::Arch,
     /// The guest kernel.
     pub kernel: PathBuf,
     /// The initramfs holding vminitd.
@@ -58,7 +60,8 @@ impl PoolShape {
     /// volumes and bind mounts (disks and shares are fixed at boot), TAP devices (bridge
     /// networking), forwarded ports, images larger than a placeholder disk.
     pub fn of(config: &RuntimeConfig) -> Option<PoolShape> {
-        if !config.volumes.is_empty() {
+        // Rosetta is a share and a binfmt registration fixed at boot.
+        if !config.volumes.is_empty() || config.rosetta {
             return None;
         }
         let mut nics = Vec::with_capacity(config.networks.len());
@@ -74,6 +77,7 @@ impl PoolShape {
             return None;
         }
         Some(PoolShape {
+            arch: config.arch,
             kernel: config.kernel.clone(),
             initramfs: config.initramfs.clone(),
             kernel_args: config.kernel_args.clone(),

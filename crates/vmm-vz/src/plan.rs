@@ -58,6 +58,8 @@ pub struct VzPlan {
     pub nics: Vec<PlannedNic>,
     /// virtio-fs devices, one per share, with the tag the guest mounts.
     pub shares: Vec<ShareConfig>,
+    /// Share Apple's Rosetta translator under [`vmm::ROSETTA_SHARE_TAG`].
+    pub rosetta: bool,
     /// The file the virtio console writes to, if any.
     pub console_log: Option<PathBuf>,
 }
@@ -130,6 +132,7 @@ pub fn plan(config: &VmConfig, host: Arch) -> Result<VzPlan, ConfigError> {
             .collect(),
         nics,
         shares: config.shares.clone(),
+        rosetta: config.rosetta,
         console_log: config.console_log.clone(),
     })
 }
@@ -236,6 +239,20 @@ mod tests {
         assert_eq!(
             plan(&config, Arch::Aarch64).unwrap_err().to_string(),
             "invalid arch: virtualization.framework runs only aarch64 guests on this mac, not x86_64; amd64 images run through rosetta in an aarch64 guest"
+        );
+    }
+
+    #[test]
+    fn rosetta_is_planned_for_an_aarch64_guest_only() {
+        let files = Files::new();
+        let mut config = files.config();
+        assert!(!plan(&config, Arch::Aarch64).unwrap().rosetta);
+        config.rosetta = true;
+        assert!(plan(&config, Arch::Aarch64).unwrap().rosetta);
+        config.arch = Arch::X86_64;
+        assert_eq!(
+            plan(&config, Arch::X86_64).unwrap_err().to_string(),
+            "invalid rosetta: rosetta translates x86_64 programs in an aarch64 guest, not an x86_64 one"
         );
     }
 

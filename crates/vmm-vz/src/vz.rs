@@ -24,10 +24,11 @@ use objc2_foundation::{NSArray, NSError, NSObject, NSObjectProtocol, NSString, N
 use objc2_virtualization::{
     VZDirectorySharingDeviceConfiguration, VZDiskImageCachingMode,
     VZDiskImageStorageDeviceAttachment, VZDiskImageSynchronizationMode,
-    VZEntropyDeviceConfiguration, VZFileSerialPortAttachment, VZLinuxBootLoader, VZMACAddress,
-    VZMemoryBalloonDeviceConfiguration, VZNATNetworkDeviceAttachment, VZNetworkDeviceConfiguration,
-    VZSerialPortConfiguration, VZSharedDirectory, VZSingleDirectoryShare,
-    VZSocketDeviceConfiguration, VZStorageDeviceConfiguration, VZVirtioBlockDeviceConfiguration,
+    VZEntropyDeviceConfiguration, VZFileSerialPortAttachment, VZLinuxBootLoader,
+    VZLinuxRosettaDirectoryShare, VZMACAddress, VZMemoryBalloonDeviceConfiguration,
+    VZNATNetworkDeviceAttachment, VZNetworkDeviceConfiguration, VZSerialPortConfiguration,
+    VZSharedDirectory, VZSingleDirectoryShare, VZSocketDeviceConfiguration,
+    VZStorageDeviceConfiguration, VZVirtioBlockDeviceConfiguration,
     VZVirtioConsoleDeviceSerialPortConfiguration, VZVirtioEntropyDeviceConfiguration,
     VZVirtioFileSystemDeviceConfiguration, VZVirtioNetworkDeviceConfiguration,
     VZVirtioSocketConnection, VZVirtioSocketDevice, VZVirtioSocketDeviceConfiguration,
@@ -309,6 +310,18 @@ fn configuration(plan: &VzPlan) -> Result<Retained<VZVirtualMachineConfiguration
                 &tag,
             );
             device.setShare(Some(single.as_super()));
+            shares.push(Retained::into_super(device));
+        }
+        if plan.rosetta {
+            let what = "the rosetta share";
+            let rosetta =
+                VZLinuxRosettaDirectoryShare::initWithError(VZLinuxRosettaDirectoryShare::alloc())
+                    .map_err(|e| start_error(what, &e))?;
+            let device = VZVirtioFileSystemDeviceConfiguration::initWithTag(
+                VZVirtioFileSystemDeviceConfiguration::alloc(),
+                &NSString::from_str(vmm::ROSETTA_SHARE_TAG),
+            );
+            device.setShare(Some(rosetta.as_super()));
             shares.push(Retained::into_super(device));
         }
         config.setDirectorySharingDevices(&NSArray::from_retained_slice(&shares));

@@ -54,6 +54,7 @@ async fn a_vz_guest_answers_the_agent_mounts_a_disk_and_conforms() {
         shares: vec![],
         console_log: Some(console.clone()),
         runtime_dir: dir.path().join("run"),
+        rosetta: false,
     };
     let vm = vmm_vz::Vz::new().unwrap().boot_vm(config).await.unwrap();
     let connector = vm.connector(agent::AGENT_VSOCK_PORT, Duration::from_secs(2));

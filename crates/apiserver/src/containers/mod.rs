@@ -19,9 +19,9 @@ pub mod export;
 pub mod health;
 pub mod lifecycle;
 pub mod logs;
+pub mod networking;
 pub mod pause;
 pub mod rename;
-pub mod networking;
 pub mod stats;
 pub mod stdio;
 

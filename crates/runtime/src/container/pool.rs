@@ -46,7 +46,7 @@ impl PooledVm {
         let bundle = slot.bundle();
         let (runtime_dir, vm_tmp_dir) = vm_runtime_dir(&bundle)?;
         let vm_config = VmConfig {
-            arch: vmm::Arch::host(),
+            arch: config.shape.arch,
             kernel: config.shape.kernel.clone(),
             initrd: Some(config.shape.initramfs.clone()),
             cmdline: config.shape.kernel_args.clone(),
