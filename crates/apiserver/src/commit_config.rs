@@ -207,9 +207,8 @@ pub fn apply_changes(config: &mut Value, changes: &[Command]) {
                     CommandLine::Shell(s) => vec!["CMD-SHELL".into(), s.clone()],
                 };
                 let mut h = json!({ "Test": test });
-                let ns = |d: &Option<std::time::Duration>| {
-                    d.map(|d| d.as_nanos() as u64).unwrap_or(0)
-                };
+                let ns =
+                    |d: &Option<std::time::Duration>| d.map(|d| d.as_nanos() as u64).unwrap_or(0);
                 for (k, v) in [
                     ("Interval", ns(interval)),
                     ("Timeout", ns(timeout)),
@@ -295,7 +294,14 @@ mod tests {
         ])
         .unwrap();
         apply_changes(&mut config, &changes);
-        finish(&mut config, "sha256:bb", "2026-12-04T20:00:00Z", "sh -c x", "me", "msg");
+        finish(
+            &mut config,
+            "sha256:bb",
+            "2026-12-04T20:00:00Z",
+            "sh -c x",
+            "me",
+            "msg",
+        );
         let c = &config["config"];
         assert_eq!(c["Cmd"], json!(["/bin/app", "-v"]));
         assert_eq!(c["Env"], json!(["PATH=/bin", "A=new", "B=2"]));
@@ -309,7 +315,10 @@ mod tests {
             c["Healthcheck"],
             json!({"Test": ["CMD", "true"], "Interval": 5_000_000_000u64})
         );
-        assert_eq!(config["rootfs"]["diff_ids"], json!(["sha256:aa", "sha256:bb"]));
+        assert_eq!(
+            config["rootfs"]["diff_ids"],
+            json!(["sha256:aa", "sha256:bb"])
+        );
         assert_eq!(
             config["history"][1],
             json!({"created": "2026-12-04T20:00:00Z", "created_by": "sh -c x",
@@ -321,9 +330,13 @@ mod tests {
     #[test]
     fn other_instructions_are_refused() {
         let e = parse_changes(&["RUN rm -rf /".into()]).unwrap_err();
-        assert_eq!(e.message(), "RUN is not a valid change command");
+        assert_eq!(e.message, "RUN is not a valid change command");
         let e = parse_changes(&["FORM x".into()]).unwrap_err();
-        assert!(e.message().starts_with("invalid change \"FORM x\""), "{}", e.message());
+        assert!(
+            e.message.starts_with("invalid change \"FORM x\""),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

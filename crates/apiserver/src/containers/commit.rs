@@ -65,9 +65,7 @@ async fn capture<T: Send + 'static>(
     let oci_store = daemon.store.clone();
     let work = tokio::task::spawn_blocking(move || {
         // Held until the image names the new blobs, so GC cannot take them.
-        let _lease = oci_store
-            .lease()
-            .map_err(|e| oci_error(e.kind(), &e))?;
+        let _lease = oci_store.lease().map_err(|e| oci_error(e.kind(), &e))?;
         let reader = ChanReader {
             rx,
             buf: Vec::new(),
@@ -94,14 +92,17 @@ async fn capture<T: Send + 'static>(
 }
 
 /// The image (manifest and raw config) a container was created from.
-fn base_image(store: &oci::Store, manifest_digest: &str) -> Result<(oci::ImageManifest, Value), ApiError> {
+fn base_image(
+    store: &oci::Store,
+    manifest_digest: &str,
+) -> Result<(oci::ImageManifest, Value), ApiError> {
     let digest: oci::Digest = manifest_digest
         .parse()
         .map_err(|_| ApiError::internal(format!("bad image digest {manifest_digest:?}")))?;
     let err = |e: oci::StoreError| oci_error(e.kind(), &e);
     let bytes = store.content().read(&digest).map_err(err)?;
-    let oci::Manifest::Image(m) = oci::manifest::parse_manifest(&bytes, None)
-        .map_err(|e| oci_error(e.kind(), &e))?
+    let oci::Manifest::Image(m) =
+        oci::manifest::parse_manifest(&bytes, None).map_err(|e| oci_error(e.kind(), &e))?
     else {
         return Err(ApiError::internal("the container's image is an index"));
     };
@@ -231,7 +232,10 @@ pub(super) async fn commit(
             Some(n) => store.put_image(n, &manifest_desc).map_err(err)?,
             None => store.put_untagged(&manifest_desc).map_err(err)?,
         }
-        Ok((config_desc.digest.to_string(), manifest_desc.digest.to_string()))
+        Ok((
+            config_desc.digest.to_string(),
+            manifest_desc.digest.to_string(),
+        ))
     })
     .await?;
     ok(v1::CommitContainerResponse {
