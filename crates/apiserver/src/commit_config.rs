@@ -313,7 +313,7 @@ mod tests {
         assert_eq!(c["StopSignal"], json!("SIGINT"));
         assert_eq!(
             c["Healthcheck"],
-            json!({"Test": ["CMD", "true"], "Interval": 5_000_000_000u64})
+            json!({"Test": ["CMD-SHELL", "true"], "Interval": 5_000_000_000u64})
         );
         assert_eq!(
             config["rootfs"]["diff_ids"],
