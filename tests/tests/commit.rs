@@ -67,9 +67,62 @@ fn diff_and_commit_of_running_and_stopped_containers() {
     );
 
     // Bad input is one line and makes nothing.
-    let err = d.fails(&["commit", "-c", "RUN true", "c1", "bad:v1"], 1);
+    let err = d.fails(&["commit", "-c", "RUN true", "c1", "bad:v1"], 125);
     assert!(err.contains("RUN is not a valid change command"), "{err}");
     assert!(err.trim().lines().count() == 1, "{err}");
     let images = d.ok(&["image", "list"]);
     assert!(!images.contains("bad"), "{images}");
+}
+
+/// The real docker CLI: `docker diff` prints the same lines, `docker commit` makes an image
+/// that runs with the change.
+#[test]
+fn docker_diff_and_commit() {
+    let Some(d) = Daemon::start("dcommit") else {
+        return;
+    };
+    if which("docker").is_none() {
+        test_support::skip("needs the docker CLI");
+        return;
+    }
+    let docker = |args: &[&str]| {
+        let out = std::process::Command::new("docker")
+            .args(args)
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", d.root.join("docker.sock").display()),
+            )
+            .env("DOCKER_CONFIG", d.root.join("docker-config"))
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_API_VERSION")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("docker runs");
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    d.ok(&["run", "-d", "--name", "c1", "busybox", "sleep", "1000"]);
+    d.ok(&["exec", "c1", "sh", "-c", SCRIPT]);
+    assert_eq!(docker(&["diff", "c1"]), DIFF);
+    let id = docker(&[
+        "commit",
+        "--change",
+        "CMD [\"cat\", \"/tmp/d/g\"]",
+        "c1",
+        "dcommitted:v1",
+    ]);
+    assert!(id.starts_with("sha256:"), "{id:?}");
+    assert_eq!(d.ok(&["run", "--rm", "dcommitted:v1"]), "f\n");
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|p| std::path::Path::new(p).join(name))
+        .find(|p| p.is_file())
 }

@@ -900,7 +900,7 @@ pub async fn commit_cmd(ctx: &Context, a: &CommitArgs) -> CliResult {
         })
         .await?
         .into_inner();
-    out!("{}", r.image_id);
+    outln!("{}", r.image_id);
     Ok(0)
 }
 
@@ -913,7 +913,7 @@ pub async fn diff_cmd(ctx: &Context, a: &DiffArgs) -> CliResult {
         .await?
         .into_inner();
     for c in r.changes {
-        out!("{} {}", c.kind, c.path);
+        outln!("{} {}", c.kind, c.path);
     }
     Ok(0)
 }
