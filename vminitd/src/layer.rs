@@ -34,7 +34,12 @@ pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 
 /// Writes the upper directory `upper` into `out` as an uncompressed OCI layer tar. With
 /// `epoch`, no entry's mtime is later than it.
-pub fn capture<W: Write>(upper: &Path, epoch: Option<i64>, out: W) -> Result<(), FsError> {
+pub fn capture<W: Write>(
+    upper: &Path,
+    epoch: Option<i64>,
+    exclude: &[PathBuf],
+    out: W,
+) -> Result<(), FsError> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     let fd = openat(nix::fcntl::AT_FDCWD, upper, flags, Mode::empty()).map_err(|e| {
         if e == Errno::ENOENT {
@@ -48,6 +53,7 @@ pub fn capture<W: Write>(upper: &Path, epoch: Option<i64>, out: W) -> Result<(),
         links: HashMap::new(),
         epoch,
         upper: upper.to_path_buf(),
+        exclude: exclude.to_vec(),
     };
     w.directory(&fd, Path::new(""))?;
     let mut out = w.tar.into_inner().map_err(io_err("archiving", upper))?;
@@ -157,6 +163,7 @@ struct LayerWriter<W: Write> {
     links: HashMap<(u64, u64), Vec<u8>>,
     epoch: Option<i64>,
     upper: PathBuf,
+    exclude: Vec<PathBuf>,
 }
 
 impl<W: Write> LayerWriter<W> {
@@ -201,7 +208,11 @@ impl<W: Write> LayerWriter<W> {
                 Err(Errno::ENOENT) => continue, // removed while we walked
                 Err(e) => return Err(io_err("stat", &shown.join(&child))(e.into())),
             };
-            self.entry(fd, &child, &st, &arc.join(&child))?;
+            let name = arc.join(&child);
+            if self.exclude.contains(&name) {
+                continue;
+            }
+            self.entry(fd, &child, &st, &name)?;
         }
         Ok(())
     }
@@ -496,7 +507,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", m.join("link")).unwrap();
 
         let mut buf = Vec::new();
-        capture(&o.upper(), None, &mut buf).unwrap();
+        capture(&o.upper(), None, &[], &mut buf).unwrap();
         let e = entries(&buf);
         let summary: Vec<(&str, tar::EntryType, &str)> = e
             .iter()
@@ -548,7 +559,7 @@ mod tests {
         }
         // The same upper gives the same bytes.
         let mut again = Vec::new();
-        capture(&o.upper(), None, &mut again).unwrap();
+        capture(&o.upper(), None, &[], &mut again).unwrap();
         assert_eq!(buf, again);
     }
 
@@ -556,22 +567,29 @@ mod tests {
     fn mtimes_are_clamped_to_source_date_epoch() {
         let Some(o) = overlay() else { return };
         fs::write(o.merged().join("new"), "x").unwrap();
+        fs::write(o.merged().join("skipped"), "x").unwrap();
         fs::remove_file(o.merged().join("gone")).unwrap();
         let mut buf = Vec::new();
-        capture(&o.upper(), Some(1_000_000), &mut buf).unwrap();
+        capture(
+            &o.upper(),
+            Some(1_000_000),
+            &[PathBuf::from("skipped")],
+            &mut buf,
+        )
+        .unwrap();
         let e = entries(&buf);
         assert_eq!(e.len(), 2);
         assert!(e.iter().all(|x| x.4 == 1_000_000), "{e:?}");
         // Without the epoch the files keep their own (recent) times.
         let mut buf = Vec::new();
-        capture(&o.upper(), None, &mut buf).unwrap();
+        capture(&o.upper(), None, &[], &mut buf).unwrap();
         assert!(entries(&buf).iter().all(|x| x.4 > 1_000_000));
     }
 
     #[test]
     fn a_missing_upper_is_not_found() {
         let d = tempfile::tempdir().unwrap();
-        let r = capture(&d.path().join("nope"), None, Vec::new());
+        let r = capture(&d.path().join("nope"), None, &[], Vec::new());
         assert!(matches!(r, Err(FsError::NotFound(_))), "{r:?}");
     }
 

@@ -601,6 +601,16 @@ impl Agent for Service {
         let r = r.into_inner();
         let upper = PathBuf::from(fsops::absolute(&r.upper_dir).map_err(fs_status)?);
         let epoch = r.source_date_epoch;
+        let mut exclude = Vec::new();
+        for e in &r.exclude {
+            let p = PathBuf::from(e);
+            if p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir) {
+                return Err(Status::invalid_argument(format!(
+                    "exclude {e:?} is not a plain relative path"
+                )));
+            }
+            exclude.push(p);
+        }
         {
             let u = upper.clone();
             let found = blocking(move || Ok(u.is_dir())).await?;
@@ -614,7 +624,7 @@ impl Agent for Service {
         let (tx, rx) = mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
             let mut w = ChunkWriter::new(tx.clone(), CHUNK);
-            let res = crate::layer::capture(&upper, epoch, &mut w).and_then(|()| {
+            let res = crate::layer::capture(&upper, epoch, &exclude, &mut w).and_then(|()| {
                 w.flush().map_err(|source| FsError::Io {
                     what: "sending",
                     path: upper.display().to_string(),

@@ -65,6 +65,7 @@
 //! until [`Daemon::shutdown`] or a signal. `main.rs` only parses flags and wires logging.
 
 pub mod builds;
+pub mod commit_config;
 pub mod containers;
 pub mod daemon;
 pub mod docker;

@@ -83,6 +83,10 @@ pub enum Command {
     /// Copy files between a container and the host.
     #[command(visible_alias = "cp")]
     Copy(CopyArgs),
+    /// Make an image of a container's changes.
+    Commit(CommitArgs),
+    /// List the files a container added (A), changed (C) or deleted (D).
+    Diff(DiffArgs),
     /// Delete every stopped container.
     Prune(PruneArgs),
     /// Stream the daemon's events: containers, images, networks and volumes.
@@ -652,6 +656,46 @@ pub struct ExportArgs {
     /// Write to this file instead of stdout.
     #[arg(short = 'o', long, value_name = "PATH")]
     pub output: Option<PathBuf>,
+    /// The container.
+    #[arg(value_name = "CONTAINER")]
+    pub id: String,
+}
+
+/// `container commit`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "The new image is the container's image plus one layer of its changes, with \
+    the container's config (its environment, command, working directory, user and labels) \
+    and each --change applied as the Dockerfile instruction would. Works on running and \
+    stopped containers (a stopped one is read through a short-lived VM). Prints the new \
+    image's ID."
+)]
+pub struct CommitArgs {
+    /// Apply a Dockerfile instruction to the config: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL,
+    /// USER, WORKDIR, VOLUME, STOPSIGNAL or HEALTHCHECK.
+    #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
+    pub change: Vec<String>,
+    /// The commit message.
+    #[arg(short = 'm', long, value_name = "TEXT")]
+    pub message: Option<String>,
+    /// The author (`Name <email>`).
+    #[arg(short = 'a', long, value_name = "AUTHOR")]
+    pub author: Option<String>,
+    /// The container.
+    #[arg(value_name = "CONTAINER")]
+    pub id: String,
+    /// The new image's name; without it the image has none.
+    #[arg(value_name = "IMAGE")]
+    pub image: Option<String>,
+}
+
+/// `container diff`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "One line per path, as `docker diff` prints them: A added, C changed, \
+    D deleted; a directory holding changes is listed as changed."
+)]
+pub struct DiffArgs {
     /// The container.
     #[arg(value_name = "CONTAINER")]
     pub id: String,

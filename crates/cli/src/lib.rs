@@ -185,6 +185,8 @@ pub async fn dispatch(ctx: &Context, command: &Command) -> CliResult {
         Command::Stats(a) => container::stats_cmd(ctx, a).await,
         Command::Export(a) => container::export_cmd(ctx, a).await,
         Command::Copy(a) => copy::copy_cmd(ctx, a).await,
+        Command::Commit(a) => container::commit_cmd(ctx, a).await,
+        Command::Diff(a) => container::diff_cmd(ctx, a).await,
         Command::Prune(a) => container::prune_cmd(ctx, a).await,
         Command::Events(a) => system::events(ctx, a).await,
         Command::Restart(a) => verbs::restart_cmd(ctx, a).await,

@@ -427,6 +427,11 @@ pub(crate) async fn relay_capture_layer(
         .capture_layer(agent::v1::CaptureLayerRequest {
             upper_dir: crate::container::GUEST_UPPER.into(),
             source_date_epoch: request.source_date_epoch,
+            // The mount points of the runtime's own bind mounts, as Docker keeps them in a
+            // layer of its own that commit and diff never see.
+            exclude: ["etc/hostname", "etc/hosts", "etc/resolv.conf"]
+                .map(String::from)
+                .to_vec(),
         })
         .await
         .map_err(|e| {

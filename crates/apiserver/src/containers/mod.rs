@@ -14,6 +14,7 @@
 //! methods (`stdio` starts a container through [`lifecycle`]'s, `export` reads files through
 //! [`copy`]'s copy source).
 
+pub mod commit;
 pub mod copy;
 pub mod export;
 pub mod health;
@@ -203,6 +204,17 @@ impl Containers for ContainersService {
 
     async fn stats(&self, req: Request<v1::StatsRequest>) -> Res<BoxStream<v1::StatsResponse>> {
         stats::stats(&self.0, req).await
+    }
+
+    async fn commit(
+        &self,
+        req: Request<v1::CommitContainerRequest>,
+    ) -> Res<v1::CommitContainerResponse> {
+        commit::commit(&self.0, req).await
+    }
+
+    async fn diff(&self, req: Request<v1::DiffContainerRequest>) -> Res<v1::DiffContainerResponse> {
+        commit::diff(&self.0, req).await
     }
 
     async fn export(

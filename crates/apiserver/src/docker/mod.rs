@@ -14,6 +14,7 @@
 //! [`networks`], [`volumes`], [`system`]. This module holds the router, the `/vX.Y` prefix
 //! stripping and the server.
 
+pub mod commit;
 pub mod containers;
 pub mod create;
 pub mod error;
@@ -146,6 +147,8 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/containers/{id}/resize", post(containers::resize))
         .route("/containers/{id}/logs", get(containers::logs))
         .route("/containers/{id}/export", get(containers::export))
+        .route("/containers/{id}/changes", get(commit::changes))
+        .route("/commit", post(commit::commit))
         .route("/containers/{id}/stats", get(containers::stats))
         .route("/containers/{id}/top", get(containers::top))
         .route(

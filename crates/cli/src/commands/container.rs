@@ -992,6 +992,38 @@ pub async fn export_cmd(ctx: &Context, a: &ExportArgs) -> CliResult {
     Ok(0)
 }
 
+/// `container commit`.
+pub async fn commit_cmd(ctx: &Context, a: &CommitArgs) -> CliResult {
+    let client = ctx.client().await?;
+    let r = client
+        .containers()
+        .commit(v1::CommitContainerRequest {
+            id: a.id.clone(),
+            reference: a.image.clone().unwrap_or_default(),
+            changes: a.change.clone(),
+            message: a.message.clone().unwrap_or_default(),
+            author: a.author.clone().unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    outln!("{}", r.image_id);
+    Ok(0)
+}
+
+/// `container diff`.
+pub async fn diff_cmd(ctx: &Context, a: &DiffArgs) -> CliResult {
+    let client = ctx.client().await?;
+    let r = client
+        .containers()
+        .diff(v1::DiffContainerRequest { id: a.id.clone() })
+        .await?
+        .into_inner();
+    for c in r.changes {
+        outln!("{} {}", c.kind, c.path);
+    }
+    Ok(0)
+}
+
 /// `container prune`.
 pub async fn prune_cmd(ctx: &Context, _: &PruneArgs) -> CliResult {
     let client = ctx.client().await?;
