@@ -208,13 +208,10 @@ fn registry_domain_names_the_registry_of_unqualified_names() {
     // `busybox` alone is that registry's `busybox`, which it does not have.
     let err = d.fails(&["create", "busybox"], 125);
     assert!(err.contains(&format!("{}/busybox", d.mirror)), "{err}");
-    // A setting with no meaning yet is refused, saying why.
+    // A value of the wrong type is refused, naming the property and the value.
     let err = d.fails(
-        &["system", "property", "set", "build.rosetta", "false"],
+        &["system", "property", "set", "build.rosetta", "maybe"],
         125,
     );
-    assert_eq!(
-        err,
-        "container: build.rosetta cannot be set: there is no image build and no Rosetta on this platform yet, so it would change nothing"
-    );
+    assert!(err.contains("build.rosetta") && err.contains("maybe"), "{err}");
 }

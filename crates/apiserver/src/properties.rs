@@ -25,14 +25,6 @@ pub enum PropertyError {
         /// Why it does not fit.
         reason: String,
     },
-    /// The property exists but cannot be set yet.
-    #[error("{key} cannot be set: {reason}")]
-    NotSettable {
-        /// The key.
-        key: String,
-        /// Why, and what to use instead.
-        reason: &'static str,
-    },
     /// properties.json could not be read or written.
     #[error("{path}: {message}")]
     Io {
@@ -48,7 +40,6 @@ impl From<PropertyError> for api::ApiError {
         match e {
             PropertyError::Unknown(_) => api::ApiError::not_found(e.to_string()),
             PropertyError::Invalid { .. } => api::ApiError::invalid_argument(e.to_string()),
-            PropertyError::NotSettable { .. } => api::ApiError::failed_precondition(e.to_string()),
             PropertyError::Io { .. } => api::ApiError::internal(e.to_string()),
         }
     }
@@ -147,9 +138,6 @@ fn def(key: &str) -> Result<&'static Def, PropertyError> {
         .ok_or_else(|| PropertyError::Unknown(key.to_owned()))
 }
 
-/// Properties that exist (Apple's config has them) but have no meaning here yet.
-const NOT_SETTABLE: &[(&str, &str)] = &[];
-
 /// Whether `v` is a registry `host[:port]` as an image reference would name it.
 fn is_registry_host(v: &str) -> bool {
     oci::ImageRef::parse(&format!("{v}/x")).map(|r| r.registry().to_owned()) == Ok(v.to_owned())
@@ -157,12 +145,6 @@ fn is_registry_host(v: &str) -> bool {
 
 /// Checks `value` against a property's type; returns it normalised.
 fn check(d: &Def, value: &str) -> Result<String, PropertyError> {
-    if let Some((key, reason)) = NOT_SETTABLE.iter().find(|(k, _)| *k == d.key) {
-        return Err(PropertyError::NotSettable {
-            key: (*key).to_owned(),
-            reason,
-        });
-    }
     let bad = |reason: &str| PropertyError::Invalid {
         key: d.key.to_owned(),
         value: value.to_owned(),
