@@ -213,5 +213,8 @@ fn registry_domain_names_the_registry_of_unqualified_names() {
         &["system", "property", "set", "build.rosetta", "maybe"],
         125,
     );
-    assert!(err.contains("build.rosetta") && err.contains("maybe"), "{err}");
+    assert!(
+        err.contains("build.rosetta") && err.contains("maybe"),
+        "{err}"
+    );
 }
