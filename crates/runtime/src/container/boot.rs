@@ -279,20 +279,35 @@ impl Container {
             rosetta: config.rosetta,
         };
         let (vm, vm_pids) = boot_vm(vm_config).await?;
-        let boot_log = bundle.boot_log();
-        let result = Self::set_up(bundle, config, Arc::clone(&vm), vm_pids, tmp_dir, None).await;
+        let console_log = bundle.boot_log();
+        Self::set_up_or_kill(bundle, config, vm, vm_pids, tmp_dir, None, &console_log).await
+    }
+
+    /// [`Container::set_up`] of a booted VM (cold or taken from the pool), which is killed,
+    /// with the last lines of its console (`console_log`) logged, when that fails.
+    pub(super) async fn set_up_or_kill(
+        bundle: Bundle,
+        config: RuntimeConfig,
+        vm: Arc<dyn VirtualMachine>,
+        vm_pids: Vec<u32>,
+        vm_tmp_dir: Option<tempfile::TempDir>,
+        agent: Option<AgentClient>,
+        console_log: &std::path::Path,
+    ) -> Result<Arc<Container>, ContainerError> {
+        let result =
+            Self::set_up(bundle, config, Arc::clone(&vm), vm_pids, vm_tmp_dir, agent).await;
         if let Err(e) = &result {
             vm.kill().await;
             tracing::error!(
                 "setting up the container failed: {e}; vm exit: {:?}; console tail:\n{}",
                 vm.exit(),
-                console_tail(&boot_log)
+                console_tail(console_log)
             );
         }
         result
     }
 
-    pub(super) async fn set_up(
+    async fn set_up(
         bundle: Bundle,
         config: RuntimeConfig,
         vm: Arc<dyn VirtualMachine>,

@@ -145,24 +145,8 @@ impl PooledVm {
             tracing::error!("taking over the pooled vm failed: {e}");
             return Err(e);
         }
-        let result = Container::set_up(
-            bundle,
-            config,
-            Arc::clone(&vm),
-            pids,
-            vm_tmp_dir,
-            Some(agent),
-        )
-        .await;
-        if let Err(e) = &result {
-            vm.kill().await;
-            tracing::error!(
-                "setting up the container failed: {e}; vm exit: {:?}; console tail:\n{}",
-                vm.exit(),
-                console_tail(&boot_log)
-            );
-        }
-        result
+        Container::set_up_or_kill(bundle, config, vm, pids, vm_tmp_dir, Some(agent), &boot_log)
+            .await
     }
 }
 
