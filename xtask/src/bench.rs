@@ -262,7 +262,13 @@ impl BenchDaemon {
             bin: bin.to_path_buf(),
             root,
         };
-        run(d.container().args(["system", "start"]))?;
+        // No warm pool here: these benches time the cold path and what the Docker layer adds
+        // to it. With a pool of one, whichever of two interleaved runs came second would find
+        // the pool still refilling and boot cold; `bench pool` times the pool on its own.
+        run(d
+            .container()
+            .env("CONTAINER_POOL_SIZE", "0")
+            .args(["system", "start"]))?;
         run(d
             .container()
             .args(["image", "load", "-i"])
