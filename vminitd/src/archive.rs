@@ -126,7 +126,10 @@ pub fn tar_out<W: Write>(root: &Path, path: &Path, export: bool, out: W) -> Resu
     out.flush().map_err(errno_io("archiving", path))
 }
 
-fn errno_io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FsError + 'a {
+pub(crate) fn errno_io<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> FsError + 'a {
     move |source| FsError::Io {
         what,
         path: path.display().to_string(),
@@ -143,8 +146,32 @@ struct Writer<W: Write> {
     shown: PathBuf,
 }
 
-fn kind(st: &FileStat) -> u32 {
+pub(crate) fn kind(st: &FileStat) -> u32 {
     st.st_mode & libc::S_IFMT
+}
+
+/// The contents of a regular file opened as `fd` for the entry the walk saw as `st`: its size
+/// and a reader of exactly that many bytes. Refused when the open reached another file than
+/// the walk saw; a file that shrinks while it is read is padded with zeros, so the archive
+/// stays whole.
+pub(crate) fn regular_file_data(
+    fd: OwnedFd,
+    st: &FileStat,
+    shown: &Path,
+) -> Result<(u64, impl Read), FsError> {
+    let now = nix::sys::stat::fstat(&fd).map_err(errno("stat", shown))?;
+    if kind(&now) != libc::S_IFREG || now.st_ino != st.st_ino {
+        return Err(FsError::Invalid(format!(
+            "{} changed while it was archived",
+            shown.display()
+        )));
+    }
+    let size = now.st_size.max(0) as u64;
+    let data = std::fs::File::from(fd)
+        .take(size)
+        .chain(io::repeat(0))
+        .take(size);
+    Ok((size, data))
 }
 
 impl<W: Write> Writer<W> {
@@ -238,21 +265,9 @@ impl<W: Write> Writer<W> {
                     openat(dir, name, flags, Mode::empty())
                 }
                 .map_err(errno("opening", &shown))?;
-                let now = nix::sys::stat::fstat(&fd).map_err(errno("stat", &shown))?;
-                if kind(&now) != libc::S_IFREG || now.st_ino != st.st_ino {
-                    return Err(FsError::Invalid(format!(
-                        "{} changed while it was archived",
-                        shown.display()
-                    )));
-                }
-                let size = now.st_size.max(0) as u64;
+                let (size, data) = regular_file_data(fd, st, &shown)?;
                 h.set_size(size);
                 h.set_entry_type(tar::EntryType::Regular);
-                // A file that shrinks while it is read is padded, so the archive stays whole.
-                let data = std::fs::File::from(fd)
-                    .take(size)
-                    .chain(io::repeat(0))
-                    .take(size);
                 self.append(h, bytes(arc), None, data).map_err(io)?;
             }
             libc::S_IFLNK => {

@@ -25,6 +25,7 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
 use nix::sys::stat::{FileStat, Mode, fstatat};
 
+use crate::archive::{errno_io as io_err, kind, regular_file_data};
 use crate::fsops::FsError;
 
 /// The prefix of a whiteout entry's name (OCI image spec, "Whiteouts").
@@ -58,18 +59,6 @@ pub fn capture<W: Write>(
     w.directory(&fd, Path::new(""))?;
     let mut out = w.tar.into_inner().map_err(io_err("archiving", upper))?;
     out.flush().map_err(io_err("archiving", upper))
-}
-
-fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FsError + 'a {
-    move |source| FsError::Io {
-        what,
-        path: path.display().to_string(),
-        source,
-    }
-}
-
-fn kind(st: &FileStat) -> u32 {
-    st.st_mode & libc::S_IFMT
 }
 
 /// True for the xattrs overlayfs keeps for itself: they describe the upper, not the files.
@@ -283,22 +272,9 @@ impl<W: Write> LayerWriter<W> {
                     OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
                 let fd = openat(dir, name, flags, Mode::empty())
                     .map_err(|e| io_err("opening", &shown)(e.into()))?;
-                let now =
-                    nix::sys::stat::fstat(&fd).map_err(|e| io_err("stat", &shown)(e.into()))?;
-                if kind(&now) != libc::S_IFREG || now.st_ino != st.st_ino {
-                    return Err(FsError::Invalid(format!(
-                        "{} changed while it was archived",
-                        shown.display()
-                    )));
-                }
-                let size = now.st_size.max(0) as u64;
+                let (size, data) = regular_file_data(fd, st, &shown)?;
                 h.set_size(size);
                 h.set_entry_type(tar::EntryType::Regular);
-                // A file that shrinks while it is read is padded, so the archive stays whole.
-                let data = std::fs::File::from(fd)
-                    .take(size)
-                    .chain(io::repeat(0))
-                    .take(size);
                 self.append(h, bytes(arc), None, &attrs, data).map_err(io)?;
             }
             libc::S_IFLNK => {
