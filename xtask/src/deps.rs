@@ -75,34 +75,29 @@ pub fn install() -> Result<()> {
     install_nextest()
 }
 
-/// Compose v2 for the compose tests: Debian's `docker-compose` package of this release.
-const COMPOSE_PACKAGE: (&str, &str) = ("docker-compose", "2.26.1-4");
-/// The Debian suite that has it (this host's release may be older).
+/// Compose v2 for the compose tests: Debian's `docker-compose` package of this suite, in
+/// whatever version the suite carries now (a point release may replace any exact version).
+const COMPOSE_PACKAGE: &str = "docker-compose";
+/// The Debian suite that has compose v2 (this host's release has only v1).
 const COMPOSE_SUITE: &str = "trixie";
 
 /// Installs `docker-compose` (a Go binary, needing only libc) into `<cache>/tools/bin`:
 /// fetched with `apt-get download` through a private apt state under the cache (its own
 /// sources list, lists and archives), whose source takes the archive URI from the host's own
 /// apt sources, then unpacked with `dpkg -x`. The host's apt configuration is never touched.
-/// Idempotent: a binary of the wanted version is kept.
+/// Idempotent: a compose v2 already there is kept.
 fn install_compose() -> Result<()> {
-    let (package, version) = COMPOSE_PACKAGE;
+    let package = COMPOSE_PACKAGE;
     let bin = tools_bin().join(package);
-    let want = version.split('-').next().unwrap_or(version);
     if let Ok(v) = output(Command::new(&bin).arg("version").arg("--short"))
-        && v.trim().starts_with(want)
+        && v.trim().trim_start_matches('v').starts_with("2.")
     {
         return Ok(());
     }
     step(&format!(
-        "fetching {package} {version} from Debian {COMPOSE_SUITE} (once)"
+        "fetching {package} from Debian {COMPOSE_SUITE} (once)"
     ));
-    let deb = apt_download(
-        "apt-compose",
-        COMPOSE_SUITE,
-        &[],
-        &format!("{package}={version}"),
-    )?;
+    let deb = apt_download("apt-compose", COMPOSE_SUITE, &[], package)?;
     let work = deb
         .parent()
         .map(std::path::Path::to_path_buf)
