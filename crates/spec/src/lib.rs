@@ -2,7 +2,7 @@
 //!
 //! One job: turn flag values (`-p 8080:80`, `-v data:/var/lib/db:ro`, `--mount …`, `-m 1g`,
 //! `--cpus 1.5`, `-s TERM`, `--env-file` text, `-u app:staff`, `--ulimit nofile=1024`,
-//! `--tmpfs /run:size=64m`, `--publish-socket`, `volume create --opt`, labels, restart policies, `--platform linux/arm64`, `--network`,
+//! `--tmpfs /run:size=64m`, `--publish-socket`, `--detach-keys ctrl-p,ctrl-q`, `volume create --opt`, labels, restart policies, `--platform linux/arm64`, `--network`,
 //! `cp` operands) into checked types whose `Display` writes them back, and reject anything
 //! else with one line naming what was wrong.
 //!
@@ -14,6 +14,7 @@
 
 pub mod capability;
 pub mod cpus;
+pub mod detach;
 pub mod duration;
 pub mod env;
 pub mod hosts;
@@ -35,6 +36,7 @@ pub mod user;
 
 pub use capability::{CapabilityError, parse_capability};
 pub use cpus::{Cpus, CpusError};
+pub use detach::{DEFAULT_DETACH_KEYS, DetachKeys, DetachKeysError, DetachScanner, Scanned};
 pub use duration::{DurationError, Period, human_duration, parse_precise};
 pub use env::{EnvError, EnvVar, parse_env, parse_env_file};
 pub use hosts::{ExtraHost, HOST_GATEWAY, HostIp, HostsError, parse_expose, validate_hostname};
