@@ -6,6 +6,19 @@
 use std::path::PathBuf;
 
 pub mod daemon;
+pub mod docker;
+
+/// Waits (up to a minute, polling every 250 ms) until `f` holds, or fails naming `what`.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
 
 /// The environment `cargo xtask registry start` writes and `cargo xtask test` exports.
 pub struct TestEnv {

@@ -6,6 +6,7 @@
 //! the apt package, in /usr/bin), which speaks older API versions and calls.
 
 use container_tests::daemon::Daemon;
+use container_tests::docker::docker_env;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -71,15 +72,8 @@ struct Project {
 impl Project {
     fn cmd(&self, program: &Path, args: &[&str]) -> Command {
         let mut c = Command::new(program);
-        c.args(args)
-            .current_dir(&self.dir)
-            .env(
-                "DOCKER_HOST",
-                format!("unix://{}", self.d.root.join("docker.sock").display()),
-            )
-            .env("DOCKER_CONFIG", &self.config)
-            .env_remove("DOCKER_CONTEXT")
-            .env_remove("DOCKER_API_VERSION")
+        c.args(args).current_dir(&self.dir);
+        docker_env(&mut c, &self.d.root, &self.config)
             .env_remove("COMPOSE_FILE")
             .env("COMPOSE_PROJECT_NAME", "ctest")
             .stdin(Stdio::null());

@@ -3,82 +3,11 @@
 //! real VMs. Asserts what a Docker user sees: output, exit codes and error messages.
 
 use container_tests::daemon::Daemon;
+use container_tests::docker::{Docker, docker_env, find_docker};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// A daemon and the docker CLI pointed at its Docker socket.
-struct Docker {
-    d: Daemon,
-    config: PathBuf,
-}
-
-impl Docker {
-    fn start(test: &str) -> Option<Docker> {
-        let docker = find_docker()?;
-        let d = Daemon::start(test)?;
-        let config = d.root.join("docker-config");
-        std::fs::create_dir_all(&config).expect("docker config dir");
-        assert!(
-            d.root.join("docker.sock").exists(),
-            "the daemon serves no docker.sock"
-        );
-        let _ = docker;
-        Some(Docker { d, config })
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("docker");
-        c.args(args)
-            .env(
-                "DOCKER_HOST",
-                format!("unix://{}", self.d.root.join("docker.sock").display()),
-            )
-            .env("DOCKER_CONFIG", &self.config)
-            .env_remove("DOCKER_CONTEXT")
-            .env_remove("DOCKER_API_VERSION")
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("docker runs")
-    }
-
-    /// Runs and requires success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs and requires exit `code`; returns stderr.
-    fn fails(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(code), "docker {args:?}: {stderr}");
-        stderr
-    }
-}
-
-/// The docker CLI, or None (skip) when it is not installed outside `cargo xtask test`.
-fn find_docker() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("docker"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        test_support::skip("the docker CLI is not on the PATH");
-    }
-    found
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -687,14 +616,11 @@ fn docker_py_suite() {
             return;
         }
     }
-    let out = Command::new("python3")
+    let mut pytest = Command::new("python3");
+    pytest
         .args(["-c", runner, "-q", "-p", "no:cacheprovider"])
-        .arg(&suite)
-        .env(
-            "DOCKER_HOST",
-            format!("unix://{}", k.d.root.join("docker.sock").display()),
-        )
-        .env("DOCKER_CONFIG", &k.config)
+        .arg(&suite);
+    let out = docker_env(&mut pytest, &k.d.root, &k.config)
         .env("TEST_REGISTRY", &k.d.mirror)
         .output()
         .expect("python3 runs");

@@ -3,65 +3,17 @@
 //! `--add-host`, `--hostname` and `-P --expose`, each in a real VM. Asserts what a Docker user
 //! sees: `inspect` templates, `ps` filters, `port`, events and error exits.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use container_tests::daemon::Daemon;
+use container_tests::docker::Docker;
+use container_tests::wait_until;
 
-/// A daemon and the docker CLI pointed at its Docker socket.
-struct Docker {
-    d: Daemon,
-    config: PathBuf,
+/// The counter lines a container has printed so far.
+trait Ticks {
+    fn ticks(&self, name: &str) -> usize;
 }
 
-impl Docker {
-    fn start(test: &str) -> Option<Docker> {
-        let on_path = std::env::var_os("PATH")
-            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("docker").is_file()));
-        if !on_path {
-            test_support::skip("the docker CLI is not on the PATH");
-            return None;
-        }
-        let d = Daemon::start(test)?;
-        let config = d.root.join("docker-config");
-        std::fs::create_dir_all(&config).expect("docker config dir");
-        Some(Docker { d, config })
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("docker")
-            .args(args)
-            .env(
-                "DOCKER_HOST",
-                format!("unix://{}", self.d.root.join("docker.sock").display()),
-            )
-            .env("DOCKER_CONFIG", &self.config)
-            .env_remove("DOCKER_CONTEXT")
-            .env_remove("DOCKER_API_VERSION")
-            .stdin(Stdio::null())
-            .output()
-            .expect("docker runs")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn fails(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(code), "docker {args:?}: {stderr}");
-        stderr
-    }
-
+impl Ticks for Docker {
     fn ticks(&self, name: &str) -> usize {
         self.ok(&["logs", name])
             .lines()
@@ -73,14 +25,6 @@ impl Docker {
 fn unix_now() -> String {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 #[test]

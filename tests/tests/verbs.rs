@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use container_tests::daemon::Daemon;
+use container_tests::wait_until;
 
 fn now_arg() -> String {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
@@ -21,15 +22,6 @@ fn count_lines(d: &Daemon, name: &str) -> usize {
         .lines()
         .filter(|l| l.starts_with("tick "))
         .count()
-}
-
-/// Waits until `f` holds, or fails with `what`.
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 fn inspect(d: &Daemon, name: &str) -> serde_json::Value {

@@ -1,0 +1,89 @@
+//! The docker CLI pointed at a test daemon's Docker socket: the one set-up of the tests that
+//! drive `docker` (tests/tests/docker.rs, docker_verbs.rs, detach.rs) and the environment
+//! compose runs in.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::daemon::Daemon;
+
+/// A daemon and the docker CLI pointed at its Docker socket.
+pub struct Docker {
+    /// The daemon.
+    pub d: Daemon,
+    /// The docker CLI's own config directory (`DOCKER_CONFIG`), inside the daemon's root.
+    pub config: PathBuf,
+}
+
+/// The docker CLI, or None (skip) when it is not installed outside `cargo xtask test`.
+pub fn find_docker() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("docker"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        test_support::skip("the docker CLI is not on the PATH");
+    }
+    found
+}
+
+/// Points `c` (docker, compose, docker-py) at the Docker socket under `root`, with `config`
+/// as its config directory and nothing of the caller's docker context.
+pub fn docker_env<'a>(c: &'a mut Command, root: &Path, config: &Path) -> &'a mut Command {
+    c.env(
+        "DOCKER_HOST",
+        format!("unix://{}", root.join("docker.sock").display()),
+    )
+    .env("DOCKER_CONFIG", config)
+    .env_remove("DOCKER_CONTEXT")
+    .env_remove("DOCKER_API_VERSION")
+}
+
+impl Docker {
+    /// A daemon of its own for `test` and the docker CLI, or None (skip) without the CLI.
+    pub fn start(test: &str) -> Option<Docker> {
+        find_docker()?;
+        let d = Daemon::start(test)?;
+        let config = d.root.join("docker-config");
+        std::fs::create_dir_all(&config).expect("docker config dir");
+        assert!(
+            d.root.join("docker.sock").exists(),
+            "the daemon serves no docker.sock"
+        );
+        Some(Docker { d, config })
+    }
+
+    /// A `docker` command against this daemon, stdin closed.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("docker");
+        c.args(args);
+        docker_env(&mut c, &self.d.root, &self.config).stdin(Stdio::null());
+        c
+    }
+
+    /// Runs a command to its end.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("docker runs")
+    }
+
+    /// Runs and requires success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs and requires exit `code`; returns stderr.
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "docker {args:?}: {stderr}");
+        stderr
+    }
+}
