@@ -76,6 +76,7 @@ pub mod guest;
 pub mod health;
 pub mod images;
 pub mod kernel;
+pub mod list_filters;
 pub mod names;
 pub mod network_service;
 pub mod networks;

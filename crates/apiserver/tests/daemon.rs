@@ -268,7 +268,10 @@ async fn inspect(client: &api::Client, id: &str) -> v1::ContainerInfo {
 async fn list(client: &api::Client, all: bool) -> Vec<v1::ContainerInfo> {
     client
         .containers()
-        .list(v1::ListContainersRequest { all })
+        .list(v1::ListContainersRequest {
+            all,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()

@@ -436,6 +436,9 @@ pub struct RunArgs {
     /// Run in the background and print the container's ID.
     #[arg(short = 'd', long)]
     pub detach: bool,
+    /// The keys that detach from the container and leave it running [default: ctrl-p,ctrl-q].
+    #[arg(long, value_name = "KEYS")]
+    pub detach_keys: Option<String>,
     /// Flags shared with create.
     #[command(flatten)]
     pub container: ContainerFlags,
@@ -480,6 +483,9 @@ pub struct StartArgs {
     /// Forward stdin to the container.
     #[arg(short = 'i', long)]
     pub interactive: bool,
+    /// The keys that detach from the container and leave it running [default: ctrl-p,ctrl-q].
+    #[arg(long, value_name = "KEYS")]
+    pub detach_keys: Option<String>,
     /// The containers.
     #[arg(value_name = "CONTAINER", required = true)]
     pub ids: Vec<String>,
@@ -601,6 +607,9 @@ pub struct ExecArgs {
     /// Allocate a pseudo terminal.
     #[arg(short = 't', long)]
     pub tty: bool,
+    /// The keys that detach from the container and leave it running [default: ctrl-p,ctrl-q].
+    #[arg(long, value_name = "KEYS")]
+    pub detach_keys: Option<String>,
     /// Set an environment variable (KEY=VALUE, or KEY to pass the host's value).
     #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
     pub env: Vec<String>,
@@ -747,13 +756,17 @@ pub struct RestartArgs {
 #[command(
     after_help = "Output written before the attach is not replayed (use `logs`). Without a \
     terminal, Ctrl-C is forwarded to the container; pressing it three times leaves the \
-    container running and ends the attach. With a terminal, every key \
-    goes to the container."
+    container running and ends the attach. With a terminal, every key goes to the container \
+    but the detach keys (`--detach-keys`, Docker's syntax: `ctrl-<key>` or one character, \
+    comma-separated): they end the attach with 0 and leave the container running."
 )]
 pub struct AttachArgs {
     /// Do not forward stdin.
     #[arg(long)]
     pub no_stdin: bool,
+    /// The keys that detach from the container and leave it running [default: ctrl-p,ctrl-q].
+    #[arg(long, value_name = "KEYS")]
+    pub detach_keys: Option<String>,
     /// The running container.
     #[arg(value_name = "CONTAINER")]
     pub id: String,

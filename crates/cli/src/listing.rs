@@ -1,9 +1,9 @@
 //! What the list commands (`ls`, `image ls`, `network ls`, `volume ls`) share with the docker
 //! CLI: `--filter key=value` with Docker's keys, `--format` (`table`, `json` or a Go
 //! template, crate::template) and the fields a template names, worded as `docker ps`,
-//! `docker images`, `docker network ls` and `docker volume ls` word them. Filtering happens
-//! here, on what the daemon listed: the lists are small and the keys are Docker's, so no
-//! API change is needed.
+//! `docker images`, `docker network ls` and `docker volume ls` word them. Containers are
+//! filtered by the daemon (its ListContainers takes the flags, as the Docker API's list
+//! does); images, networks and volumes here, on what the daemon listed.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -155,11 +155,6 @@ impl Filters {
 
 // ---- containers ---------------------------------------------------------------------------
 
-/// The keys `container ls --filter` takes.
-pub const CONTAINER_FILTERS: &[&str] = &[
-    "id", "name", "label", "status", "ancestor", "network", "exited", "health",
-];
-
 /// The state in Docker's words: created, running, exited, dead.
 pub fn docker_state(c: &v1::ContainerInfo) -> &'static str {
     match c.state_enum() {
@@ -189,92 +184,6 @@ fn familiar(reference: &str) -> &str {
         .strip_prefix("docker.io/library/")
         .or_else(|| reference.strip_prefix("docker.io/"))
         .unwrap_or(reference)
-}
-
-/// A reference with its tag made explicit (`busybox` → `busybox:latest`).
-fn tagged(reference: &str) -> String {
-    let r = familiar(reference);
-    let last = r.rsplit('/').next().unwrap_or(r);
-    if last.contains(':') || r.contains('@') {
-        r.to_owned()
-    } else {
-        format!("{r}:latest")
-    }
-}
-
-fn ancestor_matches(c: &v1::ContainerInfo, want: &str) -> bool {
-    let image = c.config.as_ref().map(|k| k.image.as_str()).unwrap_or("");
-    let hex = want.trim_start_matches("sha256:");
-    tagged(image) == tagged(want)
-        || (!hex.is_empty()
-            && hex.bytes().all(|b| b.is_ascii_hexdigit())
-            && c.image_digest
-                .trim_start_matches("sha256:")
-                .starts_with(hex))
-}
-
-/// Whether the status filter asks for containers `ls` hides without `-a`.
-pub fn wants_stopped(f: &Filters) -> bool {
-    f.get("status").iter().any(|s| s != "running") || !f.get("exited").is_empty()
-}
-
-/// Keeps the containers every filter lets through.
-pub fn filter_containers(
-    f: &Filters,
-    list: Vec<v1::ContainerInfo>,
-) -> Result<Vec<v1::ContainerInfo>, FilterError> {
-    for s in f.get("status") {
-        if ![
-            "created",
-            "restarting",
-            "running",
-            "removing",
-            "paused",
-            "exited",
-            "dead",
-        ]
-        .contains(&s.as_str())
-        {
-            return Err(FilterError::BadValue {
-                key: "status".into(),
-                value: s.clone(),
-                why: "expected created, restarting, running, removing, paused, exited or dead",
-            });
-        }
-    }
-    for code in f.get("exited") {
-        if code.parse::<i32>().is_err() {
-            return Err(FilterError::BadValue {
-                key: "exited".into(),
-                value: code.clone(),
-                why: "expected an exit code",
-            });
-        }
-    }
-    Ok(list
-        .into_iter()
-        .filter(|c| {
-            let networks: Vec<&str> = c.networks.iter().map(|n| n.network.as_str()).collect();
-            f.labels(&container_labels(c))
-                && f.any("id", |p| c.id.starts_with(p))
-                && f.any("name", |n| c.name.contains(n.trim_start_matches('/')))
-                && f.any("status", |s| s == docker_state(c))
-                && f.any("health", |h| {
-                    let word = c.health.as_ref().map_or("none", |x| x.status.as_str());
-                    h == if word.is_empty() { "none" } else { word }
-                })
-                && f.any("ancestor", |a| ancestor_matches(c, a))
-                && f.any("network", |n| {
-                    networks.contains(&n)
-                        || c.config
-                            .as_ref()
-                            .is_some_and(|k| k.networks.iter().any(|x| x.name == n))
-                })
-                && f.any("exited", |e| {
-                    docker_state(c) == "exited" && e.parse::<i32>().is_ok_and(|e| e == c.exit_code)
-                })
-        })
-        .collect())
 }
 
 fn now_ms() -> i64 {
@@ -773,10 +682,6 @@ mod tests {
         }
     }
 
-    fn names(list: &[v1::ContainerInfo]) -> Vec<&str> {
-        list.iter().map(|c| c.name.as_str()).collect()
-    }
-
     fn sample() -> Vec<v1::ContainerInfo> {
         vec![
             container(
@@ -796,53 +701,16 @@ mod tests {
     }
 
     #[test]
-    fn container_filters_and_keys_or_values() {
-        let run = |f: &[&str]| {
-            let f = Filters::parse(&flags(f), "containers", CONTAINER_FILTERS).unwrap();
-            names(&filter_containers(&f, sample()).unwrap())
-                .into_iter()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(run(&["status=exited"]), ["job"]);
-        assert_eq!(run(&["status=created", "status=running"]), ["web", "fresh"]);
-        assert_eq!(run(&["label=tier"]), ["web", "job"]);
-        assert_eq!(run(&["label=tier=back"]), ["job"]);
-        assert_eq!(run(&["label=tier", "name=we"]), ["web"]);
-        assert_eq!(run(&["id=bbb"]), ["job"]);
-        assert_eq!(run(&["ancestor=busybox"]), ["web", "job", "fresh"]);
-        assert_eq!(run(&["ancestor=busybox:1.36"]), Vec::<String>::new());
-        assert_eq!(run(&["ancestor=beefca"]), ["web", "job", "fresh"]);
-        assert_eq!(run(&["exited=3"]), ["job"]);
-        assert_eq!(run(&["exited=0"]), Vec::<String>::new());
-        assert_eq!(run(&["network=default"]), ["web", "job", "fresh"]);
-        assert_eq!(run(&["network=other"]), Vec::<String>::new());
-    }
-
-    #[test]
     fn bad_filters_are_refused_in_docker_words() {
-        let e =
-            Filters::parse(&flags(&["colour=red"]), "containers", CONTAINER_FILTERS).unwrap_err();
+        let e = Filters::parse(&flags(&["colour=red"]), "volumes", VOLUME_FILTERS).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "invalid filter 'colour' (valid for containers: id, name, label, status, ancestor, network, exited, health)"
+            "invalid filter 'colour' (valid for volumes: name, label, dangling, driver)"
         );
-        let e = Filters::parse(&flags(&["status"]), "containers", CONTAINER_FILTERS).unwrap_err();
+        let e = Filters::parse(&flags(&["dangling"]), "images", IMAGE_FILTERS).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "bad format of filter \"status\" (expected name=value)"
-        );
-        let f = Filters::parse(
-            &flags(&["status=sleeping"]),
-            "containers",
-            CONTAINER_FILTERS,
-        )
-        .unwrap();
-        assert!(
-            filter_containers(&f, sample())
-                .unwrap_err()
-                .to_string()
-                .starts_with("invalid filter 'status=sleeping'")
+            "bad format of filter \"dangling\" (expected name=value)"
         );
         let f = Filters::parse(&flags(&["dangling=maybe"]), "images", IMAGE_FILTERS).unwrap();
         assert!(filter_images(&f, vec![]).is_err());

@@ -54,7 +54,8 @@ pub fn markdown() -> String {
          Exit codes: 0 on success; the container's own code for `run`, `start -a` and `exec`;\n\
          125 when the daemon or a flag fails; 126 when the command cannot be executed; 127 when\n\
          it is not found; 141 when stdout is a pipe its reader closed. `system status` exits 1\n\
-         when the daemon is not running; three Ctrl-C leave a `run` without a terminal with 1.\n\n\
+         when the daemon is not running; three Ctrl-C leave a `run` without a terminal with 1,\n\
+         and the detach keys (`--detach-keys`, `ctrl-p,ctrl-q`) a session with a terminal with 0.\n\n\
          Environment: `CONTAINER_APP_ROOT` chooses the daemon's app root and so its socket,\n\
          `<app root>/apiserver.sock` (default `/var/lib/container` for root, else\n\
          `$XDG_DATA_HOME/container`; on macOS `~/Library/Application Support/dev.container`);\n\

@@ -1,6 +1,8 @@
-//! Drives an attached process (`run`, `start -a`, `exec`) over the daemon's bidirectional
-//! stdio stream: stdin, window changes and signals go up; output and the exit code come
-//! down.
+//! Drives an attached process (`run`, `start -a`, `attach`, `exec`) over the daemon's
+//! bidirectional stdio stream: stdin, window changes and signals go up; output and the exit
+//! code come down. With a terminal, stdin is scanned for the detach sequence
+//! (`--detach-keys`, Docker's `ctrl-p,ctrl-q` by default): reading it ends the session and
+//! leaves the process running. Without one, stdin goes through byte for byte, as Docker's.
 
 use std::io::IsTerminal;
 use std::os::fd::AsFd;
@@ -16,7 +18,7 @@ use crate::error::CliError;
 use crate::terminal::{RawMode, WindowChanges, window_size};
 
 /// How the local side takes part.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct StdioOptions {
     /// Forward stdin.
     pub stdin: bool,
@@ -24,6 +26,53 @@ pub struct StdioOptions {
     pub tty: bool,
     /// Return as soon as the process started (`exec -d`).
     pub detach: bool,
+    /// The sequence on stdin that detaches when `tty` (None: Docker's default).
+    pub detach_keys: Option<spec::DetachKeys>,
+}
+
+/// `--detach-keys`, checked before anything is created or attached.
+pub fn detach_keys(text: Option<&str>) -> Result<Option<spec::DetachKeys>, CliError> {
+    text.map(str::parse).transpose().map_err(CliError::usage)
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The process exited with this code (or, for `exec -d`, started: 0).
+    Exit(i32),
+    /// The user typed the detach sequence: the process runs on.
+    Detached,
+}
+
+impl Ended {
+    /// The CLI's exit code: the process's, or 0 after a detach (as Docker's).
+    pub fn code(self) -> i32 {
+        match self {
+            Ended::Exit(code) => code,
+            Ended::Detached => 0,
+        }
+    }
+}
+
+/// Attaches to container `id` (`start`: starting it first, as `run` and `start -a` do) and
+/// drives the session to its end; the one path of `run`, `start -a` and `attach`.
+pub async fn attach(
+    client: &api::Client,
+    id: String,
+    start: bool,
+    options: StdioOptions,
+) -> Result<Ended, CliError> {
+    let open = Request::Attach(v1::AttachOpen {
+        id,
+        stdin: options.stdin,
+        start,
+        size: if options.tty {
+            local_terminal_size()
+        } else {
+            None
+        },
+    });
+    drive(client, Rpc::Attach, open, options).await
 }
 
 /// The size of the terminal on our stdout, if it is one.
@@ -40,13 +89,13 @@ pub enum Rpc {
 }
 
 /// Opens the stream with `open` as its first message and runs it to the end. Returns the
-/// process's exit code (0 for a detached exec).
+/// process's exit code (0 for a detached exec), or that the user detached.
 pub async fn drive(
     client: &api::Client,
     rpc: Rpc,
     open: Request,
     options: StdioOptions,
-) -> Result<i32, CliError> {
+) -> Result<Ended, CliError> {
     let (tx, rx) = mpsc::channel::<v1::StdioRequest>(32);
     tx.send(v1::StdioRequest {
         request: Some(open),
@@ -66,7 +115,7 @@ pub async fn drive(
             return match launch_failure_code(&error.message) {
                 Some(code) => {
                     eprintln!("container: {error}");
-                    Ok(code)
+                    Ok(Ended::Exit(code))
                 }
                 None => Err(error.into()),
             };
@@ -88,8 +137,14 @@ pub async fn drive(
     let mut tasks = Vec::new();
     // Fires when the user insists (three Ctrl-C) on leaving a session that does not end.
     let (give_up_tx, mut give_up) = mpsc::channel::<()>(1);
+    // Fires when stdin carried the detach sequence.
+    let (detach_tx, mut detached) = mpsc::channel::<()>(1);
     if options.stdin && !options.detach {
-        tasks.push(tokio::spawn(forward_stdin(tx.clone())));
+        // Docker scans only a terminal's input: piped data may hold any byte.
+        let scanner = options
+            .tty
+            .then(|| options.detach_keys.unwrap_or_default().scanner());
+        tasks.push(tokio::spawn(forward_stdin(tx.clone(), scanner, detach_tx)));
     }
     if options.tty && !options.detach {
         tasks.push(tokio::spawn(forward_window_changes(tx.clone())));
@@ -108,8 +163,9 @@ pub async fn drive(
             next = output.message() => next,
             Some(()) = give_up.recv() => {
                 eprintln!("container: interrupted three times: leaving the container running");
-                break Ok(EXIT_GAVE_UP);
+                break Ok(Ended::Exit(EXIT_GAVE_UP));
             }
+            Some(()) = detached.recv() => break Ok(Ended::Detached),
         };
         let message = match next {
             Ok(Some(m)) => m,
@@ -123,14 +179,14 @@ pub async fn drive(
                 match (started, launch_failure_code(&error.message)) {
                     (false, Some(code)) => {
                         eprintln!("container: {error}");
-                        break Ok(code);
+                        break Ok(Ended::Exit(code));
                     }
                     _ => break Err(error.into()),
                 }
             }
         };
         match message.response {
-            Some(Response::Started(_)) if options.detach => break Ok(0),
+            Some(Response::Started(_)) if options.detach => break Ok(Ended::Exit(0)),
             Some(Response::Started(_)) => started = true,
             None => {}
             Some(Response::Output(frame)) => match frame.output {
@@ -145,7 +201,7 @@ pub async fn drive(
                         break Err(CliError::io("writing stderr", e));
                     }
                 }
-                Some(Output::ExitCode(code)) => break Ok(code),
+                Some(Output::ExitCode(code)) => break Ok(Ended::Exit(code)),
             },
         }
     };
@@ -185,15 +241,44 @@ fn input(frame: StdioInput) -> v1::StdioRequest {
     }
 }
 
-async fn forward_stdin(tx: mpsc::Sender<v1::StdioRequest>) {
+/// Forwards stdin until it ends (then closes the process's stdin) or carries the detach
+/// sequence (then fires `detach` and leaves the process's stdin open, as Docker does).
+async fn forward_stdin(
+    tx: mpsc::Sender<v1::StdioRequest>,
+    mut scanner: Option<spec::DetachScanner>,
+    detach: mpsc::Sender<()>,
+) {
     let mut stdin = tokio::io::stdin();
     let mut buf = vec![0u8; 32 * 1024];
     loop {
-        let (frame, done) = match stdin.read(&mut buf).await {
-            Ok(0) | Err(_) => (StdioInput::close_stdin(), true),
-            Ok(n) => (StdioInput::stdin(&buf[..n]), false),
+        let n = match stdin.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let held = scanner.as_mut().map(|s| s.finish()).unwrap_or_default();
+                if !held.is_empty() && tx.send(input(StdioInput::stdin(held))).await.is_err() {
+                    return;
+                }
+                let _ = tx.send(input(StdioInput::close_stdin())).await;
+                return;
+            }
+            Ok(n) => n,
         };
-        if tx.send(input(frame)).await.is_err() || done {
+        let scanned = match scanner.as_mut() {
+            Some(s) => s.feed(&buf[..n]),
+            None => spec::Scanned {
+                forward: buf[..n].to_vec(),
+                detach: false,
+            },
+        };
+        if !scanned.forward.is_empty()
+            && tx
+                .send(input(StdioInput::stdin(scanned.forward)))
+                .await
+                .is_err()
+        {
+            return;
+        }
+        if scanned.detach {
+            let _ = detach.send(()).await;
             return;
         }
     }

@@ -158,13 +158,17 @@ impl Containers for ContainersService {
         &self,
         req: Request<v1::ListContainersRequest>,
     ) -> Res<v1::ListContainersResponse> {
-        let all = req.into_inner().all;
+        let req = req.into_inner();
+        let filters = crate::list_filters::ContainerFilters::parse(&req.filters)
+            .map_err(api::ApiError::from)?;
+        let all = req.all || filters.wants_stopped();
         let containers = self
             .0
             .records()
             .iter()
             .filter(|r| all || r.phase == Phase::Running)
             .map(|r| self.0.info(r))
+            .filter(|c| filters.matches(c))
             .collect();
         ok(v1::ListContainersResponse { containers })
     }

@@ -24,11 +24,12 @@ use super::Ctx;
 use super::create::{signal_number, translate};
 use super::error::{DResult, DockerError};
 use super::filters::Filters;
-use super::ids::{ZERO_TIME, familiar, time_of_ms};
+use super::ids::{ZERO_TIME, time_of_ms};
 use super::stream::{
     Params, StdioEnd, StdioMode, json, json_body, no_content, pump, streamed, tar_body,
     upgrade_response, wants_upgrade,
 };
+use crate::list_filters::{self, docker_state, state_name};
 
 /// An attach whose container has not started: its hijacked connection waits for `start`.
 pub struct PendingAttach {
@@ -47,26 +48,6 @@ pub use spec::human_duration;
 
 fn since_ms(ms: i64) -> Duration {
     Duration::from_millis((now_ms() - ms).max(0) as u64)
-}
-
-/// Our state in Docker's words.
-fn state_name(info: &v1::ContainerInfo) -> &'static str {
-    match info.state() {
-        v1::ContainerState::Running | v1::ContainerState::Stopping => "running",
-        v1::ContainerState::Created => "created",
-        v1::ContainerState::Stopped if info.started_ms == 0 => "created",
-        v1::ContainerState::Stopped => "exited",
-        v1::ContainerState::Unknown => "dead",
-    }
-}
-
-/// Docker's state word, which says `paused` for a paused running container (where
-/// [`state_name`] still says `running`, as `State.Running` does).
-fn docker_state(info: &v1::ContainerInfo) -> &'static str {
-    match state_name(info) {
-        "running" if info.paused => "paused",
-        s => s,
-    }
 }
 
 /// Docker's `State.Health` of our health.
@@ -91,14 +72,6 @@ fn health_of(h: &v1::ContainerHealth) -> m::Health {
                 })
                 .collect(),
         ),
-    }
-}
-
-/// A container's health word for the `health` list filter: `none` without a healthcheck.
-fn health_word(info: &v1::ContainerInfo) -> &str {
-    match info.health.as_ref().map(|h| h.status.as_str()) {
-        Some(s) if !s.is_empty() => s,
-        _ => "none",
     }
 }
 
@@ -475,63 +448,22 @@ fn summary_of(info: &v1::ContainerInfo) -> m::ContainerSummary {
     }
 }
 
-fn ancestor_matches(info: &v1::ContainerInfo, want: &str) -> bool {
-    let image = info.config.as_ref().map(|c| c.image.as_str()).unwrap_or("");
-    let norm = |s: &str| {
-        let s = familiar(s);
-        if s.contains(':')
-            && !s.ends_with(']')
-            && s.rsplit('/').next().is_some_and(|l| l.contains(':'))
-        {
-            s
-        } else {
-            format!("{s}:latest")
-        }
-    };
-    norm(image) == norm(want)
-        || info.image_digest == want
-        || info
-            .image_digest
-            .trim_start_matches("sha256:")
-            .starts_with(want.trim_start_matches("sha256:"))
-}
-
-/// Whether a container passes list filters.
-pub fn filter_matches(f: &Filters, info: &v1::ContainerInfo) -> bool {
-    let config = info.config.clone().unwrap_or_default();
-    f.labels_match(&labels_of(&config))
-        && f.any("name", |n| info.name.contains(n.trim_start_matches('/')))
-        && f.any("id", |p| info.id.starts_with(p))
-        && f.any("status", |s| s == docker_state(info))
-        && f.any("health", |h| h == health_word(info))
-        && f.any("ancestor", |a| ancestor_matches(info, a))
-        && f.any("network", |n| {
-            config.networks.iter().any(|x| x.name == n)
-                || (config.networks.is_empty() && matches!(n, "bridge" | "default"))
-        })
-        && f.any("exited", |c| {
-            state_name(info) == "exited" && c.parse::<i32>().is_ok_and(|c| c == info.exit_code)
-        })
-}
-
 /// `GET /containers/json`.
 pub async fn list(State(ctx): State<Ctx>, uri: Uri) -> DResult<Response> {
     let q = Params::from_uri(&uri)?;
-    let f = Filters::parse(q.get("filters"))?;
-    f.only(&[
-        "label", "name", "id", "status", "ancestor", "network", "exited", "health",
-    ])?;
-    // A status filter other than running sees stopped containers too, as in Docker.
-    let all = q.flag("all") || f.get("status").iter().any(|s| s != "running");
+    // The daemon filters (crate::list_filters), as for `container ls`.
+    let filters = list_filters::pairs(&Filters::parse(q.get("filters"))?.0);
     let mut infos = ctx
         .client()
         .await?
         .containers()
-        .list(v1::ListContainersRequest { all })
+        .list(v1::ListContainersRequest {
+            all: q.flag("all"),
+            filters,
+        })
         .await?
         .into_inner()
         .containers;
-    infos.retain(|i| filter_matches(&f, i));
     if let Some(limit) = q.int("limit")?.filter(|l| *l > 0) {
         infos.truncate(limit as usize);
     }
@@ -722,6 +654,7 @@ pub async fn attach(
         stderr: q.flag("stderr"),
         stdin: q.flag("stdin") && process.stdin_open,
         settle: super::stream::settle_time(req.headers()),
+        detach_keys: super::stream::detach_keys(process.tty, q.get("detachKeys"))?,
     };
     let upgrade = hyper::upgrade::on(&mut req);
     let p = PendingAttach { upgrade, mode };

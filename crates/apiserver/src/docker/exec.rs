@@ -140,6 +140,7 @@ pub async fn start(
         stderr: e.config.attach_stderr.unwrap_or(true),
         stdin: e.config.attach_stdin.unwrap_or(false) && !detach,
         settle: super::stream::settle_time(req.headers()),
+        detach_keys: super::stream::detach_keys(tty, e.config.detach_keys.as_deref())?,
     };
     let (tx, rx) = mpsc::channel(16);
     let _ = tx
@@ -209,6 +210,8 @@ pub async fn start(
             let code = match end {
                 StdioEnd::Exit(c) => *c,
                 StdioEnd::Lost(_) => 255,
+                // The process runs on; nothing is known of its end.
+                StdioEnd::Detached => return,
             };
             update(&ctx2, &exec_id, |x| {
                 x.running = false;

@@ -214,7 +214,7 @@ pub fn upgrade_response(tty: bool) -> Response {
 }
 
 /// Which output a stdio pump forwards, and how.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StdioMode {
     /// Raw bytes (a terminal) instead of stdcopy frames.
     pub tty: bool,
@@ -226,6 +226,24 @@ pub struct StdioMode {
     pub stdin: bool,
     /// Hold the first output back this long after the upgrade (see [`settle_time`]).
     pub settle: std::time::Duration,
+    /// The input sequence that detaches the client and leaves the process running; Docker
+    /// scans for it only with a terminal (see [`detach_keys`]).
+    pub detach_keys: Option<spec::DetachKeys>,
+}
+
+/// The `detachKeys` of an attach or exec with a terminal (Docker's default when absent or
+/// empty); None without a terminal, whose input may hold any byte.
+pub fn detach_keys(tty: bool, text: Option<&str>) -> DResult<Option<spec::DetachKeys>> {
+    if !tty {
+        return Ok(None);
+    }
+    match text.filter(|t| !t.is_empty()) {
+        None => Ok(Some(spec::DetachKeys::default())),
+        Some(t) => t
+            .parse()
+            .map(Some)
+            .map_err(|e: spec::DetachKeysError| DockerError::bad_request(e.to_string())),
+    }
 }
 
 /// How long to hold output back after a hijack. docker-py reads the 101 response through a
@@ -251,6 +269,8 @@ pub enum StdioEnd {
     Exit(i32),
     /// The daemon's stream failed or ended without an exit.
     Lost(String),
+    /// The client sent the detach keys: the process runs on.
+    Detached,
 }
 
 /// Moves a gRPC stdio stream's output to `io` (framed unless tty) and `io`'s input to the
@@ -276,13 +296,23 @@ where
         tokio::time::sleep(mode.settle).await;
     }
     let (mut reader, mut writer) = tokio::io::split(io);
+    // Fires when the client's input carried the detach keys.
+    let (detach_tx, mut detached) = mpsc::channel::<()>(1);
     let upstream = if mode.stdin {
         let input = input.clone();
+        let mut scanner = mode.detach_keys.as_ref().map(spec::DetachKeys::scanner);
         Some(tokio::spawn(async move {
+            let stdin = |bytes: Vec<u8>| v1::StdioRequest {
+                request: Some(Rq::Input(StdioInput::stdin(bytes))),
+            };
             let mut buf = vec![0u8; 32 << 10];
             loop {
                 match reader.read(&mut buf).await {
                     Ok(0) | Err(_) => {
+                        let held = scanner.as_mut().map(|s| s.finish()).unwrap_or_default();
+                        if !held.is_empty() {
+                            let _ = input.send(stdin(held)).await;
+                        }
                         let _ = input
                             .send(v1::StdioRequest {
                                 request: Some(Rq::Input(StdioInput::close_stdin())),
@@ -291,10 +321,19 @@ where
                         break;
                     }
                     Ok(n) => {
-                        let msg = v1::StdioRequest {
-                            request: Some(Rq::Input(StdioInput::stdin(&buf[..n]))),
+                        let (forward, detach) = match scanner.as_mut() {
+                            Some(s) => {
+                                let r = s.feed(&buf[..n]);
+                                (r.forward, r.detach)
+                            }
+                            None => (buf[..n].to_vec(), false),
                         };
-                        if input.send(msg).await.is_err() {
+                        if !forward.is_empty() && input.send(stdin(forward)).await.is_err() {
+                            break;
+                        }
+                        if detach {
+                            // The process keeps its stdin open, as with Docker.
+                            let _ = detach_tx.send(()).await;
                             break;
                         }
                     }
@@ -308,10 +347,13 @@ where
     let end = loop {
         let msg = match pending.next() {
             Some(m) => m,
-            None => match output.message().await {
-                Ok(Some(m)) => m,
-                Ok(None) => break StdioEnd::Lost("the daemon ended the stream".into()),
-                Err(s) => break StdioEnd::Lost(s.message().to_owned()),
+            None => tokio::select! {
+                next = output.message() => match next {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break StdioEnd::Lost("the daemon ended the stream".into()),
+                    Err(s) => break StdioEnd::Lost(s.message().to_owned()),
+                },
+                Some(()) = detached.recv() => break StdioEnd::Detached,
             },
         };
         let (stream, data) = match msg.response {

@@ -89,7 +89,10 @@ pub async fn info(State(ctx): State<Ctx>) -> DResult<Response> {
         .into_inner();
     let containers = client
         .containers()
-        .list(v1::ListContainersRequest { all: true })
+        .list(v1::ListContainersRequest {
+            all: true,
+            ..Default::default()
+        })
         .await?
         .into_inner()
         .containers;
@@ -190,7 +193,10 @@ pub async fn df(State(ctx): State<Ctx>) -> DResult<Response> {
         .images;
     let containers = client
         .containers()
-        .list(v1::ListContainersRequest { all: true })
+        .list(v1::ListContainersRequest {
+            all: true,
+            ..Default::default()
+        })
         .await?
         .into_inner()
         .containers;

@@ -12,9 +12,9 @@ use crate::Context;
 use crate::args::*;
 use crate::commands::stream::write_stream;
 use crate::error::{CliError, CliResult};
-use crate::listing::{self, Filters, ListFormat};
+use crate::listing::{self, ListFormat};
 use crate::output;
-use crate::stdio::{self, Rpc, StdioOptions};
+use crate::stdio::{self, Ended, Rpc, StdioOptions};
 
 /// Reads the files and environment the flags name, and turns `create`/`run` flags into the
 /// configuration the daemon gets. Every flag value is checked here, before the daemon is
@@ -452,6 +452,7 @@ const RM_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `container run`.
 pub async fn run_cmd(ctx: &Context, a: &RunArgs) -> CliResult {
+    let detach_keys = stdio::detach_keys(a.detach_keys.as_deref())?;
     let config = config_from_flags(&a.container, &a.image, &a.args)?;
     let (client, id) = create(ctx, &a.container, config).await?;
     let outcome = if a.detach {
@@ -459,31 +460,25 @@ pub async fn run_cmd(ctx: &Context, a: &RunArgs) -> CliResult {
             .containers()
             .start(v1::StartContainerRequest { id: id.clone() })
             .await
-            .map(|_| 0)
+            .map(|_| Ended::Exit(0))
             .map_err(CliError::from)
     } else {
         let p = &a.container.process;
-        let open = Request::Attach(v1::AttachOpen {
-            id: id.clone(),
-            stdin: p.interactive,
-            start: true,
-            size: if p.tty {
-                stdio::local_terminal_size()
-            } else {
-                None
-            },
-        });
         let options = StdioOptions {
             stdin: p.interactive,
             tty: p.tty,
             detach: false,
+            detach_keys,
         };
-        stdio::drive(&client, Rpc::Attach, open, options).await
+        stdio::attach(&client, id.clone(), true, options).await
     };
     if outcome.is_ok() && a.detach {
         outln!("{id}");
     }
-    if outcome.is_ok() && !a.detach && a.container.management.rm {
+    // After a detach (the detach keys) the container runs on, as with Docker's `run --rm`.
+    let exited = matches!(outcome, Ok(Ended::Exit(_)));
+    let outcome = outcome.map(Ended::code);
+    if exited && !a.detach && a.container.management.rm {
         // Docker's `run --rm` returns once the container is gone, so what follows (a new
         // run on the same volume, `volume ls`) never sees it: the daemon removes it (and its
         // anonymous volumes) once its VM has shut down.
@@ -520,6 +515,7 @@ pub async fn run_cmd(ctx: &Context, a: &RunArgs) -> CliResult {
 
 /// `container start`.
 pub async fn start_cmd(ctx: &Context, a: &StartArgs) -> CliResult {
+    let detach_keys = stdio::detach_keys(a.detach_keys.as_deref())?;
     let client = ctx.client().await?;
     if a.attach || a.interactive {
         if a.ids.len() != 1 {
@@ -534,33 +530,22 @@ pub async fn start_cmd(ctx: &Context, a: &StartArgs) -> CliResult {
             .as_ref()
             .and_then(|c| c.process.as_ref())
             .is_some_and(|p| p.tty);
-        let open = Request::Attach(v1::AttachOpen {
-            id,
-            stdin: a.interactive,
-            start: true,
-            size: if tty {
-                stdio::local_terminal_size()
-            } else {
-                None
-            },
-        });
         let options = StdioOptions {
             stdin: a.interactive,
             tty,
             detach: false,
+            detach_keys,
         };
-        return stdio::drive(&client, Rpc::Attach, open, options).await;
+        return stdio::attach(&client, id, true, options)
+            .await
+            .map(Ended::code);
     }
-    each(&a.ids, |id| {
-        let client = client.clone();
-        async move {
-            client
-                .containers()
-                .start(v1::StartContainerRequest { id: id.clone() })
-                .await?;
-            outln!("{id}");
-            Ok(())
-        }
+    each_printed(&client, &a.ids, |client, id| async move {
+        client
+            .containers()
+            .start(v1::StartContainerRequest { id })
+            .await?;
+        Ok(())
     })
     .await
 }
@@ -606,6 +591,24 @@ where
     }
 }
 
+/// [`each`] for the verbs that print each container they acted on (stop, kill, rm, start,
+/// restart, pause, unpause, as Docker's): `op` gets its own client handle and the ID.
+pub(crate) async fn each_printed<F, Fut>(client: &api::Client, ids: &[String], op: F) -> CliResult
+where
+    F: Fn(api::Client, String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), CliError>>,
+{
+    each(ids, |id| {
+        let done = op(client.clone(), id.clone());
+        async move {
+            done.await?;
+            outln!("{id}");
+            Ok(())
+        }
+    })
+    .await
+}
+
 /// Checks the IDs-or-`--all` rule before the daemon is asked anything.
 fn check_ids(ids: &[String], all: bool) -> Result<(), CliError> {
     if all && !ids.is_empty() {
@@ -634,6 +637,7 @@ async fn ids_or_all(
         .containers()
         .list(v1::ListContainersRequest {
             all: include_stopped,
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -657,20 +661,16 @@ pub async fn stop_cmd(ctx: &Context, a: &StopArgs) -> CliResult {
     check_ids(&a.ids, a.all)?;
     let client = ctx.client().await?;
     let ids = ids_or_all(&client, &a.ids, a.all, false).await?;
-    each(&ids, |id| {
-        let client = client.clone();
-        async move {
-            client
-                .containers()
-                .stop(v1::StopContainerRequest {
-                    id: id.clone(),
-                    signal,
-                    timeout_seconds: Some(a.time),
-                })
-                .await?;
-            outln!("{id}");
-            Ok(())
-        }
+    each_printed(&client, &ids, |client, id| async move {
+        client
+            .containers()
+            .stop(v1::StopContainerRequest {
+                id,
+                signal,
+                timeout_seconds: Some(a.time),
+            })
+            .await?;
+        Ok(())
     })
     .await
 }
@@ -681,19 +681,12 @@ pub async fn kill_cmd(ctx: &Context, a: &KillArgs) -> CliResult {
     check_ids(&a.ids, a.all)?;
     let client = ctx.client().await?;
     let ids = ids_or_all(&client, &a.ids, a.all, false).await?;
-    each(&ids, |id| {
-        let client = client.clone();
-        async move {
-            client
-                .containers()
-                .kill(v1::KillContainerRequest {
-                    id: id.clone(),
-                    signal,
-                })
-                .await?;
-            outln!("{id}");
-            Ok(())
-        }
+    each_printed(&client, &ids, |client, id| async move {
+        client
+            .containers()
+            .kill(v1::KillContainerRequest { id, signal })
+            .await?;
+        Ok(())
     })
     .await
 }
@@ -705,7 +698,10 @@ pub async fn delete_cmd(ctx: &Context, a: &DeleteArgs) -> CliResult {
     let ids = if a.all {
         let list = client
             .containers()
-            .list(v1::ListContainersRequest { all: true })
+            .list(v1::ListContainersRequest {
+                all: true,
+                ..Default::default()
+            })
             .await?
             .into_inner();
         // --all leaves running containers alone unless --force.
@@ -717,44 +713,38 @@ pub async fn delete_cmd(ctx: &Context, a: &DeleteArgs) -> CliResult {
     } else {
         a.ids.clone()
     };
-    each(&ids, |id| {
-        let client = client.clone();
-        async move {
-            client
-                .containers()
-                .delete(v1::DeleteContainerRequest {
-                    id: id.clone(),
-                    force: a.force,
-                    remove_volumes: a.volumes,
-                })
-                .await?;
-            // The name the user gave, as Docker prints it.
-            outln!("{id}");
-            Ok(())
-        }
+    // Each prints the name the user gave, as Docker's.
+    each_printed(&client, &ids, |client, id| async move {
+        client
+            .containers()
+            .delete(v1::DeleteContainerRequest {
+                id,
+                force: a.force,
+                remove_volumes: a.volumes,
+            })
+            .await?;
+        Ok(())
     })
     .await
 }
 
 /// `container list`.
 pub async fn list_cmd(ctx: &Context, a: &ListArgs) -> CliResult {
-    let filters = Filters::parse(&a.filters, "containers", listing::CONTAINER_FILTERS)
-        .map_err(CliError::usage)?;
     let template = a
         .format
         .template::<listing::ContainerFields>()
         .map_err(CliError::usage)?;
     let client = ctx.client().await?;
-    let list = client
+    // The daemon filters (and refuses a bad filter in one line), as for `docker ps`.
+    let containers = client
         .containers()
         .list(v1::ListContainersRequest {
-            // A filter on a stopped state sees stopped containers, as in Docker.
-            all: a.all || listing::wants_stopped(&filters),
+            all: a.all,
+            filters: a.filters.clone(),
         })
         .await?
-        .into_inner();
-    let containers =
-        listing::filter_containers(&filters, list.containers).map_err(CliError::usage)?;
+        .into_inner()
+        .containers;
     if a.quiet {
         for c in &containers {
             if a.no_trunc {
@@ -892,6 +882,7 @@ pub fn stamp_lines(data: &[u8], nanos: i64, at_line_start: &mut bool) -> Vec<u8>
 
 /// `container exec`.
 pub async fn exec_cmd(ctx: &Context, a: &ExecArgs) -> CliResult {
+    let detach_keys = stdio::detach_keys(a.detach_keys.as_deref())?;
     let mut env = Vec::new();
     for file in &a.env_file {
         let text = std::fs::read_to_string(file)
@@ -928,8 +919,11 @@ pub async fn exec_cmd(ctx: &Context, a: &ExecArgs) -> CliResult {
         stdin: a.interactive,
         tty: a.tty,
         detach: a.detach,
+        detach_keys,
     };
-    stdio::drive(&client, Rpc::Exec, open, options).await
+    stdio::drive(&client, Rpc::Exec, open, options)
+        .await
+        .map(Ended::code)
 }
 
 /// `container stats`.

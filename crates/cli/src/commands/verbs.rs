@@ -10,9 +10,9 @@ use crate::Context;
 use crate::args::{
     AttachArgs, PauseArgs, PortArgs, RenameArgs, RestartArgs, TopArgs, UnpauseArgs, WaitArgs,
 };
-use crate::commands::container::{each, inspect_one, signal_number};
+use crate::commands::container::{each, each_printed, inspect_one, signal_number};
 use crate::error::{CliError, CliResult};
-use crate::stdio::{self, Rpc, StdioOptions};
+use crate::stdio::{self, StdioOptions};
 
 /// `container restart`: stop (the container's stop signal and timeout unless given), then
 /// start; a stopped container is just started.
@@ -24,24 +24,20 @@ pub async fn restart_cmd(ctx: &Context, a: &RestartArgs) -> CliResult {
         .transpose()?
         .unwrap_or(0);
     let client = ctx.client().await?;
-    each(&a.ids, |id| {
-        let client = client.clone();
-        async move {
-            client
-                .containers()
-                .stop(v1::StopContainerRequest {
-                    id: id.clone(),
-                    signal,
-                    timeout_seconds: a.time,
-                })
-                .await?;
-            client
-                .containers()
-                .start(v1::StartContainerRequest { id: id.clone() })
-                .await?;
-            outln!("{id}");
-            Ok(())
-        }
+    each_printed(&client, &a.ids, |client, id| async move {
+        client
+            .containers()
+            .stop(v1::StopContainerRequest {
+                id: id.clone(),
+                signal,
+                timeout_seconds: a.time,
+            })
+            .await?;
+        client
+            .containers()
+            .start(v1::StartContainerRequest { id })
+            .await?;
+        Ok(())
     })
     .await
 }
@@ -49,6 +45,7 @@ pub async fn restart_cmd(ctx: &Context, a: &RestartArgs) -> CliResult {
 /// `container attach`: the running container's output (and, unless `--no-stdin`, our
 /// stdin when it was created with `-i`), until it exits; exits with its code.
 pub async fn attach_cmd(ctx: &Context, a: &AttachArgs) -> CliResult {
+    let detach_keys = stdio::detach_keys(a.detach_keys.as_deref())?;
     let client = ctx.client().await?;
     let info = inspect_one(&client, &a.id).await?;
     if info.state_enum() != v1::ContainerState::Running {
@@ -62,23 +59,15 @@ pub async fn attach_cmd(ctx: &Context, a: &AttachArgs) -> CliResult {
         .as_ref()
         .and_then(|c| c.process.clone())
         .unwrap_or_default();
-    let stdin = !a.no_stdin && process.stdin_open;
-    let open = Request::Attach(v1::AttachOpen {
-        id: info.id.clone(),
-        stdin,
-        start: false,
-        size: if process.tty {
-            stdio::local_terminal_size()
-        } else {
-            None
-        },
-    });
     let options = StdioOptions {
-        stdin,
+        stdin: !a.no_stdin && process.stdin_open,
         tty: process.tty,
         detach: false,
+        detach_keys,
     };
-    stdio::drive(&client, Rpc::Attach, open, options).await
+    stdio::attach(&client, info.id.clone(), false, options)
+        .await
+        .map(stdio::Ended::code)
 }
 
 /// `container wait`: blocks until each container stops, printing its exit code.
@@ -255,16 +244,12 @@ pub async fn rename_cmd(ctx: &Context, a: &RenameArgs) -> CliResult {
 /// `container pause`.
 pub async fn pause_cmd(ctx: &Context, a: &PauseArgs) -> CliResult {
     let client = ctx.client().await?;
-    each(&a.ids, |id| {
-        let client = client.clone();
-        async move {
-            client
-                .containers()
-                .pause(v1::PauseContainerRequest { id: id.clone() })
-                .await?;
-            outln!("{id}");
-            Ok(())
-        }
+    each_printed(&client, &a.ids, |client, id| async move {
+        client
+            .containers()
+            .pause(v1::PauseContainerRequest { id })
+            .await?;
+        Ok(())
     })
     .await
 }
@@ -272,16 +257,12 @@ pub async fn pause_cmd(ctx: &Context, a: &PauseArgs) -> CliResult {
 /// `container unpause`.
 pub async fn unpause_cmd(ctx: &Context, a: &UnpauseArgs) -> CliResult {
     let client = ctx.client().await?;
-    each(&a.ids, |id| {
-        let client = client.clone();
-        async move {
-            client
-                .containers()
-                .unpause(v1::UnpauseContainerRequest { id: id.clone() })
-                .await?;
-            outln!("{id}");
-            Ok(())
-        }
+    each_printed(&client, &a.ids, |client, id| async move {
+        client
+            .containers()
+            .unpause(v1::UnpauseContainerRequest { id })
+            .await?;
+        Ok(())
     })
     .await
 }
