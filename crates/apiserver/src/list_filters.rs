@@ -1,7 +1,7 @@
 //! Docker's list filters (`--filter key=value`, the Engine API's `filters`), applied in one
-//! place: the daemon's ListContainers takes them, so `container ls --filter` and
-//! `GET /containers/json?filters=` keep the same containers and refuse the same keys and
-//! values in the same words.
+//! place: the daemon's ListContainers and ListVolumes take them, so `container ls --filter`
+//! and `GET /containers/json?filters=` (likewise `volume ls` and `GET /volumes`) keep the
+//! same items and refuse the same keys and values in the same words.
 //!
 //! Values of one key are alternatives; different keys must all hold (Docker's rule). No I/O
 //! here: callers hand in what they listed.
@@ -91,6 +91,20 @@ impl Filters {
             Some((k, v)) => get(k).is_some_and(|x| x == v),
             None => get(f).is_some(),
         })
+    }
+
+    /// A boolean filter (`dangling=true`; Docker's `true`/`1`, `false`/`0`): None when absent.
+    pub fn boolean(&self, key: &str) -> Result<Option<bool>, FilterError> {
+        match self.get(key).last().map(|v| v.to_ascii_lowercase()) {
+            None => Ok(None),
+            Some(v) if v == "true" || v == "1" => Ok(Some(true)),
+            Some(v) if v == "false" || v == "0" => Ok(Some(false)),
+            Some(v) => Err(FilterError::BadValue {
+                key: key.to_owned(),
+                value: v,
+                why: "expected true or false",
+            }),
+        }
     }
 
     /// Whether any filter is set.
@@ -260,6 +274,43 @@ impl ContainerFilters {
     }
 }
 
+// ---- volumes ------------------------------------------------------------------------------
+
+/// The keys volumes are filtered by.
+pub const VOLUME_FILTERS: &[&str] = &["name", "label", "dangling", "driver"];
+
+/// Volume filters, checked.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct VolumeFilters {
+    filters: Filters,
+    dangling: Option<bool>,
+}
+
+impl VolumeFilters {
+    /// Parses and checks `key=value` pairs.
+    pub fn parse(pairs: &[String]) -> Result<VolumeFilters, FilterError> {
+        let filters = Filters::parse(pairs, "volumes", VOLUME_FILTERS)?;
+        let dangling = filters.boolean("dangling")?;
+        Ok(VolumeFilters { filters, dangling })
+    }
+
+    /// Whether `v` passes every filter: `name` (substring), `label`, `dangling` (used by no
+    /// container), `driver` (`local` is ours).
+    pub fn matches(&self, v: &v1::VolumeInfo) -> bool {
+        let f = &self.filters;
+        f.labels(|k| {
+            v.labels
+                .iter()
+                .find(|l| l.key == k)
+                .map(|l| l.value.as_str())
+        }) && f.any("name", |x| v.name.contains(x))
+            && f.any("driver", |d| {
+                d == v.driver || (d == "local" && v.driver.is_empty())
+            })
+            && self.dangling.is_none_or(|d| d == v.containers.is_empty())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,6 +440,51 @@ mod tests {
         );
         let status = api::ApiError::from(FilterError::Malformed("x".into()));
         assert_eq!(status.kind, api::ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    fn volume_filters() {
+        let vols = vec![
+            v1::VolumeInfo {
+                name: "data".into(),
+                driver: "local".into(),
+                labels: vec![v1::Label {
+                    key: "proj".into(),
+                    value: "data".into(),
+                }],
+                containers: vec!["web".into()],
+                ..Default::default()
+            },
+            v1::VolumeInfo {
+                name: "cache".into(),
+                ..Default::default()
+            },
+        ];
+        let names = |p: &[&str]| {
+            let f = VolumeFilters::parse(&pairs_of(p)).unwrap();
+            vols.iter()
+                .filter(|v| f.matches(v))
+                .map(|v| v.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&["dangling=true"]), ["cache"]);
+        assert_eq!(names(&["dangling=0"]), ["data"]);
+        assert_eq!(names(&["label=proj=data"]), ["data"]);
+        assert_eq!(names(&["label=proj"]), ["data"]);
+        assert_eq!(names(&["driver=local"]), ["data", "cache"]);
+        assert_eq!(names(&["name=ach", "name=dat"]), ["data", "cache"]);
+        assert_eq!(
+            VolumeFilters::parse(&pairs_of(&["dangling=maybe"]))
+                .unwrap_err()
+                .to_string(),
+            "invalid filter 'dangling=maybe': expected true or false"
+        );
+        assert_eq!(
+            VolumeFilters::parse(&pairs_of(&["colour=red"]))
+                .unwrap_err()
+                .to_string(),
+            "invalid filter 'colour' (valid for volumes: name, label, dangling, driver)"
+        );
     }
 
     #[test]

@@ -230,7 +230,9 @@ impl Volumes for VolumesService {
         }))
     }
 
-    async fn list(&self, _: Request<v1::ListVolumesRequest>) -> Res<v1::ListVolumesResponse> {
+    async fn list(&self, req: Request<v1::ListVolumesRequest>) -> Res<v1::ListVolumesResponse> {
+        let filters = crate::list_filters::VolumeFilters::parse(&req.into_inner().filters)
+            .map_err(ApiError::from)?;
         let vdir = dir(&self.0.app_root);
         let mut volumes = Vec::new();
         for name in list(&vdir) {
@@ -239,6 +241,7 @@ impl Volumes for VolumesService {
                 Err(e) => tracing::warn!("skipping an unreadable volume: {e}"),
             }
         }
+        volumes.retain(|v| filters.matches(v));
         Ok(Response::new(v1::ListVolumesResponse { volumes }))
     }
 

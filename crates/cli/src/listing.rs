@@ -1,9 +1,9 @@
 //! What the list commands (`ls`, `image ls`, `network ls`, `volume ls`) share with the docker
 //! CLI: `--filter key=value` with Docker's keys, `--format` (`table`, `json` or a Go
 //! template, crate::template) and the fields a template names, worded as `docker ps`,
-//! `docker images`, `docker network ls` and `docker volume ls` word them. Containers are
-//! filtered by the daemon (its ListContainers takes the flags, as the Docker API's list
-//! does); images, networks and volumes here, on what the daemon listed.
+//! `docker images`, `docker network ls` and `docker volume ls` word them. Containers and
+//! volumes are filtered by the daemon (its ListContainers and ListVolumes take the flags, as
+//! the Docker API's lists do); images and networks here, on what the daemon listed.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -565,33 +565,11 @@ impl Fields for NetworkFields<'_> {
 
 // ---- volumes ------------------------------------------------------------------------------
 
-/// The keys `volume ls --filter` takes.
-pub const VOLUME_FILTERS: &[&str] = &["name", "label", "dangling", "driver"];
-
 fn volume_labels(v: &v1::VolumeInfo) -> BTreeMap<String, String> {
     v.labels
         .iter()
         .map(|l| (l.key.clone(), l.value.clone()))
         .collect()
-}
-
-/// Keeps the volumes every filter lets through.
-pub fn filter_volumes(
-    f: &Filters,
-    list: Vec<v1::VolumeInfo>,
-) -> Result<Vec<v1::VolumeInfo>, FilterError> {
-    let dangling = f.boolean("dangling")?;
-    Ok(list
-        .into_iter()
-        .filter(|v| {
-            f.labels(&volume_labels(v))
-                && f.any("name", |x| v.name.contains(x))
-                && f.any("driver", |d| {
-                    d == v.driver || (d == "local" && v.driver.is_empty())
-                })
-                && dangling.is_none_or(|d| d == v.containers.is_empty())
-        })
-        .collect())
 }
 
 /// A volume as templates see it.
@@ -702,10 +680,10 @@ mod tests {
 
     #[test]
     fn bad_filters_are_refused_in_docker_words() {
-        let e = Filters::parse(&flags(&["colour=red"]), "volumes", VOLUME_FILTERS).unwrap_err();
+        let e = Filters::parse(&flags(&["colour=red"]), "networks", NETWORK_FILTERS).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "invalid filter 'colour' (valid for volumes: name, label, dangling, driver)"
+            "invalid filter 'colour' (valid for networks: name, id, label, driver)"
         );
         let e = Filters::parse(&flags(&["dangling"]), "images", IMAGE_FILTERS).unwrap_err();
         assert_eq!(
@@ -835,10 +813,6 @@ mod tests {
             ..Default::default()
         };
         let vols = vec![vol("data", true), vol("cache", false)];
-        let f = Filters::parse(&flags(&["dangling=true"]), "volumes", VOLUME_FILTERS).unwrap();
-        assert_eq!(filter_volumes(&f, vols.clone()).unwrap()[0].name, "cache");
-        let f = Filters::parse(&flags(&["label=proj=data"]), "volumes", VOLUME_FILTERS).unwrap();
-        assert_eq!(filter_volumes(&f, vols.clone()).unwrap()[0].name, "data");
         let fields: Vec<VolumeFields> = vols.iter().map(|v| VolumeFields { v }).collect();
         assert_eq!(
             Template::parse::<VolumeFields>("{{.Name}} {{.Driver}}")

@@ -60,26 +60,15 @@ fn volume_error(name: &str, s: tonic::Status) -> DockerError {
 /// `GET /volumes`.
 pub async fn list(State(ctx): State<Ctx>, uri: Uri) -> DResult<Response> {
     let q = Params::from_uri(&uri)?;
-    let f = Filters::parse(q.get("filters"))?;
-    f.only(&["name", "label", "dangling", "driver"])?;
+    // The daemon filters (crate::list_filters), as for `container volume ls`.
+    let filters = crate::list_filters::pairs(&Filters::parse(q.get("filters"))?.0);
     let vols = client(&ctx)
         .await?
-        .list(v1::ListVolumesRequest {})
+        .list(v1::ListVolumesRequest { filters })
         .await?
         .into_inner()
         .volumes;
-    let out: Vec<serde_json::Value> = vols
-        .iter()
-        .filter(|v| {
-            f.any("name", |n| v.name.contains(n))
-                && f.labels_match(&labels(v))
-                && f.any("driver", |d| d == "local")
-                && f.any("dangling", |d| {
-                    super::stream::bool_value(d) == v.containers.is_empty()
-                })
-        })
-        .map(to_docker)
-        .collect();
+    let out: Vec<serde_json::Value> = vols.iter().map(to_docker).collect();
     Ok(json(
         StatusCode::OK,
         &json!({ "Volumes": out, "Warnings": [] }),

@@ -10,6 +10,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::Context;
 use crate::args::*;
+use crate::commands::each::{inspect_each, now_nanos, time_flag};
 use crate::commands::stream::write_stream;
 use crate::error::{CliError, CliResult};
 use crate::listing::{self, ListFormat};
@@ -782,45 +783,19 @@ pub async fn list_cmd(ctx: &Context, a: &ListArgs) -> CliResult {
 /// `container inspect`: a JSON array, one entry per container found.
 pub async fn inspect_cmd(ctx: &Context, a: &InspectArgs) -> CliResult {
     let client = ctx.client().await?;
-    let mut found = Vec::new();
-    let mut missing = 0;
-    for id in &a.ids {
-        match inspect_one(&client, id).await {
-            Ok(c) => found.push(output::container_json(&c)),
-            Err(e) => {
-                eprintln!("container: {e}");
-                missing += 1;
-            }
-        }
-    }
-    let text = serde_json::to_string_pretty(&serde_json::Value::Array(found)).unwrap_or_default();
-    outln!("{text}");
-    if missing == 0 {
-        Ok(0)
-    } else {
-        Err(CliError::Partial(format!(
-            "{missing} of {} not found",
-            a.ids.len()
-        )))
-    }
+    inspect_each(&a.ids, |id| {
+        let client = client.clone();
+        async move { Ok(output::container_json(&inspect_one(&client, &id).await?)) }
+    })
+    .await
 }
 
 /// `container logs`. `--since` and `--until` select by the time each chunk was written
 /// (the runtime's stdio log records it); `--timestamps` prefixes every line with it.
 pub async fn logs_cmd(ctx: &Context, a: &LogsArgs) -> CliResult {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    let time = |flag: &str, v: &Option<String>| -> Result<Option<i64>, CliError> {
-        v.as_deref()
-            .map(|t| {
-                spec::parse_time(t, now).map_err(|e| CliError::Usage(format!("--{flag}: {e}")))
-            })
-            .transpose()
-    };
-    let since = time("since", &a.since)?;
-    let until = time("until", &a.until)?;
+    let now = now_nanos();
+    let since = time_flag("since", a.since.as_deref(), now)?;
+    let until = time_flag("until", a.until.as_deref(), now)?;
     let client = ctx.client().await?;
     let mut stream = client
         .containers()

@@ -8,6 +8,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::Context;
 use crate::args::*;
+use crate::commands::each::inspect_each;
 use crate::commands::progress::{print_progress, pull_with_progress, scheme};
 use crate::commands::stream::write_stream;
 use crate::error::{CliError, CliResult};
@@ -126,35 +127,21 @@ pub async fn list(ctx: &Context, a: &ImageListArgs) -> CliResult {
 /// `container image inspect`.
 pub async fn inspect(ctx: &Context, a: &ImageInspectArgs) -> CliResult {
     let client = ctx.client().await?;
-    let mut found = Vec::new();
-    let mut missing = 0;
-    for reference in &a.references {
-        match client
-            .images()
-            .inspect(v1::InspectImageRequest {
-                reference: reference.clone(),
+    inspect_each(&a.references, |reference| {
+        let client = client.clone();
+        async move {
+            let image = client
+                .images()
+                .inspect(v1::InspectImageRequest { reference })
+                .await?
+                .into_inner()
+                .image;
+            image.as_ref().map(output::image_json).ok_or_else(|| {
+                CliError::Daemon("the daemon answered inspect without an image".into())
             })
-            .await
-        {
-            Ok(r) => found.extend(r.into_inner().image.as_ref().map(output::image_json)),
-            Err(status) => {
-                eprintln!("container: {}", api::ApiError::from(status));
-                missing += 1;
-            }
         }
-    }
-    outln!(
-        "{}",
-        serde_json::to_string_pretty(&serde_json::Value::Array(found)).unwrap_or_default()
-    );
-    if missing == 0 {
-        Ok(0)
-    } else {
-        Err(CliError::Partial(format!(
-            "{missing} of {} not found",
-            a.references.len()
-        )))
-    }
+    })
+    .await
 }
 
 /// `container image tag`.

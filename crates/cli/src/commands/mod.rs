@@ -1,10 +1,11 @@
 //! One module per command family; each command takes the shared [`crate::Context`] and its
 //! parsed arguments and returns the exit code. What several families share sits below them in a
-//! module of its own (`progress`, `stream`), so no family calls another.
+//! module of its own (`progress`, `stream`, `each`), so no family calls another.
 
 pub mod build;
 pub mod container;
 pub mod copy;
+pub mod each;
 pub mod image;
 pub mod network;
 pub mod progress;

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::Context;
 use crate::args::*;
+use crate::commands::each::{now_nanos, time_flag};
 use crate::error::{CliError, CliResult};
 use crate::output;
 
@@ -466,19 +467,9 @@ pub async fn logs(ctx: &Context, a: &SystemLogsArgs) -> CliResult {
 /// `container events`: the recorded events from `--since`, then live ones until `--until`
 /// (or until interrupted), one per line.
 pub async fn events(ctx: &Context, a: &EventsArgs) -> CliResult {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    let time = |flag: &str, v: &Option<String>| -> Result<Option<i64>, CliError> {
-        v.as_deref()
-            .map(|t| {
-                spec::parse_time(t, now).map_err(|e| CliError::Usage(format!("--{flag}: {e}")))
-            })
-            .transpose()
-    };
-    let since_nanos = time("since", &a.since)?;
-    let until_nanos = time("until", &a.until)?;
+    let now = now_nanos();
+    let since_nanos = time_flag("since", a.since.as_deref(), now)?;
+    let until_nanos = time_flag("until", a.until.as_deref(), now)?;
     let filters = a
         .filter
         .iter()

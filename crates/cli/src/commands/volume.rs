@@ -7,8 +7,9 @@ use tonic::transport::Channel;
 
 use crate::Context;
 use crate::args::*;
+use crate::commands::each::inspect_each;
 use crate::error::{CliError, CliResult};
-use crate::listing::{self, Filters, ListFormat};
+use crate::listing::{self, ListFormat};
 use crate::output;
 
 fn volumes(client: &api::Client) -> VolumesClient<Channel> {
@@ -101,19 +102,19 @@ pub async fn create(ctx: &Context, a: &VolumeCreateArgs) -> CliResult {
 
 /// `container volume list`.
 pub async fn list(ctx: &Context, a: &VolumeListArgs) -> CliResult {
-    let filters =
-        Filters::parse(&a.filters, "volumes", listing::VOLUME_FILTERS).map_err(CliError::usage)?;
     let template = a
         .format
         .template::<listing::VolumeFields>()
         .map_err(CliError::usage)?;
     let client = ctx.client().await?;
+    // The daemon filters (and refuses a bad filter in one line), as for `docker volume ls`.
     let list = volumes(&client)
-        .list(v1::ListVolumesRequest {})
+        .list(v1::ListVolumesRequest {
+            filters: a.filters.clone(),
+        })
         .await?
         .into_inner()
         .volumes;
-    let list = listing::filter_volumes(&filters, list).map_err(CliError::usage)?;
     if a.quiet {
         for v in &list {
             outln!("{}", v.name);
@@ -134,32 +135,20 @@ pub async fn list(ctx: &Context, a: &VolumeListArgs) -> CliResult {
 /// `container volume inspect`.
 pub async fn inspect(ctx: &Context, a: &VolumeInspectArgs) -> CliResult {
     let client = ctx.client().await?;
-    let mut found = Vec::new();
-    let mut missing = 0;
-    for name in &a.names {
-        match volumes(&client)
-            .inspect(v1::InspectVolumeRequest { name: name.clone() })
-            .await
-        {
-            Ok(r) => found.extend(r.into_inner().volume.as_ref().map(volume_json)),
-            Err(status) => {
-                eprintln!("container: {}", api::ApiError::from(status));
-                missing += 1;
-            }
+    inspect_each(&a.names, |name| {
+        let client = client.clone();
+        async move {
+            let volume = volumes(&client)
+                .inspect(v1::InspectVolumeRequest { name })
+                .await?
+                .into_inner()
+                .volume;
+            volume.as_ref().map(volume_json).ok_or_else(|| {
+                CliError::Daemon("the daemon answered inspect without a volume".into())
+            })
         }
-    }
-    outln!(
-        "{}",
-        serde_json::to_string_pretty(&Value::Array(found)).unwrap_or_default()
-    );
-    if missing == 0 {
-        Ok(0)
-    } else {
-        Err(CliError::Partial(format!(
-            "{missing} of {} not found",
-            a.names.len()
-        )))
-    }
+    })
+    .await
 }
 
 /// `container volume delete`.
