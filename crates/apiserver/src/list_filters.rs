@@ -444,7 +444,7 @@ mod tests {
 
     #[test]
     fn volume_filters() {
-        let vols = vec![
+        let vols = [
             v1::VolumeInfo {
                 name: "data".into(),
                 driver: "local".into(),

@@ -812,7 +812,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let vols = vec![vol("data", true), vol("cache", false)];
+        let vols = [vol("data", true), vol("cache", false)];
         let fields: Vec<VolumeFields> = vols.iter().map(|v| VolumeFields { v }).collect();
         assert_eq!(
             Template::parse::<VolumeFields>("{{.Name}} {{.Driver}}")
