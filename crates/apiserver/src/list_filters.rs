@@ -6,118 +6,15 @@
 //! Values of one key are alternatives; different keys must all hold (Docker's rule). No I/O
 //! here: callers hand in what they listed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use api::v1;
 
-/// Why a filter was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FilterError {
-    /// Not `key=value`.
-    #[error("bad format of filter {0:?} (expected name=value)")]
-    Malformed(String),
-    /// A key this list does not filter by (Docker's wording).
-    #[error("invalid filter '{key}' (valid for {what}: {valid})")]
-    UnknownKey {
-        /// The key given.
-        key: String,
-        /// What is listed.
-        what: &'static str,
-        /// The keys there are.
-        valid: String,
-    },
-    /// A value the key cannot take.
-    #[error("invalid filter '{key}={value}': {why}")]
-    BadValue {
-        /// The key.
-        key: String,
-        /// The value given.
-        value: String,
-        /// What it should be.
-        why: &'static str,
-    },
-}
+pub use spec::filter::{FilterError, Filters, pairs};
 
-impl From<FilterError> for api::ApiError {
-    fn from(e: FilterError) -> api::ApiError {
-        api::ApiError::invalid_argument(e.to_string())
-    }
-}
-
-/// Parsed filters: each key with its values.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Filters(BTreeMap<String, Vec<String>>);
-
-impl Filters {
-    /// Parses `key=value` pairs (the CLI's flags, as the list request carries them),
-    /// refusing keys outside `valid`.
-    pub fn parse(
-        pairs: &[String],
-        what: &'static str,
-        valid: &[&str],
-    ) -> Result<Filters, FilterError> {
-        let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for pair in pairs {
-            let (k, v) = pair
-                .split_once('=')
-                .ok_or_else(|| FilterError::Malformed(pair.clone()))?;
-            let k = k.trim().to_ascii_lowercase();
-            if !valid.contains(&k.as_str()) {
-                return Err(FilterError::UnknownKey {
-                    key: k,
-                    what,
-                    valid: valid.join(", "),
-                });
-            }
-            map.entry(k).or_default().push(v.to_owned());
-        }
-        Ok(Filters(map))
-    }
-
-    /// The values of `key` (empty when the filter is absent).
-    pub fn get(&self, key: &str) -> &[String] {
-        self.0.get(key).map(Vec::as_slice).unwrap_or(&[])
-    }
-
-    /// Whether `key` is absent, or any of its values satisfies `pred`.
-    pub fn any(&self, key: &str, pred: impl Fn(&str) -> bool) -> bool {
-        let v = self.get(key);
-        v.is_empty() || v.iter().any(|x| pred(x))
-    }
-
-    /// Every `label` filter holds: `k` present, `k=v` equal.
-    pub fn labels<'a>(&self, mut get: impl FnMut(&str) -> Option<&'a str>) -> bool {
-        self.get("label").iter().all(|f| match f.split_once('=') {
-            Some((k, v)) => get(k).is_some_and(|x| x == v),
-            None => get(f).is_some(),
-        })
-    }
-
-    /// A boolean filter (`dangling=true`; Docker's `true`/`1`, `false`/`0`): None when absent.
-    pub fn boolean(&self, key: &str) -> Result<Option<bool>, FilterError> {
-        match self.get(key).last().map(|v| v.to_ascii_lowercase()) {
-            None => Ok(None),
-            Some(v) if v == "true" || v == "1" => Ok(Some(true)),
-            Some(v) if v == "false" || v == "0" => Ok(Some(false)),
-            Some(v) => Err(FilterError::BadValue {
-                key: key.to_owned(),
-                value: v,
-                why: "expected true or false",
-            }),
-        }
-    }
-
-    /// Whether any filter is set.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-/// Docker's filters as `key=value` pairs, the form the list requests carry.
-pub fn pairs<'a>(map: impl IntoIterator<Item = (&'a String, &'a Vec<String>)>) -> Vec<String> {
-    map.into_iter()
-        .flat_map(|(k, vs)| vs.iter().map(move |v| format!("{k}={v}")))
-        .collect()
+/// A refused filter as the API's error: invalid argument, in the filter's own words.
+pub fn invalid(e: FilterError) -> api::ApiError {
+    api::ApiError::invalid_argument(e.to_string())
 }
 
 // ---- containers ---------------------------------------------------------------------------
@@ -438,7 +335,7 @@ mod tests {
             e(&["exited=x"]),
             "invalid filter 'exited=x': expected an exit code"
         );
-        let status = api::ApiError::from(FilterError::Malformed("x".into()));
+        let status = invalid(FilterError::Malformed("x".into()));
         assert_eq!(status.kind, api::ErrorKind::InvalidArgument);
     }
 
@@ -485,13 +382,5 @@ mod tests {
                 .to_string(),
             "invalid filter 'colour' (valid for volumes: name, label, dangling, driver)"
         );
-    }
-
-    #[test]
-    fn docker_maps_become_pairs() {
-        let mut map = BTreeMap::new();
-        map.insert("label".to_owned(), vec!["a=b".to_owned(), "c".to_owned()]);
-        map.insert("status".to_owned(), vec!["running".to_owned()]);
-        assert_eq!(pairs(&map), ["label=a=b", "label=c", "status=running"]);
     }
 }

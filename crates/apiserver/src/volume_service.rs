@@ -232,7 +232,7 @@ impl Volumes for VolumesService {
 
     async fn list(&self, req: Request<v1::ListVolumesRequest>) -> Res<v1::ListVolumesResponse> {
         let filters = crate::list_filters::VolumeFilters::parse(&req.into_inner().filters)
-            .map_err(ApiError::from)?;
+            .map_err(crate::list_filters::invalid)?;
         let vdir = dir(&self.0.app_root);
         let mut volumes = Vec::new();
         for name in list(&vdir) {

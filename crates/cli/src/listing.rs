@@ -58,100 +58,7 @@ impl ListFormat {
     }
 }
 
-/// Why a `--filter` was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FilterError {
-    /// Not `key=value`.
-    #[error("bad format of filter {0:?} (expected name=value)")]
-    Malformed(String),
-    /// A key this list does not filter by (Docker's wording).
-    #[error("invalid filter '{key}' (valid for {what}: {valid})")]
-    UnknownKey {
-        /// The key given.
-        key: String,
-        /// What is listed.
-        what: &'static str,
-        /// The keys there are.
-        valid: String,
-    },
-    /// A value the key cannot take.
-    #[error("invalid filter '{key}={value}': {why}")]
-    BadValue {
-        /// The key.
-        key: String,
-        /// The value given.
-        value: String,
-        /// What it should be.
-        why: &'static str,
-    },
-}
-
-/// Parsed `--filter` flags: values of one key are ORed, keys are ANDed (Docker's rule).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Filters(BTreeMap<String, Vec<String>>);
-
-impl Filters {
-    /// Parses `key=value` flags, refusing keys outside `valid`.
-    pub fn parse(
-        flags: &[String],
-        what: &'static str,
-        valid: &[&str],
-    ) -> Result<Filters, FilterError> {
-        let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for flag in flags {
-            let (k, v) = flag
-                .split_once('=')
-                .ok_or_else(|| FilterError::Malformed(flag.clone()))?;
-            let k = k.trim().to_ascii_lowercase();
-            if !valid.contains(&k.as_str()) {
-                return Err(FilterError::UnknownKey {
-                    key: k,
-                    what,
-                    valid: valid.join(", "),
-                });
-            }
-            map.entry(k).or_default().push(v.to_owned());
-        }
-        Ok(Filters(map))
-    }
-
-    fn get(&self, key: &str) -> &[String] {
-        self.0.get(key).map(Vec::as_slice).unwrap_or(&[])
-    }
-
-    /// Whether `key` is absent or one of its values satisfies `pred`.
-    fn any(&self, key: &str, pred: impl Fn(&str) -> bool) -> bool {
-        let v = self.get(key);
-        v.is_empty() || v.iter().any(|x| pred(x))
-    }
-
-    /// Every `label` filter holds: `k` present, `k=v` equal.
-    fn labels(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.get("label").iter().all(|f| match f.split_once('=') {
-            Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
-            None => labels.contains_key(f.as_str()),
-        })
-    }
-
-    /// A boolean filter (`dangling=true`): None when absent.
-    fn boolean(&self, key: &str) -> Result<Option<bool>, FilterError> {
-        match self.get(key).last().map(|v| v.to_ascii_lowercase()) {
-            None => Ok(None),
-            Some(v) if v == "true" || v == "1" => Ok(Some(true)),
-            Some(v) if v == "false" || v == "0" => Ok(Some(false)),
-            Some(v) => Err(FilterError::BadValue {
-                key: key.to_owned(),
-                value: v,
-                why: "expected true or false",
-            }),
-        }
-    }
-
-    /// Whether any filter is set.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
+pub use spec::filter::{FilterError, Filters};
 
 // ---- containers ---------------------------------------------------------------------------
 
@@ -425,7 +332,8 @@ pub fn filter_images(
     Ok(list
         .into_iter()
         .filter(|i| {
-            f.labels(&image_labels(i))
+            let labels = image_labels(i);
+            f.labels(|k| labels.get(k).map(String::as_str))
                 && f.any("reference", |r| reference_matches(i, r))
                 && dangling.is_none_or(|d| d == i.reference.is_empty())
         })
@@ -505,12 +413,7 @@ fn network_driver(_n: &v1::Network) -> &'static str {
 pub fn filter_networks(f: &Filters, list: Vec<v1::Network>) -> Vec<v1::Network> {
     list.into_iter()
         .filter(|n| {
-            let labels: BTreeMap<String, String> = n
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            f.labels(&labels)
+            f.labels(|k| n.labels.get(k).map(String::as_str))
                 && f.any("name", |x| n.name.contains(x))
                 && f.any("id", |x| n.name.starts_with(x))
                 && f.any("driver", |d| d == network_driver(n) || d == n.mode)

@@ -2,7 +2,7 @@
 //!
 //! One job: turn flag values (`-p 8080:80`, `-v data:/var/lib/db:ro`, `--mount …`, `-m 1g`,
 //! `--cpus 1.5`, `-s TERM`, `--env-file` text, `-u app:staff`, `--ulimit nofile=1024`,
-//! `--tmpfs /run:size=64m`, `--publish-socket`, `--detach-keys ctrl-p,ctrl-q`, `volume create --opt`, labels, restart policies, `--platform linux/arm64`, `--network`,
+//! `--tmpfs /run:size=64m`, `--publish-socket`, `--detach-keys ctrl-p,ctrl-q`, `--filter key=value`, `volume create --opt`, labels, restart policies, `--platform linux/arm64`, `--network`,
 //! `cp` operands) into checked types whose `Display` writes them back, and reject anything
 //! else with one line naming what was wrong.
 //!
@@ -17,6 +17,7 @@ pub mod cpus;
 pub mod detach;
 pub mod duration;
 pub mod env;
+pub mod filter;
 pub mod hosts;
 pub mod label;
 pub mod mount;

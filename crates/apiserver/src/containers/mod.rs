@@ -160,7 +160,7 @@ impl Containers for ContainersService {
     ) -> Res<v1::ListContainersResponse> {
         let req = req.into_inner();
         let filters = crate::list_filters::ContainerFilters::parse(&req.filters)
-            .map_err(api::ApiError::from)?;
+            .map_err(crate::list_filters::invalid)?;
         let all = req.all || filters.wants_stopped();
         let containers = self
             .0
