@@ -301,13 +301,74 @@ fn load() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// Median of 30 `container ls` calls, seconds.
-fn ls_median(b: &Bench) -> Result<f64> {
-    let mut ls = Vec::new();
+/// Medians of 30 interleaved calls, seconds: `container ls`, `container --version` (the
+/// CLI's start alone, no daemon: the control that shows how much the host itself slowed
+/// down), and `docker ps` through the daemon's Docker socket (None without a docker CLI).
+fn ls_medians(b: &Bench) -> Result<(f64, f64, Option<f64>)> {
+    let docker = Command::new("docker")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let (mut ls, mut version, mut ps) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..30 {
         ls.push(b.timed(&["ls"])?);
+        version.push(b.timed(&["--version"])?);
+        if docker {
+            let start = Instant::now();
+            run(Command::new("docker")
+                .arg("ps")
+                .env(
+                    "DOCKER_HOST",
+                    format!("unix://{}", b.root.join("docker.sock").display()),
+                )
+                .env("DOCKER_CONFIG", b.root.join("docker-config"))
+                .env_remove("DOCKER_CONTEXT")
+                .stdout(Stdio::null()))?;
+            ps.push(start.elapsed());
+        }
     }
-    Ok(median(&mut ls))
+    Ok((
+        median(&mut ls),
+        median(&mut version),
+        docker.then(|| median(&mut ps)),
+    ))
+}
+
+/// CPU time (user + system) of `pid` and its descendants so far, in clock ticks.
+fn tree_cpu_ticks(pid: u32) -> u64 {
+    let mut stats = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // The fields after the command name: state ppid ... utime (12th) stime (13th).
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        stats.push((p, num(1) as u32, num(11) + num(12)));
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(stats.iter().filter(|s| s.1 == parent).map(|s| s.0));
+        i += 1;
+    }
+    stats
+        .iter()
+        .filter(|s| tree.contains(&s.0))
+        .map(|s| s.2)
+        .sum()
 }
 
 fn fifty_idle(b: &Bench, small: &[&str], runs: u32) -> Result<()> {
@@ -326,7 +387,7 @@ fn fifty_idle(b: &Bench, small: &[&str], runs: u32) -> Result<()> {
     };
     // Baselines, with nothing running.
     let load_before = load();
-    let ls_empty = ls_median(b)?;
+    let (ls_empty, version_empty, ps_empty) = ls_medians(b)?;
     let alone = latency(b)?;
     let in_a_row = {
         let start = Instant::now();
@@ -366,15 +427,34 @@ fn fifty_idle(b: &Bench, small: &[&str], runs: u32) -> Result<()> {
     }
     let started = start.elapsed();
     let load_fifty = load();
-    let ls_fifty = ls_median(b)?;
+    let (ls_fifty, version_fifty, ps_fifty) = ls_medians(b)?;
     let running = b.output(&["ls", "-q"])?.lines().count();
     let mut total = (0, 0);
+    let mut runtimes = Vec::new();
     for i in 1..=50 {
         let pid = runtime_pid(b, &format!("idle{i}"))?;
         let (pss, rss) = tree_memory(pid);
         total.0 += pss;
         total.1 += rss;
+        runtimes.push(pid);
     }
+    // What 50 idle containers cost in CPU: their runtimes, QEMUs and vsock helpers over 10 s.
+    let cpu_window = Duration::from_secs(10);
+    let ticks = |pids: &[u32]| pids.iter().map(|p| tree_cpu_ticks(*p)).sum::<u64>();
+    let before = ticks(&runtimes);
+    std::thread::sleep(cpu_window);
+    let hz = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(100.0);
+    let idle_cpu = (ticks(&runtimes).saturating_sub(before)) as f64 / hz / cpu_window.as_secs_f64();
     // Every VM process of the 50, to check that `stop --all` ends them.
     let vm_pids: Vec<u64> = (1..=50)
         .map(|i| vm_pids(b, &format!("idle{i}")))
@@ -414,6 +494,25 @@ fn fifty_idle(b: &Bench, small: &[&str], runs: u32) -> Result<()> {
         ls_empty * 1e3,
         ls_fifty * 1e3,
         ls_fifty / ls_empty
+    );
+    println!(
+        "  control, container --version (no daemon): {:.1} ms, {:.1} ms with 50   ratio {:>5.2}",
+        version_empty * 1e3,
+        version_fifty * 1e3,
+        version_fifty / version_empty
+    );
+    if let (Some(e), Some(f)) = (ps_empty, ps_fifty) {
+        println!(
+            "  docker ps (same list rpc): {:.1} ms with 0 running, {:.1} ms with 50   ratio {:>5.2}",
+            e * 1e3,
+            f * 1e3,
+            f / e
+        );
+    }
+    println!(
+        "  CPU of the 50 idle containers (runtime, QEMU, vsock helper): {:.0} % of one core in all, {:.2} % each",
+        idle_cpu * 100.0,
+        idle_cpu * 2.0
     );
     println!(
         "  host memory of all 50: PSS {:.0} MiB, RSS {:.0} MiB ({:.1} / {:.1} MiB each)",

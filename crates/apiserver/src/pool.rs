@@ -419,7 +419,7 @@ impl Pool {
                 age: s.started.elapsed(),
             })
             .collect();
-        guests.sort_by(|a, b| b.age.cmp(&a.age));
+        guests.sort_by_key(|g| std::cmp::Reverse(g.age));
         guests
     }
 }
