@@ -576,12 +576,17 @@ pub async fn df(ctx: &Context, a: &SystemDfArgs) -> CliResult {
             output::table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &rows)
         );
         if pool.size > 0 || pool.ready + pool.booting > 0 {
+            let memory = if pool.memory_mib == 0 {
+                // The pool boots nothing until a start has shown it the shape to boot.
+                "no shape learned yet".to_owned()
+            } else {
+                format!("{} MiB guest memory each", pool.memory_mib)
+            };
             outln!(
-                "\nPool: {} ready, {} booting of {} (container.pool.size); {} MiB guest memory each; its SIZE is resident host memory, freed by `container system property set container.pool.size 0`",
+                "\nPool: {} ready, {} booting of {} (container.pool.size); {memory}; its SIZE is resident host memory, freed by `container system property set container.pool.size 0`",
                 pool.ready,
                 pool.booting,
                 pool.size,
-                pool.memory_mib
             );
         }
         if a.verbose && !usage.pool_guests.is_empty() {
