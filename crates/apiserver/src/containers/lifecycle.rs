@@ -908,7 +908,11 @@ impl Daemon {
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
                 let result = me.stop_container_as(&id, 0, None, false).await;
-                me.reap_runtime(&id, Duration::from_secs(30)).await;
+                // Its end is recorded; the runtime only lingers for late callers. One whose
+                // stop failed is left as it is: it may still run its container.
+                if result.is_ok() {
+                    me.reap_runtime(&id, Duration::from_secs(30)).await;
+                }
                 (id, result)
             });
         }
