@@ -29,6 +29,8 @@ pub enum Which {
     /// Issue 16: cold and pooled runs, memory per idle container, fifty at once.
     Pool,
     Docker,
+    /// Issue 16's fifty idle containers alone (`ls`, `stop --all`, memory, run latency).
+    Fifty,
 }
 
 /// Where the product binaries come from: a release build, or a directory given with
@@ -58,6 +60,9 @@ pub fn run_bench(which: Which, runs: u32, bin_dir: Option<PathBuf>) -> Result<()
     }
     if matches!(which, Which::All | Which::Pool) {
         crate::bench_pool::pool(runs)?;
+    }
+    if which == Which::Fifty {
+        crate::bench_pool::fifty(runs, bin_dir)?;
     }
     Ok(())
 }

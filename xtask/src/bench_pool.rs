@@ -5,9 +5,10 @@
 //! - memory of an idle container: PSS and RSS of its runtime, QEMU and vsock helper (from
 //!   `/proc/<pid>/smaps_rollup`, so QEMU's shared text counts once in PSS), against what the
 //!   guest itself uses (MemTotal - MemAvailable inside it);
-//! - 50 idle containers with `--memory 256m`: all start, `ls` with 50 running, `stop --all`,
-//!   total host memory; `run` latency with 1, 10 and 50 running against the first one;
-//! - 10 concurrent `run`s against one alone.
+//! - 50 idle containers with `--memory 256m` (also alone: `cargo xtask bench fifty`): all
+//!   start, `ls` with 50 running against `ls` with none, `stop --all` (and that it ends every
+//!   VM), total host memory; `run` latency with 1, 10 and 50 running against one alone;
+//!   10 concurrent `run`s against 10 in a row.
 //!
 //! `$CONTAINER_BENCH_BIN` points at already built binaries (a debug build: the guest is
 //! then the one `cargo xtask guest` published beside them), otherwise release binaries are
@@ -276,6 +277,100 @@ pub fn pool(runs: u32) -> Result<()> {
     result
 }
 
+/// `cargo xtask bench fifty`: only the 50-container part, on the binaries in `bin_dir`
+/// (else `$CONTAINER_BENCH_BIN`, else a release build).
+pub fn fifty(runs: u32, bin_dir: Option<PathBuf>) -> Result<()> {
+    crate::guest::build(crate::arch::Arch::host())?;
+    let images = crate::images::build()?;
+    let bin = match bin_dir.or_else(|| std::env::var_os("CONTAINER_BENCH_BIN").map(PathBuf::from)) {
+        Some(dir) => dir,
+        None => crate::quickstart::build_product()?,
+    };
+    step("50 idle containers with --memory 256m");
+    let b = Bench::start(&bin, "pool-fifty", 0, &images)?;
+    let result = fifty_idle(&b, &["--cpus", "1", "--memory", "256m"], runs.max(1));
+    b.stop();
+    result
+}
+
+/// The host's load average over the last minute, for the figures' context.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Medians of 30 interleaved calls, seconds: `container ls`, `container --version` (the
+/// CLI's start alone, no daemon: the control that shows how much the host itself slowed
+/// down), and `docker ps` through the daemon's Docker socket (None without a docker CLI).
+fn ls_medians(b: &Bench) -> Result<(f64, f64, Option<f64>)> {
+    let docker = Command::new("docker")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let (mut ls, mut version, mut ps) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..30 {
+        ls.push(b.timed(&["ls"])?);
+        version.push(b.timed(&["--version"])?);
+        if docker {
+            let start = Instant::now();
+            run(Command::new("docker")
+                .arg("ps")
+                .env(
+                    "DOCKER_HOST",
+                    format!("unix://{}", b.root.join("docker.sock").display()),
+                )
+                .env("DOCKER_CONFIG", b.root.join("docker-config"))
+                .env_remove("DOCKER_CONTEXT")
+                .stdout(Stdio::null()))?;
+            ps.push(start.elapsed());
+        }
+    }
+    Ok((
+        median(&mut ls),
+        median(&mut version),
+        docker.then(|| median(&mut ps)),
+    ))
+}
+
+/// CPU time (user + system) of `pid` and its descendants so far, in clock ticks.
+fn tree_cpu_ticks(pid: u32) -> u64 {
+    let mut stats = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // The fields after the command name: state ppid ... utime (12th) stime (13th).
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        stats.push((p, num(1) as u32, num(11) + num(12)));
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(stats.iter().filter(|s| s.1 == parent).map(|s| s.0));
+        i += 1;
+    }
+    stats
+        .iter()
+        .filter(|s| tree.contains(&s.0))
+        .map(|s| s.2)
+        .sum()
+}
+
 fn fifty_idle(b: &Bench, small: &[&str], runs: u32) -> Result<()> {
     let run_true = {
         let mut a = vec!["run", "--rm"];
@@ -290,7 +385,34 @@ fn fifty_idle(b: &Bench, small: &[&str], runs: u32) -> Result<()> {
         }
         Ok(median(&mut v))
     };
+    // Baselines, with nothing running.
+    let load_before = load();
+    let (ls_empty, version_empty, ps_empty) = ls_medians(b)?;
     let alone = latency(b)?;
+    let in_a_row = {
+        let start = Instant::now();
+        for _ in 0..10 {
+            run(&mut b.cmd(&run_true))?;
+        }
+        start.elapsed().as_secs_f64()
+    };
+    let concurrent = {
+        let start = Instant::now();
+        let children: Vec<_> = (0..10)
+            .map(|_| b.cmd(&run_true).spawn())
+            .collect::<Result<_, _>>()?;
+        let mut failed = 0;
+        for mut c in children {
+            if !c.wait()?.success() {
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            bail!("{failed} of 10 concurrent runs failed");
+        }
+        start.elapsed().as_secs_f64()
+    };
+
     let start = Instant::now();
     let mut at = Vec::new();
     for i in 1..=50 {
@@ -304,34 +426,54 @@ fn fifty_idle(b: &Bench, small: &[&str], runs: u32) -> Result<()> {
         }
     }
     let started = start.elapsed();
-    let mut ls = Vec::new();
-    for _ in 0..30 {
-        ls.push(b.timed(&["ls"])?);
-    }
-    let listed = b.output(&["ls", "-q"])?;
-    let running = listed.lines().count();
+    let load_fifty = load();
+    let (ls_fifty, version_fifty, ps_fifty) = ls_medians(b)?;
+    let running = b.output(&["ls", "-q"])?.lines().count();
     let mut total = (0, 0);
+    let mut runtimes = Vec::new();
     for i in 1..=50 {
         let pid = runtime_pid(b, &format!("idle{i}"))?;
         let (pss, rss) = tree_memory(pid);
         total.0 += pss;
         total.1 += rss;
+        runtimes.push(pid);
     }
+    // What 50 idle containers cost in CPU: their runtimes, QEMUs and vsock helpers over 10 s.
+    let cpu_window = Duration::from_secs(10);
+    let ticks = |pids: &[u32]| pids.iter().map(|p| tree_cpu_ticks(*p)).sum::<u64>();
+    let before = ticks(&runtimes);
+    std::thread::sleep(cpu_window);
+    let hz = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(100.0);
+    let idle_cpu = (ticks(&runtimes).saturating_sub(before)) as f64 / hz / cpu_window.as_secs_f64();
+    // Every VM process of the 50, to check that `stop --all` ends them.
+    let vm_pids: Vec<u64> = (1..=50)
+        .map(|i| vm_pids(b, &format!("idle{i}")))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
     let stop = b.timed(&["stop", "--all"])?;
-    let concurrent = {
-        let start = Instant::now();
-        let children: Vec<_> = (0..10)
-            .map(|_| b.cmd(&run_true).spawn())
-            .collect::<Result<_, _>>()?;
-        for mut c in children {
-            if !c.wait()?.success() {
-                bail!("a concurrent run failed");
-            }
-        }
-        start.elapsed().as_secs_f64()
-    };
+    let still_running = b.output(&["ls", "-q"])?.lines().count();
+    let vms_left = vm_pids
+        .iter()
+        .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+        .count();
+    let remove = b.timed(&["rm", "--all"])?;
+
     println!();
-    println!("fifty idle containers (1 vCPU, 256 MiB each):");
+    println!(
+        "fifty idle containers (1 vCPU, 256 MiB each), load {load_before} before, {load_fifty} with 50 running:"
+    );
     println!("  run alone (baseline)                  {alone:>7.2} s");
     for (n, s) in &at {
         println!(
@@ -340,12 +482,37 @@ fn fifty_idle(b: &Bench, small: &[&str], runs: u32) -> Result<()> {
         );
     }
     println!(
+        "  10 runs in a row {in_a_row:.2} s, 10 concurrent {concurrent:.2} s   concurrent / in a row {:>5.2}",
+        concurrent / in_a_row
+    );
+    println!(
         "  50 started in {:.1} s; {running} listed running",
         started.as_secs_f64()
     );
     println!(
-        "  container ls, 50 running: median {:.1} ms   (goal <= 30 ms)",
-        median(&mut ls) * 1e3
+        "  container ls: {:.1} ms with 0 running, {:.1} ms with 50   ratio {:>5.2}   (goal <= 30 ms)",
+        ls_empty * 1e3,
+        ls_fifty * 1e3,
+        ls_fifty / ls_empty
+    );
+    println!(
+        "  control, container --version (no daemon): {:.1} ms, {:.1} ms with 50   ratio {:>5.2}",
+        version_empty * 1e3,
+        version_fifty * 1e3,
+        version_fifty / version_empty
+    );
+    if let (Some(e), Some(f)) = (ps_empty, ps_fifty) {
+        println!(
+            "  docker ps (same list rpc): {:.1} ms with 0 running, {:.1} ms with 50   ratio {:>5.2}",
+            e * 1e3,
+            f * 1e3,
+            f / e
+        );
+    }
+    println!(
+        "  CPU of the 50 idle containers (runtime, QEMU, vsock helper): {:.0} % of one core in all, {:.2} % each",
+        idle_cpu * 100.0,
+        idle_cpu * 2.0
     );
     println!(
         "  host memory of all 50: PSS {:.0} MiB, RSS {:.0} MiB ({:.1} / {:.1} MiB each)",
@@ -354,11 +521,23 @@ fn fifty_idle(b: &Bench, small: &[&str], runs: u32) -> Result<()> {
         total.0 as f64 / MIB / 50.0,
         total.1 as f64 / MIB / 50.0
     );
-    println!("  stop --all of 50: {:.1} s", stop.as_secs_f64());
     println!(
-        "  10 concurrent runs: {concurrent:.2} s   ratio {:>5.2} against one alone, {:>5.2} against 10 in a row",
-        concurrent / alone,
-        concurrent / (alone * 10.0)
+        "  stop --all of 50: {:.1} s ({still_running} still running, {vms_left} of {} VM processes left); rm --all {:.1} s",
+        stop.as_secs_f64(),
+        vm_pids.len(),
+        remove.as_secs_f64()
     );
     Ok(())
+}
+
+/// The VM processes (QEMU, the vsock helper) of container `name`, from its runtime's record.
+fn vm_pids(b: &Bench, name: &str) -> Result<Vec<u64>> {
+    let inspect: serde_json::Value = serde_json::from_str(&b.output(&["inspect", name])?)?;
+    let id = inspect[0]["id"].as_str().context("inspect shows no id")?;
+    let state = std::fs::read_to_string(b.root.join("containers").join(id).join("state.json"))?;
+    let v: serde_json::Value = serde_json::from_str(&state)?;
+    Ok(v["vm_pids"]
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+        .unwrap_or_default())
 }

@@ -75,6 +75,25 @@ pub struct PoolStatus {
     pub resident_bytes: u64,
 }
 
+/// One pooled guest, as `system df -v` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PooledGuest {
+    /// The slot's directory name.
+    pub slot: String,
+    /// Booted and claimable.
+    pub ready: bool,
+    /// Its runtime's pid.
+    pub pid: u32,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Guest memory, MiB.
+    pub memory_mib: u64,
+    /// Resident host memory of its runtime and VM, bytes (Linux; 0 elsewhere).
+    pub resident_bytes: u64,
+    /// Time since it was spawned.
+    pub age: Duration,
+}
+
 /// The pool.
 pub struct Pool {
     dir: PathBuf,
@@ -376,6 +395,32 @@ impl Pool {
             memory_mib: inner.shape.as_ref().map_or(0, |s| s.memory_mib),
             resident_bytes,
         }
+    }
+}
+
+impl Pool {
+    /// Each guest of the pool, oldest first.
+    pub fn guests(&self) -> Vec<PooledGuest> {
+        let inner = self.lock();
+        let mut guests: Vec<PooledGuest> = inner
+            .slots
+            .iter()
+            .map(|s| PooledGuest {
+                slot: s
+                    .dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                ready: s.ready(),
+                pid: s.pid,
+                cpus: s.shape.cpus,
+                memory_mib: s.shape.memory_mib,
+                resident_bytes: crate::platform::process_tree_rss(s.pid),
+                age: s.started.elapsed(),
+            })
+            .collect();
+        guests.sort_by_key(|g| std::cmp::Reverse(g.age));
+        guests
     }
 }
 

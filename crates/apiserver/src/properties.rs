@@ -311,7 +311,12 @@ impl Properties {
 
     /// The value in effect of a known key.
     pub fn value(&self, key: &str) -> String {
-        self.get(key).map(|p| p.value).unwrap_or_default()
+        // Without building the whole entry: `ls` asks for defaults once per container.
+        let Ok(d) = def(key) else {
+            return String::new();
+        };
+        let set = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        set.get(d.key).cloned().unwrap_or_else(|| d.default.into())
     }
 
     /// Sets a property (checked against its type) and persists the set.
@@ -388,7 +393,12 @@ impl Properties {
     /// The default vCPUs of a container: the property, else 4 capped at the host's CPUs.
     pub fn default_cpus(&self) -> u32 {
         self.value("container.cpus").parse().unwrap_or_else(|_| {
-            let host = std::thread::available_parallelism().map_or(1, |n| n.get());
+            // Asked once: the answer reads the cgroup's CPU quota from /proc and /sys (five
+            // file operations), and every container without --cpus needs it in every
+            // `ls` and `inspect`.
+            static HOST: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+            let host =
+                *HOST.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             u32::try_from(host.min(4)).unwrap_or(4)
         })
     }

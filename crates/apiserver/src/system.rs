@@ -98,6 +98,33 @@ impl Daemon {
             }),
             containers: Some(containers),
             volumes: Some(self.volume_usage(&records)),
+            pool: Some(self.pool_wire()),
+            pool_guests: self
+                .pool
+                .guests()
+                .into_iter()
+                .map(|g| v1::PooledGuest {
+                    slot: g.slot,
+                    ready: g.ready,
+                    pid: g.pid,
+                    cpus: g.cpus,
+                    memory_mib: g.memory_mib,
+                    resident_bytes: g.resident_bytes,
+                    age_seconds: g.age.as_secs(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The warm pool as `system status` and `system df` show it.
+    fn pool_wire(&self) -> v1::WarmPool {
+        let p = self.pool.status();
+        v1::WarmPool {
+            size: p.size,
+            ready: p.ready,
+            booting: p.booting,
+            memory_mib: p.memory_mib,
+            resident_bytes: p.resident_bytes,
         }
     }
 }
@@ -167,16 +194,7 @@ impl System for SystemService {
             }
             .into(),
             containers_running: running,
-            pool: Some({
-                let p = self.0.pool.status();
-                v1::WarmPool {
-                    size: p.size,
-                    ready: p.ready,
-                    booting: p.booting,
-                    memory_mib: p.memory_mib,
-                    resident_bytes: p.resident_bytes,
-                }
-            }),
+            pool: Some(self.0.pool_wire()),
             docker_socket: self
                 .0
                 .docker_socket()

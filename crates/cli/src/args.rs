@@ -1191,6 +1191,9 @@ pub struct SystemDfArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Also list each guest of the warm pool.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// `container system property ...`.

@@ -118,6 +118,11 @@ fn free_port(proto: spec::Protocol) -> std::io::Result<u16> {
     .map(|a| a.port())
 }
 
+/// How many containers `system stop` stops at once. A stop mostly waits (the grace period,
+/// then the VM's shutdown); the bound keeps hundreds of VMs from shutting down at the same
+/// moment on a small host.
+const STOP_ALL_PARALLEL: usize = 50;
+
 impl Daemon {
     /// The wire description of a container.
     pub(crate) fn info(&self, r: &ContainerRecord) -> v1::ContainerInfo {
@@ -881,10 +886,11 @@ impl Daemon {
         }
     }
 
-    /// Stops every running container, all at once, each with its own stop signal and
-    /// timeout (what `system stop` does before the daemon exits; Apple's tool stops them
-    /// too). Returns how many were stopped; failures are logged, not fatal: the daemon is
-    /// going away either way.
+    /// Stops every running container, [`STOP_ALL_PARALLEL`] at a time, each with its own
+    /// stop signal and timeout (what `system stop` does before the daemon exits; Apple's
+    /// tool stops them too), and waits until each one's runtime (and so its VM) is gone.
+    /// Returns how many were stopped; failures are logged, not fatal: the daemon is going
+    /// away either way.
     pub async fn stop_all(self: &Arc<Self>) -> usize {
         self.draining
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -894,11 +900,19 @@ impl Daemon {
             .filter(|r| r.phase == Phase::Running)
             .map(|r| r.id)
             .collect();
+        let permits = Arc::new(tokio::sync::Semaphore::new(STOP_ALL_PARALLEL));
         let mut tasks = tokio::task::JoinSet::new();
         for id in running {
             let me = Arc::clone(self);
+            let permits = Arc::clone(&permits);
             tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
                 let result = me.stop_container_as(&id, 0, None, false).await;
+                // Its end is recorded; the runtime only lingers for late callers. One whose
+                // stop failed is left as it is: it may still run its container.
+                if result.is_ok() {
+                    me.reap_runtime(&id, Duration::from_secs(30)).await;
+                }
                 (id, result)
             });
         }

@@ -514,17 +514,39 @@ pub async fn df(ctx: &Context, a: &SystemDfArgs) -> CliResult {
         ("Containers", usage.containers.unwrap_or_default()),
         ("Local Volumes", usage.volumes.unwrap_or_default()),
     ];
+    let pool = usage.pool.unwrap_or_default();
     if a.format == Format::Json {
-        let value: serde_json::Map<String, serde_json::Value> = kinds
+        let mut value: serde_json::Map<String, serde_json::Value> = kinds
             .iter()
             .map(|(name, u)| {
                 let key = name.split(' ').next_back().unwrap_or(name).to_ascii_lowercase();
                 (key, json!({"total": u.total, "active": u.active, "sizeInBytes": u.size_bytes, "reclaimable": u.reclaimable_bytes}))
             })
             .collect();
+        let mut pool_json = json!({
+            "size": pool.size, "ready": pool.ready, "booting": pool.booting,
+            "memoryMiB": pool.memory_mib, "residentBytes": pool.resident_bytes,
+        });
+        if a.verbose
+            && let Some(o) = pool_json.as_object_mut()
+        {
+            let guests: Vec<_> = usage
+                .pool_guests
+                .iter()
+                .map(|g| {
+                    json!({
+                        "slot": g.slot, "ready": g.ready, "pid": g.pid, "cpus": g.cpus,
+                        "memoryMiB": g.memory_mib, "residentBytes": g.resident_bytes,
+                        "ageSeconds": g.age_seconds,
+                    })
+                })
+                .collect();
+            o.insert("guests".into(), guests.into());
+        }
+        value.insert("pool".into(), pool_json);
         outln!("{}", output::json_line(&serde_json::Value::Object(value)));
     } else {
-        let rows: Vec<Vec<String>> = kinds
+        let mut rows: Vec<Vec<String>> = kinds
             .iter()
             .map(|(name, u)| {
                 let percent = (u.reclaimable_bytes * 100)
@@ -539,12 +561,78 @@ pub async fn df(ctx: &Context, a: &SystemDfArgs) -> CliResult {
                 ]
             })
             .collect();
+        rows.push(pool_row(&pool));
         out!(
             "{}",
             output::table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &rows)
         );
+        if pool.size > 0 || pool.ready + pool.booting > 0 {
+            let memory = if pool.memory_mib == 0 {
+                // The pool boots nothing until a start has shown it the shape to boot.
+                "no shape learned yet".to_owned()
+            } else {
+                format!("{} MiB guest memory each", pool.memory_mib)
+            };
+            outln!(
+                "\nPool: {} ready, {} booting of {} (container.pool.size); {memory}; its SIZE is resident host memory, freed by `container system property set container.pool.size 0`",
+                pool.ready,
+                pool.booting,
+                pool.size,
+            );
+        }
+        if a.verbose && !usage.pool_guests.is_empty() {
+            let rows: Vec<Vec<String>> = usage
+                .pool_guests
+                .iter()
+                .map(|g| {
+                    vec![
+                        g.slot.clone(),
+                        if g.ready { "ready" } else { "booting" }.to_owned(),
+                        g.pid.to_string(),
+                        g.cpus.to_string(),
+                        format!("{} MiB", g.memory_mib),
+                        spec::human_bytes(g.resident_bytes),
+                        format!("{}s", g.age_seconds),
+                    ]
+                })
+                .collect();
+            outln!();
+            out!(
+                "{}",
+                output::table(
+                    &[
+                        "POOLED GUEST",
+                        "STATE",
+                        "PID",
+                        "CPUS",
+                        "GUEST MEMORY",
+                        "RESIDENT",
+                        "AGE"
+                    ],
+                    &rows
+                )
+            );
+        }
     }
     Ok(0)
+}
+
+/// The `Pool` row of `system df`: its guests, none active (a pooled guest serves no
+/// container until claimed, and then it leaves the pool), and the host memory they hold,
+/// all of it given back when the pool is turned off.
+fn pool_row(pool: &v1::WarmPool) -> Vec<String> {
+    let total = pool.ready + pool.booting;
+    vec![
+        "Pool".to_owned(),
+        total.to_string(),
+        "0".to_owned(),
+        spec::human_bytes(pool.resident_bytes),
+        format!(
+            "{} ({}%)",
+            spec::human_bytes(pool.resident_bytes),
+            if pool.resident_bytes > 0 { 100 } else { 0 }
+        ),
+    ]
 }
 
 fn property_json(p: &v1::Property) -> serde_json::Value {
