@@ -31,6 +31,7 @@ mod disk;
 mod hash;
 mod image;
 mod layer;
+pub mod template;
 mod tree;
 
 use std::io::Read;
