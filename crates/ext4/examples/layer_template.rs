@@ -3,7 +3,8 @@
 //!
 //! Run: `cargo run -p ext4 --example layer_template -- DIR [SIZE_GIB] [RUNS]`. DIR should be
 //! on the filesystem that holds the containers (the app root), since whether a clone is a
-//! reflink depends on it. Prints the medians as `format_ms=X clone_ms=Y clone=KIND`.
+//! reflink depends on it. Prints the medians as `format_ms=X clone_ms=Y clone=KIND`, and
+//! how much disk the template takes.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -32,6 +33,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The template itself, outside the timing.
     let first = work.path().join("first.ext4");
     ext4::template::empty_from_template(&templates, &first, size, &options)?;
+    let allocated = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(ext4::template::template_path(&templates, size, &options))?.blocks() * 512
+    };
     let (mut formats, mut clones) = (Vec::new(), Vec::new());
     let mut kind = None;
     for i in 0..runs {
@@ -55,10 +60,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => "none".into(),
     };
     println!(
-        "format_ms={:.1} clone_ms={:.1} clone={kind} size_gib={} runs={runs}",
+        "format_ms={:.1} clone_ms={:.1} clone={kind} size_gib={} allocated_kib={} runs={runs}",
         median(formats),
         median(clones),
-        size >> 30
+        size >> 30,
+        allocated >> 10
     );
     Ok(())
 }
