@@ -259,9 +259,9 @@ fn family(ip: &IpAddr) -> AddressFamily {
 }
 
 /// Adds an address to a link.
-pub fn address_add(link: &str, cidr: &str) -> Result<(), NetError> {
+pub fn address_add(link: &str, link_mac: &str, cidr: &str) -> Result<(), NetError> {
     let (ip, len) = parse_cidr(cidr)?;
-    let l = find_link(link, "")?;
+    let l = find_link(link, link_mac)?;
     let mut msg = AddressMessage::default();
     msg.header.family = family(&ip);
     msg.header.prefix_len = len;
@@ -280,8 +280,13 @@ pub fn address_add(link: &str, cidr: &str) -> Result<(), NetError> {
 }
 
 /// Adds a route on a link; an empty destination is the default route.
-pub fn route_add(link: &str, destination: &str, gateway: &str) -> Result<(), NetError> {
-    let l = find_link(link, "")?;
+pub fn route_add(
+    link: &str,
+    link_mac: &str,
+    destination: &str,
+    gateway: &str,
+) -> Result<(), NetError> {
+    let l = find_link(link, link_mac)?;
     let dest = if destination.is_empty() {
         None
     } else {

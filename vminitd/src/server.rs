@@ -342,7 +342,8 @@ impl Agent for Service {
         r: Request<pb::AddressAddRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
         let r = r.into_inner();
-        blocking(move || net::address_add(&r.link, &r.cidr).map_err(net_status)).await?;
+        blocking(move || net::address_add(&r.link, &r.link_mac, &r.cidr).map_err(net_status))
+            .await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -351,8 +352,10 @@ impl Agent for Service {
         r: Request<pb::RouteAddRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
         let r = r.into_inner();
-        blocking(move || net::route_add(&r.link, &r.destination, &r.gateway).map_err(net_status))
-            .await?;
+        blocking(move || {
+            net::route_add(&r.link, &r.link_mac, &r.destination, &r.gateway).map_err(net_status)
+        })
+        .await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -590,6 +593,15 @@ impl Agent for Service {
         })
         .await?;
         Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn prepare_container(
+        &self,
+        r: Request<pb::PrepareContainerRequest>,
+    ) -> Result<Response<pb::PrepareContainerResponse>, Status> {
+        crate::prepare::run(self, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     type CaptureLayerStream = DataStream;

@@ -239,6 +239,7 @@ async fn bad_requests_get_clear_codes() {
     let e = c
         .address_add(AddressAddRequest {
             link: "lo".into(),
+            link_mac: String::new(),
             cidr: "10.0.0.1".into(),
         })
         .await

@@ -238,6 +238,10 @@ pub fn pool(runs: u32) -> Result<()> {
         "  run --rm busybox true, from the pool {warm_s:>7.2} s   ratio {:>5.2}   (goal <= 1.00)",
         warm_s / bare
     );
+    if let Err(e) = crate::bench_options::print(&guest, runs, release, bare) {
+        warm.stop();
+        return Err(e);
+    }
 
     step("memory of an idle container");
     let memory = (|| -> Result<()> {

@@ -294,6 +294,12 @@ unary! {
     register_binfmt(RegisterBinfmtRequest) -> Empty, "RegisterBinfmt";
 }
 
+unary! {
+    /// Carries out a container's set-up steps in order, in one round trip; a failed step is
+    /// reported in the answer.
+    prepare_container(PrepareContainerRequest) -> PrepareContainerResponse, "PrepareContainer";
+}
+
 impl AgentClient {
     /// Waits until a started process exits. No timeout: a process may run for ever; cancel by
     /// dropping the future.

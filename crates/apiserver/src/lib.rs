@@ -23,6 +23,9 @@
 //! │                             with its build info vmlinux-<arch>.info.json when it had one)
 //! ├── volumes/<name>/volume.ext4  a volume's file system (sparse ext4), attached as a disk;
 //! │   volumes/<name>/volume.json  its metadata (see [`volumes`] for the whole tree)
+//! ├── templates/empty-<size>-<label>-<version>.ext4  a formatted empty writable layer of
+//! │                             each size, written by the runtimes (crates/ext4's
+//! │                             `template`); each new container's rw.ext4 is cloned from it
 //! └── containers/
 //!     ├── .new-<id>/            a container being created; renamed to <id>/ when whole,
 //!     │                         removed on start if a crash left it

@@ -304,6 +304,8 @@ pub struct Host {
     pub default_memory: u64,
     /// `<app root>/volumes`.
     pub volumes: PathBuf,
+    /// `<app root>/templates`: formatted empty writable layers the runtime clones.
+    pub layer_templates: PathBuf,
     /// How the container is networked.
     pub network: NetworkPlan,
 }
@@ -465,6 +467,7 @@ pub fn runtime_config(
         writable_layer: runtime_api::config::WritableLayer {
             path: host.bundle.join("rw.ext4"),
             size_bytes: WRITABLE_LAYER_BYTES,
+            template_dir: Some(host.layer_templates.clone()),
         },
         spec,
         user,
@@ -873,6 +876,7 @@ mod tests {
             default_cpus: 2,
             default_memory: 512 << 20,
             volumes: dir.path().join("volumes"),
+            layer_templates: dir.path().join("templates"),
             network: NetworkPlan::User,
         };
         let id = "ab".repeat(32);
@@ -984,6 +988,7 @@ mod tests {
             default_cpus: 1,
             default_memory: 512 << 20,
             volumes: dir.path().join("volumes"),
+            layer_templates: dir.path().join("templates"),
             network: NetworkPlan::Bridge(vec![
                 attachment("front", "ctap-aaaa", 5),
                 attachment("back", "ctap-bbbb", 6),

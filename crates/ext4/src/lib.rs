@@ -1,5 +1,6 @@
 //! A pure-Rust ext4 writer: OCI image layers (uncompressed tar streams) in, one
-//! ext4 image file out; and empty ext4 filesystems for volumes and writable layers.
+//! ext4 image file out; and empty ext4 filesystems for volumes and writable layers,
+//! formatted or cloned from a formatted template of their size ([`template`]).
 //!
 //! Its one job is turning layers into a filesystem image. It does not fetch,
 //! decompress, verify digests, mount or read images back; it never calls into
@@ -31,6 +32,7 @@ mod disk;
 mod hash;
 mod image;
 mod layer;
+pub mod template;
 mod tree;
 
 use std::io::Read;

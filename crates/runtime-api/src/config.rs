@@ -176,6 +176,11 @@ pub struct WritableLayer {
     pub path: PathBuf,
     /// Its size in bytes when it has to be created.
     pub size_bytes: u64,
+    /// Where formatted templates of empty layers are kept (`<app root>/templates`): a
+    /// missing layer is cloned from the one of its size (made there first if need be)
+    /// instead of formatted. None: formatted each time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_dir: Option<PathBuf>,
 }
 
 /// A tmpfs inside the container.
@@ -502,6 +507,7 @@ pub mod testing {
             writable_layer: WritableLayer {
                 path: dir.join("rw.ext4"),
                 size_bytes: 64 << 20,
+                template_dir: None,
             },
             spec,
             user: None,

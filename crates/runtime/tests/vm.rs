@@ -93,6 +93,8 @@ impl Fixture {
             writable_layer: WritableLayer {
                 path: dir.path().join("rw.ext4"),
                 size_bytes: 64 << 20,
+                // As the daemon does: the layer is cloned from a template.
+                template_dir: Some(dir.path().join("templates")),
             },
             spec,
             user: None,

@@ -622,6 +622,7 @@ async fn exec_init_stats_files_time_and_network(arch: Arch) {
     t.agent
         .address_add(AddressAddRequest {
             link: "lo".into(),
+            link_mac: String::new(),
             cidr: "10.254.0.1/24".into(),
         })
         .await
@@ -630,6 +631,7 @@ async fn exec_init_stats_files_time_and_network(arch: Arch) {
         .agent
         .address_add(AddressAddRequest {
             link: "lo".into(),
+            link_mac: String::new(),
             cidr: "10.254.0.1/24".into(),
         })
         .await
@@ -642,6 +644,7 @@ async fn exec_init_stats_files_time_and_network(arch: Arch) {
     t.agent
         .route_add(RouteAddRequest {
             link: "lo".into(),
+            link_mac: String::new(),
             destination: "10.253.0.0/16".into(),
             gateway: String::new(),
         })

@@ -544,6 +544,7 @@ async fn user_networking_forwards_a_host_port_into_the_guest() {
     t.agent
         .address_add(AddressAddRequest {
             link,
+            link_mac: String::new(),
             cidr: "10.0.2.15/24".into(),
         })
         .await

@@ -293,6 +293,7 @@ impl Daemon {
             default_cpus: self.properties.default_cpus(),
             default_memory: self.properties.default_memory(),
             volumes: crate::volumes::dir(&self.app_root),
+            layer_templates: self.app_root.join("templates"),
             network: match self.networks.mode() {
                 crate::networks::Mode::Bridge => crate::runspec::NetworkPlan::Bridge(vec![]),
                 crate::networks::Mode::User => crate::runspec::NetworkPlan::User,
@@ -462,6 +463,7 @@ impl Daemon {
             default_cpus: self.properties.default_cpus(),
             default_memory: self.properties.default_memory(),
             volumes: crate::volumes::dir(&self.app_root),
+            layer_templates: self.app_root.join("templates"),
             network,
         };
         crate::runspec::runtime_config(id, &options, &image_config, &host)

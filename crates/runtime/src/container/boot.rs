@@ -1,6 +1,7 @@
 //! Creating and booting the VM: the writable layer, disk and share attachment, the maintenance VM, and the container's root filesystem in the guest.
 
 use super::network::publish_ports;
+use super::prepare::setup_steps;
 use super::*;
 
 /// Boots a VM on this platform's hypervisor; returns it with the host pids of its processes.
@@ -40,8 +41,9 @@ pub(super) async fn boot_vm(
     })
 }
 
-/// Creates the writable layer if it is missing: formatted under a temp name beside it and
-/// renamed into place, so a crash never leaves a half-formatted layer behind.
+/// Creates the writable layer if it is missing: cloned from the template of its size when
+/// the config names a template directory, else formatted under a temp name beside it; in
+/// both cases renamed into place, so a crash never leaves a half-written layer behind.
 pub fn ensure_writable_layer(config: &RuntimeConfig) -> Result<(), ContainerError> {
     let layer = &config.writable_layer;
     if layer.path.is_file() {
@@ -51,6 +53,18 @@ pub fn ensure_writable_layer(config: &RuntimeConfig) -> Result<(), ContainerErro
         path: layer.path.clone(),
         source,
     };
+    let options = ext4::Options {
+        label: "container-rw".into(),
+        ..ext4::Options::default()
+    };
+    let started = std::time::Instant::now();
+    if let Some(templates) = &layer.template_dir {
+        let made =
+            ext4::template::empty_from_template(templates, &layer.path, layer.size_bytes, &options)
+                .map_err(err)?;
+        tracing::info!(elapsed = ?started.elapsed(), ?made, "writable layer made from its template");
+        return Ok(());
+    }
     let dir = layer
         .path
         .parent()
@@ -61,15 +75,12 @@ pub fn ensure_writable_layer(config: &RuntimeConfig) -> Result<(), ContainerErro
         .tempfile_in(dir)
         .map_err(io_err(format!("creating a temp file in {}", dir.display())))?
         .into_temp_path();
-    let options = ext4::Options {
-        label: "container-rw".into(),
-        ..ext4::Options::default()
-    };
     ext4::format_empty(&tmp, layer.size_bytes, &options).map_err(err)?;
     tmp.persist(&layer.path).map_err(|e| ContainerError::Io {
         op: format!("renaming into {}", layer.path.display()),
         source: e.error,
     })?;
+    tracing::info!(elapsed = ?started.elapsed(), "writable layer formatted");
     Ok(())
 }
 
@@ -280,11 +291,23 @@ impl Container {
         };
         let (vm, vm_pids) = boot_vm(vm_config).await?;
         let console_log = bundle.boot_log();
-        Self::set_up_or_kill(bundle, config, vm, vm_pids, tmp_dir, None, &console_log).await
+        Self::set_up_or_kill(
+            bundle,
+            config,
+            vm,
+            vm_pids,
+            tmp_dir,
+            None,
+            None,
+            &console_log,
+        )
+        .await
     }
 
-    /// [`Container::set_up`] of a booted VM (cold or taken from the pool), which is killed,
-    /// with the last lines of its console (`console_log`) logged, when that fails.
+    /// [`Container::set_up`] of a booted VM (cold or taken from the pool, whose NICs still
+    /// carry the pool's `slot_macs`), which is killed, with the last lines of its console
+    /// (`console_log`) logged, when that fails.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn set_up_or_kill(
         bundle: Bundle,
         config: RuntimeConfig,
@@ -292,10 +315,19 @@ impl Container {
         vm_pids: Vec<u32>,
         vm_tmp_dir: Option<tempfile::TempDir>,
         agent: Option<AgentClient>,
+        slot_macs: Option<&[String]>,
         console_log: &std::path::Path,
     ) -> Result<Arc<Container>, ContainerError> {
-        let result =
-            Self::set_up(bundle, config, Arc::clone(&vm), vm_pids, vm_tmp_dir, agent).await;
+        let result = Self::set_up(
+            bundle,
+            config,
+            Arc::clone(&vm),
+            vm_pids,
+            vm_tmp_dir,
+            agent,
+            slot_macs,
+        )
+        .await;
         if let Err(e) = &result {
             vm.kill().await;
             tracing::error!(
@@ -307,6 +339,9 @@ impl Container {
         result
     }
 
+    /// Connects to the agent (unless the pool did), binds the published ports and socket
+    /// relays, then sends the whole guest set-up and the init process's creation in one
+    /// batch ([`super::prepare`]).
     async fn set_up(
         bundle: Bundle,
         config: RuntimeConfig,
@@ -314,31 +349,19 @@ impl Container {
         vm_pids: Vec<u32>,
         vm_tmp_dir: Option<tempfile::TempDir>,
         agent: Option<AgentClient>,
+        slot_macs: Option<&[String]>,
     ) -> Result<Arc<Container>, ContainerError> {
         let agent = match agent {
             Some(agent) => agent,
             None => connect_agent(vm.as_ref()).await?,
         };
         tracing::info!(version = ?agent.guest_version(), "guest agent connected");
-        // Independent steps go out together: each is a round trip through the VMM's vsock,
-        // and the guest serves them in parallel.
         let write_resolv = !config.dns.disabled;
-        let clock = async {
-            set_time(&agent)
-                .await
-                .map_err(agent_err("setting the guest clock"))
-        };
-        tokio::try_join!(
-            clock,
-            Self::mount_rootfs(&agent, &config),
-            Self::configure_network(&agent, &config),
-            Self::write_etc(&agent, &config, write_resolv),
-        )?;
-        if config.rosetta {
-            enable_rosetta(&agent).await?;
-        }
+        let steps = setup_steps(&config, write_resolv, slot_macs);
         let spec = build_spec(&config, write_resolv)?;
         let proxies = publish_ports(&config).await?;
+        // The relays' guest sockets live outside the rootfs, so they need no mount first;
+        // the init process's bind mounts of them (in the batch) need them in place.
         let relays = crate::relay::start(&config, &vm, &agent).await?;
 
         let (state_tx, _) = watch::channel(State::new(&config.id));
@@ -365,93 +388,11 @@ impl Container {
             _vm_tmp_dir: vm_tmp_dir,
             config,
         });
-        container.create_init().await?;
+        container.create_init(steps).await?;
         container.update_state(|s| s.vm_pids = vm_pids)?;
         let clock = Arc::clone(&container);
         tokio::spawn(async move { clock.sync_clock().await });
         Ok(container)
-    }
-
-    pub(super) async fn mount_rootfs(
-        agent: &AgentClient,
-        config: &RuntimeConfig,
-    ) -> Result<(), ContainerError> {
-        let mount =
-            |source, target, fstype, options| guest_mount(agent, source, target, fstype, options);
-        let mkdir = |path: String| {
-            let agent = agent.clone();
-            async move {
-                agent
-                    .mkdir(pb::MkdirRequest {
-                        path: path.clone(),
-                        mode: 0o755,
-                        parents: true,
-                        uid: 0,
-                        gid: 0,
-                    })
-                    .await
-                    .map_err(agent_err(format!("creating {path}")))
-            }
-        };
-        let writable = async {
-            mount(
-                "block-serial:rw".into(),
-                format!("{GUEST_DIR}/rw"),
-                "ext4",
-                vec![],
-            )
-            .await?;
-            tokio::try_join!(
-                mkdir(format!("{GUEST_DIR}/rw/upper")),
-                mkdir(format!("{GUEST_DIR}/rw/work")),
-            )
-        };
-        tokio::try_join!(
-            mount(
-                "block-serial:rootfs".into(),
-                format!("{GUEST_DIR}/lower"),
-                "ext4",
-                vec!["ro".into()],
-            ),
-            writable,
-        )?;
-        mount(
-            "overlay".into(),
-            GUEST_ROOTFS.into(),
-            "overlay",
-            vec![format!(
-                "lowerdir={GUEST_DIR}/lower,upperdir={GUEST_DIR}/rw/upper,workdir={GUEST_DIR}/rw/work"
-            )],
-        )
-        .await?;
-        for (i, v) in config.volumes.iter().enumerate() {
-            let options = if v.read_only {
-                vec!["ro".into()]
-            } else {
-                vec![]
-            };
-            let target = format!("{GUEST_DIR}/volumes/{i}");
-            match v.kind {
-                VolumeKind::Block => {
-                    let source = format!("block-serial:vol{i}");
-                    if let Err(e) = mount(source.clone(), target.clone(), "ext4", options).await {
-                        if !v.read_only {
-                            return Err(e);
-                        }
-                        // A read-only disk whose journal needs replaying (its last user was
-                        // killed) cannot be mounted as is: mount it without the journal.
-                        tracing::warn!("{e}; mounting {} without its journal", v.path.display());
-                        let options = vec!["ro".into(), "noload".into()];
-                        mount(source, target, "ext4", options).await?;
-                    }
-                }
-                VolumeKind::Directory | VolumeKind::File => {
-                    mount(format!("vol{i}"), target, "virtiofs", options).await?;
-                }
-                VolumeKind::Socket => {}
-            }
-        }
-        Ok(())
     }
 }
 
@@ -474,33 +415,6 @@ pub(super) async fn connect_agent(vm: &dyn VirtualMachine) -> Result<AgentClient
 }
 
 /// Mounts `source` at `target` in the guest, creating the target.
-/// Where vminitd mounts the Rosetta share (the VMM attaches it under
-/// [`vmm::ROSETTA_SHARE_TAG`] when the VM config asks for Rosetta).
-const GUEST_ROSETTA_DIR: &str = "/run/rosetta";
-
-/// Mounts the Rosetta share and registers its translator for x86_64 programs, before the
-/// container's first process: from then on every x86_64 executable in the guest runs
-/// through it.
-async fn enable_rosetta(agent: &AgentClient) -> Result<(), ContainerError> {
-    guest_mount(
-        agent,
-        vmm::ROSETTA_SHARE_TAG.to_owned(),
-        GUEST_ROSETTA_DIR.to_owned(),
-        "virtiofs",
-        vec!["ro".to_owned()],
-    )
-    .await?;
-    agent
-        .register_binfmt(pb::RegisterBinfmtRequest {
-            name: "rosetta".into(),
-            arch: vmm::Arch::X86_64.name().into(),
-            interpreter: format!("{GUEST_ROSETTA_DIR}/rosetta"),
-        })
-        .await
-        .map(|_| ())
-        .map_err(agent_err("registering rosetta for x86_64 programs"))
-}
-
 async fn guest_mount(
     agent: &AgentClient,
     source: String,

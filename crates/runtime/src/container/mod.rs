@@ -47,6 +47,7 @@ mod exec;
 mod network;
 mod oci;
 mod pool;
+mod prepare;
 mod stdio;
 
 pub use boot::MaintenanceVm;
@@ -158,7 +159,12 @@ async fn set_time(agent: &AgentClient) -> Result<(), ClientError> {
 }
 
 impl Container {
-    async fn create_init(self: &Arc<Self>) -> Result<(), ContainerError> {
+    /// Creates the init process as the last of the set-up `steps`, sent to the guest in one
+    /// batch while the host accepts the process's stdio connections.
+    async fn create_init(
+        self: &Arc<Self>,
+        mut steps: prepare::Steps,
+    ) -> Result<(), ContainerError> {
         let c = &self.config;
         let listeners = self.listen(c.stdin_open, true, !c.terminal).await?;
         let spec = serde_json::to_vec(&self.spec)
@@ -172,13 +178,42 @@ impl Container {
             user: c.user.clone().unwrap_or_default(),
             init: c.init,
         };
-        let agent = self.agent.clone();
-        let (created, stdio) = tokio::join!(
-            async move { agent.create_process(request).await },
-            listeners.accept_all()
+        steps.push(
+            "creating the init process",
+            "CreateProcess",
+            pb::prepare_step::Step::CreateProcess(request),
         );
-        created.map_err(|e| self.start_error("creating the init process", e))?;
-        let stdio = stdio?;
+        let prepare = steps.send(&self.agent);
+        let accept = listeners.accept_all();
+        tokio::pin!(prepare, accept);
+        // The guest dials the stdio ports only once every step before CreateProcess has
+        // succeeded: a failed batch ends the wait for them.
+        let mut stdio = None;
+        let prepared = loop {
+            tokio::select! {
+                prepared = &mut prepare => break prepared,
+                accepted = &mut accept, if stdio.is_none() => stdio = Some(accepted),
+            }
+        };
+        prepared.map_err(|e| match e {
+            prepare::PrepareError::Step {
+                create_process: true,
+                what,
+                status,
+                ..
+            } => self.start_error(
+                &what,
+                ClientError::Rpc {
+                    rpc: "CreateProcess",
+                    status,
+                },
+            ),
+            e => e.into_container_error(),
+        })?;
+        let stdio = match stdio {
+            Some(stdio) => stdio?,
+            None => accept.await?,
+        };
         let log = Arc::new(
             StdioLog::open(&self.bundle.stdio_log()).map_err(io_err(format!(
                 "creating {}",

@@ -107,8 +107,8 @@ impl PooledVm {
     }
 
     /// Gives the VM to the container of `bundle`: its writable layer is made, both disks
-    /// swapped in before the guest mounts anything, the NICs take the container's MACs,
-    /// then the container is set up as a freshly booted one would be. On failure the VM is
+    /// swapped in before the guest mounts anything, then the container is set up as a
+    /// freshly booted one would be, with the NICs taking the container's MACs first. On failure the VM is
     /// killed.
     pub async fn into_container(
         self,
@@ -138,53 +138,24 @@ impl PooledVm {
             for id in ["rootfs", "rw"] {
                 let _ = std::fs::remove_file(slot.placeholder(id));
             }
-            adopt_macs(&agent, &slot_config.macs, &config).await
+            Ok::<_, ContainerError>(())
         };
         if let Err(e) = prepared.await {
             vm.kill().await;
             tracing::error!("taking over the pooled vm failed: {e}");
             return Err(e);
         }
-        Container::set_up_or_kill(bundle, config, vm, pids, vm_tmp_dir, Some(agent), &boot_log)
-            .await
-    }
-}
-
-/// Gives each of the guest's NICs, found by the slot's MAC, the container's MAC.
-async fn adopt_macs(
-    agent: &AgentClient,
-    slot_macs: &[String],
-    config: &RuntimeConfig,
-) -> Result<(), ContainerError> {
-    if config.networks.is_empty() {
-        return Ok(());
-    }
-    let links = agent
-        .list_links(pb::Empty {})
+        // The set-up's first steps give the NICs, found by the slot's MACs, the container's.
+        Container::set_up_or_kill(
+            bundle,
+            config,
+            vm,
+            pids,
+            vm_tmp_dir,
+            Some(agent),
+            Some(&slot_config.macs),
+            &boot_log,
+        )
         .await
-        .map_err(agent_err("listing the guest's links"))?;
-    for (slot_mac, net) in slot_macs.iter().zip(&config.networks) {
-        let name = links
-            .links
-            .iter()
-            .find(|l| l.mac.eq_ignore_ascii_case(slot_mac))
-            .map(|l| l.name.clone())
-            .ok_or_else(|| {
-                ContainerError::FailedPrecondition(format!(
-                    "the pooled guest has no link with mac {slot_mac}"
-                ))
-            })?;
-        agent
-            .link_set(pb::LinkSetRequest {
-                name: name.clone(),
-                mac: String::new(),
-                up: false,
-                mtu: 0,
-                rename_to: String::new(),
-                set_mac: net.mac.clone(),
-            })
-            .await
-            .map_err(agent_err(format!("setting the mac of {name}")))?;
     }
-    Ok(())
 }
