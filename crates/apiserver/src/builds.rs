@@ -141,6 +141,7 @@ fn event_message(e: build::Event) -> v1::BuildResponse {
         }),
         build::Event::Log { number, text } => E::Log(v1::BuildLog { number, text }),
         build::Event::Warning(w) => E::Warning(w),
+        build::Event::Planned { steps } => E::Planned(v1::BuildPlanned { steps }),
     };
     v1::BuildResponse { event: Some(event) }
 }
@@ -212,19 +213,27 @@ impl Builds for BuildsService {
             let d = Arc::clone(&daemon);
             let names = tags.clone();
             let result = blocking(move || {
-                let unpack = || -> std::io::Result<()> {
-                    std::fs::create_dir_all(&context)?;
-                    std::fs::create_dir_all(&roots)?;
-                    let f = std::fs::File::open(&spool)?;
-                    let mut archive = tar::Archive::new(std::io::BufReader::new(f));
-                    archive.set_preserve_permissions(true);
-                    archive.set_preserve_mtime(true);
-                    archive.unpack(&context)?;
-                    std::fs::remove_file(&spool)
-                };
-                unpack().map_err(|e| {
-                    ApiError::invalid_argument(format!("the build context is not a valid tar: {e}"))
-                })?;
+                for d in [&context, &roots] {
+                    std::fs::create_dir_all(d).map_err(|e| {
+                        ApiError::internal(format!("creating {}: {e}", d.display()))
+                    })?;
+                }
+                crate::build_context::unpack(&spool, &context)?;
+                let _ = std::fs::remove_file(&spool);
+                // A Docker client names its Dockerfile by its path in the context.
+                let (dockerfile, dockerfile_name) =
+                    if header.dockerfile.is_empty() && !header.context_dockerfile.is_empty() {
+                        crate::build_context::read_dockerfile(&context, &header.context_dockerfile)?
+                    } else {
+                        (
+                            header.dockerfile.clone(),
+                            if header.dockerfile_name.is_empty() {
+                                "Dockerfile".into()
+                            } else {
+                                header.dockerfile_name.clone()
+                            },
+                        )
+                    };
                 let cache = d.build_cache()?;
                 // Keeps GC from removing new layers before the image is named.
                 let _lease = d.store.lease().map_err(|e| oci_error(e.kind(), e))?;
@@ -238,12 +247,8 @@ impl Builds for BuildsService {
                     let _ = events_tx.blocking_send(Ok(event_message(e)));
                 };
                 let options = build::BuildOptions {
-                    dockerfile: header.dockerfile.clone(),
-                    dockerfile_name: if header.dockerfile_name.is_empty() {
-                        "Dockerfile".into()
-                    } else {
-                        header.dockerfile_name.clone()
-                    },
+                    dockerfile,
+                    dockerfile_name,
                     context,
                     build_args: header.build_args.clone().into_iter().collect(),
                     target: Some(header.target.clone()).filter(|t| !t.is_empty()),
@@ -322,5 +327,39 @@ impl Builds for BuildsService {
         })
         .await?;
         Ok(Response::new(resp))
+    }
+
+    async fn export_filesystem(
+        &self,
+        req: Request<v1::ExportFilesystemRequest>,
+    ) -> Res<BoxStream<wire::v1::DataChunk>> {
+        let r = req.into_inner();
+        let platform = if r.platform.is_empty() {
+            None
+        } else {
+            Some(
+                r.platform
+                    .parse::<spec::Platform>()
+                    .map_err(|e| ApiError::invalid_argument(e.to_string()))?,
+            )
+        };
+        let image = self.0.find_image(&r.image)?;
+        let resolved = self
+            .0
+            .store
+            .resolve_descriptor(&image.target, platform.as_ref())
+            .map_err(|e| oci_error(e.kind(), e))?;
+        let (tx, rx) = mpsc::channel::<Result<wire::v1::DataChunk, Status>>(8);
+        let store = Arc::clone(&self.0.store);
+        tokio::task::spawn_blocking(move || {
+            let mut w = wire::ChunkWriter::new(tx.clone(), 1 << 20);
+            let result =
+                build::export::write_filesystem(store.content(), &resolved.manifest.layers, &mut w)
+                    .map_err(|e| oci_error(e.kind(), e));
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(e.into()));
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -343,13 +343,6 @@ pub async fn plugins() -> Response {
     json(StatusCode::OK, &json!([]))
 }
 
-/// `POST /build`: not yet.
-pub async fn build() -> DockerError {
-    DockerError::not_implemented(
-        "building images through the Docker API is not supported yet by this daemon",
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
