@@ -4,8 +4,8 @@
 //! that context. Nothing here knows about gRPC or HTTP.
 
 use std::fs;
-use std::io::{BufReader, Read};
-use std::path::Path;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Component, Path, PathBuf};
 
 /// The largest Dockerfile read from a context: a larger one is refused, not held.
 const MAX_DOCKERFILE: u64 = 4 << 20;
@@ -75,20 +75,18 @@ impl Compression {
     }
 }
 
-/// Opens the context at `spool` as an uncompressed tar stream.
-pub fn open(spool: &Path) -> Result<Box<dyn Read>, ContextError> {
-    let mut f = fs::File::open(spool).map_err(ContextError::Tar)?;
-    let mut head = [0u8; 6];
-    let mut n = 0;
-    while n < head.len() {
-        match f.read(&mut head[n..]).map_err(ContextError::Tar)? {
-            0 => break,
-            k => n += k,
+/// The context stream `input` as an uncompressed tar stream, its compression sniffed from
+/// its first bytes.
+pub fn decompress<'a>(input: impl Read + 'a) -> Result<Box<dyn Read + 'a>, ContextError> {
+    let mut reader = BufReader::with_capacity(1 << 16, input);
+    let head = loop {
+        match reader.fill_buf() {
+            Ok(b) => break b.get(..6).unwrap_or(b).to_vec(),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ContextError::Tar(e)),
         }
-    }
-    let rest = std::io::Cursor::new(head[..n].to_vec()).chain(f);
-    let reader = BufReader::new(rest);
-    Ok(match Compression::detect(&head[..n]) {
+    };
+    Ok(match Compression::detect(&head) {
         Compression::None => Box::new(reader),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
         Compression::Zstd => {
@@ -99,13 +97,188 @@ pub fn open(spool: &Path) -> Result<Box<dyn Read>, ContextError> {
     })
 }
 
-/// Unpacks the context at `spool` into `dest` (which exists). Entries that would land
-/// outside `dest` are refused by the tar crate's `unpack`.
-pub fn unpack(spool: &Path, dest: &Path) -> Result<(), ContextError> {
-    let mut archive = tar::Archive::new(open(spool)?);
+/// Unpacks the context stream `input` into `dest` (which exists) as it arrives, hashing
+/// each regular file's content on the way in: the digests a COPY of the file is keyed
+/// with, so a build never reads the context twice. Names with `..`, absolute names and
+/// paths through a symlink are refused; other entries go through the tar crate's
+/// `unpack_in`, which refuses the same.
+pub fn unpack(input: impl Read, dest: &Path) -> Result<build::copy::KnownDigests, ContextError> {
+    let mut archive = tar::Archive::new(decompress(input)?);
     archive.set_preserve_permissions(true);
     archive.set_preserve_mtime(true);
-    archive.unpack(dest).map_err(ContextError::Tar)
+    let mut known = build::copy::KnownDigests::new();
+    // Directories get their modes and times last, so a read-only one can still be filled.
+    let mut dirs: Vec<(PathBuf, u32, u64)> = Vec::new();
+    for entry in archive.entries().map_err(ContextError::Tar)? {
+        let mut entry = entry.map_err(ContextError::Tar)?;
+        let kind = entry.header().entry_type();
+        if kind.is_file() {
+            let path = entry.path().map_err(ContextError::Tar)?.into_owned();
+            let (target, digest) = write_file(&mut entry, dest, &path)?;
+            known.insert(target, digest);
+        } else if kind.is_dir() {
+            let path = entry.path().map_err(ContextError::Tar)?.into_owned();
+            let Some(target) = place(dest, &path)? else {
+                continue; // the context's root
+            };
+            match fs::symlink_metadata(&target) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(refused(
+                        &path,
+                        "would replace something that is not a directory",
+                    ));
+                }
+                Err(_) => fs::create_dir(&target).map_err(ContextError::Tar)?,
+            }
+            let h = entry.header();
+            dirs.push((
+                target,
+                h.mode().map_err(ContextError::Tar)? & 0o7777,
+                h.mtime().unwrap_or(0),
+            ));
+        } else {
+            entry.unpack_in(dest).map_err(ContextError::Tar)?;
+        }
+    }
+    for (dir, mode, mtime) in dirs.into_iter().rev() {
+        use std::os::unix::fs::PermissionsExt;
+        let f = fs::File::open(&dir).map_err(ContextError::Tar)?;
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+        f.set_modified(when).map_err(ContextError::Tar)?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).map_err(ContextError::Tar)?;
+    }
+    Ok(known)
+}
+
+fn refused(name: &Path, why: &str) -> ContextError {
+    ContextError::Tar(std::io::Error::other(format!("{}: {why}", name.display())))
+}
+
+/// Where the entry `name` goes under `dest` (None for the root itself), its parents made
+/// as real directories; `..`, absolute names and paths through a symlink are refused.
+fn place(dest: &Path, name: &Path) -> Result<Option<PathBuf>, ContextError> {
+    let mut rel = PathBuf::new();
+    for c in name.components() {
+        match c {
+            Component::Normal(n) => rel.push(n),
+            Component::CurDir => {}
+            _ => return Err(refused(name, "names a path outside the context")),
+        }
+    }
+    let Some(parent) = rel.parent() else {
+        return Ok(None);
+    };
+    let mut dir = dest.to_path_buf();
+    for c in parent.components() {
+        dir.push(c);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(refused(
+                    name,
+                    "lies below something that is not a directory",
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir(&dir).map_err(ContextError::Tar)?;
+            }
+            Err(e) => return Err(ContextError::Tar(e)),
+        }
+    }
+    Ok(Some(dest.join(rel)))
+}
+
+/// Writes one regular file of the context under `dest`, hashing it; returns where it went
+/// and its sha256.
+fn write_file<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    dest: &Path,
+    name: &Path,
+) -> Result<(PathBuf, [u8; 32]), ContextError> {
+    use sha2::Digest as _;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let Some(target) = place(dest, name)? else {
+        return Err(refused(name, "names no file"));
+    };
+    if let Ok(m) = fs::symlink_metadata(&target)
+        && !m.is_file()
+    {
+        return Err(refused(name, "would replace something that is not a file"));
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&target)
+        .map_err(ContextError::Tar)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = entry.read(&mut buf).map_err(ContextError::Tar)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        std::io::Write::write_all(&mut file, &buf[..n]).map_err(ContextError::Tar)?;
+    }
+    let header = entry.header();
+    let mode = header.mode().map_err(ContextError::Tar)? & 0o7777;
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(ContextError::Tar)?;
+    if let Ok(mtime) = header.mtime() {
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+        file.set_modified(when).map_err(ContextError::Tar)?;
+    }
+    Ok((target, hasher.finalize().into()))
+}
+
+/// A blocking reader over the chunks an async task sends.
+struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            match self.rx.blocking_recv() {
+                Some(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Starts unpacking a context into `dest` on a blocking thread: send its bytes into the
+/// returned channel (then drop it) and await the handle for the files' digests. The
+/// channel closes early when the unpack has ended, by the tar's end or an error.
+pub fn unpack_in_background(
+    dest: PathBuf,
+) -> (
+    tokio::sync::mpsc::Sender<Vec<u8>>,
+    tokio::task::JoinHandle<Result<build::copy::KnownDigests, ContextError>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let handle = tokio::task::spawn_blocking(move || {
+        let reader = ChunkReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        };
+        unpack(reader, &dest)
+    });
+    (tx, handle)
 }
 
 /// Reads the Dockerfile at `path` inside the unpacked `context` (symlinks resolved inside
@@ -134,6 +307,7 @@ pub fn read_dockerfile(context: &Path, path: &str) -> Result<(String, String), C
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest as _;
     use std::io::Write;
 
     fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
@@ -150,11 +324,14 @@ mod tests {
 
     fn unpacked(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, ContextError> {
         let dir = tempfile::tempdir().unwrap();
-        let spool = dir.path().join("ctx");
-        fs::write(&spool, bytes).unwrap();
         let dest = dir.path().join("out");
         fs::create_dir(&dest).unwrap();
-        unpack(&spool, &dest)?;
+        let known = unpack(bytes, &dest)?;
+        // Every file's digest was taken on the way in.
+        for (path, digest) in &known {
+            let want: [u8; 32] = sha2::Sha256::digest(fs::read(path).unwrap()).into();
+            assert_eq!(*digest, want, "{}", path.display());
+        }
         let mut out = Vec::new();
         for e in fs::read_dir(&dest).unwrap() {
             let e = e.unwrap();
@@ -180,6 +357,38 @@ mod tests {
         assert_eq!(unpacked(&gz.finish().unwrap()).unwrap(), want);
         let zst = zstd::encode_all(&tar[..], 1).unwrap();
         assert_eq!(unpacked(&zst).unwrap(), want);
+    }
+
+    #[test]
+    fn names_leaving_the_context_are_refused() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        b.append_link(&mut h, "out", "/tmp").unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(1);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "out/x", &b"x"[..]).unwrap();
+        let e = unpacked(&b.into_inner().unwrap()).unwrap_err().to_string();
+        assert!(
+            e.contains("out/x: lies below something that is not a directory"),
+            "{e}"
+        );
+        // A name with `..`, written into the header bytes directly.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(1);
+        h.set_mode(0o644);
+        let name = b"xx/../../evil";
+        h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+        h.set_cksum();
+        b.append(&h, &b"2"[..]).unwrap();
+        let e = unpacked(&b.into_inner().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("outside the context"), "{e}");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `container build`: the `Builds` service over crates/build.
 //!
 //! The client streams a header and the context (a tar it filtered through
-//! `.dockerignore`); the daemon unpacks the context into a private work directory under
-//! `<app root>/builder/work/`, runs the build in a blocking task with base images pulled
+//! `.dockerignore`); the daemon unpacks the context as it arrives into a private work
+//! directory under `<app root>/builder/work/`, hashing each file on the way in
+//! ([`crate::build_context`]), runs the build in a blocking task with base images pulled
 //! through the same path `run` uses, names the result and streams progress back. The cache
 //! lives in `<app root>/builder/cache/` (crates/build's layout) and survives restarts;
 //! `PruneCache` empties it. A failed build names nothing and leaves no work directory.
@@ -188,24 +189,30 @@ impl Builds for BuildsService {
             .map_err(|e| ApiError::internal(format!("creating a build directory: {e}")))?;
         let context = work.path().join("context");
         let roots = work.path().join("roots");
-        // The context arrives as a tar: spool it, then unpack it in a blocking task.
-        let spool = work.path().join("context.tar");
-        {
-            use tokio::io::AsyncWriteExt;
-            let mut f = tokio::fs::File::create(&spool)
-                .await
-                .map_err(|e| ApiError::internal(format!("build context: {e}")))?;
+        // The context is unpacked as it arrives, each file hashed on the way in (the
+        // digests its COPY steps are keyed with), in a blocking task fed chunk by chunk.
+        for d in [&context, &roots] {
+            std::fs::create_dir_all(d)
+                .map_err(|e| ApiError::internal(format!("creating {}: {e}", d.display())))?;
+        }
+        let (chunks, unpacker) = crate::build_context::unpack_in_background(context.clone());
+        let forwarded: Result<(), Status> = async {
             while let Some(m) = input.message().await? {
-                if let Some(Part::Context(d)) = m.part {
-                    f.write_all(&d)
-                        .await
-                        .map_err(|e| ApiError::internal(format!("build context: {e}")))?;
+                if let Some(Part::Context(d)) = m.part
+                    && chunks.send(d).await.is_err()
+                {
+                    break; // the unpack ended (the tar's end, or an error it reports)
                 }
             }
-            f.flush()
-                .await
-                .map_err(|e| ApiError::internal(format!("build context: {e}")))?;
+            Ok(())
         }
+        .await;
+        drop(chunks);
+        let unpacked = unpacker
+            .await
+            .map_err(|e| ApiError::internal(format!("unpacking the context failed: {e}")))?;
+        forwarded?;
+        let context_digests = std::sync::Arc::new(unpacked.map_err(ApiError::from)?);
         let (tx, rx) = mpsc::channel::<Result<v1::BuildResponse, Status>>(64);
         let handle = tokio::runtime::Handle::current();
         tokio::spawn(async move {
@@ -213,13 +220,6 @@ impl Builds for BuildsService {
             let d = Arc::clone(&daemon);
             let names = tags.clone();
             let result = blocking(move || {
-                for d in [&context, &roots] {
-                    std::fs::create_dir_all(d).map_err(|e| {
-                        ApiError::internal(format!("creating {}: {e}", d.display()))
-                    })?;
-                }
-                crate::build_context::unpack(&spool, &context)?;
-                let _ = std::fs::remove_file(&spool);
                 // A Docker client names its Dockerfile by its path in the context.
                 let (dockerfile, dockerfile_name) =
                     if header.dockerfile.is_empty() && !header.context_dockerfile.is_empty() {
@@ -259,6 +259,7 @@ impl Builds for BuildsService {
                         .collect::<BTreeMap<_, _>>(),
                     no_cache: header.no_cache,
                     platform,
+                    context_digests,
                 };
                 let built = build::Build {
                     store: &d.store,

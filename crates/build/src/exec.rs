@@ -68,6 +68,9 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// The platform the image is for.
     pub platform: spec::Platform,
+    /// The sha256 of the context's files (by their path under `context`), hashed as the
+    /// context arrived; files missing here are read and hashed when a COPY needs them.
+    pub context_digests: std::sync::Arc<copy::KnownDigests>,
 }
 
 /// The built image: its manifest in the store.
@@ -608,7 +611,12 @@ impl Build<'_> {
             unpack_archives: is_add && c.unpack != Some(false),
         };
         let items = copy::plan(&spec)?;
-        let inputs = format!("{} owner={}:{}", copy::digest(&items)?, owner.0, owner.1);
+        let inputs = format!(
+            "{} owner={}:{}",
+            copy::digest(&items, &options.context_digests)?,
+            owner.0,
+            owner.1
+        );
         let key = Key::derive(Some(&state.key), source, &inputs);
         if !options.no_cache
             && let Some(entry) = self.cache.get(&key, self.store.content())
