@@ -90,9 +90,9 @@ fn tar_listing(bytes: &[u8]) -> BTreeMap<String, String> {
             T::Char => "c".to_string(),
             T::Fifo => "p".to_string(),
             _ => {
-                let mut s = String::new();
-                e.read_to_string(&mut s).unwrap();
-                format!("f {s}")
+                let mut b = Vec::new();
+                e.read_to_end(&mut b).unwrap();
+                format!("f {}", String::from_utf8_lossy(&b))
             }
         };
         assert!(out.insert(name.clone(), v).is_none(), "{name} twice");
@@ -117,7 +117,7 @@ fn dir_listing(root: &Path) -> BTreeMap<String, String> {
             } else if ft.is_fifo() {
                 "p".into()
             } else {
-                format!("f {}", std::fs::read_to_string(&p).unwrap())
+                format!("f {}", String::from_utf8_lossy(&std::fs::read(&p).unwrap()))
             };
             out.insert(rel.to_string_lossy().into_owned(), v);
         }

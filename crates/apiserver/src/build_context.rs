@@ -3,6 +3,7 @@
 //! build's work directory; and the Dockerfile a Docker client names by its path inside
 //! that context. Nothing here knows about gRPC or HTTP.
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
@@ -17,6 +18,8 @@ pub enum ContextError {
     Tar(#[source] std::io::Error),
     #[error("{0}-compressed build contexts are not supported: send a plain, gzip or zstd tar")]
     Compression(&'static str),
+    #[error("the build context key must be 64 hex digits")]
+    BadKey,
     #[error("cannot locate specified Dockerfile: {0}")]
     NoDockerfile(String),
     #[error("the Dockerfile {0} is larger than 4 MiB")]
@@ -97,32 +100,73 @@ pub fn decompress<'a>(input: impl Read + 'a) -> Result<Box<dyn Read + 'a>, Conte
     })
 }
 
+/// What the daemon knows of one file of a kept context.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Indexed {
+    /// sha256 of the content, hex.
+    pub sha256: String,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime: u64,
+}
+
+/// A kept context's files, by their path relative to its tree.
+pub type Index = HashMap<String, Indexed>;
+
+/// Files no larger than this are read whole before they are written, so an unchanged one
+/// is never written; larger ones always are.
+const COMPARE_IN_MEMORY: u64 = 1 << 20;
+
 /// Unpacks the context stream `input` into `dest` (which exists) as it arrives, hashing
 /// each regular file's content on the way in: the digests a COPY of the file is keyed
-/// with, so a build never reads the context twice. Names with `..`, absolute names and
-/// paths through a symlink are refused; other entries go through the tar crate's
-/// `unpack_in`, which refuses the same.
-pub fn unpack(input: impl Read, dest: &Path) -> Result<build::copy::KnownDigests, ContextError> {
+/// with, so a build never reads the context twice. With `old` (the index of what `dest`
+/// already holds, a context kept from an earlier build), a file whose content, mode and
+/// time are unchanged is not written again, and whatever `dest` holds that the stream
+/// does not is removed. Names with `..`, absolute names and paths through a symlink are
+/// refused; links and other entries go through the tar crate's `unpack_in`, which refuses
+/// the same. Returns the digests and the index of what `dest` now holds.
+pub fn unpack(
+    input: impl Read,
+    dest: &Path,
+    old: Option<&Index>,
+) -> Result<(build::copy::KnownDigests, Index), ContextError> {
     let mut archive = tar::Archive::new(decompress(input)?);
     archive.set_preserve_permissions(true);
     archive.set_preserve_mtime(true);
+    archive.set_overwrite(true);
+    let kept = old.is_some();
     let mut known = build::copy::KnownDigests::new();
+    let mut index = Index::new();
+    let mut seen: HashSet<PathBuf> = HashSet::new();
     // Directories get their modes and times last, so a read-only one can still be filled.
     let mut dirs: Vec<(PathBuf, u32, u64)> = Vec::new();
     for entry in archive.entries().map_err(ContextError::Tar)? {
         let mut entry = entry.map_err(ContextError::Tar)?;
         let kind = entry.header().entry_type();
+        let path = entry.path().map_err(ContextError::Tar)?.into_owned();
+        let Some(rel) = place(dest, &path, kept)? else {
+            continue; // the context's root
+        };
+        let target = dest.join(&rel);
         if kind.is_file() {
-            let path = entry.path().map_err(ContextError::Tar)?.into_owned();
-            let (target, digest) = write_file(&mut entry, dest, &path)?;
+            let facts = write_file(
+                &mut entry,
+                &target,
+                &path,
+                old.and_then(|o| o.get(&rel.to_string_lossy().into_owned())),
+            )?;
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(&facts.sha256, &mut digest)
+                .map_err(|e| refused(&path, &e.to_string()))?;
             known.insert(target, digest);
+            index.insert(rel.to_string_lossy().into_owned(), facts);
         } else if kind.is_dir() {
-            let path = entry.path().map_err(ContextError::Tar)?.into_owned();
-            let Some(target) = place(dest, &path)? else {
-                continue; // the context's root
-            };
             match fs::symlink_metadata(&target) {
                 Ok(m) if m.is_dir() => {}
+                Ok(_) if kept => {
+                    remove_any(&target)?;
+                    fs::create_dir(&target).map_err(ContextError::Tar)?;
+                }
                 Ok(_) => {
                     return Err(refused(
                         &path,
@@ -138,8 +182,19 @@ pub fn unpack(input: impl Read, dest: &Path) -> Result<build::copy::KnownDigests
                 h.mtime().unwrap_or(0),
             ));
         } else {
+            if kept && fs::symlink_metadata(&target).is_ok() {
+                remove_any(&target)?;
+            }
             entry.unpack_in(dest).map_err(ContextError::Tar)?;
         }
+        for a in rel.ancestors() {
+            if !a.as_os_str().is_empty() && !seen.insert(a.to_path_buf()) {
+                break;
+            }
+        }
+    }
+    if kept {
+        remove_unseen(dest, Path::new(""), &seen)?;
     }
     for (dir, mode, mtime) in dirs.into_iter().rev() {
         use std::os::unix::fs::PermissionsExt;
@@ -148,16 +203,41 @@ pub fn unpack(input: impl Read, dest: &Path) -> Result<build::copy::KnownDigests
         f.set_modified(when).map_err(ContextError::Tar)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).map_err(ContextError::Tar)?;
     }
-    Ok(known)
+    Ok((known, index))
 }
 
 fn refused(name: &Path, why: &str) -> ContextError {
     ContextError::Tar(std::io::Error::other(format!("{}: {why}", name.display())))
 }
 
-/// Where the entry `name` goes under `dest` (None for the root itself), its parents made
-/// as real directories; `..`, absolute names and paths through a symlink are refused.
-fn place(dest: &Path, name: &Path) -> Result<Option<PathBuf>, ContextError> {
+fn remove_any(path: &Path) -> Result<(), ContextError> {
+    let r = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(_) => Ok(()),
+    };
+    r.map_err(ContextError::Tar)
+}
+
+/// Removes what lies under `dest/rel` and is not in `seen`.
+fn remove_unseen(dest: &Path, rel: &Path, seen: &HashSet<PathBuf>) -> Result<(), ContextError> {
+    for e in fs::read_dir(dest.join(rel)).map_err(ContextError::Tar)? {
+        let e = e.map_err(ContextError::Tar)?;
+        let r = rel.join(e.file_name());
+        if !seen.contains(&r) {
+            remove_any(&dest.join(&r))?;
+        } else if e.file_type().map_err(ContextError::Tar)?.is_dir() {
+            remove_unseen(dest, &r, seen)?;
+        }
+    }
+    Ok(())
+}
+
+/// The entry `name`'s path relative to `dest` (None for the root itself), its parents made
+/// as real directories; `..`, absolute names and paths through a symlink are refused. In
+/// a kept context (`replace`) a parent that is not a directory is left from an earlier
+/// build and is replaced.
+fn place(dest: &Path, name: &Path, replace: bool) -> Result<Option<PathBuf>, ContextError> {
     let mut rel = PathBuf::new();
     for c in name.components() {
         match c {
@@ -174,6 +254,10 @@ fn place(dest: &Path, name: &Path) -> Result<Option<PathBuf>, ContextError> {
         dir.push(c);
         match fs::symlink_metadata(&dir) {
             Ok(m) if m.is_dir() => {}
+            Ok(_) if replace => {
+                remove_any(&dir)?;
+                fs::create_dir(&dir).map_err(ContextError::Tar)?;
+            }
             Ok(_) => {
                 return Err(refused(
                     name,
@@ -186,25 +270,61 @@ fn place(dest: &Path, name: &Path) -> Result<Option<PathBuf>, ContextError> {
             Err(e) => return Err(ContextError::Tar(e)),
         }
     }
-    Ok(Some(dest.join(rel)))
+    Ok(Some(rel))
 }
 
-/// Writes one regular file of the context under `dest`, hashing it; returns where it went
-/// and its sha256.
+/// Writes one regular file of the context at `target`, hashing it, unless `old` says the
+/// file there already has this content, mode and time (then nothing is written).
 fn write_file<R: Read>(
     entry: &mut tar::Entry<'_, R>,
-    dest: &Path,
+    target: &Path,
     name: &Path,
-) -> Result<(PathBuf, [u8; 32]), ContextError> {
+    old: Option<&Indexed>,
+) -> Result<Indexed, ContextError> {
     use sha2::Digest as _;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let Some(target) = place(dest, name)? else {
-        return Err(refused(name, "names no file"));
-    };
-    if let Ok(m) = fs::symlink_metadata(&target)
-        && !m.is_file()
-    {
-        return Err(refused(name, "would replace something that is not a file"));
+    let header = entry.header();
+    let mode = header.mode().map_err(ContextError::Tar)? & 0o7777;
+    let mtime = header.mtime().unwrap_or(0);
+    let size = entry.size();
+    let on_disk = fs::symlink_metadata(target).ok();
+    if on_disk.as_ref().is_some_and(|m| !m.is_file()) {
+        if old.is_some() || on_disk.as_ref().is_some_and(|m| m.is_dir()) {
+            remove_any(target)?;
+        } else {
+            return Err(refused(name, "would replace something that is not a file"));
+        }
+    }
+    let mut hasher = sha2::Sha256::new();
+    let mut pending: Option<Vec<u8>> = None;
+    if size <= COMPARE_IN_MEMORY {
+        let mut data = Vec::with_capacity(size as usize);
+        entry.read_to_end(&mut data).map_err(ContextError::Tar)?;
+        pending = Some(data);
+    }
+    let mut sha256 = None;
+    if let Some(data) = &pending {
+        let digest = hex::encode(sha2::Sha256::digest(data));
+        let unchanged = old.is_some_and(|o| {
+            o.sha256 == digest
+                && o.size == size
+                && on_disk
+                    .as_ref()
+                    .is_some_and(|m| m.is_file() && m.len() == size)
+        });
+        if unchanged {
+            let same_meta = old.is_some_and(|o| o.mode == mode && o.mtime == mtime);
+            if !same_meta {
+                set_meta(target, mode, mtime)?;
+            }
+            return Ok(Indexed {
+                sha256: digest,
+                size,
+                mode,
+                mtime,
+            });
+        }
+        sha256 = Some(digest);
     }
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -212,27 +332,139 @@ fn write_file<R: Read>(
         .truncate(true)
         .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
-        .open(&target)
+        .open(target)
         .map_err(ContextError::Tar)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = entry.read(&mut buf).map_err(ContextError::Tar)?;
-        if n == 0 {
-            break;
+    match pending {
+        Some(data) => std::io::Write::write_all(&mut file, &data).map_err(ContextError::Tar)?,
+        None => {
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = entry.read(&mut buf).map_err(ContextError::Tar)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                std::io::Write::write_all(&mut file, &buf[..n]).map_err(ContextError::Tar)?;
+            }
         }
-        hasher.update(&buf[..n]);
-        std::io::Write::write_all(&mut file, &buf[..n]).map_err(ContextError::Tar)?;
     }
-    let header = entry.header();
-    let mode = header.mode().map_err(ContextError::Tar)? & 0o7777;
     file.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(ContextError::Tar)?;
-    if let Ok(mtime) = header.mtime() {
-        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
-        file.set_modified(when).map_err(ContextError::Tar)?;
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+    file.set_modified(when).map_err(ContextError::Tar)?;
+    Ok(Indexed {
+        sha256: sha256.unwrap_or_else(|| hex::encode(hasher.finalize())),
+        size,
+        mode,
+        mtime,
+    })
+}
+
+fn set_meta(target: &Path, mode: u32, mtime: u64) -> Result<(), ContextError> {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(target)
+        .map_err(ContextError::Tar)?;
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(ContextError::Tar)?;
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime))
+        .map_err(ContextError::Tar)
+}
+
+/// A context kept between builds of the same client directory, under
+/// `<contexts>/<key>/`: `tree/` (the files), `index.json` (what the tree holds, written
+/// after a complete unpack and removed before the next one starts, so a tree whose index
+/// is missing is wiped), `lock` (flocked by the build using it).
+pub struct KeptContext {
+    dir: PathBuf,
+    _lock: fs::File,
+    /// The index read at open; None when the tree must start empty.
+    old: Option<Index>,
+}
+
+/// How many kept contexts stay; the least recently used beyond this are removed.
+const KEPT_CONTEXTS: usize = 8;
+
+impl KeptContext {
+    /// Opens (creating) the kept context `key` (64 hex digits) under `contexts`; None when
+    /// another build holds it (that build then unpacks into a fresh directory).
+    pub fn open(contexts: &Path, key: &str) -> Result<Option<KeptContext>, ContextError> {
+        if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ContextError::BadKey);
+        }
+        let io = ContextError::Tar;
+        statefs::create_private_dir(contexts).map_err(io)?;
+        let dir = contexts.join(key.to_ascii_lowercase());
+        statefs::create_private_dir(&dir).map_err(io)?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))
+            .map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let index_path = dir.join("index.json");
+        let old = fs::read(&index_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Index>(&b).ok());
+        // From here until a new index is written, the tree counts as unknown.
+        let _ = fs::remove_file(&index_path);
+        let tree = dir.join("tree");
+        if old.is_none() {
+            remove_any(&tree)?;
+        }
+        fs::create_dir_all(&tree).map_err(io)?;
+        Ok(Some(KeptContext {
+            dir,
+            _lock: lock,
+            old,
+        }))
     }
-    Ok((target, hasher.finalize().into()))
+
+    pub fn tree(&self) -> PathBuf {
+        self.dir.join("tree")
+    }
+
+    /// Records what the tree now holds.
+    fn save(&self, index: &Index) -> Result<(), ContextError> {
+        let bytes = serde_json::to_vec(index).map_err(|e| ContextError::Tar(e.into()))?;
+        statefs::write_atomic(&self.dir.join("index.json"), &bytes).map_err(ContextError::Tar)
+    }
+}
+
+/// Removes kept contexts beyond the newest [`KEPT_CONTEXTS`] (by their index's time) that
+/// no build holds; all of them with `all` (`builder prune`). Returns how many went.
+pub fn evict(contexts: &Path, all: bool) -> usize {
+    let Ok(rd) = fs::read_dir(contexts) else {
+        return 0;
+    };
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .flatten()
+        .map(|e| {
+            let t = fs::metadata(e.path().join("index.json"))
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (t, e.path())
+        })
+        .collect();
+    found.sort();
+    let keep = if all { 0 } else { KEPT_CONTEXTS };
+    let excess = found.len().saturating_sub(keep);
+    let mut removed = 0;
+    for (_, dir) in found.into_iter().take(excess) {
+        let Ok(lock) = fs::OpenOptions::new().write(true).open(dir.join("lock")) else {
+            continue;
+        };
+        if lock.try_lock().is_ok() && fs::remove_dir_all(&dir).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// A blocking reader over the chunks an async task sends.
@@ -260,14 +492,29 @@ impl Read for ChunkReader {
     }
 }
 
+/// Where a build's context goes: a fresh directory, or a context kept from earlier builds
+/// of the same client directory.
+pub enum Destination {
+    Fresh(PathBuf),
+    Kept(KeptContext),
+}
+
+/// An unpacked context: where it is, its files' digests, and the kept context (held, so
+/// no other build changes it) when it is one.
+pub struct Unpacked {
+    pub dir: PathBuf,
+    pub digests: build::copy::KnownDigests,
+    pub kept: Option<KeptContext>,
+}
+
 /// Starts unpacking a context into `dest` on a blocking thread: send its bytes into the
-/// returned channel (then drop it) and await the handle for the files' digests. The
-/// channel closes early when the unpack has ended, by the tar's end or an error.
+/// returned channel (then drop it) and await the handle. The channel closes early when the
+/// unpack has ended, by the tar's end or an error.
 pub fn unpack_in_background(
-    dest: PathBuf,
+    dest: Destination,
 ) -> (
     tokio::sync::mpsc::Sender<Vec<u8>>,
-    tokio::task::JoinHandle<Result<build::copy::KnownDigests, ContextError>>,
+    tokio::task::JoinHandle<Result<Unpacked, ContextError>>,
 ) {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let handle = tokio::task::spawn_blocking(move || {
@@ -276,7 +523,28 @@ pub fn unpack_in_background(
             buf: Vec::new(),
             pos: 0,
         };
-        unpack(reader, &dest)
+        match dest {
+            Destination::Fresh(dir) => {
+                let (digests, _) = unpack(reader, &dir, None)?;
+                Ok(Unpacked {
+                    dir,
+                    digests,
+                    kept: None,
+                })
+            }
+            Destination::Kept(kept) => {
+                let dir = kept.tree();
+                let empty = Index::new();
+                let old = kept.old.as_ref().unwrap_or(&empty);
+                let (digests, index) = unpack(reader, &dir, Some(old))?;
+                kept.save(&index)?;
+                Ok(Unpacked {
+                    dir,
+                    digests,
+                    kept: Some(kept),
+                })
+            }
+        }
     });
     (tx, handle)
 }
@@ -326,7 +594,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out");
         fs::create_dir(&dest).unwrap();
-        let known = unpack(bytes, &dest)?;
+        let (known, _) = unpack(bytes, &dest, None)?;
         // Every file's digest was taken on the way in.
         for (path, digest) in &known {
             let want: [u8; 32] = sha2::Sha256::digest(fs::read(path).unwrap()).into();
@@ -389,6 +657,64 @@ mod tests {
         b.append(&h, &b"2"[..]).unwrap();
         let e = unpacked(&b.into_inner().unwrap()).unwrap_err().to_string();
         assert!(e.contains("outside the context"), "{e}");
+    }
+
+    #[test]
+    fn a_kept_context_writes_only_what_changed_and_drops_what_went() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let contexts = dir.path().join("contexts");
+        let key = "ab".repeat(32);
+        let build = |files: &[(&str, &[u8])]| {
+            let kept = KeptContext::open(&contexts, &key)
+                .unwrap()
+                .expect("not locked");
+            // A second build of the same directory meanwhile starts afresh.
+            assert!(KeptContext::open(&contexts, &key).unwrap().is_none());
+            let tree = kept.tree();
+            let empty = Index::new();
+            let (digests, index) = unpack(
+                &tar_of(files)[..],
+                &tree,
+                Some(kept.old.as_ref().unwrap_or(&empty)),
+            )
+            .unwrap();
+            kept.save(&index).unwrap();
+            (tree, digests)
+        };
+        let (tree, digests) = build(&[("a.txt", b"alpha"), ("sub/b.txt", b"beta"), ("gone", b"x")]);
+        assert_eq!(digests.len(), 3);
+        let inode = |p: &str| fs::metadata(tree.join(p)).unwrap().ino();
+        let (a1, b1) = (inode("a.txt"), inode("sub/b.txt"));
+        let before = fs::metadata(tree.join("a.txt")).unwrap().ctime_nsec();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let (tree, digests) = build(&[("a.txt", b"alpha"), ("sub/b.txt", b"BETA!")]);
+        // Unchanged: not rewritten (same inode, untouched). Changed: rewritten. Gone: removed.
+        assert_eq!(inode("a.txt"), a1);
+        assert_eq!(
+            fs::metadata(tree.join("a.txt")).unwrap().ctime_nsec(),
+            before
+        );
+        assert_eq!(fs::read(tree.join("sub/b.txt")).unwrap(), b"BETA!");
+        let _ = b1;
+        assert!(!tree.join("gone").exists());
+        let want: [u8; 32] = sha2::Sha256::digest(b"BETA!").into();
+        assert_eq!(digests[&tree.join("sub/b.txt")], want);
+        let want: [u8; 32] = sha2::Sha256::digest(b"alpha").into();
+        assert_eq!(digests[&tree.join("a.txt")], want);
+        // A tree whose index is missing (a build that died mid-way) starts empty.
+        fs::write(tree.join("stray"), b"?").unwrap();
+        fs::remove_file(contexts.join(&key).join("index.json")).unwrap();
+        let (tree, _) = build(&[("a.txt", b"alpha")]);
+        assert!(!tree.join("stray").exists());
+        assert!(!tree.join("sub").exists());
+        assert_eq!(fs::read(tree.join("a.txt")).unwrap(), b"alpha");
+        assert!(matches!(
+            KeptContext::open(&contexts, "../x"),
+            Err(ContextError::BadKey)
+        ));
+        assert_eq!(evict(&contexts, true), 1);
+        assert!(!contexts.join(&key).exists());
     }
 
     #[test]

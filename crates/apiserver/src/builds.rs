@@ -26,6 +26,8 @@ type Res<T> = Result<Response<T>, Status>;
 
 /// Where the builder keeps its state under the app root.
 const BUILDER_DIR: &str = "builder";
+/// Contexts kept between builds, under the builder's directory.
+const CONTEXTS_DIR: &str = "contexts";
 
 impl Daemon {
     /// The build cache.
@@ -195,7 +197,18 @@ impl Builds for BuildsService {
             std::fs::create_dir_all(d)
                 .map_err(|e| ApiError::internal(format!("creating {}: {e}", d.display())))?;
         }
-        let (chunks, unpacker) = crate::build_context::unpack_in_background(context.clone());
+        use crate::build_context::{Destination, KeptContext};
+        let destination = match header.context_key.as_str() {
+            "" => Destination::Fresh(context.clone()),
+            key => match KeptContext::open(&builder_dir.join(CONTEXTS_DIR), key)
+                .map_err(ApiError::from)?
+            {
+                Some(kept) => Destination::Kept(kept),
+                // Another build of the same directory holds it: this one starts afresh.
+                None => Destination::Fresh(context.clone()),
+            },
+        };
+        let (chunks, unpacker) = crate::build_context::unpack_in_background(destination);
         let forwarded: Result<(), Status> = async {
             while let Some(m) = input.message().await? {
                 if let Some(Part::Context(d)) = m.part
@@ -212,7 +225,11 @@ impl Builds for BuildsService {
             .await
             .map_err(|e| ApiError::internal(format!("unpacking the context failed: {e}")))?;
         forwarded?;
-        let context_digests = std::sync::Arc::new(unpacked.map_err(ApiError::from)?);
+        let unpacked = unpacked.map_err(ApiError::from)?;
+        let context = unpacked.dir.clone();
+        let context_digests = std::sync::Arc::new(unpacked.digests);
+        let kept_context = unpacked.kept;
+        crate::build_context::evict(&builder_dir.join(CONTEXTS_DIR), false);
         let (tx, rx) = mpsc::channel::<Result<v1::BuildResponse, Status>>(64);
         let handle = tokio::runtime::Handle::current();
         tokio::spawn(async move {
@@ -220,6 +237,8 @@ impl Builds for BuildsService {
             let d = Arc::clone(&daemon);
             let names = tags.clone();
             let result = blocking(move || {
+                // Held until the build ends, so no other build changes the context.
+                let _kept = kept_context;
                 // A Docker client names its Dockerfile by its path in the context.
                 let (dockerfile, dockerfile_name) =
                     if header.dockerfile.is_empty() && !header.context_dockerfile.is_empty() {
@@ -321,6 +340,10 @@ impl Builds for BuildsService {
         let resp = blocking(move || {
             let cache = daemon.build_cache()?;
             let (deleted, reclaimed_bytes) = cache.prune().map_err(|e| oci_error(e.kind(), e))?;
+            crate::build_context::evict(
+                &daemon.app_root.join(BUILDER_DIR).join(CONTEXTS_DIR),
+                true,
+            );
             Ok(v1::PruneResponse {
                 deleted,
                 reclaimed_bytes,

@@ -84,6 +84,7 @@ pub fn header(q: &Params) -> DResult<v1::BuildHeader> {
         pull: q.flag("pull"),
         platform: q.get("platform").unwrap_or("").to_string(),
         context_dockerfile: dockerfile.to_string(),
+        context_key: String::new(),
     })
 }
 
@@ -153,8 +154,18 @@ impl Classic {
             E::Step(s) => {
                 self.shown += 1;
                 let total = self.planned.max(self.shown);
+                // A named stage's FROM reads as written (`FROM busybox AS build`); the
+                // stage of an unnamed one is its index.
+                let named = s.instruction.starts_with("FROM ")
+                    && !s.stage.is_empty()
+                    && s.stage.parse::<u32>().is_err();
+                let suffix = if named {
+                    format!(" AS {}", s.stage)
+                } else {
+                    String::new()
+                };
                 vec![stream_line(format!(
-                    "Step {}/{total} : {}",
+                    "Step {}/{total} : {}{suffix}",
                     self.shown, s.instruction
                 ))]
             }
@@ -345,9 +356,10 @@ mod tests {
     #[test]
     fn events_read_as_the_classic_builder_writes() {
         let digest = format!("sha256:{}", "ab12".repeat(16));
-        let step = |n: u32, i: &str| {
+        let step = |n: u32, stage: &str, i: &str| {
             E::Step(v1::BuildStep {
                 number: n,
+                stage: stage.into(),
                 instruction: i.into(),
                 ..Default::default()
             })
@@ -361,12 +373,12 @@ mod tests {
         };
         let events = vec![
             E::Planned(v1::BuildPlanned { steps: 3 }),
-            step(1, "FROM busybox AS build"),
+            step(1, "build", "FROM busybox"),
             done(1, false),
-            step(2, "COPY a /a"),
+            step(2, "build", "COPY a /a"),
             done(2, true),
             E::Warning("one or more build-args [X] were not consumed".into()),
-            step(3, "FROM scratch"),
+            step(3, "1", "FROM scratch"),
             done(3, false),
             E::Result(v1::BuildResult {
                 digest: digest.clone(),

@@ -151,6 +151,21 @@ fn read_dockerfile(a: &BuildArgs) -> Result<(String, String), CliError> {
     Ok((text, name))
 }
 
+/// The key the daemon keeps this context directory under between builds: a hash of its
+/// absolute path (empty, so the daemon starts afresh, when it has none).
+fn context_key(dir: &Path) -> String {
+    use sha2::Digest as _;
+    match std::fs::canonicalize(dir) {
+        Ok(p) => {
+            let mut h = sha2::Sha256::new();
+            h.update(b"container-build-context\0");
+            h.update(p.as_os_str().as_encoded_bytes());
+            hex::encode(h.finalize())
+        }
+        Err(_) => String::new(),
+    }
+}
+
 /// `container build`.
 pub async fn build(ctx: &Context, a: &BuildArgs) -> CliResult {
     if !a.context.is_dir() {
@@ -204,6 +219,7 @@ pub async fn build(ctx: &Context, a: &BuildArgs) -> CliResult {
             pull: a.pull,
             platform: a.platform.clone().unwrap_or_default(),
             context_dockerfile: String::new(),
+            context_key: context_key(&a.context),
         })),
     };
     tx.send(header)
@@ -265,7 +281,12 @@ pub async fn build(ctx: &Context, a: &BuildArgs) -> CliResult {
         return failed(api::ApiError::internal("the build ended without a result"));
     };
     if a.quiet {
-        outln!("{}", result.digest);
+        // With `-o type=tar,dest=-` stdout carries the tar: the ID goes to stderr.
+        if output == Some(Output::Tar(None)) {
+            eprintln!("{}", result.digest);
+        } else {
+            outln!("{}", result.digest);
+        }
     } else {
         let n = steps.keys().last().copied().unwrap_or(0) + 1;
         eprintln!("#{n} writing image {} done", result.digest);
