@@ -71,12 +71,12 @@ fn set_env(c: &mut Map<String, Value>, var: &str) {
         *env = json!([]);
     }
     if let Some(list) = env.as_array_mut() {
-        list.retain(|e| {
-            e.as_str()
-                .map(|s| s.split('=').next() != Some(name))
-                .unwrap_or(false)
-        });
-        list.push(Value::String(var.to_string()));
+        // A variable set again keeps its place, as Docker's ENV does.
+        let same = |e: &Value| e.as_str().and_then(|s| s.split('=').next()) == Some(name);
+        match list.iter().position(same) {
+            Some(i) => list[i] = Value::String(var.to_string()),
+            None => list.push(Value::String(var.to_string())),
+        }
     }
 }
 
@@ -421,7 +421,7 @@ mod tests {
         assert_eq!(c["ExposedPorts"], json!({"8080/tcp": {}}));
         // CMD keeps its words for the shell.
         assert_eq!(c["Cmd"], json!(["/bin/sh", "-c", "echo $HOME"]));
-        let bad = parse_changes(&["ENV A=${B:?must be set}".into()]).unwrap();
+        let bad = parse_changes(&["ENV A=${B:?unset}".into()]).unwrap();
         let e = apply_changes(&mut config, &bad).unwrap_err();
         assert!(e.message.starts_with("invalid change"), "{}", e.message);
     }

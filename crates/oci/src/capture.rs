@@ -819,10 +819,11 @@ mod tests {
         let hidden = crate::pax::record(b"SCHILY.xattr.user.x", b"a\n13 path=evil\nb");
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (b"9999 path=a\n".to_vec(), "runs past the end"),
-            (b"5 path=a\n".to_vec(), "length 5 is impossible"),
+            (b"3 path=a\n".to_vec(), "length 3 is impossible"),
             (b"12 path=abX".to_vec(), "runs past the end"),
             (b"11 path=abX".to_vec(), "does not end with a newline"),
-            (b"x path=a\n".to_vec(), "has no length"),
+            (b"x path=a\n".to_vec(), "length x is impossible"),
+            (b"path=a\n".to_vec(), "has no length"),
             (escape, "`..`"),
             (hidden, "cut at newlines"),
             (crate::pax::record(b"size", b"7"), "PAX size unlike"),

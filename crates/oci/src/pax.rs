@@ -150,7 +150,8 @@ mod tests {
     fn hostile_headers_are_refused() {
         let cases: &[(&[u8], PaxError)] = &[
             (b"9999 path=a\n", PaxError::Truncated),
-            (b"5 path=a\n", PaxError::BadLength("5".into())),
+            (b"3 path=a\n", PaxError::BadLength("3".into())),
+            (b"5 path=a\n", PaxError::NoNewline),
             (b"0 x=\n", PaxError::BadLength("0".into())),
             (b"012 path=ab\n", PaxError::BadLength("012".into())),
             (b"-3 a=b\n", PaxError::BadLength("-3".into())),
