@@ -6,7 +6,9 @@
 //! ([`crate::build_context`]), runs the build in a blocking task with base images pulled
 //! through the same path `run` uses, names the result and streams progress back. The cache
 //! lives in `<app root>/builder/cache/` (crates/build's layout) and survives restarts;
-//! `PruneCache` empties it. A failed build names nothing and leaves no work directory.
+//! `PruneCache` empties it. Contexts the CLI names by key are kept between builds in
+//! `<app root>/builder/contexts/<key>/` ([`crate::build_context::KeptContext`]), so a
+//! rebuild writes only the files that changed; `PruneCache` removes them too. A failed build names nothing and leaves no work directory.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
