@@ -1,4 +1,5 @@
-//! `/_ping`, `/version`, `/info`, `/system/df`, `/events`, `/plugins` and `/build`.
+//! `/_ping`, `/version`, `/info`, `/system/df`, `/events` and `/plugins`
+//! (`/build` is in [`super::build`]).
 
 use api::v1;
 use axum::body::Body;
