@@ -496,7 +496,12 @@ impl Read for ChunkReader {
 /// of the same client directory.
 pub enum Destination {
     Fresh(PathBuf),
-    Kept(KeptContext),
+    /// The context kept under `contexts` by `key`; `fresh` when another build holds it.
+    Kept {
+        contexts: PathBuf,
+        key: String,
+        fresh: PathBuf,
+    },
 }
 
 /// An unpacked context: where it is, its files' digests, and the kept context (held, so
@@ -523,8 +528,20 @@ pub fn unpack_in_background(
             buf: Vec::new(),
             pos: 0,
         };
+        // Opening a kept context may wipe a stale tree: here, off the async threads.
+        let dest = match dest {
+            Destination::Kept {
+                contexts,
+                key,
+                fresh,
+            } => match KeptContext::open(&contexts, &key)? {
+                Some(kept) => Ok(kept),
+                None => Err(fresh),
+            },
+            Destination::Fresh(dir) => Err(dir),
+        };
         match dest {
-            Destination::Fresh(dir) => {
+            Err(dir) => {
                 let (digests, _) = unpack(reader, &dir, None)?;
                 Ok(Unpacked {
                     dir,
@@ -532,7 +549,7 @@ pub fn unpack_in_background(
                     kept: None,
                 })
             }
-            Destination::Kept(kept) => {
+            Ok(kept) => {
                 let dir = kept.tree();
                 let empty = Index::new();
                 let old = kept.old.as_ref().unwrap_or(&empty);

@@ -199,15 +199,14 @@ impl Builds for BuildsService {
             std::fs::create_dir_all(d)
                 .map_err(|e| ApiError::internal(format!("creating {}: {e}", d.display())))?;
         }
-        use crate::build_context::{Destination, KeptContext};
+        use crate::build_context::Destination;
         let destination = match header.context_key.as_str() {
             "" => Destination::Fresh(context.clone()),
-            key => match KeptContext::open(&builder_dir.join(CONTEXTS_DIR), key)
-                .map_err(ApiError::from)?
-            {
-                Some(kept) => Destination::Kept(kept),
-                // Another build of the same directory holds it: this one starts afresh.
-                None => Destination::Fresh(context.clone()),
+            // Another build of the same directory holding it, this one starts afresh.
+            key => Destination::Kept {
+                contexts: builder_dir.join(CONTEXTS_DIR),
+                key: key.to_string(),
+                fresh: context.clone(),
             },
         };
         let (chunks, unpacker) = crate::build_context::unpack_in_background(destination);
@@ -231,7 +230,11 @@ impl Builds for BuildsService {
         let context = unpacked.dir.clone();
         let context_digests = std::sync::Arc::new(unpacked.digests);
         let kept_context = unpacked.kept;
-        crate::build_context::evict(&builder_dir.join(CONTEXTS_DIR), false);
+        let contexts = builder_dir.join(CONTEXTS_DIR);
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::build_context::evict(&contexts, false);
+        })
+        .await;
         let (tx, rx) = mpsc::channel::<Result<v1::BuildResponse, Status>>(64);
         let handle = tokio::runtime::Handle::current();
         tokio::spawn(async move {
