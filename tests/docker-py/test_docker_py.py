@@ -192,3 +192,48 @@ def test_healthcheck_reaches_healthy(client):
         assert client.containers.list(filters={"health": "unhealthy"}) == []
     finally:
         c.remove(force=True)
+
+
+def test_images_build_classic(client, tmp_path):
+    (tmp_path / "Dockerfile").write_text(
+        "FROM busybox AS build\n"
+        "COPY msg.txt /work/msg.txt\n"
+        "FROM busybox\n"
+        "COPY --from=build /work/msg.txt /msg.txt\n"
+        'CMD ["cat", "/msg.txt"]\n'
+    )
+    (tmp_path / "msg.txt").write_text("from docker-py\n")
+    tag = unique("pybuild")
+    image, logs = client.images.build(path=str(tmp_path), tag=tag, rm=True)
+    streams = "".join(chunk.get("stream", "") for chunk in logs)
+    assert "Step 4/4 : COPY --from=build /work/msg.txt /msg.txt\n" in streams
+    assert f"Successfully tagged {tag}:latest\n" in streams
+    assert f"{tag}:latest" in image.tags
+    assert client.containers.run(image.id, remove=True) == b"from docker-py\n"
+
+    # A gzip-encoded context, a Dockerfile in a subdirectory, build args and labels.
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "Alt").write_text('FROM busybox\nARG WHO=nobody\nLABEL who=$WHO\nCOPY msg.txt /alt.txt\n')
+    tag2 = unique("pybuild")
+    out = list(
+        client.api.build(
+            path=str(tmp_path),
+            dockerfile="sub/Alt",
+            gzip=True,
+            buildargs={"WHO": "gz"},
+            labels={"extra": "yes"},
+            tag=tag2,
+            decode=True,
+        )
+    )
+    ids = [c["aux"]["ID"] for c in out if "aux" in c]
+    assert len(ids) == 1 and ids[0].startswith("sha256:"), out
+    labels = client.images.get(tag2).labels
+    assert labels == {"who": "gz", "extra": "yes"}
+
+    # A missing COPY source: docker-py's BuildError with the daemon's message.
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nCOPY missing.txt /\n")
+    with pytest.raises(docker.errors.BuildError) as e:
+        client.images.build(path=str(tmp_path), tag=unique("pybad"))
+    assert 'COPY source "missing.txt" not found' in str(e.value)

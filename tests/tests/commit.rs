@@ -126,3 +126,96 @@ fn which(name: &str) -> Option<std::path::PathBuf> {
         .map(|p| std::path::Path::new(p).join(name))
         .find(|p| p.is_file())
 }
+
+/// `commit` pauses a running container while it captures (Docker's default, with the
+/// `pause` and `unpause` events Docker logs), `--pause=false` does not, and `--change`
+/// words are expanded with the container's environment.
+#[test]
+fn commit_pauses_by_default_and_expands_changes() {
+    let Some(d) = Daemon::start("cpause") else {
+        return;
+    };
+    if which("docker").is_none() {
+        test_support::skip("needs the docker CLI");
+        return;
+    }
+    let docker = |args: &[&str]| {
+        let out = std::process::Command::new("docker")
+            .args(args)
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", d.root.join("docker.sock").display()),
+            )
+            .env("DOCKER_CONFIG", d.root.join("docker-config"))
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_API_VERSION")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("docker runs");
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let actions = |since: u64, until: u64| {
+        docker(&[
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &until.to_string(),
+            "--filter",
+            "container=p1",
+            "--filter",
+            "event=pause",
+            "--filter",
+            "event=unpause",
+            "--format",
+            "{{.Action}}",
+        ])
+    };
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "p1",
+        "-e",
+        "APP=/opt/app",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let t0 = now();
+    d.ok(&[
+        "commit",
+        "--change",
+        "ENV PATH=$PATH:$APP/bin",
+        "--change",
+        "WORKDIR $APP",
+        "p1",
+        "paused:v1",
+    ]);
+    let t1 = now() + 1;
+    assert_eq!(actions(t0, t1), "pause\nunpause\n");
+    // The container runs on, thawed.
+    assert_eq!(d.ok(&["exec", "p1", "echo", "alive"]), "alive\n");
+    let env = d.ok(&["run", "--rm", "paused:v1", "sh", "-c", "echo $PATH; pwd"]);
+    assert!(
+        env.ends_with(":/opt/app/bin\n/opt/app\n") && !env.contains('$'),
+        "{env}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let t2 = now();
+    d.ok(&["commit", "--pause=false", "p1", "paused:v2"]);
+    docker(&["commit", "--pause=false", "p1", "paused:v3"]);
+    let t3 = now() + 1;
+    assert_eq!(actions(t2, t3), "");
+}

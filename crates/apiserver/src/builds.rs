@@ -1,11 +1,14 @@
 //! `container build`: the `Builds` service over crates/build.
 //!
 //! The client streams a header and the context (a tar it filtered through
-//! `.dockerignore`); the daemon unpacks the context into a private work directory under
-//! `<app root>/builder/work/`, runs the build in a blocking task with base images pulled
+//! `.dockerignore`); the daemon unpacks the context as it arrives into a private work
+//! directory under `<app root>/builder/work/`, hashing each file on the way in
+//! ([`crate::build_context`]), runs the build in a blocking task with base images pulled
 //! through the same path `run` uses, names the result and streams progress back. The cache
 //! lives in `<app root>/builder/cache/` (crates/build's layout) and survives restarts;
-//! `PruneCache` empties it. A failed build names nothing and leaves no work directory.
+//! `PruneCache` empties it. Contexts the CLI names by key are kept between builds in
+//! `<app root>/builder/contexts/<key>/` ([`crate::build_context::KeptContext`]), so a
+//! rebuild writes only the files that changed; `PruneCache` removes them too. A failed build names nothing and leaves no work directory.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +28,8 @@ type Res<T> = Result<Response<T>, Status>;
 
 /// Where the builder keeps its state under the app root.
 const BUILDER_DIR: &str = "builder";
+/// Contexts kept between builds, under the builder's directory.
+const CONTEXTS_DIR: &str = "contexts";
 
 impl Daemon {
     /// The build cache.
@@ -141,6 +146,7 @@ fn event_message(e: build::Event) -> v1::BuildResponse {
         }),
         build::Event::Log { number, text } => E::Log(v1::BuildLog { number, text }),
         build::Event::Warning(w) => E::Warning(w),
+        build::Event::Planned { steps } => E::Planned(v1::BuildPlanned { steps }),
     };
     v1::BuildResponse { event: Some(event) }
 }
@@ -187,24 +193,48 @@ impl Builds for BuildsService {
             .map_err(|e| ApiError::internal(format!("creating a build directory: {e}")))?;
         let context = work.path().join("context");
         let roots = work.path().join("roots");
-        // The context arrives as a tar: spool it, then unpack it in a blocking task.
-        let spool = work.path().join("context.tar");
-        {
-            use tokio::io::AsyncWriteExt;
-            let mut f = tokio::fs::File::create(&spool)
-                .await
-                .map_err(|e| ApiError::internal(format!("build context: {e}")))?;
+        // The context is unpacked as it arrives, each file hashed on the way in (the
+        // digests its COPY steps are keyed with), in a blocking task fed chunk by chunk.
+        for d in [&context, &roots] {
+            std::fs::create_dir_all(d)
+                .map_err(|e| ApiError::internal(format!("creating {}: {e}", d.display())))?;
+        }
+        use crate::build_context::Destination;
+        let destination = match header.context_key.as_str() {
+            "" => Destination::Fresh(context.clone()),
+            // Another build of the same directory holding it, this one starts afresh.
+            key => Destination::Kept {
+                contexts: builder_dir.join(CONTEXTS_DIR),
+                key: key.to_string(),
+                fresh: context.clone(),
+            },
+        };
+        let (chunks, unpacker) = crate::build_context::unpack_in_background(destination);
+        let forwarded: Result<(), Status> = async {
             while let Some(m) = input.message().await? {
-                if let Some(Part::Context(d)) = m.part {
-                    f.write_all(&d)
-                        .await
-                        .map_err(|e| ApiError::internal(format!("build context: {e}")))?;
+                if let Some(Part::Context(d)) = m.part
+                    && chunks.send(d).await.is_err()
+                {
+                    break; // the unpack ended (the tar's end, or an error it reports)
                 }
             }
-            f.flush()
-                .await
-                .map_err(|e| ApiError::internal(format!("build context: {e}")))?;
+            Ok(())
         }
+        .await;
+        drop(chunks);
+        let unpacked = unpacker
+            .await
+            .map_err(|e| ApiError::internal(format!("unpacking the context failed: {e}")))?;
+        forwarded?;
+        let unpacked = unpacked.map_err(ApiError::from)?;
+        let context = unpacked.dir.clone();
+        let context_digests = std::sync::Arc::new(unpacked.digests);
+        let kept_context = unpacked.kept;
+        let contexts = builder_dir.join(CONTEXTS_DIR);
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::build_context::evict(&contexts, false);
+        })
+        .await;
         let (tx, rx) = mpsc::channel::<Result<v1::BuildResponse, Status>>(64);
         let handle = tokio::runtime::Handle::current();
         tokio::spawn(async move {
@@ -212,19 +242,22 @@ impl Builds for BuildsService {
             let d = Arc::clone(&daemon);
             let names = tags.clone();
             let result = blocking(move || {
-                let unpack = || -> std::io::Result<()> {
-                    std::fs::create_dir_all(&context)?;
-                    std::fs::create_dir_all(&roots)?;
-                    let f = std::fs::File::open(&spool)?;
-                    let mut archive = tar::Archive::new(std::io::BufReader::new(f));
-                    archive.set_preserve_permissions(true);
-                    archive.set_preserve_mtime(true);
-                    archive.unpack(&context)?;
-                    std::fs::remove_file(&spool)
-                };
-                unpack().map_err(|e| {
-                    ApiError::invalid_argument(format!("the build context is not a valid tar: {e}"))
-                })?;
+                // Held until the build ends, so no other build changes the context.
+                let _kept = kept_context;
+                // A Docker client names its Dockerfile by its path in the context.
+                let (dockerfile, dockerfile_name) =
+                    if header.dockerfile.is_empty() && !header.context_dockerfile.is_empty() {
+                        crate::build_context::read_dockerfile(&context, &header.context_dockerfile)?
+                    } else {
+                        (
+                            header.dockerfile.clone(),
+                            if header.dockerfile_name.is_empty() {
+                                "Dockerfile".into()
+                            } else {
+                                header.dockerfile_name.clone()
+                            },
+                        )
+                    };
                 let cache = d.build_cache()?;
                 // Keeps GC from removing new layers before the image is named.
                 let _lease = d.store.lease().map_err(|e| oci_error(e.kind(), e))?;
@@ -238,12 +271,8 @@ impl Builds for BuildsService {
                     let _ = events_tx.blocking_send(Ok(event_message(e)));
                 };
                 let options = build::BuildOptions {
-                    dockerfile: header.dockerfile.clone(),
-                    dockerfile_name: if header.dockerfile_name.is_empty() {
-                        "Dockerfile".into()
-                    } else {
-                        header.dockerfile_name.clone()
-                    },
+                    dockerfile,
+                    dockerfile_name,
                     context,
                     build_args: header.build_args.clone().into_iter().collect(),
                     target: Some(header.target.clone()).filter(|t| !t.is_empty()),
@@ -254,6 +283,7 @@ impl Builds for BuildsService {
                         .collect::<BTreeMap<_, _>>(),
                     no_cache: header.no_cache,
                     platform,
+                    context_digests,
                 };
                 let built = build::Build {
                     store: &d.store,
@@ -315,6 +345,10 @@ impl Builds for BuildsService {
         let resp = blocking(move || {
             let cache = daemon.build_cache()?;
             let (deleted, reclaimed_bytes) = cache.prune().map_err(|e| oci_error(e.kind(), e))?;
+            crate::build_context::evict(
+                &daemon.app_root.join(BUILDER_DIR).join(CONTEXTS_DIR),
+                true,
+            );
             Ok(v1::PruneResponse {
                 deleted,
                 reclaimed_bytes,
@@ -322,5 +356,39 @@ impl Builds for BuildsService {
         })
         .await?;
         Ok(Response::new(resp))
+    }
+
+    async fn export_filesystem(
+        &self,
+        req: Request<v1::ExportFilesystemRequest>,
+    ) -> Res<BoxStream<wire::v1::DataChunk>> {
+        let r = req.into_inner();
+        let platform = if r.platform.is_empty() {
+            None
+        } else {
+            Some(
+                r.platform
+                    .parse::<spec::Platform>()
+                    .map_err(|e| ApiError::invalid_argument(e.to_string()))?,
+            )
+        };
+        let image = self.0.find_image(&r.image)?;
+        let resolved = self
+            .0
+            .store
+            .resolve_descriptor(&image.target, platform.as_ref())
+            .map_err(|e| oci_error(e.kind(), e))?;
+        let (tx, rx) = mpsc::channel::<Result<wire::v1::DataChunk, Status>>(8);
+        let store = Arc::clone(&self.0.store);
+        tokio::task::spawn_blocking(move || {
+            let mut w = wire::ChunkWriter::new(tx.clone(), 1 << 20);
+            let result =
+                build::export::write_filesystem(store.content(), &resolved.manifest.layers, &mut w)
+                    .map_err(|e| oci_error(e.kind(), e));
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(e.into()));
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -71,12 +71,12 @@ fn set_env(c: &mut Map<String, Value>, var: &str) {
         *env = json!([]);
     }
     if let Some(list) = env.as_array_mut() {
-        list.retain(|e| {
-            e.as_str()
-                .map(|s| s.split('=').next() != Some(name))
-                .unwrap_or(false)
-        });
-        list.push(Value::String(var.to_string()));
+        // A variable set again keeps its place, as Docker's ENV does.
+        let same = |e: &Value| e.as_str().and_then(|s| s.split('=').next()) == Some(name);
+        match list.iter().position(same) {
+            Some(i) => list[i] = Value::String(var.to_string()),
+            None => list.push(Value::String(var.to_string())),
+        }
     }
 }
 
@@ -133,9 +133,72 @@ fn command_line(cl: &CommandLine) -> Vec<String> {
 }
 
 /// Applies parsed `--change` instructions in order.
-pub fn apply_changes(config: &mut Value, changes: &[Command]) {
+/// Expands the words of one change with `env` (the config's `KEY=value` list so far), as
+/// Docker's commit does for the instructions its builder expands (ENV, LABEL, WORKDIR,
+/// USER, EXPOSE, VOLUME, STOPSIGNAL): `ENV PATH=$PATH:/x` extends the container's PATH.
+/// CMD, ENTRYPOINT and HEALTHCHECK are kept as written.
+pub fn expand_change(change: &Command, env: &[String]) -> Result<Command, ApiError> {
+    use dockerfile::instruction::KeyValue;
+    let lookup = |name: &str| -> Option<String> {
+        env.iter().rev().find_map(|e| {
+            e.split_once('=')
+                .filter(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    };
+    let lexer = dockerfile::expand::Lexer::default();
+    let word = |text: &str| -> Result<String, ApiError> {
+        lexer
+            .word(text, &lookup)
+            .map(|e| e.value)
+            .map_err(|e| ApiError::invalid_argument(format!("invalid change {text:?}: {e}")))
+    };
+    let pairs = |kvs: &[KeyValue]| -> Result<Vec<KeyValue>, ApiError> {
+        kvs.iter()
+            .map(|kv| {
+                Ok(KeyValue {
+                    key: word(&kv.key)?,
+                    value: word(&kv.value)?,
+                })
+            })
+            .collect()
+    };
+    Ok(match change {
+        Command::Env(kvs) => Command::Env(pairs(kvs)?),
+        Command::Label(kvs) => Command::Label(pairs(kvs)?),
+        Command::Workdir(w) => Command::Workdir(word(w)?),
+        Command::User(u) => Command::User(word(u)?),
+        Command::StopSignal(s) => Command::StopSignal(word(s)?),
+        Command::Volume(v) => Command::Volume(v.iter().map(|p| word(p)).collect::<Result<_, _>>()?),
+        Command::Expose(ports) => {
+            let mut out = Vec::new();
+            for p in ports {
+                let e = lexer.words(p, &lookup).map_err(|e| {
+                    ApiError::invalid_argument(format!("invalid change {p:?}: {e}"))
+                })?;
+                out.extend(e.value);
+            }
+            Command::Expose(out)
+        }
+        other => other.clone(),
+    })
+}
+
+/// Applies the changes in order, each expanded with the environment the ones before it
+/// left (see [`expand_change`]).
+pub fn apply_changes(config: &mut Value, changes: &[Command]) -> Result<(), ApiError> {
     let c = section(config);
     for change in changes {
+        let env: Vec<String> = c
+            .get("Env")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let change = &expand_change(change, &env)?;
         match change {
             Command::Cmd(cl) => {
                 c.insert("Cmd".into(), strings(&command_line(cl)));
@@ -228,6 +291,7 @@ pub fn apply_changes(config: &mut Value, changes: &[Command]) {
             _ => {}
         }
     }
+    Ok(())
 }
 
 /// Appends the new layer's diff id and the history entry, and stamps the image.
@@ -293,7 +357,7 @@ mod tests {
             "HEALTHCHECK --interval=5s CMD true".into(),
         ])
         .unwrap();
-        apply_changes(&mut config, &changes);
+        apply_changes(&mut config, &changes).unwrap();
         finish(
             &mut config,
             "sha256:bb",
@@ -325,6 +389,41 @@ mod tests {
                    "author": "me", "comment": "msg"})
         );
         assert_eq!(config["author"], json!("me"));
+    }
+
+    #[test]
+    fn changes_are_expanded_with_the_containers_env() {
+        let mut config = json!({
+            "config": { "Env": ["PATH=/usr/bin:/bin", "HOME=/root"], "Cmd": ["sh"] }
+        });
+        let changes = parse_changes(&[
+            "ENV PATH=$PATH:/x APP=\"my app\"".into(),
+            "ENV LOG=${APP:-none}/log".into(),
+            "WORKDIR $HOME/work".into(),
+            "LABEL home=$HOME unset=${NOPE:-dflt}".into(),
+            "EXPOSE ${PORT:-8080}".into(),
+            "CMD echo $HOME".into(),
+        ])
+        .unwrap();
+        apply_changes(&mut config, &changes).unwrap();
+        let c = &config["config"];
+        assert_eq!(
+            c["Env"],
+            json!([
+                "PATH=/usr/bin:/bin:/x",
+                "HOME=/root",
+                "APP=my app",
+                "LOG=my app/log"
+            ])
+        );
+        assert_eq!(c["WorkingDir"], "/root/work");
+        assert_eq!(c["Labels"], json!({"home": "/root", "unset": "dflt"}));
+        assert_eq!(c["ExposedPorts"], json!({"8080/tcp": {}}));
+        // CMD keeps its words for the shell.
+        assert_eq!(c["Cmd"], json!(["/bin/sh", "-c", "echo $HOME"]));
+        let bad = parse_changes(&["ENV A=${B:?unset}".into()]).unwrap();
+        let e = apply_changes(&mut config, &bad).unwrap_err();
+        assert!(e.message.starts_with("invalid change"), "{}", e.message);
     }
 
     #[test]

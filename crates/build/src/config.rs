@@ -259,6 +259,11 @@ impl ImageConfig {
         c.insert("OnBuild".into(), Value::Array(list));
     }
 
+    /// The base image's ONBUILD triggers, in order.
+    pub fn onbuild(&self) -> Vec<String> {
+        self.strings("OnBuild")
+    }
+
     /// Clears the base image's ONBUILD triggers (a child image does not inherit them).
     pub fn clear_onbuild(&mut self) {
         self.config().remove("OnBuild");

@@ -354,9 +354,32 @@ fn walk(
     Ok(())
 }
 
-/// The digest of what a COPY takes: paths, kinds, modes and content (not times, so a
-/// touched but unchanged file still hits the cache, as BuildKit does).
-pub fn digest(items: &[Item]) -> Result<String> {
+/// The sha256 of files whose content was hashed already, by their path on disk: the
+/// context's files, hashed while the context streamed in, so a COPY of them is keyed
+/// without reading them again.
+pub type KnownDigests = std::collections::HashMap<PathBuf, [u8; 32]>;
+
+/// The sha256 of the file at `p`.
+fn file_sha256(p: &Path) -> Result<[u8; 32]> {
+    let mut f = fs::File::open(p).map_err(BuildError::io(format!("reading {}", p.display())))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(BuildError::io(format!("reading {}", p.display())))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().into())
+}
+
+/// The digest of what a COPY takes: paths, kinds, modes and each file's content digest
+/// (not times, so a touched but unchanged file still hits the cache, as BuildKit does).
+/// Files in `known` are not read again.
+pub fn digest(items: &[Item], known: &KnownDigests) -> Result<String> {
     let mut h = Sha256::new();
     for i in items {
         h.update(i.dest.to_string_lossy().as_bytes());
@@ -369,7 +392,7 @@ pub fn digest(items: &[Item]) -> Result<String> {
             }
             Content::Data(d) => {
                 h.update(b"f");
-                h.update(d);
+                h.update(Sha256::digest(d));
             }
             Content::File(p) | Content::Archive(p) => {
                 h.update(if matches!(i.content, Content::File(_)) {
@@ -377,17 +400,9 @@ pub fn digest(items: &[Item]) -> Result<String> {
                 } else {
                     b"a"
                 });
-                let mut f = fs::File::open(p)
-                    .map_err(BuildError::io(format!("reading {}", p.display())))?;
-                let mut buf = vec![0u8; 1 << 16];
-                loop {
-                    let n = f
-                        .read(&mut buf)
-                        .map_err(BuildError::io(format!("reading {}", p.display())))?;
-                    if n == 0 {
-                        break;
-                    }
-                    h.update(&buf[..n]);
+                match known.get(p) {
+                    Some(d) => h.update(d),
+                    None => h.update(file_sha256(p)?),
                 }
             }
         }
@@ -570,17 +585,29 @@ mod tests {
     fn digest_follows_content_not_times() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
+        let none = KnownDigests::new();
         fs::write(root.join("f"), b"one").unwrap();
-        let d1 = digest(&plan(&spec(root, &["f"], "/f")).unwrap()).unwrap();
+        let d1 = digest(&plan(&spec(root, &["f"], "/f")).unwrap(), &none).unwrap();
         fs::write(root.join("f"), b"one").unwrap();
         assert_eq!(
             d1,
-            digest(&plan(&spec(root, &["f"], "/f")).unwrap()).unwrap()
+            digest(&plan(&spec(root, &["f"], "/f")).unwrap(), &none).unwrap()
         );
         fs::write(root.join("f"), b"two").unwrap();
-        assert_ne!(
+        let d2 = digest(&plan(&spec(root, &["f"], "/f")).unwrap(), &none).unwrap();
+        assert_ne!(d1, d2);
+        // A digest known from the context's stream stands for the file's content: the same
+        // key as reading it, and the file is not read.
+        let mut known = KnownDigests::new();
+        known.insert(root.join("f"), Sha256::digest(b"two").into());
+        assert_eq!(
+            d2,
+            digest(&plan(&spec(root, &["f"], "/f")).unwrap(), &known).unwrap()
+        );
+        known.insert(root.join("f"), Sha256::digest(b"one").into());
+        assert_eq!(
             d1,
-            digest(&plan(&spec(root, &["f"], "/f")).unwrap()).unwrap()
+            digest(&plan(&spec(root, &["f"], "/f")).unwrap(), &known).unwrap()
         );
     }
 

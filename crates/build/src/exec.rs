@@ -48,6 +48,9 @@ pub enum Event {
     Log { number: u32, text: String },
     /// A warning (unused build args, deprecated instructions).
     Warning(String),
+    /// Sent once before the first step: the steps the plan counts (each stage's FROM and
+    /// its layer steps). ONBUILD triggers may add steps beyond it.
+    Planned { steps: u32 },
 }
 
 /// What to build.
@@ -65,6 +68,9 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// The platform the image is for.
     pub platform: spec::Platform,
+    /// The sha256 of the context's files (by their path under `context`), hashed as the
+    /// context arrived; files missing here are read and hashed when a COPY needs them.
+    pub context_digests: std::sync::Arc<copy::KnownDigests>,
 }
 
 /// The built image: its manifest in the store.
@@ -160,6 +166,48 @@ fn created_by(command: &Command) -> Option<String> {
     })
 }
 
+/// Parses a base image's ONBUILD triggers into instructions placed at the FROM line
+/// (`from_line`), where errors about them point. A trigger may not be ONBUILD, FROM or
+/// MAINTAINER (the Dockerfile parser refuses them in our own files; a base built
+/// elsewhere may still carry one).
+pub fn trigger_instructions(
+    file: &str,
+    from_line: usize,
+    triggers: &[String],
+) -> Result<Vec<dockerfile::instruction::Instruction>> {
+    let at = |message: String| BuildError::Step {
+        file: file.to_string(),
+        line: from_line,
+        kind: ErrorKind::InvalidArgument,
+        message,
+    };
+    let mut out = Vec::new();
+    for t in triggers {
+        let keyword = t
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
+        if matches!(keyword.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
+            return Err(at(format!(
+                "{keyword} isn't allowed as an ONBUILD trigger (the base image has {t:?})"
+            )));
+        }
+        let parsed = Dockerfile::parse(file, t).map_err(|e| {
+            at(format!(
+                "the base image's ONBUILD trigger {:?} is invalid: {e}",
+                t.lines().next().unwrap_or_default()
+            ))
+        })?;
+        for mut i in parsed.instructions {
+            i.line = from_line;
+            i.end_line = from_line;
+            out.push(i);
+        }
+    }
+    Ok(out)
+}
+
 /// Steps the progress counts in a stage (FROM, and each step that makes a layer).
 fn counts(command: &Command) -> bool {
     matches!(
@@ -193,6 +241,14 @@ impl Build<'_> {
                 plan.unused_build_args.join(" ")
             )));
         }
+        let planned: usize = plan
+            .stages
+            .iter()
+            .map(|s| 1 + s.instructions.iter().filter(|i| counts(&i.command)).count())
+            .sum();
+        (self.events)(Event::Planned {
+            steps: planned as u32,
+        });
         let mut done: HashMap<usize, State> = HashMap::new();
         let mut roots: HashMap<String, PathBuf> = HashMap::new();
         let mut number = 0u32;
@@ -241,7 +297,7 @@ impl Build<'_> {
         };
         let platform = stage.platform.clone().unwrap_or(options.platform.clone());
         let name = stage.display_name();
-        let count = 1 + stage
+        let mut count = 1 + stage
             .instructions
             .iter()
             .filter(|i| counts(&i.command))
@@ -305,7 +361,29 @@ impl Build<'_> {
                 }
             }
         };
+        // The base's ONBUILD triggers run first, then leave the new image's config, as
+        // Docker does.
+        let triggers = state.config.onbuild();
         state.config.clear_onbuild();
+        let with_triggers;
+        let stage = if triggers.is_empty() {
+            stage
+        } else {
+            (self.events)(Event::Log {
+                number: from_number,
+                text: format!(
+                    "Executing {} build trigger{}",
+                    triggers.len(),
+                    if triggers.len() == 1 { "" } else { "s" }
+                ),
+            });
+            let instructions = trigger_instructions(file, stage.from.line, &triggers)?;
+            count += instructions.iter().filter(|i| counts(&i.command)).count() as u32;
+            let mut s = stage.clone();
+            s.instructions.splice(0..0, instructions);
+            with_triggers = s;
+            &with_triggers
+        };
         (self.events)(Event::Done {
             number: from_number,
             cached: false,
@@ -533,7 +611,12 @@ impl Build<'_> {
             unpack_archives: is_add && c.unpack != Some(false),
         };
         let items = copy::plan(&spec)?;
-        let inputs = format!("{} owner={}:{}", copy::digest(&items)?, owner.0, owner.1);
+        let inputs = format!(
+            "{} owner={}:{}",
+            copy::digest(&items, &options.context_digests)?,
+            owner.0,
+            owner.1
+        );
         let key = Key::derive(Some(&state.key), source, &inputs);
         if !options.no_cache
             && let Some(entry) = self.cache.get(&key, self.store.content())
@@ -701,5 +784,54 @@ impl Build<'_> {
             manifest: desc,
             config,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triggers_parse_at_the_from_line_and_forbidden_ones_are_refused() {
+        let ins = trigger_instructions(
+            "Dockerfile",
+            3,
+            &[
+                "COPY a.txt /a.txt".to_string(),
+                "LABEL x=1".to_string(),
+                "COPY <<EOF /h.txt\nhi\nEOF".to_string(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(ins.len(), 3);
+        assert!(ins.iter().all(|i| i.line == 3));
+        assert!(matches!(ins[0].command, Command::Copy(_)));
+        assert!(matches!(ins[1].command, Command::Label(_)));
+        let Command::Copy(c) = &ins[2].command else {
+            panic!("{:?}", ins[2].command)
+        };
+        assert!(matches!(&c.sources[0], Source::Heredoc(h) if h.content == "hi\n"));
+        for (t, kw) in [
+            ("ONBUILD RUN x", "ONBUILD"),
+            ("from busybox", "FROM"),
+            ("MAINTAINER me", "MAINTAINER"),
+        ] {
+            let e = trigger_instructions("Dockerfile", 1, &[t.to_string()])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "Dockerfile:1: {kw} isn't allowed as an ONBUILD trigger"
+                )),
+                "{e}"
+            );
+        }
+        let e = trigger_instructions("Dockerfile", 2, &["FROB x".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("Dockerfile:2: the base image's ONBUILD trigger \"FROB x\" is invalid"),
+            "{e}"
+        );
     }
 }

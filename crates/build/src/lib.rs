@@ -19,6 +19,7 @@ pub mod cache;
 pub mod config;
 pub mod copy;
 pub mod exec;
+pub mod export;
 pub mod layer;
 
 pub use cache::Cache;

@@ -690,6 +690,19 @@ pub struct CommitArgs {
     /// The author (`Name <email>`).
     #[arg(short = 'a', long, value_name = "AUTHOR")]
     pub author: Option<String>,
+    /// Freeze a running container's processes while its changes are captured (--pause=false
+    /// leaves them running).
+    #[arg(
+        short = 'p',
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub pause: bool,
     /// The container.
     #[arg(value_name = "CONTAINER")]
     pub id: String,
@@ -1026,7 +1039,7 @@ pub struct BuildArgs {
     /// Pull base images even when they are present.
     #[arg(long)]
     pub pull: bool,
-    /// Also write the image out: type=oci,dest=PATH (an OCI layout tar).
+    /// Also write the result out: type=oci,dest=PATH (the image as an OCI layout tar), type=tar,dest=PATH|- (the final stage's file system as a tar; - for stdout), type=local,dest=DIR (that file system unpacked into a new or empty DIR).
     #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
     pub output: Option<String>,
     /// The image's platform, os/arch[/variant].

@@ -260,6 +260,93 @@ fn components(raw: &[u8]) -> Result<Vec<&[u8]>, CaptureError> {
     Ok(out)
 }
 
+/// The most bytes of one PAX header or GNU long-name entry.
+const MAX_EXTENSION: u64 = 1 << 20;
+
+/// What the extension headers before an entry say about it.
+#[derive(Debug, Default)]
+struct Extensions {
+    pax: bool,
+    long_name: bool,
+    long_link: bool,
+    /// The name: PAX `path`, else a GNU long name.
+    path: Option<Vec<u8>>,
+    /// The link target: PAX `linkpath`, else a GNU long link.
+    link: Option<Vec<u8>>,
+    /// PAX `size`.
+    size: Option<u64>,
+}
+
+impl Extensions {
+    fn is_empty(&self) -> bool {
+        !(self.pax || self.long_name || self.long_link)
+    }
+
+    /// Takes one extension header's data.
+    fn add(&mut self, kind: tar::EntryType, data: Vec<u8>) -> Result<(), CaptureError> {
+        let nul_trimmed = |mut d: Vec<u8>| {
+            while d.last() == Some(&0) {
+                d.pop();
+            }
+            d
+        };
+        match kind {
+            tar::EntryType::GNULongName => {
+                if std::mem::replace(&mut self.long_name, true) {
+                    return Err(invalid("two long names describe one entry"));
+                }
+                if self.path.is_none() {
+                    self.path = Some(nul_trimmed(data));
+                }
+            }
+            tar::EntryType::GNULongLink => {
+                if std::mem::replace(&mut self.long_link, true) {
+                    return Err(invalid("two long link names describe one entry"));
+                }
+                if self.link.is_none() {
+                    self.link = Some(nul_trimmed(data));
+                }
+            }
+            _ => {
+                if std::mem::replace(&mut self.pax, true) {
+                    return Err(invalid("two PAX headers describe one entry"));
+                }
+                let records = crate::pax::records(&data).map_err(|e| invalid(e.to_string()))?;
+                // A reader that cuts at newlines (the tar crate's, which later readers of
+                // this layer use) must not find a record we did not.
+                if crate::pax::naive_records(&data)
+                    .iter()
+                    .any(|n| !records.contains(n))
+                {
+                    return Err(invalid(
+                        "a PAX header reads differently when cut at newlines",
+                    ));
+                }
+                for r in records {
+                    let key = std::str::from_utf8(r.key)
+                        .map_err(|_| invalid("a PAX record's key is not UTF-8"))?;
+                    if !pax_key_allowed(key) {
+                        return Err(invalid(format!("unknown PAX record {key:?}")));
+                    }
+                    match key {
+                        "path" => self.path = Some(r.value.to_vec()),
+                        "linkpath" => self.link = Some(r.value.to_vec()),
+                        "size" => {
+                            let size = std::str::from_utf8(r.value)
+                                .ok()
+                                .and_then(|v| v.parse::<u64>().ok())
+                                .ok_or_else(|| invalid("a PAX size is not a number"))?;
+                            self.size = Some(size);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn join(comps: &[&[u8]]) -> String {
     let mut s = String::new();
     for c in comps {
@@ -293,27 +380,39 @@ fn check(
             invalid(e.to_string())
         }
     };
-    let entries = archive.entries().map_err(read)?;
+    // Raw entries: PAX headers and GNU long names are read here, by our own parser
+    // ([`crate::pax`]), not the tar crate's, which cuts PAX records at newlines.
+    let entries = archive.entries().map_err(read)?.raw(true);
+    let mut pending = Extensions::default();
     for entry in entries {
         let mut entry = entry.map_err(read)?;
+        let kind = entry.header().entry_type();
+        if matches!(
+            kind,
+            tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink
+        ) {
+            let size = entry.header().entry_size().map_err(read)?;
+            if size > MAX_EXTENSION {
+                return Err(invalid(format!(
+                    "an extension header of {size} bytes is larger than {MAX_EXTENSION}"
+                )));
+            }
+            let mut data = Vec::with_capacity(size as usize);
+            entry.read_to_end(&mut data).map_err(read)?;
+            pending.add(kind, data)?;
+            continue;
+        }
+        let ext = std::mem::take(&mut pending);
         if out.len() as u64 >= limits.max_entries {
             return Err(invalid(format!(
                 "it has more than {} entries",
                 limits.max_entries
             )));
         }
-        if let Some(pax) = entry.pax_extensions().map_err(read)? {
-            for ext in pax {
-                let ext = ext.map_err(read)?;
-                let key = ext
-                    .key()
-                    .map_err(|_| invalid("a PAX record's key is not UTF-8"))?;
-                if !pax_key_allowed(key) {
-                    return Err(invalid(format!("unknown PAX record {key:?}")));
-                }
-            }
-        }
-        let raw = entry.path_bytes().into_owned();
+        let raw = match ext.path.clone() {
+            Some(p) => p,
+            None => entry.path_bytes().into_owned(),
+        };
         let comps = components(&raw)?;
         let (name, dirs) = comps
             .split_last()
@@ -331,10 +430,18 @@ fn check(
                 }
             }
         }
-        let kind = entry.header().entry_type();
         use tar::EntryType as T;
         let size = entry.header().entry_size().map_err(read)?;
         let path = join(&comps);
+        if ext.size.is_some_and(|s| s != size) {
+            return Err(invalid(format!(
+                "{path} has a PAX size unlike its header's"
+            )));
+        }
+        let link_name = ext
+            .link
+            .clone()
+            .or_else(|| entry.link_name_bytes().map(|l| l.into_owned()));
         if let Some(hidden) = name.strip_prefix(b".wh.") {
             if kind != T::Regular || size != 0 {
                 return Err(invalid(format!("the whiteout {path} is not an empty file")));
@@ -368,8 +475,8 @@ fn check(
             T::Regular | T::Continuous => Seen::Regular,
             T::Symlink | T::Char | T::Block | T::Fifo => Seen::Other,
             T::Link => {
-                let target = entry
-                    .link_name_bytes()
+                let target = link_name
+                    .clone()
                     .ok_or_else(|| invalid(format!("the hard link {path} has no target")))?;
                 let tcomps = components(&target)?;
                 let t = join(&tcomps);
@@ -388,7 +495,7 @@ fn check(
             }
         };
         if kind == T::Symlink {
-            let target = entry.link_name_bytes().unwrap_or_default();
+            let target = link_name.clone().unwrap_or_default();
             if target.is_empty() || target.contains(&0) || target.len() > MAX_NAME {
                 return Err(invalid(format!("the symlink {path} has a bad target")));
             }
@@ -409,6 +516,9 @@ fn check(
                 LayerEntryKind::Other
             },
         });
+    }
+    if !pending.is_empty() {
+        return Err(invalid("an extension header describes no entry"));
     }
     // The rest of the stream (end blocks, padding) counts towards the digest too.
     let mut rest = archive.into_inner();
@@ -661,6 +771,81 @@ mod tests {
             0,
             "no temp file stays"
         );
+    }
+
+    /// A tar of one PAX header with `records` and then the regular file `name` ("x").
+    fn with_pax(records: &[u8], name: &str) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut x = header(T::XHeader, records.len() as u64);
+        x.set_path("PaxHeaders/f").unwrap();
+        x.set_cksum();
+        b.append(&x, records).unwrap();
+        let mut h = header(T::Regular, 1);
+        h.set_path(name).unwrap();
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn binary_xattrs_with_newlines_pass_and_hostile_pax_is_refused() {
+        // A file capability (VFS_CAP_REVISION_2) whose bytes hold newlines.
+        let cap = b"\x01\x00\x00\x02\x00\x20\x00\x00\n\x00\x00\x00\n\x00\x00\x00\x00\x00\x00\x00";
+        let mut recs = crate::pax::record(b"SCHILY.xattr.security.capability", cap);
+        recs.extend(crate::pax::record(b"SCHILY.xattr.user.note", b"two\nlines"));
+        let l = ingest_layer(
+            None,
+            &with_pax(&recs, "bin/ping")[..],
+            CaptureLimits::default(),
+        )
+        .expect("a binary xattr is accepted");
+        assert_eq!(
+            l.entries,
+            vec![LayerEntry {
+                path: "/bin/ping".into(),
+                kind: LayerEntryKind::Other
+            }]
+        );
+        // A PAX path names the entry, as readers of the layer will see it.
+        let renamed = crate::pax::record(b"path", b"usr/bin/long-name");
+        let l = ingest_layer(
+            None,
+            &with_pax(&renamed, "short")[..],
+            CaptureLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(l.entries[0].path, "/usr/bin/long-name");
+        let escape = crate::pax::record(b"path", b"../../etc/shadow");
+        let hidden = crate::pax::record(b"SCHILY.xattr.user.x", b"a\n13 path=evil\nb");
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"9999 path=a\n".to_vec(), "runs past the end"),
+            (b"3 path=a\n".to_vec(), "length 3 is impossible"),
+            (b"12 path=abX".to_vec(), "runs past the end"),
+            (b"11 path=abX".to_vec(), "does not end with a newline"),
+            (b"x path=a\n".to_vec(), "length x is impossible"),
+            (b"path=a\n".to_vec(), "has no length"),
+            (escape, "`..`"),
+            (hidden, "cut at newlines"),
+            (crate::pax::record(b"size", b"7"), "PAX size unlike"),
+            (crate::pax::record(b"size", b"seven"), "not a number"),
+        ];
+        for (recs, why) in cases {
+            let e = ingest_layer(None, &with_pax(&recs, "f")[..], CaptureLimits::default())
+                .expect_err(why)
+                .to_string();
+            assert!(e.contains(why), "{e:?} should say {why}");
+        }
+        // A PAX header with no entry after it.
+        let mut b = tar::Builder::new(Vec::new());
+        let rec = crate::pax::record(b"path", b"a");
+        let mut x = header(T::XHeader, rec.len() as u64);
+        x.set_path("PaxHeaders/f").unwrap();
+        x.set_cksum();
+        b.append(&x, &rec[..]).unwrap();
+        let e = ingest_layer(None, &b.into_inner().unwrap()[..], CaptureLimits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("describes no entry"), "{e}");
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub mod digest;
 pub mod keychain;
 pub mod layer;
 pub mod manifest;
+pub mod pax;
 pub mod platform;
 pub mod progress;
 pub mod reference;

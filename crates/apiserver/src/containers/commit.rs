@@ -2,9 +2,12 @@
 //! (the guest's layer tar), checked by `oci::capture` before anything is stored or shown.
 //!
 //! A stopped container is read through a maintenance VM (the same route as `export`), so
-//! both work whatever the container's state. `commit` does not pause a running container
-//! (this daemon has no pause yet): a file written while the layer streams is captured whole
-//! or not at all per file, as the guest archives each file from one open descriptor.
+//! both work whatever the container's state. `commit` freezes a running container's
+//! processes (the cgroup freezer `pause` uses) while the layer streams and thaws them after,
+//! whatever happened, as Docker's `commit --pause` does; with `no_pause` (or an already
+//! paused container) it leaves them as they are, and a file written while the layer streams
+//! is captured whole or not at all per file, as the guest archives each file from one open
+//! descriptor.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -19,6 +22,7 @@ use tonic::Request;
 use super::{Res, ok, runtime_error};
 use crate::daemon::Daemon;
 use crate::errors::oci_error;
+use crate::record::Phase;
 use oci::capture::{CaptureLimits, CapturedLayer, changes, image_paths, ingest_layer};
 
 /// Feeds the chunks of an async stream to a blocking reader.
@@ -159,7 +163,17 @@ pub(super) async fn commit(
     let options = record
         .options()
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let (image_id, manifest_digest) = capture(daemon, &id, true, move |store, layer| {
+    let frozen = if !r.no_pause && record.phase == Phase::Running && !record.paused {
+        let client = daemon.connect(&id).await?;
+        client.freeze(true).await.map_err(runtime_error)?;
+        // The events Docker's commit logs around its pause.
+        daemon.container_event(&record, "pause", &[]);
+        tracing::info!(%id, "frozen for commit");
+        Some((client, record.clone()))
+    } else {
+        None
+    };
+    let captured = capture(daemon, &id, true, move |store, layer| {
         let (base, mut config) = base_image(store, &record.image_digest)?;
         let now = spec::format_time(
             std::time::SystemTime::now()
@@ -169,7 +183,7 @@ pub(super) async fn commit(
             false,
         );
         crate::commit_config::apply_container(&mut config, &options);
-        crate::commit_config::apply_changes(&mut config, &edits);
+        crate::commit_config::apply_changes(&mut config, &edits)?;
         let created_by = record.args.join(" ");
         crate::commit_config::finish(
             &mut config,
@@ -237,7 +251,16 @@ pub(super) async fn commit(
             manifest_desc.digest.to_string(),
         ))
     })
-    .await?;
+    .await;
+    if let Some((client, record)) = frozen {
+        // Thawed whatever the capture did; a failed thaw is the commit's error.
+        client.freeze(false).await.map_err(|e| {
+            tracing::warn!(%id, "thawing after commit failed: {e}");
+            runtime_error(e)
+        })?;
+        daemon.container_event(&record, "unpause", &[]);
+    }
+    let (image_id, manifest_digest) = captured?;
     ok(v1::CommitContainerResponse {
         image_id,
         manifest_digest,

@@ -13,8 +13,8 @@ use super::error::{DResult, DockerError};
 use super::stream::{Params, json};
 
 /// `POST /commit?container=&repo=&tag=&comment=&author=&changes=&pause=`. The body (a
-/// container config to merge) is not supported beyond `changes`; `pause` is accepted and
-/// has no effect (this daemon has no pause).
+/// container config to merge) is not supported beyond `changes`; `pause` is true when
+/// absent, as in moby since API 1.13.
 pub async fn commit(State(ctx): State<Ctx>, uri: Uri) -> DResult<Response> {
     let q = Params::from_uri(&uri)?;
     let container = q
@@ -46,6 +46,7 @@ pub async fn commit(State(ctx): State<Ctx>, uri: Uri) -> DResult<Response> {
             changes,
             message: q.get("comment").unwrap_or("").to_string(),
             author: q.get("author").unwrap_or("").to_string(),
+            no_pause: !q.flag_or("pause", true),
         })
         .await
         .map_err(|s| container_error(&container, s))?

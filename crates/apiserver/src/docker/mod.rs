@@ -8,12 +8,13 @@
 //! services do not (exec instances between create and start, attach streams waiting for
 //! their container's start). It never touches container state on disk itself.
 //!
-//! Split by concern: [`error`] (Docker's error JSON and status codes), [`stream`] (hijacked
+//! Split by concern: [`build`] (`/build`, the classic builder), [`error`] (Docker's error JSON and status codes), [`stream`] (hijacked
 //! connections, stdcopy frames, JSON-message streams, Docker's booleans), [`filters`], [`ids`],
 //! [`create`] (the create body's translation), [`containers`], [`exec`], [`images`],
 //! [`networks`], [`volumes`], [`system`]. This module holds the router, the `/vX.Y` prefix
 //! stripping and the server.
 
+pub mod build;
 pub mod commit;
 pub mod containers;
 pub mod create;
@@ -129,7 +130,8 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/system/df", get(system::df))
         .route("/events", get(system::events))
         .route("/plugins", get(system::plugins))
-        .route("/build", post(system::build))
+        .route("/build", post(build::build))
+        .route("/build/prune", post(build::prune))
         .route("/containers/create", post(containers::create))
         .route("/containers/json", get(containers::list))
         .route("/containers/prune", post(containers::prune))

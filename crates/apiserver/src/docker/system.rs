@@ -1,4 +1,5 @@
-//! `/_ping`, `/version`, `/info`, `/system/df`, `/events`, `/plugins` and `/build`.
+//! `/_ping`, `/version`, `/info`, `/system/df`, `/events` and `/plugins`
+//! (`/build` is in [`super::build`]).
 
 use api::v1;
 use axum::body::Body;
@@ -347,13 +348,6 @@ pub fn event_message(e: &v1::Event) -> serde_json::Value {
 /// `GET /plugins`: none (the moby test harness needs the empty list).
 pub async fn plugins() -> Response {
     json(StatusCode::OK, &json!([]))
-}
-
-/// `POST /build`: not yet.
-pub async fn build() -> DockerError {
-    DockerError::not_implemented(
-        "building images through the Docker API is not supported yet by this daemon",
-    )
 }
 
 #[cfg(test)]

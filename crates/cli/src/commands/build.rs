@@ -151,6 +151,21 @@ fn read_dockerfile(a: &BuildArgs) -> Result<(String, String), CliError> {
     Ok((text, name))
 }
 
+/// The key the daemon keeps this context directory under between builds: a hash of its
+/// absolute path (empty, so the daemon starts afresh, when it has none).
+fn context_key(dir: &Path) -> String {
+    use sha2::Digest as _;
+    match std::fs::canonicalize(dir) {
+        Ok(p) => {
+            let mut h = sha2::Sha256::new();
+            h.update(b"container-build-context\0");
+            h.update(p.as_os_str().as_encoded_bytes());
+            hex::encode(h.finalize())
+        }
+        Err(_) => String::new(),
+    }
+}
+
 /// `container build`.
 pub async fn build(ctx: &Context, a: &BuildArgs) -> CliResult {
     if !a.context.is_dir() {
@@ -203,6 +218,8 @@ pub async fn build(ctx: &Context, a: &BuildArgs) -> CliResult {
             no_cache: a.no_cache,
             pull: a.pull,
             platform: a.platform.clone().unwrap_or_default(),
+            context_dockerfile: String::new(),
+            context_key: context_key(&a.context),
         })),
     };
     tx.send(header)
@@ -264,7 +281,12 @@ pub async fn build(ctx: &Context, a: &BuildArgs) -> CliResult {
         return failed(api::ApiError::internal("the build ended without a result"));
     };
     if a.quiet {
-        outln!("{}", result.digest);
+        // With `-o type=tar,dest=-` stdout carries the tar: the ID goes to stderr.
+        if output == Some(Output::Tar(None)) {
+            eprintln!("{}", result.digest);
+        } else {
+            outln!("{}", result.digest);
+        }
     } else {
         let n = steps.keys().last().copied().unwrap_or(0) + 1;
         eprintln!("#{n} writing image {} done", result.digest);
@@ -272,8 +294,14 @@ pub async fn build(ctx: &Context, a: &BuildArgs) -> CliResult {
             eprintln!("#{n} naming to {r} done");
         }
     }
-    if let Some((kind, dest)) = output {
-        export(&client, &result, &kind, &dest).await?;
+    if let Some(output) = &output {
+        export(
+            &client,
+            &result,
+            output,
+            a.platform.as_deref().unwrap_or_default(),
+        )
+        .await?;
     }
     Ok(0)
 }
@@ -295,53 +323,182 @@ fn step_line(s: &v1::BuildStep) -> String {
     )
 }
 
-/// `-o type=oci,dest=PATH`.
-fn parse_output(text: &str) -> Result<(String, PathBuf), CliError> {
+/// What `-o` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Output {
+    /// The image as an OCI layout tar at this path.
+    Oci(PathBuf),
+    /// The final stage's file system as a tar: at this path, or stdout for `dest=-`.
+    Tar(Option<PathBuf>),
+    /// The final stage's file system unpacked into this directory.
+    Local(PathBuf),
+}
+
+/// `-o type=oci|tar|local,dest=PATH` (`dest=-` writes a tar to stdout).
+fn parse_output(text: &str) -> Result<Output, CliError> {
+    let usage = || {
+        CliError::Usage(format!(
+            "invalid --output {text:?}: expected type=oci|tar|local,dest=PATH"
+        ))
+    };
     let mut kind = None;
     let mut dest = None;
     for part in text.split(',') {
         match part.split_once('=') {
             Some(("type", v)) => kind = Some(v.to_string()),
-            Some(("dest", v)) => dest = Some(PathBuf::from(v)),
-            _ => {
-                return Err(CliError::Usage(format!(
-                    "invalid --output {text:?}: expected type=oci,dest=PATH"
-                )));
-            }
+            Some(("dest", v)) if !v.is_empty() => dest = Some(v.to_string()),
+            _ => return Err(usage()),
         }
     }
-    match (kind.as_deref(), dest) {
-        (Some("oci"), Some(d)) => Ok(("oci".into(), d)),
-        (Some(k @ ("tar" | "local")), _) => Err(CliError::Usage(format!(
-            "--output type={k} is not supported yet: use type=oci"
-        ))),
-        _ => Err(CliError::Usage(format!(
-            "invalid --output {text:?}: expected type=oci,dest=PATH"
-        ))),
+    let dest = dest.ok_or_else(usage)?;
+    match kind.as_deref() {
+        Some("oci") if dest != "-" => Ok(Output::Oci(PathBuf::from(dest))),
+        Some("tar") if dest == "-" => Ok(Output::Tar(None)),
+        Some("tar") => Ok(Output::Tar(Some(PathBuf::from(dest)))),
+        Some("local") if dest != "-" => Ok(Output::Local(PathBuf::from(dest))),
+        _ => Err(usage()),
     }
 }
 
-/// Writes the built image as an OCI layout tar.
+/// Writes what `-o` asked for.
 async fn export(
     client: &api::Client,
     result: &v1::BuildResult,
-    _kind: &str,
-    dest: &Path,
+    output: &Output,
+    platform: &str,
 ) -> Result<(), CliError> {
-    let reference = result
+    let image = result
         .references
         .first()
         .cloned()
         .unwrap_or_else(|| result.digest.clone());
-    let stream = client
-        .images()
-        .save(v1::SaveImagesRequest {
-            references: vec![reference],
-            platform: String::new(),
-        })
-        .await?
-        .into_inner();
-    crate::commands::stream::write_stream(Some(dest), stream).await
+    let filesystem = || async {
+        Ok::<_, CliError>(
+            client
+                .builds()
+                .export_filesystem(v1::ExportFilesystemRequest {
+                    image: result.digest.clone(),
+                    platform: platform.to_string(),
+                })
+                .await?
+                .into_inner(),
+        )
+    };
+    match output {
+        Output::Oci(dest) => {
+            let stream = client
+                .images()
+                .save(v1::SaveImagesRequest {
+                    references: vec![image],
+                    platform: String::new(),
+                })
+                .await?
+                .into_inner();
+            crate::commands::stream::write_stream(Some(dest), stream).await
+        }
+        Output::Tar(dest) => {
+            crate::commands::stream::write_stream(dest.as_deref(), filesystem().await?).await
+        }
+        Output::Local(dest) => export_local(filesystem().await?, dest).await,
+    }
+}
+
+/// A blocking reader over chunks a task sends.
+struct ChunkReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.blocking_recv() {
+                Some(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Unpacks the file system tar into `dest`, which must be missing or empty: it is filled
+/// in a sibling directory first and renamed into place, so a failure leaves nothing.
+async fn export_local(
+    mut stream: tonic::Streaming<wire::v1::DataChunk>,
+    dest: &Path,
+) -> Result<(), CliError> {
+    let io = |e| CliError::io(format!("writing {}", dest.display()), e);
+    match std::fs::read_dir(dest) {
+        Ok(mut rd) => {
+            if rd.next().is_some() {
+                return Err(CliError::Usage(format!(
+                    "--output type=local: {} is not empty",
+                    dest.display()
+                )));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    let temp = parent.join(format!(".{name}.{}.partial", std::process::id()));
+    std::fs::create_dir_all(&temp).map_err(io)?;
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
+    let target = temp.clone();
+    let unpack = tokio::task::spawn_blocking(move || {
+        let reader = ChunkReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        };
+        crate::commands::unpack::unpack_tree(reader, &target)
+    });
+    let mut failure = None;
+    loop {
+        match stream.message().await {
+            Ok(Some(c)) => {
+                if tx.send(c.data).await.is_err() {
+                    break; // the unpack failed: its error says why
+                }
+            }
+            Ok(None) => break,
+            Err(s) => {
+                failure = Some(CliError::from(s));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let unpacked = unpack
+        .await
+        .map_err(|e| CliError::Daemon(format!("unpacking failed: {e}")));
+    let result = match (failure, unpacked) {
+        (Some(e), _) => Err(e),
+        (None, Err(e)) => Err(e),
+        (None, Ok(Err(e))) => Err(CliError::Daemon(e.to_string())),
+        (None, Ok(Ok(_))) => {
+            let _ = std::fs::remove_dir(dest);
+            std::fs::rename(&temp, dest).map_err(io)
+        }
+    };
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&temp);
+    }
+    result
 }
 
 /// `container builder prune`.
@@ -393,9 +550,30 @@ mod tests {
     fn output_flag() {
         assert_eq!(
             parse_output("type=oci,dest=out.tar").unwrap(),
-            ("oci".to_string(), PathBuf::from("out.tar"))
+            Output::Oci(PathBuf::from("out.tar"))
         );
-        assert!(parse_output("type=local,dest=x").is_err());
-        assert!(parse_output("dest").is_err());
+        assert_eq!(
+            parse_output("type=tar,dest=fs.tar").unwrap(),
+            Output::Tar(Some(PathBuf::from("fs.tar")))
+        );
+        assert_eq!(parse_output("type=tar,dest=-").unwrap(), Output::Tar(None));
+        assert_eq!(
+            parse_output("dest=out,type=local").unwrap(),
+            Output::Local(PathBuf::from("out"))
+        );
+        for bad in [
+            "type=local,dest=-",
+            "type=oci,dest=-",
+            "type=docker,dest=x",
+            "type=tar",
+            "type=tar,dest=",
+            "dest",
+        ] {
+            let e = parse_output(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("expected type=oci|tar|local,dest=PATH"),
+                "{bad}: {e}"
+            );
+        }
     }
 }

@@ -1002,6 +1002,7 @@ pub async fn commit_cmd(ctx: &Context, a: &CommitArgs) -> CliResult {
             changes: a.change.clone(),
             message: a.message.clone().unwrap_or_default(),
             author: a.author.clone().unwrap_or_default(),
+            no_pause: !a.pause,
         })
         .await?
         .into_inner();

@@ -59,6 +59,22 @@ pub fn unpack_renamed(
     dir: &Path,
     name: Option<&str>,
 ) -> Result<Unpacked, UnpackError> {
+    unpack(reader, dir, name, false)
+}
+
+/// Unpacks `reader` (a whole tree: names relative to its root, such as an image's file
+/// system from `build -o type=local`) into the directory `dir`, under the same rules.
+pub fn unpack_tree(reader: impl Read, dir: &Path) -> Result<Unpacked, UnpackError> {
+    unpack(reader, dir, None, true)
+}
+
+/// `whole`: every entry's name is kept whole (no shared first component to rename).
+fn unpack(
+    reader: impl Read,
+    dir: &Path,
+    name: Option<&str>,
+    whole: bool,
+) -> Result<Unpacked, UnpackError> {
     if let Some(n) = name
         && (n.is_empty() || n == "." || n == ".." || n.contains('/'))
     {
@@ -97,7 +113,7 @@ pub fn unpack_renamed(
             entry: shown.clone(),
             why: why.to_owned(),
         };
-        let Some(rel) = relative(&raw, &mut first, name.as_deref()).map_err(&refuse)? else {
+        let Some(rel) = relative(&raw, &mut first, name.as_deref(), whole).map_err(&refuse)? else {
             continue;
         };
         if rel.is_empty() {
@@ -181,7 +197,7 @@ pub fn unpack_renamed(
                     .link_name_bytes()
                     .ok_or_else(|| refuse("hard link without a target"))?
                     .into_owned();
-                let target = match relative(&raw_target, &mut first, name.as_deref()) {
+                let target = match relative(&raw_target, &mut first, name.as_deref(), whole) {
                     Ok(Some(t)) if files.contains(&t) => t,
                     Ok(Some(t)) if t == rel => return Err(refuse("hard link to itself")),
                     _ => {
@@ -244,9 +260,23 @@ fn relative(
     raw: &[u8],
     first: &mut Option<OsString>,
     name: Option<&OsStr>,
+    whole: bool,
 ) -> Result<Option<Vec<OsString>>, &'static str> {
     if raw.starts_with(b"/") {
         return Err("absolute name");
+    }
+    if whole {
+        let mut rel = Vec::new();
+        for c in raw
+            .split(|b| *b == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
+        {
+            if c == b".." {
+                return Err("'..' leaves the destination");
+            }
+            rel.push(OsStr::from_bytes(c).to_owned());
+        }
+        return Ok(Some(rel));
     }
     let mut parts = raw.split(|b| *b == b'/').filter(|c| !c.is_empty());
     let Some(head) = parts.next() else {
