@@ -29,6 +29,8 @@ pub enum Which {
     /// Issue 16: cold and pooled runs, memory per idle container, fifty at once.
     Pool,
     Docker,
+    /// Issue 16: host memory of one idle container against its guest's own use.
+    Mem,
 }
 
 /// Where the product binaries come from: a release build, or a directory given with
@@ -58,6 +60,9 @@ pub fn run_bench(which: Which, runs: u32, bin_dir: Option<PathBuf>) -> Result<()
     }
     if matches!(which, Which::All | Which::Pool) {
         crate::bench_pool::pool(runs)?;
+    }
+    if matches!(which, Which::All | Which::Mem) {
+        crate::bench_mem::mem(runs)?;
     }
     Ok(())
 }
