@@ -311,6 +311,14 @@ fn measure(d: &Daemon, runs: u32, settle: Duration) -> Result<()> {
         median(exec_s),
         median(busy_s)
     );
+    // File-backed pages (QEMU's and the runtime's text, the kernel and initramfs images QEMU
+    // maps) are shared by every VM on the host and the host can drop them: what this one
+    // container's PSS holds of them depends on how many other VMs run at the same moment.
+    let private = (total.pss_anon + total.pss_shmem) as f64 / MIB;
+    println!(
+        "  without file-backed pages (text and images, shared by every VM on the host): {private:.1} MiB, {:.1} MiB above guest use",
+        private - used
+    );
     println!(
         "host memory above guest use per idle container: {:.1} MiB (goal 64); PSS {pss:.1} MiB, RSS {rss:.1} MiB (above guest use {:.1} MiB), guest use {used:.1} MiB",
         pss - used,
