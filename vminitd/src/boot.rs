@@ -130,6 +130,10 @@ pub fn boot() -> Result<(), BootError> {
     )?;
     let _ = std::os::unix::fs::symlink("pts/ptmx", "/dev/ptmx");
     enable_controllers(Path::new(crate::cgroup::ROOT));
+    crate::memory::tune_page_reporting(
+        Path::new(crate::memory::REPORTING_ORDER_PARAM),
+        crate::memory::reporting_order(),
+    );
     if let Err(e) = crate::net::link_set("lo", "", true, 0, "", "") {
         crate::warn!("bringing up lo: {}", spec::error_chain(&e));
     }

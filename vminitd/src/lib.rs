@@ -22,6 +22,7 @@ pub mod caps;
 pub mod cgroup;
 pub mod fsops;
 pub mod layer;
+pub mod memory;
 pub mod mountopt;
 pub mod net;
 pub mod prepare;

@@ -31,6 +31,8 @@ pub enum Which {
     Docker,
     /// Issue 16's fifty idle containers alone (`ls`, `stop --all`, memory, run latency).
     Fifty,
+    /// Issue 16: host memory of one idle container against its guest's own use.
+    Mem,
 }
 
 /// Where the product binaries come from: a release build, or a directory given with
@@ -63,6 +65,9 @@ pub fn run_bench(which: Which, runs: u32, bin_dir: Option<PathBuf>) -> Result<()
     }
     if which == Which::Fifty {
         crate::bench_pool::fifty(runs, bin_dir)?;
+    }
+    if matches!(which, Which::All | Which::Mem) {
+        crate::bench_mem::mem(runs)?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod arch;
 mod bare_boot;
 mod bench;
 mod bench_options;
+mod bench_mem;
 mod bench_pool;
 mod check_macos;
 mod deps;

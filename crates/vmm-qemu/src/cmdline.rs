@@ -50,6 +50,9 @@ fn host_addr(addr: IpAddr) -> String {
     }
 }
 
+/// The balloon device, for its free page reporting only (it is never inflated).
+pub const BALLOON_DEVICE: &str = "virtio-balloon-device,free-page-reporting=on";
+
 /// TCG's translation cache, MiB.
 pub const TCG_TB_SIZE_MIB: u32 = 32;
 
@@ -192,6 +195,11 @@ pub fn qemu_args(config: &VmConfig, launch: &Launch) -> Result<Vec<String>, Conf
             &format!("vhost-user-fs-device,chardev=fs{i},tag={}", esc(&share.tag)),
         ]);
     }
+    // Free page reporting: the guest hands the pages it has freed back, and QEMU punches
+    // them out of the guest RAM memfd, so a guest that touched memory once (booting, a
+    // build step) does not hold it on the host forever (vminitd lowers the reported block
+    // size; docs/benchmarks.md). Last, so the other devices keep their transports.
+    args.extend(["-device".to_owned(), BALLOON_DEVICE.to_owned()]);
     Ok(args)
 }
 

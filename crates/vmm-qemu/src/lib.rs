@@ -28,6 +28,9 @@
 //! worked around in [`hybrid_vsock`] and [`qmp`]: a dial must neither reach the daemon before
 //! the guest driver set up the device nor close a `CONNECT` the guest has yet to answer;
 //! either kills the VM's vsock for good.
+//!
+//! Every VM also has a virtio-balloon, never inflated: its free page reporting hands the
+//! pages the guest frees back to the host ([`cmdline::BALLOON_DEVICE`], docs/benchmarks.md).
 
 pub mod accel;
 pub mod cmdline;
