@@ -7,8 +7,8 @@
 mod arch;
 mod bare_boot;
 mod bench;
-mod bench_options;
 mod bench_mem;
+mod bench_options;
 mod bench_pool;
 mod check_macos;
 mod deps;
