@@ -24,6 +24,7 @@ pub mod fsops;
 pub mod layer;
 pub mod mountopt;
 pub mod net;
+pub mod overlay_layer;
 pub mod process;
 pub mod reaper;
 pub mod relay;
