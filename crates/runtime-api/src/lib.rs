@@ -7,6 +7,7 @@
 //! depends on this crate only, so the daemon links no VMM backend and no guest agent. This
 //! crate must not boot VMs, talk to the guest, or know about images or other containers.
 
+pub mod builder;
 pub mod bundle;
 pub mod client;
 pub mod config;
