@@ -66,20 +66,12 @@ fn directory_inside(dest: &Path, rel: &Path) -> Result<PathBuf, FsError> {
 }
 
 fn set_opaque(dir: &Path) -> Result<(), FsError> {
-    let path = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| invalid(dir, "holds a NUL byte"))?;
+    let path =
+        CString::new(dir.as_os_str().as_bytes()).map_err(|_| invalid(dir, "holds a NUL byte"))?;
     let name = c"trusted.overlay.opaque";
     // SAFETY: both strings are NUL-terminated and live across the call; the value is a
     // 1-byte buffer whose length is passed.
-    let rc = unsafe {
-        libc::setxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            b"y".as_ptr().cast(),
-            1,
-            0,
-        )
-    };
+    let rc = unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
     if rc != 0 {
         return Err(io("marking opaque", dir)(io::Error::last_os_error()));
     }
@@ -95,7 +87,9 @@ pub fn unpack<R: Read>(destination: &str, input: R) -> Result<(), FsError> {
     archive.set_preserve_ownerships(true);
     archive.set_preserve_mtime(true);
     archive.set_overwrite(true);
-    let entries = archive.entries().map_err(io("reading the layer for", &dest))?;
+    let entries = archive
+        .entries()
+        .map_err(io("reading the layer for", &dest))?;
     for entry in entries {
         let mut entry = entry.map_err(io("reading the layer for", &dest))?;
         let name = entry

@@ -155,8 +155,8 @@ impl BuilderClient {
                 .connect_with_connector(connector)
                 .await
                 .map_err(|e| unreachable(spec::error_chain(&e)))?;
-            let mut raw = pb::builder_client::BuilderClient::new(channel)
-                .max_decoding_message_size(64 << 20);
+            let mut raw =
+                pb::builder_client::BuilderClient::new(channel).max_decoding_message_size(64 << 20);
             let status = raw
                 .status(pb::StatusRequest {})
                 .await

@@ -18,6 +18,7 @@
 //! `container-runtime` binary uses it. See `runtime_api::bundle` for the on-disk layout and
 //! the `container` module for the guest layout.
 
+pub mod builder;
 mod container;
 mod error;
 mod guest_layout;

@@ -501,7 +501,7 @@ async fn enable_rosetta(agent: &AgentClient) -> Result<(), ContainerError> {
         .map_err(agent_err("registering rosetta for x86_64 programs"))
 }
 
-async fn guest_mount(
+pub(super) async fn guest_mount(
     agent: &AgentClient,
     source: String,
     target: String,
