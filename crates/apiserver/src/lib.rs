@@ -64,6 +64,7 @@
 //! [`Daemon::open`] reconciles an app root, [`serve`] runs the gRPC services on its socket
 //! until [`Daemon::shutdown`] or a signal. `main.rs` only parses flags and wires logging.
 
+pub mod builder;
 pub mod builds;
 pub mod commit_config;
 pub mod containers;
