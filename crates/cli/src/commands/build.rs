@@ -190,6 +190,7 @@ pub async fn build(ctx: &Context, a: &BuildArgs) -> CliResult {
         .await
         .map_err(|e| CliError::Daemon(format!("walking the context failed: {e}")))?
         .map_err(|e| CliError::io("reading the build context", e))?;
+    let (secrets, ssh) = crate::commands::builder::secrets_and_agents(&a.secrets, &a.ssh)?;
     let client = ctx.client().await?;
     let (tx, rx) = mpsc::channel(8);
     let header = v1::BuildRequest {
@@ -203,6 +204,8 @@ pub async fn build(ctx: &Context, a: &BuildArgs) -> CliResult {
             no_cache: a.no_cache,
             pull: a.pull,
             platform: a.platform.clone().unwrap_or_default(),
+            secrets,
+            ssh,
         })),
     };
     tx.send(header)

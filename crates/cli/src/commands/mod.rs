@@ -3,6 +3,7 @@
 //! module of its own (`progress`, `stream`), so no family calls another.
 
 pub mod build;
+pub mod builder;
 pub mod container;
 pub mod copy;
 pub mod image;
