@@ -375,7 +375,11 @@ impl DaemonSteps {
     }
 
     /// Sends `layer` to the builder unless it holds it.
-    fn ensure_layer(&self, client: &BuilderClient, layer: &build::layer::Layer) -> build::Result<()> {
+    fn ensure_layer(
+        &self,
+        client: &BuilderClient,
+        layer: &build::layer::Layer,
+    ) -> build::Result<()> {
         if self
             .held
             .lock()
@@ -401,9 +405,12 @@ impl DaemonSteps {
         })) {
             let mut buf = vec![0u8; 1 << 20];
             loop {
-                let n = reader
-                    .read(&mut buf)
-                    .map_err(|e| step_err(oci::ErrorKind::Internal, format!("reading layer {}: {e}", layer.diff_id)))?;
+                let n = reader.read(&mut buf).map_err(|e| {
+                    step_err(
+                        oci::ErrorKind::Internal,
+                        format!("reading layer {}: {e}", layer.diff_id),
+                    )
+                })?;
                 if n == 0 || !send(Part::Data(buf[..n].to_vec())) {
                     break;
                 }
@@ -413,7 +420,12 @@ impl DaemonSteps {
         self.handle
             .block_on(call)
             .map_err(|e| step_err(oci::ErrorKind::Internal, e.to_string()))?
-            .map_err(|s| status_err(&format!("unpacking layer {} in the builder", layer.diff_id), s))?;
+            .map_err(|s| {
+                status_err(
+                    &format!("unpacking layer {} in the builder", layer.diff_id),
+                    s,
+                )
+            })?;
         self.held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -628,7 +640,10 @@ impl build::StepRunner for DaemonSteps {
         pump.abort();
         let captured = captured.map_err(|e| step_err(e.kind(), spec::error_chain(&e)))?;
         let Some((digest, size)) = captured.blob else {
-            return Err(step_err(oci::ErrorKind::Internal, "the step's layer was not stored"));
+            return Err(step_err(
+                oci::ErrorKind::Internal,
+                "the step's layer was not stored",
+            ));
         };
         let diff_id = captured.diff_id.to_string();
         self.handle
@@ -697,7 +712,10 @@ pub(crate) async fn start(
     {
         let mut kept = daemon.builder.lock().await;
         if let Some(k) = kept.as_mut() {
-            let alive = k.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+            let alive = k
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
             if alive {
                 return Err(ApiError::already_exists("the builder is already running"));
             }

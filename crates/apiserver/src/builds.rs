@@ -320,10 +320,7 @@ impl Builds for BuildsService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn start_builder(
-        &self,
-        req: Request<v1::StartBuilderRequest>,
-    ) -> Res<v1::BuilderStatus> {
+    async fn start_builder(&self, req: Request<v1::StartBuilderRequest>) -> Res<v1::BuilderStatus> {
         let r = req.into_inner();
         let status = crate::builder::start(&self.0, r.cpus, r.memory_bytes).await?;
         Ok(Response::new(status))

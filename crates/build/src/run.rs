@@ -32,17 +32,28 @@ pub enum BindFrom {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepMountKind {
     /// A secret the daemon has by id (from `--secret`).
-    Secret { id: String, required: bool },
+    Secret {
+        id: String,
+        required: bool,
+    },
     /// A cache directory, persistent per id across builds.
-    Cache { id: String, readonly: bool },
+    Cache {
+        id: String,
+        readonly: bool,
+    },
     Bind {
         from: BindFrom,
         source: String,
         rw: bool,
     },
-    Tmpfs { size: Option<u64> },
+    Tmpfs {
+        size: Option<u64>,
+    },
     /// An SSH agent the daemon has by id (from `--ssh`).
-    Ssh { id: String, required: bool },
+    Ssh {
+        id: String,
+        required: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,9 +120,10 @@ pub fn command(run: &Run, config: &ImageConfig) -> Vec<String> {
         }
         CommandLine::Shell(text) => {
             // `RUN <<EOF` alone: the body is the script.
-            let only_heredoc = text
-                .split_whitespace()
-                .all(|w| w.trim_start_matches(|c: char| c.is_ascii_digit()).starts_with("<<"));
+            let only_heredoc = text.split_whitespace().all(|w| {
+                w.trim_start_matches(|c: char| c.is_ascii_digit())
+                    .starts_with("<<")
+            });
             if only_heredoc && run.heredocs.len() == 1 {
                 let mut v = config.shell();
                 v.push(run.heredocs[0].content.clone());
@@ -273,11 +285,7 @@ impl Build<'_> {
                         ));
                     }
                     StepMountKind::Cache {
-                        id: m
-                            .id
-                            .clone()
-                            .or_else(|| target.clone())
-                            .unwrap_or_default(),
+                        id: m.id.clone().or_else(|| target.clone()).unwrap_or_default(),
                         readonly: m.readonly,
                     }
                 }

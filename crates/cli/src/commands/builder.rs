@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use api::v1;
 
-use crate::args::{BuilderStartArgs, BuilderStatusArgs};
 use crate::Context;
+use crate::args::{BuilderStartArgs, BuilderStatusArgs};
 use crate::error::{CliError, CliResult};
 
 /// `--secret id=X[,src=PATH|,env=VAR][,type=file|env]` (Docker's spelling; `source=` and
@@ -77,8 +77,8 @@ pub fn parse_ssh(
             "--ssh {spec:?}: expected default|ID[=PATH]"
         )));
     }
-    let absolute = std::path::absolute(&path)
-        .map_err(|e| CliError::Usage(format!("--ssh {spec}: {e}")))?;
+    let absolute =
+        std::path::absolute(&path).map_err(|e| CliError::Usage(format!("--ssh {spec}: {e}")))?;
     Ok((id, absolute.display().to_string()))
 }
 
@@ -201,7 +201,9 @@ mod tests {
         assert_eq!(parse_secret("id=TOK", &env).unwrap().1, b"from-env");
         let e = parse_secret("src=/x", &env).unwrap_err().to_string();
         assert!(e.contains("an id is required"), "{e}");
-        let e = parse_secret("id=a,env=MISSING", &env).unwrap_err().to_string();
+        let e = parse_secret("id=a,env=MISSING", &env)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("MISSING is not set"), "{e}");
         let e = parse_secret("id=a,src=/no/such/file", &env)
             .unwrap_err()
