@@ -29,6 +29,8 @@ pub enum Which {
     /// Issue 16: cold and pooled runs, memory per idle container, fifty at once.
     Pool,
     Docker,
+    /// Issue 14: `container build` with RUN steps in the builder VM.
+    Build,
 }
 
 /// Where the product binaries come from: a release build, or a directory given with
@@ -58,6 +60,9 @@ pub fn run_bench(which: Which, runs: u32, bin_dir: Option<PathBuf>) -> Result<()
     }
     if matches!(which, Which::All | Which::Pool) {
         crate::bench_pool::pool(runs)?;
+    }
+    if matches!(which, Which::All | Which::Build) {
+        crate::bench_build::build(runs, &binaries()?, bin_dir.is_none())?;
     }
     Ok(())
 }
@@ -248,13 +253,13 @@ fn boot() -> Result<()> {
 /// A daemon of its own on a temporary app root (user-mode networking: a benchmark must not
 /// add bridges to this host) with the offline busybox image loaded and `containers`
 /// containers created; stopped and removed on drop.
-struct BenchDaemon {
+pub(crate) struct BenchDaemon {
     bin: PathBuf,
-    root: PathBuf,
+    pub(crate) root: PathBuf,
 }
 
 impl BenchDaemon {
-    fn start(name: &str, bin: &Path, containers: u32) -> Result<BenchDaemon> {
+    pub(crate) fn start(name: &str, bin: &Path, containers: u32) -> Result<BenchDaemon> {
         let images = crate::images::build()?;
         let root = cache_dir().join("bench").join(name);
         let _ = std::fs::remove_dir_all(&root);
@@ -281,7 +286,7 @@ impl BenchDaemon {
     }
 
     /// `container …` against this daemon, output discarded.
-    fn container(&self) -> Command {
+    pub(crate) fn container(&self) -> Command {
         let mut cmd = Command::new(self.bin.join("container"));
         cmd.env("CONTAINER_APP_ROOT", &self.root)
             .env("CONTAINER_NETWORK_MODE", "user")

@@ -478,22 +478,29 @@ impl BuilderVm {
                     let (broot, _) = self.overlay(&format!("{dir}/bind{i}"), &b.layers).await?;
                     bind_roots.push(broot.clone());
                     let source = clean_target(if b.source.is_empty() { "/" } else { &b.source })?;
-                    let st = self
-                        .agent
-                        .stat(pb::StatRequest {
-                            path: format!("{broot}{source}"),
-                        })
-                        .await
-                        .map_err(agent_err("looking up a bind mount's source"))?;
-                    if !st.exists {
-                        return Err(ContainerError::NotFound(format!(
-                            "bind mount source {source} not found"
-                        )));
-                    }
-                    if st.mode & 0o170000 == 0o120000 {
-                        return Err(invalid(format!(
-                            "bind mount source {source} is a symbolic link"
-                        )));
+                    // The source is bound by its guest path: no component may be a
+                    // symbolic link, which would resolve in the builder VM's own tree.
+                    let mut at = String::new();
+                    for part in source.split('/').filter(|p| !p.is_empty()) {
+                        at.push('/');
+                        at.push_str(part);
+                        let st = self
+                            .agent
+                            .stat(pb::StatRequest {
+                                path: format!("{broot}{at}"),
+                            })
+                            .await
+                            .map_err(agent_err("looking up a bind mount's source"))?;
+                        if !st.exists {
+                            return Err(ContainerError::NotFound(format!(
+                                "bind mount source {source} not found"
+                            )));
+                        }
+                        if st.mode & 0o170000 == 0o120000 {
+                            return Err(invalid(format!(
+                                "bind mount source {source}: {at} is a symbolic link"
+                            )));
+                        }
                     }
                     let mut options = vec!["rbind", "rprivate"];
                     if !b.rw {
@@ -555,18 +562,8 @@ impl BuilderVm {
                 exclude.push(missing);
             }
         }
-        if cwd != "/" {
-            let st = self
-                .agent
-                .stat(pb::StatRequest {
-                    path: format!("{root}{cwd}"),
-                })
-                .await
-                .map_err(agent_err("looking up the working directory"))?;
-            if !st.exists {
-                mkdir(&self.agent, &format!("{root}{cwd}"), 0o755, 0, 0).await?;
-            }
-        }
+        // A missing working directory is made by vminitd inside the step's root, after
+        // pivot_root, so a symbolic link in the image cannot point it elsewhere.
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.insert(0, format!("PATH={DEFAULT_PATH}"));
         }
