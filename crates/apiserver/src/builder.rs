@@ -241,7 +241,9 @@ pub(crate) fn dir_bytes(dir: &Path) -> u64 {
     total
 }
 
-/// The builder a build uses: the kept one, or its own (booted at the first RUN).
+/// The builder a build uses: the kept one, or its own (booted at the first RUN). One per
+/// build, so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Lease {
     Kept(BuilderClient),
     Own(BuilderProcess),

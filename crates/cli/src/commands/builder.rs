@@ -82,11 +82,14 @@ pub fn parse_ssh(
     Ok((id, absolute.display().to_string()))
 }
 
+/// A build's secret values by id, and its SSH agent sockets by id.
+pub type SecretsAndAgents = (HashMap<String, Vec<u8>>, HashMap<String, String>);
+
 /// The `--secret` and `--ssh` values of a build.
 pub fn secrets_and_agents(
     secrets: &[String],
     ssh: &[String],
-) -> Result<(HashMap<String, Vec<u8>>, HashMap<String, String>), CliError> {
+) -> Result<SecretsAndAgents, CliError> {
     let env = |k: &str| std::env::var(k).ok();
     let secrets = secrets
         .iter()
