@@ -357,9 +357,12 @@ impl BuilderVm {
             format!("{dir}/work"),
             format!("{dir}/root"),
         );
-        for d in [&upper, &work, &root] {
-            mkdir(&self.agent, d, 0o755, 0, 0).await?;
-        }
+        // Each is a round trip to the guest: they go out together.
+        tokio::try_join!(
+            mkdir(&self.agent, &upper, 0o755, 0, 0),
+            mkdir(&self.agent, &work, 0o755, 0, 0),
+            mkdir(&self.agent, &root, 0o755, 0, 0),
+        )?;
         guest_mount(
             &self.agent,
             "overlay".into(),
@@ -410,6 +413,7 @@ impl BuilderVm {
         if request.args.is_empty() {
             return Err(invalid("the step has no command"));
         }
+        let started = std::time::Instant::now();
         let id = self.next_step.fetch_add(1, Ordering::Relaxed);
         let dir = format!("{SCRATCH}/steps/{id}");
         let (root, upper) = self.overlay(&dir, &request.layers).await?;
@@ -553,10 +557,24 @@ impl BuilderVm {
         }
         // Mount points the step's mounts create where the lowers have nothing: stubs that
         // are no part of the step's changes.
-        let mut exclude = Vec::new();
+        // The lookups go out together: each is a round trip to the guest.
+        let prepared = started.elapsed();
+        let mut lookups = Vec::new();
         for m in &mounts {
-            if let Some(d) = m["destination"].as_str()
-                && let Some(missing) = self.missing_prefix(&root, d).await?
+            if let Some(d) = m["destination"].as_str() {
+                let (vm, root, d) = (Arc::clone(self), root.clone(), d.to_string());
+                lookups.push(tokio::spawn(
+                    async move { vm.missing_prefix(&root, &d).await },
+                ));
+            }
+        }
+        let mut exclude = Vec::new();
+        for l in lookups {
+            let missing = l.await.map_err(|e| ContainerError::Io {
+                op: "looking up mount points".into(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+            if let Some(missing) = missing
                 && !exclude.contains(&missing)
             {
                 exclude.push(missing);
@@ -599,9 +617,11 @@ impl BuilderVm {
             "linux": {"namespaces": namespaces},
         });
         let process_id = format!("step-{id}");
+        let looked_up = started.elapsed();
         let result = self
             .run_process(&process_id, &spec, &request.user, &events)
             .await;
+        let ran = started.elapsed();
         for r in relays {
             r.abort();
         }
@@ -625,6 +645,15 @@ impl BuilderVm {
                 .await;
         }
         let code = result?;
+        tracing::info!(
+            step = id,
+            exit = code,
+            ?prepared,
+            ?looked_up,
+            ?ran,
+            total = ?started.elapsed(),
+            "step finished"
+        );
         self.steps
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -665,6 +694,7 @@ impl BuilderVm {
             user: user.to_string(),
             init: false,
         };
+        let t0 = std::time::Instant::now();
         let agent = self.agent.clone();
         let (created, out, err) = tokio::join!(
             async move { agent.create_process(create).await },
@@ -685,6 +715,7 @@ impl BuilderVm {
                 .await;
             return Err(e);
         }
+        let t_started = t0.elapsed();
         let mut pumps = Vec::new();
         for (stream, stderr) in [(out, false), (err, true)] {
             if let Some(mut s) = stream {
@@ -717,6 +748,7 @@ impl BuilderVm {
             .wait_process(pb::ProcessRef { id: id.to_string() })
             .await
             .map(|w| w.exit_code);
+        let t_exited = t0.elapsed();
         for p in pumps {
             let _ = tokio::time::timeout(Duration::from_secs(5), p).await;
         }
@@ -724,6 +756,7 @@ impl BuilderVm {
             .agent
             .delete_process(pb::ProcessRef { id: id.to_string() })
             .await;
+        tracing::info!(process = id, started = ?t_started, exited = ?t_exited, deleted = ?t0.elapsed(), "step process");
         code.map_err(agent_err("waiting for the step's process"))
     }
 
