@@ -342,3 +342,48 @@ fn builder_verbs() {
     let deleted = d.ok(&["builder", "delete"]);
     assert_eq!(deleted, "builder: stopped\ncache mounts: 0 bytes\n");
 }
+
+#[test]
+fn bind_and_tmpfs_mounts() {
+    let Some(d) = Daemon::start("bmnt") else {
+        return;
+    };
+    let ctx = d.root.join("ctx");
+    let dockerfile = r#"FROM busybox AS src
+RUN mkdir /data && echo from-stage > /data/x
+FROM busybox
+RUN --mount=type=bind,source=ctxfile.txt,target=/m/ctx.txt cat /m/ctx.txt > /got-ctx
+RUN --mount=type=bind,from=src,source=/data,target=/m/st cat /m/st/x > /got-stage
+RUN --mount=type=bind,target=/m/rw,rw echo scribble > /m/rw/new && test -e /m/rw/ctxfile.txt && echo ok > /got-rw
+RUN --mount=type=tmpfs,target=/t echo t > /t/f && grep -c ' /t tmpfs ' /proc/mounts > /got-tmpfs
+"#;
+    write(
+        &ctx,
+        &[("Dockerfile", dockerfile), ("ctxfile.txt", "ctx-content\n")],
+    );
+    build(&d, &["-t", "mnt:1", ctx.to_str().unwrap()]);
+    assert_eq!(
+        d.ok(&[
+            "run",
+            "--rm",
+            "mnt:1",
+            "cat",
+            "/got-ctx",
+            "/got-stage",
+            "/got-rw",
+            "/got-tmpfs"
+        ]),
+        "ctx-content\nfrom-stage\nok\n1\n"
+    );
+    // The mount points and what was written through them stay out of the layers.
+    let (_, _, layers) = saved(&d, "mnt:1");
+    for l in &layers[1..] {
+        let entries = names(l);
+        assert!(
+            !entries
+                .iter()
+                .any(|e| e == "m" || e.starts_with("m/") || e == "t" || e.starts_with("t/")),
+            "{entries:?}"
+        );
+    }
+}

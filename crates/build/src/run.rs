@@ -290,12 +290,23 @@ impl Build<'_> {
                     }
                 }
                 MountType::Bind => {
-                    let source_path = m.source.clone().unwrap_or_else(|| "/".into());
+                    // Relative to the root of the context, stage or image.
+                    let relative = m
+                        .source
+                        .as_deref()
+                        .unwrap_or_default()
+                        .trim_start_matches('/')
+                        .to_string();
+                    let source_path = format!("/{relative}");
                     let from = match &m.from {
                         None => {
                             let spec = crate::copy::CopySpec {
                                 root: options.context.clone(),
-                                sources: vec![source_path.clone()],
+                                sources: vec![if relative.is_empty() {
+                                    ".".into()
+                                } else {
+                                    relative.clone()
+                                }],
                                 literals: vec![],
                                 urls: vec![],
                                 dest: "/".into(),

@@ -432,6 +432,12 @@ impl BuilderVm {
                 "source": format!("{SCRATCH}/etc/{f}"), "options": ["rbind", "rprivate", "ro"]}));
         }
         let mut env = request.env.clone();
+        // Mount targets that are files (the rest are directories), for the stubs below.
+        let mut file_targets: std::collections::HashSet<String> =
+            ["hosts", "hostname", "resolv.conf"]
+                .iter()
+                .map(|f| format!("/etc/{f}"))
+                .collect();
         let mut secrets_dir = None;
         let mut relays = Vec::new();
         let mut bind_roots = Vec::new();
@@ -463,6 +469,7 @@ impl BuilderVm {
                         })
                         .await
                         .map_err(agent_err("writing a secret"))?;
+                    file_targets.insert(target.clone());
                     mounts.push(json!({"destination": target, "type": "bind",
                         "source": file, "options": ["rbind", "rprivate", "ro"]}));
                 }
@@ -485,6 +492,7 @@ impl BuilderVm {
                     // The source is bound by its guest path: no component may be a
                     // symbolic link, which would resolve in the builder VM's own tree.
                     let mut at = String::new();
+                    let mut is_file = false;
                     for part in source.split('/').filter(|p| !p.is_empty()) {
                         at.push('/');
                         at.push_str(part);
@@ -505,6 +513,10 @@ impl BuilderVm {
                                 "bind mount source {source}: {at} is a symbolic link"
                             )));
                         }
+                        is_file = st.mode & 0o170000 != 0o040000;
+                    }
+                    if is_file {
+                        file_targets.insert(target.clone());
                     }
                     let mut options = vec!["rbind", "rprivate"];
                     if !b.rw {
@@ -549,6 +561,7 @@ impl BuilderVm {
                             });
                         }
                     }));
+                    file_targets.insert(target.clone());
                     mounts.push(json!({"destination": target, "type": "bind",
                         "source": sock, "options": ["rbind", "rprivate"]}));
                 }
@@ -568,18 +581,83 @@ impl BuilderVm {
                 ));
             }
         }
-        let mut exclude = Vec::new();
-        for l in lookups {
+        let mut stubs = Vec::new();
+        for (l, m) in lookups.into_iter().zip(mounts.iter()) {
             let missing = l.await.map_err(|e| ContainerError::Io {
                 op: "looking up mount points".into(),
                 source: std::io::Error::other(e.to_string()),
             })??;
-            if let Some(missing) = missing
-                && !exclude.contains(&missing)
+            if let Some(at) = missing
+                && let Some(d) = m["destination"].as_str()
             {
-                exclude.push(missing);
+                stubs.push((d.to_string(), at));
             }
         }
+        // Mount points the lowers lack are made in a lower of this step's own, on top, so
+        // vminitd finds them and creates nothing in the upper: the upper holds the step's
+        // changes only, and stays exactly its layer when later steps stack on it.
+        if !stubs.is_empty() {
+            let stub_dir = format!("{dir}/stubs");
+            for (d, at) in &stubs {
+                // The directories that exist keep their mode and owner in the stub lower
+                // (overlayfs takes a directory's attributes from the topmost lower).
+                let existing: Vec<&str> = at.split('/').collect();
+                let mut parent = String::new();
+                for part in &existing[..existing.len().saturating_sub(1)] {
+                    parent.push('/');
+                    parent.push_str(part);
+                    let st = self
+                        .agent
+                        .stat(pb::StatRequest {
+                            path: format!("{root}{parent}"),
+                        })
+                        .await
+                        .map_err(agent_err(format!("looking up {parent}")))?;
+                    mkdir(
+                        &self.agent,
+                        &format!("{stub_dir}{parent}"),
+                        st.mode & 0o7777,
+                        st.uid,
+                        st.gid,
+                    )
+                    .await?;
+                }
+                let path = format!("{stub_dir}{d}");
+                if file_targets.contains(d) {
+                    self.agent
+                        .write_file(pb::WriteFileRequest {
+                            path,
+                            data: Vec::new(),
+                            mode: 0o644,
+                            append: false,
+                            create_parents: true,
+                        })
+                        .await
+                        .map_err(agent_err(format!("creating the mount point {d}")))?;
+                } else {
+                    mkdir(&self.agent, &path, 0o755, 0, 0).await?;
+                }
+            }
+            self.agent
+                .umount(pb::UmountRequest {
+                    target: root.clone(),
+                    lazy: false,
+                })
+                .await
+                .map_err(agent_err("unmounting the step's root"))?;
+            let lowers = self.lowers(&request.layers)?;
+            guest_mount(
+                &self.agent,
+                "overlay".into(),
+                root.clone(),
+                "overlay",
+                vec![format!(
+                    "lowerdir={stub_dir}:{lowers},upperdir={upper},workdir={dir}/work"
+                )],
+            )
+            .await?;
+        }
+        let exclude = Vec::new();
         // A missing working directory is made by vminitd inside the step's root, after
         // pivot_root, so a symbolic link in the image cannot point it elsewhere.
         if !env.iter().any(|e| e.starts_with("PATH=")) {
