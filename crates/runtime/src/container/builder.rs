@@ -6,6 +6,8 @@
 //! /scratch/steps/<n>/upper  a step's changes; kept as a lower layer once its diff id is known
 //! /scratch/steps/<n>/work   overlayfs's work dir
 //! /scratch/steps/<n>/root   the overlay the step's process pivots into
+//! /scratch/steps/<n>/stubs  mount points the step's mounts need and its lowers lack (the
+//!                           topmost lower), so nothing but the step's changes is in upper
 //! /scratch/steps/<n>/bind<i>/{upper,work,root}   a bind mount's own overlay (writes dropped)
 //! /scratch/empty/           the lower of a step with no layers (FROM scratch)
 //! /scratch/etc/             hosts, resolv.conf and hostname, bind-mounted into every step
