@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::bench::BenchDaemon;
+use crate::bench_daemon::BenchDaemon;
 use crate::run::{run, step};
 
 const STEPS: u32 = 5;

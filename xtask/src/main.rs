@@ -8,6 +8,7 @@ mod arch;
 mod bare_boot;
 mod bench;
 mod bench_build;
+mod bench_daemon;
 mod bench_pool;
 mod check_macos;
 mod deps;

@@ -67,7 +67,7 @@ pub struct Daemon {
     /// Pre-booted guests for container starts (crate::pool).
     pub(crate) pool: Arc<crate::pool::Pool>,
     /// The builder VM `builder start` keeps running for builds (crate::builder).
-    pub(crate) builder: tokio::sync::Mutex<Option<crate::builder::BuilderProcess>>,
+    pub(crate) builder: tokio::sync::Mutex<Option<crate::builder_vm::BuilderProcess>>,
 }
 
 impl std::fmt::Debug for Daemon {

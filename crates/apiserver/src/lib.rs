@@ -65,6 +65,7 @@
 //! until [`Daemon::shutdown`] or a signal. `main.rs` only parses flags and wires logging.
 
 pub mod builder;
+pub mod builder_vm;
 pub mod builds;
 pub mod commit_config;
 pub mod containers;

@@ -81,7 +81,7 @@ pub struct Build<'a> {
     pub images: &'a dyn BaseImages,
     /// Runs RUN steps in a builder VM (the daemon boots it at the first step that misses
     /// the cache).
-    pub runner: &'a dyn crate::run::StepRunner,
+    pub runner: &'a dyn crate::step::StepRunner,
     /// A private scratch directory for root filesystems `COPY --from` reads; the caller
     /// removes it afterwards.
     pub work: PathBuf,

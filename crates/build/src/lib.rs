@@ -21,10 +21,11 @@ pub mod copy;
 pub mod exec;
 pub mod layer;
 pub mod run;
+pub mod step;
 
 pub use cache::Cache;
 pub use exec::{BaseImages, Build, BuildOptions, Built, Event};
-pub use run::{RunStep, StepOutcome, StepRunner};
+pub use step::{RunStep, StepOutcome, StepRunner};
 
 /// The small set of error kinds (shared with crates/oci) a build error maps to.
 pub use oci::ErrorKind;
