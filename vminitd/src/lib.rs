@@ -25,6 +25,7 @@ pub mod layer;
 pub mod memory;
 pub mod mountopt;
 pub mod net;
+pub mod overlay_layer;
 pub mod prepare;
 pub mod process;
 pub mod reaper;

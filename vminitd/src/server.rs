@@ -260,17 +260,23 @@ impl Agent for Service {
         let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
         let dest = h.destination.clone();
         let root = h.root.clone();
+        let overlay_layer = h.overlay_layer;
         let unpack = tokio::task::spawn_blocking(move || {
-            crate::archive::tar_in(
-                &root,
-                &dest,
-                ChanReader {
-                    rx,
-                    buf: Vec::new(),
-                    pos: 0,
-                },
-            )
-            .map_err(fs_status)
+            let reader = ChanReader {
+                rx,
+                buf: Vec::new(),
+                pos: 0,
+            };
+            if overlay_layer {
+                if !root.is_empty() {
+                    return Err(Status::invalid_argument(
+                        "an overlay layer unpacks into a guest directory, without a root",
+                    ));
+                }
+                crate::overlay_layer::unpack(&dest, reader).map_err(fs_status)
+            } else {
+                crate::archive::tar_in(&root, &dest, reader).map_err(fs_status)
+            }
         });
         let mut feed_err = None;
         loop {

@@ -182,14 +182,23 @@ fn enter(l: &Launch) -> Result<(), SetupError> {
         )?;
     }
     match &l.join {
-        Join::Create(_) => {
+        Join::Create(plan) => {
             use nix::sched::CloneFlags as C;
-            let flags = C::CLONE_NEWNS
+            let mut flags = C::CLONE_NEWNS
                 | C::CLONE_NEWUTS
                 | C::CLONE_NEWIPC
                 | C::CLONE_NEWPID
                 | C::CLONE_NEWCGROUP;
+            if plan.own_network {
+                flags |= C::CLONE_NEWNET;
+            }
             sys(|| "unshare".into(), nix::sched::unshare(flags))?;
+            if plan.own_network {
+                // A new namespace's loopback starts down.
+                crate::net::link_set("lo", "", true, 0, "", "").map_err(|e| {
+                    SetupError::Invalid(format!("bringing up lo in the new network namespace: {e}"))
+                })?;
+            }
         }
         Join::Exec { init_pid } => {
             use nix::sched::CloneFlags as C;

@@ -59,6 +59,10 @@ pub struct ContainerPlan {
     pub bind_init: Option<String>,
     /// Device nodes to create (`--device`), after the default ones.
     pub devices: Vec<DevicePlan>,
+    /// A network namespace of its own (the spec names a `network` namespace without a
+    /// path), holding only a loopback interface, brought up: `RUN --network=none`.
+    #[serde(default)]
+    pub own_network: bool,
 }
 
 /// One device node of `linux.devices`.
@@ -293,6 +297,14 @@ pub fn launch(spec: &Spec, inputs: LaunchInputs<'_>) -> Result<Launch, SpecError
                     .filter(|p| !p.is_empty())
                     .unwrap_or_else(|| "rslave".into()),
                 bind_init,
+                own_network: linux
+                    .and_then(|l| l.namespaces().as_ref())
+                    .is_some_and(|ns| {
+                        ns.iter().any(|n| {
+                            n.typ() == oci_spec::runtime::LinuxNamespaceType::Network
+                                && n.path().is_none()
+                        })
+                    }),
                 devices,
             }))
         }

@@ -124,6 +124,7 @@ async fn files_and_tar_streams_round_trip() {
         part: Some(copy_in_request::Part::Header(CopyInHeader {
             destination: dest.display().to_string(),
             root: String::new(),
+            ..Default::default()
         })),
     }];
     parts.extend(archive.chunks(100_000).map(|c| CopyInRequest {
@@ -167,6 +168,7 @@ async fn bad_requests_get_clear_codes() {
         part: Some(copy_in_request::Part::Header(CopyInHeader {
             destination: missing,
             root: String::new(),
+            ..Default::default()
         })),
     }];
     let e = c.copy_in(tokio_stream::iter(header)).await.unwrap_err();

@@ -13,6 +13,7 @@
 //! Each figure is the best of `--runs` runs (default 3), so a noisy neighbour inflates no
 //! ratio. Record results in docs/benchmarks.md.
 
+use crate::bench_daemon::BenchDaemon;
 use crate::paths::{cache_dir, repo_root, target_dir};
 use crate::run::{run, step};
 use anyhow::{Context, Result, bail};
@@ -33,6 +34,8 @@ pub enum Which {
     Fifty,
     /// Issue 16: host memory of one idle container against its guest's own use.
     Mem,
+    /// Issue 14: `container build` with RUN steps in the builder VM.
+    Build,
 }
 
 /// Where the product binaries come from: a release build, or a directory given with
@@ -64,10 +67,13 @@ pub fn run_bench(which: Which, runs: u32, bin_dir: Option<PathBuf>) -> Result<()
         crate::bench_pool::pool(runs)?;
     }
     if which == Which::Fifty {
-        crate::bench_pool::fifty(runs, bin_dir)?;
+        crate::bench_pool::fifty(runs, bin_dir.clone())?;
     }
     if matches!(which, Which::All | Which::Mem) {
         crate::bench_mem::mem(runs)?;
+    }
+    if matches!(which, Which::All | Which::Build) {
+        crate::bench_build::build(runs, &binaries()?, bin_dir.is_none())?;
     }
     Ok(())
 }
@@ -253,71 +259,6 @@ fn boot() -> Result<()> {
         ])
         .env("CONTAINER_KERNEL", &guest.kernel)
         .env("CONTAINER_INITRD", &guest.initramfs))
-}
-
-/// A daemon of its own on a temporary app root (user-mode networking: a benchmark must not
-/// add bridges to this host) with the offline busybox image loaded and `containers`
-/// containers created; stopped and removed on drop.
-struct BenchDaemon {
-    bin: PathBuf,
-    root: PathBuf,
-}
-
-impl BenchDaemon {
-    fn start(name: &str, bin: &Path, containers: u32) -> Result<BenchDaemon> {
-        let images = crate::images::build()?;
-        let root = cache_dir().join("bench").join(name);
-        let _ = std::fs::remove_dir_all(&root);
-        let d = BenchDaemon {
-            bin: bin.to_path_buf(),
-            root,
-        };
-        // No warm pool here: these benches time the cold path and what the Docker layer adds
-        // to it. With a pool of one, whichever of two interleaved runs came second would find
-        // the pool still refilling and boot cold; `bench pool` times the pool on its own.
-        run(d
-            .container()
-            .env("CONTAINER_POOL_SIZE", "0")
-            .args(["system", "start"]))?;
-        run(d
-            .container()
-            .args(["image", "load", "-i"])
-            .arg(images.join("busybox.docker.tar")))?;
-        step(&format!("creating {containers} containers"));
-        for _ in 0..containers {
-            run(d.container().args(["create", "busybox", "true"]))?;
-        }
-        Ok(d)
-    }
-
-    /// `container …` against this daemon, output discarded.
-    fn container(&self) -> Command {
-        let mut cmd = Command::new(self.bin.join("container"));
-        cmd.env("CONTAINER_APP_ROOT", &self.root)
-            .env("CONTAINER_NETWORK_MODE", "user")
-            .stdout(std::process::Stdio::null());
-        cmd
-    }
-
-    /// The docker CLI against this daemon's Docker socket, output discarded.
-    fn docker(&self) -> Command {
-        let mut cmd = Command::new("docker");
-        cmd.env(
-            "DOCKER_HOST",
-            format!("unix://{}", self.root.join("docker.sock").display()),
-        )
-        .env("DOCKER_CONFIG", self.root.join("docker-config"))
-        .env_remove("DOCKER_CONTEXT")
-        .stdout(std::process::Stdio::null());
-        cmd
-    }
-}
-
-impl Drop for BenchDaemon {
-    fn drop(&mut self) {
-        let _ = run(self.container().args(["system", "stop"]));
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
 }
 
 /// Wall times of `n` runs of `cmd()`.

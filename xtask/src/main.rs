@@ -7,6 +7,8 @@
 mod arch;
 mod bare_boot;
 mod bench;
+mod bench_build;
+mod bench_daemon;
 mod bench_mem;
 mod bench_options;
 mod bench_pool;

@@ -22,7 +22,7 @@ pub use paths::{APP_ROOT_ENV, SOCKET_NAME, app_root, default_socket_path, socket
 
 /// The API version this build speaks. A client refuses a daemon reporting anything else.
 /// Bump it on any change a peer cannot safely ignore.
-pub const API_VERSION: u32 = 3;
+pub const API_VERSION: u32 = 4;
 
 /// Generated messages, clients (`containers_client`, ...) and servers (`containers_server`,
 /// ...). Every rpc and field is documented in the protos.

@@ -237,6 +237,14 @@ impl Builds for BuildsService {
         .await;
         let (tx, rx) = mpsc::channel::<Result<v1::BuildResponse, Status>>(64);
         let handle = tokio::runtime::Handle::current();
+        // RUN steps: a builder VM booted at the first step that misses the cache.
+        let steps = Arc::new(crate::builder::DaemonSteps::new(
+            Arc::clone(&daemon),
+            handle.clone(),
+            header.secrets.clone().into_iter().collect(),
+            header.ssh.clone().into_iter().collect(),
+        ));
+        let steps_in = Arc::clone(&steps);
         tokio::spawn(async move {
             let events_tx = tx.clone();
             let d = Arc::clone(&daemon);
@@ -289,6 +297,7 @@ impl Builds for BuildsService {
                     store: &d.store,
                     cache: &cache,
                     images: &images,
+                    runner: &*steps_in,
                     work: roots,
                     events: &mut events,
                 }
@@ -307,7 +316,11 @@ impl Builds for BuildsService {
                 Ok(built)
             })
             .await;
-            // The work directory goes whatever happened.
+            // The build's own builder VM and the work directory go whatever happened.
+            if steps.booted() {
+                tracing::info!("stopping the build's builder vm");
+            }
+            steps.finish().await;
             let _ = tokio::task::spawn_blocking(move || drop(work)).await;
             let built = match result {
                 Ok(b) => b,
@@ -335,6 +348,33 @@ impl Builds for BuildsService {
                 .await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn start_builder(&self, req: Request<v1::StartBuilderRequest>) -> Res<v1::BuilderStatus> {
+        let r = req.into_inner();
+        let status = crate::builder::start(&self.0, r.cpus, r.memory_bytes).await?;
+        Ok(Response::new(status))
+    }
+
+    async fn builder_status(
+        &self,
+        _req: Request<v1::BuilderStatusRequest>,
+    ) -> Res<v1::BuilderStatus> {
+        Ok(Response::new(crate::builder::status(&self.0).await))
+    }
+
+    async fn stop_builder(
+        &self,
+        _req: Request<v1::BuilderStatusRequest>,
+    ) -> Res<v1::BuilderStatus> {
+        Ok(Response::new(crate::builder::stop(&self.0).await))
+    }
+
+    async fn delete_builder(
+        &self,
+        _req: Request<v1::BuilderStatusRequest>,
+    ) -> Res<v1::BuilderStatus> {
+        Ok(Response::new(crate::builder::delete(&self.0).await?))
     }
 
     async fn prune_cache(

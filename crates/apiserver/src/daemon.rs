@@ -66,6 +66,8 @@ pub struct Daemon {
     pub(crate) events: crate::events::EventBus,
     /// Pre-booted guests for container starts (crate::pool).
     pub(crate) pool: Arc<crate::pool::Pool>,
+    /// The builder VM `builder start` keeps running for builds (crate::builder).
+    pub(crate) builder: tokio::sync::Mutex<Option<crate::builder_vm::BuilderProcess>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -189,6 +191,7 @@ impl Daemon {
             networks,
             events: crate::events::EventBus::default(),
             pool,
+            builder: tokio::sync::Mutex::new(None),
         });
         prune_bundle_aliases();
         daemon.reconcile().await?;

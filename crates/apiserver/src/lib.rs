@@ -68,6 +68,8 @@
 //! until [`Daemon::shutdown`] or a signal. `main.rs` only parses flags and wires logging.
 
 pub mod build_context;
+pub mod builder;
+pub mod builder_vm;
 pub mod builds;
 pub mod commit_config;
 pub mod containers;

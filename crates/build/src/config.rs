@@ -273,6 +273,20 @@ impl ImageConfig {
         self.root.insert("author".into(), json!(author));
     }
 
+    /// The layers' diff IDs, bottom first.
+    pub fn diff_ids(&self) -> Vec<String> {
+        self.root
+            .get("rootfs")
+            .and_then(|r| r.get("diff_ids"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Appends a layer's diff ID.
     pub fn push_layer(&mut self, diff_id: &str) {
         let rootfs = self

@@ -85,6 +85,9 @@ pub struct Build<'a> {
     pub store: &'a oci::Store,
     pub cache: &'a Cache,
     pub images: &'a dyn BaseImages,
+    /// Runs RUN steps in a builder VM (the daemon boots it at the first step that misses
+    /// the cache).
+    pub runner: &'a dyn crate::step::StepRunner,
     /// A private scratch directory for root filesystems `COPY --from` reads; the caller
     /// removes it afterwards.
     pub work: PathBuf,
@@ -93,16 +96,16 @@ pub struct Build<'a> {
 
 /// A stage's state: its config, layers and cache key so far.
 #[derive(Debug, Clone)]
-struct State {
-    config: ImageConfig,
-    layers: Vec<Descriptor>,
-    key: Key,
+pub(crate) struct State {
+    pub(crate) config: ImageConfig,
+    pub(crate) layers: Vec<Descriptor>,
+    pub(crate) key: Key,
     /// The time of the stage's last layer step (or its base's creation): what metadata
     /// steps and the image record, so a cached rebuild reproduces the image ID.
-    created: String,
+    pub(crate) created: String,
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64);
@@ -443,12 +446,27 @@ impl Build<'_> {
                     });
                     continue;
                 }
-                Command::Run(_) => {
-                    return Err(at(
-                        line,
-                        ErrorKind::FailedPrecondition,
-                        "RUN needs the builder VM, which this version does not have yet".into(),
-                    ));
+                Command::Run(run) => {
+                    index += 1;
+                    *number += 1;
+                    let n = *number;
+                    (self.events)(Event::Step {
+                        number: n,
+                        stage: name.clone(),
+                        index,
+                        count,
+                        instruction: shown.clone(),
+                    });
+                    let started = Instant::now();
+                    let cached = self
+                        .run_step(run, &step, &mut state, plan, options, done, n, &source)
+                        .map_err(|(kind, message)| at(line, kind, message))?;
+                    (self.events)(Event::Done {
+                        number: n,
+                        cached,
+                        duration: started.elapsed(),
+                    });
+                    continue;
                 }
                 Command::Env(pairs) => {
                     for kv in pairs {

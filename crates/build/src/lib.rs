@@ -10,8 +10,8 @@
 //!
 //! It must not: speak gRPC, draw progress (it reports [`Event`]s), boot VMs or know the
 //! daemon's state beyond the image store and the cache directory it is handed. `RUN`
-//! needs a builder VM, which the daemon owns; until that lands a `RUN` step fails with an
-//! error naming its line.
+//! steps go to the caller's [`StepRunner`] (the daemon's builder VM), only when they miss
+//! the cache ([`run`]).
 //!
 //! Everything here is blocking file I/O: the daemon runs it in `spawn_blocking`.
 
@@ -21,9 +21,12 @@ pub mod copy;
 pub mod exec;
 pub mod export;
 pub mod layer;
+pub mod run;
+pub mod step;
 
 pub use cache::Cache;
 pub use exec::{BaseImages, Build, BuildOptions, Built, Event};
+pub use step::{RunStep, StepOutcome, StepRunner};
 
 /// The small set of error kinds (shared with crates/oci) a build error maps to.
 pub use oci::ErrorKind;

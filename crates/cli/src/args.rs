@@ -1051,6 +1051,12 @@ pub struct BuildArgs {
     /// Print only the image ID.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// A secret for RUN --mount=type=secret: id=ID[,src=PATH|,env=VAR] (never stored).
+    #[arg(long = "secret", value_name = "id=ID,src=PATH")]
+    pub secrets: Vec<String>,
+    /// An SSH agent for RUN --mount=type=ssh: default (=$SSH_AUTH_SOCK) or ID=SOCKET.
+    #[arg(long = "ssh", value_name = "default|ID=SOCKET")]
+    pub ssh: Vec<String>,
     /// The context directory.
     #[arg(help_heading = None::<&str>, value_name = "CONTEXT", default_value = ".")]
     pub context: PathBuf,
@@ -1061,7 +1067,30 @@ pub struct BuildArgs {
 pub enum BuilderCommand {
     /// Remove every entry of the build cache.
     Prune(BuilderPruneArgs),
+    /// Boot the builder VM and keep it running for builds.
+    Start(BuilderStartArgs),
+    /// Show whether the builder runs, its resources and the cache mounts' size.
+    Status(BuilderStatusArgs),
+    /// Stop the builder VM.
+    Stop(BuilderStatusArgs),
+    /// Stop the builder and remove its state and cache mounts.
+    Delete(BuilderStatusArgs),
 }
+
+/// `container builder start`.
+#[derive(Debug, Clone, Args)]
+pub struct BuilderStartArgs {
+    /// vCPUs of the builder VM (default 2).
+    #[arg(short = 'c', long)]
+    pub cpus: Option<u32>,
+    /// Memory of the builder VM, e.g. 2G (default 2 GiB).
+    #[arg(short = 'm', long, value_name = "SIZE")]
+    pub memory: Option<String>,
+}
+
+/// `container builder status|stop|delete`.
+#[derive(Debug, Clone, Args)]
+pub struct BuilderStatusArgs {}
 
 /// `container builder prune`.
 #[derive(Debug, Clone, Args)]

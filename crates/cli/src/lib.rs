@@ -54,7 +54,7 @@ use crate::args::{
     BuilderCommand, Cli, Command, ImageCommand, KernelCommand, NetworkCommand, RegistryCommand,
     Shell, SystemCommand, VolumeCommand,
 };
-use crate::commands::{build, container, copy, image, network, system, verbs, volume};
+use crate::commands::{build, builder, container, copy, image, network, system, verbs, volume};
 use crate::error::{CliError, CliResult, EXIT_FAILURE};
 
 /// What every command shares: where the daemon is, and how chatty to be.
@@ -200,6 +200,10 @@ pub async fn dispatch(ctx: &Context, command: &Command) -> CliResult {
         Command::Build(a) => build::build(ctx, a).await,
         Command::Builder(c) => match c {
             BuilderCommand::Prune(_) => build::prune(ctx).await,
+            BuilderCommand::Start(a) => builder::start(ctx, a).await,
+            BuilderCommand::Status(a) => builder::status(ctx, a).await,
+            BuilderCommand::Stop(a) => builder::stop(ctx, a).await,
+            BuilderCommand::Delete(a) => builder::delete(ctx, a).await,
         },
         Command::Image(c) => match c {
             ImageCommand::Pull(a) => image::pull(ctx, a).await,

@@ -7,6 +7,7 @@
 //! depends on this crate only, so the daemon links no VMM backend and no guest agent. This
 //! crate must not boot VMs, talk to the guest, or know about images or other containers.
 
+pub mod builder;
 pub mod bundle;
 pub mod client;
 pub mod config;
@@ -16,7 +17,7 @@ pub mod state;
 pub mod stdio_log;
 
 /// The API version of `runtime.proto`. Clients refuse a runtime reporting another.
-pub const RUNTIME_API_VERSION: u32 = 4;
+pub const RUNTIME_API_VERSION: u32 = 5;
 
 /// Generated messages, client (`runtime_client`) and server (`runtime_server`).
 #[allow(clippy::all, missing_docs)]

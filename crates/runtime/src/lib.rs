@@ -13,11 +13,16 @@
 //! (the daemon decides all of that and writes it into the config), and it talks to the
 //! hypervisor only through the `vmm` traits and to the guest only through the agent client.
 //!
+//! The same binary serves two other modes: `--maintenance` (a stopped container's files,
+//! [`maintenance`]) and `--builder DIR` (one builder VM running the RUN steps of builds,
+//! [`builder`]).
+//!
 //! What the daemon sees of a runtime (config, bundle layout, state, proto, client) lives in
 //! `runtime-api`; this crate is the side of that contract that owns a VM, and only the
 //! `container-runtime` binary uses it. See `runtime_api::bundle` for the on-disk layout and
 //! the `container` module for the guest layout.
 
+pub mod builder;
 mod container;
 mod error;
 mod guest_layout;

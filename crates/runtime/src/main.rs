@@ -17,10 +17,14 @@ struct Args {
     /// The container's bundle directory (holding config.json).
     #[arg(
         long,
-        required_unless_present = "pool_slot",
-        conflicts_with = "pool_slot"
+        required_unless_present_any = ["pool_slot", "builder"],
+        conflicts_with_all = ["pool_slot", "builder"]
     )]
     bundle: Option<PathBuf>,
+    /// Boot a builder VM from <DIR>/builder.json and serve the RUN steps of builds on
+    /// <DIR>/builder.sock until stdin closes (see runtime_api::builder).
+    #[arg(long, value_name = "DIR", conflicts_with = "pool_slot")]
+    builder: Option<PathBuf>,
     /// Boot a pooled VM from <DIR>/pool.json and wait to be claimed for a container (see
     /// runtime_api::pool); powers off when stdin closes before a claim.
     #[arg(long, value_name = "DIR")]
@@ -54,9 +58,9 @@ impl std::io::Write for SwitchableLog {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // A pool slot is laid out like a bundle: its own lock, log and VM dir.
-    let dir = match (&args.bundle, &args.pool_slot) {
-        (Some(dir), _) | (None, Some(dir)) => dir.clone(),
-        (None, None) => anyhow::bail!("--bundle or --pool-slot is required"),
+    let dir = match (&args.bundle, &args.pool_slot, &args.builder) {
+        (Some(dir), _, _) | (None, Some(dir), _) | (None, None, Some(dir)) => dir.clone(),
+        (None, None, None) => anyhow::bail!("--bundle, --pool-slot or --builder is required"),
     };
     let bundle = runtime_api::Bundle::new(&dir);
     if !dir.is_dir() {
@@ -65,7 +69,7 @@ fn main() -> anyhow::Result<()> {
     // The daemon's only liveness test is this lock: take it before writing anything, and
     // hold it until the process ends (the kernel drops it even on SIGKILL). A maintenance
     // runtime serves a stopped container and must not make it look alive.
-    let _alive = if args.maintenance {
+    let _alive = if args.maintenance || args.builder.is_some() {
         None
     } else {
         Some(bundle.hold_runtime_lock()?)
@@ -112,6 +116,11 @@ fn main() -> anyhow::Result<()> {
             runtime_api::pool::PoolSlot::new(&dir),
             runtime::run::RunOptions { linger },
             redirect_log,
+        ))
+        .map_err(Into::into)
+    } else if args.builder.is_some() {
+        rt.block_on(runtime::builder::run(
+            runtime_api::builder::BuilderDir::new(&dir),
         ))
         .map_err(Into::into)
     } else if args.maintenance {

@@ -201,7 +201,8 @@ pub async fn run(bundle: Bundle) -> Result<(), MaintenanceError> {
     served.map_err(|e| serve_err(std::io::Error::other(e)))
 }
 
-fn bind(socket: &Path) -> std::io::Result<tokio::net::UnixListener> {
+/// Binds a Unix socket of mode 0600, replacing a stale file.
+pub(crate) fn bind(socket: &Path) -> std::io::Result<tokio::net::UnixListener> {
     match std::fs::remove_file(socket) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -371,7 +371,11 @@ impl Runtime for Service {
         use agent::v1::copy_in_request::Part;
         let _ = tx
             .send(agent::v1::CopyInRequest {
-                part: Some(Part::Header(agent::v1::CopyInHeader { destination, root })),
+                part: Some(Part::Header(agent::v1::CopyInHeader {
+                    destination,
+                    root,
+                    ..Default::default()
+                })),
             })
             .await;
         tokio::spawn(async move {

@@ -85,6 +85,9 @@ pub fn header(q: &Params) -> DResult<v1::BuildHeader> {
         platform: q.get("platform").unwrap_or("").to_string(),
         context_dockerfile: dockerfile.to_string(),
         context_key: String::new(),
+        // The classic builder has no secrets or SSH forwarding (BuildKit's session does).
+        secrets: Default::default(),
+        ssh: Default::default(),
     })
 }
 

@@ -205,6 +205,7 @@ pub async fn build(ctx: &Context, a: &BuildArgs) -> CliResult {
         .await
         .map_err(|e| CliError::Daemon(format!("walking the context failed: {e}")))?
         .map_err(|e| CliError::io("reading the build context", e))?;
+    let (secrets, ssh) = crate::commands::builder::secrets_and_agents(&a.secrets, &a.ssh)?;
     let client = ctx.client().await?;
     let (tx, rx) = mpsc::channel(8);
     let header = v1::BuildRequest {
@@ -220,6 +221,8 @@ pub async fn build(ctx: &Context, a: &BuildArgs) -> CliResult {
             platform: a.platform.clone().unwrap_or_default(),
             context_dockerfile: String::new(),
             context_key: context_key(&a.context),
+            secrets,
+            ssh,
         })),
     };
     tx.send(header)

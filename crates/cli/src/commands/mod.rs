@@ -3,6 +3,7 @@
 //! module of its own (`progress`, `stream`, `each`), so no family calls another.
 
 pub mod build;
+pub mod builder;
 pub mod container;
 pub mod copy;
 pub mod each;

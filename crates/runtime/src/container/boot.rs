@@ -415,7 +415,7 @@ pub(super) async fn connect_agent(vm: &dyn VirtualMachine) -> Result<AgentClient
 }
 
 /// Mounts `source` at `target` in the guest, creating the target.
-async fn guest_mount(
+pub(super) async fn guest_mount(
     agent: &AgentClient,
     source: String,
     target: String,

@@ -42,6 +42,7 @@ pub use crate::error::ContainerError;
 pub use crate::guest_layout::{GUEST_DIR, GUEST_ROOTFS, GUEST_UPPER};
 
 mod boot;
+pub mod builder;
 mod copy;
 mod exec;
 mod network;

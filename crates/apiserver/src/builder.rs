@@ -1,0 +1,623 @@
+//! The builder VM, from the daemon's side: spawning `container-runtime --builder DIR`,
+//! the build's [`build::StepRunner`] over its API, and `builder start|status|stop|delete`.
+//!
+//! A build uses the builder `builder start` keeps running (arch permitting), else it boots
+//! one of its own at its first RUN that misses the cache, and stops it when it ends: an
+//! all-cached rebuild boots nothing. The daemon holds each builder runtime's stdin; closing
+//! it (the build ended, `builder stop`, or the daemon died) powers the VM off.
+//!
+//! Layout under `<app root>/builder/`:
+//! ```text
+//! vm/             the kept builder's directory (runtime_api::builder::BuilderDir)
+//! vms/<random>/   a build's own builder, removed after the build
+//! cache-mounts/   one directory per `RUN --mount=type=cache` id (hashed), shared into
+//!                 every builder VM with virtio-fs, kept across builds until `builder delete`
+//! ```
+//! Two builds that use one cache id at once share its directory, as BuildKit's default
+//! `sharing=shared` does: the host file system (through virtiofsd) serialises their file
+//! operations, so neither can corrupt it, and neither sees a half-written directory entry.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use api::ApiError;
+use runtime_api::builder::{BuilderClient, pb};
+use sha2::Digest as _;
+use tokio::sync::mpsc;
+
+use crate::builder_vm::{
+    BuilderProcess, DEFAULT_CPUS, DEFAULT_MEMORY, builder_root, cache_mounts_dir, spawn,
+};
+use crate::daemon::Daemon;
+use crate::errors::one_line;
+
+/// How long a status call to the kept builder may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn kept_dir(daemon: &Daemon) -> PathBuf {
+    builder_root(&daemon.app_root).join("vm")
+}
+
+/// The guest architecture that runs steps for `platform`.
+fn arch_for(platform: &spec::Platform) -> Result<vmm::Arch, String> {
+    match platform.architecture.as_str() {
+        "amd64" => Ok(vmm::Arch::X86_64),
+        "arm64" => Ok(vmm::Arch::Aarch64),
+        other => Err(format!("RUN for {other} images: there is no {other} guest")),
+    }
+}
+
+/// A cache-mount id as one path component: a hash, so any id is safe and ids never clash.
+pub(crate) fn cache_name(id: &str) -> String {
+    let h = sha2::Sha256::digest(id.as_bytes());
+    hex::encode(&h[..16])
+}
+
+/// Bytes under `dir` (files only, links not followed).
+pub(crate) fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) if m.is_file() => total += m.len(),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// The builder a build uses: the kept one, or its own (booted at the first RUN). One per
+/// build, so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Lease {
+    Kept(BuilderClient),
+    Own(BuilderProcess),
+}
+
+impl Lease {
+    fn client(&self) -> BuilderClient {
+        match self {
+            Lease::Kept(c) => c.clone(),
+            Lease::Own(p) => p.client.clone(),
+        }
+    }
+}
+
+/// A build's [`build::StepRunner`]: RUN steps in a builder VM.
+pub(crate) struct DaemonSteps {
+    pub daemon: Arc<Daemon>,
+    pub handle: tokio::runtime::Handle,
+    /// `--secret` values by id.
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--ssh` agent sockets by id.
+    pub ssh: BTreeMap<String, String>,
+    lease: Mutex<Option<Lease>>,
+    /// Layer keys the builder holds (so each is sent once).
+    held: Mutex<HashSet<String>>,
+    context_layer: Mutex<Option<build::layer::Layer>>,
+}
+
+fn step_err(kind: oci::ErrorKind, message: impl Into<String>) -> build::BuildError {
+    build::BuildError::Image {
+        kind,
+        message: message.into(),
+    }
+}
+
+fn api_kind(e: &ApiError) -> oci::ErrorKind {
+    match e.kind {
+        api::ErrorKind::NotFound => oci::ErrorKind::NotFound,
+        api::ErrorKind::InvalidArgument => oci::ErrorKind::InvalidArgument,
+        api::ErrorKind::Unavailable => oci::ErrorKind::Unavailable,
+        api::ErrorKind::FailedPrecondition => oci::ErrorKind::FailedPrecondition,
+        _ => oci::ErrorKind::Internal,
+    }
+}
+
+fn status_err(what: &str, s: tonic::Status) -> build::BuildError {
+    let kind = match s.code() {
+        tonic::Code::NotFound => oci::ErrorKind::NotFound,
+        tonic::Code::InvalidArgument => oci::ErrorKind::InvalidArgument,
+        tonic::Code::FailedPrecondition => oci::ErrorKind::FailedPrecondition,
+        tonic::Code::Unavailable => oci::ErrorKind::Unavailable,
+        _ => oci::ErrorKind::Internal,
+    };
+    step_err(kind, format!("{what}: {}", one_line(s.message())))
+}
+
+impl DaemonSteps {
+    pub(crate) fn new(
+        daemon: Arc<Daemon>,
+        handle: tokio::runtime::Handle,
+        secrets: BTreeMap<String, Vec<u8>>,
+        ssh: BTreeMap<String, String>,
+    ) -> Self {
+        DaemonSteps {
+            daemon,
+            handle,
+            secrets,
+            ssh,
+            lease: Mutex::new(None),
+            held: Mutex::new(HashSet::new()),
+            context_layer: Mutex::new(None),
+        }
+    }
+
+    /// Whether this build booted a builder (an all-cached build boots none).
+    pub(crate) fn booted(&self) -> bool {
+        self.lease
+            .lock()
+            .map(|l| matches!(*l, Some(Lease::Own(_))))
+            .unwrap_or(false)
+    }
+
+    /// Stops the build's own builder (the kept one stays).
+    pub(crate) async fn finish(&self) {
+        let lease = self.lease.lock().ok().and_then(|mut l| l.take());
+        if let Some(Lease::Own(p)) = lease {
+            p.stop().await;
+        }
+    }
+
+    fn client(&self, platform: &spec::Platform) -> build::Result<BuilderClient> {
+        let mut lease = self
+            .lease
+            .lock()
+            .map_err(|_| step_err(oci::ErrorKind::Internal, "the builder lock is poisoned"))?;
+        if let Some(l) = lease.as_ref() {
+            return Ok(l.client());
+        }
+        let arch = arch_for(platform).map_err(|m| step_err(oci::ErrorKind::InvalidArgument, m))?;
+        let daemon = Arc::clone(&self.daemon);
+        let new = self.handle.block_on(async move {
+            {
+                let kept = daemon.builder.lock().await;
+                if let Some(k) = kept.as_ref()
+                    && k.arch == arch
+                {
+                    return Ok(Lease::Kept(k.client.clone()));
+                }
+            }
+            let vms = builder_root(&daemon.app_root).join("vms");
+            statefs::create_private_dir(&builder_root(&daemon.app_root))
+                .and_then(|()| statefs::create_private_dir(&vms))
+                .map_err(|e| ApiError::internal(format!("creating {}: {e}", vms.display())))?;
+            let dir = tempfile::Builder::new()
+                .prefix("b")
+                .tempdir_in(&vms)
+                .map_err(|e| ApiError::internal(format!("creating a builder directory: {e}")))?
+                .keep();
+            spawn(
+                &daemon.app_root,
+                &daemon.runtime_binary,
+                dir,
+                true,
+                arch,
+                DEFAULT_CPUS,
+                DEFAULT_MEMORY,
+            )
+            .await
+            .map(Lease::Own)
+        });
+        let new = new.map_err(|e| step_err(api_kind(&e), e.message.clone()))?;
+        if let Lease::Kept(c) = &new {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            held.extend(c.status.layers.iter().cloned());
+        }
+        let client = new.client();
+        *lease = Some(new);
+        Ok(client)
+    }
+
+    /// Sends `layer` to the builder unless it holds it.
+    fn ensure_layer(
+        &self,
+        client: &BuilderClient,
+        layer: &build::layer::Layer,
+    ) -> build::Result<()> {
+        if self
+            .held
+            .lock()
+            .map(|h| h.contains(&layer.diff_id))
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        let mut reader = oci::open_layer(self.daemon.store.content(), &layer.descriptor)?;
+        let (tx, rx) = mpsc::channel::<pb::AddLayerRequest>(4);
+        let mut raw = client.raw.clone();
+        let call = self.handle.spawn(async move {
+            raw.add_layer(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+        });
+        use pb::add_layer_request::Part;
+        let send = |part: Part| {
+            tx.blocking_send(pb::AddLayerRequest { part: Some(part) })
+                .is_ok()
+        };
+        if send(Part::Header(pb::AddLayerHeader {
+            key: layer.diff_id.clone(),
+        })) {
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = reader.read(&mut buf).map_err(|e| {
+                    step_err(
+                        oci::ErrorKind::Internal,
+                        format!("reading layer {}: {e}", layer.diff_id),
+                    )
+                })?;
+                if n == 0 || !send(Part::Data(buf[..n].to_vec())) {
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        self.handle
+            .block_on(call)
+            .map_err(|e| step_err(oci::ErrorKind::Internal, e.to_string()))?
+            .map_err(|s| {
+                status_err(
+                    &format!("unpacking layer {} in the builder", layer.diff_id),
+                    s,
+                )
+            })?;
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(layer.diff_id.clone());
+        Ok(())
+    }
+
+    fn context(&self, context: &Path) -> build::Result<build::layer::Layer> {
+        let mut cached = self.context_layer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = cached.as_ref() {
+            return Ok(l.clone());
+        }
+        let layer = build::run::context_layer(self.daemon.store.content(), context)?;
+        *cached = Some(layer.clone());
+        Ok(layer)
+    }
+
+    /// The step's mounts for the builder, secrets and agents filled in; and env to add.
+    fn mounts(
+        &self,
+        client: &BuilderClient,
+        step: &build::RunStep,
+    ) -> build::Result<(Vec<pb::StepMount>, Vec<String>)> {
+        use build::step::{BindFrom, StepMountKind};
+        use pb::step_mount::Kind;
+        let mut out = Vec::new();
+        let mut env = Vec::new();
+        for m in &step.mounts {
+            let kind = match &m.kind {
+                StepMountKind::Secret { id, required } => match self.secrets.get(id) {
+                    Some(data) => Kind::Secret(pb::SecretMount {
+                        data: data.clone(),
+                        mode: m.mode.unwrap_or(0o400),
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                    }),
+                    None if *required => {
+                        return Err(step_err(
+                            oci::ErrorKind::InvalidArgument,
+                            format!("secret {id} is required but was not given with --secret"),
+                        ));
+                    }
+                    None => continue,
+                },
+                StepMountKind::Ssh { id, required } => match self.ssh.get(id) {
+                    Some(path) => {
+                        if env.is_empty() {
+                            env.push(format!("SSH_AUTH_SOCK={}", m.target));
+                        }
+                        Kind::Ssh(pb::SshMount {
+                            host_socket: path.clone(),
+                            mode: m.mode.unwrap_or(0o600),
+                            uid: m.uid.unwrap_or(0),
+                            gid: m.gid.unwrap_or(0),
+                        })
+                    }
+                    None if *required => {
+                        return Err(step_err(
+                            oci::ErrorKind::InvalidArgument,
+                            format!("ssh agent {id} is required but was not given with --ssh"),
+                        ));
+                    }
+                    None => continue,
+                },
+                StepMountKind::Cache { id, readonly } => Kind::Cache(pb::CacheMount {
+                    name: cache_name(id),
+                    readonly: *readonly,
+                    mode: m.mode.unwrap_or(0o755),
+                    uid: m.uid.unwrap_or(0),
+                    gid: m.gid.unwrap_or(0),
+                }),
+                StepMountKind::Tmpfs { size } => Kind::Tmpfs(pb::TmpfsMount {
+                    size: size.unwrap_or(0),
+                }),
+                StepMountKind::Bind { from, source, rw } => {
+                    let layers = match from {
+                        BindFrom::Layers(l) => l.clone(),
+                        BindFrom::Context => vec![self.context(&step.context)?],
+                    };
+                    for l in &layers {
+                        self.ensure_layer(client, l)?;
+                    }
+                    Kind::Bind(pb::BindMount {
+                        layers: layers.iter().map(|l| l.diff_id.clone()).collect(),
+                        source: source.clone(),
+                        rw: *rw,
+                    })
+                }
+            };
+            out.push(pb::StepMount {
+                target: m.target.clone(),
+                kind: Some(kind),
+            });
+        }
+        Ok((out, env))
+    }
+}
+
+/// Feeds chunks from an async stream to a blocking reader.
+struct ChanReader {
+    rx: mpsc::Receiver<Result<Vec<u8>, String>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChanReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl build::StepRunner for DaemonSteps {
+    fn run(
+        &self,
+        step: &build::RunStep,
+        output: &mut dyn FnMut(&[u8]),
+    ) -> build::Result<build::StepOutcome> {
+        let client = self.client(&step.platform)?;
+        for l in &step.layers {
+            self.ensure_layer(&client, l)?;
+        }
+        let (mounts, extra_env) = self.mounts(&client, step)?;
+        let mut env = step.env.clone();
+        env.extend(extra_env);
+        let request = pb::RunStepRequest {
+            layers: step.layers.iter().map(|l| l.diff_id.clone()).collect(),
+            args: step.args.clone(),
+            env,
+            cwd: step.cwd.clone(),
+            user: step.user.clone(),
+            no_network: step.no_network,
+            mounts,
+            hostname: String::new(),
+        };
+        let mut raw = client.raw.clone();
+        let mut events = self
+            .handle
+            .block_on(raw.run_step(request))
+            .map_err(|s| status_err("running the step", s))?
+            .into_inner();
+        let mut exit = None;
+        while let Some(event) = self
+            .handle
+            .block_on(events.message())
+            .map_err(|s| status_err("running the step", s))?
+        {
+            use pb::run_step_event::Event;
+            match event.event {
+                Some(Event::Stdout(d)) | Some(Event::Stderr(d)) => output(&d),
+                Some(Event::Exit(e)) => exit = Some(e),
+                None => {}
+            }
+        }
+        let Some(exit) = exit else {
+            return Err(step_err(
+                oci::ErrorKind::Unavailable,
+                "the builder ended the step without its exit code",
+            ));
+        };
+        if exit.exit_code != 0 {
+            return Ok(build::StepOutcome {
+                exit_code: exit.exit_code,
+                layer: None,
+            });
+        }
+        let mut stream = self
+            .handle
+            .block_on(raw.capture_step(pb::CaptureStepRequest {
+                step_id: exit.step_id,
+                source_date_epoch: None,
+            }))
+            .map_err(|s| status_err("capturing the step's layer", s))?
+            .into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let pump = self.handle.spawn(async move {
+            loop {
+                let msg = match stream.message().await {
+                    Ok(Some(c)) => Ok(c.data),
+                    Ok(None) => break,
+                    Err(s) => Err(format!("capturing the layer: {}", s.message())),
+                };
+                let failed = msg.is_err();
+                if tx.send(msg).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let reader = ChanReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        };
+        // The guest's tar is checked before anything is stored.
+        let captured = oci::capture::ingest_layer(
+            Some(self.daemon.store.content()),
+            reader,
+            oci::capture::CaptureLimits::default(),
+        );
+        pump.abort();
+        let captured = captured.map_err(|e| step_err(e.kind(), spec::error_chain(&e)))?;
+        let Some((digest, size)) = captured.blob else {
+            return Err(step_err(
+                oci::ErrorKind::Internal,
+                "the step's layer was not stored",
+            ));
+        };
+        let diff_id = captured.diff_id.to_string();
+        self.handle
+            .block_on(raw.keep_step(pb::KeepStepRequest {
+                step_id: exit.step_id,
+                key: diff_id.clone(),
+            }))
+            .map_err(|s| status_err("keeping the step's layer", s))?;
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(diff_id.clone());
+        Ok(build::StepOutcome {
+            exit_code: 0,
+            layer: Some(build::layer::Layer {
+                descriptor: oci::Descriptor {
+                    media_type: oci::media_type::OCI_LAYER_GZIP.to_string(),
+                    digest,
+                    size,
+                    platform: None,
+                    annotations: Default::default(),
+                    urls: Vec::new(),
+                },
+                diff_id,
+            }),
+        })
+    }
+}
+
+/// The kept builder's status.
+pub(crate) async fn status(daemon: &Arc<Daemon>) -> api::v1::BuilderStatus {
+    let cache = cache_mounts_dir(&daemon.app_root);
+    let cache_bytes = tokio::task::spawn_blocking(move || dir_bytes(&cache))
+        .await
+        .unwrap_or(0);
+    let kept = daemon.builder.lock().await;
+    let Some(k) = kept.as_ref() else {
+        return api::v1::BuilderStatus {
+            cache_bytes,
+            ..Default::default()
+        };
+    };
+    let mut raw = k.client.raw.clone();
+    let live = tokio::time::timeout(CONNECT_TIMEOUT, raw.status(pb::StatusRequest {}))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(tonic::Response::into_inner);
+    api::v1::BuilderStatus {
+        running: live.is_some(),
+        cpus: k.cpus,
+        memory_bytes: k.memory,
+        cache_bytes,
+        pid: k.pid(),
+        layers: live.as_ref().map_or(0, |s| s.layers.len() as u32),
+        steps: live.as_ref().map_or(0, |s| s.steps),
+    }
+}
+
+/// `builder start`.
+pub(crate) async fn start(
+    daemon: &Arc<Daemon>,
+    cpus: u32,
+    memory: u64,
+) -> Result<api::v1::BuilderStatus, ApiError> {
+    {
+        let mut kept = daemon.builder.lock().await;
+        if let Some(k) = kept.as_mut() {
+            let alive = k
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+            if alive {
+                return Err(ApiError::already_exists("the builder is already running"));
+            }
+            *kept = None;
+        }
+        let cpus = if cpus == 0 { DEFAULT_CPUS } else { cpus };
+        let memory = if memory == 0 { DEFAULT_MEMORY } else { memory };
+        let process = spawn(
+            &daemon.app_root,
+            &daemon.runtime_binary,
+            kept_dir(daemon),
+            false,
+            vmm::Arch::host(),
+            cpus,
+            memory,
+        )
+        .await?;
+        *kept = Some(process);
+    }
+    Ok(status(daemon).await)
+}
+
+/// `builder stop`.
+pub(crate) async fn stop(daemon: &Arc<Daemon>) -> api::v1::BuilderStatus {
+    let kept = daemon.builder.lock().await.take();
+    if let Some(k) = kept {
+        k.stop().await;
+    }
+    status(daemon).await
+}
+
+/// `builder delete`: stop, then remove the kept builder's directory and the cache mounts.
+pub(crate) async fn delete(daemon: &Arc<Daemon>) -> Result<api::v1::BuilderStatus, ApiError> {
+    let _ = stop(daemon).await;
+    for dir in [kept_dir(daemon), cache_mounts_dir(&daemon.app_root)] {
+        let d = dir.clone();
+        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&d) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(format!("removing {}: {e}", dir.display())))?;
+    }
+    Ok(status(daemon).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_names_are_one_safe_component_per_id() {
+        let a = cache_name("/root/.cache/go-build");
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, cache_name("/root/.cache/pip"));
+        assert_eq!(a, cache_name("/root/.cache/go-build"));
+    }
+}
