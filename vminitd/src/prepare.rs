@@ -11,8 +11,6 @@ use agent::v1::agent_server::Agent;
 use agent::v1::prepare_step::Step;
 use tonic::{Request, Status};
 
-use crate::server::Service;
-
 /// Checks every step before running any: a step with nothing in it, or retry options on a
 /// step that is not a mount, is the host's mistake.
 fn check(steps: &[pb::PrepareStep]) -> Result<(), Status> {
@@ -36,7 +34,7 @@ fn check(steps: &[pb::PrepareStep]) -> Result<(), Status> {
 }
 
 /// Runs one step through its rpc's handler.
-async fn run_step(svc: &Service, step: Step) -> Result<(), Status> {
+async fn run_step<A: Agent>(svc: &A, step: Step) -> Result<(), Status> {
     match step {
         Step::SetTime(r) => svc.set_time(Request::new(r)).await.map(drop),
         Step::Mount(r) => svc.mount(Request::new(r)).await.map(drop),
@@ -53,8 +51,8 @@ async fn run_step(svc: &Service, step: Step) -> Result<(), Status> {
 }
 
 /// Carries out `request`'s steps in order until one fails.
-pub async fn run(
-    svc: &Service,
+pub async fn run<A: Agent>(
+    svc: &A,
     request: pb::PrepareContainerRequest,
 ) -> Result<pb::PrepareContainerResponse, Status> {
     check(&request.steps)?;

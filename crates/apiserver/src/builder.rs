@@ -17,8 +17,8 @@
 //! `sharing=shared` does: the host file system (through virtiofsd) serialises their file
 //! operations, so neither can corrupt it, and neither sees a half-written directory entry.
 
+use crate::chan_reader::ChanReader;
 use std::collections::{BTreeMap, HashSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -368,32 +368,6 @@ impl DaemonSteps {
     }
 }
 
-/// Feeds chunks from an async stream to a blocking reader.
-struct ChanReader {
-    rx: mpsc::Receiver<Result<Vec<u8>, String>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChanReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos >= self.buf.len() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => {
-                    self.buf = b;
-                    self.pos = 0;
-                }
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
 impl build::StepRunner for DaemonSteps {
     fn run(
         &self,
@@ -470,11 +444,7 @@ impl build::StepRunner for DaemonSteps {
                 }
             }
         });
-        let reader = ChanReader {
-            rx,
-            buf: Vec::new(),
-            pos: 0,
-        };
+        let reader = ChanReader::new(rx);
         // The guest's tar is checked before anything is stored.
         let captured = oci::capture::ingest_layer(
             Some(self.daemon.store.content()),

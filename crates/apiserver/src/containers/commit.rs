@@ -9,7 +9,7 @@
 //! is captured whole or not at all per file, as the guest archives each file from one open
 //! descriptor.
 
-use std::io::Read;
+use crate::chan_reader::ChanReader;
 use std::sync::Arc;
 
 use api::ApiError;
@@ -24,32 +24,6 @@ use crate::daemon::Daemon;
 use crate::errors::oci_error;
 use crate::record::Phase;
 use oci::capture::{CaptureLimits, CapturedLayer, changes, image_paths, ingest_layer};
-
-/// Feeds the chunks of an async stream to a blocking reader.
-struct ChanReader {
-    rx: mpsc::Receiver<Result<Vec<u8>, String>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChanReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos >= self.buf.len() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => {
-                    self.buf = b;
-                    self.pos = 0;
-                }
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
 
 /// Captures the container's changes and runs `f` on them (blocking) with the checked layer,
 /// stored in the content store when `store` is set.
@@ -70,11 +44,7 @@ async fn capture<T: Send + 'static>(
     let work = tokio::task::spawn_blocking(move || {
         // Held until the image names the new blobs, so GC cannot take them.
         let _lease = oci_store.lease().map_err(|e| oci_error(e.kind(), &e))?;
-        let reader = ChanReader {
-            rx,
-            buf: Vec::new(),
-            pos: 0,
-        };
+        let reader = ChanReader::new(rx);
         let content = store.then(|| oci_store.content());
         let layer = ingest_layer(content, reader, CaptureLimits::default())
             .map_err(|e| oci_error(e.kind(), spec::error_chain(&e)))?;
