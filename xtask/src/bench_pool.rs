@@ -341,37 +341,16 @@ fn ls_medians(b: &Bench) -> Result<(f64, f64, Option<f64>)> {
 
 /// CPU time (user + system) of `pid` and its descendants so far, in clock ticks.
 fn tree_cpu_ticks(pid: u32) -> u64 {
-    let mut stats = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(p) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        // The fields after the command name: state ppid ... utime (12th) stime (13th).
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        stats.push((p, num(1) as u32, num(11) + num(12)));
-    }
-    let mut tree = vec![pid];
-    let mut i = 0;
-    while i < tree.len() {
-        let parent = tree[i];
-        tree.extend(stats.iter().filter(|s| s.1 == parent).map(|s| s.0));
-        i += 1;
-    }
-    stats
+    crate::bench_mem::process_tree(pid)
         .iter()
-        .filter(|s| tree.contains(&s.0))
-        .map(|s| s.2)
+        .filter_map(|(p, _)| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .map(|stat| {
+            // The fields after the command name: state ppid ... utime (12th) stime (13th).
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            num(11) + num(12)
+        })
         .sum()
 }
 
