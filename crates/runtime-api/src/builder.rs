@@ -16,11 +16,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
-use crate::client::ClientError;
+use crate::client::{ClientError, connect_unix};
 use crate::config::{Dns, NetworkAttachment};
 
 /// The API version of `builder.proto`. Clients refuse a builder reporting another.
@@ -136,43 +135,24 @@ pub struct BuilderClient {
 impl BuilderClient {
     /// Dials `socket`, asks Status and refuses a builder of another API version.
     pub async fn connect(socket: &Path, timeout: Duration) -> Result<Self, ClientError> {
-        let unreachable = |reason: String| ClientError::Unreachable {
-            socket: socket.to_path_buf(),
-            reason,
-        };
-        let path = socket.to_path_buf();
-        let connector = tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                tokio::net::UnixStream::connect(path)
-                    .await
-                    .map(TokioIo::new)
-            }
-        });
-        let attempt = async {
-            let channel = Endpoint::from_static("http://container-builder")
-                .connect_timeout(timeout)
-                .connect_with_connector(connector)
-                .await
-                .map_err(|e| unreachable(spec::error_chain(&e)))?;
+        let handshake = |channel| async move {
             let mut raw =
                 pb::builder_client::BuilderClient::new(channel).max_decoding_message_size(64 << 20);
             let status = raw
                 .status(pb::StatusRequest {})
                 .await
-                .map_err(|s| unreachable(format!("status: {}", s.message())))?
+                .map_err(|s| format!("status: {}", s.message()))?
                 .into_inner();
-            if status.api_version != BUILDER_API_VERSION {
-                return Err(ClientError::VersionMismatch {
-                    client: BUILDER_API_VERSION,
-                    runtime: status.api_version,
-                });
-            }
-            Ok(BuilderClient { raw, status })
+            let version = status.api_version;
+            Ok((BuilderClient { raw, status }, version))
         };
-        match tokio::time::timeout(timeout, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(unreachable(format!("no answer within {timeout:?}"))),
-        }
+        connect_unix(
+            socket,
+            "http://container-builder",
+            BUILDER_API_VERSION,
+            timeout,
+            handshake,
+        )
+        .await
     }
 }

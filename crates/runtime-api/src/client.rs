@@ -61,6 +61,55 @@ fn rpc(name: &'static str) -> impl FnOnce(tonic::Status) -> ClientError {
     move |status| ClientError::Rpc { rpc: name, status }
 }
 
+/// Dials the gRPC server on the Unix socket `socket` (`authority` names it in requests) and
+/// runs `handshake` on the channel: the first call, answering with the client and the API
+/// version the server reports. A version other than `api_version` is refused; all of it
+/// must happen within `timeout`. The runtime's and the builder's clients connect this way.
+pub(crate) async fn connect_unix<T, F, Fut>(
+    socket: &Path,
+    authority: &'static str,
+    api_version: u32,
+    timeout: Duration,
+    handshake: F,
+) -> Result<T, ClientError>
+where
+    F: FnOnce(Channel) -> Fut,
+    Fut: std::future::Future<Output = Result<(T, u32), String>>,
+{
+    let unreachable = |reason: String| ClientError::Unreachable {
+        socket: socket.to_path_buf(),
+        reason,
+    };
+    let path = socket.to_path_buf();
+    let connector = tower::service_fn(move |_: Uri| {
+        let path = path.clone();
+        async move {
+            tokio::net::UnixStream::connect(path)
+                .await
+                .map(TokioIo::new)
+        }
+    });
+    let attempt = async {
+        let channel = Endpoint::from_static(authority)
+            .connect_timeout(timeout)
+            .connect_with_connector(connector)
+            .await
+            .map_err(|e| unreachable(spec::error_chain(&e)))?;
+        let (client, version) = handshake(channel).await.map_err(unreachable)?;
+        if version != api_version {
+            return Err(ClientError::VersionMismatch {
+                client: api_version,
+                runtime: version,
+            });
+        }
+        Ok(client)
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(unreachable(format!("no answer within {timeout:?}"))),
+    }
+}
+
 /// The largest data message a copy sends (gRPC's default limit is 4 MiB).
 const COPY_PIECE: usize = 1 << 20;
 
@@ -161,43 +210,23 @@ pub type ExecSpec = pb::ExecStart;
 impl RuntimeClient {
     /// Connects to the runtime at `socket` and checks its API version, within `timeout`.
     pub async fn connect(socket: &Path, timeout: Duration) -> Result<Self, ClientError> {
-        let unreachable = |reason: String| ClientError::Unreachable {
-            socket: socket.to_path_buf(),
-            reason,
-        };
-        let path = socket.to_path_buf();
-        let connector = tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                tokio::net::UnixStream::connect(path)
-                    .await
-                    .map(TokioIo::new)
-            }
-        });
-        let attempt = async {
-            let channel = Endpoint::from_static("http://container-runtime")
-                .connect_timeout(timeout)
-                .connect_with_connector(connector)
-                .await
-                .map_err(|e| unreachable(spec::error_chain(&e)))?;
+        let handshake = |channel| async move {
             let mut raw = Raw::new(channel);
             let state = raw
                 .state(pb::StateRequest {})
                 .await
-                .map_err(|s| unreachable(format!("state: {}", s.message())))?
+                .map_err(|s| format!("state: {}", s.message()))?
                 .into_inner();
-            if state.api_version != RUNTIME_API_VERSION {
-                return Err(ClientError::VersionMismatch {
-                    client: RUNTIME_API_VERSION,
-                    runtime: state.api_version,
-                });
-            }
-            Ok(RuntimeClient { raw })
+            Ok((RuntimeClient { raw }, state.api_version))
         };
-        match tokio::time::timeout(timeout, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(unreachable(format!("no answer within {timeout:?}"))),
-        }
+        connect_unix(
+            socket,
+            "http://container-runtime",
+            RUNTIME_API_VERSION,
+            timeout,
+            handshake,
+        )
+        .await
     }
 
     /// The container's state.
