@@ -10,13 +10,13 @@
 
 use std::sync::Arc;
 
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::container::ContainerError;
 use crate::container::builder::BuilderVm;
+use crate::held::Release;
 use crate::server::{BoxStream, to_status};
 use runtime_api::builder::pb;
 use runtime_api::builder::pb::builder_server::{Builder, BuilderServer};
@@ -139,37 +139,16 @@ pub async fn run(dir: BuilderDir) -> Result<(), BuilderError> {
         path: socket.display().to_string(),
         source,
     };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(serve_err)?;
+    let release = Release::listen().map_err(serve_err)?;
     let vm = Arc::new(BuilderVm::boot(&dir, config).await?);
-    let listener = crate::maintenance::bind(&socket).map_err(serve_err)?;
-    tracing::info!("builder vm ready; serving {}", socket.display());
-    let closed = async {
-        let mut stdin = tokio::io::stdin();
-        let mut buf = [0u8; 64];
-        while let Ok(n) = stdin.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-        }
-    };
-    let ended = async {
-        tokio::select! {
-            () = closed => {}
-            _ = term.recv() => {}
-        }
-    };
-    let served = tonic::transport::Server::builder()
-        .add_service(
-            BuilderServer::new(Service {
-                vm: Arc::clone(&vm),
-            })
-            .max_decoding_message_size(64 << 20),
-        )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), ended)
-        .await;
-    let _ = std::fs::remove_file(&socket);
+    let router = tonic::transport::Server::builder().add_service(
+        BuilderServer::new(Service {
+            vm: Arc::clone(&vm),
+        })
+        .max_decoding_message_size(64 << 20),
+    );
+    let served = release.serve(&socket, router).await;
     vm.shutdown().await;
     let _ = std::fs::remove_file(dir.scratch());
-    served.map_err(|e| serve_err(std::io::Error::other(e)))
+    served.map_err(serve_err)
 }

@@ -26,6 +26,7 @@ pub mod builder;
 mod container;
 mod error;
 mod guest_layout;
+mod held;
 pub mod maintenance;
 pub mod pool;
 mod relay;

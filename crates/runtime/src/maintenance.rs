@@ -8,13 +8,10 @@
 //! the daemon holds that pipe for as long as it reads, so a daemon that dies takes the
 //! maintenance VM with it.
 
-use std::path::Path;
-
-use tokio::io::AsyncReadExt;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::container::{ContainerError, GUEST_ROOTFS, MaintenanceVm};
+use crate::held::Release;
 use crate::server::{BoxStream, relay_copy_out, to_status};
 use runtime_api::bundle::Bundle;
 use runtime_api::config::RuntimeConfig;
@@ -168,50 +165,13 @@ pub async fn run(bundle: Bundle) -> Result<(), MaintenanceError> {
         path: socket.display().to_string(),
         source,
     };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(serve_err)?;
+    let release = Release::listen().map_err(serve_err)?;
     let vm = std::sync::Arc::new(MaintenanceVm::boot(&bundle, &config).await?);
-    let listener = bind(&socket).map_err(serve_err)?;
-    tracing::info!("maintenance vm ready; serving {}", socket.display());
-    let closed = async {
-        // The daemon writes nothing; EOF (or an error) means it is done or gone.
-        let mut stdin = tokio::io::stdin();
-        let mut buf = [0u8; 64];
-        while let Ok(n) = stdin.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-        }
-    };
-    let ended = async {
-        tokio::select! {
-            () = closed => {}
-            _ = term.recv() => {}
-        }
-    };
-    let served = tonic::transport::Server::builder()
-        .add_service(RuntimeServer::new(Service {
-            id: config.id.clone(),
-            vm: std::sync::Arc::clone(&vm),
-        }))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), ended)
-        .await;
-    let _ = std::fs::remove_file(&socket);
+    let router = tonic::transport::Server::builder().add_service(RuntimeServer::new(Service {
+        id: config.id.clone(),
+        vm: std::sync::Arc::clone(&vm),
+    }));
+    let served = release.serve(&socket, router).await;
     vm.shutdown().await;
-    served.map_err(|e| serve_err(std::io::Error::other(e)))
-}
-
-/// Binds a Unix socket of mode 0600, replacing a stale file.
-pub(crate) fn bind(socket: &Path) -> std::io::Result<tokio::net::UnixListener> {
-    match std::fs::remove_file(socket) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    // SAFETY: umask only swaps the process's file mode mask; no memory is involved.
-    let old = unsafe { libc::umask(0o177) };
-    let bound = tokio::net::UnixListener::bind(socket);
-    // SAFETY: as above, restoring the previous mask.
-    unsafe { libc::umask(old) };
-    bound
+    served.map_err(serve_err)
 }
