@@ -24,8 +24,8 @@ use std::collections::HashMap;
 use runtime_api::builder::{BuilderConfig, BuilderDir, pb as bpb};
 
 use super::boot::{boot_vm, connect_agent, console_tail, guest_mount, vm_runtime_dir};
-use super::network::{DOCKER_IPV6_HOSTS, configure_links};
 use super::oci::{DOCKER_DEFAULT_CAPS, default_mounts};
+use super::prepare::{EtcFiles, PrepareError, Steps, etc_steps, network_steps};
 use super::*;
 
 /// Where the scratch disk is mounted in the guest.
@@ -179,95 +179,46 @@ impl BuilderVm {
         }
     }
 
+    /// Prepares the guest in one batch: the clock, the scratch disk, the cache share, the
+    /// secrets' tmpfs, the NICs, the layout's directories and the /etc files every step
+    /// gets.
     async fn set_up(
         vm: &Arc<dyn VirtualMachine>,
         config: &BuilderConfig,
     ) -> Result<AgentClient, ContainerError> {
         let agent = connect_agent(vm.as_ref()).await?;
-        set_time(&agent)
-            .await
-            .map_err(agent_err("setting the guest clock"))?;
-        let disk = guest_mount(
-            &agent,
+        let mut steps = Steps::default();
+        steps.set_clock();
+        steps.mount(
             "block-serial:scratch".into(),
             SCRATCH.into(),
             "ext4",
             vec![],
         );
-        let cache = guest_mount(
-            &agent,
-            CACHE_TAG.into(),
-            CACHE_MOUNTS.into(),
-            "virtiofs",
-            vec![],
-        );
-        let secrets = guest_mount(
-            &agent,
+        steps.mount(CACHE_TAG.into(), CACHE_MOUNTS.into(), "virtiofs", vec![]);
+        steps.mount(
             "tmpfs".into(),
             SECRETS.into(),
             "tmpfs",
             vec!["mode=700".into()],
         );
-        tokio::try_join!(
-            disk,
-            cache,
-            secrets,
-            configure_links(&agent, &config.networks)
-        )?;
+        network_steps(&mut steps, &config.networks);
         for d in ["layers", "steps", "empty", "etc"] {
-            mkdir(&agent, &format!("{SCRATCH}/{d}"), 0o755, 0, 0).await?;
+            steps.mkdir(format!("{SCRATCH}/{d}"));
         }
-        mkdir(&agent, SSH_SOCKETS, 0o755, 0, 0).await?;
-        let mut entries: Vec<pb::HostsEntry> = DOCKER_IPV6_HOSTS
-            .iter()
-            .map(|(ip, name)| pb::HostsEntry {
-                ip: ip.to_string(),
-                names: vec![name.to_string()],
-            })
-            .collect();
-        if let Some(ip) = config
-            .networks
-            .first()
-            .and_then(|n| n.address.as_deref())
-            .and_then(|a| a.split('/').next())
-        {
-            entries.push(pb::HostsEntry {
-                ip: ip.to_string(),
-                names: vec!["buildkitsandbox".into()],
-            });
-        }
-        agent
-            .configure_hosts(pb::ConfigureHostsRequest {
-                path: format!("{SCRATCH}/etc/hosts"),
-                entries,
-            })
+        steps.mkdir(SSH_SOCKETS.into());
+        let etc = EtcFiles {
+            dir: format!("{SCRATCH}/etc"),
+            hostname: "buildkitsandbox",
+            networks: &config.networks,
+            extra_hosts: &[],
+            dns: &config.dns,
+        };
+        etc_steps(&mut steps, &etc, true);
+        steps
+            .send(&agent)
             .await
-            .map_err(agent_err("writing the builder's hosts file"))?;
-        let mut nameservers = config.dns.nameservers.clone();
-        if nameservers.is_empty()
-            && let Some(gw) = config.networks.first().and_then(|n| n.gateway.clone())
-        {
-            nameservers.push(gw);
-        }
-        agent
-            .configure_dns(pb::ConfigureDnsRequest {
-                path: format!("{SCRATCH}/etc/resolv.conf"),
-                nameservers,
-                search: config.dns.search.clone(),
-                options: config.dns.options.clone(),
-            })
-            .await
-            .map_err(agent_err("writing the builder's resolv.conf"))?;
-        agent
-            .write_file(pb::WriteFileRequest {
-                path: format!("{SCRATCH}/etc/hostname"),
-                data: b"buildkitsandbox\n".to_vec(),
-                mode: 0o644,
-                append: false,
-                create_parents: true,
-            })
-            .await
-            .map_err(agent_err("writing the builder's hostname"))?;
+            .map_err(PrepareError::into_container_error)?;
         Ok(agent)
     }
 

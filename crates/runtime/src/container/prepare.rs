@@ -6,13 +6,21 @@
 //! [`ContainerError`] the single call would have produced.
 
 use agent::v1::prepare_step::Step;
+use runtime_api::config::{Dns, HostEntry, NetworkAttachment};
 
-use super::network::DOCKER_IPV6_HOSTS;
 use super::*;
 
 /// Where vminitd mounts the Rosetta share (the VMM attaches it under
 /// [`vmm::ROSETTA_SHARE_TAG`] when the VM config asks for Rosetta).
 const GUEST_ROSETTA_DIR: &str = "/run/rosetta";
+
+/// The IPv6 lines Docker puts in every /etc/hosts after the localhost lines.
+const DOCKER_IPV6_HOSTS: &[(&str, &str)] = &[
+    ("fe00::0", "ip6-localnet"),
+    ("ff00::0", "ip6-mcastprefix"),
+    ("ff02::1", "ip6-allnodes"),
+    ("ff02::2", "ip6-allrouters"),
+];
 
 /// The steps of one batch, each with what it does in the user's words and its rpc's name.
 #[derive(Debug, Default)]
@@ -73,7 +81,26 @@ impl Steps {
         self.what.push((what.into(), rpc));
     }
 
-    fn mount(&mut self, source: String, target: String, fstype: &str, options: Vec<String>) {
+    /// Sets the guest's wall clock to the host's.
+    pub(super) fn set_clock(&mut self) {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as i64;
+        self.push(
+            "setting the guest clock",
+            "SetTime",
+            Step::SetTime(pb::SetTimeRequest { unix_nanos: nanos }),
+        );
+    }
+
+    pub(super) fn mount(
+        &mut self,
+        source: String,
+        target: String,
+        fstype: &str,
+        options: Vec<String>,
+    ) {
         self.mount_with_retry(source, target, fstype, options, Vec::new());
     }
 
@@ -96,7 +123,7 @@ impl Steps {
         self.push_with_retry(what, "Mount", step, retry_options);
     }
 
-    fn mkdir(&mut self, path: String) {
+    pub(super) fn mkdir(&mut self, path: String) {
         self.push(
             format!("creating {path}"),
             "Mkdir",
@@ -162,15 +189,7 @@ pub(super) fn setup_steps(
     slot_macs: Option<&[String]>,
 ) -> Steps {
     let mut steps = Steps::default();
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as i64;
-    steps.push(
-        "setting the guest clock",
-        "SetTime",
-        Step::SetTime(pb::SetTimeRequest { unix_nanos: nanos }),
-    );
+    steps.set_clock();
     if let Some(slot_macs) = slot_macs {
         for (slot_mac, net) in slot_macs.iter().zip(&config.networks) {
             steps.push(
@@ -188,8 +207,8 @@ pub(super) fn setup_steps(
         }
     }
     rootfs_steps(&mut steps, config);
-    network_steps(&mut steps, config);
-    etc_steps(&mut steps, config, write_resolv);
+    network_steps(&mut steps, &config.networks);
+    etc_steps(&mut steps, &EtcFiles::of_container(config), write_resolv);
     if config.rosetta {
         // From here on every x86_64 executable in the guest runs through the translator.
         steps.mount(
@@ -269,9 +288,10 @@ fn rootfs_steps(steps: &mut Steps, config: &RuntimeConfig) {
 }
 
 /// The steps that bring up each NIC (found by the MAC the host gave it), give it its
-/// address, and the first one the default route.
-pub(super) fn network_steps(steps: &mut Steps, config: &RuntimeConfig) {
-    for (i, net) in config.networks.iter().enumerate() {
+/// address, and the first one the default route: a container's VM and the builder VM the
+/// same way.
+pub(super) fn network_steps(steps: &mut Steps, networks: &[NetworkAttachment]) {
+    for (i, net) in networks.iter().enumerate() {
         let mac = net.mac.clone();
         steps.push(
             format!("bringing up the link with mac {mac}"),
@@ -313,16 +333,40 @@ pub(super) fn network_steps(steps: &mut Steps, config: &RuntimeConfig) {
     }
 }
 
-/// The steps that write the container's /etc/hostname, /etc/hosts and (unless DNS is off)
-/// /etc/resolv.conf under the guest's etc/ directory.
-pub(super) fn etc_steps(steps: &mut Steps, config: &RuntimeConfig, write_resolv: bool) {
-    let etc = format!("{GUEST_DIR}/etc");
+/// What goes into a guest's hostname, hosts and resolv.conf files.
+pub(super) struct EtcFiles<'a> {
+    /// The guest directory the files are written in.
+    pub dir: String,
+    pub hostname: &'a str,
+    /// The first one's address is the hostname's in /etc/hosts, its gateway the nameserver
+    /// when `dns` names none.
+    pub networks: &'a [NetworkAttachment],
+    pub extra_hosts: &'a [HostEntry],
+    pub dns: &'a Dns,
+}
+
+impl<'a> EtcFiles<'a> {
+    /// A container's, under the guest's etc/ directory.
+    pub(super) fn of_container(config: &'a RuntimeConfig) -> Self {
+        EtcFiles {
+            dir: format!("{GUEST_DIR}/etc"),
+            hostname: &config.hostname,
+            networks: &config.networks,
+            extra_hosts: &config.extra_hosts,
+            dns: &config.dns,
+        }
+    }
+}
+
+/// The steps that write hostname, hosts and (unless DNS is off) resolv.conf of `files`.
+pub(super) fn etc_steps(steps: &mut Steps, files: &EtcFiles<'_>, write_resolv: bool) {
+    let etc = &files.dir;
     steps.push(
         "writing /etc/hostname",
         "WriteFile",
         Step::WriteFile(pb::WriteFileRequest {
             path: format!("{etc}/hostname"),
-            data: format!("{}\n", config.hostname).into_bytes(),
+            data: format!("{}\n", files.hostname).into_bytes(),
             mode: 0o644,
             append: false,
             create_parents: true,
@@ -335,7 +379,7 @@ pub(super) fn etc_steps(steps: &mut Steps, config: &RuntimeConfig, write_resolv:
             names: vec![name.to_string()],
         })
         .collect();
-    if let Some(ip) = config
+    if let Some(ip) = files
         .networks
         .first()
         .and_then(|n| n.address.as_deref())
@@ -343,10 +387,10 @@ pub(super) fn etc_steps(steps: &mut Steps, config: &RuntimeConfig, write_resolv:
     {
         entries.push(pb::HostsEntry {
             ip: ip.to_string(),
-            names: vec![config.hostname.clone()],
+            names: vec![files.hostname.to_string()],
         });
     }
-    entries.extend(config.extra_hosts.iter().map(|h| pb::HostsEntry {
+    entries.extend(files.extra_hosts.iter().map(|h| pb::HostsEntry {
         ip: h.ip.clone(),
         names: h.names.clone(),
     }));
@@ -359,9 +403,9 @@ pub(super) fn etc_steps(steps: &mut Steps, config: &RuntimeConfig, write_resolv:
         }),
     );
     if write_resolv {
-        let mut nameservers = config.dns.nameservers.clone();
+        let mut nameservers = files.dns.nameservers.clone();
         if nameservers.is_empty()
-            && let Some(gw) = config.networks.first().and_then(|n| n.gateway.clone())
+            && let Some(gw) = files.networks.first().and_then(|n| n.gateway.clone())
         {
             nameservers.push(gw);
         }
@@ -371,8 +415,8 @@ pub(super) fn etc_steps(steps: &mut Steps, config: &RuntimeConfig, write_resolv:
             Step::ConfigureDns(pb::ConfigureDnsRequest {
                 path: format!("{etc}/resolv.conf"),
                 nameservers,
-                search: config.dns.search.clone(),
-                options: config.dns.options.clone(),
+                search: files.dns.search.clone(),
+                options: files.dns.options.clone(),
             }),
         );
     }
