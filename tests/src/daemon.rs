@@ -142,6 +142,32 @@ impl Daemon {
         check_fails(args, self.run(args), code)
     }
 
+    /// Requires that `image`'s rootfs snapshot passes `e2fsck -fn`; returns the digest of
+    /// the manifest it was made from.
+    pub fn fsck_snapshot(&self, image: &str) -> String {
+        let inspect: serde_json::Value =
+            serde_json::from_str(&self.ok(&["image", "inspect", image])).expect("inspect json");
+        let manifest = inspect[0]["variants"][0]["manifestDigest"]
+            .as_str()
+            .expect("a manifest digest");
+        let rootfs = self
+            .root
+            .join("snapshots")
+            .join(manifest.trim_start_matches("sha256:"))
+            .join("rootfs.ext4");
+        let fsck = Command::new("e2fsck")
+            .arg("-fn")
+            .arg(&rootfs)
+            .output()
+            .expect("e2fsck runs");
+        assert!(
+            fsck.status.success(),
+            "{}",
+            String::from_utf8_lossy(&fsck.stdout)
+        );
+        manifest.to_owned()
+    }
+
     /// The daemon's process id.
     pub fn apiserver_pid(&self) -> i32 {
         std::fs::read_to_string(self.root.join("apiserver.pid"))

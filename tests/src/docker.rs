@@ -1,6 +1,6 @@
 //! The docker CLI pointed at a test daemon's Docker socket: the one set-up of the tests that
-//! drive `docker` (tests/tests/docker.rs, docker_verbs.rs, detach.rs) and the environment
-//! compose runs in.
+//! drive `docker` (tests/tests/docker.rs, docker_verbs.rs, detach.rs, commit.rs), the
+//! environment compose runs in and where compose is.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -24,6 +24,48 @@ pub fn find_docker() -> Option<PathBuf> {
     });
     if found.is_none() {
         test_support::skip("the docker CLI is not on the PATH");
+    }
+    found
+}
+
+/// The major version `docker-compose` at `path` reports, if it runs.
+fn compose_major(path: &Path) -> Option<u32> {
+    let out = Command::new(path)
+        .args(["version", "--short"])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A `docker-compose` of major version `major`: v2 from the dev cache's tools first (the
+/// PATH may hold v1 at /usr/bin), v1 from the PATH; None (skip) outside `cargo xtask test`.
+pub fn find_compose(major: u32) -> Option<PathBuf> {
+    let cache = std::env::var_os("CONTAINER_DEV_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/container-dev"))
+        });
+    let mut dirs: Vec<PathBuf> = cache.map(|c| c.join("tools/bin")).into_iter().collect();
+    dirs.extend(
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .unwrap_or_default(),
+    );
+    let found = dirs
+        .into_iter()
+        .map(|d| d.join("docker-compose"))
+        .find(|p| p.is_file() && compose_major(p) == Some(major));
+    if found.is_none() {
+        test_support::skip(&format!(
+            "docker-compose v{major} is not installed (cargo xtask deps)"
+        ));
     }
     found
 }

@@ -3,7 +3,9 @@
 //!
 //! Tests here drive real binaries and real services; this crate holds no product logic.
 
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub mod daemon;
 pub mod docker;
@@ -18,6 +20,52 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         );
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
+}
+
+/// Writes `files` (path relative to `dir`, content) under `dir`, making their directories.
+pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (name, body) in files {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().expect("a file has a parent")).expect("mkdir");
+        std::fs::write(p, body).expect("write");
+    }
+}
+
+/// A TCP port free on 127.0.0.1 at the time of the call.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `GET path` on 127.0.0.1:`port`, retried for up to a minute until something answers (a
+/// published port's container may still be booting); the whole reply.
+pub fn http_get(port: u16, path: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+            let mut body = String::new();
+            if s.read_to_string(&mut body).is_ok() && !body.is_empty() {
+                return body;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing answered on 127.0.0.1:{port}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Now as `--since`/`--until` take it: seconds since the epoch with nanoseconds.
+pub fn unix_now_arg() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after the epoch");
+    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
 }
 
 /// The environment `cargo xtask registry start` writes and `cargo xtask test` exports.

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use container_tests::daemon::Daemon;
+use container_tests::write_files as write;
 use serde_json::{Value, json};
 
 const DOCKERFILE: &str = r#"# syntax=docker/dockerfile:1
@@ -35,14 +36,6 @@ HEALTHCHECK --interval=5s --timeout=2s --retries=3 CMD ["/bin/busybox", "true"]
 ENTRYPOINT ["/bin/busybox"]
 CMD ["cat", "/app/message.txt"]
 "#;
-
-fn write(dir: &Path, files: &[(&str, &str)]) {
-    for (name, body) in files {
-        let p = dir.join(name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, body).unwrap();
-    }
-}
 
 /// Builds and returns (stdout, stderr), requiring success.
 fn build(d: &Daemon, args: &[&str]) -> (String, String) {
@@ -243,25 +236,7 @@ fn multi_stage_build_runs_and_caches() {
 
     // The built image's rootfs snapshot is a sound ext4, and the image pushes to the local
     // registry, where skopeo reads it back.
-    let inspect: Value = serde_json::from_str(&d.ok(&["image", "inspect", "built:1"])).unwrap();
-    let manifest = inspect[0]["variants"][0]["manifestDigest"]
-        .as_str()
-        .unwrap();
-    let rootfs = d
-        .root
-        .join("snapshots")
-        .join(&manifest[7..])
-        .join("rootfs.ext4");
-    let fsck = std::process::Command::new("e2fsck")
-        .arg("-fn")
-        .arg(&rootfs)
-        .output()
-        .expect("e2fsck runs");
-    assert!(
-        fsck.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fsck.stdout)
-    );
+    let manifest = d.fsck_snapshot("built:1");
     let pushed = format!("{}/build-{}/built:1", d.mirror, std::process::id());
     d.ok(&["image", "tag", "built:1", &pushed]);
     d.ok(&["image", "push", &pushed]);

@@ -9,15 +9,8 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 
 use container_tests::daemon::Daemon;
+use container_tests::write_files as write;
 use serde_json::Value;
-
-fn write(dir: &Path, files: &[(&str, &str)]) {
-    for (name, body) in files {
-        let p = dir.join(name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, body).unwrap();
-    }
-}
 
 fn load_multilayer(d: &Daemon) {
     let images = std::env::var("CONTAINER_TEST_IMAGES").expect("test images");

@@ -6,19 +6,11 @@
 //! `--network=none` sees only lo; a cache mount keeps its files across builds; `builder
 //! start|status|stop|delete` by what they print.
 
-use std::path::Path;
 use std::time::Instant;
 
 use container_tests::daemon::Daemon;
+use container_tests::write_files as write;
 use serde_json::Value;
-
-fn write(dir: &Path, files: &[(&str, &str)]) {
-    for (name, body) in files {
-        let p = dir.join(name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, body).unwrap();
-    }
-}
 
 /// Builds and returns stderr (the progress), requiring success.
 fn build(d: &Daemon, args: &[&str]) -> String {
@@ -106,28 +98,6 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-fn fsck_snapshot(d: &Daemon, image: &str) {
-    let inspect: Value = serde_json::from_str(&d.ok(&["image", "inspect", image])).unwrap();
-    let manifest = inspect[0]["variants"][0]["manifestDigest"]
-        .as_str()
-        .unwrap();
-    let rootfs = d
-        .root
-        .join("snapshots")
-        .join(&manifest[7..])
-        .join("rootfs.ext4");
-    let fsck = std::process::Command::new("e2fsck")
-        .arg("-fn")
-        .arg(&rootfs)
-        .output()
-        .expect("e2fsck runs");
-    assert!(
-        fsck.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fsck.stdout)
-    );
-}
-
 const MULTI_STAGE: &str = r#"FROM busybox AS build
 RUN rm /usr/bin/wc && mkdir -p /out && echo artifact > /out/a.txt
 RUN cd /out && sha256sum a.txt > a.sum && ls /bin | grep -c . > /out/tools
@@ -195,7 +165,7 @@ fn run_steps_whiteouts_multi_stage_and_cache() {
     d.ok(&["image", "push", &pushed]);
     d.ok(&["image", "delete", &pushed, "wh:1"]);
     d.ok(&["image", "pull", &pushed]);
-    fsck_snapshot(&d, &pushed);
+    d.fsck_snapshot(&pushed);
     assert_eq!(
         d.ok(&[
             "run",

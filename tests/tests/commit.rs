@@ -3,6 +3,7 @@
 //! them, and an image committed from the container that runs with the changes.
 
 use container_tests::daemon::Daemon;
+use container_tests::docker::Docker;
 
 /// The changes every test makes to a busybox container: a new file, a changed file, a
 /// deleted file, a new directory with a file, a hard link.
@@ -78,33 +79,10 @@ fn diff_and_commit_of_running_and_stopped_containers() {
 /// that runs with the change.
 #[test]
 fn docker_diff_and_commit() {
-    let Some(d) = Daemon::start("dcommit") else {
+    let Some(k) = Docker::start("dcommit") else {
         return;
     };
-    if which("docker").is_none() {
-        test_support::skip("needs the docker CLI");
-        return;
-    }
-    let docker = |args: &[&str]| {
-        let out = std::process::Command::new("docker")
-            .args(args)
-            .env(
-                "DOCKER_HOST",
-                format!("unix://{}", d.root.join("docker.sock").display()),
-            )
-            .env("DOCKER_CONFIG", d.root.join("docker-config"))
-            .env_remove("DOCKER_CONTEXT")
-            .env_remove("DOCKER_API_VERSION")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("docker runs");
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let (d, docker) = (&k.d, |args: &[&str]| k.ok(args));
     d.ok(&["run", "-d", "--name", "c1", "busybox", "sleep", "1000"]);
     d.ok(&["exec", "c1", "sh", "-c", SCRIPT]);
     assert_eq!(docker(&["diff", "c1"]), DIFF);
@@ -119,46 +97,15 @@ fn docker_diff_and_commit() {
     assert_eq!(d.ok(&["run", "--rm", "dcommitted:v1"]), "f\n");
 }
 
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|p| std::path::Path::new(p).join(name))
-        .find(|p| p.is_file())
-}
-
 /// `commit` pauses a running container while it captures (Docker's default, with the
 /// `pause` and `unpause` events Docker logs), `--pause=false` does not, and `--change`
 /// words are expanded with the container's environment.
 #[test]
 fn commit_pauses_by_default_and_expands_changes() {
-    let Some(d) = Daemon::start("cpause") else {
+    let Some(k) = Docker::start("cpause") else {
         return;
     };
-    if which("docker").is_none() {
-        test_support::skip("needs the docker CLI");
-        return;
-    }
-    let docker = |args: &[&str]| {
-        let out = std::process::Command::new("docker")
-            .args(args)
-            .env(
-                "DOCKER_HOST",
-                format!("unix://{}", d.root.join("docker.sock").display()),
-            )
-            .env("DOCKER_CONFIG", d.root.join("docker-config"))
-            .env_remove("DOCKER_CONTEXT")
-            .env_remove("DOCKER_API_VERSION")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("docker runs");
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let (d, docker) = (&k.d, |args: &[&str]| k.ok(args));
     let now = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

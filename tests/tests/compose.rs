@@ -7,60 +7,10 @@
 
 use container_tests::daemon::Daemon;
 use container_tests::docker::docker_env;
-use std::io::{Read, Write};
+use container_tests::docker::find_compose;
+use container_tests::{free_port, http_get};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
-
-/// The major version `docker-compose` at `path` reports, if it runs.
-fn compose_major(path: &Path) -> Option<u32> {
-    let out = Command::new(path)
-        .arg("version")
-        .arg("--short")
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .trim_start_matches('v')
-        .split('.')
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// A `docker-compose` of major version `major`: v2 from the dev cache's tools first (the
-/// PATH may hold v1 at /usr/bin), v1 from the PATH; None (skip) outside `cargo xtask test`.
-fn find_compose(major: u32) -> Option<PathBuf> {
-    let cache = std::env::var_os("CONTAINER_DEV_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/container-dev"))
-        });
-    let mut dirs: Vec<PathBuf> = cache.map(|c| c.join("tools/bin")).into_iter().collect();
-    dirs.extend(
-        std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-            .unwrap_or_default(),
-    );
-    let found = dirs
-        .into_iter()
-        .map(|d| d.join("docker-compose"))
-        .find(|p| p.is_file() && compose_major(p) == Some(major));
-    if found.is_none() {
-        test_support::skip(&format!(
-            "docker-compose v{major} is not installed (cargo xtask deps)"
-        ));
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 struct Project {
     d: Daemon,
@@ -106,25 +56,6 @@ impl Project {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-fn http_get(port: u16) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-            let _ = write!(s, "GET / HTTP/1.0\r\nHost: x\r\n\r\n");
-            let mut body = String::new();
-            if s.read_to_string(&mut body).is_ok() && !body.is_empty() {
-                return body;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nothing answered on 127.0.0.1:{port}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -202,7 +133,9 @@ volumes:
         &format!("ctest{sep}web{sep}1"),
     ]);
     assert_eq!(health.trim(), "healthy");
-    let body = ns.run(move || http_get(port)).expect("in the namespace");
+    let body = ns
+        .run(move || http_get(port, "/"))
+        .expect("in the namespace");
     assert!(body.contains("compose-web"), "{body}");
     // compose v1's `ps` has no --format: the docker CLI reads compose's labels instead.
     let ps = p.docker(&[

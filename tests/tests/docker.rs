@@ -4,36 +4,11 @@
 
 use container_tests::daemon::Daemon;
 use container_tests::docker::{Docker, docker_env, find_docker};
-use std::io::{Read, Write};
+use container_tests::{free_port, http_get};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-            let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
-            let mut body = String::new();
-            if s.read_to_string(&mut body).is_ok() && !body.is_empty() {
-                return body;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nothing answered on 127.0.0.1:{port}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 #[test]
 fn docker_run_prints_and_exits_like_docker() {

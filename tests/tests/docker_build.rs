@@ -5,6 +5,8 @@
 //! docker-py's `images.build` is in tests/docker-py.
 
 use container_tests::daemon::Daemon;
+use container_tests::docker::find_compose;
+use container_tests::write_files as write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -73,14 +75,6 @@ impl Docker {
 fn on_path(name: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file()))
-}
-
-fn write(dir: &Path, files: &[(&str, &str)]) {
-    for (name, body) in files {
-        let p = dir.join(name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, body).unwrap();
-    }
 }
 
 /// The build's own lines: what follows the CLI's "Sending build context" line, without
@@ -223,48 +217,6 @@ fn docker_build_classic_runs_caches_and_fails_clearly() {
     let mut tags: Vec<&str> = tags.lines().collect();
     tags.sort();
     assert_eq!(tags, ["dbuild:1", "dbuild:alt"]);
-}
-
-/// The major version `docker-compose` at `path` reports, if it runs.
-fn compose_major(path: &Path) -> Option<u32> {
-    let out = Command::new(path)
-        .args(["version", "--short"])
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .trim_start_matches('v')
-        .split('.')
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// A `docker-compose` of major version `major` (v2 from the dev cache's tools, v1 from the
-/// PATH); None (skip) outside `cargo xtask test`.
-fn find_compose(major: u32) -> Option<PathBuf> {
-    let cache = std::env::var_os("CONTAINER_DEV_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/container-dev"))
-        });
-    let mut dirs: Vec<PathBuf> = cache.map(|c| c.join("tools/bin")).into_iter().collect();
-    dirs.extend(
-        std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-            .unwrap_or_default(),
-    );
-    let found = dirs
-        .into_iter()
-        .map(|d| d.join("docker-compose"))
-        .find(|p| p.is_file() && compose_major(p) == Some(major));
-    if found.is_none() {
-        test_support::skip(&format!(
-            "docker-compose v{major} is not installed (cargo xtask deps)"
-        ));
-    }
-    found
 }
 
 #[test]

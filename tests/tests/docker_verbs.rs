@@ -3,9 +3,10 @@
 //! `--add-host`, `--hostname` and `-P --expose`, each in a real VM. Asserts what a Docker user
 //! sees: `inspect` templates, `ps` filters, `port`, events and error exits.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use container_tests::docker::Docker;
+use container_tests::unix_now_arg as unix_now;
 use container_tests::wait_until;
 
 /// The counter lines a container has printed so far.
@@ -20,11 +21,6 @@ impl Ticks for Docker {
             .filter(|l| l.starts_with("tick "))
             .count()
     }
-}
-
-fn unix_now() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
 }
 
 #[test]

@@ -7,15 +7,10 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use container_tests::daemon::Daemon;
-
-/// Now as Unix seconds with nanoseconds, the way `--since`/`--until` take it.
-fn now_arg() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
-}
+use container_tests::unix_now_arg as now_arg;
 
 /// The (type, action) pairs of event lines about `actor`, in order.
 fn actions_of(lines: &str, actor: &str) -> Vec<String> {

@@ -5,16 +5,12 @@
 //! a paused container's counter stops, the hostname and /etc/hosts inside, the port that
 //! serves, the log lines a time selects.
 
-use std::io::{Read, Write};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use container_tests::daemon::Daemon;
+use container_tests::http_get;
+use container_tests::unix_now_arg as now_arg;
 use container_tests::wait_until;
-
-fn now_arg() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
-}
 
 /// The counter lines a container has printed so far.
 fn count_lines(d: &Daemon, name: &str) -> usize {
@@ -106,25 +102,6 @@ fn pause_freezes_the_container_until_unpause_and_stop_thaws_it() {
     assert_eq!(actions, ["pause", "unpause", "pause"], "{events}");
 }
 
-fn http_get(port: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-            let _ = write!(s, "GET /hello.txt HTTP/1.0\r\nHost: x\r\n\r\n");
-            let mut body = String::new();
-            if s.read_to_string(&mut body).is_ok() && !body.is_empty() {
-                return body;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nothing answered on 127.0.0.1:{port}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 #[test]
 fn run_flags_and_verbs_of_a_serving_container() {
     let Some(d) = Daemon::start("verbs") else {
@@ -171,7 +148,7 @@ fn run_flags_and_verbs_of_a_serving_container() {
         err.contains("no public port 9999/tcp published for web"),
         "{err}"
     );
-    let body = http_get(host_port);
+    let body = http_get(host_port, "/hello.txt");
     assert!(body.starts_with("HTTP/1."), "{body}");
     assert!(body.ends_with("hi from web\n"), "{body}");
 
@@ -212,7 +189,7 @@ fn run_flags_and_verbs_of_a_serving_container() {
     assert_eq!(after["status"]["state"], "running", "{after}");
     assert_ne!(after["status"]["startedDate"], before, "{after}");
     assert_eq!(after["configuration"]["stopSignal"], 9, "{after}");
-    let body = http_get(host_port);
+    let body = http_get(host_port, "/hello.txt");
     assert!(body.ends_with("hi from web\n"), "{body}");
 
     let events = d.ok(&[
