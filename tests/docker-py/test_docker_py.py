@@ -4,6 +4,7 @@ Every test asserts what a docker-py user gets back: output, exit codes, names an
 """
 
 import os
+import time
 import uuid
 
 import docker
@@ -73,6 +74,43 @@ def test_detached_list_filters_logs_exec_wait_remove(client):
         c.remove(force=True)
     with pytest.raises(docker.errors.NotFound):
         client.containers.get(name)
+
+
+def wait_exec_end(api, exec_id):
+    deadline = time.time() + 60
+    while True:
+        info = api.exec_inspect(exec_id)
+        if not info["Running"]:
+            return info
+        assert time.time() < deadline, info
+        time.sleep(0.25)
+
+
+def test_detached_execs_report_their_end(client):
+    api = client.api
+    c = client.containers.run("busybox", ["sleep", "600"], detach=True, name=unique("ex"))
+    try:
+        # Started detached: running, then Running False and the exit code.
+        e = api.exec_create(c.id, ["sh", "-c", "sleep 4; exit 3"])
+        api.exec_start(e["Id"], detach=True)
+        assert api.exec_inspect(e["Id"])["Running"] is True
+        assert wait_exec_end(api, e["Id"])["ExitCode"] == 3
+        # Detached with the detach keys: the daemon ends the stream, the process runs on,
+        # and its end is still recorded.
+        e = api.exec_create(
+            c.id, ["sh", "-c", "sleep 4; exit 4"], stdin=True, tty=True, detach_keys="ctrl-a,x"
+        )
+        sock = api.exec_start(e["Id"], tty=True, socket=True)
+        raw = getattr(sock, "_sock", sock)
+        raw.settimeout(60)
+        raw.sendall(b"\x01x")
+        while raw.recv(4096):
+            pass
+        assert api.exec_inspect(e["Id"])["Running"] is True
+        info = wait_exec_end(api, e["Id"])
+        assert info["ExitCode"] == 4
+    finally:
+        c.remove(force=True)
 
 
 def test_low_level_attach_socket_gets_multiplexed_frames(client):

@@ -96,6 +96,29 @@ impl Docker {
         Some(Docker { d, config })
     }
 
+    /// `GET path` on the Docker socket, for what the docker CLI has no command for (an
+    /// exec's state); the status code and the body as JSON.
+    pub fn api_get(&self, path: &str) -> (u16, serde_json::Value) {
+        use std::io::{Read, Write};
+        let mut conn = std::os::unix::net::UnixStream::connect(self.d.root.join("docker.sock"))
+            .expect("docker.sock");
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .expect("a read timeout");
+        // HTTP/1.0: the daemon closes the connection after the one answer, unchunked.
+        write!(conn, "GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n").expect("request");
+        let mut reply = Vec::new();
+        conn.read_to_end(&mut reply).expect("the answer");
+        let reply = String::from_utf8_lossy(&reply);
+        let (head, body) = reply.split_once("\r\n\r\n").expect("an HTTP answer");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {head:?}"));
+        let body = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+        (status, body)
+    }
+
     /// A `docker` command against this daemon, stdin closed.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new("docker");

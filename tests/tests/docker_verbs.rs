@@ -156,3 +156,39 @@ fn docker_run_add_host_hostname_and_publish_all() {
     });
     dk.ok(&["rm", "-f", "pp"]);
 }
+
+/// `docker exec -d`: the exec is listed in the container's `ExecIDs` while it runs, and
+/// `GET /exec/{id}/json` tells Running false and its exit code once it has ended (what
+/// docker-py's `exec_inspect` and the CLI's exit status read), as with Docker.
+#[test]
+fn docker_exec_detached_reports_its_end() {
+    let Some(dk) = Docker::start("dkexecd") else {
+        return;
+    };
+    dk.ok(&["run", "-d", "--name", "ex", "busybox", "sleep", "600"]);
+    dk.ok(&[
+        "exec",
+        "-d",
+        "ex",
+        "sh",
+        "-c",
+        "echo started > /tmp/s; sleep 4; exit 3",
+    ]);
+    let ids = dk.ok(&["inspect", "-f", "{{json .ExecIDs}}", "ex"]);
+    let ids: Vec<String> = serde_json::from_str(ids.trim()).expect("ExecIDs is a list");
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let path = format!("/exec/{}/json", ids[0]);
+    let (status, first) = dk.api_get(&path);
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["Running"], true, "{first}");
+    wait_until("the detached exec to end", || {
+        dk.api_get(&path).1["Running"] == false
+    });
+    let (_, done) = dk.api_get(&path);
+    assert_eq!(done["ExitCode"], 3, "{done}");
+    assert_eq!(dk.ok(&["exec", "ex", "cat", "/tmp/s"]), "started\n");
+    // A finished exec leaves ExecIDs, as with Docker.
+    let ids = dk.ok(&["inspect", "-f", "{{json .ExecIDs}}", "ex"]);
+    assert_eq!(ids.trim(), "null");
+    dk.ok(&["rm", "-f", "ex"]);
+}

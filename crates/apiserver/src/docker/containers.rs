@@ -389,7 +389,11 @@ pub fn inspect_of(info: &v1::ContainerInfo) -> m::ContainerInspectResponse {
 /// `GET /containers/{id}/json`.
 pub async fn inspect(State(ctx): State<Ctx>, Path(id): Path<String>) -> DResult<Response> {
     let info = info_of(&ctx, &id).await?;
-    Ok(json(StatusCode::OK, &inspect_of(&info)))
+    let mut out = inspect_of(&info);
+    // Docker lists the execs still running (a finished one stays inspectable by its ID).
+    let execs = super::exec::running_ids(&ctx, &info.id);
+    out.exec_ids = (!execs.is_empty()).then_some(execs);
+    Ok(json(StatusCode::OK, &out))
 }
 
 fn summary_of(info: &v1::ContainerInfo) -> m::ContainerSummary {
@@ -561,7 +565,7 @@ pub async fn start(State(ctx): State<Ctx>, Path(id): Path<String>) -> DResult<Re
         tokio::spawn(async move {
             if let Ok(io) = first.upgrade.await {
                 let io = hyper_util::rt::TokioIo::new(io);
-                pump(io, output, vec![], tx, first.mode, |end| {
+                pump(io, &mut output, vec![], tx, first.mode, |end| {
                     if let StdioEnd::Exit(code) = end {
                         ctx2.record_exit(&cid, *code);
                     }
@@ -615,7 +619,7 @@ async fn attach_running(ctx: Ctx, id: String, p: PendingAttach) {
         return;
     };
     let io = hyper_util::rt::TokioIo::new(io);
-    pump(io, output.into_inner(), vec![], tx, p.mode, |end| {
+    pump(io, &mut output.into_inner(), vec![], tx, p.mode, |end| {
         if let StdioEnd::Exit(code) = end {
             ctx.record_exit(&id, *code);
         }

@@ -107,6 +107,18 @@ fn update(ctx: &Ctx, id: &str, f: impl FnOnce(&mut ExecEntry)) {
     }
 }
 
+/// The IDs of the container's execs that run, sorted.
+pub fn running_ids(ctx: &Ctx, container: &str) -> Vec<String> {
+    let execs = ctx.execs.lock().unwrap_or_else(|p| p.into_inner());
+    let mut running: Vec<String> = execs
+        .iter()
+        .filter(|(_, e)| e.running && e.container == container)
+        .map(|(id, _)| id.clone())
+        .collect();
+    running.sort();
+    running
+}
+
 /// `POST /exec/{id}/start`: hijacks the connection unless detached.
 pub async fn start(
     State(ctx): State<Ctx>,
@@ -210,7 +222,7 @@ pub async fn start(
             let code = match end {
                 StdioEnd::Exit(c) => *c,
                 StdioEnd::Lost(_) => 255,
-                // The process runs on; nothing is known of its end.
+                // The process runs on: its end is recorded when it comes (below).
                 StdioEnd::Detached => return,
             };
             update(&ctx2, &exec_id, |x| {
@@ -222,7 +234,13 @@ pub async fn start(
             Some(up) => match up.await {
                 Ok(io) => {
                     let io = hyper_util::rt::TokioIo::new(io);
-                    pump(io, output, first, tx, mode, finish).await;
+                    let end = pump(io, &mut output, first, tx, mode, &finish).await;
+                    // The detach keys: the process runs on without a reader. Its end is
+                    // still recorded, so `GET /exec/{id}/json` tells Running false and the
+                    // exit code once it exits, as with Docker.
+                    if matches!(end, StdioEnd::Detached) {
+                        finish(&drain(output, Vec::new()).await);
+                    }
                 }
                 Err(_) => finish(&drain(output, first).await),
             },

@@ -280,7 +280,7 @@ pub enum StdioEnd {
 /// the client asks right after.
 pub async fn pump<IO, F>(
     io: IO,
-    mut output: tonic::Streaming<v1::StdioResponse>,
+    output: &mut tonic::Streaming<v1::StdioResponse>,
     first: Vec<v1::StdioResponse>,
     input: mpsc::Sender<v1::StdioRequest>,
     mode: StdioMode,
