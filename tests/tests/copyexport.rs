@@ -264,3 +264,57 @@ fn export_and_cp_of_running_and_stopped_containers() {
     assert_eq!(d.ok(&["exec", "c1", "cat", "/tmp/incoming"]), "in\n");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `cp` into a container that never ran and into one that has exited: the files land in its
+/// writable layer (a maintenance VM mounts it writable), the container sees them once it
+/// starts, and a path under one of its volumes, which are attached only while it runs, is
+/// refused in one line with nothing written beneath the mount point.
+#[test]
+fn cp_into_stopped_containers_lands_in_their_layer() {
+    let Some(d) = Daemon::start("cpin") else {
+        return;
+    };
+    let dir = PathBuf::from(format!("/tmp/cpin-src-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("tree/sub")).unwrap();
+    std::fs::write(dir.join("file"), "into a created container\n").unwrap();
+    std::fs::write(dir.join("tree/sub/leaf"), "a leaf\n").unwrap();
+    let file = dir.join("file");
+    let tree = dir.join("tree");
+    d.ok(&[
+        "create",
+        "--name",
+        "fresh",
+        "-v",
+        "cpinvol:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /tmp/file /copied/sub/leaf; ls -A /data; echo end",
+    ]);
+    d.ok(&["cp", file.to_str().unwrap(), "fresh:/tmp/file"]);
+    d.ok(&["cp", tree.to_str().unwrap(), "fresh:/copied"]);
+    let err = d.fails(&["cp", file.to_str().unwrap(), "fresh:/data/x"], 125);
+    assert!(
+        err.contains("/data/x is on a volume of the container"),
+        "{err}"
+    );
+    assert_eq!(
+        d.ok(&["start", "-a", "fresh"]),
+        "into a created container\na leaf\nend\n"
+    );
+    // Exited now: a second copy replaces the file, and a copy out reads it back.
+    std::fs::write(&file, "into an exited container\n").unwrap();
+    d.ok(&["cp", file.to_str().unwrap(), "fresh:/tmp/file"]);
+    let back = dir.join("back");
+    d.ok(&["cp", "fresh:/tmp/file", back.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(&back).unwrap(),
+        "into an exited container\n"
+    );
+    assert_eq!(
+        d.ok(&["start", "-a", "fresh"]),
+        "into an exited container\na leaf\nend\n"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -654,8 +654,9 @@ fn docker_registry_auth_header_for_pull_and_push() {
     assert!(!logins.contains(&registry), "{logins}");
 }
 
-/// A stopped container: `docker cp` out of it works (a read-only maintenance VM), into it
-/// is refused with the reason; it leaves a network (a running one is refused with 409).
+/// A stopped container: `docker cp` out of it works (a read-only maintenance VM), and into
+/// it (a writable one) but for a path under a volume; it leaves a network (a running one is
+/// refused with 409).
 #[test]
 fn docker_stopped_container_cp_and_network_disconnect() {
     let Some(k) = Docker::start("dkstop") else {
@@ -678,11 +679,23 @@ fn docker_stopped_container_cp_and_network_disconnect() {
         std::fs::read_to_string(&dest).expect("copied out"),
         "kept-in-layer\n"
     );
-    let e = k.fails(&["cp", dest.to_str().expect("utf-8"), "st:/g"], 1);
-    assert!(
-        e.contains("copying into container st: it is not running"),
-        "{e}"
-    );
+    // Into it: the file lands in its writable layer, and the container reads it once it
+    // starts (`docker start -a` prints what it cat).
+    k.ok(&[
+        "create",
+        "--name",
+        "reader",
+        "-v",
+        "dkvol:/data",
+        "busybox",
+        "cat",
+        "/g",
+    ]);
+    k.ok(&["cp", dest.to_str().expect("utf-8"), "reader:/g"]);
+    assert_eq!(k.ok(&["start", "-a", "reader"]), "kept-in-layer\n");
+    // Under a volume, which only a running container has attached: refused in words.
+    let e = k.fails(&["cp", dest.to_str().expect("utf-8"), "reader:/data/g"], 1);
+    assert!(e.contains("/data/g is on a volume of the container"), "{e}");
     // Leaving its only network leaves it with none; a second time it is not connected.
     k.ok(&["network", "disconnect", "bridge", "st"]);
     let inspect = k.ok(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", "st"]);
@@ -695,5 +708,5 @@ fn docker_stopped_container_cp_and_network_disconnect() {
         e.contains("container up is running: its VM keeps its network devices"),
         "{e}"
     );
-    k.ok(&["rm", "-f", "up", "st"]);
+    k.ok(&["rm", "-f", "up", "st", "reader"]);
 }

@@ -728,7 +728,9 @@ pub struct DiffArgs {
 #[command(
     after_help = "Exactly one of SOURCE and DEST is CONTAINER:PATH. A host path of - \
     reads (or writes) a tar archive on stdin (stdout). Container paths resolve inside the \
-    container's root; copying out of a stopped container works too. An archive entry that \
+    container's root. A stopped container works too: copying into it writes its writable \
+    layer (a path under one of its volumes is refused: they are attached only while it \
+    runs). An archive entry that \
     would land outside DEST (through `..`, a symlink or a hard link) is refused; device \
     nodes are skipped."
 )]

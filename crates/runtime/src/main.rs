@@ -33,6 +33,10 @@ struct Args {
     /// <bundle>/maintenance.json until stdin closes, instead of running it.
     #[arg(long)]
     maintenance: bool,
+    /// With --maintenance: mount the container's root writable and accept copies into its
+    /// writable layer (cp into a stopped container).
+    #[arg(long, requires = "maintenance")]
+    writable: bool,
     /// Seconds to keep serving State and Wait after the container has finished.
     #[arg(long, default_value_t = 2.0)]
     linger_secs: f64,
@@ -124,7 +128,7 @@ fn main() -> anyhow::Result<()> {
         ))
         .map_err(Into::into)
     } else if args.maintenance {
-        rt.block_on(runtime::maintenance::run(bundle))
+        rt.block_on(runtime::maintenance::run(bundle, args.writable))
             .map_err(Into::into)
     } else {
         rt.block_on(runtime::run::run(

@@ -1,9 +1,12 @@
-//! `container-runtime --bundle DIR --maintenance`: a stopped container's files, served
-//! read-only for `export` and `cp` out of it.
+//! `container-runtime --bundle DIR --maintenance [--writable]`: a stopped container's files,
+//! served read-only for `export`, `diff` and `cp` out of it, or writable for `cp` into it.
 //!
 //! The VM boots with the image's rootfs and the container's writable layer only (no network,
-//! no volumes, no process) and joins them read-only. The runtime serves CopyOut (and State,
-//! which clients check first) on `<bundle>/maint.sock`, never writes state.json (the
+//! no volumes, no process) and joins them read-only, or with `--writable` as a running
+//! container has them (changes go into the writable layer). The runtime serves CopyOut,
+//! CaptureLayer, CopyIn when writable (into the layer only: a path under a volume or bind
+//! mount, which are not attached, is refused), and State, which clients check first, on
+//! `<bundle>/maint.sock`, never writes state.json (the
 //! container stays stopped in every record), and powers the VM off once its stdin closes:
 //! the daemon holds that pipe for as long as it reads, so a daemon that dies takes the
 //! maintenance VM with it.
@@ -12,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::container::{ContainerError, GUEST_ROOTFS, MaintenanceVm};
 use crate::held::Release;
-use crate::server::{BoxStream, relay_copy_out, to_status};
+use crate::server::{BoxStream, copy_in_destination, relay_copy_in, relay_copy_out, to_status};
 use runtime_api::bundle::Bundle;
 use runtime_api::config::RuntimeConfig;
 use runtime_api::pb;
@@ -34,8 +37,10 @@ pub enum MaintenanceError {
 }
 
 struct Service {
-    id: String,
+    config: RuntimeConfig,
     vm: std::sync::Arc<MaintenanceVm>,
+    /// The root is mounted writable: copies in are accepted.
+    writable: bool,
 }
 
 fn stopped() -> Status {
@@ -50,7 +55,7 @@ impl Runtime for Service {
     ) -> Result<Response<pb::StateResponse>, Status> {
         Ok(Response::new(pb::StateResponse {
             api_version: runtime_api::RUNTIME_API_VERSION,
-            id: self.id.clone(),
+            id: self.config.id.clone(),
             status: pb::Status::Stopped.into(),
             runtime_pid: std::process::id(),
             ..Default::default()
@@ -150,15 +155,22 @@ impl Runtime for Service {
 
     async fn copy_in(
         &self,
-        _: Request<Streaming<pb::CopyInRequest>>,
+        request: Request<Streaming<pb::CopyInRequest>>,
     ) -> Result<Response<pb::Empty>, Status> {
-        Err(stopped())
+        if !self.writable {
+            return Err(stopped());
+        }
+        let mut input = request.into_inner();
+        let dest = copy_in_destination(&mut input).await?;
+        let (root, destination) =
+            crate::container::stopped_write_dir(&self.config, &dest).map_err(to_status)?;
+        relay_copy_in(&self.vm.agent, root, destination, input).await
     }
 }
 
-/// Boots the maintenance VM for `bundle`, serves until stdin closes or SIGTERM, then powers
-/// the VM off.
-pub async fn run(bundle: Bundle) -> Result<(), MaintenanceError> {
+/// Boots the maintenance VM for `bundle` (its root `writable` or read-only), serves until
+/// stdin closes or SIGTERM, then powers the VM off.
+pub async fn run(bundle: Bundle, writable: bool) -> Result<(), MaintenanceError> {
     let config = RuntimeConfig::load(&bundle.maintenance_config()).map_err(ContainerError::from)?;
     let socket = bundle.maintenance_socket();
     let serve_err = |source| MaintenanceError::Serve {
@@ -166,10 +178,11 @@ pub async fn run(bundle: Bundle) -> Result<(), MaintenanceError> {
         source,
     };
     let release = Release::listen().map_err(serve_err)?;
-    let vm = std::sync::Arc::new(MaintenanceVm::boot(&bundle, &config).await?);
+    let vm = std::sync::Arc::new(MaintenanceVm::boot(&bundle, &config, writable).await?);
     let router = tonic::transport::Server::builder().add_service(RuntimeServer::new(Service {
-        id: config.id.clone(),
+        config,
         vm: std::sync::Arc::clone(&vm),
+        writable,
     }));
     let served = release.serve(&socket, router).await;
     vm.shutdown().await;

@@ -358,52 +358,68 @@ impl Runtime for Service {
         request: Request<Streaming<pb::CopyInRequest>>,
     ) -> Result<Response<pb::Empty>, Status> {
         let mut input = request.into_inner();
-        let first = input.message().await?.ok_or_else(|| {
-            Status::invalid_argument("copy in: the stream ended before the header")
-        })?;
-        let Some(pb::copy_in_request::Part::Destination(dest)) = first.part else {
-            return Err(Status::invalid_argument(
-                "copy in: the first message must be the destination",
-            ));
-        };
+        let dest = copy_in_destination(&mut input).await?;
         let (root, destination) = self.container.guest_write_dir(&dest).map_err(to_status)?;
-        let (tx, rx) = mpsc::channel(8);
-        use agent::v1::copy_in_request::Part;
-        let _ = tx
-            .send(agent::v1::CopyInRequest {
-                part: Some(Part::Header(agent::v1::CopyInHeader {
-                    destination,
-                    root,
-                    ..Default::default()
-                })),
-            })
-            .await;
-        tokio::spawn(async move {
-            while let Ok(Some(m)) = input.message().await {
-                if let Some(pb::copy_in_request::Part::Data(data)) = m.part
-                    && tx
-                        .send(agent::v1::CopyInRequest {
-                            part: Some(Part::Data(data)),
-                        })
-                        .await
-                        .is_err()
-                {
-                    return;
-                }
-            }
-        });
-        self.container
-            .agent()
-            .copy_in(ReceiverStream::new(rx))
-            .await
-            .map_err(|e| {
-                to_status(ContainerError::Agent {
-                    step: "copy in".into(),
-                    source: e,
-                })
-            })?;
-        Ok(Response::new(pb::Empty {}))
+        relay_copy_in(self.container.agent(), root, destination, input).await
     }
+}
+
+/// The container path a copy in names in its first message.
+pub(crate) async fn copy_in_destination(
+    input: &mut Streaming<pb::CopyInRequest>,
+) -> Result<String, Status> {
+    let first = input
+        .message()
+        .await?
+        .ok_or_else(|| Status::invalid_argument("copy in: the stream ended before the header"))?;
+    match first.part {
+        Some(pb::copy_in_request::Part::Destination(dest)) => Ok(dest),
+        _ => Err(Status::invalid_argument(
+            "copy in: the first message must be the destination",
+        )),
+    }
+}
+
+/// Relays a copy's tar stream (what follows the destination on `input`) to the guest, to
+/// unpack at `destination` under the guest directory `root`.
+pub(crate) async fn relay_copy_in(
+    agent: &agent::client::AgentClient,
+    root: String,
+    destination: String,
+    mut input: Streaming<pb::CopyInRequest>,
+) -> Result<Response<pb::Empty>, Status> {
+    use agent::v1::copy_in_request::Part;
+    let (tx, rx) = mpsc::channel(8);
+    let _ = tx
+        .send(agent::v1::CopyInRequest {
+            part: Some(Part::Header(agent::v1::CopyInHeader {
+                destination,
+                root,
+                ..Default::default()
+            })),
+        })
+        .await;
+    tokio::spawn(async move {
+        while let Ok(Some(m)) = input.message().await {
+            if let Some(pb::copy_in_request::Part::Data(data)) = m.part
+                && tx
+                    .send(agent::v1::CopyInRequest {
+                        part: Some(Part::Data(data)),
+                    })
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+    });
+    agent.copy_in(ReceiverStream::new(rx)).await.map_err(|e| {
+        to_status(ContainerError::Agent {
+            step: "copy in".into(),
+            source: e,
+        })
+    })?;
+    Ok(Response::new(pb::Empty {}))
 }
 
 /// Relays the guest's tar stream of `request` to a runtime client.

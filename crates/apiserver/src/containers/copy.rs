@@ -1,5 +1,5 @@
-//! Copying files in and out of a container (`cp`, `stat`), from its running VM or, for a
-//! stopped container, a maintenance runtime booted for the copy.
+//! Copying files in and out of a container (`cp`, `stat`), through its running VM or, for a
+//! stopped container, a maintenance runtime booted for the copy (writable for a copy in).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,19 +35,8 @@ pub(super) async fn copy_in(
         .into());
     }
     let id = daemon.lookup(&h.id)?;
-    // Into a stopped container: refused, see docs/docker-api.md. The maintenance VM that
-    // serves copies out has no volumes or binds attached, so a path under one would land in
-    // the writable layer beneath the mount point; and the host never writes a layer the
-    // guest formatted and filled.
-    let record = daemon.record(&id)?;
-    if record.phase != Phase::Running {
-        return Err(ApiError::failed_precondition(format!(
-            "copying into container {}: it is not running, and files can be copied into a running container only (its volumes are attached only then); start it first",
-            record.name
-        ))
-        .into());
-    }
-    let client = daemon.connect(&id).await?;
+    // Into a stopped container: through a writable maintenance VM, into its writable layer.
+    let target = daemon.copy_target(&id).await?;
     let (tx, rx) = mpsc::channel(8);
     let feeder = tokio::spawn(async move {
         while let Ok(Some(m)) = input.message().await {
@@ -58,7 +47,7 @@ pub(super) async fn copy_in(
             }
         }
     });
-    let result = client.copy_in(&h.path, rx).await;
+    let result = target.client.copy_in(&h.path, rx).await;
     feeder.abort();
     result.map_err(runtime_error)?;
     ok(v1::CopyInResponse {})
@@ -133,11 +122,27 @@ pub(super) async fn stat_path(
 }
 
 impl Daemon {
-    /// Where copy-out and export read a container's files: its runtime while it runs, else
-    /// a maintenance runtime (`container-runtime --maintenance`) booted for this read with
-    /// the container's disks mounted read-only. The container's op lock is held until the
-    /// maintenance VM is down, so a start cannot share its writable layer.
+    /// Where copy-out, stat, export, diff and commit read a container's files: its runtime
+    /// while it runs, else a maintenance runtime (`container-runtime --maintenance`) booted
+    /// for this read with the container's root mounted read-only.
     pub(crate) async fn copy_source(self: &Arc<Self>, id: &str) -> Result<CopySource, ApiError> {
+        self.files_runtime(id, Access::Read).await
+    }
+
+    /// Where a copy into a container goes: its runtime while it runs, else a maintenance
+    /// runtime booted with the container's root writable, so the copy lands in its writable
+    /// layer.
+    pub(crate) async fn copy_target(self: &Arc<Self>, id: &str) -> Result<CopySource, ApiError> {
+        self.files_runtime(id, Access::Write).await
+    }
+
+    /// See [`Daemon::copy_source`] and [`Daemon::copy_target`]. The container's op lock is
+    /// held until the maintenance VM is down, so a start cannot share its writable layer.
+    async fn files_runtime(
+        self: &Arc<Self>,
+        id: &str,
+        access: Access,
+    ) -> Result<CopySource, ApiError> {
         if self.record(id)?.phase == Phase::Running {
             return Ok(CopySource {
                 client: self.connect(id).await?,
@@ -166,6 +171,7 @@ impl Daemon {
             .arg("--bundle")
             .arg(bundle.dir())
             .arg("--maintenance")
+            .args((access == Access::Write).then_some("--writable"))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -205,7 +211,8 @@ impl Daemon {
                     .unwrap_or(why);
                 let _ = child.start_kill();
                 return Err(ApiError::unavailable(format!(
-                    "cannot read the files of the stopped container {}: {}",
+                    "cannot {} the files of the stopped container {}: {}",
+                    access.verb(),
                     record.name,
                     one_line(&reason)
                 )));
@@ -222,7 +229,26 @@ impl Daemon {
     }
 }
 
-/// A runtime to copy a container's files from; see [`Daemon::copy_source`].
+/// What a maintenance runtime is booted for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Reading: copy out, stat, export, diff, commit.
+    Read,
+    /// Copying in.
+    Write,
+}
+
+impl Access {
+    fn verb(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+        }
+    }
+}
+
+/// A runtime to copy a container's files from or to; see [`Daemon::copy_source`] and
+/// [`Daemon::copy_target`].
 pub(crate) struct CopySource {
     pub client: RuntimeClient,
     _maintenance: Option<Maintenance>,

@@ -1,7 +1,7 @@
 //! Creating and booting the VM: the writable layer, disk and share attachment, the maintenance VM, and the container's root filesystem in the guest.
 
 use super::network::publish_ports;
-use super::prepare::setup_steps;
+use super::prepare::{PrepareError, maintenance_steps, setup_steps};
 use super::*;
 
 /// Boots a VM on this platform's hypervisor; returns it with the host pids of its processes.
@@ -109,8 +109,9 @@ pub(super) fn console_tail(path: &std::path::Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// A VM booted with a stopped container's disks and its root filesystem mounted read-only,
-/// no process and no network: what `export` and `cp` of a stopped container read from.
+/// A VM booted with a stopped container's image and writable layer and its root filesystem
+/// mounted, no process, no network and no volumes: what `export`, `diff` and `cp` out of a
+/// stopped container read from (read-only), and `cp` into it writes to (writable).
 pub struct MaintenanceVm {
     /// The VM.
     pub vm: Arc<dyn VirtualMachine>,
@@ -121,9 +122,12 @@ pub struct MaintenanceVm {
 
 impl MaintenanceVm {
     /// Boots the VM with the image's rootfs and the container's writable layer, and joins
-    /// them read-only at [`GUEST_ROOTFS`] (the writable layer's upper directory as the top
-    /// lower layer), so nothing of the container changes.
-    pub async fn boot(bundle: &Bundle, config: &RuntimeConfig) -> Result<Self, ContainerError> {
+    /// them at [`GUEST_ROOTFS`]: see [`maintenance_steps`] for `writable`.
+    pub async fn boot(
+        bundle: &Bundle,
+        config: &RuntimeConfig,
+        writable: bool,
+    ) -> Result<Self, ContainerError> {
         let layer_config = config.clone();
         tokio::task::spawn_blocking(move || ensure_writable_layer(&layer_config))
             .await
@@ -150,47 +154,10 @@ impl MaintenanceVm {
         let (vm, _) = boot_vm(vm_config).await?;
         let mounted = async {
             let agent = connect_agent(vm.as_ref()).await?;
-            set_time(&agent)
+            maintenance_steps(writable)
+                .send(&agent)
                 .await
-                .map_err(agent_err("setting the guest clock"))?;
-            let mount = |source, target, fstype, options| {
-                guest_mount(&agent, source, target, fstype, options)
-            };
-            mount(
-                "block-serial:rootfs".into(),
-                format!("{GUEST_DIR}/lower"),
-                "ext4",
-                vec!["ro".into()],
-            )
-            .await?;
-            mount(
-                "block-serial:rw".into(),
-                format!("{GUEST_DIR}/rw"),
-                "ext4",
-                vec![],
-            )
-            .await?;
-            // A layer that never ran has no upper directory yet.
-            agent
-                .mkdir(pb::MkdirRequest {
-                    path: format!("{GUEST_DIR}/rw/upper"),
-                    mode: 0o755,
-                    parents: true,
-                    uid: 0,
-                    gid: 0,
-                })
-                .await
-                .map_err(agent_err("creating the upper directory"))?;
-            mount(
-                "overlay".into(),
-                GUEST_ROOTFS.into(),
-                "overlay",
-                vec![
-                    "ro".into(),
-                    format!("lowerdir={GUEST_DIR}/rw/upper:{GUEST_DIR}/lower"),
-                ],
-            )
-            .await?;
+                .map_err(PrepareError::into_container_error)?;
             Ok::<_, ContainerError>(agent)
         };
         match mounted.await {

@@ -40,6 +40,24 @@ pub(super) fn guest_write_dir(
     Ok((GUEST_ROOTFS.to_string(), path.to_string()))
 }
 
+/// Where a copy into the stopped container of `config` unpacks (in a writable maintenance
+/// VM): into its writable layer through the overlay, as [`guest_write_dir`] resolves it for
+/// a running one. Its volumes and binds are not attached then, so a path under one is
+/// refused: written there, it would land in the layer beneath the mount point, where the
+/// container never sees it.
+pub(crate) fn stopped_write_dir(
+    config: &RuntimeConfig,
+    path: &str,
+) -> Result<(String, String), ContainerError> {
+    let (root, rest) = guest_write_dir(config, path)?;
+    if root != GUEST_ROOTFS {
+        return Err(ContainerError::FailedPrecondition(format!(
+            "{path} is on a volume of the container, which is attached only while it runs; start the container to copy there"
+        )));
+    }
+    Ok((root, rest))
+}
+
 /// Checks that `path` is absolute without `..`; returns it without a trailing slash.
 pub(crate) fn check_container_path(path: &str) -> Result<&str, ContainerError> {
     if !path.starts_with('/') {
@@ -116,5 +134,31 @@ mod tests {
         assert!(dir_of("/scratch/x").unwrap_err().contains("tmpfs"));
         assert!(dir_of("tmp").unwrap_err().contains("not an absolute path"));
         assert!(dir_of("/tmp/../etc").unwrap_err().contains("'..'"));
+    }
+
+    #[test]
+    fn copy_in_to_a_stopped_container_lands_in_the_layer_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = runtime_api::config::testing::sample(dir.path());
+        config.volumes = vec![runtime_api::config::VolumeMount {
+            path: dir.path().join("vol.ext4"),
+            destination: "/data".into(),
+            read_only: false,
+            kind: runtime_api::config::VolumeKind::Block,
+        }];
+        let dir_of = |p: &str| stopped_write_dir(&config, p).map_err(|e| e.to_string());
+        assert_eq!(
+            dir_of("/database/x").unwrap(),
+            (
+                "/run/container/rootfs".to_string(),
+                "/database/x".to_string()
+            )
+        );
+        let e = dir_of("/data/sub").unwrap_err();
+        assert!(
+            e.contains("/data/sub is on a volume of the container"),
+            "{e}"
+        );
+        assert!(dir_of("tmp").unwrap_err().contains("not an absolute path"));
     }
 }

@@ -52,7 +52,7 @@ mod prepare;
 mod stdio;
 
 pub use boot::MaintenanceVm;
-pub(crate) use copy::check_container_path;
+pub(crate) use copy::{check_container_path, stopped_write_dir};
 pub use exec::{ExecEvent, ExecRequest};
 use oci::build_spec;
 pub use pool::PooledVm;

@@ -233,6 +233,49 @@ pub(super) fn setup_steps(
 /// The image's rootfs (read-only) and the writable layer joined at [`GUEST_ROOTFS`], then
 /// each volume at `volumes/N`.
 fn rootfs_steps(steps: &mut Steps, config: &RuntimeConfig) {
+    layer_steps(steps);
+    volume_steps(steps, config);
+}
+
+/// What a maintenance VM (a stopped container's files, no process) sets up: the clock and
+/// the container's root at [`GUEST_ROOTFS`]. Writable, as a running container has it (the
+/// writable layer's upper takes the changes); else read-only, with the upper directory as
+/// the top lower layer, so nothing of the container changes.
+pub(super) fn maintenance_steps(writable: bool) -> Steps {
+    let mut steps = Steps::default();
+    steps.set_clock();
+    if writable {
+        layer_steps(&mut steps);
+        return steps;
+    }
+    steps.mount(
+        "block-serial:rootfs".into(),
+        format!("{GUEST_DIR}/lower"),
+        "ext4",
+        vec!["ro".into()],
+    );
+    steps.mount(
+        "block-serial:rw".into(),
+        format!("{GUEST_DIR}/rw"),
+        "ext4",
+        vec![],
+    );
+    // A layer that never ran has no upper directory yet.
+    steps.mkdir(format!("{GUEST_DIR}/rw/upper"));
+    steps.mount(
+        "overlay".into(),
+        GUEST_ROOTFS.into(),
+        "overlay",
+        vec![
+            "ro".into(),
+            format!("lowerdir={GUEST_DIR}/rw/upper:{GUEST_DIR}/lower"),
+        ],
+    );
+    steps
+}
+
+/// The image's rootfs (read-only) and the writable layer joined at [`GUEST_ROOTFS`].
+fn layer_steps(steps: &mut Steps) {
     steps.mount(
         "block-serial:rootfs".into(),
         format!("{GUEST_DIR}/lower"),
@@ -255,6 +298,10 @@ fn rootfs_steps(steps: &mut Steps, config: &RuntimeConfig) {
             "lowerdir={GUEST_DIR}/lower,upperdir={GUEST_DIR}/rw/upper,workdir={GUEST_DIR}/rw/work"
         )],
     );
+}
+
+/// Each volume of `config` at `volumes/N`.
+fn volume_steps(steps: &mut Steps, config: &RuntimeConfig) {
     for (i, v) in config.volumes.iter().enumerate() {
         let options = if v.read_only {
             vec!["ro".into()]
