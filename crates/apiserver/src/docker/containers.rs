@@ -391,7 +391,7 @@ pub async fn inspect(State(ctx): State<Ctx>, Path(id): Path<String>) -> DResult<
     let info = info_of(&ctx, &id).await?;
     let mut out = inspect_of(&info);
     // Docker lists the execs still running (a finished one stays inspectable by its ID).
-    let execs = super::exec::running_ids(&ctx, &info.id);
+    let execs = ctx.running_execs(&info.id);
     out.exec_ids = (!execs.is_empty()).then_some(execs);
     Ok(json(StatusCode::OK, &out))
 }

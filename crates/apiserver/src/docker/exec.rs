@@ -32,6 +32,13 @@ pub struct ExecEntry {
     exit_code: Option<i32>,
 }
 
+impl ExecEntry {
+    /// It runs in container `id` (its full ID).
+    pub fn runs_in(&self, id: &str) -> bool {
+        self.running && self.container == id
+    }
+}
+
 /// Most exec instances kept; the oldest finished ones go first.
 const MAX_EXECS: usize = 256;
 
@@ -105,18 +112,6 @@ fn update(ctx: &Ctx, id: &str, f: impl FnOnce(&mut ExecEntry)) {
     {
         f(e);
     }
-}
-
-/// The IDs of the container's execs that run, sorted.
-pub fn running_ids(ctx: &Ctx, container: &str) -> Vec<String> {
-    let execs = ctx.execs.lock().unwrap_or_else(|p| p.into_inner());
-    let mut running: Vec<String> = execs
-        .iter()
-        .filter(|(_, e)| e.running && e.container == container)
-        .map(|(id, _)| id.clone())
-        .collect();
-    running.sort();
-    running
 }
 
 /// `POST /exec/{id}/start`: hijacks the connection unless detached.

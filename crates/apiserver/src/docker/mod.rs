@@ -107,6 +107,19 @@ impl Docker {
         })
     }
 
+    /// The IDs of the execs that run in container `id` (its full ID), sorted: a container's
+    /// `ExecIDs`.
+    pub fn running_execs(&self, id: &str) -> Vec<String> {
+        let execs = self.execs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running: Vec<String> = execs
+            .iter()
+            .filter(|(_, e)| e.runs_in(id))
+            .map(|(exec_id, _)| exec_id.clone())
+            .collect();
+        running.sort();
+        running
+    }
+
     /// The daemon's gRPC client, connected on first use.
     pub async fn client(&self) -> Result<&api::Client, DockerError> {
         self.client
