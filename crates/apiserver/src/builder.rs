@@ -106,6 +106,15 @@ pub(crate) struct DaemonSteps {
     context_layer: Mutex<Option<build::layer::Layer>>,
 }
 
+/// A step's mounts as the builder takes them.
+struct StepMounts {
+    mounts: Vec<pb::StepMount>,
+    /// Variables the mounts add (`SSH_AUTH_SOCK`).
+    env: Vec<String>,
+    /// Cache-mount locks and private directories, released when the step is done.
+    _holds: Vec<crate::cache_mount::Hold>,
+}
+
 fn step_err(kind: oci::ErrorKind, message: impl Into<String>) -> build::BuildError {
     build::BuildError::Image {
         kind,
@@ -287,16 +296,49 @@ impl DaemonSteps {
         Ok(layer)
     }
 
-    /// The step's mounts for the builder, secrets and agents filled in; and env to add.
+    /// `VAR=value` for each `RUN --mount=type=secret,env=VAR` whose secret was given. The
+    /// value goes to the step's process only: the history and the cache key never see it.
+    fn secret_env(&self, step: &build::RunStep) -> build::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for s in &step.secret_env {
+            let Some(data) = self.secrets.get(&s.id) else {
+                if s.required {
+                    return Err(step_err(
+                        oci::ErrorKind::InvalidArgument,
+                        format!("secret {} is required but was not given with --secret", s.id),
+                    ));
+                }
+                continue;
+            };
+            let value = std::str::from_utf8(data)
+                .ok()
+                .filter(|v| !v.contains('\0'))
+                .ok_or_else(|| {
+                    step_err(
+                        oci::ErrorKind::InvalidArgument,
+                        format!(
+                            "secret {} cannot be the variable {}: it is not text without NUL bytes",
+                            s.id, s.var
+                        ),
+                    )
+                })?;
+            out.push(format!("{}={value}", s.var));
+        }
+        Ok(out)
+    }
+
+    /// The step's mounts for the builder, secrets and agents filled in; env to add; and the
+    /// cache-mount locks and private directories to hold until the step ends.
     fn mounts(
         &self,
         client: &BuilderClient,
         step: &build::RunStep,
-    ) -> build::Result<(Vec<pb::StepMount>, Vec<String>)> {
+    ) -> build::Result<StepMounts> {
         use build::step::{BindFrom, StepMountKind};
         use pb::step_mount::Kind;
         let mut out = Vec::new();
         let mut env = Vec::new();
+        let mut holds = Vec::new();
         for m in &step.mounts {
             let kind = match &m.kind {
                 StepMountKind::Secret { id, required } => match self.secrets.get(id) {
@@ -334,13 +376,29 @@ impl DaemonSteps {
                     }
                     None => continue,
                 },
-                StepMountKind::Cache { id, readonly } => Kind::Cache(pb::CacheMount {
-                    name: cache_name(id),
-                    readonly: *readonly,
-                    mode: m.mode.unwrap_or(0o755),
-                    uid: m.uid.unwrap_or(0),
-                    gid: m.gid.unwrap_or(0),
-                }),
+                StepMountKind::Cache {
+                    id,
+                    readonly,
+                    sharing,
+                    seed,
+                } => {
+                    let prepared = crate::cache_mount::prepare(
+                        &self.daemon.app_root,
+                        self.daemon.store.content(),
+                        id,
+                        *sharing,
+                        seed.as_ref(),
+                    )
+                    .map_err(|m| step_err(oci::ErrorKind::Internal, m))?;
+                    holds.extend(prepared.hold);
+                    Kind::Cache(pb::CacheMount {
+                        name: prepared.name,
+                        readonly: *readonly,
+                        mode: m.mode.unwrap_or(0o755),
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                    })
+                }
                 StepMountKind::Tmpfs { size } => Kind::Tmpfs(pb::TmpfsMount {
                     size: size.unwrap_or(0),
                 }),
@@ -364,7 +422,11 @@ impl DaemonSteps {
                 kind: Some(kind),
             });
         }
-        Ok((out, env))
+        Ok(StepMounts {
+            mounts: out,
+            env,
+            _holds: holds,
+        })
     }
 }
 
@@ -378,9 +440,15 @@ impl build::StepRunner for DaemonSteps {
         for l in &step.layers {
             self.ensure_layer(&client, l)?;
         }
-        let (mounts, extra_env) = self.mounts(&client, step)?;
+        // Held until this function returns: the step and its capture are done then.
+        let StepMounts {
+            mounts,
+            env: mount_env,
+            _holds,
+        } = self.mounts(&client, step)?;
         let mut env = step.env.clone();
-        env.extend(extra_env);
+        env.extend(mount_env);
+        env.extend(self.secret_env(step)?);
         let request = pb::RunStepRequest {
             layers: step.layers.iter().map(|l| l.diff_id.clone()).collect(),
             args: step.args.clone(),
@@ -426,7 +494,7 @@ impl build::StepRunner for DaemonSteps {
             .handle
             .block_on(raw.capture_step(pb::CaptureStepRequest {
                 step_id: exit.step_id,
-                source_date_epoch: None,
+                source_date_epoch: step.source_date_epoch,
             }))
             .map_err(|s| status_err("capturing the step's layer", s))?
             .into_inner();
