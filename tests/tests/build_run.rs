@@ -435,7 +435,10 @@ RUN echo built > /built && mkdir -p /made/sub && touch /made/sub/f
 RUN --mount=type=secret,id=tok,env=TOK,required=true printf %s "$TOK" | sha256sum | cut -d' ' -f1 > /tokhash && test ! -e /run/secrets/tok
 ENV STAGE=final
 "#;
-    write(&ctx, &[("Dockerfile", dockerfile), ("a.txt", "from the context\n")]);
+    write(
+        &ctx,
+        &[("Dockerfile", dockerfile), ("a.txt", "from the context\n")],
+    );
     let secret = format!("env-secret-{}", std::process::id());
     let secret_file = d.root.join("tok.txt");
     std::fs::write(&secret_file, &secret).unwrap();
@@ -446,13 +449,26 @@ ENV STAGE=final
     let stderr = build(
         &d,
         &[
-            "-t", "sde:1", "--no-cache", "--build-arg", &epoch_arg, "--secret", &secret_arg,
+            "-t",
+            "sde:1",
+            "--no-cache",
+            "--build-arg",
+            &epoch_arg,
+            "--secret",
+            &secret_arg,
             ctx_s,
         ],
     );
     assert!(!stderr.contains("were not consumed"), "{stderr}");
     let mut again = d.cmd(&[
-        "build", "--progress", "plain", "-t", "sde:2", "--no-cache", "--secret", &secret_arg,
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "sde:2",
+        "--no-cache",
+        "--secret",
+        &secret_arg,
         ctx_s,
     ]);
     let out = again
@@ -460,7 +476,11 @@ ENV STAGE=final
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(image_digest(&d, "sde:1"), image_digest(&d, "sde:2"));
 
     // created and every history entry are the epoch; every file the build wrote is no later.
@@ -494,7 +514,10 @@ ENV STAGE=final
         format!("{want}\n")
     );
     for (i, l) in layers.iter().enumerate() {
-        assert!(!contains(l, secret.as_bytes()), "layer {i} holds the secret");
+        assert!(
+            !contains(l, secret.as_bytes()),
+            "layer {i} holds the secret"
+        );
     }
     assert!(!config.to_string().contains(&secret), "{config}");
     assert!(!config.to_string().contains("TOK="), "{config}");
@@ -515,7 +538,10 @@ ENV STAGE=final
         &["build", "--build-arg", "SOURCE_DATE_EPOCH=yesterday", ctx_s],
         1,
     );
-    assert!(err.contains("invalid SOURCE_DATE_EPOCH \"yesterday\""), "{err}");
+    assert!(
+        err.contains("invalid SOURCE_DATE_EPOCH \"yesterday\""),
+        "{err}"
+    );
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -530,14 +556,11 @@ const CAPABILITY: [u8; 20] = [
 
 /// An OCI layout archive of busybox plus a layer holding `/opt/tool` with `xattrs` (PAX
 /// records), named `reference`.
-fn xattr_base_archive(
-    d: &Daemon,
-    reference: &str,
-    xattrs: &[(&str, &[u8])],
-) -> std::path::PathBuf {
+fn xattr_base_archive(d: &Daemon, reference: &str, xattrs: &[(&str, &[u8])]) -> std::path::PathBuf {
     let images = std::path::PathBuf::from(std::env::var("CONTAINER_TEST_IMAGES").unwrap());
     let layout = images.join("oci/busybox");
-    let blob = |digest: &str| std::fs::read(layout.join("blobs/sha256").join(&digest[7..])).unwrap();
+    let blob =
+        |digest: &str| std::fs::read(layout.join("blobs/sha256").join(&digest[7..])).unwrap();
     let index: Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let mut manifest: Value =
@@ -553,7 +576,9 @@ fn xattr_base_archive(
     dir.set_uid(0);
     dir.set_gid(0);
     dir.set_mtime(1_767_225_600);
-    layer.append_data(&mut dir, "opt/", std::io::empty()).unwrap();
+    layer
+        .append_data(&mut dir, "opt/", std::io::empty())
+        .unwrap();
     let records: Vec<(String, &[u8])> = xattrs
         .iter()
         .map(|(k, v)| (format!("SCHILY.xattr.{k}"), *v))
@@ -581,11 +606,14 @@ fn xattr_base_archive(
     let config_digest = format!("sha256:{}", sha256_hex(&config_bytes));
     manifest["config"]["digest"] = Value::String(config_digest.clone());
     manifest["config"]["size"] = config_bytes.len().into();
-    manifest["layers"].as_array_mut().unwrap().push(serde_json::json!({
-        "mediaType": "application/vnd.oci.image.layer.v1.tar",
-        "digest": layer_digest,
-        "size": layer.len(),
-    }));
+    manifest["layers"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": layer_digest,
+            "size": layer.len(),
+        }));
     let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
     let manifest_digest = format!("sha256:{}", sha256_hex(&manifest_bytes));
     let new_index = serde_json::json!({
@@ -614,11 +642,21 @@ fn xattr_base_archive(
     add("index.json", &serde_json::to_vec(&new_index).unwrap());
     for l in manifest["layers"].as_array().unwrap() {
         let digest = l["digest"].as_str().unwrap();
-        let data = if digest == layer_digest { layer.clone() } else { blob(digest) };
+        let data = if digest == layer_digest {
+            layer.clone()
+        } else {
+            blob(digest)
+        };
         add(&format!("blobs/sha256/{}", &digest[7..]), &data);
     }
-    add(&format!("blobs/sha256/{}", &config_digest[7..]), &config_bytes);
-    add(&format!("blobs/sha256/{}", &manifest_digest[7..]), &manifest_bytes);
+    add(
+        &format!("blobs/sha256/{}", &config_digest[7..]),
+        &config_bytes,
+    );
+    add(
+        &format!("blobs/sha256/{}", &manifest_digest[7..]),
+        &manifest_bytes,
+    );
     out.finish().unwrap();
     path
 }
@@ -655,8 +693,11 @@ fn xattrs_survive_a_run_step() {
         .iter()
         .find(|(n, _, _)| n == "opt/tool")
         .unwrap_or_else(|| panic!("the RUN layer lacks opt/tool: {entries:?}"));
-    let pax: std::collections::BTreeMap<&str, &[u8]> =
-        tool.2.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+    let pax: std::collections::BTreeMap<&str, &[u8]> = tool
+        .2
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
     assert_eq!(
         pax.get("SCHILY.xattr.user.origin").copied(),
         Some(&b"from the base"[..]),
@@ -677,7 +718,14 @@ fn xattrs_survive_a_run_step() {
     d.ok(&["image", "pull", &pushed]);
     fsck_snapshot(&d, &pushed);
     assert_eq!(
-        d.ok(&["run", "--rm", &pushed, "sh", "-c", "stat -c %a /opt/tool; /opt/tool"]),
+        d.ok(&[
+            "run",
+            "--rm",
+            &pushed,
+            "sh",
+            "-c",
+            "stat -c %a /opt/tool; /opt/tool"
+        ]),
         "750\ntool\n"
     );
 
@@ -688,8 +736,18 @@ fn xattrs_survive_a_run_step() {
         &[("trusted.overlay.redirect", &b"/etc"[..])],
     );
     d.ok(&["image", "load", "-i", archive.to_str().unwrap()]);
-    write(&ctx, &[("Dockerfile", "FROM badbase:1\nRUN cat /opt/tool\n")]);
-    let out = d.run(&["build", "--progress", "plain", "-t", "bad:1", ctx.to_str().unwrap()]);
+    write(
+        &ctx,
+        &[("Dockerfile", "FROM badbase:1\nRUN cat /opt/tool\n")],
+    );
+    let out = d.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "bad:1",
+        ctx.to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("trusted.overlay.redirect"), "{stderr}");
@@ -749,11 +807,23 @@ RUN --mount=type=cache,id=lk,sharing=locked,target=/c old="$(cat /c/log 2>/dev/n
         write(&ctx, &[("Dockerfile", &dockerfile)]);
         contexts.push(ctx);
     }
-    build_concurrently(&d, &[("share:a", &contexts[0]), ("share:b", &contexts[1])]);
+    let progress = build_concurrently(&d, &[("share:a", &contexts[0]), ("share:b", &contexts[1])]);
+    // The second locked step waited for the first, and said so.
+    let waited = progress
+        .iter()
+        .filter(|p| p.contains("waiting for the cache mount lk (sharing=locked)"))
+        .count();
+    assert_eq!(waited, 1, "{progress:?}");
     // Each private user saw only its own mark: the second got a fresh directory.
     for mark in ["a", "b"] {
         assert_eq!(
-            d.ok(&["run", "--rm", &format!("share:{mark}"), "cat", "/seen-private"]),
+            d.ok(&[
+                "run",
+                "--rm",
+                &format!("share:{mark}"),
+                "cat",
+                "/seen-private"
+            ]),
             format!("{mark}\n")
         );
     }
@@ -770,9 +840,20 @@ RUN --mount=type=cache,id=lk,sharing=locked,target=/c old="$(cat /c/log 2>/dev/n
              RUN --mount=type=cache,id=fr,target=/c ls /c > /after\n",
         )],
     );
-    build(&d, &["--no-cache", "-t", "share:check", ctx.to_str().unwrap()]);
+    build(
+        &d,
+        &["--no-cache", "-t", "share:check", ctx.to_str().unwrap()],
+    );
     assert_eq!(
-        d.ok(&["run", "--rm", "share:check", "cat", "/log", "/seeded", "/after"]),
+        d.ok(&[
+            "run",
+            "--rm",
+            "share:check",
+            "cat",
+            "/log",
+            "/seeded",
+            "/after"
+        ]),
         "a\nb\nseeded\ns\nt\n"
     );
     // The private directory of the second user is gone; the shared one holds the first mark.

@@ -302,7 +302,9 @@ fn unpack_entry<R: Read>(
     }
     let header = entry.header().clone();
     let bad = |what: &str| invalid(&name, what);
-    let size = header.entry_size().map_err(|_| bad("has a malformed size"))?;
+    let size = header
+        .entry_size()
+        .map_err(|_| bad("has a malformed size"))?;
     if ext.size.is_some_and(|s| s != size) {
         return Err(bad("has a PAX size unlike its header's"));
     }
@@ -429,9 +431,8 @@ mod tests {
         let n = CString::new(name).unwrap();
         let mut buf = vec![0u8; 256];
         // SAFETY: NUL-terminated strings and a writable buffer of the length passed.
-        let len = unsafe {
-            libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-        };
+        let len =
+            unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         (len >= 0).then(|| buf[..len as usize].to_vec())
     }
 
@@ -471,7 +472,9 @@ mod tests {
         let dest = dir.path().to_str().unwrap().to_string();
         let long = format!("deep/{}/tool", "d".repeat(120));
         // A binary capability holding newline bytes: one record, cut by its length.
-        let cap: &[u8] = &[1, 0, 0, 2, 0x0a, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let cap: &[u8] = &[
+            1, 0, 0, 2, 0x0a, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
         let tar = tar_with_pax(
             &long,
             &[
@@ -502,7 +505,10 @@ mod tests {
             let tar = tar_with_pax("f", &[(key, b"y")]);
             let err = unpack(&dest, &tar[..]).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");
-            assert!(!dir.path().join("f").exists(), "{key}: the entry was unpacked");
+            assert!(
+                !dir.path().join("f").exists(),
+                "{key}: the entry was unpacked"
+            );
         }
     }
 

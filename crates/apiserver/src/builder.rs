@@ -11,11 +11,14 @@
 //! vm/             the kept builder's directory (runtime_api::builder::BuilderDir)
 //! vms/<random>/   a build's own builder, removed after the build
 //! cache-mounts/   one directory per `RUN --mount=type=cache` id (hashed), shared into
-//!                 every builder VM with virtio-fs, kept across builds until `builder delete`
+//!                 every builder VM with virtio-fs, kept across builds until `builder delete`;
+//!                 `<name>.p<random>/` a `sharing=private` step's own, removed after it
+//! cache-locks/    one lock file per cache id, flocked by `sharing=locked|private` steps
 //! ```
 //! Two builds that use one cache id at once share its directory, as BuildKit's default
 //! `sharing=shared` does: the host file system (through virtiofsd) serialises their file
 //! operations, so neither can corrupt it, and neither sees a half-written directory entry.
+//! `locked`, `private` and `from=` are [`crate::cache_mount`]'s.
 
 use crate::chan_reader::ChanReader;
 use std::collections::{BTreeMap, HashSet};
@@ -305,7 +308,10 @@ impl DaemonSteps {
                 if s.required {
                     return Err(step_err(
                         oci::ErrorKind::InvalidArgument,
-                        format!("secret {} is required but was not given with --secret", s.id),
+                        format!(
+                            "secret {} is required but was not given with --secret",
+                            s.id
+                        ),
                     ));
                 }
                 continue;
@@ -333,6 +339,7 @@ impl DaemonSteps {
         &self,
         client: &BuilderClient,
         step: &build::RunStep,
+        output: &mut dyn FnMut(&[u8]),
     ) -> build::Result<StepMounts> {
         use build::step::{BindFrom, StepMountKind};
         use pb::step_mount::Kind;
@@ -388,6 +395,12 @@ impl DaemonSteps {
                         id,
                         *sharing,
                         seed.as_ref(),
+                        &mut || {
+                            output(
+                                format!("waiting for the cache mount {id} (sharing=locked)\n")
+                                    .as_bytes(),
+                            )
+                        },
                     )
                     .map_err(|m| step_err(oci::ErrorKind::Internal, m))?;
                     holds.extend(prepared.hold);
@@ -445,7 +458,7 @@ impl build::StepRunner for DaemonSteps {
             mounts,
             env: mount_env,
             _holds,
-        } = self.mounts(&client, step)?;
+        } = self.mounts(&client, step, output)?;
         let mut env = step.env.clone();
         env.extend(mount_env);
         env.extend(self.secret_env(step)?);
@@ -632,7 +645,11 @@ pub(crate) async fn stop(daemon: &Arc<Daemon>) -> api::v1::BuilderStatus {
 /// `builder delete`: stop, then remove the kept builder's directory and the cache mounts.
 pub(crate) async fn delete(daemon: &Arc<Daemon>) -> Result<api::v1::BuilderStatus, ApiError> {
     let _ = stop(daemon).await;
-    for dir in [kept_dir(daemon), cache_mounts_dir(&daemon.app_root)] {
+    for dir in [
+        kept_dir(daemon),
+        cache_mounts_dir(&daemon.app_root),
+        crate::cache_mount::locks_dir(&daemon.app_root),
+    ] {
         let d = dir.clone();
         tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&d) {
             Ok(()) => Ok(()),

@@ -24,7 +24,9 @@ use crate::builder_vm::{builder_root, cache_mounts_dir};
 /// What a step holds until it ends: the id's lock, or a private directory to remove.
 pub(crate) enum Hold {
     /// Unlocked when the file closes.
-    Lock { _file: fs::File },
+    Lock {
+        _file: fs::File,
+    },
     Private(PathBuf),
 }
 
@@ -46,13 +48,15 @@ fn err(what: &str, path: &Path, e: std::io::Error) -> String {
     format!("{what} {}: {e}", path.display())
 }
 
-/// Prepares the cache directory of `id` for a step.
+/// Prepares the cache directory of `id` for a step; `waiting` is told when a locked step
+/// has to wait for another.
 pub(crate) fn prepare(
     app_root: &Path,
     store: &oci::store::ContentStore,
     id: &str,
     sharing: CacheSharing,
     seed: Option<&CacheSeed>,
+    waiting: &mut dyn FnMut(),
 ) -> Result<Prepared, String> {
     let mounts = cache_mounts_dir(app_root);
     statefs::create_private_dir(&builder_root(app_root))
@@ -63,8 +67,15 @@ pub(crate) fn prepare(
         CacheSharing::Shared => None,
         CacheSharing::Locked => {
             let lock = lock_file(app_root, &name)?;
-            lock.lock()
-                .map_err(|e| err("locking the cache mount", &mounts.join(&name), e))?;
+            let locked = match lock.try_lock() {
+                Ok(()) => Ok(()),
+                Err(fs::TryLockError::WouldBlock) => {
+                    waiting();
+                    lock.lock()
+                }
+                Err(fs::TryLockError::Error(e)) => Err(e),
+            };
+            locked.map_err(|e| err("locking the cache mount", &mounts.join(&name), e))?;
             Some(Hold::Lock { _file: lock })
         }
         CacheSharing::Private => {
@@ -100,9 +111,14 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// The lock file of the cache `name`, outside the directory shared into the VM.
+/// Where the cache ids' lock files are: beside the cache mounts, not shared into the VM.
+pub(crate) fn locks_dir(app_root: &Path) -> PathBuf {
+    builder_root(app_root).join("cache-locks")
+}
+
+/// The lock file of the cache `name`.
 fn lock_file(app_root: &Path, name: &str) -> Result<fs::File, String> {
-    let locks = builder_root(app_root).join("cache-locks");
+    let locks = locks_dir(app_root);
     statefs::create_private_dir(&locks).map_err(|e| err("creating", &locks, e))?;
     let path = locks.join(name);
     fs::OpenOptions::new()
@@ -179,11 +195,27 @@ mod tests {
     fn locked_waits_and_private_gets_a_fresh_directory() {
         let d = tempfile::tempdir().unwrap();
         let s = store(d.path());
-        let first = prepare(d.path(), s.content(), "c", CacheSharing::Locked, None).unwrap();
+        let first = prepare(
+            d.path(),
+            s.content(),
+            "c",
+            CacheSharing::Locked,
+            None,
+            &mut || {},
+        )
+        .unwrap();
         let name = cache_name("c");
         assert_eq!(first.name, name);
         // A private user while the lock is held: a directory of its own, gone afterwards.
-        let private = prepare(d.path(), s.content(), "c", CacheSharing::Private, None).unwrap();
+        let private = prepare(
+            d.path(),
+            s.content(),
+            "c",
+            CacheSharing::Private,
+            None,
+            &mut || {},
+        )
+        .unwrap();
         assert_ne!(private.name, name);
         assert!(private.name.starts_with(&format!("{name}.p")));
         let private_dir = cache_mounts_dir(d.path()).join(&private.name);
@@ -194,18 +226,37 @@ mod tests {
         let root = d.path().to_path_buf();
         let waiter = std::thread::spawn(move || {
             let s = store(&root);
-            let p = prepare(&root, s.content(), "c", CacheSharing::Locked, None).unwrap();
+            let p = prepare(
+                &root,
+                s.content(),
+                "c",
+                CacheSharing::Locked,
+                None,
+                &mut || {},
+            )
+            .unwrap();
             tx.send(()).unwrap();
             drop(p);
         });
         std::thread::sleep(std::time::Duration::from_millis(300));
-        assert!(rx.try_recv().is_err(), "the second locked user did not wait");
+        assert!(
+            rx.try_recv().is_err(),
+            "the second locked user did not wait"
+        );
         drop(first);
         rx.recv_timeout(std::time::Duration::from_secs(10))
             .expect("the lock was passed on");
         waiter.join().unwrap();
         // Free again: a private user gets the shared directory.
-        let p = prepare(d.path(), s.content(), "c", CacheSharing::Private, None).unwrap();
+        let p = prepare(
+            d.path(),
+            s.content(),
+            "c",
+            CacheSharing::Private,
+            None,
+            &mut || {},
+        )
+        .unwrap();
         assert_eq!(p.name, name);
     }
 }

@@ -203,7 +203,10 @@ impl Build<'_> {
                             layers: self.layers_for(from, plan, done, options)?,
                             source: format!(
                                 "/{}",
-                                m.source.as_deref().unwrap_or_default().trim_start_matches('/')
+                                m.source
+                                    .as_deref()
+                                    .unwrap_or_default()
+                                    .trim_start_matches('/')
                             ),
                         }),
                     };
