@@ -268,6 +268,50 @@ pub fn unpack<R: Read>(destination: &str, input: R) -> Result<(), FsError> {
     Ok(())
 }
 
+/// An old GNU sparse entry's layout: its real size and the stored chunks (offset, length).
+struct SparseMap {
+    real_size: u64,
+    chunks: Vec<(u64, u64)>,
+}
+
+/// The sparse layout of an old GNU sparse entry, from its header. The tar is read raw, so
+/// extension sparse headers (more than four chunks) cannot be followed: they are refused
+/// rather than misread.
+fn gnu_sparse_map(header: &tar::Header) -> Result<SparseMap, &'static str> {
+    let gnu = header.as_gnu().ok_or("is sparse without a GNU header")?;
+    if gnu.is_extended() {
+        return Err("is a GNU sparse file of more than four chunks, which is not supported");
+    }
+    let real_size = gnu.real_size().map_err(|_| "has a malformed sparse size")?;
+    let mut chunks = Vec::new();
+    for s in gnu.sparse.iter().filter(|s| !s.is_empty()) {
+        let offset = s.offset().map_err(|_| "has a malformed sparse map")?;
+        let length = s.length().map_err(|_| "has a malformed sparse map")?;
+        if offset.checked_add(length).is_none_or(|end| end > real_size) {
+            return Err("has a sparse chunk beyond its size");
+        }
+        chunks.push((offset, length));
+    }
+    Ok(SparseMap { real_size, chunks })
+}
+
+/// Writes the stored chunks of a sparse entry at their offsets; the rest stays a hole.
+fn write_sparse(data: &mut impl Read, file: &std::fs::File, map: &SparseMap) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.set_len(map.real_size)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    for &(offset, length) in &map.chunks {
+        let mut done = 0;
+        while done < length {
+            let want = (length - done).min(buf.len() as u64) as usize;
+            data.read_exact(&mut buf[..want])?;
+            file.write_all_at(&buf[..want], offset + done)?;
+            done += want as u64;
+        }
+    }
+    Ok(())
+}
+
 /// Unpacks one entry (its extension headers already read into `ext`).
 fn unpack_entry<R: Read>(
     dest: &Path,
@@ -344,7 +388,11 @@ fn unpack_entry<R: Read>(
             }
             meta.apply(&target, false)
         }
-        T::Regular | T::Continuous => {
+        T::Regular | T::Continuous | T::GNUSparse => {
+            let chunks = match header.entry_type() {
+                T::GNUSparse => Some(gnu_sparse_map(&header).map_err(bad)?),
+                _ => None,
+            };
             remove_existing(&target)?;
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
@@ -353,9 +401,16 @@ fn unpack_entry<R: Read>(
                 .mode(0o600)
                 .open(&target)
                 .map_err(io("creating", &target))?;
-            let copied = io::copy(entry, &mut file).map_err(io("writing", &target))?;
-            if copied != size {
-                return Err(bad("ends before its size"));
+            match chunks {
+                None => {
+                    let copied = io::copy(entry, &mut file).map_err(io("writing", &target))?;
+                    if copied != size {
+                        return Err(bad("ends before its size"));
+                    }
+                }
+                Some(map) => {
+                    write_sparse(entry, &file, &map).map_err(io("writing", &target))?;
+                }
             }
             drop(file);
             meta.apply(&target, false)
@@ -528,6 +583,34 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"new");
         assert!(!outside.path().join("victim").exists());
         assert_eq!(std::fs::read(dir.path().join("d")).unwrap(), b"now a file");
+    }
+
+    #[test]
+    fn gnu_sparse_files_unpack_with_their_holes() {
+        if let Some(why) = test_support::missing_file("/usr/bin/tar", "writing a GNU sparse tar") {
+            test_support::skip(&why);
+            return;
+        }
+        use std::os::unix::fs::FileExt;
+        let src = tempfile::tempdir().unwrap();
+        let f = std::fs::File::create(src.path().join("sparse")).unwrap();
+        f.set_len(8 << 20).unwrap();
+        f.write_all_at(b"middle", 1 << 20).unwrap();
+        f.write_all_at(b"end", (8 << 20) - 3).unwrap();
+        drop(f);
+        let out = std::process::Command::new("tar")
+            .args(["--format=gnu", "--sparse", "-cf", "-", "-C"])
+            .arg(src.path())
+            .arg("sparse")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let dir = tempfile::tempdir().unwrap();
+        unpack(dir.path().to_str().unwrap(), &out.stdout[..]).unwrap();
+        let got = std::fs::read(dir.path().join("sparse")).unwrap();
+        let want = std::fs::read(src.path().join("sparse")).unwrap();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "the content differs");
     }
 
     #[test]
