@@ -397,8 +397,11 @@ fn image_digest(d: &Daemon, image: &str) -> String {
         .to_string()
 }
 
-/// (name, mtime, PAX records) of every entry of a layer tar.
-fn entry_details(layer: &[u8]) -> Vec<(String, u64, Vec<(String, Vec<u8>)>)> {
+/// An entry of a layer tar: its name, mtime and PAX records.
+type EntryDetails = (String, u64, Vec<(String, Vec<u8>)>);
+
+/// The details of every entry of a layer tar.
+fn entry_details(layer: &[u8]) -> Vec<EntryDetails> {
     let mut a = tar::Archive::new(layer);
     a.entries()
         .unwrap()
