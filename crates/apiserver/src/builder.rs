@@ -28,7 +28,6 @@ use std::time::Duration;
 
 use api::ApiError;
 use runtime_api::builder::{BuilderClient, pb};
-use sha2::Digest as _;
 use tokio::sync::mpsc;
 
 use crate::builder_vm::{
@@ -51,12 +50,6 @@ fn arch_for(platform: &spec::Platform) -> Result<vmm::Arch, String> {
         "arm64" => Ok(vmm::Arch::Aarch64),
         other => Err(format!("RUN for {other} images: there is no {other} guest")),
     }
-}
-
-/// A cache-mount id as one path component: a hash, so any id is safe and ids never clash.
-pub(crate) fn cache_name(id: &str) -> String {
-    let h = sha2::Sha256::digest(id.as_bytes());
-    hex::encode(&h[..16])
 }
 
 /// Bytes under `dir` (files only, links not followed).
@@ -661,18 +654,4 @@ pub(crate) async fn delete(daemon: &Arc<Daemon>) -> Result<api::v1::BuilderStatu
         .map_err(|e| ApiError::internal(format!("removing {}: {e}", dir.display())))?;
     }
     Ok(status(daemon).await)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cache_names_are_one_safe_component_per_id() {
-        let a = cache_name("/root/.cache/go-build");
-        assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_ne!(a, cache_name("/root/.cache/pip"));
-        assert_eq!(a, cache_name("/root/.cache/go-build"));
-    }
 }

@@ -17,9 +17,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use build::step::{CacheSeed, CacheSharing};
+use sha2::Digest as _;
 
-use crate::builder::cache_name;
 use crate::builder_vm::{builder_root, cache_mounts_dir};
+
+/// A cache-mount id as one path component: a hash, so any id is safe and ids never clash.
+pub(crate) fn cache_name(id: &str) -> String {
+    let h = sha2::Sha256::digest(id.as_bytes());
+    hex::encode(&h[..16])
+}
 
 /// What a step holds until it ends: the id's lock, or a private directory to remove.
 pub(crate) enum Hold {
@@ -189,6 +195,15 @@ mod tests {
 
     fn store(root: &Path) -> oci::Store {
         oci::Store::open(root.join("store")).unwrap()
+    }
+
+    #[test]
+    fn cache_names_are_one_safe_component_per_id() {
+        let a = cache_name("/root/.cache/go-build");
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, cache_name("/root/.cache/pip"));
+        assert_eq!(a, cache_name("/root/.cache/go-build"));
     }
 
     #[test]
