@@ -357,3 +357,483 @@ RUN --mount=type=tmpfs,target=/t echo t > /t/f && grep -c ' /t tmpfs ' /proc/mou
         );
     }
 }
+
+/// The image's digest (its manifest's) as `image inspect` reports it.
+fn image_digest(d: &Daemon, image: &str) -> String {
+    let inspect: Value = serde_json::from_str(&d.ok(&["image", "inspect", image])).unwrap();
+    inspect[0]["digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no digest in {inspect}"))
+        .to_string()
+}
+
+/// An entry of a layer tar: its name, mtime and PAX records.
+type EntryDetails = (String, u64, Vec<(String, Vec<u8>)>);
+
+/// The details of every entry of a layer tar.
+fn entry_details(layer: &[u8]) -> Vec<EntryDetails> {
+    let mut a = tar::Archive::new(layer);
+    a.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let name = String::from_utf8_lossy(&e.path_bytes())
+                .trim_end_matches('/')
+                .to_string();
+            let mtime = e.header().mtime().unwrap();
+            let mut pax = Vec::new();
+            if let Some(x) = e.pax_extensions().unwrap() {
+                for r in x {
+                    let r = r.unwrap();
+                    pax.push((r.key().unwrap().to_string(), r.value_bytes().to_vec()));
+                }
+            }
+            (name, mtime, pax)
+        })
+        .collect()
+}
+
+const EPOCH: u64 = 1_700_000_000;
+
+#[test]
+fn source_date_epoch_and_secret_env() {
+    let Some(d) = Daemon::start("bsde") else {
+        return;
+    };
+    let ctx = d.root.join("ctx");
+    let ctx_s = ctx.to_str().unwrap();
+    let dockerfile = r#"FROM busybox
+COPY a.txt /data/a.txt
+RUN echo built > /built && mkdir -p /made/sub && touch /made/sub/f
+RUN --mount=type=secret,id=tok,env=TOK,required=true printf %s "$TOK" | sha256sum | cut -d' ' -f1 > /tokhash && test ! -e /run/secrets/tok
+ENV STAGE=final
+"#;
+    write(
+        &ctx,
+        &[("Dockerfile", dockerfile), ("a.txt", "from the context\n")],
+    );
+    let secret = format!("env-secret-{}", std::process::id());
+    let secret_file = d.root.join("tok.txt");
+    std::fs::write(&secret_file, &secret).unwrap();
+    let secret_arg = format!("id=tok,src={}", secret_file.display());
+    let epoch_arg = format!("SOURCE_DATE_EPOCH={EPOCH}");
+
+    // The build arg, then the CLI's own environment variable: the same image, to the byte.
+    let stderr = build(
+        &d,
+        &[
+            "-t",
+            "sde:1",
+            "--no-cache",
+            "--build-arg",
+            &epoch_arg,
+            "--secret",
+            &secret_arg,
+            ctx_s,
+        ],
+    );
+    assert!(!stderr.contains("were not consumed"), "{stderr}");
+    let mut again = d.cmd(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "sde:2",
+        "--no-cache",
+        "--secret",
+        &secret_arg,
+        ctx_s,
+    ]);
+    let out = again
+        .env("SOURCE_DATE_EPOCH", EPOCH.to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(image_digest(&d, "sde:1"), image_digest(&d, "sde:2"));
+
+    // created and every history entry are the epoch; every file the build wrote is no later.
+    let (manifest, config, layers) = saved(&d, "sde:1");
+    let when = "2023-11-14T22:13:20Z";
+    assert_eq!(config["created"], when, "{config}");
+    let history = config["history"].as_array().unwrap();
+    assert!(history.len() >= 5, "{history:?}");
+    for h in history {
+        assert_eq!(h["created"], when, "{history:?}");
+    }
+    assert_eq!(layers.len(), 4, "base, COPY and two RUN layers");
+    for (i, l) in layers.iter().enumerate().skip(1) {
+        let entries = entry_details(l);
+        assert!(!entries.is_empty(), "layer {i} is empty");
+        for (name, mtime, _) in &entries {
+            assert!(*mtime <= EPOCH, "layer {i}: {name} is dated {mtime}");
+        }
+    }
+    let names_of = |i: usize| names(&layers[i]);
+    assert!(names_of(1).contains(&"data/a.txt".to_string()));
+    assert!(names_of(2).contains(&"made/sub/f".to_string()));
+
+    // The env secret reached its RUN and nothing else.
+    let want = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+    };
+    assert_eq!(
+        d.ok(&["run", "--rm", "sde:1", "cat", "/tokhash"]),
+        format!("{want}\n")
+    );
+    for (i, l) in layers.iter().enumerate() {
+        assert!(
+            !contains(l, secret.as_bytes()),
+            "layer {i} holds the secret"
+        );
+    }
+    assert!(!config.to_string().contains(&secret), "{config}");
+    assert!(!config.to_string().contains("TOK="), "{config}");
+    assert!(!manifest.to_string().contains(&secret));
+    for entry in std::fs::read_dir(d.root.join("builder/cache")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+        assert!(!text.contains(&secret), "a cache entry holds the secret");
+    }
+
+    // Without the epoch the image is dated now: another image.
+    build(&d, &["-t", "sde:3", "--secret", &secret_arg, ctx_s]);
+    assert_ne!(image_digest(&d, "sde:1"), image_digest(&d, "sde:3"));
+    let (_, config, _) = saved(&d, "sde:3");
+    assert_ne!(config["created"], when);
+
+    // A bad epoch is one clear error.
+    let err = d.fails(
+        &["build", "--build-arg", "SOURCE_DATE_EPOCH=yesterday", ctx_s],
+        1,
+    );
+    assert!(
+        err.contains("invalid SOURCE_DATE_EPOCH \"yesterday\""),
+        "{err}"
+    );
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// `security.capability` granting cap_net_bind_service, effective (VFS_CAP_REVISION_2).
+const CAPABILITY: [u8; 20] = [
+    0x01, 0x00, 0x00, 0x02, 0x00, 0x04, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
+/// An OCI layout archive of busybox plus a layer holding `/opt/tool` with `xattrs` (PAX
+/// records), named `reference`.
+fn xattr_base_archive(d: &Daemon, reference: &str, xattrs: &[(&str, &[u8])]) -> std::path::PathBuf {
+    let images = std::path::PathBuf::from(std::env::var("CONTAINER_TEST_IMAGES").unwrap());
+    let layout = images.join("oci/busybox");
+    let blob =
+        |digest: &str| std::fs::read(layout.join("blobs/sha256").join(&digest[7..])).unwrap();
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mut manifest: Value =
+        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    let mut config: Value =
+        serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap();
+
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut dir = tar::Header::new_ustar();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o755);
+    dir.set_size(0);
+    dir.set_uid(0);
+    dir.set_gid(0);
+    dir.set_mtime(1_767_225_600);
+    layer
+        .append_data(&mut dir, "opt/", std::io::empty())
+        .unwrap();
+    let records: Vec<(String, &[u8])> = xattrs
+        .iter()
+        .map(|(k, v)| (format!("SCHILY.xattr.{k}"), *v))
+        .collect();
+    layer
+        .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
+        .unwrap();
+    let body = b"#!/bin/sh\necho tool\n";
+    let mut file = tar::Header::new_ustar();
+    file.set_entry_type(tar::EntryType::Regular);
+    file.set_mode(0o755);
+    file.set_uid(0);
+    file.set_gid(0);
+    file.set_mtime(1_767_225_600);
+    file.set_size(body.len() as u64);
+    layer.append_data(&mut file, "opt/tool", &body[..]).unwrap();
+    let layer = layer.into_inner().unwrap();
+    let layer_digest = format!("sha256:{}", sha256_hex(&layer));
+
+    config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .unwrap()
+        .push(Value::String(layer_digest.clone()));
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let config_digest = format!("sha256:{}", sha256_hex(&config_bytes));
+    manifest["config"]["digest"] = Value::String(config_digest.clone());
+    manifest["config"]["size"] = config_bytes.len().into();
+    manifest["layers"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": layer_digest,
+            "size": layer.len(),
+        }));
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    let manifest_digest = format!("sha256:{}", sha256_hex(&manifest_bytes));
+    let new_index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest_bytes.len(),
+            "annotations": {"org.opencontainers.image.ref.name": reference},
+        }],
+    });
+
+    let path = d.root.join(format!("{}.tar", reference.replace(':', "_")));
+    let mut out = tar::Builder::new(std::fs::File::create(&path).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(data.len() as u64);
+        out.append_data(&mut h, name, data).unwrap();
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json", &serde_json::to_vec(&new_index).unwrap());
+    for l in manifest["layers"].as_array().unwrap() {
+        let digest = l["digest"].as_str().unwrap();
+        let data = if digest == layer_digest {
+            layer.clone()
+        } else {
+            blob(digest)
+        };
+        add(&format!("blobs/sha256/{}", &digest[7..]), &data);
+    }
+    add(
+        &format!("blobs/sha256/{}", &config_digest[7..]),
+        &config_bytes,
+    );
+    add(
+        &format!("blobs/sha256/{}", &manifest_digest[7..]),
+        &manifest_bytes,
+    );
+    out.finish().unwrap();
+    path
+}
+
+#[test]
+fn xattrs_survive_a_run_step() {
+    let Some(d) = Daemon::start("bxattr") else {
+        return;
+    };
+    let archive = xattr_base_archive(
+        &d,
+        "xattrbase:1",
+        &[
+            ("security.capability", &CAPABILITY[..]),
+            ("user.origin", &b"from the base"[..]),
+        ],
+    );
+    d.ok(&["image", "load", "-i", archive.to_str().unwrap()]);
+    let ctx = d.root.join("ctx");
+    write(
+        &ctx,
+        &[(
+            "Dockerfile",
+            // chmod copies the file up without writing it: a write would drop its capability,
+            // as the kernel does for any write to a file carrying one.
+            "FROM xattrbase:1\nRUN chmod 0750 /opt/tool\n",
+        )],
+    );
+    build(&d, &["-t", "xattr:1", ctx.to_str().unwrap()]);
+    let (_, _, layers) = saved(&d, "xattr:1");
+    let run_layer = layers.last().unwrap();
+    let entries = entry_details(run_layer);
+    let tool = entries
+        .iter()
+        .find(|(n, _, _)| n == "opt/tool")
+        .unwrap_or_else(|| panic!("the RUN layer lacks opt/tool: {entries:?}"));
+    let pax: std::collections::BTreeMap<&str, &[u8]> = tool
+        .2
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    assert_eq!(
+        pax.get("SCHILY.xattr.user.origin").copied(),
+        Some(&b"from the base"[..]),
+        "{pax:?}"
+    );
+    assert_eq!(
+        pax.get("SCHILY.xattr.security.capability").copied(),
+        Some(&CAPABILITY[..]),
+        "{pax:?}"
+    );
+    assert!(!pax.keys().any(|k| k.contains("overlay")), "{pax:?}");
+
+    // The same layer pushed to the registry and pulled back: the file as the RUN left it.
+    let pushed = format!("{}/bxattr-{}/xattr:1", d.mirror, std::process::id());
+    d.ok(&["image", "tag", "xattr:1", &pushed]);
+    d.ok(&["image", "push", &pushed]);
+    d.ok(&["image", "delete", &pushed, "xattr:1"]);
+    d.ok(&["image", "pull", &pushed]);
+    fsck_snapshot(&d, &pushed);
+    assert_eq!(
+        d.ok(&[
+            "run",
+            "--rm",
+            &pushed,
+            "sh",
+            "-c",
+            "stat -c %a /opt/tool; /opt/tool"
+        ]),
+        "750\ntool\n"
+    );
+
+    // overlayfs's own attributes are refused in a layer the builder unpacks.
+    let archive = xattr_base_archive(
+        &d,
+        "badbase:1",
+        &[("trusted.overlay.redirect", &b"/etc"[..])],
+    );
+    d.ok(&["image", "load", "-i", archive.to_str().unwrap()]);
+    write(
+        &ctx,
+        &[("Dockerfile", "FROM badbase:1\nRUN cat /opt/tool\n")],
+    );
+    let out = d.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "bad:1",
+        ctx.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("trusted.overlay.redirect"), "{stderr}");
+}
+
+/// Starts `container build` for each context at once and waits for all; returns stderr.
+fn build_concurrently(d: &Daemon, builds: &[(&str, &Path)]) -> Vec<String> {
+    let children: Vec<_> = builds
+        .iter()
+        .map(|(tag, ctx)| {
+            d.cmd(&[
+                "build",
+                "--progress",
+                "plain",
+                "--no-cache",
+                "-t",
+                tag,
+                ctx.to_str().unwrap(),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(out.status.success(), "{stderr}");
+            stderr
+        })
+        .collect()
+}
+
+#[test]
+fn cache_mount_sharing_and_from() {
+    let Some(d) = Daemon::start("bshare") else {
+        return;
+    };
+    // One kept builder runs both builds' steps, so they overlap without a boot each.
+    d.ok(&["builder", "start"]);
+    let mut contexts = Vec::new();
+    for mark in ["a", "b"] {
+        // private: each concurrent user writes its mark into the directory it got and,
+        // after a pause, lists it. locked: read, pause, write back with the mark appended:
+        // without the lock one append overwrites the other.
+        let dockerfile = format!(
+            r#"FROM busybox
+RUN --mount=type=cache,id=pv,sharing=private,target=/p touch /p/{mark} && sleep 6 && ls /p > /seen-private
+RUN --mount=type=cache,id=lk,sharing=locked,target=/c old="$(cat /c/log 2>/dev/null)"; sleep 4; {{ test -n "$old" && echo "$old"; echo {mark}; }} > /c/log
+"#
+        );
+        let ctx = d.root.join(format!("ctx-{mark}"));
+        write(&ctx, &[("Dockerfile", &dockerfile)]);
+        contexts.push(ctx);
+    }
+    let progress = build_concurrently(&d, &[("share:a", &contexts[0]), ("share:b", &contexts[1])]);
+    // The second locked step waited for the first, and said so.
+    let waited = progress
+        .iter()
+        .filter(|p| p.contains("waiting for the cache mount lk (sharing=locked)"))
+        .count();
+    assert_eq!(waited, 1, "{progress:?}");
+    // Each private user saw only its own mark: the second got a fresh directory.
+    for mark in ["a", "b"] {
+        assert_eq!(
+            d.ok(&[
+                "run",
+                "--rm",
+                &format!("share:{mark}"),
+                "cat",
+                "/seen-private"
+            ]),
+            format!("{mark}\n")
+        );
+    }
+    // Both locked appends survived.
+    let ctx = d.root.join("ctx-check");
+    write(
+        &ctx,
+        &[(
+            "Dockerfile",
+            "FROM busybox AS seed\nRUN mkdir -p /seed/dir && echo seeded > /seed/dir/s\n\
+             FROM busybox\n\
+             RUN --mount=type=cache,id=lk,target=/c sort /c/log > /log\n\
+             RUN --mount=type=cache,id=fr,from=seed,source=/seed/dir,target=/c cat /c/s > /seeded && echo more > /c/t\n\
+             RUN --mount=type=cache,id=fr,target=/c ls /c > /after\n",
+        )],
+    );
+    build(
+        &d,
+        &["--no-cache", "-t", "share:check", ctx.to_str().unwrap()],
+    );
+    assert_eq!(
+        d.ok(&[
+            "run",
+            "--rm",
+            "share:check",
+            "cat",
+            "/log",
+            "/seeded",
+            "/after"
+        ]),
+        "a\nb\nseeded\ns\nt\n"
+    );
+    // The private directory of the second user is gone; the shared one holds the first mark.
+    let mounts = std::fs::read_dir(d.root.join("builder/cache-mounts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(mounts.len(), 3, "pv, lk and fr only: {mounts:?}");
+    d.ok(&["builder", "delete"]);
+}

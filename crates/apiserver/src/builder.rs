@@ -11,11 +11,14 @@
 //! vm/             the kept builder's directory (runtime_api::builder::BuilderDir)
 //! vms/<random>/   a build's own builder, removed after the build
 //! cache-mounts/   one directory per `RUN --mount=type=cache` id (hashed), shared into
-//!                 every builder VM with virtio-fs, kept across builds until `builder delete`
+//!                 every builder VM with virtio-fs, kept across builds until `builder delete`;
+//!                 `<name>.p<random>/` a `sharing=private` step's own, removed after it
+//! cache-locks/    one lock file per cache id, flocked by `sharing=locked|private` steps
 //! ```
 //! Two builds that use one cache id at once share its directory, as BuildKit's default
 //! `sharing=shared` does: the host file system (through virtiofsd) serialises their file
 //! operations, so neither can corrupt it, and neither sees a half-written directory entry.
+//! `locked`, `private` and `from=` are [`crate::cache_mount`]'s.
 
 use crate::chan_reader::ChanReader;
 use std::collections::{BTreeMap, HashSet};
@@ -25,7 +28,6 @@ use std::time::Duration;
 
 use api::ApiError;
 use runtime_api::builder::{BuilderClient, pb};
-use sha2::Digest as _;
 use tokio::sync::mpsc;
 
 use crate::builder_vm::{
@@ -48,12 +50,6 @@ fn arch_for(platform: &spec::Platform) -> Result<vmm::Arch, String> {
         "arm64" => Ok(vmm::Arch::Aarch64),
         other => Err(format!("RUN for {other} images: there is no {other} guest")),
     }
-}
-
-/// A cache-mount id as one path component: a hash, so any id is safe and ids never clash.
-pub(crate) fn cache_name(id: &str) -> String {
-    let h = sha2::Sha256::digest(id.as_bytes());
-    hex::encode(&h[..16])
 }
 
 /// Bytes under `dir` (files only, links not followed).
@@ -104,6 +100,15 @@ pub(crate) struct DaemonSteps {
     /// Layer keys the builder holds (so each is sent once).
     held: Mutex<HashSet<String>>,
     context_layer: Mutex<Option<build::layer::Layer>>,
+}
+
+/// A step's mounts as the builder takes them.
+struct StepMounts {
+    mounts: Vec<pb::StepMount>,
+    /// Variables the mounts add (`SSH_AUTH_SOCK`).
+    env: Vec<String>,
+    /// Cache-mount locks and private directories, released when the step is done.
+    _holds: Vec<crate::cache_mount::Hold>,
 }
 
 fn step_err(kind: oci::ErrorKind, message: impl Into<String>) -> build::BuildError {
@@ -287,16 +292,53 @@ impl DaemonSteps {
         Ok(layer)
     }
 
-    /// The step's mounts for the builder, secrets and agents filled in; and env to add.
+    /// `VAR=value` for each `RUN --mount=type=secret,env=VAR` whose secret was given. The
+    /// value goes to the step's process only: the history and the cache key never see it.
+    fn secret_env(&self, step: &build::RunStep) -> build::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for s in &step.secret_env {
+            let Some(data) = self.secrets.get(&s.id) else {
+                if s.required {
+                    return Err(step_err(
+                        oci::ErrorKind::InvalidArgument,
+                        format!(
+                            "secret {} is required but was not given with --secret",
+                            s.id
+                        ),
+                    ));
+                }
+                continue;
+            };
+            let value = std::str::from_utf8(data)
+                .ok()
+                .filter(|v| !v.contains('\0'))
+                .ok_or_else(|| {
+                    step_err(
+                        oci::ErrorKind::InvalidArgument,
+                        format!(
+                            "secret {} cannot be the variable {}: it is not text without NUL bytes",
+                            s.id, s.var
+                        ),
+                    )
+                })?;
+            out.push(format!("{}={value}", s.var));
+        }
+        Ok(out)
+    }
+
+    /// The step's mounts for the builder, secrets and agents filled in; env to add; and the
+    /// cache-mount locks and private directories to hold until the step ends.
     fn mounts(
         &self,
         client: &BuilderClient,
         step: &build::RunStep,
-    ) -> build::Result<(Vec<pb::StepMount>, Vec<String>)> {
+        output: &mut dyn FnMut(&[u8]),
+    ) -> build::Result<StepMounts> {
         use build::step::{BindFrom, StepMountKind};
         use pb::step_mount::Kind;
         let mut out = Vec::new();
         let mut env = Vec::new();
+        let mut holds = Vec::new();
         for m in &step.mounts {
             let kind = match &m.kind {
                 StepMountKind::Secret { id, required } => match self.secrets.get(id) {
@@ -334,13 +376,35 @@ impl DaemonSteps {
                     }
                     None => continue,
                 },
-                StepMountKind::Cache { id, readonly } => Kind::Cache(pb::CacheMount {
-                    name: cache_name(id),
-                    readonly: *readonly,
-                    mode: m.mode.unwrap_or(0o755),
-                    uid: m.uid.unwrap_or(0),
-                    gid: m.gid.unwrap_or(0),
-                }),
+                StepMountKind::Cache {
+                    id,
+                    readonly,
+                    sharing,
+                    seed,
+                } => {
+                    let prepared = crate::cache_mount::prepare(
+                        &self.daemon.app_root,
+                        self.daemon.store.content(),
+                        id,
+                        *sharing,
+                        seed.as_ref(),
+                        &mut || {
+                            output(
+                                format!("waiting for the cache mount {id} (sharing=locked)\n")
+                                    .as_bytes(),
+                            )
+                        },
+                    )
+                    .map_err(|m| step_err(oci::ErrorKind::Internal, m))?;
+                    holds.extend(prepared.hold);
+                    Kind::Cache(pb::CacheMount {
+                        name: prepared.name,
+                        readonly: *readonly,
+                        mode: m.mode.unwrap_or(0o755),
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                    })
+                }
                 StepMountKind::Tmpfs { size } => Kind::Tmpfs(pb::TmpfsMount {
                     size: size.unwrap_or(0),
                 }),
@@ -364,7 +428,11 @@ impl DaemonSteps {
                 kind: Some(kind),
             });
         }
-        Ok((out, env))
+        Ok(StepMounts {
+            mounts: out,
+            env,
+            _holds: holds,
+        })
     }
 }
 
@@ -378,9 +446,15 @@ impl build::StepRunner for DaemonSteps {
         for l in &step.layers {
             self.ensure_layer(&client, l)?;
         }
-        let (mounts, extra_env) = self.mounts(&client, step)?;
+        // Held until this function returns: the step and its capture are done then.
+        let StepMounts {
+            mounts,
+            env: mount_env,
+            _holds,
+        } = self.mounts(&client, step, output)?;
         let mut env = step.env.clone();
-        env.extend(extra_env);
+        env.extend(mount_env);
+        env.extend(self.secret_env(step)?);
         let request = pb::RunStepRequest {
             layers: step.layers.iter().map(|l| l.diff_id.clone()).collect(),
             args: step.args.clone(),
@@ -426,7 +500,7 @@ impl build::StepRunner for DaemonSteps {
             .handle
             .block_on(raw.capture_step(pb::CaptureStepRequest {
                 step_id: exit.step_id,
-                source_date_epoch: None,
+                source_date_epoch: step.source_date_epoch,
             }))
             .map_err(|s| status_err("capturing the step's layer", s))?
             .into_inner();
@@ -564,7 +638,11 @@ pub(crate) async fn stop(daemon: &Arc<Daemon>) -> api::v1::BuilderStatus {
 /// `builder delete`: stop, then remove the kept builder's directory and the cache mounts.
 pub(crate) async fn delete(daemon: &Arc<Daemon>) -> Result<api::v1::BuilderStatus, ApiError> {
     let _ = stop(daemon).await;
-    for dir in [kept_dir(daemon), cache_mounts_dir(&daemon.app_root)] {
+    for dir in [
+        kept_dir(daemon),
+        cache_mounts_dir(&daemon.app_root),
+        crate::cache_mount::locks_dir(&daemon.app_root),
+    ] {
         let d = dir.clone();
         tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&d) {
             Ok(()) => Ok(()),
@@ -576,18 +654,4 @@ pub(crate) async fn delete(daemon: &Arc<Daemon>) -> Result<api::v1::BuilderStatu
         .map_err(|e| ApiError::internal(format!("removing {}: {e}", dir.display())))?;
     }
     Ok(status(daemon).await)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cache_names_are_one_safe_component_per_id() {
-        let a = cache_name("/root/.cache/go-build");
-        assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_ne!(a, cache_name("/root/.cache/pip"));
-        assert_eq!(a, cache_name("/root/.cache/go-build"));
-    }
 }

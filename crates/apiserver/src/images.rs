@@ -854,7 +854,8 @@ impl Images for ImagesService {
                         &r.manifest_descriptor.digest,
                         &ext4::Options::default(),
                     )
-                    .map_err(|e| oci_error(e.kind(), e))?;
+                    // With its cause: which layer and entry the writer refused.
+                    .map_err(|e| oci_error(e.kind(), spec::error_chain(&e)))?;
                 }
             }
             Ok(v1::LoadImagesResponse {

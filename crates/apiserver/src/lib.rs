@@ -71,6 +71,7 @@ pub mod build_context;
 pub mod builder;
 pub mod builder_vm;
 pub mod builds;
+pub mod cache_mount;
 pub mod chan_reader;
 pub mod commit_config;
 pub mod containers;

@@ -318,6 +318,24 @@ impl ImageConfig {
         }
     }
 
+    /// SOURCE_DATE_EPOCH for the history: every entry created later than `epoch` (seconds)
+    /// is dated `epoch`, as BuildKit clamps it; older entries (a base image's) keep theirs.
+    pub fn clamp_history(&mut self, epoch: i64) {
+        let limit = epoch.saturating_mul(1_000_000_000);
+        let Some(Value::Array(list)) = self.root.get_mut("history") else {
+            return;
+        };
+        for h in list.iter_mut().filter_map(Value::as_object_mut) {
+            let later = match h.get("created").and_then(Value::as_str) {
+                Some(t) => spec::parse_time(t, 0).map_or(true, |n| n > limit),
+                None => true,
+            };
+            if later {
+                h.insert("created".into(), json!(spec::format_time(limit, true)));
+            }
+        }
+    }
+
     /// The config's labels.
     pub fn labels(&self) -> BTreeMap<String, String> {
         match self.get("Labels") {
@@ -344,6 +362,30 @@ mod tests {
 
     fn platform() -> spec::Platform {
         spec::Platform::new("linux", "amd64", None)
+    }
+
+    #[test]
+    fn source_date_epoch_clamps_later_history_only() {
+        let mut c = ImageConfig::scratch(&platform());
+        c.push_history("2020-01-01T00:00:00Z", "base", false);
+        c.push_history("2026-12-05T03:00:00.123456789Z", "RUN x", false);
+        c.push_history("not a time", "odd", true);
+        c.clamp_history(1_700_000_000);
+        let v: Value = serde_json::from_slice(&c.to_json("t")).unwrap();
+        let created: Vec<&str> = v["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["created"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            created,
+            [
+                "2020-01-01T00:00:00Z",
+                "2023-11-14T22:13:20Z",
+                "2023-11-14T22:13:20Z"
+            ]
+        );
     }
 
     #[test]

@@ -411,34 +411,49 @@ pub fn digest(items: &[Item], known: &KnownDigests) -> Result<String> {
     Ok(format!("sha256:{}", hex::encode(h.finalize())))
 }
 
-fn header(kind: tar::EntryType, mode: u32, mtime: u64, owner: (u32, u32)) -> tar::Header {
+/// How a COPY layer's entries are stamped: their owner (uid, gid) and, with
+/// SOURCE_DATE_EPOCH, the latest modification time any of them may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stamp {
+    pub owner: (u32, u32),
+    pub epoch: Option<u64>,
+}
+
+impl Stamp {
+    fn mtime(&self, mtime: u64) -> u64 {
+        self.epoch.map_or(mtime, |e| mtime.min(e))
+    }
+}
+
+fn header(kind: tar::EntryType, mode: u32, mtime: u64, stamp: Stamp) -> tar::Header {
+    let owner = stamp.owner;
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(mode);
-    h.set_mtime(mtime);
+    h.set_mtime(stamp.mtime(mtime));
     h.set_uid(u64::from(owner.0));
     h.set_gid(u64::from(owner.1));
     h.set_size(0);
     h
 }
 
-/// Writes `items` into `layer`, owned by `owner` (uid, gid).
-pub fn write(items: &[Item], layer: &mut LayerWriter<'_>, owner: (u32, u32)) -> Result<()> {
+/// Writes `items` into `layer`, owned and dated as `stamp` says.
+pub fn write(items: &[Item], layer: &mut LayerWriter<'_>, stamp: Stamp) -> Result<()> {
     let tar = layer.tar();
     let err = |p: &Path| BuildError::io(format!("writing {} into a layer", p.display()));
     for i in items {
         match &i.content {
             Content::Dir => {
-                let mut h = header(tar::EntryType::Directory, i.mode, i.mtime, owner);
+                let mut h = header(tar::EntryType::Directory, i.mode, i.mtime, stamp);
                 tar.append_data(&mut h, &i.dest, std::io::empty())
                     .map_err(err(&i.dest))?;
             }
             Content::Symlink(t) => {
-                let mut h = header(tar::EntryType::Symlink, 0o777, i.mtime, owner);
+                let mut h = header(tar::EntryType::Symlink, 0o777, i.mtime, stamp);
                 tar.append_link(&mut h, &i.dest, t).map_err(err(&i.dest))?;
             }
             Content::Data(d) => {
-                let mut h = header(tar::EntryType::Regular, i.mode, i.mtime, owner);
+                let mut h = header(tar::EntryType::Regular, i.mode, i.mtime, stamp);
                 h.set_size(d.len() as u64);
                 tar.append_data(&mut h, &i.dest, &d[..])
                     .map_err(err(&i.dest))?;
@@ -446,14 +461,14 @@ pub fn write(items: &[Item], layer: &mut LayerWriter<'_>, owner: (u32, u32)) -> 
             Content::File(p) => {
                 let f = fs::File::open(p).map_err(err(p))?;
                 let len = f.metadata().map_err(err(p))?.len();
-                let mut h = header(tar::EntryType::Regular, i.mode, i.mtime, owner);
+                let mut h = header(tar::EntryType::Regular, i.mode, i.mtime, stamp);
                 h.set_size(len);
                 // A file that changes size while read would corrupt the tar: take exactly
                 // the size the header says.
                 tar.append_data(&mut h, &i.dest, f.take(len))
                     .map_err(err(p))?;
             }
-            Content::Archive(p) => unpack_into(tar, p, &i.dest, owner)?,
+            Content::Archive(p) => unpack_into(tar, p, &i.dest, stamp)?,
         }
     }
     Ok(())
@@ -464,8 +479,9 @@ fn unpack_into(
     tar: &mut tar::Builder<crate::layer::Sink<'_>>,
     path: &Path,
     dest: &Path,
-    owner: (u32, u32),
+    stamp: Stamp,
 ) -> Result<()> {
+    let owner = stamp.owner;
     let err = || BuildError::io(format!("unpacking {}", path.display()));
     let mut f = fs::File::open(path).map_err(err())?;
     let mut magic = [0u8; 2];
@@ -489,6 +505,7 @@ fn unpack_into(
         let mut h = entry.header().clone();
         h.set_uid(u64::from(owner.0));
         h.set_gid(u64::from(owner.1));
+        h.set_mtime(stamp.mtime(h.mtime().map_err(err())?));
         let target = dest.join(&rel);
         let kind = h.entry_type();
         if kind.is_hard_link() {

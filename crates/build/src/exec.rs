@@ -73,6 +73,40 @@ pub struct BuildOptions {
     pub context_digests: std::sync::Arc<copy::KnownDigests>,
 }
 
+/// The build arg that pins every timestamp of the image (reproducible-builds.org).
+pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+
+impl BuildOptions {
+    /// SOURCE_DATE_EPOCH (seconds) when given as a build arg: the image's `created`, every
+    /// history entry's at most, and the latest mtime of any file in the layers it writes.
+    /// An empty value counts as unset, as BuildKit takes it.
+    pub fn source_date_epoch(&self) -> std::result::Result<Option<i64>, String> {
+        match self.build_args.get(SOURCE_DATE_EPOCH).map(String::as_str) {
+            None | Some("") => Ok(None),
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .map(Some)
+                .ok_or_else(|| {
+                    format!("invalid {SOURCE_DATE_EPOCH} {v:?}: expected whole seconds since 1970")
+                }),
+        }
+    }
+
+    /// The epoch, already checked by [`Build::run`].
+    pub(crate) fn epoch(&self) -> Option<i64> {
+        self.source_date_epoch().ok().flatten()
+    }
+
+    /// What the epoch adds to a layer step's cache key: the same files dated differently
+    /// make another layer.
+    pub(crate) fn epoch_input(&self) -> String {
+        self.epoch()
+            .map_or_else(String::new, |e| format!(" {SOURCE_DATE_EPOCH}={e}"))
+    }
+}
+
 /// The built image: its manifest in the store.
 #[derive(Debug, Clone)]
 pub struct Built {
@@ -222,6 +256,12 @@ fn counts(command: &Command) -> bool {
 impl Build<'_> {
     /// Runs the build; returns the image, written to the store but not named.
     pub fn run(&mut self, options: &BuildOptions) -> Result<Built> {
+        let epoch = options
+            .source_date_epoch()
+            .map_err(|message| BuildError::Image {
+                kind: ErrorKind::InvalidArgument,
+                message,
+            })?;
         let file = Dockerfile::parse(&options.dockerfile_name, &options.dockerfile)?;
         for w in &file.warnings {
             (self.events)(Event::Warning(format!(
@@ -238,10 +278,17 @@ impl Build<'_> {
                 target_platform: options.platform.clone(),
             },
         )?;
-        if !plan.unused_build_args.is_empty() {
+        // SOURCE_DATE_EPOCH is the builder's own, consumed or not (as in BuildKit).
+        let unused: Vec<&str> = plan
+            .unused_build_args
+            .iter()
+            .map(String::as_str)
+            .filter(|a| *a != SOURCE_DATE_EPOCH)
+            .collect();
+        if !unused.is_empty() {
             (self.events)(Event::Warning(format!(
                 "one or more build-args [{}] were not consumed",
-                plan.unused_build_args.join(" ")
+                unused.join(" ")
             )));
         }
         let planned: usize = plan
@@ -277,6 +324,10 @@ impl Build<'_> {
         };
         for (k, v) in &options.labels {
             state.config.set_label(k, v);
+        }
+        if let Some(epoch) = epoch {
+            state.config.clamp_history(epoch);
+            state.created = spec::format_time(epoch.saturating_mul(1_000_000_000), true);
         }
         self.write_image(&state)
     }
@@ -630,10 +681,11 @@ impl Build<'_> {
         };
         let items = copy::plan(&spec)?;
         let inputs = format!(
-            "{} owner={}:{}",
+            "{} owner={}:{}{}",
             copy::digest(&items, &options.context_digests)?,
             owner.0,
-            owner.1
+            owner.1,
+            options.epoch_input()
         );
         let key = Key::derive(Some(&state.key), source, &inputs);
         if !options.no_cache
@@ -642,7 +694,11 @@ impl Build<'_> {
             return Ok(((entry, key), true));
         }
         let mut writer = LayerWriter::new(self.store.content())?;
-        copy::write(&items, &mut writer, owner)?;
+        let stamp = copy::Stamp {
+            owner,
+            epoch: options.epoch().map(|e| e as u64),
+        };
+        copy::write(&items, &mut writer, stamp)?;
         let entry = Entry {
             layer: writer.finish()?,
             created: now_rfc3339(),
@@ -808,6 +864,39 @@ impl Build<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn options_with(args: &[(&str, &str)]) -> BuildOptions {
+        BuildOptions {
+            dockerfile: String::new(),
+            dockerfile_name: "Dockerfile".into(),
+            context: PathBuf::new(),
+            build_args: args
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            target: None,
+            labels: BTreeMap::new(),
+            no_cache: false,
+            platform: spec::Platform::host(),
+            context_digests: Default::default(),
+        }
+    }
+
+    #[test]
+    fn source_date_epoch_is_whole_seconds_and_keys_the_cache() {
+        assert_eq!(options_with(&[]).source_date_epoch(), Ok(None));
+        assert_eq!(options_with(&[(SOURCE_DATE_EPOCH, "")]).epoch(), None);
+        let set = options_with(&[(SOURCE_DATE_EPOCH, "1700000000")]);
+        assert_eq!(set.source_date_epoch(), Ok(Some(1_700_000_000)));
+        assert_eq!(set.epoch_input(), " SOURCE_DATE_EPOCH=1700000000");
+        assert_eq!(options_with(&[]).epoch_input(), "");
+        for bad in ["-1", "1.5", "yesterday"] {
+            let e = options_with(&[(SOURCE_DATE_EPOCH, bad)])
+                .source_date_epoch()
+                .unwrap_err();
+            assert!(e.starts_with("invalid SOURCE_DATE_EPOCH"), "{e}");
+        }
+    }
 
     #[test]
     fn triggers_parse_at_the_from_line_and_forbidden_ones_are_refused() {

@@ -192,8 +192,15 @@ pub fn apply_layer(dir: &Path, reader: impl Read) -> Result<()> {
         let Some(name) = rel.file_name().map(|n| n.to_string_lossy().into_owned()) else {
             continue;
         };
+        // What this entry replaces or removes is found with the parent resolved inside
+        // `dir`: a lower layer's symlink (`a -> /etc`) must not point the removal at the
+        // host's own files.
+        let parent = resolve_in_root(
+            dir,
+            &rel.parent().unwrap_or(Path::new("")).to_string_lossy(),
+            true,
+        )?;
         if let Some(hidden) = name.strip_prefix(".wh.") {
-            let parent = dir.join(rel.parent().unwrap_or(Path::new("")));
             if hidden == ".wh..opq" {
                 if let Ok(rd) = fs::read_dir(&parent) {
                     for e in rd.flatten() {
@@ -205,7 +212,7 @@ pub fn apply_layer(dir: &Path, reader: impl Read) -> Result<()> {
             }
             continue;
         }
-        let target = dir.join(&rel);
+        let target = parent.join(&name);
         let kind = entry.header().entry_type();
         if let Ok(m) = fs::symlink_metadata(&target)
             && !(m.is_dir() && kind.is_dir())
@@ -291,5 +298,28 @@ mod tests {
         assert!(root.join("a/keep").exists());
         assert!(!root.join("o/old").exists());
         assert_eq!(fs::read(root.join("o/new")).unwrap(), b"n");
+    }
+
+    #[test]
+    fn replacing_and_whiteouts_never_reach_through_a_lower_symlink() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("victim"), b"keep").unwrap();
+        fs::write(outside.path().join("hidden"), b"keep").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::os::unix::fs::symlink(outside.path(), root.join("a")).unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        for (name, data) in [("a/.wh.hidden", &b""[..]), ("a/victim", b"new")] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut h, name, data).unwrap();
+        }
+        let bytes = tar.into_inner().unwrap();
+        // The entry itself may be refused (it lands outside); nothing outside changes.
+        let _ = apply_layer(root, &bytes[..]);
+        assert_eq!(fs::read(outside.path().join("victim")).unwrap(), b"keep");
+        assert_eq!(fs::read(outside.path().join("hidden")).unwrap(), b"keep");
     }
 }

@@ -14,7 +14,7 @@ use crate::config::ImageConfig;
 use crate::copy::CopyError;
 use crate::exec::{BuildOptions, Event, State, now_rfc3339};
 use crate::layer::Layer;
-use crate::step::{BindFrom, RunStep, StepMount, StepMountKind};
+use crate::step::{BindFrom, CacheSeed, RunStep, SecretEnv, StepMount, StepMountKind};
 use crate::{Build, BuildError, ErrorKind, Result};
 
 /// The command line a RUN executes: exec form as is, shell form through the stage's SHELL,
@@ -88,6 +88,8 @@ pub fn check_flags(run: &Run) -> std::result::Result<(), String> {
 pub fn mount_target(m: &Mount) -> Option<String> {
     match (&m.target, m.kind) {
         (Some(t), _) => Some(t.clone()),
+        // `env=` without a target exposes the secret as a variable only.
+        (None, MountType::Secret) if m.env.is_some() => None,
         (None, MountType::Secret) => m.id.as_ref().map(|id| format!("/run/secrets/{id}")),
         (None, MountType::Ssh) => None,
         (None, _) => None,
@@ -155,8 +157,12 @@ impl Build<'_> {
             w => w,
         };
         let mut mounts = Vec::new();
+        let mut secret_env = Vec::new();
         let mut inputs: Vec<String> = step.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
         inputs.push(format!("platform={}", options.platform));
+        if let Some(epoch) = options.epoch() {
+            inputs.push(format!("{}={epoch}", crate::exec::SOURCE_DATE_EPOCH));
+        }
         for m in &run.mounts {
             let target = mount_target(m);
             let kind = match m.kind {
@@ -170,10 +176,15 @@ impl Build<'_> {
                     let Some(id) = id else {
                         return Err(invalid("secret mount requires an id or a target".into()));
                     };
-                    if target.is_none() {
-                        return Err(invalid(format!(
-                            "secret {id}: only file secrets (a target) are supported, not env="
-                        )));
+                    if let Some(var) = &m.env {
+                        secret_env.push(SecretEnv {
+                            id: id.clone(),
+                            var: var.clone(),
+                            required: m.required,
+                        });
+                        if target.is_none() {
+                            continue;
+                        }
                     }
                     StepMountKind::Secret {
                         id,
@@ -186,14 +197,24 @@ impl Build<'_> {
                 },
                 MountType::Tmpfs => StepMountKind::Tmpfs { size: m.size },
                 MountType::Cache => {
-                    if m.from.is_some() {
-                        return Err(invalid(
-                            "cache mounts seeded --from a stage are not supported".into(),
-                        ));
-                    }
+                    let seed = match &m.from {
+                        None => None,
+                        Some(from) => Some(CacheSeed {
+                            layers: self.layers_for(from, plan, done, options)?,
+                            source: format!(
+                                "/{}",
+                                m.source
+                                    .as_deref()
+                                    .unwrap_or_default()
+                                    .trim_start_matches('/')
+                            ),
+                        }),
+                    };
                     StepMountKind::Cache {
                         id: m.id.clone().or_else(|| target.clone()).unwrap_or_default(),
                         readonly: m.readonly,
+                        sharing: m.sharing,
+                        seed,
                     }
                 }
                 MountType::Bind => {
@@ -237,30 +258,7 @@ impl Build<'_> {
                             BindFrom::Context
                         }
                         Some(from) => {
-                            let layers = match plan.stage_for(from) {
-                                Some(i) => {
-                                    let s = done.get(&i).ok_or_else(|| {
-                                        (ErrorKind::Internal, format!("stage {from} was not built"))
-                                    })?;
-                                    layers_of(s)
-                                }
-                                None => {
-                                    let image = self
-                                        .images
-                                        .get(from, &options.platform)
-                                        .map_err(|e| (e.kind(), e.to_string()))?;
-                                    image
-                                        .manifest
-                                        .layers
-                                        .iter()
-                                        .zip(image.config.diff_ids.iter())
-                                        .map(|(d, id)| Layer {
-                                            descriptor: d.clone(),
-                                            diff_id: id.clone(),
-                                        })
-                                        .collect()
-                                }
-                            };
+                            let layers = self.layers_for(from, plan, done, options)?;
                             let ids: Vec<&str> =
                                 layers.iter().map(|l| l.diff_id.as_str()).collect();
                             inputs.push(format!("bind:{}:{source_path}", ids.join(",")));
@@ -308,8 +306,10 @@ impl Build<'_> {
             user: state.config.user(),
             no_network: run.network == Some(NetworkMode::None),
             mounts,
+            secret_env,
             platform: options.platform.clone(),
             context: options.context.clone(),
+            source_date_epoch: options.epoch(),
         };
         let runner = self.runner;
         let events = &mut self.events;
@@ -351,6 +351,36 @@ impl Build<'_> {
         Ok(false)
     }
 
+    /// The layers of `from` (a stage of this build or an image), bottom first, for a mount.
+    fn layers_for(
+        &self,
+        from: &str,
+        plan: &BuildPlan,
+        done: &HashMap<usize, State>,
+        options: &BuildOptions,
+    ) -> std::result::Result<Vec<Layer>, (ErrorKind, String)> {
+        if let Some(i) = plan.stage_for(from) {
+            let s = done
+                .get(&i)
+                .ok_or_else(|| (ErrorKind::Internal, format!("stage {from} was not built")))?;
+            return Ok(layers_of(s));
+        }
+        let image = self
+            .images
+            .get(from, &options.platform)
+            .map_err(|e| (e.kind(), e.to_string()))?;
+        Ok(image
+            .manifest
+            .layers
+            .iter()
+            .zip(image.config.diff_ids.iter())
+            .map(|(d, id)| Layer {
+                descriptor: d.clone(),
+                diff_id: id.clone(),
+            })
+            .collect())
+    }
+
     fn push(
         &self,
         state: &mut State,
@@ -389,7 +419,7 @@ pub fn context_layer(store: &oci::store::ContentStore, context: &std::path::Path
         },
     })?;
     let mut writer = crate::layer::LayerWriter::new(store)?;
-    crate::copy::write(&items, &mut writer, (0, 0))?;
+    crate::copy::write(&items, &mut writer, crate::copy::Stamp::default())?;
     writer.finish()
 }
 

@@ -17,6 +17,18 @@ pub enum BindFrom {
     Context,
 }
 
+pub use dockerfile::mount::CacheSharing;
+
+/// The initial contents of a cache mount (`from=` a stage or image, `source=` a directory
+/// of it): copied into the cache directory when the directory is new.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSeed {
+    /// The stage's or image's layers, bottom first.
+    pub layers: Vec<StepLayer>,
+    /// The absolute path in them whose contents seed the cache.
+    pub source: String,
+}
+
 /// A `RUN --mount`, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepMountKind {
@@ -29,6 +41,11 @@ pub enum StepMountKind {
     Cache {
         id: String,
         readonly: bool,
+        /// Who else may use it while the step runs: anyone (`shared`), nobody (`locked`:
+        /// the step waits), or a concurrent user gets a fresh directory (`private`).
+        sharing: CacheSharing,
+        /// `from=`: what a new cache directory starts with.
+        seed: Option<CacheSeed>,
     },
     Bind {
         from: BindFrom,
@@ -55,6 +72,15 @@ pub struct StepMount {
     pub gid: Option<u32>,
 }
 
+/// `RUN --mount=type=secret,id=ID,env=VAR`: the secret as the variable VAR of that step
+/// only (never in the image's Env, its history or the cache key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretEnv {
+    pub id: String,
+    pub var: String,
+    pub required: bool,
+}
+
 /// One RUN step, ready for the builder VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunStep {
@@ -68,10 +94,14 @@ pub struct RunStep {
     /// `--network=none`.
     pub no_network: bool,
     pub mounts: Vec<StepMount>,
+    /// Secrets the step sees as environment variables.
+    pub secret_env: Vec<SecretEnv>,
     /// The platform whose VM runs it.
     pub platform: spec::Platform,
     /// The build context, for bind mounts from it.
     pub context: std::path::PathBuf,
+    /// SOURCE_DATE_EPOCH: no file of the step's layer may be dated later.
+    pub source_date_epoch: Option<i64>,
 }
 
 /// What a step left: its exit code and, when it succeeded, its layer in the store.

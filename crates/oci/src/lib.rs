@@ -61,7 +61,8 @@ pub mod digest;
 pub mod keychain;
 pub mod layer;
 pub mod manifest;
-pub mod pax;
+/// PAX records, parsed by their length: shared with the ext4 writer and vminitd.
+pub use spec::pax;
 pub mod platform;
 pub mod progress;
 pub mod reference;

@@ -6,7 +6,8 @@
 //! `cp` operands) into checked types whose `Display` writes them back, and reject anything
 //! else with one line naming what was wrong.
 //!
-//! Beside them, [`error_chain`]: the one-line form of an error that every message a user
+//! Beside them, [`pax`]: the records of a tar's PAX headers, the one parser every reader of
+//! image layers (the daemon's checks, the ext4 writer, vminitd) shares. And [`error_chain`]: the one-line form of an error that every message a user
 //! reads is written in.
 //!
 //! It must not do I/O of any kind: no files, no environment, no sockets. Callers hand in
@@ -23,6 +24,7 @@ pub mod label;
 pub mod mount;
 pub mod name;
 pub mod network;
+pub mod pax;
 pub mod platform;
 pub mod port;
 pub mod report;

@@ -16,6 +16,9 @@ use crate::Context;
 use crate::args::BuildArgs;
 use crate::error::{CliError, CliResult};
 
+/// The environment variable (and build arg) that pins an image's timestamps.
+const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+
 /// What a failed build exits with, as `docker build` does.
 const EXIT_BUILD_FAILED: i32 = 1;
 
@@ -189,6 +192,13 @@ pub async fn build(ctx: &Context, a: &BuildArgs) -> CliResult {
                 Err(_) => None,
             },
         };
+    }
+    // As `docker buildx` does: the CLI's own SOURCE_DATE_EPOCH is the build arg unless one
+    // was given.
+    if let Ok(epoch) = std::env::var(SOURCE_DATE_EPOCH)
+        && !build_args.contains_key(SOURCE_DATE_EPOCH)
+    {
+        build_args.insert(SOURCE_DATE_EPOCH.to_string(), epoch);
     }
     let labels = a
         .labels
