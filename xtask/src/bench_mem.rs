@@ -239,10 +239,8 @@ fn resident_ranges(pid: u32) -> Vec<(u64, u64)> {
             continue;
         };
         if let Some((start, end)) = range.split_once('-')
-            && let (Ok(start), Ok(end)) = (
-                u64::from_str_radix(start, 16),
-                u64::from_str_radix(end, 16),
-            )
+            && let (Ok(start), Ok(end)) =
+                (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
         {
             current = Some((start, end));
         }
@@ -358,7 +356,12 @@ pub fn mem(runs: u32, bin_dir: Option<PathBuf>) -> Result<()> {
     let settle = env_number("CONTAINER_BENCH_SETTLE", 20);
     let count = env_number("CONTAINER_BENCH_MEM_COUNT", 4).max(2);
     let daemon = Daemon::start(&bin, &images)?;
-    let result = measure(&daemon, runs.max(1), Duration::from_secs(settle), count as usize);
+    let result = measure(
+        &daemon,
+        runs.max(1),
+        Duration::from_secs(settle),
+        count as usize,
+    );
     daemon.stop();
     result
 }
@@ -556,6 +559,9 @@ mod tests {
             libc::munmap(b, PAGES * 4096);
         }
         assert_eq!(first.len(), PAGES, "one mapping's frames");
-        assert_eq!(both, first, "the second mapping of the same pages adds no frame");
+        assert_eq!(
+            both, first,
+            "the second mapping of the same pages adds no frame"
+        );
     }
 }
