@@ -193,14 +193,28 @@ fn switch_root() -> Result<(), BootError> {
     })
 }
 
+/// How PID 1 ends the VM. An x86 guest without ACPI (QEMU's microvm runs with `acpi=off`:
+/// its ACPI tables cost the host about 3 MiB per VM, docs/benchmarks.md) has no way to power
+/// off, and the kernel would only halt; it resets instead, which ends the VM because the host
+/// runs QEMU with `-no-reboot` (the kernel's `reboot=t` makes the reset a triple fault, which
+/// needs no device). Every other guest powers off.
+fn end_of_vm() -> nix::sys::reboot::RebootMode {
+    use nix::sys::reboot::RebootMode;
+    if cfg!(target_arch = "x86_64") && !Path::new("/sys/firmware/acpi").exists() {
+        RebootMode::RB_AUTOBOOT
+    } else {
+        RebootMode::RB_POWER_OFF
+    }
+}
+
 /// Logs, syncs and powers the VM off. Used for every fatal error of PID 1.
 pub fn fatal(msg: &str) -> ! {
     crate::error!("fatal: {msg}");
     nix::unistd::sync();
     if is_pid1() {
-        let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
-        // Without ACPI power-off the kernel halts instead; stay here rather than exit, since
-        // PID 1 exiting panics the kernel.
+        let _ = nix::sys::reboot::reboot(end_of_vm());
+        // Should the kernel halt instead; stay here rather than exit, since PID 1 exiting
+        // panics the kernel.
         loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         }

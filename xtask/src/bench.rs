@@ -32,7 +32,7 @@ pub enum Which {
     Docker,
     /// Issue 16's fifty idle containers alone (`ls`, `stop --all`, memory, run latency).
     Fifty,
-    /// Issue 16: host memory of one idle container against its guest's own use.
+    /// Issue 16: host memory of idle containers against their guests' own use.
     Mem,
     /// Issue 14: `container build` with RUN steps in the builder VM.
     Build,
@@ -70,7 +70,7 @@ pub fn run_bench(which: Which, runs: u32, bin_dir: Option<PathBuf>) -> Result<()
         crate::bench_pool::fifty(runs, bin_dir.clone())?;
     }
     if matches!(which, Which::All | Which::Mem) {
-        crate::bench_mem::mem(runs)?;
+        crate::bench_mem::mem(runs, bin_dir.clone())?;
     }
     if matches!(which, Which::All | Which::Build) {
         crate::bench_build::build(runs, &binaries()?, bin_dir.is_none())?;

@@ -94,12 +94,44 @@ pub fn build(arch: Arch) -> Result<PathBuf> {
             compile(arch, &recipe, &fragment_path, &source, &out)?;
         }
     }
+    let boot = boot_kernel(&vmlinux)?;
     let published = arch.guest_out_dir();
     for (_, name) in recipe.outputs {
-        paths::symlink_force(&out.join(name), &published.join(name))?;
+        let target = if *name == "vmlinux" {
+            boot.clone()
+        } else {
+            out.join(name)
+        };
+        paths::symlink_force(&target, &published.join(name))?;
     }
     paths::symlink_force(&out.join(INFO_FILE), &published.join(INFO_FILE))?;
-    Ok(vmlinux)
+    Ok(boot)
+}
+
+/// The kernel file VMs boot: an ELF `vmlinux` without its symbol table, beside the built one
+/// in the cache (`vmlinux.stripped`, made once), or the built file itself when it is no ELF
+/// (arm64's `Image`). QEMU copies an ELF kernel's symbol table into its heap at load, for
+/// its disassembler: 1.5 MiB of every VM's host memory (docs/benchmarks.md). The kernel's
+/// own symbols (kallsyms) are inside its image and stay; the cache keeps the full `vmlinux`
+/// for debuggers.
+fn boot_kernel(vmlinux: &Path) -> Result<PathBuf> {
+    let mut magic = [0u8; 4];
+    fs::File::open(vmlinux)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .with_context(|| format!("cannot read {}", vmlinux.display()))?;
+    if magic != *b"\x7fELF" {
+        return Ok(vmlinux.to_path_buf());
+    }
+    let stripped = vmlinux.with_extension("stripped");
+    if !stripped.exists() {
+        let tmp = vmlinux.with_extension(format!("stripped.{}.tmp", std::process::id()));
+        run(Command::new("objcopy")
+            .arg("--strip-all")
+            .arg(vmlinux)
+            .arg(&tmp))?;
+        fs::rename(&tmp, &stripped)?;
+    }
+    Ok(stripped)
 }
 
 /// The kernel's build info beside it: `<kernel file>.info.json`, read by the daemon.
