@@ -606,9 +606,16 @@ impl Manager {
             .stdin(Stdio::from(child_in))
             .stdout(Stdio::from(child_out))
             .stderr(Stdio::from(child_err));
-        // SAFETY: the closure only calls dup2/fcntl, which are async-signal-safe.
+        // SAFETY: the closure only calls dup2/fcntl/personality, which are async-signal-safe.
         unsafe {
             cmd.pre_exec(move || {
+                // The helper is always vminitd at the same addresses, so QEMU's TCG reuses the
+                // code it translated for the last helper instead of translating it again; the
+                // helper restores address randomization before it execs the container's
+                // program.
+                if libc::personality(libc::ADDR_NO_RANDOMIZE as libc::c_ulong) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 if theirs_raw == CONTROL_FD {
                     if libc::fcntl(CONTROL_FD, libc::F_SETFD, 0) < 0 {
                         return Err(std::io::Error::last_os_error());
