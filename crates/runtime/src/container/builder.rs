@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use runtime_api::builder::{BuilderConfig, BuilderDir, pb as bpb};
 
 use super::boot::{boot_vm, connect_agent, console_tail, guest_mount, vm_runtime_dir};
-use super::network::{DOCKER_IPV6_HOSTS, configure_links};
+use super::network::DOCKER_IPV6_HOSTS;
 use super::oci::{DOCKER_DEFAULT_CAPS, default_mounts};
 use super::*;
 
@@ -211,45 +211,41 @@ impl BuilderVm {
         }
     }
 
+    /// The builder's guest layout, in one batch: the clock, the scratch disk, the cache
+    /// share, the secrets tmpfs, the NIC, the directories and the /etc files of every step.
     async fn set_up(
         vm: &Arc<dyn VirtualMachine>,
         config: &BuilderConfig,
     ) -> Result<AgentClient, ContainerError> {
         let agent = connect_agent(vm.as_ref()).await?;
-        set_time(&agent)
-            .await
-            .map_err(agent_err("setting the guest clock"))?;
-        let disk = guest_mount(
-            &agent,
+        let mut steps = super::prepare::Steps::default();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as i64;
+        steps.push(
+            "setting the guest clock",
+            "SetTime",
+            pb::prepare_step::Step::SetTime(pb::SetTimeRequest { unix_nanos: nanos }),
+        );
+        steps.mount(
             "block-serial:scratch".into(),
             SCRATCH.into(),
             "ext4",
             vec![],
         );
-        let cache = guest_mount(
-            &agent,
-            CACHE_TAG.into(),
-            CACHE_MOUNTS.into(),
-            "virtiofs",
-            vec![],
-        );
-        let secrets = guest_mount(
-            &agent,
+        steps.mount(CACHE_TAG.into(), CACHE_MOUNTS.into(), "virtiofs", vec![]);
+        steps.mount(
             "tmpfs".into(),
             SECRETS.into(),
             "tmpfs",
             vec!["mode=700".into()],
         );
-        tokio::try_join!(
-            disk,
-            cache,
-            secrets,
-            configure_links(&agent, &config.networks)
-        )?;
+        super::prepare::network_steps(&mut steps, &config.networks);
         for d in ["layers", "steps", "empty", "etc"] {
-            mkdir(&agent, &format!("{SCRATCH}/{d}"), 0o755, 0, 0).await?;
+            steps.mkdir(format!("{SCRATCH}/{d}"));
         }
-        mkdir(&agent, SSH_SOCKETS, 0o755, 0, 0).await?;
+        steps.mkdir(SSH_SOCKETS.into());
         let mut entries: Vec<pb::HostsEntry> = DOCKER_IPV6_HOSTS
             .iter()
             .map(|(ip, name)| pb::HostsEntry {
@@ -268,38 +264,45 @@ impl BuilderVm {
                 names: vec!["buildkitsandbox".into()],
             });
         }
-        agent
-            .configure_hosts(pb::ConfigureHostsRequest {
+        steps.push(
+            "writing the builder's hosts file",
+            "ConfigureHosts",
+            pb::prepare_step::Step::ConfigureHosts(pb::ConfigureHostsRequest {
                 path: format!("{SCRATCH}/etc/hosts"),
                 entries,
-            })
-            .await
-            .map_err(agent_err("writing the builder's hosts file"))?;
+            }),
+        );
         let mut nameservers = config.dns.nameservers.clone();
         if nameservers.is_empty()
             && let Some(gw) = config.networks.first().and_then(|n| n.gateway.clone())
         {
             nameservers.push(gw);
         }
-        agent
-            .configure_dns(pb::ConfigureDnsRequest {
+        steps.push(
+            "writing the builder's resolv.conf",
+            "ConfigureDns",
+            pb::prepare_step::Step::ConfigureDns(pb::ConfigureDnsRequest {
                 path: format!("{SCRATCH}/etc/resolv.conf"),
                 nameservers,
                 search: config.dns.search.clone(),
                 options: config.dns.options.clone(),
-            })
-            .await
-            .map_err(agent_err("writing the builder's resolv.conf"))?;
-        agent
-            .write_file(pb::WriteFileRequest {
+            }),
+        );
+        steps.push(
+            "writing the builder's hostname",
+            "WriteFile",
+            pb::prepare_step::Step::WriteFile(pb::WriteFileRequest {
                 path: format!("{SCRATCH}/etc/hostname"),
                 data: b"buildkitsandbox\n".to_vec(),
                 mode: 0o644,
                 append: false,
                 create_parents: true,
-            })
+            }),
+        );
+        steps
+            .send(&agent)
             .await
-            .map_err(agent_err("writing the builder's hostname"))?;
+            .map_err(super::prepare::PrepareError::into_container_error)?;
         Ok(agent)
     }
 

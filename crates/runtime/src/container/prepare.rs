@@ -73,7 +73,13 @@ impl Steps {
         self.what.push((what.into(), rpc));
     }
 
-    fn mount(&mut self, source: String, target: String, fstype: &str, options: Vec<String>) {
+    pub(super) fn mount(
+        &mut self,
+        source: String,
+        target: String,
+        fstype: &str,
+        options: Vec<String>,
+    ) {
         self.mount_with_retry(source, target, fstype, options, Vec::new());
     }
 
@@ -96,7 +102,7 @@ impl Steps {
         self.push_with_retry(what, "Mount", step, retry_options);
     }
 
-    fn mkdir(&mut self, path: String) {
+    pub(super) fn mkdir(&mut self, path: String) {
         self.push(
             format!("creating {path}"),
             "Mkdir",
@@ -188,7 +194,7 @@ pub(super) fn setup_steps(
         }
     }
     rootfs_steps(&mut steps, config);
-    network_steps(&mut steps, config);
+    network_steps(&mut steps, &config.networks);
     etc_steps(&mut steps, config, write_resolv);
     if config.rosetta {
         // From here on every x86_64 executable in the guest runs through the translator.
@@ -270,8 +276,11 @@ fn rootfs_steps(steps: &mut Steps, config: &RuntimeConfig) {
 
 /// The steps that bring up each NIC (found by the MAC the host gave it), give it its
 /// address, and the first one the default route.
-pub(super) fn network_steps(steps: &mut Steps, config: &RuntimeConfig) {
-    for (i, net) in config.networks.iter().enumerate() {
+pub(super) fn network_steps(
+    steps: &mut Steps,
+    networks: &[runtime_api::config::NetworkAttachment],
+) {
+    for (i, net) in networks.iter().enumerate() {
         let mac = net.mac.clone();
         steps.push(
             format!("bringing up the link with mac {mac}"),
