@@ -6,6 +6,7 @@
 //! `--network=none` sees only lo; a cache mount keeps its files across builds; `builder
 //! start|status|stop|delete` by what they print.
 
+use std::path::Path;
 use std::time::Instant;
 
 use container_tests::daemon::Daemon;
@@ -689,7 +690,7 @@ fn xattrs_survive_a_run_step() {
     d.ok(&["image", "push", &pushed]);
     d.ok(&["image", "delete", &pushed, "xattr:1"]);
     d.ok(&["image", "pull", &pushed]);
-    fsck_snapshot(&d, &pushed);
+    d.fsck_snapshot(&pushed);
     assert_eq!(
         d.ok(&[
             "run",

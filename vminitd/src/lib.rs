@@ -35,5 +35,6 @@ pub mod seccomp;
 pub mod server;
 pub mod setup;
 pub mod spec;
+pub mod step_root;
 pub mod tinyinit;
 pub mod user;

@@ -47,6 +47,7 @@ async fn run_step<A: Agent>(svc: &A, step: Step) -> Result<(), Status> {
         Step::ConfigureHosts(r) => svc.configure_hosts(Request::new(r)).await.map(drop),
         Step::RegisterBinfmt(r) => svc.register_binfmt(Request::new(r)).await.map(drop),
         Step::CreateProcess(r) => svc.create_process(Request::new(r)).await.map(drop),
+        Step::StepRoot(r) => svc.mount_step_root(Request::new(r)).await.map(drop),
     }
 }
 

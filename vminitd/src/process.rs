@@ -205,6 +205,14 @@ async fn dial(dialer: &Dialer, port: u32) -> Result<Stream, ProcessError> {
     }
 }
 
+/// [`dial`] for a port the request gave; 0 means the stream is not wanted.
+async fn dial_port(dialer: &Dialer, port: u32) -> Result<Option<Stream>, ProcessError> {
+    if port == 0 {
+        return Ok(None);
+    }
+    dial(dialer, port).await.map(Some)
+}
+
 fn set_nonblocking(fd: &OwnedFd) -> Result<(), ProcessError> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
     let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(nix_err("fcntl"))?;
@@ -472,22 +480,14 @@ impl Manager {
                 init_binary: &init_binary,
             },
         )?;
-        // Connect the streams first: nothing runs until the host is listening on each.
-        let stdin_sock = if req.stdin_port != 0 {
-            Some(dial(&self.cfg.dialer, req.stdin_port).await?)
-        } else {
-            None
-        };
-        let stdout_sock = if req.stdout_port != 0 {
-            Some(dial(&self.cfg.dialer, req.stdout_port).await?)
-        } else {
-            None
-        };
-        let stderr_sock = if req.stderr_port != 0 && !req.terminal {
-            Some(dial(&self.cfg.dialer, req.stderr_port).await?)
-        } else {
-            None
-        };
+        // Connect the streams first: nothing runs until the host is listening on each. The
+        // dials go out together: each is a round trip to the host.
+        let stderr_port = if req.terminal { 0 } else { req.stderr_port };
+        let (stdin_sock, stdout_sock, stderr_sock) = tokio::try_join!(
+            dial_port(&self.cfg.dialer, req.stdin_port),
+            dial_port(&self.cfg.dialer, req.stdout_port),
+            dial_port(&self.cfg.dialer, stderr_port),
+        )?;
 
         let cgroup_dir = match cgroup_dir {
             Some(d) => d,
@@ -606,9 +606,16 @@ impl Manager {
             .stdin(Stdio::from(child_in))
             .stdout(Stdio::from(child_out))
             .stderr(Stdio::from(child_err));
-        // SAFETY: the closure only calls dup2/fcntl, which are async-signal-safe.
+        // SAFETY: the closure only calls dup2/fcntl/personality, which are async-signal-safe.
         unsafe {
             cmd.pre_exec(move || {
+                // The helper is always vminitd at the same addresses, so QEMU's TCG reuses the
+                // code it translated for the last helper instead of translating it again; the
+                // helper restores address randomization before it execs the container's
+                // program.
+                if libc::personality(libc::ADDR_NO_RANDOMIZE as libc::c_ulong) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 if theirs_raw == CONTROL_FD {
                     if libc::fcntl(CONTROL_FD, libc::F_SETFD, 0) < 0 {
                         return Err(std::io::Error::last_os_error());

@@ -601,6 +601,24 @@ impl Agent for Service {
         Ok(Response::new(pb::Empty {}))
     }
 
+    async fn mount_step_root(
+        &self,
+        r: Request<pb::StepRootRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = r.into_inner();
+        let points: Vec<crate::step_root::MountPoint> = r
+            .mount_points
+            .into_iter()
+            .map(|p| crate::step_root::MountPoint {
+                path: p.path,
+                file: p.file,
+            })
+            .collect();
+        blocking(move || crate::step_root::mount(&r.dir, &r.lowers, &points).map_err(fs_status))
+            .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
     async fn prepare_container(
         &self,
         r: Request<pb::PrepareContainerRequest>,

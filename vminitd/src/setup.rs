@@ -32,6 +32,8 @@ use crate::{caps, mountopt, seccomp};
 pub const CONTROL_FD: RawFd = 3;
 /// The argument that selects helper mode.
 pub const SETUP_ARG: &str = "__setup";
+/// personality(2)'s default persona, with address randomization (libc has no constant).
+const PER_LINUX: libc::c_ulong = 0;
 
 /// Messages from the helper (and its child) to the agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -292,6 +294,15 @@ fn finish(l: &Launch) -> Result<Never, (SetupError, i32)> {
             fs::create_dir_all(&l.cwd),
         )
         .map_err(fail)?;
+    }
+    // The agent started the helper without address randomization (process.rs); the
+    // container's program gets it back.
+    // SAFETY: integer-argument personality(2).
+    if unsafe { libc::personality(PER_LINUX) } < 0 {
+        return Err(fail(SetupError::Sys {
+            what: "restoring address randomization".into(),
+            source: io::Error::last_os_error(),
+        }));
     }
     let cwd_early = nix::unistd::chdir(l.cwd.as_str());
     // Prepared before any privilege is dropped, so later steps need no allocation or lookup.

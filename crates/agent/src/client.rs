@@ -300,6 +300,12 @@ unary! {
     prepare_container(PrepareContainerRequest) -> PrepareContainerResponse, "PrepareContainer";
 }
 
+unary! {
+    /// Mounts a build step's root: the overlay of its layers, with the mount points they
+    /// lack in a stub lower of its own.
+    mount_step_root(StepRootRequest) -> Empty, "MountStepRoot";
+}
+
 impl AgentClient {
     /// Waits until a started process exits. No timeout: a process may run for ever; cancel by
     /// dropping the future.

@@ -88,6 +88,42 @@ impl Lease {
     }
 }
 
+/// The builder for steps of `arch`: the kept one when it runs that architecture, else a
+/// new one of the build's own.
+async fn acquire(daemon: Arc<Daemon>, arch: vmm::Arch) -> Result<Lease, ApiError> {
+    {
+        let kept = daemon.builder.lock().await;
+        if let Some(k) = kept.as_ref()
+            && k.arch == arch
+        {
+            return Ok(Lease::Kept(k.client.clone()));
+        }
+    }
+    let vms = builder_root(&daemon.app_root).join("vms");
+    statefs::create_private_dir(&builder_root(&daemon.app_root))
+        .and_then(|()| statefs::create_private_dir(&vms))
+        .map_err(|e| ApiError::internal(format!("creating {}: {e}", vms.display())))?;
+    let dir = tempfile::Builder::new()
+        .prefix("b")
+        .tempdir_in(&vms)
+        .map_err(|e| ApiError::internal(format!("creating a builder directory: {e}")))?
+        .keep();
+    spawn(
+        &daemon.app_root,
+        &daemon.runtime_binary,
+        dir,
+        true,
+        arch,
+        DEFAULT_CPUS,
+        DEFAULT_MEMORY,
+    )
+    .await
+    .map(Lease::Own)
+}
+
+/// A builder being acquired in the background, for steps of its architecture.
+type Booting = (vmm::Arch, tokio::task::JoinHandle<Result<Lease, ApiError>>);
+
 /// A build's [`build::StepRunner`]: RUN steps in a builder VM.
 pub(crate) struct DaemonSteps {
     pub daemon: Arc<Daemon>,
@@ -97,6 +133,8 @@ pub(crate) struct DaemonSteps {
     /// `--ssh` agent sockets by id.
     pub ssh: BTreeMap<String, String>,
     lease: Mutex<Option<Lease>>,
+    /// The builder [`build::StepRunner::will_run`] started acquiring, until a step takes it.
+    booting: Mutex<Option<Booting>>,
     /// Layer keys the builder holds (so each is sent once).
     held: Mutex<HashSet<String>>,
     context_layer: Mutex<Option<build::layer::Layer>>,
@@ -152,6 +190,7 @@ impl DaemonSteps {
             secrets,
             ssh,
             lease: Mutex::new(None),
+            booting: Mutex::new(None),
             held: Mutex::new(HashSet::new()),
             context_layer: Mutex::new(None),
         }
@@ -165,11 +204,19 @@ impl DaemonSteps {
             .unwrap_or(false)
     }
 
-    /// Stops the build's own builder (the kept one stays).
+    /// Stops the build's own builder (the kept one stays), also one that was booted for the
+    /// build and never used (it failed before its first RUN).
     pub(crate) async fn finish(&self) {
         let lease = self.lease.lock().ok().and_then(|mut l| l.take());
-        if let Some(Lease::Own(p)) = lease {
-            p.stop().await;
+        let booting = self.booting.lock().ok().and_then(|mut b| b.take());
+        let unused = match booting {
+            Some((_, task)) => task.await.ok().and_then(Result::ok),
+            None => None,
+        };
+        for l in [lease, unused].into_iter().flatten() {
+            if let Lease::Own(p) = l {
+                p.stop().await;
+            }
         }
     }
 
@@ -182,37 +229,20 @@ impl DaemonSteps {
             return Ok(l.client());
         }
         let arch = arch_for(platform).map_err(|m| step_err(oci::ErrorKind::InvalidArgument, m))?;
-        let daemon = Arc::clone(&self.daemon);
-        let new = self.handle.block_on(async move {
-            {
-                let kept = daemon.builder.lock().await;
-                if let Some(k) = kept.as_ref()
-                    && k.arch == arch
-                {
-                    return Ok(Lease::Kept(k.client.clone()));
-                }
-            }
-            let vms = builder_root(&daemon.app_root).join("vms");
-            statefs::create_private_dir(&builder_root(&daemon.app_root))
-                .and_then(|()| statefs::create_private_dir(&vms))
-                .map_err(|e| ApiError::internal(format!("creating {}: {e}", vms.display())))?;
-            let dir = tempfile::Builder::new()
-                .prefix("b")
-                .tempdir_in(&vms)
-                .map_err(|e| ApiError::internal(format!("creating a builder directory: {e}")))?
-                .keep();
-            spawn(
-                &daemon.app_root,
-                &daemon.runtime_binary,
-                dir,
-                true,
-                arch,
-                DEFAULT_CPUS,
-                DEFAULT_MEMORY,
-            )
-            .await
-            .map(Lease::Own)
-        });
+        let booting = self
+            .booting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .filter(|(a, _)| *a == arch);
+        let new = match booting {
+            Some((_, task)) => self.handle.block_on(task).unwrap_or_else(|e| {
+                Err(ApiError::internal(format!("booting the builder vm: {e}")))
+            }),
+            None => self
+                .handle
+                .block_on(acquire(Arc::clone(&self.daemon), arch)),
+        };
         let new = new.map_err(|e| step_err(api_kind(&e), e.message.clone()))?;
         if let Lease::Kept(c) = &new {
             let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
@@ -437,6 +467,20 @@ impl DaemonSteps {
 }
 
 impl build::StepRunner for DaemonSteps {
+    fn will_run(&self, platform: &spec::Platform) {
+        let Ok(arch) = arch_for(platform) else {
+            return; // the first RUN reports it
+        };
+        let leased = self.lease.lock().map(|l| l.is_some()).unwrap_or(true);
+        let mut booting = self.booting.lock().unwrap_or_else(|e| e.into_inner());
+        if leased || booting.is_some() {
+            return;
+        }
+        tracing::info!("the build runs RUN steps: starting its builder now");
+        let task = self.handle.spawn(acquire(Arc::clone(&self.daemon), arch));
+        *booting = Some((arch, task));
+    }
+
     fn run(
         &self,
         step: &build::RunStep,

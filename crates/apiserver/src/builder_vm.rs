@@ -13,6 +13,8 @@ use crate::errors::one_line;
 /// How long a builder VM may take to boot (TCG is slow, and builds run while others do).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the daemon looks for the booting builder's socket.
+const READY_POLL: Duration = Duration::from_millis(10);
 /// The sparse scratch disk: it costs what the steps write.
 const SCRATCH_BYTES: u64 = 64 << 30;
 pub(crate) const DEFAULT_CPUS: u32 = 2;
@@ -170,7 +172,8 @@ pub(crate) async fn spawn(
                 one_line(&reason)
             )));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A stat every 10 ms is nothing to the host, and the first step waits for it.
+        tokio::time::sleep(READY_POLL).await;
     };
     Ok(BuilderProcess {
         child: Some(child),

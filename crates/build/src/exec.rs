@@ -291,6 +291,14 @@ impl Build<'_> {
                 unused.join(" ")
             )));
         }
+        let runs = plan.stages.iter().any(|s| {
+            s.instructions
+                .iter()
+                .any(|i| matches!(i.command, Command::Run(_)))
+        });
+        if options.no_cache && runs {
+            self.runner.will_run(&options.platform);
+        }
         let planned: usize = plan
             .stages
             .iter()

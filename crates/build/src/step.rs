@@ -115,6 +115,11 @@ pub struct StepOutcome {
 /// step's stdout and stderr as they come.
 pub trait StepRunner {
     fn run(&self, step: &RunStep, output: &mut dyn FnMut(&[u8])) -> Result<StepOutcome>;
+
+    /// Told at the start of a build that will run RUN steps for `platform` whatever the
+    /// cache holds (`--no-cache`): a runner may start its builder now, while the steps
+    /// before the first RUN (the base image, COPY) are carried out.
+    fn will_run(&self, _platform: &spec::Platform) {}
 }
 
 /// A runner for builds that have no builder: every RUN fails with this error.

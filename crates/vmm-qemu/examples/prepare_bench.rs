@@ -187,6 +187,9 @@ async fn call(agent: &AgentClient, step: Step) -> Result<(), Error> {
         Step::CreateProcess(r) => {
             agent.create_process(r).await?;
         }
+        Step::StepRoot(r) => {
+            agent.mount_step_root(r).await?;
+        }
     }
     Ok(())
 }

@@ -409,6 +409,20 @@ async fn user_capabilities_seccomp_masked_paths_and_hostname(arch: Arch) {
         out,
         "CapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nSeccomp:\t2\n"
     );
+    // The setup helper runs without address randomization (so TCG reuses the code it
+    // translated for the last helper); the container's programs get it back: the default
+    // persona, and a stack that is somewhere else each time.
+    let script = "cat /proc/self/personality; grep -m1 stack /proc/self/maps | cut -d- -f1";
+    let mut stacks = Vec::new();
+    for id in ["aslr1", "aslr2"] {
+        let spec = docker_spec(&["sh", "-c", script], "c");
+        let (code, out, err) = run(&t, create(id, spec, StdioPorts::default())).await;
+        assert_eq!(code, 0, "{err}");
+        let mut lines = out.lines();
+        assert_eq!(lines.next(), Some("00000000"), "{out}");
+        stacks.push(lines.next().map(str::to_owned));
+    }
+    assert!(stacks[0].is_some() && stacks[0] != stacks[1], "{stacks:?}");
     // The filter refuses what Docker's profile refuses: a new user namespace needs no
     // capability in the kernel (both guests have CONFIG_USER_NS), so only the filter's EPERM
     // for a caller without CAP_SYS_ADMIN stops it, on either architecture's syscall table.

@@ -40,6 +40,38 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// The first host vsock port of the ssh agent relays.
 const SSH_PORTS: u32 = 0x4000_0000;
 
+/// The mount points of a step's `mounts` (spec mounts, in the order vminitd mounts them)
+/// that must exist in its root: a destination below an earlier mount's is made inside that
+/// mount (a /dev tmpfs, a bind source), never in the root, so it needs none.
+fn mount_points(
+    mounts: &[Value],
+    file_targets: &std::collections::HashSet<String>,
+) -> Vec<pb::StepMountPoint> {
+    let destinations: Vec<&str> = mounts
+        .iter()
+        .filter_map(|m| m["destination"].as_str())
+        .collect();
+    destinations
+        .iter()
+        .enumerate()
+        .filter(|(i, d)| {
+            !destinations[..*i]
+                .iter()
+                .any(|earlier| *earlier != "/" && below(d, earlier))
+        })
+        .map(|(_, d)| pb::StepMountPoint {
+            path: d.to_string(),
+            file: file_targets.contains(*d),
+        })
+        .collect()
+}
+
+/// Whether the clean absolute path `path` lies strictly below `dir`.
+fn below(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir.trim_end_matches('/'))
+        .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
+}
+
 /// A finished step, until it is captured and kept (or forgotten).
 #[derive(Debug, Clone)]
 struct StepDirs {
@@ -285,7 +317,7 @@ impl BuilderVm {
     }
 
     /// The guest directories of `keys`, top first, as overlayfs's lowerdir wants them.
-    fn lowers(&self, keys: &[String]) -> Result<String, ContainerError> {
+    fn lowers(&self, keys: &[String]) -> Result<Vec<String>, ContainerError> {
         let mut dirs = Vec::new();
         for k in keys.iter().rev() {
             dirs.push(self.layer_dir(k).ok_or_else(|| {
@@ -295,7 +327,7 @@ impl BuilderVm {
         if dirs.is_empty() {
             dirs.push(format!("{SCRATCH}/empty"));
         }
-        Ok(dirs.join(":"))
+        Ok(dirs)
     }
 
     /// Mounts an overlay of `layers` with a fresh upper under `dir`; returns (root, upper).
@@ -304,7 +336,7 @@ impl BuilderVm {
         dir: &str,
         layers: &[String],
     ) -> Result<(String, String), ContainerError> {
-        let lowers = self.lowers(layers)?;
+        let lowers = self.lowers(layers)?.join(":");
         let (upper, work, root) = (
             format!("{dir}/upper"),
             format!("{dir}/work"),
@@ -327,36 +359,6 @@ impl BuilderVm {
         Ok((root, upper))
     }
 
-    /// The part of `target` (absolute, clean) that does not exist in `root`: the first
-    /// missing component's path relative to the root, which the mount creates as a stub.
-    async fn missing_prefix(
-        &self,
-        root: &str,
-        target: &str,
-    ) -> Result<Option<String>, ContainerError> {
-        let mut at = String::new();
-        for part in target.trim_start_matches('/').split('/') {
-            if part.is_empty() {
-                continue;
-            }
-            if !at.is_empty() {
-                at.push('/');
-            }
-            at.push_str(part);
-            let st = self
-                .agent
-                .stat(pb::StatRequest {
-                    path: format!("{root}/{at}"),
-                })
-                .await
-                .map_err(agent_err(format!("looking up /{at}")))?;
-            if !st.exists {
-                return Ok(Some(at));
-            }
-        }
-        Ok(None)
-    }
-
     /// Runs one step; sends its output and finally its exit to `events`.
     pub async fn run_step(
         self: &Arc<Self>,
@@ -369,7 +371,8 @@ impl BuilderVm {
         let started = std::time::Instant::now();
         let id = self.next_step.fetch_add(1, Ordering::Relaxed);
         let dir = format!("{SCRATCH}/steps/{id}");
-        let (root, upper) = self.overlay(&dir, &request.layers).await?;
+        let (root, upper) = (format!("{dir}/root"), format!("{dir}/upper"));
+        let lowers = self.lowers(&request.layers)?;
         let cwd = if request.cwd.is_empty() {
             "/".to_string()
         } else {
@@ -521,95 +524,14 @@ impl BuilderVm {
                 None => return Err(invalid("a mount of no kind")),
             }
         }
-        // Mount points the step's mounts create where the lowers have nothing: stubs that
-        // are no part of the step's changes.
-        // The lookups go out together: each is a round trip to the guest.
         let prepared = started.elapsed();
-        let mut lookups = Vec::new();
-        for m in &mounts {
-            if let Some(d) = m["destination"].as_str() {
-                let (vm, root, d) = (Arc::clone(self), root.clone(), d.to_string());
-                lookups.push(tokio::spawn(
-                    async move { vm.missing_prefix(&root, &d).await },
-                ));
-            }
-        }
-        let mut stubs = Vec::new();
-        for (l, m) in lookups.into_iter().zip(mounts.iter()) {
-            let missing = l.await.map_err(|e| ContainerError::Io {
-                op: "looking up mount points".into(),
-                source: std::io::Error::other(e.to_string()),
-            })??;
-            if let Some(at) = missing
-                && let Some(d) = m["destination"].as_str()
-            {
-                stubs.push((d.to_string(), at));
-            }
-        }
-        // Mount points the lowers lack are made in a lower of this step's own, on top, so
-        // vminitd finds them and creates nothing in the upper: the upper holds the step's
-        // changes only, and stays exactly its layer when later steps stack on it.
-        if !stubs.is_empty() {
-            let stub_dir = format!("{dir}/stubs");
-            for (d, at) in &stubs {
-                // The directories that exist keep their mode and owner in the stub lower
-                // (overlayfs takes a directory's attributes from the topmost lower).
-                let existing: Vec<&str> = at.split('/').collect();
-                let mut parent = String::new();
-                for part in &existing[..existing.len().saturating_sub(1)] {
-                    parent.push('/');
-                    parent.push_str(part);
-                    let st = self
-                        .agent
-                        .stat(pb::StatRequest {
-                            path: format!("{root}{parent}"),
-                        })
-                        .await
-                        .map_err(agent_err(format!("looking up {parent}")))?;
-                    mkdir(
-                        &self.agent,
-                        &format!("{stub_dir}{parent}"),
-                        st.mode & 0o7777,
-                        st.uid,
-                        st.gid,
-                    )
-                    .await?;
-                }
-                let path = format!("{stub_dir}{d}");
-                if file_targets.contains(d) {
-                    self.agent
-                        .write_file(pb::WriteFileRequest {
-                            path,
-                            data: Vec::new(),
-                            mode: 0o644,
-                            append: false,
-                            create_parents: true,
-                        })
-                        .await
-                        .map_err(agent_err(format!("creating the mount point {d}")))?;
-                } else {
-                    mkdir(&self.agent, &path, 0o755, 0, 0).await?;
-                }
-            }
-            self.agent
-                .umount(pb::UmountRequest {
-                    target: root.clone(),
-                    lazy: false,
-                })
-                .await
-                .map_err(agent_err("unmounting the step's root"))?;
-            let lowers = self.lowers(&request.layers)?;
-            guest_mount(
-                &self.agent,
-                "overlay".into(),
-                root.clone(),
-                "overlay",
-                vec![format!(
-                    "lowerdir={stub_dir}:{lowers},upperdir={upper},workdir={dir}/work"
-                )],
-            )
-            .await?;
-        }
+        // The step's root is mounted in the same batch as its process is created: the guest
+        // looks up the mount points and makes the ones the layers lack in a stub lower.
+        let root_step = pb::StepRootRequest {
+            dir: dir.clone(),
+            lowers,
+            mount_points: mount_points(&mounts, &file_targets),
+        };
         let exclude = Vec::new();
         // A missing working directory is made by vminitd inside the step's root, after
         // pivot_root, so a symbolic link in the image cannot point it elsewhere.
@@ -648,9 +570,8 @@ impl BuilderVm {
             "linux": {"namespaces": namespaces},
         });
         let process_id = format!("step-{id}");
-        let looked_up = started.elapsed();
         let result = self
-            .run_process(&process_id, &spec, &request.user, &events)
+            .run_process(&process_id, root_step, &spec, &request.user, &events)
             .await;
         let ran = started.elapsed();
         for r in relays {
@@ -680,7 +601,6 @@ impl BuilderVm {
             step = id,
             exit = code,
             ?prepared,
-            ?looked_up,
             ?ran,
             total = ?started.elapsed(),
             "step finished"
@@ -700,10 +620,12 @@ impl BuilderVm {
         Ok(())
     }
 
-    /// Creates, starts and waits for the step's process, forwarding its output.
+    /// Mounts the step's root and creates its process in one batch, then starts and waits
+    /// for it, forwarding its output.
     async fn run_process(
         &self,
         id: &str,
+        root: pb::StepRootRequest,
         spec: &Value,
         user: &str,
         events: &mpsc::Sender<Result<bpb::RunStepEvent, tonic::Status>>,
@@ -725,15 +647,40 @@ impl BuilderVm {
             user: user.to_string(),
             init: false,
         };
-        let t0 = std::time::Instant::now();
-        let agent = self.agent.clone();
-        let (created, out, err) = tokio::join!(
-            async move { agent.create_process(create).await },
-            super::stdio::accept(Some(out_listener), "stdout"),
-            super::stdio::accept(Some(err_listener), "stderr"),
+        let mut steps = super::prepare::Steps::default();
+        steps.push(
+            "mounting the step's root",
+            "MountStepRoot",
+            pb::prepare_step::Step::StepRoot(root),
         );
-        created.map_err(agent_err("creating the step's process"))?;
-        let (out, err) = (out?, err?);
+        steps.push(
+            "creating the step's process",
+            "CreateProcess",
+            pb::prepare_step::Step::CreateProcess(create),
+        );
+        let t0 = std::time::Instant::now();
+        let prepare = steps.send(&self.agent);
+        let accept = async {
+            tokio::try_join!(
+                super::stdio::accept(Some(out_listener), "stdout"),
+                super::stdio::accept(Some(err_listener), "stderr"),
+            )
+        };
+        tokio::pin!(prepare, accept);
+        // The guest dials the stdio ports only once the root is mounted and the process is
+        // being created: a failed batch ends the wait for them.
+        let mut stdio = None;
+        let prepared = loop {
+            tokio::select! {
+                prepared = &mut prepare => break prepared,
+                accepted = &mut accept, if stdio.is_none() => stdio = Some(accepted),
+            }
+        };
+        prepared.map_err(super::prepare::PrepareError::into_container_error)?;
+        let (out, err) = match stdio {
+            Some(accepted) => accepted?,
+            None => accept.await?,
+        };
         let started = self
             .agent
             .start_process(pb::ProcessRef { id: id.to_string() })
