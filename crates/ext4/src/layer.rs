@@ -613,6 +613,15 @@ fn map_xattr(name: &[u8], value: &[u8]) -> std::result::Result<Option<Xattr>, St
                     String::from_utf8_lossy(name)
                 ));
             }
+            // The image's root filesystem is an overlayfs lower when it runs: overlayfs's
+            // own attributes (redirects, metacopy, opaque markers) in it would steer the
+            // mount, so an image layer may not carry them.
+            if (index == 4 || index == 1) && suffix.starts_with(b"overlay.") {
+                return Err(format!(
+                    "extended attribute {:?} belongs to overlayfs and is refused in an image layer",
+                    String::from_utf8_lossy(name)
+                ));
+            }
             (index, suffix, value.to_vec())
         }
     };

@@ -277,3 +277,37 @@ fn bad_sparse_maps() {
         Error::FileTooLarge { .. }
     ));
 }
+
+#[test]
+fn overlayfs_attributes_are_refused() {
+    // The rootfs is an overlayfs lower at run time: a redirect or opaque marker of the
+    // image's own would steer that mount.
+    for name in [
+        "SCHILY.xattr.trusted.overlay.redirect",
+        "SCHILY.xattr.trusted.overlay.opaque",
+        "SCHILY.xattr.user.overlay.metacopy",
+    ] {
+        let l = Layer::new()
+            .dir("d")
+            .pax(&[(name, b"/etc")])
+            .file("d/f", b"x")
+            .bytes();
+        let e = refuse(vec![l], test_options());
+        assert!(
+            e.to_string().contains("belongs to overlayfs"),
+            "{name}: {e}"
+        );
+    }
+    // Other trusted and user attributes still pass.
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let l = Layer::new()
+        .pax(&[
+            ("SCHILY.xattr.trusted.overlayish", b"1"),
+            ("SCHILY.xattr.user.k", b"v"),
+        ])
+        .file("f", b"x")
+        .bytes();
+    build(&img, &[l]).unwrap();
+    fsck(&img);
+}
