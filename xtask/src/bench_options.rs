@@ -10,19 +10,19 @@ use anyhow::{Context, Result};
 use std::process::Command;
 
 /// `key=value` words of an example's output line.
-fn field(out: &str, key: &str) -> Option<String> {
+pub(crate) fn field(out: &str, key: &str) -> Option<String> {
     out.split_whitespace()
         .find_map(|w| w.strip_prefix(&format!("{key}=")))
         .map(str::to_owned)
 }
 
-fn number(out: &str, key: &str) -> Result<f64> {
+pub(crate) fn number(out: &str, key: &str) -> Result<f64> {
     field(out, key)
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("no {key}= in {out:?}"))
 }
 
-fn example(
+pub(crate) fn example(
     package: &str,
     name: &str,
     features: &[&str],

@@ -1,14 +1,15 @@
 //! Step benchmark: what one RUN step of a build costs in the guest, apart from the step's
 //! own command. In one booted VM (2 vCPUs, as the builder), each round does what the
-//! builder runtime does for a step: a fresh overlay (upper, work, root on the scratch disk
-//! above the image's read-only root), then a process with the builder's spec (Docker's
-//! default mounts, capabilities and seccomp profile, the /etc files bound in, its own
-//! pid/mount/ipc/uts/cgroup namespaces) whose stdout and stderr the guest dials on host
-//! vsock ports, started, waited for and deleted; then the overlay is unmounted. The command
-//! is `/bin/sh -c 'echo step N'`, and its output is checked.
+//! builder runtime does for a step: one PrepareContainer batch that mounts the step's root
+//! (MountStepRoot: an overlay above the image's read-only root with a fresh upper on the
+//! scratch disk, the /etc mount points in a stub lower) and creates a process with the
+//! builder's spec (Docker's default mounts, capabilities and seccomp profile, the /etc files
+//! bound in, its own pid/mount/ipc/uts/cgroup namespaces) whose stdout and stderr the guest
+//! dials on host vsock ports; then the process is started, waited for and deleted, and the
+//! root unmounted. The command is `/bin/sh -c 'echo step N'`, and its output is checked.
 //!
-//! Prints the medians as `overlay_ms=A create_ms=B start_ms=C wait_ms=D delete_ms=E
-//! total_ms=F`; each round's figures go to stderr.
+//! Prints the medians as `prepare_ms=A start_ms=B wait_ms=C delete_ms=D total_ms=E`; each
+//! round's figures go to stderr.
 //!
 //! Run: `cargo run -p vmm-qemu --features testing --example step_bench -- [ROUNDS]`
 //! (guest artifacts as for the VM tests: $CONTAINER_KERNEL / $CONTAINER_INITRD or
@@ -19,9 +20,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use agent::client::AgentClient;
+use agent::v1::prepare_step::Step;
 use agent::v1::{
-    CreateProcessRequest, MkdirRequest, MountRequest, ProcessRef, StdioPorts, UmountRequest,
-    WriteFileRequest,
+    CreateProcessRequest, MountRequest, PrepareContainerRequest, PrepareStep, ProcessRef,
+    StdioPorts, StepMountPoint, StepRootRequest, UmountRequest, WriteFileRequest,
 };
 use tokio::io::AsyncReadExt;
 use vmm::{DiskConfig, VirtualMachine};
@@ -95,19 +97,6 @@ fn spec(root: &str, i: usize) -> String {
     )
 }
 
-async fn mkdir(agent: &AgentClient, path: String) -> Result<(), Error> {
-    agent
-        .mkdir(MkdirRequest {
-            path,
-            mode: 0o755,
-            parents: true,
-            uid: 0,
-            gid: 0,
-        })
-        .await?;
-    Ok(())
-}
-
 async fn mount(
     agent: &AgentClient,
     source: &str,
@@ -130,8 +119,7 @@ async fn mount(
 /// Each phase of one round.
 #[derive(Default)]
 struct Round {
-    overlay: Duration,
-    create: Duration,
+    prepare: Duration,
     start: Duration,
     wait: Duration,
     delete: Duration,
@@ -147,27 +135,9 @@ async fn read_all(mut s: vmm::VsockStream) -> Vec<u8> {
 async fn round(t: &TestVm, i: usize) -> Result<Round, Error> {
     let agent = &t.agent;
     let dir = format!("/scratch/steps/{i}");
-    let (upper, work, root) = (
-        format!("{dir}/upper"),
-        format!("{dir}/work"),
-        format!("{dir}/root"),
-    );
+    let root = format!("{dir}/root");
     let mut r = Round::default();
     let begin = Instant::now();
-    tokio::try_join!(
-        mkdir(agent, upper.clone()),
-        mkdir(agent, work.clone()),
-        mkdir(agent, root.clone())
-    )?;
-    mount(
-        agent,
-        "overlay",
-        &root,
-        "overlay",
-        vec![format!("lowerdir=/lower,upperdir={upper},workdir={work}")],
-    )
-    .await?;
-    r.overlay = begin.elapsed();
     let (out_port, err_port) = (PORTS + 2 * i as u32, PORTS + 2 * i as u32 + 1);
     let mut out_l = t.vm.listen(out_port).await?;
     let mut err_l = t.vm.listen(err_port).await?;
@@ -183,12 +153,37 @@ async fn round(t: &TestVm, i: usize) -> Result<Round, Error> {
         }),
         ..Default::default()
     };
+    let mount_points = ["hosts", "hostname", "resolv.conf"]
+        .map(|f| StepMountPoint {
+            path: format!("/etc/{f}"),
+            file: true,
+        })
+        .to_vec();
+    let steps = [
+        Step::StepRoot(StepRootRequest {
+            dir: dir.clone(),
+            lowers: vec!["/lower".into()],
+            mount_points,
+        }),
+        Step::CreateProcess(create),
+    ]
+    .map(|step| PrepareStep {
+        step: Some(step),
+        retry_options: vec![],
+    })
+    .to_vec();
     let t0 = Instant::now();
-    let (created, out, err) =
-        tokio::join!(agent.create_process(create), out_l.accept(), err_l.accept());
-    created?;
+    let (prepared, out, err) = tokio::join!(
+        agent.prepare_container(PrepareContainerRequest { steps }),
+        out_l.accept(),
+        err_l.accept()
+    );
+    let prepared = prepared?;
+    if prepared.completed != 2 {
+        return Err(format!("round {i}: {}", prepared.failed_message).into());
+    }
     let (out, err) = (out?, err?);
-    r.create = t0.elapsed();
+    r.prepare = t0.elapsed();
     let t0 = Instant::now();
     agent.start_process(ProcessRef { id: id.clone() }).await?;
     r.start = t0.elapsed();
@@ -202,13 +197,13 @@ async fn round(t: &TestVm, i: usize) -> Result<Round, Error> {
     r.wait = t0.elapsed();
     let t0 = Instant::now();
     agent.delete_process(ProcessRef { id }).await?;
-    r.delete = t0.elapsed();
     agent
         .umount(UmountRequest {
             target: root,
             lazy: false,
         })
         .await?;
+    r.delete = t0.elapsed();
     r.total = begin.elapsed();
     let want = format!("step {i}\n");
     if exit.exit_code != 0 || stdout != want.as_bytes() || !stderr.is_empty() {
@@ -289,8 +284,8 @@ async fn main() -> Result<(), Error> {
     for i in 0..=rounds {
         let r = round(&t, i).await?;
         eprintln!(
-            "  round {i}: overlay {:?} create {:?} start {:?} wait {:?} delete {:?} total {:?}",
-            r.overlay, r.create, r.start, r.wait, r.delete, r.total
+            "  round {i}: prepare {:?} start {:?} wait {:?} delete {:?} total {:?}",
+            r.prepare, r.start, r.wait, r.delete, r.total
         );
         if i > 0 {
             all.push(r);
@@ -298,9 +293,8 @@ async fn main() -> Result<(), Error> {
     }
     let m = |f: fn(&Round) -> Duration| median_ms(all.iter().map(f).collect());
     println!(
-        "overlay_ms={:.1} create_ms={:.1} start_ms={:.1} wait_ms={:.1} delete_ms={:.1} total_ms={:.1}",
-        m(|r| r.overlay),
-        m(|r| r.create),
+        "prepare_ms={:.1} start_ms={:.1} wait_ms={:.1} delete_ms={:.1} total_ms={:.1}",
+        m(|r| r.prepare),
         m(|r| r.start),
         m(|r| r.wait),
         m(|r| r.delete),

@@ -815,6 +815,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mount_points_below_an_earlier_mount_need_no_stub() {
+        let mounts = vec![
+            json!({"destination": "/dev", "type": "tmpfs"}),
+            json!({"destination": "/dev/pts", "type": "devpts"}),
+            json!({"destination": "/devices", "type": "tmpfs"}),
+            json!({"destination": "/etc/hosts", "type": "bind"}),
+            json!({"destination": "/cache", "type": "bind"}),
+            json!({"destination": "/cache/sub", "type": "tmpfs"}),
+        ];
+        let files: std::collections::HashSet<String> = ["/etc/hosts".to_string()].into();
+        let points: Vec<(String, bool)> = mount_points(&mounts, &files)
+            .into_iter()
+            .map(|p| (p.path, p.file))
+            .collect();
+        assert_eq!(
+            points,
+            [
+                ("/dev".to_string(), false),
+                ("/devices".to_string(), false),
+                ("/etc/hosts".to_string(), true),
+                ("/cache".to_string(), false),
+            ]
+        );
+    }
+
+    #[test]
     fn targets_are_cleaned_and_escapes_refused() {
         assert_eq!(clean_target("/a/./b/").unwrap(), "/a/b");
         assert_eq!(clean_target("/").unwrap(), "/");
