@@ -7,7 +7,7 @@
 
 /// The protocol version this build speaks. The host calls `Version` first and refuses a guest
 /// reporting anything else. Bump it on any change a peer cannot safely ignore.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The vsock port vminitd listens on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
