@@ -248,20 +248,7 @@ pub(super) fn maintenance_steps(writable: bool) -> Steps {
         layer_steps(&mut steps);
         return steps;
     }
-    steps.mount(
-        "block-serial:rootfs".into(),
-        format!("{GUEST_DIR}/lower"),
-        "ext4",
-        vec!["ro".into()],
-    );
-    steps.mount(
-        "block-serial:rw".into(),
-        format!("{GUEST_DIR}/rw"),
-        "ext4",
-        vec![],
-    );
-    // A layer that never ran has no upper directory yet.
-    steps.mkdir(format!("{GUEST_DIR}/rw/upper"));
+    disk_steps(&mut steps);
     steps.mount(
         "overlay".into(),
         GUEST_ROOTFS.into(),
@@ -274,8 +261,9 @@ pub(super) fn maintenance_steps(writable: bool) -> Steps {
     steps
 }
 
-/// The image's rootfs (read-only) and the writable layer joined at [`GUEST_ROOTFS`].
-fn layer_steps(steps: &mut Steps) {
+/// The image's rootfs (read-only) at `lower/`, the writable layer at `rw/` and its upper
+/// directory (a layer that never ran has none yet).
+fn disk_steps(steps: &mut Steps) {
     steps.mount(
         "block-serial:rootfs".into(),
         format!("{GUEST_DIR}/lower"),
@@ -289,6 +277,11 @@ fn layer_steps(steps: &mut Steps) {
         vec![],
     );
     steps.mkdir(format!("{GUEST_DIR}/rw/upper"));
+}
+
+/// The image's rootfs (read-only) and the writable layer joined at [`GUEST_ROOTFS`].
+fn layer_steps(steps: &mut Steps) {
+    disk_steps(steps);
     steps.mkdir(format!("{GUEST_DIR}/rw/work"));
     steps.mount(
         "overlay".into(),
