@@ -131,21 +131,6 @@ fn xattrs(dir: &OwnedFd, name: &OsStr) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(out)
 }
 
-/// A PAX extended header record: `<len> <key>=<value>\n`, where `len` counts the whole record.
-fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
-    let body = key.len() + value.len() + 3; // ' ', '=', '\n'
-    let mut len = body + 1;
-    while len != body + len.to_string().len() {
-        len = body + len.to_string().len();
-    }
-    let mut r = format!("{len} ").into_bytes();
-    r.extend_from_slice(key);
-    r.push(b'=');
-    r.extend_from_slice(value);
-    r.push(b'\n');
-    r
-}
-
 struct LayerWriter<W: Write> {
     tar: tar::Builder<W>,
     /// (device, inode) of files with several links → the archive name of the first.
@@ -316,7 +301,7 @@ impl<W: Write> LayerWriter<W> {
             for (k, v) in attrs {
                 let mut key = b"SCHILY.xattr.".to_vec();
                 key.extend_from_slice(k);
-                records.extend(pax_record(&key, v));
+                records.extend(spec::pax::record(&key, v));
             }
             let mut x = tar::Header::new_ustar();
             let mut pax_name = b"PaxHeaders/".to_vec();
@@ -567,19 +552,5 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let r = capture(&d.path().join("nope"), None, &[], Vec::new());
         assert!(matches!(r, Err(FsError::NotFound(_))), "{r:?}");
-    }
-
-    #[test]
-    fn pax_records_count_their_own_length() {
-        assert_eq!(pax_record(b"k", b"v"), b"6 k=v\n");
-        // 10 bytes + 1 digit = 11 needs two digits: the length grows to 12.
-        assert_eq!(pax_record(b"key", b"vvvv"), b"12 key=vvvv\n");
-        let long = vec![b'x'; 200];
-        let r = pax_record(b"SCHILY.xattr.user.a", &long);
-        let (len, _) = std::str::from_utf8(&r[..4])
-            .unwrap()
-            .split_once(' ')
-            .unwrap();
-        assert_eq!(len.parse::<usize>().unwrap(), r.len());
     }
 }

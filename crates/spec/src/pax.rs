@@ -134,6 +134,20 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn pax_records_count_their_own_length() {
+        assert_eq!(record(b"k", b"v"), b"6 k=v\n");
+        // 10 bytes + 1 digit = 11 needs two digits: the length grows to 12.
+        assert_eq!(record(b"key", b"vvvv"), b"12 key=vvvv\n");
+        let long = vec![b'x'; 200];
+        let r = record(b"SCHILY.xattr.user.a", &long);
+        let (len, _) = std::str::from_utf8(&r[..4])
+            .unwrap()
+            .split_once(' ')
+            .unwrap();
+        assert_eq!(len.parse::<usize>().unwrap(), r.len());
+    }
+
+    #[test]
     fn binary_values_with_newlines_are_one_record() {
         let cap = b"\x01\x00\x00\x02\n\x20\x00\x00\n\x00\x00\x00\x00";
         let mut data = record(b"SCHILY.xattr.security.capability", cap);
