@@ -308,13 +308,13 @@ mod tests {
     }
 
     #[test]
-    fn only_x86_64_gets_the_tsc_rate_timer_and_acpi_words() {
+    fn only_x86_64_gets_the_tsc_rate_and_timer_words() {
         let mut c = config();
         c.cmdline.clear();
         let x86 = kernel_cmdline(&c, &launch(Accel::Tcg));
         assert_eq!(
             x86,
-            "console=ttyS0 quiet reboot=t panic=-1 tsc=reliable no_timer_check acpi=off mitigations=off tsc_early_khz=2300000"
+            "console=ttyS0 quiet reboot=t panic=-1 tsc=reliable no_timer_check mitigations=off tsc_early_khz=2300000"
         );
         c.arch = vmm::Arch::Aarch64;
         let arm = kernel_cmdline(&c, &launch(Accel::Tcg));

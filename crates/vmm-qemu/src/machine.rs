@@ -29,21 +29,13 @@ pub struct Machine {
 }
 
 /// x86_64 guests: the `microvm` board (no PCI, no firmware tables, fastest boot).
-///
-/// Without ACPI: its tables are a 2 MiB ROM block QEMU zeroes whole, plus what builds them,
-/// about 3 MiB of every VM's host memory (docs/benchmarks.md). The board then lists its
-/// virtio-mmio devices on the kernel command line itself, and vminitd ends the VM with a
-/// reset (`-no-reboot`) since there is no ACPI power-off. The kernel's `acpi=off` spares it
-/// the search for tables that are not there. Without ACPI there is no second IOAPIC, so the
-/// virtio-mmio devices take legacy IRQs 12 down to 5, and the fifth one takes the RTC's
-/// IRQ 8: the RTC is off (the guest's wall clock is set by vminitd from the host's anyway).
 pub const X86_64: Machine = Machine {
     arch: Arch::X86_64,
     qemu: tools::QEMU_X86_64,
-    board: "microvm,acpi=off,rtc=off",
+    board: "microvm",
     console: "ttyS0",
     // The timer words cut about 0.2 s of boot under TCG.
-    cmdline: &["tsc=reliable", "no_timer_check", "acpi=off"],
+    cmdline: &["tsc=reliable", "no_timer_check"],
     tsc_rate: true,
     kvm_cpu_flags: &["vmx", "svm"],
 };
