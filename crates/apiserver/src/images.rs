@@ -841,21 +841,29 @@ impl Images for ImagesService {
                 std::fs::File::open(spool.path()).map_err(|e| ApiError::internal(e.to_string()))?;
             let loaded = oci::load(&daemon.store, std::io::BufReader::new(f))
                 .map_err(|e| oci_error(e.kind(), e))?;
-            let targets = loaded
+            let targets: Vec<_> = loaded
                 .names
                 .iter()
                 .filter_map(|n| daemon.store.image(n).ok().map(|r| r.target))
-                .chain(loaded.untagged.iter().map(|u| u.target.clone()));
+                .chain(loaded.untagged.iter().map(|u| u.target.clone()))
+                .collect();
             for target in targets {
                 // Only the host platform's rootfs is built now; others on first use.
-                if let Ok(r) = daemon.store.resolve_descriptor(&target, None) {
-                    oci::ensure_rootfs(
+                if let Ok(r) = daemon.store.resolve_descriptor(&target, None)
+                    && let Err(e) = oci::ensure_rootfs(
                         &daemon.store,
                         &r.manifest_descriptor.digest,
                         &ext4::Options::default(),
                     )
+                {
+                    // An image that cannot run is not left named by a failed load.
+                    for name in &loaded.names {
+                        if daemon.store.image(name).is_ok_and(|i| i.target == target) {
+                            let _ = daemon.store.remove_image(name);
+                        }
+                    }
                     // With its cause: which layer and entry the writer refused.
-                    .map_err(|e| oci_error(e.kind(), spec::error_chain(&e)))?;
+                    return Err(oci_error(e.kind(), spec::error_chain(&e)));
                 }
             }
             Ok(v1::LoadImagesResponse {
