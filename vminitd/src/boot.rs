@@ -206,9 +206,9 @@ fn switch_root() -> Result<(), BootError> {
     })
 }
 
-/// How PID 1 ends the VM. An x86 guest without ACPI (QEMU's microvm runs with `acpi=off`:
-/// its ACPI tables cost the host about 3 MiB per VM, docs/benchmarks.md) has no way to power
-/// off, and the kernel would only halt; it resets instead, which ends the VM because the host
+/// How PID 1 ends the VM. An x86 guest without ACPI (a microvm started with `acpi=off`;
+/// ours keep ACPI, docs/benchmarks.md says why) has no way to power off, and the kernel
+/// would only halt; it resets instead, which ends the VM because the host
 /// runs QEMU with `-no-reboot` (the kernel's `reboot=t` makes the reset a triple fault, which
 /// needs no device). Every other guest powers off.
 fn end_of_vm() -> nix::sys::reboot::RebootMode {
