@@ -23,6 +23,16 @@ fn build(d: &Daemon, args: &[&str]) -> String {
     stderr
 }
 
+/// Tags `local` as `pushed`, pushes it, deletes both names and pulls it back; the pulled
+/// rootfs passes `e2fsck -fn`.
+fn push_delete_and_pull(d: &Daemon, local: &str, pushed: &str) {
+    d.ok(&["image", "tag", local, pushed]);
+    d.ok(&["image", "push", pushed]);
+    d.ok(&["image", "delete", pushed, local]);
+    d.ok(&["image", "pull", pushed]);
+    d.fsck_snapshot(pushed);
+}
+
 /// How many builder VMs the daemon has booted so far (its log names each).
 fn builders_booted(d: &Daemon) -> usize {
     std::fs::read_to_string(d.root.join("apiserver.log"))
@@ -162,11 +172,7 @@ fn run_steps_whiteouts_multi_stage_and_cache() {
     );
     // Pushed and pulled back, the image runs without the file and its rootfs is sound.
     let pushed = format!("{}/brun-{}/wh:1", d.mirror, std::process::id());
-    d.ok(&["image", "tag", "wh:1", &pushed]);
-    d.ok(&["image", "push", &pushed]);
-    d.ok(&["image", "delete", &pushed, "wh:1"]);
-    d.ok(&["image", "pull", &pushed]);
-    d.fsck_snapshot(&pushed);
+    push_delete_and_pull(&d, "wh:1", &pushed);
     assert_eq!(
         d.ok(&[
             "run",
@@ -686,11 +692,7 @@ fn xattrs_survive_a_run_step() {
 
     // The same layer pushed to the registry and pulled back: the file as the RUN left it.
     let pushed = format!("{}/bxattr-{}/xattr:1", d.mirror, std::process::id());
-    d.ok(&["image", "tag", "xattr:1", &pushed]);
-    d.ok(&["image", "push", &pushed]);
-    d.ok(&["image", "delete", &pushed, "xattr:1"]);
-    d.ok(&["image", "pull", &pushed]);
-    d.fsck_snapshot(&pushed);
+    push_delete_and_pull(&d, "xattr:1", &pushed);
     assert_eq!(
         d.ok(&[
             "run",
